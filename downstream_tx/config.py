@@ -1,0 +1,370 @@
+"""One typed configuration object for the daemon and the admin command.
+
+Sources, in increasing precedence: built-in defaults < TOML file (``--config``) <
+``DOWNSTREAM_*`` environment variables < command-line options. Every key below is all
+four at once: ``key_name`` in TOML, ``DOWNSTREAM_KEY_NAME`` in the environment and
+``--key-name`` on the command line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names the setting and the reason."""
+
+
+# ---------------------------------------------------------------------------------------------
+# value parsers: each takes a str (env, command line) or a TOML value and returns the typed value
+
+
+def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("expected an integer")
+        if isinstance(value, str):
+            value = value.strip().replace("_", "")
+            for suffix, factor in (("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)):
+                if value.endswith(suffix):
+                    value = int(value[: -len(suffix)].strip()) * factor
+                    break
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, (int, str)):
+            raise ValueError("expected an integer")
+        number = int(value)
+        if minimum is not None and number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        if maximum is not None and number > maximum:
+            raise ValueError(f"must be at most {maximum}")
+        return number
+
+    return parse
+
+
+def _float(minimum: float = 0.0, maximum: float | None = None, exclusive_min: bool = True) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
+        if number < minimum or (exclusive_min and number == minimum):
+            raise ValueError(f"must be greater than {minimum:g}" if exclusive_min else f"must be at least {minimum:g}")
+        if maximum is not None and number > maximum:
+            raise ValueError(f"must be at most {maximum:g}")
+        return number
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _optional_str(value: Any) -> str | None:
+    value = _str(value).strip()
+    return value or None
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    items = value if isinstance(value, list) else [v for v in _str(value).replace(",", " ").split()]
+    try:
+        return tuple(ipaddress.ip_network(str(item).strip(), strict=False) for item in items)
+    except ValueError as e:
+        raise ValueError(f"not an IP address or network: {e}") from None
+
+
+def _pool(value: Any) -> tuple[tuple[int, int], ...]:
+    """``SIZE:COUNT,SIZE:COUNT`` (sizes in bytes, KiB/MiB suffixes allowed)."""
+    if isinstance(value, list):
+        items = [f"{a}:{b}" for a, b in value]
+    else:
+        items = [i for i in _str(value).replace(" ", "").split(",") if i]
+    parsed = []
+    for item in items:
+        size, sep, count = item.partition(":")
+        if not sep:
+            raise ValueError(f"{item!r} is not SIZE:COUNT")
+        parsed.append((_int(1, 1 << 40)(size), _int(0, 10_000)(count)))
+    return tuple(sorted(parsed))
+
+
+def _db_url(value: Any) -> str | None:
+    text = _optional_str(value)
+    if text is not None:
+        parse_db_url(text)
+    return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        return "DOWNSTREAM_" + self.name.upper()
+
+    @property
+    def option(self) -> str:
+        return self.name.replace("_", "-")
+
+
+GiB = 1 << 30
+
+SETTINGS: tuple[Setting, ...] = (
+    # where things live
+    Setting("data_dir", _str, "./downstream-data", "Directory for the SQLite database, chunk store and key files."),
+    Setting("db", _db_url, None,
+            "Database URL: sqlite:///path/file.db or mysql://user:password@host:port/dbname "
+            "(default sqlite:///<data dir>/downstream.db).", secret=True),
+    Setting("chunk_dir", _optional_str, None, "Directory of stored chunks (default <data dir>/chunks)."),
+    Setting("db_pool_size", _int(1, 100), 5, "Maximum MySQL connections in the pool (SQLite always uses one)."),
+    Setting("db_retries", _int(0, 20), 3, "Retries of a transaction after a lost connection or deadlock."),
+    # network
+    Setting("listen", _str, "tcp:5000:interface=127.0.0.1", "Twisted endpoint string for the API listener."),
+    Setting("public_url", _optional_str, None,
+            "Base URL farmers use to reach this node, for download URLs (default: from --listen)."),
+    Setting("metrics_listen", _optional_str, None, "Endpoint string for the Prometheus /metrics listener (off)."),
+    Setting("max_body_size", _int(1024, 64 << 20), 1 << 20, "Largest request body accepted, in bytes."),
+    Setting("trusted_proxies", _networks, (),
+            "Peers (IPs or networks, comma separated) whose X-Forwarded-For header is trusted."),
+    # tokens and addresses
+    Setting("max_tokens_per_address", _int(0), 20, "Tokens one address may hold at once (0 = no limit)."),
+    Setting("max_tokens_per_ip", _int(0), 5, "Tokens created from one client IP (0 = no limit)."),
+    Setting("token_rate", _int(0), 30, "Token requests per client IP per minute (0 = no limit)."),
+    Setting("whitelist", _bool, False, "Only whitelisted addresses may get tokens."),
+    Setting("min_balance", _int(0), 10000, "Minimum whitelist balance when the whitelist is on."),
+    Setting("require_signature", _bool, False, "v1 /new requires a posted bitcoin signed message."),
+    # stored files and v0 challenges
+    Setting("max_file_size", _int(1, 1 << 40), 1 * GiB, "Largest file `downstream-admin file add` accepts."),
+    Setting("tick", _float(0.0), 1.0, "Seconds between timer passes."),
+    Setting("max_failures", _int(1, 1000), 3, "Consecutive misses/fails that fail a contract."),
+    Setting("challenge_batch", _int(1, 100_000), 100, "Hash challenges generated per batch."),
+    Setting("challenge_low_water", _int(0, 100_000), 20, "Top up a file when fewer unused challenges remain."),
+    # v1 seeded chunks
+    Setting("seeded_interval", _int(1, 86400 * 30), 300, "Seconds between v1 challenge due times."),
+    Setting("seeded_challenges", _int(1, 1 << 16), 256, "Challenges encoded per seeded chunk."),
+    Setting("seeded_check_fraction", _float(0.0, 1.0), 0.01, "Fraction of a seeded chunk each v1 challenge reads."),
+    Setting("seeded_pool", _pool, ((1 << 20, 4), (8 << 20, 4), (32 << 20, 2)),
+            "Seeded chunks kept ready per size class, as SIZE:COUNT,SIZE:COUNT."),
+    Setting("max_chunks_per_request", _int(0, 1000), 10, "v1 chunks handed out per /chunk request (0 = no limit)."),
+    Setting("max_size_per_address", _int(0), 1 * GiB, "Bytes of active v1 contracts one address may hold."),
+    Setting("contract_retention", _int(0), 7 * 86400, "Seconds a finished contract is kept before archiving."),
+    # operations
+    Setting("log_format", _choice("text", "json"), "text", "Log lines as readable text or JSON lines."),
+    Setting("log_file", _optional_str, None, "Log file (default: standard output); SIGHUP reopens it."),
+    Setting("db_unhealthy_after", _float(0.0), 30.0,
+            "Seconds the database may be unreachable before the watchdog stops pinging systemd."),
+    Setting("shutdown_timeout", _float(0.0), 10.0, "Seconds a stop waits for in-flight work."),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration; read values as attributes (``config.tick``)."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def db_url(self) -> str:
+        return self.values["db"] or "sqlite:///" + os.path.join(self.data_dir, "downstream.db")
+
+    @property
+    def chunk_path(self) -> str:
+        return self.values["chunk_dir"] or os.path.join(self.data_dir, "chunks")
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or public_url_from_endpoint(self.listen)).rstrip("/")
+
+    def replace(self, **changes: Any) -> Config:
+        return Config({**self.values, **changes})
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(name, value) pairs for display, secrets masked."""
+        rows = []
+        for s in SETTINGS:
+            value = self.values[s.name]
+            if s.name == "db":
+                value = mask_db_url(self.db_url)
+            elif isinstance(value, tuple):
+                value = ",".join(
+                    f"{a}:{b}" if isinstance(a, int) else str(a) for a, b in value
+                ) if value and isinstance(value[0], tuple) else ",".join(str(v) for v in value)
+            rows.append((s.name, "" if value is None else str(value)))
+        return rows
+
+
+def load_config(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merge defaults < TOML file < environment < ``overrides`` (command line) into a Config."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    if path is None:
+        path = environ.get("DOWNSTREAM_CONFIG") or None
+    if path:
+        for key, raw in _read_toml(path).items():
+            name = key.replace("-", "_")
+            setting = SETTINGS_BY_NAME.get(name)
+            if setting is None:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[name] = _apply(setting, raw, f"{key} in {path}")
+    for setting in SETTINGS:
+        if setting.env in environ:
+            values[setting.name] = _apply(setting, environ[setting.env], setting.env)
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        setting = SETTINGS_BY_NAME[name.replace("-", "_")]
+        values[setting.name] = _apply(setting, raw, "--" + setting.option)
+    config = Config(values)
+    _check_together(config)
+    return config
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
+    # allow an optional [downstream] table
+    if set(data) == {"downstream"} and isinstance(data["downstream"], dict):
+        data = data["downstream"]
+    return data
+
+
+def _apply(setting: Setting, raw: Any, where: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except (ValueError, TypeError) as e:
+        reason = str(e) or "invalid value"
+        shown = "***" if setting.secret else repr(raw)
+        raise ConfigError(f"{setting.name}: {reason} (got {shown} from {where})") from None
+
+
+def _check_together(config: Config) -> None:
+    if config.challenge_low_water >= config.challenge_batch:
+        raise ConfigError(
+            f"challenge_low_water: must be smaller than challenge_batch ({config.challenge_batch})"
+        )
+    parse_db_url(config.db_url)
+
+
+# ---------------------------------------------------------------------------------------------
+# database URLs
+
+
+@dataclass(frozen=True)
+class DbUrl:
+    scheme: str  # "sqlite" or "mysql"
+    path: str = ""  # sqlite file
+    user: str = ""
+    password: str = ""
+    host: str = "127.0.0.1"
+    port: int = 3306
+    database: str = ""
+
+
+def parse_db_url(url: str) -> DbUrl:
+    """Parse ``sqlite:///path`` (relative; ``sqlite:////abs`` absolute) or ``mysql://…``."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if not path:
+            raise ConfigError("db: sqlite URL needs a file path (sqlite:///path/file.db)")
+        return DbUrl("sqlite", path=path)
+    if url.startswith(("mysql://", "mysql+pymysql://", "mariadb://")):
+        parts = urlsplit(url)
+        try:
+            port = parts.port or 3306
+        except ValueError:
+            raise ConfigError("db: port is not a number") from None
+        database = parts.path.lstrip("/")
+        if not database or "/" in database:
+            raise ConfigError("db: mysql URL needs a database name (mysql://user:password@host:port/dbname)")
+        return DbUrl(
+            "mysql",
+            user=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+            host=parts.hostname or "127.0.0.1",
+            port=port,
+            database=database,
+        )
+    raise ConfigError("db: must start with sqlite:/// or mysql:// (got an unsupported URL)")
+
+
+def mask_db_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def public_url_from_endpoint(listen: str) -> str:
+    """Best guess at the URL farmers reach a listener on (``tcp:5000:interface=X`` → ``http://X:5000``)."""
+    kind, _, rest = listen.partition(":")
+    args = [a for a in rest.split(":") if a]
+    port = "5000"
+    host = "127.0.0.1"
+    for a in args:
+        if a.startswith("port="):
+            port = a[5:]
+        elif a.startswith("interface="):
+            host = a[10:].replace("\\", "")
+        elif "=" not in a and a.isdigit():
+            port = a
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if kind in ("ssl", "tls") else "http"
+    return f"{scheme}://{host}:{port}"

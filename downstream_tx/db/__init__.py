@@ -1,0 +1,8 @@
+"""Persistence: engines, the pool wrapper, the schema and one module per table group.
+
+Nothing outside this package writes SQL. Functions named ``*_txn`` take a :class:`Txn` and run
+inside one transaction; they are idempotent or guarded so that a retried transaction is safe.
+"""
+
+from downstream_tx.db.database import Database, DatabaseUnavailable, Txn  # noqa: F401
+from downstream_tx.db.engine import Engine, create_engine  # noqa: F401

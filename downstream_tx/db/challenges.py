@@ -1,0 +1,91 @@
+"""Hash-challenge batches (v0) and the per-file pool of unused challenges."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from downstream_tx.db.database import Txn
+
+
+class ConcurrentChallengeUse(RuntimeError):
+    pass
+
+
+def insert_batch_txn(
+    txn: Txn,
+    file_id: int,
+    root_seed: bytes,
+    merkle_root: bytes,
+    seeds: Sequence[bytes],
+    answers: Sequence[str],
+    now: float,
+) -> int:
+    """Store a batch and its challenges. Idempotent: a batch with the same root seed is stored once."""
+    existing = txn.scalar(
+        "SELECT id FROM challenge_batches WHERE file_id = ? AND root_seed = ?", (file_id, root_seed)
+    )
+    if existing is not None:
+        return int(existing)
+    txn.execute(
+        "INSERT INTO challenge_batches (file_id, root_seed, merkle_root, count, created) VALUES (?, ?, ?, ?, ?)",
+        (file_id, root_seed, merkle_root, len(seeds), now),
+    )
+    batch_id = txn.lastrowid
+    txn.executemany(
+        "INSERT INTO challenges (batch_id, file_id, seq, seed, answer) VALUES (?, ?, ?, ?, ?)",
+        [(batch_id, file_id, i, seed, answer) for i, (seed, answer) in enumerate(zip(seeds, answers))],
+    )
+    return batch_id
+
+
+def unused_count_txn(txn: Txn, file_id: int) -> int:
+    return int(txn.scalar("SELECT COUNT(*) FROM challenges WHERE file_id = ? AND used = 0", (file_id,)))
+
+
+def low_files_txn(txn: Txn, file_ids: Sequence[int], low_water: int) -> list[int]:
+    """Of ``file_ids`` (active stored files), those with fewer than ``low_water`` unused challenges."""
+    low = []
+    for file_id in sorted(set(file_ids)):
+        active = txn.scalar(
+            "SELECT COUNT(*) FROM files WHERE id = ? AND removed IS NULL AND kind = 'stored'", (file_id,)
+        )
+        if active and unused_count_txn(txn, file_id) < low_water:
+            low.append(file_id)
+    return low
+
+
+def all_low_files_txn(txn: Txn, low_water: int) -> list[int]:
+    """Every active stored file under the low-water mark (run once at start-up)."""
+    rows = txn.execute(
+        "SELECT f.id FROM files f WHERE f.removed IS NULL AND f.kind = 'stored' AND "
+        "(SELECT COUNT(*) FROM challenges c WHERE c.file_id = f.id AND c.used = 0) < ?",
+        (low_water,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def take_txn(txn: Txn, file_id: int, count: int) -> list[tuple[int, bytes]]:
+    """Reserve up to ``count`` unused challenges of a file, oldest first: [(id, seed)]."""
+    if count <= 0:
+        return []
+    rows = txn.execute(
+        "SELECT id, seed FROM challenges WHERE file_id = ? AND used = 0 ORDER BY id LIMIT ?" + txn.for_update(),
+        (file_id, count),
+    ).fetchall()
+    txn.executemany("UPDATE challenges SET used = 1 WHERE id = ? AND used = 0", [(r[0],) for r in rows])
+    if rows and txn.rowcount != len(rows):
+        # the rows were locked (MySQL) or writes are serialised (SQLite): this means a concurrent
+        # writer ignored the lock; let the transaction retry rather than hand out a used challenge
+        raise ConcurrentChallengeUse(f"file {file_id}: {len(rows) - txn.rowcount} challenges taken concurrently")
+    return [(r[0], bytes(r[1])) for r in rows]
+
+
+def batches_txn(txn: Txn, file_id: int) -> list[dict]:
+    rows = txn.execute(
+        "SELECT id, root_seed, merkle_root, count, created FROM challenge_batches WHERE file_id = ? ORDER BY id",
+        (file_id,),
+    ).fetchall()
+    return [
+        {"id": r[0], "root_seed": bytes(r[1]).hex(), "merkle_root": bytes(r[2]).hex(), "count": r[3], "created": r[4]}
+        for r in rows
+    ]

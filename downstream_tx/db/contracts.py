@@ -1,0 +1,243 @@
+"""Contracts (token × file) and the v0 challenge lifecycle.
+
+Timing (api-v0.md): challenge k of a contract is issued at ``start + k*interval``; its deadline is
+one interval later, when challenge k+1 is issued. ``deadline`` is therefore also "the time the
+timer must next look at this contract", and the timer's query is an index range scan on
+``(state, protocol, deadline)``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from downstream_tx.db import challenges
+from downstream_tx.db.database import Txn
+
+ACTIVE, ENDED, FAILED = "active", "ended", "failed"
+V0, V1 = 0, 1
+
+
+def end_where_txn(txn: Txn, where: str, args: Sequence[Any], now: float, reason: str,
+                  state: str = ENDED) -> int:
+    """End the active contracts matching ``where`` and free their files' replica slots."""
+    rows = txn.execute(
+        f"SELECT id, file_id FROM contracts WHERE state = 'active' AND {where}" + txn.for_update(), tuple(args)
+    ).fetchall()
+    _finish(txn, rows, now, reason, state)
+    return len(rows)
+
+
+def _finish(txn: Txn, rows: Sequence[tuple[int, int]], now: float, reason: str, state: str) -> None:
+    txn.executemany(
+        "UPDATE contracts SET state = ?, ended = ?, end_reason = ? WHERE id = ? AND state = 'active'",
+        [(state, now, reason, contract_id) for contract_id, _ in rows],
+    )
+    per_file: dict[int, int] = defaultdict(int)
+    for _, file_id in rows:
+        per_file[file_id] += 1
+    txn.executemany(
+        "UPDATE files SET replicas = CASE WHEN replicas >= ? THEN replicas - ? ELSE 0 END WHERE id = ?",
+        [(n, n, file_id) for file_id, n in per_file.items()],
+    )
+
+
+@dataclass(frozen=True)
+class Assignment:
+    contract_id: int
+    file_hash: str
+    size: int
+    interval: int
+    challenge: bytes
+    deadline: float
+
+
+def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5) -> Assignment | None:
+    """Give the token a contract on the stored file furthest below its redundancy target that the
+    token does not already hold (ties: oldest file). The replica slot is taken with a guarded
+    update, so concurrent requests never push a file over its target."""
+    for _ in range(attempts):
+        row = txn.execute(
+            "SELECT f.id, f.file_hash, f.size, f.interval_s FROM files f "
+            "WHERE f.removed IS NULL AND f.kind = 'stored' AND f.replicas < f.redundancy "
+            "AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.file_id = f.id AND c.token_id = ? "
+            "AND c.state = 'active') "
+            "AND EXISTS (SELECT 1 FROM challenges ch WHERE ch.file_id = f.id AND ch.used = 0) "
+            "ORDER BY f.redundancy - f.replicas DESC, f.id LIMIT 1",
+            (token_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        file_id, file_hash, size, interval = row
+        if not txn.execute(
+            "UPDATE files SET replicas = replicas + 1 WHERE id = ? AND replicas < redundancy", (file_id,)
+        ).rowcount:
+            continue  # another farmer took the last slot; pick again
+        taken = challenges.take_txn(txn, file_id, 1)
+        if not taken:
+            txn.execute("UPDATE files SET replicas = replicas - 1 WHERE id = ?", (file_id,))
+            continue
+        challenge_id, seed = taken[0]
+        deadline = now + interval
+        txn.execute(
+            "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, challenge_id, "
+            "issued, deadline, answered) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0)",
+            (token_id, file_id, now, interval, challenge_id, now, deadline),
+        )
+        return Assignment(txn.lastrowid, file_hash, int(size), int(interval), seed, deadline)
+    return None
+
+
+@dataclass
+class TickResult:
+    issued: int = 0
+    missed: int = 0
+    forgiven: int = 0
+    failed: int = 0
+    starved: int = 0
+    more: bool = False
+    #: files whose unused challenges were consumed (candidates for a top-up)
+    file_ids: set[int] = field(default_factory=set)
+
+
+def update_due_txn(
+    txn: Txn,
+    now: float,
+    max_failures: int,
+    limit: int = 5000,
+    forgive: tuple[float, float] | None = None,
+) -> TickResult:
+    """One page of the periodic v0 pass over contracts whose deadline has come.
+
+    For each: an unanswered outstanding challenge is a miss (unless its deadline fell inside the
+    ``forgive`` window, i.e. while the node itself was down); ``max_failures`` consecutive misses or
+    fails fail the contract and free its slot; otherwise the challenge of the current window is
+    issued. Updates are guarded on the old deadline, so running the pass twice is harmless.
+    """
+    rows = txn.execute(
+        "SELECT id, file_id, start, interval_s, seq, answered, run, deadline, challenge_id FROM contracts "
+        "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
+        (now, limit),
+    ).fetchall()
+    result = TickResult(more=len(rows) == limit)
+    failed: list[tuple[int, int, int, int, float]] = []
+    next_by_file: dict[int, list[tuple]] = defaultdict(list)
+    for cid, file_id, start, interval, seq, answered, run, deadline, challenge_id in rows:
+        outstanding = challenge_id is not None and not answered
+        forgiven = outstanding and forgive is not None and forgive[0] < deadline <= forgive[1]
+        missed = outstanding and not forgiven
+        result.forgiven += int(forgiven)
+        result.missed += int(missed)
+        new_run = run + 1 if missed else run
+        if new_run >= max_failures:
+            failed.append((cid, file_id, int(missed), new_run, deadline))
+            continue
+        k = max(seq + 1, math.floor((now - start) / interval))
+        next_by_file[file_id].append((cid, k, start + k * interval, start + (k + 1) * interval,
+                                      int(missed), new_run, deadline))
+    if failed:
+        txn.executemany(
+            "UPDATE contracts SET misses = misses + ?, run = ? WHERE id = ? AND deadline = ? AND state = 'active'",
+            [(m, r, cid, d) for cid, _, m, r, d in failed],
+        )
+        _finish(txn, [(cid, fid) for cid, fid, *_ in failed], now, "failed", FAILED)
+        result.failed = len(failed)
+    updates = []
+    for file_id, pending in next_by_file.items():
+        taken = challenges.take_txn(txn, file_id, len(pending))
+        result.file_ids.add(file_id)
+        for i, (cid, k, issued, deadline, missed, run, old_deadline) in enumerate(pending):
+            if i < len(taken):
+                challenge_id, answered = taken[i][0], 0
+                result.issued += 1
+            else:  # no challenge left until the top-up runs: nothing outstanding, no miss next time
+                challenge_id, answered = None, 1
+                result.starved += 1
+            updates.append((k, challenge_id, issued, deadline, answered, missed, run, cid, old_deadline))
+    txn.executemany(
+        "UPDATE contracts SET seq = ?, challenge_id = ?, issued = ?, deadline = ?, answered = ?, "
+        "misses = misses + ?, run = ? WHERE id = ? AND deadline = ? AND state = 'active'",
+        updates,
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    status: str  # pass | fail | no_hash | not_due
+    failed_contract: bool = False
+
+
+def answer_txn(txn: Txn, token_id: int, file_hash: str, response: str, now: float,
+               max_failures: int) -> AnswerResult:
+    """Check a v0 answer against the contract's outstanding challenge (one attempt per challenge)."""
+    row = txn.execute(
+        "SELECT c.id, c.file_id, c.challenge_id, c.answered, c.deadline, c.run, ch.answer "
+        "FROM contracts c JOIN files f ON f.id = c.file_id LEFT JOIN challenges ch ON ch.id = c.challenge_id "
+        "WHERE c.token_id = ? AND f.file_hash = ? AND f.removed IS NULL AND c.state = 'active' "
+        "AND c.protocol = 0" + txn.for_update(),
+        (token_id, file_hash),
+    ).fetchone()
+    if row is None:
+        return AnswerResult("no_hash")
+    cid, file_id, challenge_id, answered, deadline, run, expected = row
+    if challenge_id is None or answered or now >= deadline:
+        return AnswerResult("not_due")
+    if hmac.compare_digest(response.lower().encode(), expected.encode()):
+        txn.execute(
+            "UPDATE contracts SET answered = 1, passes = passes + 1, run = 0 WHERE id = ? AND answered = 0 "
+            "AND challenge_id = ?",
+            (cid, challenge_id),
+        )
+        return AnswerResult("pass")
+    txn.execute(
+        "UPDATE contracts SET answered = 1, fails = fails + 1, run = run + 1 WHERE id = ? AND answered = 0 "
+        "AND challenge_id = ?",
+        (cid, challenge_id),
+    )
+    if run + 1 >= max_failures:
+        _finish(txn, [(cid, file_id)], now, "failed", FAILED)
+        return AnswerResult("fail", failed_contract=True)
+    return AnswerResult("fail")
+
+
+def token_contracts_txn(txn: Txn, token_id: int, protocol: int = V0) -> list[dict]:
+    """Active contracts of a token with their outstanding challenge (v0 /due)."""
+    rows = txn.execute(
+        "SELECT f.file_hash, ch.seed, c.deadline, c.answered, c.challenge_id FROM contracts c "
+        "JOIN files f ON f.id = c.file_id LEFT JOIN challenges ch ON ch.id = c.challenge_id "
+        "WHERE c.token_id = ? AND c.state = 'active' AND c.protocol = ? ORDER BY c.id",
+        (token_id, protocol),
+    ).fetchall()
+    return [
+        {"file_hash": h, "challenge": None if seed is None else bytes(seed), "deadline": d,
+         "answered": bool(a), "challenge_id": cid}
+        for h, seed, d, a, cid in rows
+    ]
+
+
+def end_one_txn(txn: Txn, token_id: int, file_hash: str, now: float, reason: str = "removed") -> bool:
+    """End a token's active contract on a file (v0 /remove). False if there is none."""
+    return end_where_txn(
+        txn, "token_id = ? AND file_id IN (SELECT id FROM files WHERE file_hash = ?)",
+        (token_id, file_hash), now, reason,
+    ) > 0
+
+
+def summary_for_tokens_txn(txn: Txn, token_ids: Sequence[int]) -> dict[str, int]:
+    """Counts of contracts by state and heartbeat counters over some tokens (admin farmer show)."""
+    out = {"active": 0, "ended": 0, "failed": 0, "passes": 0, "fails": 0, "misses": 0}
+    for token_id in token_ids:
+        for state, n, p, f, m in txn.execute(
+            "SELECT state, COUNT(*), SUM(passes), SUM(fails), SUM(misses) FROM contracts WHERE token_id = ? "
+            "GROUP BY state", (token_id,)
+        ).fetchall():
+            out[state] = out.get(state, 0) + int(n)
+            out["passes"] += int(p or 0)
+            out["fails"] += int(f or 0)
+            out["misses"] += int(m or 0)
+    return out

@@ -1,0 +1,145 @@
+"""The connection pool and the one ``run`` wrapper every transaction goes through."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from downstream_tx.db.engine import Engine
+
+T = TypeVar("T")
+log = Logger()
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached (after retries)."""
+
+
+class Txn:
+    """A cursor that speaks the project's one SQL dialect (``?`` placeholders).
+
+    Transaction functions (``*_txn``) receive one of these and nothing else.
+    """
+
+    __slots__ = ("_cursor", "_engine", "engine_name")
+
+    def __init__(self, cursor: Any, engine: Engine):
+        self._cursor = cursor
+        self._engine = engine
+        self.engine_name = engine.name
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Txn:
+        self._cursor.execute(self._engine.convert(sql), tuple(args))
+        return self
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = [tuple(r) for r in rows]
+        if rows:
+            self._cursor.executemany(self._engine.convert(sql), rows)
+
+    def fetchone(self) -> tuple | None:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[tuple]:
+        return list(self._cursor.fetchall())
+
+    def scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        row = self.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._cursor.lastrowid
+
+    def for_update(self) -> str:
+        """The row-lock suffix for SELECT … (empty on SQLite, whose writes are serialised)."""
+        return "" if self.engine_name == "sqlite" else " FOR UPDATE"
+
+    def script(self, text: str) -> None:
+        """Run a schema script: statements separated by ``;`` at line ends."""
+        for statement in split_statements(text):
+            self._cursor.execute(statement)
+
+
+def split_statements(text: str) -> list[str]:
+    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";").strip()]
+
+
+class Database:
+    """An adbapi pool (or anything with the same ``runInteraction``) plus retry policy.
+
+    ``run(desc, func, *args)`` runs ``func(txn, *args)`` in one transaction on a pool thread and
+    re-runs it (the bodies are idempotent) after a lost connection or deadlock, with a short back-off
+    on ``clock``.
+    """
+
+    def __init__(self, engine: Engine, pool: Any, clock: Any, retries: int = 3, backoff: float = 0.2):
+        self.engine = engine
+        self.pool = pool
+        self.clock = clock
+        self.retries = retries
+        self.backoff = backoff
+        #: observers called with (desc, seconds, ok) after every transaction (metrics)
+        self.observers: list[Callable[[str, float, bool], None]] = []
+        self.last_success: float | None = None
+
+    @classmethod
+    def connect(cls, engine: Engine, reactor: Any, pool_size: int = 5, retries: int = 3) -> Database:
+        args = engine.pool_args(pool_size)
+        pool = adbapi.ConnectionPool(
+            engine.dbapi_name,
+            cp_min=args["cp_min"],
+            cp_max=args["cp_max"],
+            cp_openfun=engine.on_connect,
+            cp_reconnect=True,
+            cp_noisy=False,
+            cp_reactor=reactor,
+            **args["connkw"],
+        )
+        return cls(engine, pool, reactor, retries=retries)
+
+    def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict) -> T:
+        return func(Txn(cursor, self.engine), *args, **kwargs)
+
+    @defer.inlineCallbacks
+    def run(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any):
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                result = yield self.pool.runInteraction(self._body, func, args, kwargs)
+            except Exception as e:
+                self._observe(desc, started, False)
+                transient = self.engine.is_transient(e)
+                if not transient or attempt >= self.retries:
+                    if self.engine.is_connection_error(e):
+                        raise DatabaseUnavailable(f"{desc}: database unavailable ({e.__class__.__name__})") from e
+                    raise
+                attempt += 1
+                log.warn("transaction {desc} failed ({error}); retry {attempt}/{retries}",
+                         desc=desc, error=e.__class__.__name__, attempt=attempt, retries=self.retries)
+                yield task.deferLater(self.clock, self.backoff * attempt, lambda: None)
+                continue
+            self._observe(desc, started, True)
+            self.last_success = self.clock.seconds()
+            return result
+
+    def _observe(self, desc: str, started: float, ok: bool) -> None:
+        elapsed = time.monotonic() - started
+        for observer in self.observers:
+            observer(desc, elapsed, ok)
+
+    def close(self) -> None:
+        close = getattr(self.pool, "close", None)
+        if close is not None and getattr(self.pool, "running", True):
+            close()

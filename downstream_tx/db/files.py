@@ -1,0 +1,102 @@
+"""Files (chunks) the node monitors: stored (bytes in the chunk store) and seeded (v1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from downstream_tx.db import contracts
+from downstream_tx.db.database import Txn
+
+FILE_COLUMNS = ("id, file_hash, original_hash, kind, size, redundancy, interval_s, replicas, "
+                "encrypted, enc_key, seed, added, removed")
+
+
+@dataclass(frozen=True)
+class FileRow:
+    id: int
+    file_hash: str
+    original_hash: str | None
+    kind: str
+    size: int
+    redundancy: int
+    interval: int
+    replicas: int
+    encrypted: bool
+    enc_key: bytes | None
+    seed: str | None
+    added: float
+    removed: float | None
+
+
+def _file(row: tuple | None) -> FileRow | None:
+    if row is None:
+        return None
+    values = list(row)
+    values[8] = bool(values[8])
+    values[9] = None if values[9] is None else bytes(values[9])
+    return FileRow(*values)
+
+
+def get_active_txn(txn: Txn, file_hash: str) -> FileRow | None:
+    return _file(txn.execute(
+        f"SELECT {FILE_COLUMNS} FROM files WHERE file_hash = ? AND removed IS NULL", (file_hash,)
+    ).fetchone())
+
+
+def get_by_id_txn(txn: Txn, file_id: int) -> FileRow | None:
+    return _file(txn.execute(f"SELECT {FILE_COLUMNS} FROM files WHERE id = ?", (file_id,)).fetchone())
+
+
+def find_duplicate_txn(txn: Txn, file_hash: str, original_hash: str) -> str | None:
+    """The hash of an active stored file with the same stored or original bytes, if any."""
+    row = txn.execute(
+        "SELECT file_hash FROM files WHERE removed IS NULL AND (file_hash = ? OR original_hash = ?)",
+        (file_hash, original_hash),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def insert_txn(
+    txn: Txn,
+    *,
+    file_hash: str,
+    kind: str,
+    size: int,
+    redundancy: int,
+    interval: int,
+    now: float,
+    original_hash: str | None = None,
+    enc_key: bytes | None = None,
+    seed: str | None = None,
+) -> int:
+    txn.execute(
+        "INSERT INTO files (file_hash, original_hash, kind, size, redundancy, interval_s, encrypted, enc_key, "
+        "seed, added) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (file_hash, original_hash, kind, size, redundancy, interval, int(enc_key is not None), enc_key, seed, now),
+    )
+    return txn.lastrowid
+
+
+def remove_txn(txn: Txn, file_id: int, now: float) -> int:
+    """Stop monitoring a file: end its contracts, unused challenges stay as history."""
+    ended = contracts.end_where_txn(txn, "file_id = ?", (file_id,), now, "file_removed")
+    txn.execute("UPDATE files SET removed = ? WHERE id = ? AND removed IS NULL", (now, file_id))
+    return ended
+
+
+def list_active_txn(txn: Txn, kind: str | None = "stored", after_id: int = 0, limit: int = 1000) -> list[dict]:
+    """Active files with replica counts and unused challenges, a page at a time (by id)."""
+    where = "f.removed IS NULL AND f.id > ?"
+    args: list = [after_id]
+    if kind is not None:
+        where += " AND f.kind = ?"
+        args.append(kind)
+    rows = txn.execute(
+        "SELECT f.id, f.file_hash, f.kind, f.size, f.redundancy, f.interval_s, f.replicas, f.encrypted, f.added, "
+        "(SELECT COUNT(*) FROM challenges c WHERE c.file_id = f.id AND c.used = 0) "
+        f"FROM files f WHERE {where} ORDER BY f.id LIMIT ?",
+        (*args, limit),
+    ).fetchall()
+    keys = ("id", "file_hash", "kind", "size", "redundancy", "interval", "replicas", "encrypted", "added",
+            "unused_challenges")
+    return [dict(zip(keys, r)) | {"encrypted": bool(r[7])} for r in rows]

@@ -1,0 +1,1 @@
+"""Periodic work, each job on a LoopingCall driven by an injected clock."""

@@ -1,0 +1,123 @@
+"""Test helpers: a synchronous pool, a node on a fresh database, running coroutines inline."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.python.failure import Failure
+
+from downstream_tx.config import Config, load_config, parse_db_url
+from downstream_tx.db import schema
+from downstream_tx.db.database import Database
+from downstream_tx.db.engine import create_engine
+from downstream_tx.node import Node
+
+MYSQL_ENV = "DOWNSTREAM_TEST_MYSQL_URL"
+
+
+class InlinePool:
+    """``runInteraction`` on one connection in the calling thread: Deferreds fire at once."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.conn = engine.connect()
+        self.running = True
+
+    def runInteraction(self, func, *args, **kwargs):
+        cursor = self.conn.cursor()
+        try:
+            result = func(cursor, *args, **kwargs)
+            self.conn.commit()
+        except BaseException:
+            failure = Failure()
+            try:
+                self.conn.rollback()
+            except Exception:
+                pass
+            return defer.fail(failure)
+        finally:
+            cursor.close()
+        return defer.succeed(result)
+
+    def close(self):
+        if self.running:
+            self.running = False
+            self.conn.close()
+
+
+def inline_blocking(func, *args, **kwargs):
+    return defer.maybeDeferred(func, *args, **kwargs)
+
+
+def run(coro_or_deferred) -> Any:
+    """Run a coroutine whose Deferreds all fire synchronously; return its result or raise."""
+    d = defer.ensureDeferred(coro_or_deferred) if not isinstance(coro_or_deferred, defer.Deferred) \
+        else coro_or_deferred
+    results: list = []
+    d.addBoth(results.append)
+    if not results:
+        raise AssertionError("the Deferred did not fire synchronously")
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+def fresh_mysql_database(url: str) -> None:
+    """Drop and re-create the database named in ``url`` (the test user may do so)."""
+    import pymysql
+
+    parsed = parse_db_url(url)
+    conn = pymysql.connect(host=parsed.host, port=parsed.port, user=parsed.user, password=parsed.password)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{parsed.database}`")
+            cur.execute(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def make_config(tmp_path, db_url: str | None = None, **overrides) -> Config:
+    values = {"data_dir": str(tmp_path / "data"), "db": db_url}
+    values.update(overrides)
+    return load_config(None, environ={}, overrides=values)
+
+
+def open_test_db(config: Config, clock, schema_dir: str | None = None, upgrade: bool = True) -> Database:
+    engine = create_engine(config.db_url)
+    if engine.name == "sqlite":
+        os.makedirs(os.path.dirname(os.path.abspath(engine.url.path)), exist_ok=True)
+    db = Database(engine, InlinePool(engine), clock, backoff=0)
+    if upgrade:
+        run(db.run("schema", schema.upgrade_txn, schema.load_steps(engine.name, schema_dir)))
+    return db
+
+
+def make_node(config: Config, clock=None) -> Node:
+    clock = clock or task.Clock()
+    db = open_test_db(config, clock)
+    node = Node(config, db, clock, inline_blocking)
+    run(node.start())
+    return node
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# a valid mainnet address (the spec's signed-message vector) and a few more, made in tests
+ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
+
+
+def make_address(n: int) -> str:
+    import coincurve
+
+    from downstream_tx.bitcoin import address_from_pubkey
+
+    key = coincurve.PrivateKey((n + 1).to_bytes(32, "big"))
+    return address_from_pubkey(key.public_key.format(compressed=True))
