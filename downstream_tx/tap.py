@@ -57,12 +57,15 @@ class NodeService(service.MultiService):
     async def _start(self) -> Any:
         from downstream_tx.api import make_resource
         from downstream_tx.api.site import DownstreamSite
+        from downstream_tx.jobs import build_jobs
         from downstream_tx.runtime import open_node
 
         self.node = await open_node(self.config, self.reactor)
         site = DownstreamSite(make_resource(self.node, self.config), max_body_size=self.config.max_body_size)
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         self.port = await endpoint.listen(site)
+        for job in build_jobs(self.node, self.config, self.reactor):
+            job.setServiceParent(self)
         address = self.port.getHost()
         log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
                  address=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}",

@@ -1,1 +1,13 @@
-"""Periodic work, each job on a LoopingCall driven by an injected clock."""
+"""Periodic work, each job a :class:`~downstream_tx.jobs.periodic.PeriodicJob` on an injected clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from downstream_tx.config import Config
+from downstream_tx.jobs.periodic import PeriodicJob
+
+
+def build_jobs(node: Any, config: Config, clock: Any) -> list[PeriodicJob]:
+    """Every periodic job of the daemon; the caller starts them as child services."""
+    return []
