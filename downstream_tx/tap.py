@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -51,6 +52,7 @@ class NodeService(service.MultiService):
 
     def startService(self) -> None:
         super().startService()
+        self.reactor.callWhenRunning(self._install_signal_handlers)
         d = defer.ensureDeferred(self._start())
         d.addCallbacks(self.ready.callback, self._fatal)
 
@@ -71,6 +73,11 @@ class NodeService(service.MultiService):
                  address=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}",
                  db=self.node.db.engine.describe())
         return self.port
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM is the normal way to stop (systemd): a clean stop with exit status 0, where the
+        reactor's own handler would re-raise the signal after shutdown."""
+        signal.signal(signal.SIGTERM, lambda signum, frame: self.reactor.callFromThread(self.reactor.stop))
 
     def _fatal(self, failure) -> None:
         from downstream_tx.db.schema import SchemaError
