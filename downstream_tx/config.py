@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -351,15 +352,15 @@ def mask_db_url(url: str) -> str:
 
 def public_url_from_endpoint(listen: str) -> str:
     """Best guess at the URL farmers reach a listener on (``tcp:5000:interface=X`` → ``http://X:5000``)."""
-    kind, _, rest = listen.partition(":")
-    args = [a for a in rest.split(":") if a]
+    kind, *args = [a.replace("\\:", ":") for a in re.split(r"(?<!\\):", listen)]
+    args = [a for a in args if a]
     port = "5000"
     host = "127.0.0.1"
     for a in args:
         if a.startswith("port="):
             port = a[5:]
         elif a.startswith("interface="):
-            host = a[10:].replace("\\", "")
+            host = a[10:]
         elif "=" not in a and a.isdigit():
             port = a
     if host in ("", "0.0.0.0", "::"):

@@ -1,0 +1,140 @@
+"""Configuration: defaults < TOML < DOWNSTREAM_* < command line, and clear errors."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from downstream_tx.config import SETTINGS, ConfigError, load_config, mask_db_url, parse_db_url, public_url_from_endpoint
+from downstream_tx.tap import Options, config_from_options
+
+
+def write(tmp_path, text):
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_documented_and_sane():
+    config = load_config(None, environ={})
+    assert config.listen == "tcp:5000:interface=127.0.0.1"
+    assert config.data_dir == "./downstream-data"
+    assert config.db_url == "sqlite:///./downstream-data/downstream.db"
+    assert config.chunk_path == "./downstream-data/chunks"
+    assert config.base_url == "http://127.0.0.1:5000"
+    assert config.tick == 1.0 and config.max_failures == 3
+    assert config.challenge_batch == 100 and config.challenge_low_water == 20
+    for s in SETTINGS:
+        assert s.help, s.name
+
+
+def test_precedence_file_env_command_line(tmp_path):
+    path = write(tmp_path, 'tick = 5\nmax_failures = 4\nlisten = "tcp:7000"\npublic-url = "http://file"\n')
+    env = {"DOWNSTREAM_MAX_FAILURES": "6", "DOWNSTREAM_LISTEN": "tcp:7001"}
+    config = load_config(path, env, {"listen": "tcp:7002"})
+    assert config.tick == 5.0  # file
+    assert config.max_failures == 6  # env beats file
+    assert config.listen == "tcp:7002"  # command line beats env
+    assert config.public_url == "http://file"
+
+
+def test_config_file_from_environment(tmp_path):
+    path = write(tmp_path, "challenge_batch = 50\n")
+    assert load_config(None, {"DOWNSTREAM_CONFIG": path}).challenge_batch == 50
+
+
+def test_downstream_table_allowed(tmp_path):
+    path = write(tmp_path, "[downstream]\ntick = 2\n")
+    assert load_config(path, {}).tick == 2.0
+
+
+def test_command_line_options_cover_every_setting(tmp_path):
+    options = Options()
+    options.parseOptions(["--tick", "0.5", "--max-failures", "7", "--db", "sqlite:///x.db", "--data-dir", "d"])
+    config = config_from_options(options, environ={})
+    assert (config.tick, config.max_failures, config.db_url, config.data_dir) == (0.5, 7, "sqlite:///x.db", "d")
+    flags = {o[0] for o in Options.optParameters}
+    assert {s.option for s in SETTINGS} <= flags
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ({"DOWNSTREAM_TICK": "fast"}, "tick:"),
+        ({"DOWNSTREAM_TICK": "0"}, "tick: must be greater than 0"),
+        ({"DOWNSTREAM_MAX_FAILURES": "0"}, "max_failures: must be at least 1"),
+        ({"DOWNSTREAM_DB": "postgres://x"}, "db: must start with sqlite:/// or mysql://"),
+        ({"DOWNSTREAM_DB": "mysql://u:p@h/"}, "db: mysql URL needs a database name"),
+        ({"DOWNSTREAM_WHITELIST": "maybe"}, "whitelist: expected true or false"),
+        ({"DOWNSTREAM_LOG_FORMAT": "xml"}, "log_format: must be one of text, json"),
+        ({"DOWNSTREAM_TRUSTED_PROXIES": "10.0.0.1, nope"}, "trusted_proxies:"),
+        ({"DOWNSTREAM_SEEDED_POOL": "1024"}, "seeded_pool:"),
+        ({"DOWNSTREAM_CHALLENGE_LOW_WATER": "500"}, "challenge_low_water: must be smaller"),
+    ],
+)
+def test_invalid_settings_name_the_setting(source, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, source)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_secret_not_echoed_in_errors_and_masked_in_describe():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, {"DOWNSTREAM_DB": "ftp://user:hunter2@host/db"})
+    assert "hunter2" not in str(e.value)
+    config = load_config(None, {"DOWNSTREAM_DB": "mysql://user:hunter2@db.example:3306/node"})
+    shown = dict(config.describe())
+    assert shown["db"] == "mysql://user:***@db.example:3306/node"
+    assert "hunter2" not in repr(config.describe())
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path / "missing.toml"), {})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "tick = = 1"), {})
+    with pytest.raises(ConfigError, match="unknown setting 'tock'"):
+        load_config(write(tmp_path, "tock = 1"), {})
+    with pytest.raises(ConfigError, match="max_failures: expected an integer"):
+        load_config(write(tmp_path, 'max_failures = true'), {})
+
+
+def test_sizes_and_pools():
+    config = load_config(None, {"DOWNSTREAM_MAX_FILE_SIZE": "2MiB", "DOWNSTREAM_SEEDED_POOL": "1MiB:3, 4096:2"})
+    assert config.max_file_size == 2 << 20
+    assert config.seeded_pool == ((4096, 2), (1 << 20, 3))
+
+
+def test_db_urls():
+    assert parse_db_url("sqlite:///rel/x.db").path == "rel/x.db"
+    assert parse_db_url("sqlite:////abs/x.db").path == "/abs/x.db"
+    url = parse_db_url("mysql://us%40er:p%3Ass@db:3307/name")
+    assert (url.user, url.password, url.host, url.port, url.database) == ("us@er", "p:ss", "db", 3307, "name")
+    assert mask_db_url("mysql://a:b@h/d") == "mysql://a:***@h/d"
+
+
+def test_public_url_from_endpoint():
+    assert public_url_from_endpoint("tcp:8080:interface=10.1.2.3") == "http://10.1.2.3:8080"
+    assert public_url_from_endpoint("tcp:port=80") == "http://127.0.0.1:80"
+    assert public_url_from_endpoint("ssl:port=8443:privateKey=k.pem") == "https://127.0.0.1:8443"
+    assert public_url_from_endpoint("tcp:5000:interface=\\:\\:1") == "http://[::1]:5000"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from([s.env for s in SETTINGS]), st.text(max_size=30), max_size=4))
+def test_any_environment_either_loads_or_raises_config_error(env):
+    try:
+        load_config(None, env)
+    except ConfigError as e:
+        assert str(e).split(":")[0] in {s.name for s in SETTINGS} | {"db"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_config_file_either_loads_or_raises_config_error(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("cfg") / "c.toml"
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    try:
+        load_config(str(path), {})
+    except ConfigError:
+        pass

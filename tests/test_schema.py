@@ -1,0 +1,84 @@
+"""Versioned schema on both engines: create, upgrade, refuse newer, idempotent."""
+
+import pytest
+
+from downstream_tx.db import schema
+from support import make_config, open_test_db, run
+
+
+def steps_for(db):
+    return schema.load_steps(db.engine.name)
+
+
+def table_names(db):
+    def body(txn):
+        if txn.engine_name == "sqlite":
+            rows = txn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        else:
+            rows = txn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+                               ).fetchall()
+        return {r[0] for r in rows}
+    return run(db.run("tables", body))
+
+
+def test_steps_are_complete_for_both_engines():
+    sqlite = schema.load_steps("sqlite")
+    mysql = schema.load_steps("mysql")
+    assert [s.version for s in sqlite] == [s.version for s in mysql] == list(range(1, len(sqlite) + 1))
+    assert len(sqlite) >= 2
+
+
+def test_create_from_empty(tmp_path, db_url, clock):
+    db = open_test_db(make_config(tmp_path, db_url), clock, upgrade=False)
+    before, after = run(db.run("schema", schema.upgrade_txn, steps_for(db)))
+    assert (before, after) == (0, len(steps_for(db)))
+    assert {"tokens", "files", "contracts", "challenges", "challenge_batches", "addresses", "node_meta",
+            "seeded_pool", "schema_version"} <= table_names(db)
+    # running again changes nothing
+    assert run(db.run("schema", schema.upgrade_txn, steps_for(db))) == (after, after)
+    db.close()
+
+
+def test_upgrade_from_version_1_keeps_data(tmp_path, db_url, clock):
+    db = open_test_db(make_config(tmp_path, db_url), clock, upgrade=False)
+    steps = steps_for(db)
+    run(db.run("v1", schema.upgrade_txn, steps[:1]))
+    run(db.run("row", lambda txn: txn.execute(
+        "INSERT INTO addresses (address, balance, active, updated) VALUES ('a', 5, 1, 0)")))
+    assert "seeded_pool" not in table_names(db)
+    before, after = run(db.run("upgrade", schema.upgrade_txn, steps))
+    assert (before, after) == (1, len(steps))
+    assert "seeded_pool" in table_names(db)
+    assert run(db.run("read", lambda txn: txn.scalar("SELECT balance FROM addresses WHERE address = 'a'"))) == 5
+    db.close()
+
+
+def test_newer_database_refused(tmp_path, db_url, clock):
+    db = open_test_db(make_config(tmp_path, db_url), clock)
+    run(db.run("bump", lambda txn: txn.execute("UPDATE schema_version SET version = 99")))
+    with pytest.raises(schema.SchemaError, match="schema version 99, newer than this downstream-tx knows"):
+        run(db.run("schema", schema.upgrade_txn, steps_for(db)))
+    db.close()
+
+
+def test_step_files_validated(tmp_path):
+    (tmp_path / "001_a.sql").write_text("CREATE TABLE a (x INTEGER);")
+    (tmp_path / "003_c.sql").write_text("CREATE TABLE c (x INTEGER);")
+    with pytest.raises(schema.SchemaError, match="without gaps"):
+        schema.load_steps("sqlite", str(tmp_path))
+    (tmp_path / "003_c.sql").unlink()
+    (tmp_path / "001_a.sqlite.sql").write_text("CREATE TABLE a (x INTEGER);")
+    with pytest.raises(schema.SchemaError, match="two schema files for version 1"):
+        schema.load_steps("sqlite", str(tmp_path))
+
+
+def test_sqlite_backup_copy(tmp_path, clock):
+    config = make_config(tmp_path)
+    db = open_test_db(config, clock)
+    path = config.db_url[len("sqlite:///"):]
+    db.close()
+    assert schema.sqlite_version_of(path) == len(schema.load_steps("sqlite"))
+    backup = schema.backup_sqlite(path, 1)
+    assert backup.endswith(".v1.bak")
+    assert schema.sqlite_version_of(backup) == schema.sqlite_version_of(path)
+    assert schema.sqlite_version_of(str(tmp_path / "none.db")) == 0
