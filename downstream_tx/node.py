@@ -14,6 +14,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from downstream_tx import bitcoin
@@ -302,12 +303,18 @@ class Node:
             if not result.more:
                 break
         if total.file_ids:
-            await self.top_up(total.file_ids)
+            # a starved contract means its file has no unused challenge at all: top up regardless
+            floor = 1 if total.starved else 0
+            await self.top_up(total.file_ids, max(self.config.challenge_low_water, floor))
+        if total.starved:
+            filled = await self.db.run("fill_starved", contracts.fill_starved_txn, self.now())
+            total.issued += filled
+            total.starved -= filled
         return total
 
-    async def top_up(self, file_ids: Iterable[int] | None = None) -> int:
+    async def top_up(self, file_ids: Iterable[int] | None = None, low_water: int | None = None) -> int:
         """Generate a new batch for every file (of ``file_ids``, or all) under the low-water mark."""
-        low_water = self.config.challenge_low_water
+        low_water = self.config.challenge_low_water if low_water is None else low_water
         if file_ids is None:
             low = await self.db.run("low_files", challenges.all_low_files_txn, low_water)
         else:
@@ -336,7 +343,12 @@ class Node:
         assignment = await self.db.run("get_chunk", contracts.assign_txn, row.id, self.now())
         if assignment is None:
             raise NodeError(NOT_FOUND, "no_chunks", "no chunk needs another farmer right now")
+        self._top_up_soon([assignment.file_id])
         return assignment
+
+    def _top_up_soon(self, file_ids: list[int]) -> None:
+        """Start a top-up without making the caller wait for it (it logs its own errors)."""
+        defer.ensureDeferred(self.top_up(file_ids))
 
     async def due(self, token: str) -> tuple[list[dict], list[dict]]:
         """(all active contracts, those with an outstanding challenge) of a token."""

@@ -1,8 +1,9 @@
 import os
 
 import pytest
-from support import MYSQL_ENV, fresh_mysql_database, make_config, make_node
 from twisted.internet import task
+
+from support import MYSQL_ENV, fresh_mysql_database, make_config, make_node
 
 MYSQL_URL = os.environ.get(MYSQL_ENV)
 MYSQL_SKIP_REASON = f"MySQL/MariaDB tests need {MYSQL_ENV}=mysql://user:password@host:port/dbname (CI sets it)"

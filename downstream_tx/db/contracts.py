@@ -49,6 +49,7 @@ def _finish(txn: Txn, rows: Sequence[tuple[int, int]], now: float, reason: str, 
 @dataclass(frozen=True)
 class Assignment:
     contract_id: int
+    file_id: int
     file_hash: str
     size: int
     interval: int
@@ -88,7 +89,7 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5) -> Assign
             "issued, deadline, answered) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0)",
             (token_id, file_id, now, interval, challenge_id, now, deadline),
         )
-        return Assignment(txn.lastrowid, file_hash, int(size), int(interval), seed, deadline)
+        return Assignment(txn.lastrowid, file_id, file_hash, int(size), int(interval), seed, deadline)
     return None
 
 
@@ -164,6 +165,28 @@ def update_due_txn(
         updates,
     )
     return result
+
+
+def fill_starved_txn(txn: Txn, now: float, limit: int = 5000) -> int:
+    """Give contracts left without a challenge (their file had none unused) one now, for the rest
+    of their current window. Returns how many were issued."""
+    rows = txn.execute(
+        "SELECT id, file_id FROM contracts WHERE state = 'active' AND protocol = 0 AND challenge_id IS NULL "
+        "AND deadline > ? ORDER BY id LIMIT ?" + txn.for_update(),
+        (now, limit),
+    ).fetchall()
+    by_file: dict[int, list[int]] = defaultdict(list)
+    for cid, file_id in rows:
+        by_file[file_id].append(cid)
+    updates = []
+    for file_id, ids in by_file.items():
+        for cid, (challenge_id, _) in zip(ids, challenges.take_txn(txn, file_id, len(ids))):
+            updates.append((challenge_id, now, cid))
+    txn.executemany(
+        "UPDATE contracts SET challenge_id = ?, issued = ?, answered = 0 WHERE id = ? AND challenge_id IS NULL",
+        updates,
+    )
+    return len(updates)
 
 
 @dataclass(frozen=True)
