@@ -83,7 +83,11 @@ def parse_whitelist(path: str) -> list[tuple[str, int]]:
     except UnicodeDecodeError:
         raise BadInput(f"{path}: not UTF-8 text") from None
     rows = []
-    for number, row in enumerate(csv.reader(io.StringIO(text)), 1):
+    try:
+        parsed = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise BadInput(f"{path}: not a CSV file: {e}") from None
+    for number, row in enumerate(parsed, 1):
         cells = [c.strip() for c in row]
         if not any(cells):
             continue
