@@ -72,11 +72,14 @@ def take_txn(txn: Txn, file_id: int, count: int) -> list[tuple[int, bytes]]:
         "SELECT id, seed FROM challenges WHERE file_id = ? AND used = 0 ORDER BY id LIMIT ?" + txn.for_update(),
         (file_id, count),
     ).fetchall()
-    txn.executemany("UPDATE challenges SET used = 1 WHERE id = ? AND used = 0", [(r[0],) for r in rows])
-    if rows and txn.rowcount != len(rows):
+    if not rows:
+        return []
+    ids = [r[0] for r in rows]
+    changed = txn.execute(f"UPDATE challenges SET used = 1 WHERE id IN {txn.in_list(ids)} AND used = 0", ids).rowcount
+    if changed != len(rows):
         # the rows were locked (MySQL) or writes are serialised (SQLite): this means a concurrent
         # writer ignored the lock; let the transaction retry rather than hand out a used challenge
-        raise ConcurrentChallengeUse(f"file {file_id}: {len(rows) - txn.rowcount} challenges taken concurrently")
+        raise ConcurrentChallengeUse(f"file {file_id}: {len(rows) - changed} challenges taken concurrently")
     return [(r[0], bytes(r[1])) for r in rows]
 
 

@@ -33,10 +33,11 @@ def end_where_txn(txn: Txn, where: str, args: Sequence[Any], now: float, reason:
 
 
 def _finish(txn: Txn, rows: Sequence[tuple[int, int]], now: float, reason: str, state: str) -> None:
-    txn.executemany(
-        "UPDATE contracts SET state = ?, ended = ?, end_reason = ? WHERE id = ? AND state = 'active'",
-        [(state, now, reason, contract_id) for contract_id, _ in rows],
-    )
+    ids = [contract_id for contract_id, _ in rows]
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        txn.execute(f"UPDATE contracts SET state = ?, ended = ?, end_reason = ? WHERE id IN {txn.in_list(part)} "
+                    "AND state = 'active'", [state, now, reason, *part])
     per_file: dict[int, int] = defaultdict(int)
     for _, file_id in rows:
         per_file[file_id] += 1
@@ -117,53 +118,48 @@ def update_due_txn(
     For each: an unanswered outstanding challenge is a miss (unless its deadline fell inside the
     ``forgive`` window, i.e. while the node itself was down); ``max_failures`` consecutive misses or
     fails fail the contract and free its slot; otherwise the challenge of the current window is
-    issued. Updates are guarded on the old deadline, so running the pass twice is harmless.
+    issued. The rows are locked (``FOR UPDATE``; SQLite serialises writers), so a second runner of
+    the same pass re-reads them after this commit, finds them no longer due, and changes nothing.
     """
     rows = txn.execute(
-        "SELECT id, file_id, start, interval_s, seq, answered, run, deadline, challenge_id FROM contracts "
+        "SELECT id, file_id, start, interval_s, seq, answered, run, misses, deadline, challenge_id FROM contracts "
         "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
     result = TickResult(more=len(rows) == limit)
-    failed: list[tuple[int, int, int, int, float]] = []
-    next_by_file: dict[int, list[tuple]] = defaultdict(list)
-    for cid, file_id, start, interval, seq, answered, run, deadline, challenge_id in rows:
+    failed: list[tuple[int, int, int, int]] = []  # (id, file_id, misses, run)
+    next_by_file: dict[int, list[tuple[int, int, float, float, int, int]]] = defaultdict(list)
+    for cid, file_id, start, interval, seq, answered, run, misses, deadline, challenge_id in rows:
         outstanding = challenge_id is not None and not answered
         forgiven = outstanding and forgive is not None and forgive[0] < deadline <= forgive[1]
         missed = outstanding and not forgiven
         result.forgiven += int(forgiven)
         result.missed += int(missed)
-        new_run = run + 1 if missed else run
-        if new_run >= max_failures:
-            failed.append((cid, file_id, int(missed), new_run, deadline))
+        run, misses = (run + 1, misses + 1) if missed else (run, misses)
+        if run >= max_failures:
+            failed.append((cid, file_id, misses, run))
             continue
         k = max(seq + 1, math.floor((now - start) / interval))
-        next_by_file[file_id].append((cid, k, start + k * interval, start + (k + 1) * interval,
-                                      int(missed), new_run, deadline))
+        next_by_file[file_id].append((cid, k, start + k * interval, start + (k + 1) * interval, misses, run))
     if failed:
-        txn.executemany(
-            "UPDATE contracts SET misses = misses + ?, run = ? WHERE id = ? AND deadline = ? AND state = 'active'",
-            [(m, r, cid, d) for cid, _, m, r, d in failed],
-        )
-        _finish(txn, [(cid, fid) for cid, fid, *_ in failed], now, "failed", FAILED)
+        txn.update_by_id("contracts", ["misses", "run"], [(cid, m, r) for cid, _, m, r in failed],
+                         where="state = 'active'")
+        _finish(txn, [(cid, fid) for cid, fid, _, _ in failed], now, "failed", FAILED)
         result.failed = len(failed)
     updates = []
     for file_id, pending in next_by_file.items():
         taken = challenges.take_txn(txn, file_id, len(pending))
         result.file_ids.add(file_id)
-        for i, (cid, k, issued, deadline, missed, run, old_deadline) in enumerate(pending):
+        for i, (cid, k, issued, deadline, misses, run) in enumerate(pending):
             if i < len(taken):
                 challenge_id, answered = taken[i][0], 0
                 result.issued += 1
             else:  # no challenge left until the top-up runs: nothing outstanding, no miss next time
                 challenge_id, answered = None, 1
                 result.starved += 1
-            updates.append((k, challenge_id, issued, deadline, answered, missed, run, cid, old_deadline))
-    txn.executemany(
-        "UPDATE contracts SET seq = ?, challenge_id = ?, issued = ?, deadline = ?, answered = ?, "
-        "misses = misses + ?, run = ? WHERE id = ? AND deadline = ? AND state = 'active'",
-        updates,
-    )
+            updates.append((cid, k, challenge_id, issued, deadline, answered, misses, run))
+    txn.update_by_id("contracts", ["seq", "challenge_id", "issued", "deadline", "answered", "misses", "run"],
+                     updates, where="state = 'active'")
     return result
 
 
@@ -181,12 +177,9 @@ def fill_starved_txn(txn: Txn, now: float, limit: int = 5000) -> int:
     updates = []
     for file_id, ids in by_file.items():
         for cid, (challenge_id, _) in zip(ids, challenges.take_txn(txn, file_id, len(ids))):
-            updates.append((challenge_id, now, cid))
-    txn.executemany(
-        "UPDATE contracts SET challenge_id = ?, issued = ?, answered = 0 WHERE id = ? AND challenge_id IS NULL",
-        updates,
-    )
-    return len(updates)
+            updates.append((cid, challenge_id, now, 0))
+    return txn.update_by_id("contracts", ["challenge_id", "issued", "answered"], updates,
+                            where="challenge_id IS NULL")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ class Engine:
     dbapi_name: str
     #: the DB-API module
     module: Any
+    #: True where every statement is a network round trip, so many-row updates are batched
+    batch_updates = False
 
     def __init__(self, url: DbUrl):
         self.url = url
@@ -84,6 +86,7 @@ class SqliteEngine(Engine):
 class MysqlEngine(Engine):
     name = "mysql"
     dbapi_name = "pymysql"
+    batch_updates = True
 
     #: lost connection, server gone, can't connect, deadlock, lock wait timeout, server shutdown
     CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1053, 1927, 4031}
