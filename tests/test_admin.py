@@ -172,3 +172,26 @@ def test_cli_database_unreachable_is_failure_not_bad_input(tmp_path):
     result = cli(tmp_path, "file", "list", db="mysql://nobody:x@127.0.0.1:1/none")
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
+
+
+class FakeTty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_after_a_moment():
+    tty = FakeTty()
+    bar = admin.ProgressBar("adding", stream=tty, delay=0)
+    bar(50, 100)
+    bar(100, 100)
+    bar.close()
+    assert "adding [" in tty.getvalue() and "100.0%" in tty.getvalue() and tty.getvalue().endswith("\n")
+    quick = FakeTty()
+    slow_to_show = admin.ProgressBar("adding", stream=quick, delay=3600)
+    slow_to_show(100, 100)
+    slow_to_show.close()
+    assert quick.getvalue() == ""
+    pipe = io.StringIO()
+    not_a_tty = admin.ProgressBar("adding", stream=pipe, delay=0)
+    not_a_tty(1, 2)
+    assert pipe.getvalue() == ""
