@@ -66,21 +66,35 @@ def all_low_files_txn(txn: Txn, low_water: int) -> list[int]:
 
 def take_txn(txn: Txn, file_id: int, count: int) -> list[tuple[int, bytes]]:
     """Reserve up to ``count`` unused challenges of a file, oldest first: [(id, seed)]."""
-    if count <= 0:
-        return []
-    rows = txn.execute(
-        "SELECT id, seed FROM challenges WHERE file_id = ? AND used = 0 ORDER BY id LIMIT ?" + txn.for_update(),
-        (file_id, count),
-    ).fetchall()
-    if not rows:
-        return []
-    ids = [r[0] for r in rows]
-    changed = txn.execute(f"UPDATE challenges SET used = 1 WHERE id IN {txn.in_list(ids)} AND used = 0", ids).rowcount
-    if changed != len(rows):
-        # the rows were locked (MySQL) or writes are serialised (SQLite): this means a concurrent
-        # writer ignored the lock; let the transaction retry rather than hand out a used challenge
-        raise ConcurrentChallengeUse(f"file {file_id}: {len(rows) - changed} challenges taken concurrently")
-    return [(r[0], bytes(r[1])) for r in rows]
+    return take_many_txn(txn, {file_id: count}).get(file_id, [])
+
+
+def take_many_txn(txn: Txn, wants: dict[int, int], files_per_statement: int = 50) -> dict[int, list[tuple[int, bytes]]]:
+    """Reserve, for each file, up to ``wants[file]`` unused challenges, oldest first.
+
+    One SELECT and one UPDATE per ``files_per_statement`` files, whatever the number of rows.
+    """
+    taken: dict[int, list[tuple[int, bytes]]] = {}
+    items = [(f, n) for f, n in sorted(wants.items()) if n > 0]
+    for start in range(0, len(items), files_per_statement):
+        part = items[start:start + files_per_statement]
+        select = " UNION ALL ".join(
+            ["SELECT id, file_id, seed FROM (SELECT id, file_id, seed FROM challenges WHERE file_id = ? AND used = 0 "
+             "ORDER BY id LIMIT ?" + txn.for_update() + ") p"] * len(part)
+        )
+        rows = txn.execute(select, [v for item in part for v in item]).fetchall()
+        if not rows:
+            continue
+        ids = [r[0] for r in rows]
+        changed = txn.execute(f"UPDATE challenges SET used = 1 WHERE id IN {txn.in_list(ids)} AND used = 0",
+                              ids).rowcount
+        if changed != len(ids):
+            # the rows were locked (MySQL) or writes are serialised (SQLite): this means a concurrent
+            # writer ignored the lock; let the transaction retry rather than hand out a used challenge
+            raise ConcurrentChallengeUse(f"{len(ids) - changed} challenges taken concurrently")
+        for challenge_id, file_id, seed in sorted(rows):
+            taken.setdefault(file_id, []).append((challenge_id, bytes(seed)))
+    return taken
 
 
 def batches_txn(txn: Txn, file_id: int) -> list[dict]:

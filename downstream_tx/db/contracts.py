@@ -147,8 +147,9 @@ def update_due_txn(
         _finish(txn, [(cid, fid) for cid, fid, _, _ in failed], now, "failed", FAILED)
         result.failed = len(failed)
     updates = []
+    taken_by_file = challenges.take_many_txn(txn, {f: len(p) for f, p in next_by_file.items()})
     for file_id, pending in next_by_file.items():
-        taken = challenges.take_txn(txn, file_id, len(pending))
+        taken = taken_by_file.get(file_id, [])
         result.file_ids.add(file_id)
         for i, (cid, k, issued, deadline, misses, run) in enumerate(pending):
             if i < len(taken):
@@ -175,8 +176,9 @@ def fill_starved_txn(txn: Txn, now: float, limit: int = 5000) -> int:
     for cid, file_id in rows:
         by_file[file_id].append(cid)
     updates = []
+    taken = challenges.take_many_txn(txn, {f: len(ids) for f, ids in by_file.items()})
     for file_id, ids in by_file.items():
-        for cid, (challenge_id, _) in zip(ids, challenges.take_txn(txn, file_id, len(ids))):
+        for cid, (challenge_id, _) in zip(ids, taken.get(file_id, [])):
             updates.append((cid, challenge_id, now, 0))
     return txn.update_by_id("contracts", ["challenge_id", "issued", "answered"], updates,
                             where="challenge_id IS NULL")

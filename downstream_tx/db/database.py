@@ -61,12 +61,12 @@ class Txn:
         return self._cursor.lastrowid
 
     def update_by_id(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                     where: str = "", chunk: int = 200) -> int:
+                     where: str = "", chunk: int = 500) -> int:
         """Set per-row values on many rows; ``rows`` are ``(id, value_0, value_1, …)``.
 
         In-process SQLite runs one cheap statement per row. A server engine, where each statement is
-        a round trip, gets ``SET c = CASE id WHEN ? THEN ? … END … WHERE id IN (…)`` — one
-        statement per ``chunk`` rows. Returns the rows changed.
+        a round trip, gets one ``UPDATE t JOIN (SELECT ? AS id, ? AS v0 … UNION ALL …) v`` per
+        ``chunk`` rows. ``where`` must not name ``id`` (ambiguous in the join). Returns rows changed.
         """
         extra = f" AND {where}" if where else ""
         if not self._engine.batch_updates:
@@ -76,14 +76,11 @@ class Txn:
         changed = 0
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
-            sets, args = [], []
-            for i, column in enumerate(columns, 1):
-                sets.append(f"{column} = CASE id " + " ".join(["WHEN ? THEN ?"] * len(part)) + " END")
-                for row in part:
-                    args.extend((row[0], row[i]))
-            ids = [row[0] for row in part]
-            sql = f"UPDATE {table} SET {', '.join(sets)} WHERE id IN {self.in_list(ids)}{extra}"
-            changed += self.execute(sql, args + ids).rowcount
+            first = "SELECT " + ", ".join(["? AS id"] + [f"? AS v{i}" for i in range(len(columns))])
+            values = " UNION ALL ".join([first] + ["SELECT " + ", ".join(["?"] * (len(columns) + 1))] * (len(part) - 1))
+            sets = ", ".join(f"t.{c} = v.v{i}" for i, c in enumerate(columns))
+            sql = f"UPDATE {table} t JOIN ({values}) v ON t.id = v.id SET {sets}" + (f" WHERE {where}" if where else "")
+            changed += self.execute(sql, [value for row in part for value in row]).rowcount
         return changed
 
     def in_list(self, values: Sequence[Any]) -> str:
