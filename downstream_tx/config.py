@@ -191,6 +191,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db_unhealthy_after", _float(0.0), 30.0,
             "Seconds the database may be unreachable before the watchdog stops pinging systemd."),
     Setting("shutdown_timeout", _float(0.0), 10.0, "Seconds a stop waits for in-flight work."),
+    Setting("health_timeout", _float(0.0), 2.0, "Seconds GET /health waits for the database before answering 503."),
+    Setting("stats_interval", _float(0.0), 15.0,
+            "Seconds between refreshes of the database gauges in /metrics and the overdue-work check."),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
