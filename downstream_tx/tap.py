@@ -99,13 +99,13 @@ class NodeService(service.MultiService):
         self.port = await endpoint.listen(site)
         for job in jobs:
             job.setServiceParent(self)
+        log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
+                 address=_host_port(self.port.getHost()), db=node.db.engine.describe())
+        self.notifier.ready()
         interval = watchdog_interval(self.environ)
         if interval is not None and self.notifier.enabled:
             watchdog = Watchdog(self.notifier, node.db, self.reactor, interval, self.config.db_unhealthy_after)
             watchdog.setServiceParent(self)
-        log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
-                 address=_host_port(self.port.getHost()), db=node.db.engine.describe())
-        self.notifier.ready()
         return self.port
 
     def _bind_metrics(self, jobs: list) -> None:

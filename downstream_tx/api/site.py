@@ -96,7 +96,7 @@ class DownstreamSite(server.Site):
         fmt = "{method} {route} {status} {duration_ms:.1f}ms"
         if farmer_id:
             fmt += " farmer={farmer_id}"
-        request_log.info(fmt, method=method, route=route, status=status, duration_ms=seconds * 1000,
+        request_log.info(fmt, method=method, route=route, status=status, duration_ms=round(seconds * 1000, 3),
                          farmer_id=farmer_id)
         for observer in self.observers:
             observer(method, route, status, seconds)
