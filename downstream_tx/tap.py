@@ -157,12 +157,16 @@ class NodeService(service.MultiService):
         waits = [super().stopService()]
         if self.site is not None:
             waits.append(self.site.drained())
+        deadline = self.reactor.seconds() + self.config.shutdown_timeout
         finished = yield _within(self.reactor, self.config.shutdown_timeout,
                                  defer.DeferredList(waits, consumeErrors=True))
         if not finished:
             log.warn("stop: {requests} requests still in flight after {timeout:g}s; closing them",
                      requests=len(self.site.in_flight) if self.site is not None else 0,
                      timeout=self.config.shutdown_timeout)
+        elif self.site is not None:
+            # answers are finished but may sit in socket buffers: close connections gracefully
+            yield _within(self.reactor, max(deadline - self.reactor.seconds(), 0.0), self.site.close_connections())
         if self.node is not None:
             self.node.db.close()
         if self.metrics_port is not None:

@@ -75,6 +75,9 @@ class DownstreamSite(server.Site):
         #: called with (method, route, status, seconds) after every request (metrics)
         self.observers: list[Callable[[str, str, int, float], None]] = []
         self._drained: list[defer.Deferred] = []
+        #: open HTTP connections, so a stop can close them gracefully (flushing answers)
+        self.channels: set[Any] = set()
+        self._closed: list[defer.Deferred] = []
 
     def log(self, request: server.Request) -> None:
         """No raw access log: paths hold tokens (see :meth:`request_finished`)."""
@@ -104,6 +107,39 @@ class DownstreamSite(server.Site):
             waiters, self._drained = self._drained, []
             for d in waiters:
                 d.callback(None)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        if channel is None:
+            return None
+        self.channels.add(channel)
+        lost = channel.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            self.channels.discard(channel)
+            try:
+                lost(reason)
+            finally:
+                if not self.channels:
+                    waiters, self._closed = self._closed, []
+                    for d in waiters:
+                        d.callback(None)
+
+        channel.connectionLost = connection_lost
+        return channel
+
+    def close_connections(self) -> defer.Deferred:
+        """Close every connection after its pending output is written (idle keep-alive connections
+        at once); fires when all are closed."""
+        if not self.channels:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._closed.append(d)
+        for channel in list(self.channels):
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+        return d
 
     def drained(self) -> defer.Deferred:
         """Fires when no request is in flight."""
