@@ -194,6 +194,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("health_timeout", _float(0.0), 2.0, "Seconds GET /health waits for the database before answering 503."),
     Setting("stats_interval", _float(0.0), 15.0,
             "Seconds between refreshes of the database gauges in /metrics and the overdue-work check."),
+    Setting("health_timeout", _float(0.0), 2.0, "Seconds GET /health waits for the database before answering 503."),
+    Setting("stats_interval", _float(0.0), 15.0,
+            "Seconds between refreshes of the database gauges in /metrics and the overdue-work check."),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -371,3 +374,17 @@ def public_url_from_endpoint(listen: str) -> str:
         host = f"[{host}]"
     scheme = "https" if kind in ("ssl", "tls") else "http"
     return f"{scheme}://{host}:{port}"
+
+
+def settings_markdown() -> str:
+    """The table of every setting for docs/operations.md (a test keeps the doc equal to it)."""
+    rows = ["| Option | Environment | Default | Meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        value = s.default
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, tuple):
+            value = ",".join(f"{v[0]}:{v[1]}" if isinstance(v, tuple) else str(v) for v in value)
+        shown = "(unset)" if value is None or value == "" else f"`{value}`"
+        rows.append(f"| `--{s.option}` | `{s.env}` | {shown} | {s.help.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
