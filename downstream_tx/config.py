@@ -192,6 +192,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db_unhealthy_after", _float(0.0), 30.0,
             "Seconds the database may be unreachable before the watchdog stops pinging systemd."),
     Setting("shutdown_timeout", _float(0.0), 10.0, "Seconds a stop waits for in-flight work."),
+    Setting("health_timeout", _float(0.0), 2.0, "Seconds GET /health waits for the database before answering 503."),
+    Setting("stats_interval", _float(0.0), 15.0,
+            "Seconds between refreshes of the database gauges in /metrics and the overdue-work check."),
+    Setting("health_timeout", _float(0.0), 2.0, "Seconds GET /health waits for the database before answering 503."),
+    Setting("stats_interval", _float(0.0), 15.0,
+            "Seconds between refreshes of the database gauges in /metrics and the overdue-work check."),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -369,3 +375,17 @@ def public_url_from_endpoint(listen: str) -> str:
         host = f"[{host}]"
     scheme = "https" if kind in ("ssl", "tls") else "http"
     return f"{scheme}://{host}:{port}"
+
+
+def settings_markdown() -> str:
+    """The table of every setting for docs/operations.md (a test keeps the doc equal to it)."""
+    rows = ["| Option | Environment | Default | Meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        value = s.default
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, tuple):
+            value = ",".join(f"{v[0]}:{v[1]}" if isinstance(v, tuple) else str(v) for v in value)
+        shown = "(unset)" if value is None or value == "" else f"`{value}`"
+        rows.append(f"| `--{s.option}` | `{s.env}` | {shown} | {s.help.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"

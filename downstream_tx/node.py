@@ -71,6 +71,12 @@ class Node:
         #: a window (start, end) of node downtime: deadlines inside it are not counted as misses
         self.forgive: tuple[float, float] | None = None
         self._topping_up: set[int] = set()
+        #: called with (result, count, protocol) for every pass/fail/miss counted (metrics)
+        self.result_observers: list[Callable[[str, int, int], None]] = []
+
+    def count_results(self, result: str, n: int, protocol: int = 0) -> None:
+        for observer in self.result_observers:
+            observer(result, n, protocol)
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -302,6 +308,7 @@ class Node:
             total.file_ids |= result.file_ids
             if not result.more:
                 break
+        self.count_results("miss", total.missed)
         if total.file_ids:
             # a starved contract means its file has no unused challenge at all: top up regardless
             floor = 1 if total.starved else 0
@@ -370,6 +377,7 @@ class Node:
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
         if result.status == "not_due":
             raise NodeError(CONFLICT, "not_due", "no challenge is outstanding on this contract")
+        self.count_results(result.status, 1)
         if result.failed_contract:
             log.info("contract of farmer {farmer_id} on {file_hash} failed", farmer_id=row.farmer_id,
                      file_hash=file_hash)

@@ -9,8 +9,9 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, endpoints
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from downstream_tx import __version__
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
@@ -40,15 +41,34 @@ def config_from_options(options: Options, environ=None) -> Config:
 
 
 class NodeService(service.MultiService):
-    """Opens the node, then listens; stops listening, then drains jobs and closes the pool."""
+    """Opens the node, then listens and tells systemd it is ready; on stop, stops listening, drains
+    requests in flight and the running timer passes (bounded by ``shutdown_timeout``), then closes
+    the pool."""
 
-    def __init__(self, config: Config, reactor: Any):
+    def __init__(self, config: Config, reactor: Any, environ: dict[str, str] | None = None):
+        from downstream_tx.logs import LogSetup
+        from downstream_tx.metrics import Metrics
+        from downstream_tx.systemd import Notifier
+
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.environ = os.environ if environ is None else environ
         self.node = None
         self.port = None
+        self.site = None
+        self.metrics_port = None
         self.ready: defer.Deferred = defer.Deferred()
+        self.logging = LogSetup(config.log_format, config.log_file)
+        self.notifier = Notifier(self.environ)
+        self.metrics = Metrics() if config.metrics_listen else None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Attached to a twistd application: make our log observer the application's, which
+        ``twistd`` starts logging to (unless ``twistd --logger`` names another)."""
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
+            parent.setComponent(ILogObserver, self.logging.observer)
+        super().setServiceParent(parent)
 
     def startService(self) -> None:
         super().startService()
@@ -58,26 +78,59 @@ class NodeService(service.MultiService):
 
     async def _start(self) -> Any:
         from downstream_tx.api import make_resource
+        from downstream_tx.api.ops import metrics_site
         from downstream_tx.api.site import DownstreamSite
         from downstream_tx.jobs import build_jobs
+        from downstream_tx.jobs.stats import stats_job
+        from downstream_tx.jobs.watchdog import Watchdog
         from downstream_tx.runtime import open_node
+        from downstream_tx.systemd import watchdog_interval
 
-        self.node = await open_node(self.config, self.reactor)
-        site = DownstreamSite(make_resource(self.node, self.config), max_body_size=self.config.max_body_size)
+        self.node = node = await open_node(self.config, self.reactor)
+        self.site = site = DownstreamSite(make_resource(node, self.config), max_body_size=self.config.max_body_size)
+        jobs = build_jobs(node, self.config, self.reactor) + [stats_job(node, self.config, self.reactor, self.metrics)]
+        if self.metrics is not None:
+            self._bind_metrics(jobs)
+            self.metrics_port = await endpoints.serverFromString(self.reactor, self.config.metrics_listen).listen(
+                metrics_site(self.metrics))
+            log.info("serving Prometheus metrics at http://{address}/metrics",
+                     address=_host_port(self.metrics_port.getHost()))
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         self.port = await endpoint.listen(site)
-        for job in build_jobs(self.node, self.config, self.reactor):
+        for job in jobs:
             job.setServiceParent(self)
-        address = self.port.getHost()
         log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
-                 address=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}",
-                 db=self.node.db.engine.describe())
+                 address=_host_port(self.port.getHost()), db=node.db.engine.describe())
+        self.notifier.ready()
+        interval = watchdog_interval(self.environ)
+        if interval is not None and self.notifier.enabled:
+            watchdog = Watchdog(self.notifier, node.db, self.reactor, interval, self.config.db_unhealthy_after)
+            watchdog.setServiceParent(self)
         return self.port
+
+    def _bind_metrics(self, jobs: list) -> None:
+        metrics, node, site = self.metrics, self.node, self.site
+        metrics.bind_db(node.db, self.config.db_pool_size)
+        metrics.set_pool_targets(self.config.seeded_pool)
+        node.result_observers.append(metrics.count_result)
+        site.observers.append(metrics.observe_request)
+        metrics.in_flight.set_function(lambda: len(site.in_flight))
+        for job in jobs:
+            previous = job.observer
+            job.observer = metrics.observe_job if previous is None else _both(previous, metrics.observe_job)
+
+    def reload(self) -> None:
+        """SIGHUP: reopen the log file (after logrotate), telling systemd around it."""
+        self.notifier.reloading()
+        self.logging.reopen()
+        log.info("SIGHUP: log file reopened")
+        self.notifier.ready()
 
     def _install_signal_handlers(self) -> None:
         """SIGTERM is the normal way to stop (systemd): a clean stop with exit status 0, where the
         reactor's own handler would re-raise the signal after shutdown."""
         signal.signal(signal.SIGTERM, lambda signum, frame: self.reactor.callFromThread(self.reactor.stop))
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
 
     def _fatal(self, failure) -> None:
         from downstream_tx.db.schema import SchemaError
@@ -94,11 +147,58 @@ class NodeService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        self.notifier.stopping()
         if self.port is not None:
             yield self.port.stopListening()
-        yield super().stopService()
+        in_flight = len(self.site.in_flight) if self.site is not None else 0
+        running = [job.name for job in self if getattr(job, "_current", None) is not None]
+        log.info("stopping: waiting for {requests} requests in flight and {jobs} running timer passes "
+                 "(at most {timeout:g}s)", requests=in_flight, jobs=len(running), timeout=self.config.shutdown_timeout)
+        waits = [super().stopService()]
+        if self.site is not None:
+            waits.append(self.site.drained())
+        deadline = self.reactor.seconds() + self.config.shutdown_timeout
+        finished = yield _within(self.reactor, self.config.shutdown_timeout,
+                                 defer.DeferredList(waits, consumeErrors=True))
+        if not finished:
+            log.warn("stop: {requests} requests still in flight after {timeout:g}s; closing them",
+                     requests=len(self.site.in_flight) if self.site is not None else 0,
+                     timeout=self.config.shutdown_timeout)
+        elif self.site is not None:
+            # answers are finished but may sit in socket buffers: close connections gracefully
+            yield _within(self.reactor, max(deadline - self.reactor.seconds(), 0.0), self.site.close_connections())
         if self.node is not None:
             self.node.db.close()
+        if self.metrics_port is not None:
+            yield self.metrics_port.stopListening()
+        log.info("stopped")
+
+
+def _within(clock: Any, seconds: float, d: defer.Deferred) -> defer.Deferred:
+    """Fires True when ``d`` fires within ``seconds`` of ``clock``, else False (``d`` runs on)."""
+    result: defer.Deferred = defer.Deferred()
+    timer = clock.callLater(seconds, lambda: result.called or result.callback(False))
+
+    def done(value: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        if not result.called:
+            result.callback(True)
+        return value
+
+    d.addBoth(done)
+    return result
+
+
+def _both(first, second):
+    def call(*args: Any) -> None:
+        first(*args)
+        second(*args)
+    return call
+
+
+def _host_port(address: Any) -> str:
+    return f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}"
 
 
 def config_or_exit(load) -> Config:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on [0-9a-fA-F.:]*?:(\d+) ")
+METRICS = re.compile(r"metrics at http://[0-9a-fA-F.:]*?:(\d+)/metrics")
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+#: like TWISTD, but first sets LISTEN_PID / WATCHDOG_PID to the daemon's own pid (what systemd does)
+#: and moves an inherited socket (fd number in DTX_TEST_LISTEN_FD) to fd 3
+AS_SYSTEMD = [sys.executable, "-c", (
+    "import os, sys\n"
+    "fd = os.environ.pop('DTX_TEST_LISTEN_FD', None)\n"
+    "if fd is not None:\n"
+    "    os.dup2(int(fd), 3)\n"
+    "    os.close(int(fd)) if int(fd) != 3 else None\n"
+    "    os.environ['LISTEN_FDS'] = '1'\n"
+    "    os.environ['LISTEN_FDNAMES'] = 'downstream.socket'\n"
+    "    os.environ['LISTEN_PID'] = str(os.getpid())\n"
+    "if os.environ.get('DTX_TEST_WATCHDOG_PID') == 'self':\n"
+    "    os.environ['WATCHDOG_PID'] = str(os.getpid())\n"
+    "os.environ.pop('DTX_TEST_WATCHDOG_PID', None)\n"
+    "os.execv(sys.executable, [sys.executable, '-c', 'from twisted.scripts.twistd import run; run()'] + sys.argv[1:])\n"
+)]
 
 
 def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -26,43 +44,84 @@ class Daemon:
     """``with Daemon(tmp_path, ["--tick", "0.2"]) as d: d.url`` — stops with SIGTERM on exit."""
 
     def __init__(self, workdir: Path, args: list[str] | None = None, env: dict[str, str] | None = None,
-                 tac: bool = False, listen: str = "tcp:0:interface=127.0.0.1", timeout: float = 30.0):
+                 tac: bool = False, listen: str = "tcp:0:interface=127.0.0.1", timeout: float = 30.0,
+                 listen_socket: socket.socket | None = None, watchdog_self: bool = False, scheme: str = "http",
+                 log_file: Path | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "daemon.log"
+        #: where the daemon's log lines go (its output, or --log-file)
+        self.log_file = Path(log_file) if log_file else None
         extra = dict(env or {})
+        self.pass_fds: tuple[int, ...] = ()
+        launcher = TWISTD
+        if listen_socket is not None or watchdog_self:
+            launcher = AS_SYSTEMD
+        if listen_socket is not None:
+            self.pass_fds = (listen_socket.fileno(),)
+            extra["DTX_TEST_LISTEN_FD"] = str(listen_socket.fileno())
+        if watchdog_self:
+            extra["DTX_TEST_WATCHDOG_PID"] = "self"
         if tac:
             extra.setdefault("DOWNSTREAM_LISTEN", listen)
-            self.argv = TWISTD + ["-n", "--pidfile=", "-y", str(ROOT / "downstream.tac")]
+            self.argv = launcher + ["-n", "--pidfile=", "-y", str(ROOT / "downstream.tac")]
         else:
-            self.argv = TWISTD + ["-n", "--pidfile=", "downstream", "--listen", listen] + list(args or [])
+            self.argv = launcher + ["-n", "--pidfile=", "downstream", "--listen", listen] + list(args or [])
+            if log_file:
+                self.argv += ["--log-file", str(log_file)]
         self.env = daemon_env(extra)
         self.timeout = timeout
+        self.scheme = scheme
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.metrics_port: int | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self) -> Daemon:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, cwd=self.workdir, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, pass_fds=self.pass_fds)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             match = LISTENING.search(self.log())
             if match:
                 self.port = int(match.group(1))
+                metrics = METRICS.search(self.log())
+                self.metrics_port = int(metrics.group(1)) if metrics else None
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.output()}\n{self.log()}")
             time.sleep(0.05)  # polling a subprocess's log with a bound, not waiting on a timer
         self.stop()
         raise RuntimeError(f"daemon did not start listening within {self.timeout}s:\n{self.log()}")
 
     def log(self) -> str:
+        """The daemon's log so far (its --log-file when it has one, else its output)."""
+        path = self.log_file or self.log_path
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 15.0, count: int = 1) -> re.Match:
+        """Poll the log (bounded) until ``pattern`` has matched ``count`` times; return the last match."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            matches = list(regex.finditer(self.log()))
+            if len(matches) >= count:
+                return matches[count - 1]
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not logged {count} times within {timeout}s:\n{self.log()}")
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None

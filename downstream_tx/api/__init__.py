@@ -9,16 +9,16 @@ from typing import Any
 
 from klein import Klein
 
-from downstream_tx.api import common, root
+from downstream_tx.api import common, ops, root
 from downstream_tx.config import Config
 from downstream_tx.node import Node
 
 #: modules with a ``register(app, ctx)`` function, in routing order
-ROUTE_MODULES = [root]
+ROUTE_MODULES = [root, ops]
 
 
 def make_app(node: Node, config: Config, extra: dict[str, Any] | None = None) -> Klein:
-    app = Klein()
+    app: Klein = common.RoutedKlein()
     ctx = common.Context(node=node, config=config, **(extra or {}))
     common.register_error_handlers(app, ctx)
     for module in ROUTE_MODULES:

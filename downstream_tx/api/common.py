@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -89,9 +92,36 @@ def register_error_handlers(app, ctx: Context) -> None:
         return json_body(request, error_body("error", "Internal Server Error"), 500)
 
 
+_TOKEN = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+class RoutedKlein(Klein):
+    """A Klein app that records, on each request it routes, the matched route pattern
+    (``request._dtx_route``, e.g. ``/api/downstream/chunk/<token>``) and the farmer id of a
+    ``token`` path parameter (``request._dtx_farmer``), for the request log and metrics, which must
+    never see the raw path."""
+
+    _rules: dict[str, str] | None = None
+
+    def execute_endpoint(self, endpoint: str, request: IRequest, *args: Any, **kwargs: Any):
+        rules = self._rules
+        if rules is None or endpoint not in rules:
+            rules = self._rules = {rule.endpoint: rule.rule for rule in self.url_map.iter_rules()}
+        request._dtx_route = rules.get(endpoint, endpoint)
+        token = kwargs.get("token")
+        if isinstance(token, str) and _TOKEN.match(token):
+            request._dtx_farmer = hashlib.sha256(bytes.fromhex(token)).hexdigest()[:20]
+        return super().execute_endpoint(endpoint, request, *args, **kwargs)
+
+
 def route_of(request: IRequest) -> str:
     """The matched route pattern (never the raw path, which may hold a token)."""
     return getattr(request, "_dtx_route", None) or "unmatched"
+
+
+def farmer_of(request: IRequest) -> str | None:
+    """The farmer id of the token in the request's path, if the route has one."""
+    return getattr(request, "_dtx_farmer", None)
 
 
 def client_ip(request: IRequest, config: Config) -> str:

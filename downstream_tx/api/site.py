@@ -1,12 +1,24 @@
 """The HTTP site: body size caps enforced while the body arrives, idle timeouts, no raw access
-log (request paths carry tokens; the request logger logs route patterns instead)."""
+log (request paths carry tokens; the request log below records route patterns and farmer ids
+instead), and tracking of requests in flight so a stop can wait for them."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.web import server
+
+from downstream_tx.api.common import farmer_of, route_of
+
+request_log = Logger(namespace="downstream_tx.requests")
+
+#: status recorded for a request whose client went away before the answer was complete
+CLIENT_GONE = 499
 
 
 class CappedRequest(server.Request):
@@ -16,6 +28,9 @@ class CappedRequest(server.Request):
     _dtx_rejected = False
 
     def gotLength(self, length: int | None) -> None:
+        site = getattr(self.channel, "site", None)
+        if isinstance(site, DownstreamSite):
+            site.request_started(self)
         super().gotLength(length)
         if length is not None and length > self._cap():
             self._reject()
@@ -39,6 +54,7 @@ class CappedRequest(server.Request):
 
     def _reject(self) -> None:
         self._dtx_rejected = True
+        self.code = 413
         body = orjson.dumps({"status": "too_large", "message": f"request body is over {self._cap()} bytes"})
         head = (b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
@@ -54,6 +70,81 @@ class DownstreamSite(server.Site):
         super().__init__(resource, timeout=timeout, **kwargs)
         self.max_body_size = max_body_size
         self.noisy = False
+        #: requests whose headers arrived and whose answer is not finished
+        self.in_flight: set[server.Request] = set()
+        #: called with (method, route, status, seconds) after every request (metrics)
+        self.observers: list[Callable[[str, str, int, float], None]] = []
+        self._drained: list[defer.Deferred] = []
+        #: open HTTP connections, so a stop can close them gracefully (flushing answers)
+        self.channels: set[Any] = set()
+        self._closed: list[defer.Deferred] = []
 
     def log(self, request: server.Request) -> None:
-        """No raw access log: paths hold tokens."""
+        """No raw access log: paths hold tokens (see :meth:`request_finished`)."""
+
+    def request_started(self, request: server.Request) -> None:
+        request._dtx_started = time.monotonic()
+        self.in_flight.add(request)
+        request.notifyFinish().addBoth(lambda result: self.request_finished(request, result))
+
+    def request_finished(self, request: server.Request, result: Any) -> None:
+        """One log line per request: method, route pattern, status, duration, farmer id — never the
+        path or the query, which may carry a token."""
+        self.in_flight.discard(request)
+        seconds = time.monotonic() - getattr(request, "_dtx_started", time.monotonic())
+        status = request.code if result is None or getattr(request, "_dtx_rejected", False) else CLIENT_GONE
+        method = request.method.decode("ascii", "replace") if request.method else "-"
+        route = route_of(request)
+        farmer_id = farmer_of(request)
+        fmt = "{method} {route} {status} {duration_ms:.1f}ms"
+        if farmer_id:
+            fmt += " farmer={farmer_id}"
+        request_log.info(fmt, method=method, route=route, status=status, duration_ms=round(seconds * 1000, 3),
+                         farmer_id=farmer_id)
+        for observer in self.observers:
+            observer(method, route, status, seconds)
+        if not self.in_flight:
+            waiters, self._drained = self._drained, []
+            for d in waiters:
+                d.callback(None)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        if channel is None:
+            return None
+        self.channels.add(channel)
+        lost = channel.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            self.channels.discard(channel)
+            try:
+                lost(reason)
+            finally:
+                if not self.channels:
+                    waiters, self._closed = self._closed, []
+                    for d in waiters:
+                        d.callback(None)
+
+        channel.connectionLost = connection_lost
+        return channel
+
+    def close_connections(self) -> defer.Deferred:
+        """Close every connection after its pending output is written (idle keep-alive connections
+        at once); fires when all are closed."""
+        if not self.channels:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._closed.append(d)
+        for channel in list(self.channels):
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+        return d
+
+    def drained(self) -> defer.Deferred:
+        """Fires when no request is in flight."""
+        if not self.in_flight:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._drained.append(d)
+        return d

@@ -125,9 +125,10 @@ class MysqlEngine(Engine):
         }
 
     def on_connect(self, conn: Any) -> None:
+        # not part of init_command: SET TRANSACTION cannot be combined with other assignments, and
+        # the variable's name differs between MariaDB (tx_isolation) and MySQL 8 (transaction_isolation)
         with conn.cursor() as cursor:
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        conn.commit()
 
     def _code(self, exc: BaseException) -> int | None:
         if isinstance(exc, self.module.err.MySQLError) and exc.args and isinstance(exc.args[0], int):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,6 +12,19 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 log = Logger()
+
+
+def summarize(result: Any) -> str:
+    """``issued=3 missed=1`` from a pass's result (a dataclass or dict of counts); "" when nothing
+    happened, so idle passes do not log."""
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        items = [(f.name, getattr(result, f.name)) for f in dataclasses.fields(result)]
+    elif isinstance(result, dict):
+        items = list(result.items())
+    else:
+        return ""
+    return " ".join(f"{k}={v}" for k, v in items
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and v)
 
 
 class PeriodicJob(service.Service):
@@ -48,13 +62,20 @@ class PeriodicJob(service.Service):
         def done(result: Any) -> None:
             self._current = None
             ok = not isinstance(result, Exception)
+            elapsed = time.monotonic() - started
+            summary = summarize(result) if ok else ""
+            if summary:
+                log.info("timer {job}: {summary} ({ms:.0f} ms)", job=self.name, summary=summary, ms=elapsed * 1000)
+            if elapsed > self.interval:
+                log.warn("timer {job} took {seconds:.1f}s, longer than its {interval:g}s interval",
+                         job=self.name, seconds=elapsed, interval=self.interval)
             self.runs += 1
             if ok:
                 self.last_result = result
             else:
                 self.failures += 1
             if self.observer is not None:
-                self.observer(self.name, time.monotonic() - started, ok)
+                self.observer(self.name, elapsed, ok)
 
         d.addBoth(done)
         return d

@@ -1,0 +1,60 @@
+"""Operations endpoints: ``GET /health`` on the API listener, and the ``/metrics`` site for the
+separate ``--metrics-listen`` listener."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web import resource, server
+
+from downstream_tx import __version__
+from downstream_tx.api.common import Context, json_body
+from downstream_tx.health import ping_database
+
+
+def register(app, ctx: Context) -> None:
+    @app.route("/health", methods=["GET", "HEAD"])
+    async def health(request):
+        """200 when the database answers ``SELECT 1`` within ``health_timeout`` seconds, else 503."""
+        node = ctx.node
+        ping = await ping_database(node.db, node.clock, ctx.config.health_timeout)
+        body = {"status": "ok" if ping.ok else "unavailable", "version": __version__,
+                "database": ping.detail, "database_ms": round(ping.seconds * 1000, 1)}
+        if not ping.ok:
+            request.setHeader(b"Retry-After", b"5")
+        return json_body(request, body, 200 if ping.ok else 503)
+
+
+class MetricsResource(resource.Resource):
+    """``GET /metrics``: the Prometheus text exposition of ``metrics``; everything else 404."""
+
+    isLeaf = True
+
+    def __init__(self, metrics: Any):
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request) -> bytes:
+        if request.path != b"/metrics":
+            request.setResponseCode(404)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"not found: try /metrics\n"
+        from downstream_tx.metrics import CONTENT_TYPE
+
+        request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+        return self.metrics.render()
+
+    render_HEAD = render_GET
+
+
+class QuietSite(server.Site):
+    """A site without an access log (Site logs every request by default)."""
+
+    noisy = False
+
+    def log(self, request) -> None:
+        pass
+
+
+def metrics_site(metrics: Any) -> server.Site:
+    return QuietSite(MetricsResource(metrics))

@@ -1,0 +1,113 @@
+"""Log output: readable text (default) or JSON lines, to standard output or a reopenable file.
+
+``twistd`` starts the global log publisher itself (``AppLogger.start``) before the reactor runs,
+using the ``twisted.logger.ILogObserver`` component of the application when there is one. The
+node's service sets that component when it is attached to the application (see
+``NodeService.setServiceParent``), so ``twistd -n downstream --log-format json`` and
+``twistd -n -y downstream.tac`` both log through :class:`LogOutput`. An explicit ``twistd --logger``
+still wins; ``twist`` has its own ``--log-format``/``--log-file`` options.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import IO, Any
+
+import orjson
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+)
+from twisted.logger import formatEventAsClassicLogText as _classic
+
+#: keys of legacy (twisted.python.log) events that are not payload
+_LEGACY_KEYS = {"message", "isError", "system", "time", "format", "why", "failure", "printed"}
+
+
+def _iso(t: float | None) -> str:
+    t = time.time() if t is None else t
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+
+
+def text_line(event: dict[str, Any]) -> str | None:
+    """``2026-01-02T03:04:05.678Z [namespace#info] message`` (a traceback follows a failure)."""
+    return _classic(event, formatTime=lambda t: _iso(t))
+
+
+def json_line(event: dict[str, Any]) -> str:
+    """One JSON object per line: time, level, namespace, message, then the event's own fields."""
+    level = event.get("log_level")
+    out: dict[str, Any] = {
+        "time": _iso(event.get("log_time")),
+        "level": getattr(level, "name", "info"),
+        "namespace": event.get("log_namespace") or event.get("system") or "-",
+        "message": formatEvent(event),
+    }
+    for key, value in event.items():
+        if key.startswith("log_") or key in _LEGACY_KEYS or key in out:
+            continue
+        out[key] = value
+    failure = event.get("log_failure") or event.get("failure")
+    if failure is not None:
+        out["traceback"] = failure.getTraceback()
+        if out["level"] == "info":
+            out["level"] = "error"
+    elif event.get("isError"):
+        out["level"] = "error"
+    return orjson.dumps(out, default=str, option=orjson.OPT_NON_STR_KEYS).decode() + "\n"
+
+
+class LogOutput:
+    """A text stream: standard output, or a file opened for append that :meth:`reopen` re-opens
+    (after logrotate moved it; ``SIGHUP``)."""
+
+    def __init__(self, path: str | None = None, stream: IO[str] | None = None):
+        self.path = path
+        self._lock = threading.Lock()
+        self._stream: IO[str] = open(path, "a", encoding="utf-8") if path else (stream or sys.stdout)
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            self._stream.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._stream.flush()
+
+    def reopen(self) -> None:
+        if not self.path:
+            return
+        with self._lock:
+            old = self._stream
+            self._stream = open(self.path, "a", encoding="utf-8")
+            old.close()
+
+    def close(self) -> None:
+        if self.path:
+            with self._lock:
+                self._stream.close()
+
+
+def make_observer(output: LogOutput, log_format: str = "text",
+                  level: LogLevel = LogLevel.info) -> ILogObserver:
+    """An observer writing ``log_format`` lines at ``level`` and above to ``output``."""
+    formatter = json_line if log_format == "json" else text_line
+    writer = FileLogObserver(output, formatter)
+    return FilteringLogObserver(writer, [LogLevelFilterPredicate(level)])
+
+
+class LogSetup:
+    """The daemon's log output and observer, built from the configuration."""
+
+    def __init__(self, log_format: str = "text", log_file: str | None = None, stream: IO[str] | None = None):
+        self.output = LogOutput(log_file, stream)
+        self.observer = make_observer(self.output, log_format)
+
+    def reopen(self) -> None:
+        self.output.reopen()

@@ -1,0 +1,145 @@
+"""Prometheus metrics of one node, in a registry of its own (never the global one).
+
+Counters and histograms are fed by hooks: the HTTP site (every finished request), ``PeriodicJob``
+observers (every timer pass), ``Database.observers`` (every transaction) and the node's result
+observers (every pass/fail/miss). Gauges about the database's contents are set by the stats job
+(``jobs/stats.py``) every ``stats_interval`` seconds, never computed on a scrape. Every metric is
+documented in ``docs/operations.md`` (a test checks that).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from downstream_tx import __version__
+from downstream_tx.db.stats import Counts
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}
+PROTOCOLS = {0: "v0", 1: "v1"}
+STATES = ("active", "ended", "failed")
+FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SLOW_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        Gauge("downstream_build_info", "Version of the running node (always 1).", ["version"],
+              registry=r).labels(__version__).set(1)
+        Gauge("downstream_start_time_seconds", "Unix time the node started.", registry=r).set(time.time())
+        # HTTP
+        self.requests = Counter("downstream_http_requests", "Finished HTTP requests by route pattern and status.",
+                                ["method", "route", "status"], registry=r)
+        self.request_seconds = Histogram("downstream_http_request_duration_seconds",
+                                         "Time from request headers to the last byte of the response.",
+                                         ["route"], buckets=FAST_BUCKETS, registry=r)
+        self.in_flight = Gauge("downstream_http_requests_in_flight", "Requests received and not yet answered.",
+                               registry=r)
+        # timers
+        self.job_runs = Counter("downstream_timer_runs", "Passes of each periodic job.", ["job"], registry=r)
+        self.job_failures = Counter("downstream_timer_failures", "Passes of each periodic job that raised.",
+                                    ["job"], registry=r)
+        self.job_seconds = Histogram("downstream_timer_duration_seconds", "Run time of each pass.", ["job"],
+                                     buckets=SLOW_BUCKETS, registry=r)
+        self.job_last_success = Gauge("downstream_timer_last_success_timestamp_seconds",
+                                      "Unix time the job last finished a pass without error.", ["job"], registry=r)
+        # database
+        self.txn_seconds = Histogram("downstream_db_transaction_duration_seconds",
+                                     "Time of each database transaction attempt, by transaction name.",
+                                     ["transaction"], buckets=FAST_BUCKETS, registry=r)
+        self.txn_errors = Counter("downstream_db_transaction_errors",
+                                  "Transaction attempts that failed (retried or not).", ["transaction"], registry=r)
+        self.db_up = Gauge("downstream_db_up", "1 if the last database statistics query succeeded, else 0.",
+                           registry=r)
+        self.pool_size = Gauge("downstream_db_pool_size", "Most connections the pool may open.", registry=r)
+        self.pool_open = Gauge("downstream_db_pool_connections", "Connections the pool holds open.", registry=r)
+        self.pool_busy = Gauge("downstream_db_pool_busy", "Pool threads running a transaction now.", registry=r)
+        self.pool_waiting = Gauge("downstream_db_pool_waiting", "Transactions queued for a free pool thread.",
+                                  registry=r)
+        # domain
+        self.results = Counter("downstream_challenge_results", "Challenge outcomes: pass, fail or miss.",
+                               ["protocol", "result"], registry=r)
+        self.contracts = Gauge("downstream_contracts", "Contracts by state.", ["state"], registry=r)
+        self.due = Gauge("downstream_challenges_due", "Outstanding challenges whose deadline is ahead.",
+                         ["protocol"], registry=r)
+        self.overdue = Gauge("downstream_challenges_overdue",
+                             "Active contracts whose deadline passed more than the grace time ago "
+                             "(the challenge timer is behind).", ["protocol"], registry=r)
+        self.farmers_online = Gauge("downstream_farmers_online",
+                                    "Farmers (tokens) with an active contract not in a run of misses or fails.",
+                                    registry=r)
+        self.farmers_active = Gauge("downstream_farmers_active", "Farmers (tokens) with any active contract.",
+                                    registry=r)
+        self.pool_chunks = Gauge("downstream_chunk_pool", "Seeded chunks ready to hand out, by size class.",
+                                 ["size"], registry=r)
+        self.pool_target = Gauge("downstream_chunk_pool_target", "Configured seeded chunks per size class.",
+                                 ["size"], registry=r)
+        self.stats_updated = Gauge("downstream_stats_last_update_timestamp_seconds",
+                                   "Unix time the database gauges were last refreshed.", registry=r)
+
+    # --- hooks ----------------------------------------------------------------------------------
+
+    def observe_request(self, method: str, route: str, status: int | str, seconds: float) -> None:
+        method = method if method in METHODS else "other"
+        self.requests.labels(method, route, str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
+
+    def observe_job(self, name: str, seconds: float, ok: bool) -> None:
+        self.job_runs.labels(name).inc()
+        self.job_seconds.labels(name).observe(seconds)
+        if ok:
+            self.job_last_success.labels(name).set(time.time())
+        else:
+            self.job_failures.labels(name).inc()
+
+    def observe_transaction(self, desc: str, seconds: float, ok: bool) -> None:
+        self.txn_seconds.labels(desc).observe(seconds)
+        if not ok:
+            self.txn_errors.labels(desc).inc()
+
+    def count_result(self, result: str, n: int = 1, protocol: int = 0) -> None:
+        """``result`` is "pass", "fail" or "miss"."""
+        if n:
+            self.results.labels(PROTOCOLS.get(protocol, str(protocol)), result).inc(n)
+
+    def set_counts(self, counts: Counts | None) -> None:
+        if counts is None:
+            self.db_up.set(0)
+            return
+        self.db_up.set(1)
+        for state in set(STATES) | set(counts.contracts):
+            self.contracts.labels(state).set(counts.contracts.get(state, 0))
+        for protocol, name in PROTOCOLS.items():
+            self.due.labels(name).set(counts.due.get(protocol, 0))
+            self.overdue.labels(name).set(counts.overdue.get(protocol, 0))
+        self.farmers_online.set(counts.farmers_online)
+        self.farmers_active.set(counts.farmers_active)
+        for size in set(counts.pool) | {s for s, _ in self._targets}:
+            self.pool_chunks.labels(str(size)).set(counts.pool.get(size, 0))
+        self.stats_updated.set(time.time())
+
+    _targets: tuple[tuple[int, int], ...] = ()
+
+    def set_pool_targets(self, targets: tuple[tuple[int, int], ...]) -> None:
+        self._targets = tuple(targets)
+        for size, count in targets:
+            self.pool_target.labels(str(size)).set(count)
+
+    def bind_db(self, db: Any, pool_size: int) -> None:
+        """Observe every transaction of ``db`` and read its pool's use at each scrape."""
+        db.observers.append(self.observe_transaction)
+        pool = db.pool
+        self.pool_size.set(getattr(pool, "max", pool_size))
+        threadpool = getattr(pool, "threadpool", None)
+        self.pool_open.set_function(lambda: len(getattr(pool, "connections", {}) or {}))
+        if threadpool is not None:
+            self.pool_busy.set_function(lambda: len(threadpool.working))
+            self.pool_waiting.set_function(lambda: threadpool._queue.qsize())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,159 @@
+"""Logging: text and JSON lines, one line per request without secrets, SIGHUP reopens the file."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from twisted.logger import Logger, LogLevel, LogPublisher
+
+from daemon import Daemon, daemon_env
+from downstream_tx.logs import LogOutput, json_line, make_observer, text_line
+from support import ADDRESS
+
+
+def _event(**kw):
+    event = {"log_level": LogLevel.info, "log_namespace": "test", "log_time": 1_700_000_000.25,
+             "log_format": "hello {who}", "who": "world"}
+    event.update(kw)
+    return event
+
+
+def test_text_line_is_readable():
+    line = text_line(_event())
+    assert line == "2023-11-14T22:13:20.250Z [test#info] hello world\n"
+
+
+def test_json_line_is_one_object_per_line_with_fields():
+    line = json_line(_event(count=3))
+    assert line.endswith("\n") and line.count("\n") == 1
+    obj = json.loads(line)
+    assert obj == {"time": "2023-11-14T22:13:20.250Z", "level": "info", "namespace": "test",
+                   "message": "hello world", "who": "world", "count": 3}
+
+
+def test_json_line_carries_tracebacks_in_one_line():
+    out = io.StringIO()
+    publisher = LogPublisher(make_observer(LogOutput(stream=out), "json"))
+    log = Logger(namespace="t", observer=publisher)
+    try:
+        raise ValueError("boom\nwith a newline")
+    except ValueError:
+        log.failure("it failed for {who}", who="x")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    obj = json.loads(lines[0])
+    assert obj["level"] == "critical" and obj["message"] == "it failed for x"
+    assert "ValueError: boom" in obj["traceback"]
+
+
+def test_debug_is_filtered_and_reopen_switches_files(tmp_path):
+    path = tmp_path / "node.log"
+    output = LogOutput(str(path))
+    log = Logger(namespace="t", observer=LogPublisher(make_observer(output, "text")))
+    log.debug("hidden")
+    log.info("first")
+    os.rename(path, tmp_path / "node.log.1")
+    log.info("second")
+    output.reopen()
+    log.info("third")
+    output.close()
+    assert "first" in (tmp_path / "node.log.1").read_text() and "second" in (tmp_path / "node.log.1").read_text()
+    assert "third" in path.read_text() and "first" not in path.read_text()
+    assert "hidden" not in (tmp_path / "node.log.1").read_text()
+
+
+def _get(url: str, method: str = "GET", data: bytes | None = None) -> int:
+    request = urllib.request.Request(url, method=method, data=data)
+    try:
+        with urllib.request.urlopen(request) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as e:
+        e.read()
+        return e.code
+
+
+def _admin(workdir, *args: str) -> str:
+    argv = [sys.executable, "-c", "from downstream_tx.admin import entry; entry()", *args]
+    return subprocess.run(argv, cwd=workdir, env=daemon_env(), check=True, capture_output=True,
+                          text=True).stdout
+
+
+@pytest.mark.e2e
+def test_full_run_logs_requests_as_json_lines_without_secrets(tmp_path):
+    log_file = tmp_path / "logs" / "node.log"
+    log_file.parent.mkdir()
+    args = ["--log-format", "json", "--metrics-listen", "tcp:0:interface=127.0.0.1"]
+    with Daemon(tmp_path, args, log_file=log_file) as d:
+        # a token through the API when the node has the route, else through downstream-admin
+        token = None
+        try:
+            with urllib.request.urlopen(f"{d.url}/api/downstream/new/{ADDRESS}") as r:
+                token = json.loads(r.read()).get("token")
+        except urllib.error.HTTPError:
+            pass
+        if not token:
+            token = _admin(tmp_path, "token", "create", ADDRESS).split()[-1]
+        assert len(token) == 32
+        chunk = tmp_path / "chunk.bin"
+        chunk.write_bytes(os.urandom(4096))
+        file_hash = _admin(tmp_path, "file", "add", str(chunk), "--redundancy", "2", "--interval", "60").split()[-1]
+        urls = [
+            f"/api/downstream/chunk/{token}", f"/api/downstream/due/{token}",
+            f"/api/downstream/challenge/{token}/{file_hash}/{'0' * 64}",
+            f"/api/downstream/remove/{token}/{file_hash}", f"/api/downstream/v1/heartbeat/{token}",
+            f"/api/downstream/v1/chunk/{token}", f"/api/downstream/v1/challenge/{token}",
+            f"/?token={token}", f"/no/such/route/{token}",
+        ]
+        statuses = [_get(d.url + u) for u in urls]
+        statuses.append(_get(f"{d.url}/api/downstream/v1/answer/{token}", "POST", b'{"proofs": []}'))
+        # logrotate: move the file away, SIGHUP, and the daemon writes a new one
+        os.rename(log_file, tmp_path / "logs" / "node.log.1")
+        d.signal(signal.SIGHUP)
+        d.wait_for_log(r"SIGHUP: log file reopened")
+        assert _get(d.url + f"/api/downstream/due/{token}") in (200, 404)
+        _get(d.metrics_url)
+        assert d.stop() == 0
+    rotated = (tmp_path / "logs" / "node.log.1").read_text()
+    current = log_file.read_text()
+    assert "log file reopened" in current and "listening on" in rotated
+    text = rotated + current + d.output()
+
+    secret = sqlite3.connect(tmp_path / "downstream-data" / "downstream.db").execute(
+        "SELECT value FROM node_meta WHERE name = 'secret'").fetchone()[0]
+    token_hash = hashlib.sha256(bytes.fromhex(token)).hexdigest()
+    forbidden_strings = (token, token.upper(), token_hash, bytes(secret).hex(),
+                         hashlib.sha256(token.encode()).hexdigest())
+    for forbidden in forbidden_strings:
+        assert forbidden not in text
+
+    records = [json.loads(line) for line in (rotated + current).splitlines()]  # every line is one object
+    requests = [r for r in records if r["namespace"] == "downstream_tx.requests"]
+    assert len(requests) >= len(urls) + 2
+    for r in requests:
+        assert set(r) >= {"method", "route", "status", "duration_ms"}
+        assert r["route"] == "unmatched" or r["route"].startswith("/")
+        if "<token>" in r["route"]:
+            assert r["farmer_id"] == token_hash[:20]
+    # in order: [/new], the urls, the answer POST, the /due after SIGHUP
+    assert [r["status"] for r in requests[-len(statuses) - 1:-1]] == statuses
+
+
+@pytest.mark.e2e
+def test_the_tac_logs_through_the_same_observer(tmp_path):
+    with Daemon(tmp_path, tac=True, env={"DOWNSTREAM_LOG_FORMAT": "json"}) as d:
+        assert _get(d.url + "/health") == 200
+        d.wait_for_log(r'"route":"/health"')
+        assert d.stop() == 0
+    lines = [json.loads(line) for line in d.log().splitlines() if line.strip()]
+    assert any(x["namespace"] == "downstream_tx.tap" and "listening on" in x["message"] for x in lines)
