@@ -10,6 +10,7 @@ import orjson
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from downstream_tx.config import Config
 from downstream_tx.db.database import DatabaseUnavailable
@@ -74,6 +75,13 @@ def register_error_handlers(app, ctx: Context) -> None:
         if allowed:
             request.setHeader(b"Allow", ", ".join(allowed).encode())
         return json_body(request, error_body("method_not_allowed", "method not allowed on this route"), 405)
+
+    @app.handle_errors(RequestRedirect)
+    def redirect(request, failure):
+        # werkzeug's strict slashes (e.g. /status/list → /status/list/); without this handler the
+        # catch-all below turned every such redirect into a 500
+        request.setHeader(b"Location", failure.value.new_url.encode())
+        return json_body(request, {"status": "redirect", "location": failure.value.new_url}, failure.value.code)
 
     @app.handle_errors(DatabaseUnavailable)
     def unavailable(request, failure):
