@@ -108,9 +108,11 @@ def client_ip(request: IRequest, config: Config) -> str:
     peer = getattr(request.getClientAddress(), "host", None) or ""
     if not config.trusted_proxies or not _in(peer, config.trusted_proxies):
         return peer
-    header = request.getHeader(b"x-forwarded-for")
-    if not header:
+    raw = request.getHeader(b"x-forwarded-for")
+    if not raw:
         return peer
+    # getHeader with a bytes name returns bytes (splitting it with a str raised TypeError → 500)
+    header = raw.decode("latin-1") if isinstance(raw, bytes) else raw
     hops = [h.strip() for h in header.split(",") if h.strip()]
     for hop in reversed(hops):
         if not _in(hop, config.trusted_proxies):

@@ -73,7 +73,7 @@ def parse_object(raw: bytes) -> Any:
 
 def is_json(request: Any) -> bool:
     """Flask 0.10's ``request.is_json``: only then does ``get_json`` parse the body."""
-    value = (request.getHeader(b"content-type") or "").split(";")[0].strip().lower()
+    value = (request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip().lower()
     return value == "application/json" or (value.startswith("application/") and value.endswith("+json"))
 
 
