@@ -73,6 +73,7 @@ class Node:
         self._topping_up: set[int] = set()
         #: called with (result, count, protocol) for every pass/fail/miss counted (metrics)
         self.result_observers: list[Callable[[str, int, int], None]] = []
+        self._v1: Any = None
 
     def count_results(self, result: str, n: int, protocol: int = 0) -> None:
         for observer in self.result_observers:
@@ -90,6 +91,19 @@ class Node:
         if self.secret is None:
             raise RuntimeError("Node.start() has not run")
         return self.secret
+
+    def heartbeat_key(self) -> bytes:
+        """The v1 Merkle heartbeat key, derived from the node secret (never sent, never logged)."""
+        return hmac.new(self._secret(), b"heartbeat-key", hashlib.sha256).digest()
+
+    @property
+    def v1(self):
+        """Protocol v1 functions (:class:`downstream_tx.farming_v1.FarmingV1`)."""
+        if self._v1 is None:
+            from downstream_tx.farming_v1 import FarmingV1
+
+            self._v1 = FarmingV1(self)
+        return self._v1
 
     def hash_ip(self, ip: str | None) -> str | None:
         if not ip:

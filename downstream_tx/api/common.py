@@ -13,6 +13,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from downstream_tx.config import Config
 from downstream_tx.db.database import DatabaseUnavailable
@@ -78,6 +79,13 @@ def register_error_handlers(app, ctx: Context) -> None:
             request.setHeader(b"Allow", ", ".join(allowed).encode())
         return json_body(request, error_body("method_not_allowed", "method not allowed on this route"), 405)
 
+    @app.handle_errors(RequestRedirect)
+    def redirect(request, failure):
+        # werkzeug's strict slashes (e.g. /status/list → /status/list/); without this handler the
+        # catch-all below turned every such redirect into a 500
+        request.setHeader(b"Location", failure.value.new_url.encode())
+        return json_body(request, {"status": "redirect", "location": failure.value.new_url}, failure.value.code)
+
     @app.handle_errors(DatabaseUnavailable)
     def unavailable(request, failure):
         log.warn("database unavailable during {method} {route}", method=request.method.decode(),
@@ -130,9 +138,11 @@ def client_ip(request: IRequest, config: Config) -> str:
     peer = getattr(request.getClientAddress(), "host", None) or ""
     if not config.trusted_proxies or not _in(peer, config.trusted_proxies):
         return peer
-    header = request.getHeader(b"x-forwarded-for")
-    if not header:
+    raw = request.getHeader(b"x-forwarded-for")
+    if not raw:
         return peer
+    # getHeader with a bytes name returns bytes (splitting it with a str raised TypeError → 500)
+    header = raw.decode("latin-1") if isinstance(raw, bytes) else raw
     hops = [h.strip() for h in header.split(",") if h.strip()]
     for hop in reversed(hops):
         if not _in(hop, config.trusted_proxies):

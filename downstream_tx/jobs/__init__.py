@@ -6,8 +6,9 @@ from typing import Any
 
 from downstream_tx.config import Config
 from downstream_tx.jobs.periodic import PeriodicJob
+from downstream_tx.jobs.v1 import v1_jobs
 
 
 def build_jobs(node: Any, config: Config, clock: Any) -> list[PeriodicJob]:
     """Every periodic job of the daemon; the caller starts them as child services."""
-    return []
+    return [*v1_jobs(node, config, clock)]

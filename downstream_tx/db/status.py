@@ -1,0 +1,143 @@
+"""The status API's queries and the uptime summary the uptime timer maintains.
+
+Per token: ``uptime_start`` (first contract start seen), ``uptime_end`` (the last summary) and
+``upsum`` (seconds online between them). Uptime = ``upsum / (uptime_end - uptime_start)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from downstream_tx.db.database import Txn
+
+#: sort keys of /status/list and the SQL expressions they order by (a whitelist: never user text)
+SORT_COLUMNS = {
+    "id": "t.farmer_id",
+    "address": "t.address",
+    "uptime": "uptime",
+    "heartbeats": "t.hbcount",
+    "contracts": "contracts",
+    "size": "size",
+    "online": "online",
+}
+
+_UPTIME = ("CASE WHEN t.uptime_end IS NOT NULL AND t.uptime_start IS NOT NULL AND t.uptime_end > t.uptime_start "
+           "THEN t.upsum / (t.uptime_end - t.uptime_start) ELSE 0 END")
+
+
+@dataclass(frozen=True)
+class FarmerRow:
+    farmer_id: str
+    address: str
+    location: str | None
+    uptime: float  # fraction 0..1
+    heartbeats: int
+    contracts: int
+    size: int
+    online: bool
+    last_due: float | None
+
+
+def _farmer(row: Sequence[Any]) -> FarmerRow:
+    farmer_id, address, location, uptime, hbcount, n, size, online, last_due = row
+    return FarmerRow(farmer_id, address, location, float(uptime or 0), int(hbcount), int(n or 0), int(size or 0),
+                     bool(online), None if last_due is None else float(last_due))
+
+
+def farmers_txn(txn: Txn, now: float, online_only: bool, sort: str, descending: bool, limit: int | None,
+                offset: int) -> list[FarmerRow]:
+    """One row per live token. ``contracts``/``size`` count online contracts (active, not expired);
+    the online filter applies before LIMIT/OFFSET."""
+    order = SORT_COLUMNS[sort] + (" DESC" if descending else "")
+    sql = (
+        f"SELECT t.farmer_id, t.address, t.location, {_UPTIME} AS uptime, t.hbcount, "
+        "COALESCE(s.n, 0) AS contracts, COALESCE(s.size, 0) AS size, "
+        "CASE WHEN COALESCE(s.n, 0) > 0 THEN 1 ELSE 0 END AS online, "
+        "(SELECT MAX(COALESCE(c2.due, c2.deadline)) FROM contracts c2 WHERE c2.token_id = t.id) AS last_due "
+        "FROM tokens t LEFT JOIN (SELECT c.token_id AS token_id, COUNT(*) AS n, SUM(f.size) AS size FROM contracts c "
+        "JOIN files f ON f.id = c.file_id WHERE c.state = 'active' AND c.deadline > ? GROUP BY c.token_id) s "
+        "ON s.token_id = t.id WHERE t.deleted IS NULL"
+    )
+    args: list[Any] = [now]
+    if online_only:
+        sql += " AND COALESCE(s.n, 0) > 0"
+    sql += f" ORDER BY {order}, t.id"
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        args += [limit, offset]
+    return [_farmer(r) for r in txn.execute(sql, args).fetchall()]
+
+
+def farmer_txn(txn: Txn, farmer_id: str, now: float) -> FarmerRow | None:
+    """/status/show: ``contracts`` and ``size`` over all the token's contracts (any state)."""
+    row = txn.execute(
+        f"SELECT t.farmer_id, t.address, t.location, {_UPTIME}, t.hbcount, "
+        "(SELECT COUNT(*) FROM contracts c WHERE c.token_id = t.id), "
+        "(SELECT SUM(f.size) FROM contracts c JOIN files f ON f.id = c.file_id WHERE c.token_id = t.id), "
+        "(SELECT COUNT(*) FROM contracts c WHERE c.token_id = t.id AND c.state = 'active' AND c.deadline > ?), "
+        "(SELECT MAX(COALESCE(c.due, c.deadline)) FROM contracts c WHERE c.token_id = t.id) "
+        "FROM tokens t WHERE t.farmer_id = ? AND t.deleted IS NULL ORDER BY t.id LIMIT 1",
+        (now, farmer_id),
+    ).fetchone()
+    return None if row is None else _farmer(row)
+
+
+# --- uptime ---------------------------------------------------------------------------------------
+
+def uptime_since_txn(txn: Txn) -> float | None:
+    """Where a first summary after start-up must look back to: the oldest summary end."""
+    value = txn.scalar("SELECT MIN(uptime_end) FROM tokens WHERE deleted IS NULL AND uptime_end IS NOT NULL")
+    return None if value is None else float(value)
+
+
+def update_uptime_txn(txn: Txn, now: float, since: float | None) -> int:
+    """Add each token's online time since its last summary, then move every summary's end to now.
+
+    Online time in the window ``[uptime_end, now]`` is measured on the hull of the token's
+    contracts that overlap the window (earliest start to latest expiration, clipped): grouped in
+    SQL, so Python sees one row per token with live contracts, never the contracts. It equals the
+    union of the contracts' online intervals unless every contract of the token was offline for a
+    while *inside* one window, so the error is bounded by the timer period.
+    Returns the tokens whose online time was updated.
+    """
+    hull: dict[int, tuple[float, float]] = {}
+
+    def merge(rows):
+        for token_id, lo, hi in rows:
+            if lo is None or hi is None:
+                continue
+            old = hull.get(token_id)
+            lo, hi = float(lo), float(hi)
+            hull[token_id] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+    merge(txn.execute(
+        "SELECT token_id, MIN(start), MAX(deadline) FROM contracts WHERE state = 'active' AND protocol = 1 "
+        "GROUP BY token_id"
+    ).fetchall())
+    if since is not None:
+        merge(txn.execute(
+            "SELECT token_id, MIN(start), MAX(CASE WHEN ended < deadline THEN ended ELSE deadline END) FROM contracts "
+            "WHERE ended > ? AND state <> 'active' AND protocol = 1 GROUP BY token_id",
+            (since,),
+        ).fetchall())
+    ids = sorted(hull)
+    updates = []
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        marks = ", ".join("?" * len(part))
+        for token_id, start, end in txn.execute(
+            f"SELECT id, uptime_start, uptime_end FROM tokens WHERE deleted IS NULL AND id IN ({marks})", part
+        ).fetchall():
+            lo, hi = hull[token_id]
+            window_start = lo if end is None else max(lo, float(end))
+            online = max(0.0, min(hi, now) - window_start)
+            updates.append((lo if start is None else start, online, now, token_id))
+    txn.executemany("UPDATE tokens SET uptime_start = ?, upsum = upsum + ?, uptime_end = ? WHERE id = ?", updates)
+    txn.execute(
+        "UPDATE tokens SET uptime_end = ? WHERE uptime_start IS NOT NULL AND deleted IS NULL "
+        "AND (uptime_end IS NULL OR uptime_end < ?)",
+        (now, now),
+    )
+    return len(updates)

@@ -1,0 +1,169 @@
+"""Status API (§4.1/§4.2 with Part A's fixes) and the v1 timers (pool, expiry, uptime), on each
+engine, driven by a task.Clock."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+from test_v1_api import INTERVAL, V1, answer, build, chunks, prove
+
+from downstream_tx.jobs import build_jobs
+from support import make_address, run
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+@pytest.fixture
+def setup(tmp_path, db_url, clock):
+    node, api = build(tmp_path, db_url, clock, seeded_pool="16384:2,4096:6", max_tokens_per_ip=0)
+    run(node.v1.refill_pool())
+    yield node, api
+    node.db.close()
+
+
+def farmer_id(token: str) -> str:
+    return hashlib.sha256(bytes.fromhex(token)).hexdigest()[:20]
+
+
+def three_farmers(api):
+    """t1: 16384 + 4096 online, 2 heartbeats; t2: 4096 online, 1 heartbeat; t3: no contracts."""
+    t1, t2, t3 = (api.new_token(make_address(i)) for i in (1, 2, 3))
+    got = chunks(api, t1, 20480)
+    answer(api, t1, [(c["file_hash"], prove(c)) for c in got])
+    [c] = chunks(api, t2, 4096)
+    answer(api, t2, [(c["file_hash"], prove(c))])
+    return t1, t2, t3
+
+
+def ids(body) -> list[str]:
+    return [f["id"] for f in body["farmers"]]
+
+
+def test_list_fields_and_sorting(setup, clock):
+    node, api = setup
+    t1, t2, t3 = three_farmers(api)
+    clock.advance(5)
+    run(node.v1.update_uptime())
+    code, body = api.get(f"{V1}/status/list/")
+    assert code == 200
+    by_id = {f["id"]: f for f in body["farmers"]}
+    f1 = by_id[farmer_id(t1)]
+    assert f1 == {"id": farmer_id(t1), "address": make_address(1), "location": None, "uptime": 100.0,
+                  "heartbeats": 2, "contracts": 2, "size": 20480, "online": True, "last_due": f1["last_due"]}
+    assert ISO.match(f1["last_due"])
+    f3 = by_id[farmer_id(t3)]
+    assert (f3["contracts"], f3["size"], f3["online"], f3["last_due"], f3["uptime"]) == (0, 0, False, None, 0.0)
+    assert ids(body) == sorted(by_id)  # default: by id, ascending
+
+    order = {"heartbeats": [t3, t2, t1], "size": [t3, t2, t1], "contracts": [t3, t2, t1]}
+    for key, tokens in order.items():
+        assert ids(api.get(f"{V1}/status/list/by/{key}")[1]) == [farmer_id(t) for t in tokens]
+        assert ids(api.get(f"{V1}/status/list/by/d/{key}")[1]) == [farmer_id(t) for t in reversed(tokens)]
+    assert ids(api.get(f"{V1}/status/list/by/d/online")[1])[-1] == farmer_id(t3)
+    assert ids(api.get(f"{V1}/status/list/by/uptime")[1])[0] == farmer_id(t3)
+    addresses = [f["address"] for f in api.get(f"{V1}/status/list/by/address")[1]["farmers"]]
+    assert addresses == sorted(addresses)
+    assert api.get(f"{V1}/status/list/by/bogus") == (400, {"status": "error", "message": "Invalid sort."})
+
+
+def test_list_limit_page_and_online_before_limit(setup):
+    node, api = setup
+    t1, t2, t3 = three_farmers(api)
+    all_ids = ids(api.get(f"{V1}/status/list/")[1])
+    assert ids(api.get(f"{V1}/status/list/2")[1]) == all_ids[:2]
+    assert ids(api.get(f"{V1}/status/list/2/1")[1]) == all_ids[2:]
+    assert ids(api.get(f"{V1}/status/list/by/heartbeats/1/2")[1]) == [farmer_id(t1)]
+    assert ids(api.get(f"{V1}/status/list/by/d/heartbeats/1")[1]) == [farmer_id(t1)]
+    assert ids(api.get(f"{V1}/status/list/by/d/heartbeats/1/1")[1]) == [farmer_id(t2)]
+    online = sorted([farmer_id(t1), farmer_id(t2)])
+    assert ids(api.get(f"{V1}/status/list/online/")[1]) == online
+    # the filter applies before LIMIT: /online/by/heartbeats/1 is the least-beating *online* farmer
+    assert ids(api.get(f"{V1}/status/list/online/by/heartbeats/1")[1]) == [farmer_id(t2)]
+    assert ids(api.get(f"{V1}/status/list/online/2")[1]) == online
+    assert ids(api.get(f"{V1}/status/list/online/1/1")[1]) == online[1:]
+    for variant in ("by/size", "by/d/size", "by/size/1", "by/size/1/0", "by/d/size/1", "by/d/size/1/0"):
+        assert api.get(f"{V1}/status/list/online/{variant}")[0] == 200
+    code, _ = api.get(f"{V1}/status/list")
+    assert code in (301, 308)
+
+
+def test_show(setup, clock):
+    node, api = setup
+    t1, t2, t3 = three_farmers(api)
+    clock.advance(INTERVAL + 30)  # t1's and t2's contracts are answered: they expire at due + interval
+    run(node.v1.update_uptime())
+    code, body = api.get(f"{V1}/status/show/{farmer_id(t1)}")
+    assert code == 200
+    assert body["contracts"] == 2 and body["size"] == 20480 and body["online"] is True
+    assert body["uptime"] == 100.0 and body["heartbeats"] == 2 and ISO.match(body["last_due"])
+    assert api.get(f"{V1}/status/show/{farmer_id(t3)}")[1]["online"] is False
+    missing = (404, {"status": "error", "message": "Nonexistant farmer id."})
+    assert api.get(f"{V1}/status/show/{'0' * 20}") == missing
+    assert api.get(f"{V1}/status/show/zz") == missing
+
+
+def test_uptime_is_a_percentage_of_time_since_first_contract(setup, clock):
+    node, api = setup
+    token = api.new_token()
+    [c] = chunks(api, token, 4096)  # never answered: expires at start + INTERVAL
+    clock.advance(30)
+    run(node.v1.update_uptime())
+    assert api.get(f"{V1}/status/show/{farmer_id(token)}")[1]["uptime"] == 100.0
+    clock.advance(90)
+    run(node.v1.expire())
+    run(node.v1.update_uptime())
+    shown = api.get(f"{V1}/status/show/{farmer_id(token)}")[1]
+    assert shown["uptime"] == 50.0 and shown["online"] is False  # 60 s online of 120
+    clock.advance(120)
+    run(node.v1.update_uptime())  # offline time keeps counting
+    assert api.get(f"{V1}/status/show/{farmer_id(token)}")[1]["uptime"] == 25.0
+
+
+def test_expire_ends_answered_and_fails_missed(setup, clock):
+    node, api = setup
+    token = api.new_token()
+    a, b = chunks(api, token, 8192)
+    answer(api, token, [(a["file_hash"], prove(a))])
+    clock.advance(INTERVAL)
+    result = run(node.v1.expire())
+    assert (result.ended, result.failed) == (0, 1)  # b missed its due time
+    clock.advance(INTERVAL)
+    result = run(node.v1.expire())
+    assert (result.ended, result.failed) == (1, 0)  # a was answered and never refreshed
+    assert run(node.v1.expire()).__dict__ == {"ended": 0, "failed": 0, "more": False}  # idempotent
+    assert api.get(f"{V1}/tags/{token}")[1] == {"tags": []}
+
+
+def test_pool_refill_is_idempotent_and_off_the_reactor_thread(setup):
+    node, api = setup
+    calls = []
+    inner = node.blocking
+
+    def spy(func, *args, **kwargs):
+        calls.append(func.__name__)
+        return inner(func, *args, **kwargs)
+
+    node.blocking = spy
+    assert run(node.v1.refill_pool()) == 0  # already full
+    token = api.new_token()
+    assert len(chunks(api, token, 1 << 20)) == 8
+    assert run(node.v1.refill_pool()) == 8
+    assert calls and set(calls) == {"encode_chunks"}
+    assert len(chunks(api, token, 1 << 20)) == 8
+
+
+def test_jobs_are_built_and_run_on_the_clock(setup, clock):
+    node, api = setup
+    jobs = build_jobs(node, node.config, clock)
+    names = {job.name for job in jobs}
+    assert {"seeded_pool", "v1_expire", "uptime"} <= names
+    token = api.new_token()
+    chunks(api, token, 1 << 20)  # empty the pool
+    pool = next(job for job in jobs if job.name == "seeded_pool")
+    pool.startService()
+    try:
+        assert pool.runs == 1 and pool.failures == 0 and pool.last_result == 8
+    finally:
+        pool.stopService()
