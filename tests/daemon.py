@@ -45,7 +45,7 @@ class Daemon:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, cwd=self.workdir, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
@@ -88,7 +88,7 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> Daemon:
         return self.start()
 
     def __exit__(self, *exc) -> None:
