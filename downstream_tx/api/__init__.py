@@ -9,12 +9,12 @@ from typing import Any
 
 from klein import Klein
 
-from downstream_tx.api import common, root
+from downstream_tx.api import common, root, v0
 from downstream_tx.config import Config
 from downstream_tx.node import Node
 
 #: modules with a ``register(app, ctx)`` function, in routing order
-ROUTE_MODULES = [root]
+ROUTE_MODULES = [root, v0]
 
 
 def make_app(node: Node, config: Config, extra: dict[str, Any] | None = None) -> Klein:
