@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from downstream_tx import __version__
-from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
+from downstream_tx.config import SETTINGS, Config, ConfigError, load_config, public_url_for
 
 log = Logger()
 
@@ -66,6 +66,14 @@ class NodeService(service.MultiService):
         site = DownstreamSite(make_resource(self.node, self.config), max_body_size=self.config.max_body_size)
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         self.port = await endpoint.listen(site)
+        if self.config.public_url is None:
+            # download URLs name the address actually bound (port 0, socket activation), not a guess
+            # from the endpoint string; nothing has been served yet (no reactor turn since listen)
+            address = self.port.getHost()
+            if getattr(address, "port", None):
+                tls = self.config.listen.split(":", 1)[0] in ("ssl", "tls")
+                self.config = self.config.replace(public_url=public_url_for(address.host, address.port, tls))
+                site.resource = make_resource(self.node, self.config)
         for job in build_jobs(self.node, self.config, self.reactor):
             job.setServiceParent(self)
         address = self.port.getHost()

@@ -72,8 +72,9 @@ def response_param(value: str) -> str:
 
 
 def seconds_left(deadline: float, now: float) -> int:
-    """Whole seconds until ``deadline``, rounded down, never negative."""
-    return max(0, math.floor(deadline - now))
+    """Whole seconds until ``deadline``, rounded up (a fresh challenge shows its full interval),
+    never negative."""
+    return max(0, math.ceil(deadline - now))
 
 
 # --- download -------------------------------------------------------------------------------------

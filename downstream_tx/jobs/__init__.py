@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from downstream_tx.config import Config
+from downstream_tx.jobs.challenges import challenge_job
 from downstream_tx.jobs.periodic import PeriodicJob
 
 
 def build_jobs(node: Any, config: Config, clock: Any) -> list[PeriodicJob]:
     """Every periodic job of the daemon; the caller starts them as child services."""
-    return []
+    return [challenge_job(node, config, clock)]
