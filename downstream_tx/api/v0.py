@@ -108,12 +108,12 @@ def parse_range(header: bytes | None, size: int) -> tuple[int, int] | None | boo
             return False
         return max(0, size - suffix), size - 1
     first = int(first_text)
-    last = size - 1 if last_text == "" else int(last_text)
-    if last < first:
+    if last_text != "" and int(last_text) < first:
         return None
     if first >= size:
         return False
-    return first, min(last, size - 1)
+    last = size - 1 if last_text == "" else min(int(last_text), size - 1)
+    return first, last
 
 
 @implementer(IPushProducer)

@@ -117,10 +117,15 @@ class MysqlEngine(Engine):
                 "read_timeout": 60,
                 "write_timeout": 60,
                 "init_command": "SET time_zone = '+00:00', "
-                "sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO', "
-                "SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                "sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO'",
             },
         }
+
+    def on_connect(self, conn: Any) -> None:
+        # not part of init_command: ``SET a = …, SESSION TRANSACTION …`` is a syntax error, and the
+        # isolation variable is spelt differently across MySQL/MariaDB versions
+        with conn.cursor() as cursor:
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
     def _code(self, exc: BaseException) -> int | None:
         if isinstance(exc, self.module.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
