@@ -392,3 +392,10 @@ def test_database_down_is_503(api, monkeypatch):
     r = client.get(f"/api/downstream/chunk/{NO_SUCH_TOKEN}")
     assert_error(r, 503, "unavailable")
     assert r.header("retry-after") == "5"
+
+
+def test_head_is_refused_where_get_changes_state(api):
+    node, client = api
+    r = client.request("HEAD", f"/api/downstream/new/{ADDRESS}")
+    assert r.code == 405 and r.header("allow") == "GET"
+    assert run(node.db.run("t", lambda t: t.scalar("SELECT COUNT(*) FROM tokens"))) == 0
