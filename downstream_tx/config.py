@@ -369,12 +369,16 @@ def public_url_from_endpoint(listen: str) -> str:
             host = a[10:]
         elif "=" not in a and a.isdigit():
             port = a
+    return public_url_for(host, port, tls=kind in ("ssl", "tls"))
+
+
+def public_url_for(host: str, port: int | str, tls: bool = False) -> str:
+    """The URL of a listening address (a wildcard interface is shown as the loopback address)."""
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    scheme = "https" if kind in ("ssl", "tls") else "http"
-    return f"{scheme}://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 def settings_markdown() -> str:

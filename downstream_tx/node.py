@@ -29,6 +29,8 @@ log = Logger()
 Blocking = Callable[..., Awaitable[Any]]
 
 TOKEN_BYTES = 16
+#: node_meta name of the time the challenge timer last completed a pass
+LAST_ALIVE = "last_alive"
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -357,6 +359,22 @@ class Node:
                 self._topping_up.discard(file_id)
         return made
 
+    # --- node liveness (timer downtime rule) --------------------------------------------------------
+
+    async def last_alive(self) -> float | None:
+        """When the challenge timer last completed a pass (any earlier run of the node)."""
+        value = await self.db.run("last_alive", meta.get_txn, LAST_ALIVE)
+        if value is None:
+            return None
+        try:
+            return float(value.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            log.warn("ignoring an unreadable {name} marker", name=LAST_ALIVE)
+            return None
+
+    async def mark_alive(self, when: float) -> None:
+        await self.db.run("mark_alive", meta.set_txn, LAST_ALIVE, repr(float(when)).encode("ascii"))
+
     # --- v0 farmer functions ----------------------------------------------------------------------
 
     async def get_chunk(self, token: str) -> contracts.Assignment:
@@ -396,6 +414,13 @@ class Node:
             log.info("contract of farmer {farmer_id} on {file_hash} failed", farmer_id=row.farmer_id,
                      file_hash=file_hash)
         return result.status
+
+    async def download(self, file_hash: str) -> tuple[str, int]:
+        """(path, size) of a monitored stored file's bytes, for the download route."""
+        row = await self._active_file(file_hash)
+        if row.kind != "stored":
+            raise NodeError(NOT_FOUND, "no_hash", "no such file is stored on this node")
+        return self.chunks.path_for(row.file_hash), row.size
 
     async def end_contract(self, token: str, file_hash: str) -> None:
         file_hash = parse_file_hash(file_hash)

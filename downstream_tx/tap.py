@@ -14,7 +14,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from downstream_tx import __version__
-from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
+from downstream_tx.config import SETTINGS, Config, ConfigError, load_config, public_url_for
 
 log = Logger()
 
@@ -97,6 +97,14 @@ class NodeService(service.MultiService):
                      address=_host_port(self.metrics_port.getHost()))
         endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
         self.port = await endpoint.listen(site)
+        if self.config.public_url is None:
+            # download URLs name the address actually bound (port 0, socket activation), not a guess
+            # from the endpoint string; nothing has been served yet (no reactor turn since listen)
+            address = self.port.getHost()
+            if getattr(address, "port", None):
+                tls = self.config.listen.split(":", 1)[0] in ("ssl", "tls")
+                self.config = self.config.replace(public_url=public_url_for(address.host, address.port, tls))
+                site.resource = make_resource(self.node, self.config)
         for job in jobs:
             job.setServiceParent(self)
         log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,

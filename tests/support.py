@@ -121,3 +121,101 @@ def make_address(n: int) -> str:
 
     key = coincurve.PrivateKey((n + 1).to_bytes(32, "big"))
     return address_from_pubkey(key.public_key.format(compressed=True))
+
+
+# --- v0 farmer helpers ---------------------------------------------------------------------------
+
+def v0_answer(data: bytes, challenge: bytes | str) -> str:
+    """What an honest farmer answers: HMAC-SHA256 keyed by the challenge over the whole chunk."""
+    import hashlib
+    import hmac
+
+    key = bytes.fromhex(challenge) if isinstance(challenge, str) else challenge
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def stored_bytes(node: Node, file_hash: str) -> bytes:
+    with open(node.chunks.path_for(file_hash), "rb") as f:
+        return f.read()
+
+
+def add_test_file(node: Node, tmp_path, redundancy: int = 1, interval: int = 60, size: int = 4096,
+                  name: str | None = None) -> str:
+    """Add a random chunk of ``size`` bytes; returns its file hash."""
+    path = tmp_path / (name or f"chunk-{os.urandom(4).hex()}.bin")
+    path.write_bytes(os.urandom(size))
+    return run(node.add_file(str(path), redundancy, interval))
+
+
+def contract_row(node: Node, token: str, file_hash: str) -> dict | None:
+    """The newest contract of a token on a file, as a dict (tests only)."""
+    from downstream_tx.node import hash_token
+
+    def txn(t):
+        row = t.execute(
+            "SELECT c.state, c.passes, c.fails, c.misses, c.run, c.seq, c.deadline, c.answered, c.end_reason "
+            "FROM contracts c JOIN tokens k ON k.id = c.token_id JOIN files f ON f.id = c.file_id "
+            "WHERE k.token_hash = ? AND f.file_hash = ? ORDER BY c.id DESC LIMIT 1",
+            (hash_token(token), file_hash),
+        ).fetchone()
+        keys = ("state", "passes", "fails", "misses", "run", "seq", "deadline", "answered", "end_reason")
+        return None if row is None else dict(zip(keys, row))
+
+    return run(node.db.run("test_contract_row", txn))
+
+
+def file_replicas(node: Node, file_hash: str) -> int:
+    return run(node.db.run("test_replicas", lambda t: int(t.scalar(
+        "SELECT replicas FROM files WHERE file_hash = ? AND removed IS NULL", (file_hash,)))))
+
+
+class StubClient:
+    """Synchronous HTTP against the Klein resource through ``treq.testing.StubTreq``."""
+
+    def __init__(self, resource):
+        from treq.testing import StubTreq
+
+        self.treq = StubTreq(resource)
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None):
+        def settle(d: defer.Deferred):
+            out: list = []
+            d.addBoth(out.append)
+            for _ in range(1000):
+                if out:
+                    break
+                self.treq.flush()
+            if not out:
+                raise AssertionError(f"{method} {path}: no response")
+            if isinstance(out[0], Failure):
+                out[0].raiseException()
+            return out[0]
+
+        response = settle(self.treq.request(method, "http://node.test" + path, headers=headers or {}))
+        body = settle(response.content())
+        return StubResponse(response.code, response.headers, body, response.length)
+
+    def get(self, path: str, **kw):
+        return self.request("GET", path, **kw)
+
+
+class StubResponse:
+    def __init__(self, code: int, headers, body: bytes, length=None):
+        self.code = code
+        #: the Content-Length the server sent (the client keeps it out of ``headers``)
+        self.length = None if not isinstance(length, int) else length
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return None if not values else values[0].decode() if isinstance(values[0], bytes) else values[0]
+
+    def json(self):
+        import orjson
+
+        assert self.header("content-type") == "application/json", (self.code, self.body[:200])
+        return orjson.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<{self.code} {self.body[:200]!r}>"

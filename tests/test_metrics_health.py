@@ -161,7 +161,9 @@ def test_metrics_listener_of_the_real_daemon(tmp_path):
             if "downstream_db_up 1.0" in text:
                 break
         assert 'downstream_http_requests_total{method="GET",route="/health",status="200"} 2.0' in text
-        assert 'downstream_http_requests_total{method="GET",route="unmatched",status="404"} 2.0' in text
+        assert 'downstream_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+        assert ('downstream_http_requests_total{method="GET",route="/api/downstream/due/<token>",status="404"} 1.0'
+                in text)
         assert 'downstream_contracts{state="active"} 0.0' in text
         assert "downstream_db_up 1.0" in text
         assert 'downstream_timer_runs_total{job="stats"}' in text

@@ -9,12 +9,12 @@ from typing import Any
 
 from klein import Klein
 
-from downstream_tx.api import common, ops, root, status, v1
+from downstream_tx.api import common, ops, root, status, v0, v1
 from downstream_tx.config import Config
 from downstream_tx.node import Node
 
 #: modules with a ``register(app, ctx)`` function, in routing order
-ROUTE_MODULES = [root, v1, status, ops]
+ROUTE_MODULES = [root, v0, v1, status, ops]
 
 
 def make_app(node: Node, config: Config, extra: dict[str, Any] | None = None) -> Klein:

@@ -47,7 +47,9 @@ def json_body(request: IRequest, obj: Any, code: int = 200) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
-    return orjson.dumps(obj)
+    body = orjson.dumps(obj)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
 
 
 def error_body(status: str, message: str) -> dict[str, str]:

@@ -1,0 +1,76 @@
+"""The v0 challenge timer: every ``tick`` seconds, one pass of :meth:`Node.update_challenges`.
+
+A pass issues challenge *k* of each contract whose window ``start + k × interval`` has come, counts
+an unanswered challenge at its deadline as a miss, fails contracts after ``max_failures``
+consecutive misses/fails (their slots free and the files go to the next farmer asking for a chunk)
+and tops up files whose unused challenges fell under ``challenge_low_water`` (hashing on a worker
+thread). The SQL is set-based over ``contracts (state, protocol, deadline)`` and guarded, so a pass
+costs what is due now and two daemons running it at once do no harm.
+
+Downtime rule: farmers cannot answer while the node is down, so the node's own downtime is not
+counted against them. Each successful pass stores its time in ``node_meta`` (``last_alive``). The
+first pass after a start — and the first successful pass after failed ones (e.g. the database was
+unreachable) — sets ``node.forgive = (last successful pass, now)``: a challenge whose deadline fell
+inside that window (``last < deadline <= now``) is *forgiven* (neither a miss nor a pass), and the
+contract simply gets the challenge of the current window. The start-up pass also tops up every file
+that is low on challenges.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from downstream_tx.config import Config
+from downstream_tx.jobs.periodic import PeriodicJob
+
+log = Logger()
+
+NAME = "challenges"
+
+
+class ChallengeTimer:
+    """The body of one pass, with the little state the downtime rule needs."""
+
+    def __init__(self, node: Any, clock: Any):
+        self.node = node
+        self.clock = clock
+        #: time of the last pass that completed (loaded from ``last_alive`` on the first pass)
+        self.last_ok: float | None = None
+        #: False until a pass completes, and again after a pass fails
+        self.clean = False
+        self.started = False
+
+    async def __call__(self) -> dict[str, int]:
+        now = self.clock.seconds()
+        try:
+            return await self._pass(now)
+        except Exception:
+            self.clean = False
+            raise
+
+    async def _pass(self, now: float) -> dict[str, int]:
+        first = not self.started
+        if first:
+            self.last_ok = await self.node.last_alive()
+            self.started = True
+        if not self.clean and self.last_ok is not None and self.last_ok < now:
+            self.node.forgive = (self.last_ok, now)
+            log.info("no challenge pass ran for {seconds:.1f}s (node down or unhealthy): deadlines in that "
+                     "window are not counted as misses", seconds=now - self.last_ok)
+        result = await self.node.update_challenges()
+        topped = await self.node.top_up(None) if first else 0
+        await self.node.mark_alive(now)
+        self.last_ok = now
+        self.clean = True
+        summary = {"issued": result.issued, "missed": result.missed, "forgiven": result.forgiven,
+                   "failed": result.failed, "starved": result.starved, "topped_up": topped}
+        if any(summary.values()):
+            log.info("challenge pass: {issued} issued, {missed} missed, {forgiven} forgiven, {failed} contracts "
+                     "failed, {starved} starved, {topped_up} files topped up", **summary)
+        return summary
+
+
+def challenge_job(node: Any, config: Config, clock: Any) -> PeriodicJob:
+    return PeriodicJob(NAME, ChallengeTimer(node, clock), config.tick, clock)

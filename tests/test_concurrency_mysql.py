@@ -1,0 +1,125 @@
+"""Two farmers asking for the last free slot of a file at the same moment, on MariaDB/MySQL: only one
+gets it, and the file never goes over its redundancy target."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import pytest_twisted
+import treq
+from conftest import MYSQL_SKIP_REASON, MYSQL_URL
+from twisted.internet import defer, endpoints
+
+from downstream_tx.api import make_resource
+from downstream_tx.api.site import DownstreamSite
+from downstream_tx.db import contracts
+from downstream_tx.db.database import Txn
+from downstream_tx.db.engine import create_engine
+from downstream_tx.node import hash_token
+from support import add_test_file, fresh_mysql_database, make_address, make_config, make_node, run
+
+pytestmark = [pytest.mark.mysql, pytest.mark.skipif(not MYSQL_URL, reason=MYSQL_SKIP_REASON)]
+
+
+def token_id(node, token: str) -> int:
+    return run(node.db.run("t", lambda t: t.scalar("SELECT id FROM tokens WHERE token_hash = ?",
+                                                   (hash_token(token),))))
+
+
+def replicas_and_contracts(node, file_hash: str) -> tuple[int, int]:
+    return run(node.db.run("t", lambda t: t.execute(
+        "SELECT f.replicas, (SELECT COUNT(*) FROM contracts c WHERE c.file_id = f.id AND c.state = 'active') "
+        "FROM files f WHERE f.file_hash = ?", (file_hash,)).fetchone()))
+
+
+class RacingTxn(Txn):
+    """A Txn that waits at a barrier just before taking a replica slot, so both transactions have
+    read "one slot free" before either writes."""
+
+    def __init__(self, cursor, engine, barrier: threading.Barrier):
+        super().__init__(cursor, engine)
+        self._barrier = barrier
+
+    def execute(self, sql, args=()):
+        if sql.startswith("UPDATE files SET replicas = replicas + 1") and self._barrier is not None:
+            barrier, self._barrier = self._barrier, None
+            barrier.wait(timeout=10)
+        return super().execute(sql, args)
+
+
+def test_two_connections_race_for_the_last_slot(tmp_path, clock):
+    fresh_mysql_database(MYSQL_URL)
+    node = make_node(make_config(tmp_path, MYSQL_URL), clock)
+    try:
+        file_hash = add_test_file(node, tmp_path, redundancy=2)
+        holder = run(node.create_token(make_address(0)))
+        run(node.get_chunk(holder))  # one slot left
+        ids = [token_id(node, run(node.create_token(make_address(i)))) for i in (1, 2)]
+        engine = create_engine(MYSQL_URL)
+        barrier = threading.Barrier(2)
+        results: dict[int, object] = {}
+
+        def farmer(tid: int) -> None:
+            conn = engine.connect()
+            try:
+                with conn.cursor() as cursor:
+                    results[tid] = contracts.assign_txn(RacingTxn(cursor, engine, barrier), tid, clock.seconds())
+                conn.commit()
+            except BaseException as e:  # reported below
+                results[tid] = e
+                conn.rollback()
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=farmer, args=(tid,)) for tid in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assigned = [r for r in results.values() if isinstance(r, contracts.Assignment)]
+        assert len(results) == 2 and not [r for r in results.values() if isinstance(r, BaseException)], results
+        assert len(assigned) == 1 and assigned[0].file_hash == file_hash
+        assert list(results.values()).count(None) == 1
+        assert replicas_and_contracts(node, file_hash) == (2, 2)
+    finally:
+        node.db.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_chunk_requests_over_http(tmp_path):
+    """Eight farmers ask a real listening node (real adbapi pool, 5 connections) at once."""
+    from twisted.internet import reactor
+
+    from downstream_tx.runtime import open_node
+
+    fresh_mysql_database(MYSQL_URL)
+    config = make_config(tmp_path, MYSQL_URL, max_tokens_per_ip=0, db_pool_size=5)
+    node = await open_node(config, reactor)
+    port = None
+    try:
+        port = await endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+            DownstreamSite(make_resource(node, config)))
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        path = tmp_path / "chunk.bin"
+        path.write_bytes(b"x" * 10_000)
+        file_hash = await node.add_file(str(path), 3, 60)
+        holder = await node.create_token(make_address(0))
+        await node.get_chunk(holder)  # 2 slots left
+        tokens = [await node.create_token(make_address(i)) for i in range(1, 9)]
+
+        async def ask(token: str) -> int:
+            response = await treq.get(f"{base}/api/downstream/chunk/{token}", persistent=False)
+            await response.content()
+            return response.code
+
+        codes = await defer.gatherResults([defer.ensureDeferred(ask(t)) for t in tokens])
+        assert sorted(codes) == [200, 200] + [404] * 6
+        replicas, active = await node.db.run("t", lambda t: t.execute(
+            "SELECT f.replicas, (SELECT COUNT(*) FROM contracts c WHERE c.file_id = f.id AND c.state = 'active') "
+            "FROM files f WHERE f.file_hash = ?", (file_hash,)).fetchone())
+        assert (replicas, active) == (3, 3)
+    finally:
+        if port is not None:
+            await port.stopListening()
+        node.db.close()

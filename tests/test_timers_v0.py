@@ -1,0 +1,422 @@
+"""Clock-driven tests of every v0 timing rule, on SQLite and MariaDB.
+
+Time comes only from ``task.Clock``; a "pass" is one run of ``node.update_challenges()`` (what the
+challenge job does every tick) or of the job itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from downstream_tx.errors import NodeError
+from downstream_tx.jobs import build_jobs
+from downstream_tx.jobs.challenges import ChallengeTimer, challenge_job
+from support import (
+    ADDRESS,
+    add_test_file,
+    contract_row,
+    file_replicas,
+    make_address,
+    make_config,
+    make_node,
+    run,
+    stored_bytes,
+    v0_answer,
+)
+
+INTERVAL = 60
+EPS = 0.001
+
+
+@pytest.fixture
+def make(tmp_path, db_url, clock):
+    nodes = []
+
+    def factory(**overrides):
+        node = make_node(make_config(tmp_path, db_url, **overrides), clock)
+        nodes.append(node)
+        return node
+
+    yield factory
+    for n in nodes:
+        n.db.close()
+
+
+class Farmer:
+    """A farmer driving the node's v0 functions directly (no HTTP: the API has its own tests)."""
+
+    def __init__(self, node, address=ADDRESS):
+        self.node = node
+        self.token = run(node.create_token(address))
+        self.challenges: dict[str, str] = {}
+
+    def chunk(self) -> str:
+        a = run(self.node.get_chunk(self.token))
+        self.challenges[a.file_hash] = a.challenge.hex()
+        return a.file_hash
+
+    def outstanding(self) -> dict[str, str]:
+        _, due = run(self.node.due(self.token))
+        return {r["file_hash"]: r["challenge"].hex() for r in due}
+
+    def answer(self, file_hash: str, right: bool = True) -> str:
+        challenge = self.outstanding()[file_hash]
+        response = v0_answer(stored_bytes(self.node, file_hash), challenge) if right else "0" * 64
+        return run(self.node.answer(self.token, file_hash, response))
+
+    def answer_stale(self, file_hash: str, challenge: str) -> str:
+        return run(self.node.answer(self.token, file_hash, v0_answer(stored_bytes(self.node, file_hash), challenge)))
+
+    def state(self, file_hash: str) -> dict:
+        return contract_row(self.node, self.token, file_hash)
+
+
+def tick(node, clock, seconds: float = INTERVAL):
+    clock.advance(seconds)
+    return run(node.update_challenges())
+
+
+def test_answer_just_before_the_deadline_passes(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    clock.advance(INTERVAL - EPS)
+    assert run(node.update_challenges()).missed == 0
+    assert farmer.answer(h) == "pass"
+    result = tick(node, clock, EPS)
+    assert (result.issued, result.missed) == (1, 0)
+    assert farmer.state(h)["passes"] == 1 and farmer.state(h)["misses"] == 0
+
+
+def test_answer_at_the_deadline_is_not_due_and_a_miss(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    challenge = farmer.challenges[h]
+    clock.advance(INTERVAL)
+    assert farmer.outstanding() == {}
+    with pytest.raises(NodeError) as e:
+        farmer.answer_stale(h, challenge)
+    assert e.value.status == "not_due"
+    result = run(node.update_challenges())
+    assert (result.missed, result.issued) == (1, 1)
+    row = farmer.state(h)
+    assert (row["misses"], row["run"], row["state"], row["seq"]) == (1, 1, "active", 1)
+    assert farmer.outstanding()[h] != challenge  # challenge 1 is out, its deadline one interval later
+    assert row["deadline"] == pytest.approx(1_700_000_000 + 2 * INTERVAL)
+
+
+def test_challenge_k_is_issued_at_start_plus_k_intervals(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    start = clock.seconds()
+    seen = {farmer.challenges[h]}
+    for k in range(1, 5):
+        assert tick(node, clock, INTERVAL - EPS).issued == 0  # not yet
+        assert farmer.answer(h) == "pass"
+        assert tick(node, clock, EPS).issued == 1
+        row = farmer.state(h)
+        assert row["seq"] == k and row["deadline"] == pytest.approx(start + (k + 1) * INTERVAL)
+        seen.add(farmer.outstanding()[h])
+    assert len(seen) == 5  # a used challenge is never reused
+    assert farmer.state(h)["passes"] == 4
+
+
+def test_a_late_pass_issues_the_current_window(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    start = clock.seconds()
+    result = tick(node, clock, 3.5 * INTERVAL)  # the timer did not run for 3.5 intervals
+    assert (result.missed, result.issued) == (1, 1)
+    row = farmer.state(h)
+    assert row["seq"] == 3 and row["deadline"] == pytest.approx(start + 4 * INTERVAL)
+
+
+def test_misses_are_counted_and_fail_after_exactly_max_failures(make, clock, tmp_path):
+    node = make(max_failures=4)
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    for misses in range(1, 4):
+        result = tick(node, clock)
+        assert (result.missed, result.failed) == (1, 0)
+        row = farmer.state(h)
+        assert (row["misses"], row["run"], row["state"]) == (misses, misses, "active")
+    result = tick(node, clock)
+    assert (result.missed, result.failed, result.issued) == (1, 1, 0)
+    row = farmer.state(h)
+    assert (row["state"], row["end_reason"], row["misses"]) == ("failed", "failed", 4)
+    assert file_replicas(node, h) == 0
+    assert run(node.due(farmer.token)) == ([], [])
+
+
+def test_a_pass_resets_the_run(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    tick(node, clock)  # miss 1
+    tick(node, clock)  # miss 2
+    assert farmer.state(h)["run"] == 2
+    assert farmer.answer(h) == "pass"
+    assert farmer.state(h)["run"] == 0
+    tick(node, clock)  # the pass's window closes: no miss
+    tick(node, clock)  # miss 1
+    tick(node, clock)  # miss 2
+    row = farmer.state(h)
+    assert (row["state"], row["misses"], row["run"], row["passes"]) == ("active", 4, 2, 1)
+    assert tick(node, clock).failed == 1  # miss 3 in a row
+    assert farmer.state(h)["state"] == "failed"
+
+
+def test_wrong_answers_fail_after_exactly_max_failures(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    for fails in (1, 2):
+        assert farmer.answer(h, right=False) == "fail"
+        row = farmer.state(h)
+        assert (row["fails"], row["run"], row["state"]) == (fails, fails, "active")
+        result = tick(node, clock)
+        assert (result.missed, result.issued) == (0, 1)  # answered (wrongly): not also a miss
+    assert farmer.answer(h, right=False) == "fail"
+    row = farmer.state(h)
+    assert (row["state"], row["fails"]) == ("failed", 3)
+    assert file_replicas(node, h) == 0
+
+
+def test_misses_and_fails_count_together(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    tick(node, clock)  # miss
+    assert farmer.answer(h, right=False) == "fail"
+    tick(node, clock)
+    assert farmer.state(h)["state"] == "active"
+    assert tick(node, clock).failed == 1  # miss: 3 in a row
+    row = farmer.state(h)
+    assert (row["state"], row["misses"], row["fails"]) == ("failed", 2, 1)
+
+
+def test_a_failed_contracts_file_goes_to_another_farmer(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, redundancy=1, interval=INTERVAL)
+    first, second = Farmer(node, make_address(1)), Farmer(node, make_address(2))
+    assert first.chunk() == h
+    with pytest.raises(NodeError) as e:
+        second.chunk()
+    assert e.value.status == "no_chunks"
+    for _ in range(3):
+        tick(node, clock)
+    assert first.state(h)["state"] == "failed"
+    assert second.chunk() == h
+    assert file_replicas(node, h) == 1
+    assert second.answer(h) == "pass"
+
+
+def test_redundancy_is_never_exceeded(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, redundancy=3, interval=INTERVAL)
+    farmers = [Farmer(node, make_address(i)) for i in range(6)]
+    got = []
+    for f in farmers:
+        try:
+            got.append(f.chunk())
+        except NodeError as e:
+            assert e.status == "no_chunks"
+    assert got == [h, h, h] and file_replicas(node, h) == 3
+    for _ in range(3):  # holders 0 and 1 answer, 2 does not, and fails
+        for f in farmers[:2]:
+            assert f.answer(h) == "pass"
+        tick(node, clock)
+    assert file_replicas(node, h) == 2
+    assert farmers[3].chunk() == h
+    with pytest.raises(NodeError):
+        farmers[4].chunk()
+    assert file_replicas(node, h) == 3
+
+
+def test_ending_contracts_frees_slots(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, redundancy=1, interval=INTERVAL)
+    a, b, c = (Farmer(node, make_address(i)) for i in range(3))
+    a.chunk()
+    run(node.end_contract(a.token, h))
+    assert b.chunk() == h
+    assert run(node.delete_token(b.token)) == 1
+    assert c.chunk() == h
+    assert file_replicas(node, h) == 1
+
+
+def test_challenges_are_topped_up_under_the_low_water_mark(make, clock, tmp_path):
+    node = make(challenge_batch=5, challenge_low_water=3)
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+
+    def unused():
+        return next(f["unused_challenges"] for f in run(node.list_files()) if f["file_hash"] == h)
+
+    farmer = Farmer(node)
+    farmer.chunk()
+    assert unused() == 4
+    tick(node, clock)
+    assert unused() == 3  # not under the mark yet
+    tick(node, clock)  # 2 left: under 3, a new batch of 5
+    assert unused() == 7
+    batches = run(node.db.run("t", lambda t: t.scalar(
+        "SELECT COUNT(*) FROM challenge_batches b JOIN files f ON f.id = b.file_id WHERE f.file_hash = ?", (h,))))
+    assert batches == 2
+    for _ in range(20):  # never runs out
+        assert farmer.answer(h) == "pass"
+        assert tick(node, clock).starved == 0
+
+
+def test_a_file_that_ran_out_is_topped_up_at_once_and_nothing_is_missed(make, clock, tmp_path):
+    node = make(challenge_batch=2, challenge_low_water=0)  # no top-up until a contract starves
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    assert tick(node, clock).issued == 1  # the last one
+    assert farmer.answer(h) == "pass"
+    result = tick(node, clock)  # none left: the pass tops the file up and issues one after all
+    assert (result.issued, result.starved, result.missed) == (1, 0, 0)
+    assert h in farmer.outstanding()
+    assert farmer.answer(h) == "pass"
+    assert farmer.state(h)["state"] == "active"
+
+
+def test_running_a_pass_twice_is_harmless(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    clock.advance(INTERVAL)
+    assert run(node.update_challenges()).missed == 1
+    before = farmer.state(h)
+    result = run(node.update_challenges())
+    assert (result.issued, result.missed, result.failed) == (0, 0, 0)
+    assert farmer.state(h) == before
+
+
+# --- the job ---------------------------------------------------------------------------------------
+
+def test_build_jobs_has_the_challenge_job(node, clock):
+    jobs = build_jobs(node, node.config, clock)
+    assert [j.name for j in jobs][0] == "challenges"
+    assert jobs[0].interval == node.config.tick
+
+
+def test_the_job_runs_every_tick_and_stops_cleanly(make, clock, tmp_path):
+    node = make(tick=0.5)
+    h = add_test_file(node, tmp_path, interval=2)
+    farmer = Farmer(node)
+    farmer.chunk()
+    job = challenge_job(node, node.config, clock)
+    job.startService()
+    assert job.runs == 1
+    for _ in range(4):
+        clock.advance(0.5)
+    assert job.runs == 5 and job.failures == 0
+    assert farmer.state(h)["misses"] == 1  # the deadline at +2 s
+    assert job.last_result == {"issued": 1, "missed": 1, "forgiven": 0, "failed": 0, "starved": 0,
+                               "topped_up": 0}  # the tick at +2 s: the deadline
+    assert job.stopService() is None  # nothing running: stops at once
+    clock.advance(10)
+    assert job.runs == 5
+
+
+def test_the_job_survives_errors(node, clock, monkeypatch):
+    job = challenge_job(node, node.config, clock)
+    calls = []
+
+    async def broken():
+        calls.append(1)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(node, "update_challenges", broken)
+    job.startService()
+    clock.advance(node.config.tick)
+    assert (job.runs, job.failures, len(calls)) == (2, 2, 2)
+    job.stopService()
+
+
+def test_the_start_up_pass_tops_up_every_low_file(make, clock, tmp_path):
+    node = make(challenge_batch=5, challenge_low_water=3)
+    h = add_test_file(node, tmp_path)
+    run(node.db.run("t", lambda t: t.execute("UPDATE challenges SET used = 1")))
+    timer = ChallengeTimer(node, clock)
+    assert run(timer())["topped_up"] == 1
+    assert run(node.list_files())[0]["unused_challenges"] == 5
+    assert h
+    clock.advance(1)
+    assert run(timer())["topped_up"] == 0  # only at start-up (and for files a pass touched)
+
+
+def test_the_nodes_own_downtime_is_forgiven(make, clock, tmp_path):
+    node = make()
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    timer = ChallengeTimer(node, clock)
+    run(timer())
+    down_at = clock.seconds()
+    assert run(node.last_alive()) == down_at
+    # the node stops for 2.5 intervals; the deadline at +60 passes while it is down
+    clock.advance(2.5 * INTERVAL)
+    restarted = make()  # a new process: same database, no memory of the old one
+    timer = ChallengeTimer(restarted, clock)
+    summary = run(timer())
+    assert restarted.forgive == (down_at, clock.seconds())
+    assert (summary["missed"], summary["forgiven"], summary["issued"]) == (0, 1, 1)
+    row = farmer.state(h)
+    assert (row["misses"], row["run"], row["state"]) == (0, 0, "active")
+    # the challenge of the current window (deadline start + 3 intervals) counts as usual
+    clock.advance(INTERVAL)
+    summary = run(timer())
+    assert (summary["missed"], summary["forgiven"]) == (1, 0)
+    assert farmer.state(h)["misses"] == 1
+
+
+def test_deadlines_after_the_restart_count(make, clock, tmp_path):
+    node = make()
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    run(ChallengeTimer(node, clock)())
+    clock.advance(INTERVAL / 2)  # down for half an interval, no deadline in the window
+    restarted = make()
+    timer = ChallengeTimer(restarted, clock)
+    assert run(timer())["forgiven"] == 0
+    clock.advance(INTERVAL / 2)  # the deadline comes while the node runs again
+    summary = run(timer())
+    assert (summary["missed"], summary["forgiven"]) == (1, 0)
+    assert farmer.state(h)["misses"] == 1
+
+
+def test_without_the_downtime_rule_it_would_be_a_miss(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    clock.advance(2.5 * INTERVAL)
+    assert run(node.update_challenges()).missed == 1
+    assert farmer.state(h)["misses"] == 1
+
+
+def test_a_failed_pass_is_downtime_too(node, clock, tmp_path, monkeypatch):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    timer = ChallengeTimer(node, clock)
+    run(timer())
+    healthy_at = clock.seconds()
+    real = node.update_challenges
+
+    async def unavailable():
+        raise RuntimeError("database unavailable")
+
+    monkeypatch.setattr(node, "update_challenges", unavailable)
+    clock.advance(INTERVAL + 1)
+    with pytest.raises(RuntimeError):
+        run(timer())
+    monkeypatch.setattr(node, "update_challenges", real)
+    clock.advance(1)
+    summary = run(timer())
+    assert node.forgive == (healthy_at, clock.seconds())
+    assert (summary["missed"], summary["forgiven"]) == (0, 1)
+    assert farmer.state(h)["misses"] == 0
