@@ -20,29 +20,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-try:
-    from downstream_tx.heartbeat import (
-        Merkle,
-        RandomIO,
-        batch_answers,
-        derive_seeds,
-        keyed_prf,
-        next_seed,
-    )
-    from downstream_tx.heartbeat.randomio import randomio_key
-except ImportError:  # run from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from downstream_tx.heartbeat import (
-        Merkle,
-        RandomIO,
-        batch_answers,
-        derive_seeds,
-        keyed_prf,
-        next_seed,
-    )
-    from downstream_tx.heartbeat.randomio import randomio_key
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from downstream_tx.heartbeat import (  # noqa: E402
+    Merkle,
+    RandomIO,
+    batch_answers,
+    derive_seeds,
+    keyed_prf,
+    next_seed,
+)
+from downstream_tx.heartbeat.randomio import randomio_key  # noqa: E402
 
 MIB = 1024 * 1024
 
