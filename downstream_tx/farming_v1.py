@@ -378,11 +378,14 @@ class FarmingV1:
     # --- expiry and uptime (timers) -----------------------------------------------------------------
 
     async def expire(self, page: int = 5000) -> seeded.ExpireResult:
+        """End or fail expired v1 contracts (run by the contract timer right after the v0 pass, so
+        that it sees the same downtime window ``node.forgive``: see ``jobs/challenges.py``)."""
         total = seeded.ExpireResult()
         while True:
-            result = await self.node.db.run("v1_expire", seeded.expire_txn, self.node.now(), page)
+            result = await self.node.db.run("v1_expire", seeded.expire_txn, self.node.now(), page, self.node.forgive)
             total.ended += result.ended
             total.failed += result.failed
+            total.extended += result.extended
             if not result.more:
                 self.node.count_results("miss", total.failed, protocol=1)
                 return total

@@ -315,7 +315,7 @@ def test_the_job_runs_every_tick_and_stops_cleanly(make, clock, tmp_path):
     assert job.runs == 5 and job.failures == 0
     assert farmer.state(h)["misses"] == 1  # the deadline at +2 s
     assert job.last_result == {"issued": 1, "missed": 1, "forgiven": 0, "failed": 0, "starved": 0,
-                               "topped_up": 0}  # the tick at +2 s: the deadline
+                               "topped_up": 0, "v1_ended": 0, "v1_failed": 0, "v1_extended": 0}  # the tick at +2 s
     assert job.stopService() is None  # nothing running: stops at once
     clock.advance(10)
     assert job.runs == 5

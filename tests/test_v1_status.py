@@ -132,7 +132,7 @@ def test_expire_ends_answered_and_fails_missed(setup, clock):
     clock.advance(INTERVAL)
     result = run(node.v1.expire())
     assert (result.ended, result.failed) == (1, 0)  # a was answered and never refreshed
-    assert run(node.v1.expire()).__dict__ == {"ended": 0, "failed": 0, "more": False}  # idempotent
+    assert run(node.v1.expire()).__dict__ == {"ended": 0, "failed": 0, "more": False, "extended": 0}  # idempotent
     assert api.get(f"{V1}/tags/{token}")[1] == {"tags": []}
 
 
@@ -158,7 +158,7 @@ def test_jobs_are_built_and_run_on_the_clock(setup, clock):
     node, api = setup
     jobs = build_jobs(node, node.config, clock)
     names = {job.name for job in jobs}
-    assert {"seeded_pool", "v1_expire", "uptime"} <= names
+    assert {"challenges", "seeded_pool", "uptime"} <= names
     token = api.new_token()
     chunks(api, token, 1 << 20)  # empty the pool
     pool = next(job for job in jobs if job.name == "seeded_pool")
@@ -167,3 +167,39 @@ def test_jobs_are_built_and_run_on_the_clock(setup, clock):
         assert pool.runs == 1 and pool.failures == 0 and pool.last_result == 8
     finally:
         pool.stopService()
+
+
+def test_v1_contracts_are_not_failed_by_the_nodes_own_downtime(tmp_path, db_url, clock):
+    """Downtime rule for v1: expirations that fell while the node was down are moved on by the
+    length of the downtime (the contract gets back the time it had left), not ended or failed;
+    expirations after the node's return count as usual."""
+    from downstream_tx.jobs.challenges import ChallengeTimer
+
+    node, api = build(tmp_path, db_url, clock, seeded_pool="4096:4", max_tokens_per_ip=0)
+    run(node.v1.refill_pool())
+    token = api.new_token()
+    a, b, c = chunks(api, token, 3 * 4096)
+    answer(api, token, [(a["file_hash"], prove(a))])  # a answered: expires at due + interval
+    run(ChallengeTimer(node, clock)())
+    down_at = clock.seconds()
+    node.db.close()
+    clock.advance(INTERVAL + 10)  # down: b and c pass their due time (unanswered) while the node is away
+    restarted, api = build(tmp_path, db_url, clock, seeded_pool="4096:4", max_tokens_per_ip=0)
+    timer = ChallengeTimer(restarted, clock)
+    summary = run(timer())
+    assert restarted.forgive == (down_at, clock.seconds())
+    assert (summary["v1_failed"], summary["v1_ended"], summary["v1_extended"]) == (0, 0, 2)
+    # b is answered after the return with its outstanding challenge: it got back its whole interval
+    code, body = answer(api, token, [(b["file_hash"], prove(b))])
+    assert body["report"] == [{"file_hash": b["file_hash"], "status": "ok"}]
+    # a's expiration (due + interval) is after the return: it is asked for its next challenge
+    got = api.post(f"{V1}/challenge/{token}", {"hashes": [a["file_hash"]]})[1]["challenges"]
+    assert "challenge" in got[0], got
+    assert answer(api, token, [(a["file_hash"], prove(a, got[0]["challenge"]))])[1]["report"][0]["status"] == "ok"
+    clock.advance(INTERVAL - 1)
+    assert run(timer())["v1_failed"] == 0
+    clock.advance(1)  # c never answers: it fails at its moved expiration, a normal miss
+    summary = run(timer())
+    assert (summary["v1_failed"], summary["v1_extended"]) == (1, 0)
+    assert summary["v1_ended"] == 0
+    restarted.db.close()

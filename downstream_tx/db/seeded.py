@@ -189,12 +189,21 @@ class ExpireResult:
     ended: int = 0
     failed: int = 0
     more: bool = False
+    #: contracts whose expiration fell while the node was down, given that time back
+    extended: int = 0
 
 
-def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
+def expire_txn(txn: Txn, now: float, limit: int = 5000, forgive: tuple[float, float] | None = None) -> ExpireResult:
     """End one page of v1 contracts whose expiration has passed: *ended* when the last challenge
     was answered (the farmer stopped asking, or the challenges ran out), *failed* (a miss) when
-    it was not. Their tags are dropped and their single-use seeded files retired."""
+    it was not. Their tags are dropped and their single-use seeded files retired.
+
+    Downtime rule: a contract whose expiration fell inside ``forgive`` (``start < deadline <= end``,
+    the node itself was down or without its database, so the farmer could not ask or answer) is
+    neither ended nor failed: its due time and expiration move on by the window's length, so it gets
+    back after the node's return the time it had left when the node went away. The update is guarded
+    on the old expiration, and the new one is past the window, so a retry or a second pass changes
+    nothing twice."""
     rows = txn.execute(
         "SELECT id, file_id, answered, deadline FROM contracts WHERE state = 'active' AND protocol = 1 "
         "AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
@@ -202,18 +211,30 @@ def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
     ).fetchall()
     result = ExpireResult(more=len(rows) == limit)
     updates = []
-    for cid, _, answered, deadline in rows:
-        if answered:
+    retired = []
+    shifted = []
+    for cid, file_id, answered, deadline in rows:
+        if forgive is not None and forgive[0] < deadline <= forgive[1]:
+            shift = forgive[1] - forgive[0]
+            shifted.append((shift, shift, cid, deadline))
+            result.extended += 1
+        elif answered:
             updates.append(("ended", deadline, "expired", 0, cid))
+            retired.append((now, file_id))
             result.ended += 1
         else:
             updates.append(("failed", deadline, "missed", 1, cid))
+            retired.append((now, file_id))
             result.failed += 1
+    txn.executemany(
+        "UPDATE contracts SET due = due + ?, deadline = deadline + ? WHERE id = ? AND deadline = ? "
+        "AND state = 'active'",
+        shifted,
+    )
     txn.executemany(
         "UPDATE contracts SET state = ?, ended = ?, end_reason = ?, misses = misses + ?, tag = NULL "
         "WHERE id = ? AND state = 'active'",
         updates,
     )
-    txn.executemany("UPDATE files SET replicas = 0, removed = ? WHERE id = ? AND removed IS NULL",
-                    [(now, file_id) for _, file_id, _, _ in rows])
+    txn.executemany("UPDATE files SET replicas = 0, removed = ? WHERE id = ? AND removed IS NULL", retired)
     return result

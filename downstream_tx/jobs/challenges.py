@@ -1,4 +1,5 @@
-"""The v0 challenge timer: every ``tick`` seconds, one pass of :meth:`Node.update_challenges`.
+"""The contract timer: every ``tick`` seconds, one pass of :meth:`Node.update_challenges` (v0)
+followed by :meth:`FarmingV1.expire` (v1).
 
 A pass issues challenge *k* of each contract whose window ``start + k × interval`` has come, counts
 an unanswered challenge at its deadline as a miss, fails contracts after ``max_failures``
@@ -14,6 +15,11 @@ unreachable) — sets ``node.forgive = (last successful pass, now)``: a challeng
 inside that window (``last < deadline <= now``) is *forgiven* (neither a miss nor a pass), and the
 contract simply gets the challenge of the current window. The start-up pass also tops up every file
 that is low on challenges.
+
+The same window protects v1 contracts: one whose expiration fell inside it is neither ended nor
+failed, but has its due time and expiration moved on by the window's length (it gets back the time
+it had left when the node went away; ``db/seeded.expire_txn``). v1 expiry runs in this pass, after
+the window is set, so no other timer can end a contract on the far side of a downtime first.
 """
 
 from __future__ import annotations
@@ -60,15 +66,18 @@ class ChallengeTimer:
             log.info("no challenge pass ran for {seconds:.1f}s (node down or unhealthy): deadlines in that "
                      "window are not counted as misses", seconds=now - self.last_ok)
         result = await self.node.update_challenges()
+        expired = await self.node.v1.expire()
         topped = await self.node.top_up(None) if first else 0
         await self.node.mark_alive(now)
         self.last_ok = now
         self.clean = True
         summary = {"issued": result.issued, "missed": result.missed, "forgiven": result.forgiven,
-                   "failed": result.failed, "starved": result.starved, "topped_up": topped}
+                   "failed": result.failed, "starved": result.starved, "topped_up": topped,
+                   "v1_ended": expired.ended, "v1_failed": expired.failed, "v1_extended": expired.extended}
         if any(summary.values()):
             log.info("challenge pass: {issued} issued, {missed} missed, {forgiven} forgiven, {failed} contracts "
-                     "failed, {starved} starved, {topped_up} files topped up", **summary)
+                     "failed, {starved} starved, {topped_up} files topped up; v1: {v1_ended} ended, {v1_failed} "
+                     "failed, {v1_extended} extended over the downtime", **summary)
         return summary
 
 
