@@ -366,14 +366,19 @@ def test_the_nodes_own_downtime_is_forgiven(make, clock, tmp_path):
     assert (summary["missed"], summary["forgiven"], summary["issued"]) == (0, 1, 1)
     row = farmer.state(h)
     assert (row["misses"], row["run"], row["state"]) == (0, 0, "active")
-    # the challenge of the current window (deadline start + 3 intervals) counts as usual
+    # the challenge of the window in progress at the return (deadline start + 3 intervals) was
+    # issued with half its window gone: unanswered, it is forgiven too
+    clock.advance(INTERVAL)
+    summary = run(timer())
+    assert (summary["missed"], summary["forgiven"]) == (0, 1)
+    # the next one was issued on time and counts as usual
     clock.advance(INTERVAL)
     summary = run(timer())
     assert (summary["missed"], summary["forgiven"]) == (1, 0)
     assert farmer.state(h)["misses"] == 1
 
 
-def test_deadlines_after_the_restart_count(make, clock, tmp_path):
+def test_a_window_cut_short_by_the_downtime_is_forgiven_and_later_deadlines_count(make, clock, tmp_path):
     node = make()
     h = add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
@@ -383,7 +388,10 @@ def test_deadlines_after_the_restart_count(make, clock, tmp_path):
     restarted = make()
     timer = ChallengeTimer(restarted, clock)
     assert run(timer())["forgiven"] == 0
-    clock.advance(INTERVAL / 2)  # the deadline comes while the node runs again
+    clock.advance(INTERVAL / 2)  # the deadline comes after the return, but half the window was lost
+    summary = run(timer())
+    assert (summary["missed"], summary["forgiven"]) == (0, 1)
+    clock.advance(INTERVAL)  # a whole window after the return: counts
     summary = run(timer())
     assert (summary["missed"], summary["forgiven"]) == (1, 0)
     assert farmer.state(h)["misses"] == 1

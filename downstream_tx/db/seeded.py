@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from downstream_tx.db import files
+from downstream_tx.db import files, meta
 from downstream_tx.db.database import Txn
 
 V1 = 1
@@ -184,26 +184,44 @@ def tags_txn(txn: Txn, token_id: int, now: float) -> list[tuple[int, str]]:
     ).fetchall()]
 
 
+#: node_meta marker: the end of the last downtime window already added to v1 contracts' clocks
+SHIFTED_UNTIL = "v1_shifted_until"
+
+
+def shift_for_downtime_txn(txn: Txn, start: float, end: float) -> int:
+    """Downtime rule for v1: add the node's downtime ``(start, end]`` to the due time and expiration
+    of every active v1 contract that had not expired when it began, so each gets back, after the
+    node's return, the time it had left when the node went away. Exactly once per window: the
+    window's end is stored in ``node_meta`` in the same transaction, and only the part of the window
+    after a stored end is added (a retried or repeated call adds nothing twice). Returns the
+    contracts moved."""
+    marker = meta.get_txn(txn, SHIFTED_UNTIL)
+    done = float(marker.decode("ascii")) if marker else 0.0
+    begin = max(start, done)
+    if end <= begin:
+        return 0
+    shift = end - begin
+    moved = txn.execute(
+        "UPDATE contracts SET due = due + ?, deadline = deadline + ? WHERE state = 'active' AND protocol = 1 "
+        "AND deadline > ?",
+        (shift, shift, start),
+    ).rowcount
+    meta.set_txn(txn, SHIFTED_UNTIL, repr(float(end)).encode("ascii"))
+    return max(moved, 0)
+
+
 @dataclass
 class ExpireResult:
     ended: int = 0
     failed: int = 0
     more: bool = False
-    #: contracts whose expiration fell while the node was down, given that time back
-    extended: int = 0
 
 
-def expire_txn(txn: Txn, now: float, limit: int = 5000, forgive: tuple[float, float] | None = None) -> ExpireResult:
+def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
     """End one page of v1 contracts whose expiration has passed: *ended* when the last challenge
     was answered (the farmer stopped asking, or the challenges ran out), *failed* (a miss) when
-    it was not. Their tags are dropped and their single-use seeded files retired.
-
-    Downtime rule: a contract whose expiration fell inside ``forgive`` (``start < deadline <= end``,
-    the node itself was down or without its database, so the farmer could not ask or answer) is
-    neither ended nor failed: its due time and expiration move on by the window's length, so it gets
-    back after the node's return the time it had left when the node went away. The update is guarded
-    on the old expiration, and the new one is past the window, so a retry or a second pass changes
-    nothing twice."""
+    it was not. Their tags are dropped and their single-use seeded files retired. (Expirations that
+    fell while the node was down were moved on first: :func:`shift_for_downtime_txn`.)"""
     rows = txn.execute(
         "SELECT id, file_id, answered, deadline FROM contracts WHERE state = 'active' AND protocol = 1 "
         "AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
@@ -211,30 +229,18 @@ def expire_txn(txn: Txn, now: float, limit: int = 5000, forgive: tuple[float, fl
     ).fetchall()
     result = ExpireResult(more=len(rows) == limit)
     updates = []
-    retired = []
-    shifted = []
-    for cid, file_id, answered, deadline in rows:
-        if forgive is not None and forgive[0] < deadline <= forgive[1]:
-            shift = forgive[1] - forgive[0]
-            shifted.append((shift, shift, cid, deadline))
-            result.extended += 1
-        elif answered:
+    for cid, _, answered, deadline in rows:
+        if answered:
             updates.append(("ended", deadline, "expired", 0, cid))
-            retired.append((now, file_id))
             result.ended += 1
         else:
             updates.append(("failed", deadline, "missed", 1, cid))
-            retired.append((now, file_id))
             result.failed += 1
-    txn.executemany(
-        "UPDATE contracts SET due = due + ?, deadline = deadline + ? WHERE id = ? AND deadline = ? "
-        "AND state = 'active'",
-        shifted,
-    )
     txn.executemany(
         "UPDATE contracts SET state = ?, ended = ?, end_reason = ?, misses = misses + ?, tag = NULL "
         "WHERE id = ? AND state = 'active'",
         updates,
     )
-    txn.executemany("UPDATE files SET replicas = 0, removed = ? WHERE id = ? AND removed IS NULL", retired)
+    txn.executemany("UPDATE files SET replicas = 0, removed = ? WHERE id = ? AND removed IS NULL",
+                    [(now, file_id) for _, file_id, _, _ in rows])
     return result
