@@ -428,3 +428,26 @@ def test_a_failed_pass_is_downtime_too(node, clock, tmp_path, monkeypatch):
     assert node.forgive == (healthy_at, clock.seconds())
     assert (summary["missed"], summary["forgiven"]) == (0, 1)
     assert farmer.state(h)["misses"] == 0
+
+
+def test_a_database_outage_is_one_warning_per_pass_not_a_traceback(node, clock, monkeypatch):
+    from twisted.logger import globalLogPublisher
+
+    from downstream_tx.db.database import DatabaseUnavailable
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        async def unavailable():
+            raise DatabaseUnavailable("update_challenges: database unavailable (OperationalError)")
+
+        monkeypatch.setattr(node, "update_challenges", unavailable)
+        job = challenge_job(node, node.config, clock)
+        job.startService()
+        clock.advance(node.config.tick)
+        assert job.runs == 2 and job.failures == 2
+        job.stopService()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    mine = [e for e in events if e.get("job") == "challenges"]
+    assert mine and all("log_failure" not in e for e in mine)
