@@ -17,6 +17,8 @@ from typing import BinaryIO
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from downstream_tx.private import make_private_dirs
+
 BLOCK = 1 << 20
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 Progress = Callable[[int, int], None]
@@ -40,7 +42,7 @@ class ChunkStore:
         self.root = root
 
     def ensure(self) -> None:
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        make_private_dirs(self.root)
 
     def path_for(self, file_hash: str) -> str:
         if not HASH_RE.match(file_hash):
@@ -81,7 +83,7 @@ class ChunkStore:
 
     def commit(self, ingested: Ingested) -> str:
         path = self.path_for(ingested.file_hash)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        make_private_dirs(os.path.dirname(path))
         os.replace(ingested.tmp_path, path)
         return path
 

@@ -162,6 +162,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Base URL farmers use to reach this node, for download URLs (default: from --listen)."),
     Setting("metrics_listen", _optional_str, None, "Endpoint string for the Prometheus /metrics listener (off)."),
     Setting("max_body_size", _int(1024, 64 << 20), 1 << 20, "Largest request body accepted, in bytes."),
+    Setting("request_timeout", _float(0.0), 30.0,
+            "Seconds a client has to send a whole request (head and body) from its first byte; slower "
+            "clients get 408 and are disconnected."),
+    Setting("idle_timeout", _float(0.0), 60.0, "Seconds an idle keep-alive connection is kept open."),
     Setting("trusted_proxies", _networks, (),
             "Peers (IPs or networks, comma separated) whose X-Forwarded-For header is trusted."),
     # tokens and addresses
@@ -192,9 +196,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db_unhealthy_after", _float(0.0), 30.0,
             "Seconds the database may be unreachable before the watchdog stops pinging systemd."),
     Setting("shutdown_timeout", _float(0.0), 10.0, "Seconds a stop waits for in-flight work."),
-    Setting("health_timeout", _float(0.0), 2.0, "Seconds GET /health waits for the database before answering 503."),
-    Setting("stats_interval", _float(0.0), 15.0,
-            "Seconds between refreshes of the database gauges in /metrics and the overdue-work check."),
     Setting("health_timeout", _float(0.0), 2.0, "Seconds GET /health waits for the database before answering 503."),
     Setting("stats_interval", _float(0.0), 15.0,
             "Seconds between refreshes of the database gauges in /metrics and the overdue-work check."),

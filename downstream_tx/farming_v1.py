@@ -378,6 +378,8 @@ class FarmingV1:
     # --- expiry and uptime (timers) -----------------------------------------------------------------
 
     async def expire(self, page: int = 5000) -> seeded.ExpireResult:
+        """End or fail expired v1 contracts (run by the contract timer, ``jobs/challenges.py``, after
+        it has applied the downtime rule)."""
         total = seeded.ExpireResult()
         while True:
             result = await self.node.db.run("v1_expire", seeded.expire_txn, self.node.now(), page)
@@ -386,6 +388,10 @@ class FarmingV1:
             if not result.more:
                 self.node.count_results("miss", total.failed, protocol=1)
                 return total
+
+    async def shift_for_downtime(self, window: tuple[float, float]) -> int:
+        """Give active v1 contracts the node's downtime back (see ``seeded.shift_for_downtime_txn``)."""
+        return await self.node.db.run("v1_downtime", seeded.shift_for_downtime_txn, window[0], window[1])
 
     async def update_uptime(self) -> int:
         now = self.node.now()

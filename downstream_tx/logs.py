@@ -10,6 +10,7 @@ still wins; ``twist`` has its own ``--log-format``/``--log-file`` options.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -63,6 +64,14 @@ def json_line(event: dict[str, Any]) -> str:
     return orjson.dumps(out, default=str, option=orjson.OPT_NON_STR_KEYS).decode() + "\n"
 
 
+#: a new log file: the node's user and its group (logs hold no secrets, but farmer ids and hashed IPs)
+LOG_FILE_MODE = 0o640
+
+
+def _open_log(path: str) -> IO[str]:
+    return open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_FILE_MODE), "a", encoding="utf-8")
+
+
 class LogOutput:
     """A text stream: standard output, or a file opened for append that :meth:`reopen` re-opens
     (after logrotate moved it; ``SIGHUP``)."""
@@ -70,7 +79,7 @@ class LogOutput:
     def __init__(self, path: str | None = None, stream: IO[str] | None = None):
         self.path = path
         self._lock = threading.Lock()
-        self._stream: IO[str] = open(path, "a", encoding="utf-8") if path else (stream or sys.stdout)
+        self._stream: IO[str] = _open_log(path) if path else (stream or sys.stdout)
 
     def write(self, text: str) -> None:
         with self._lock:
@@ -85,7 +94,7 @@ class LogOutput:
             return
         with self._lock:
             old = self._stream
-            self._stream = open(self.path, "a", encoding="utf-8")
+            self._stream = _open_log(self.path)
             old.close()
 
     def close(self) -> None:

@@ -87,7 +87,9 @@ class NodeService(service.MultiService):
         from downstream_tx.systemd import watchdog_interval
 
         self.node = node = await open_node(self.config, self.reactor)
-        self.site = site = DownstreamSite(make_resource(node, self.config), max_body_size=self.config.max_body_size)
+        self.site = site = DownstreamSite(make_resource(node, self.config), max_body_size=self.config.max_body_size,
+                                          timeout=self.config.idle_timeout,
+                                          request_timeout=self.config.request_timeout, reactor=self.reactor)
         jobs = build_jobs(node, self.config, self.reactor) + [stats_job(node, self.config, self.reactor, self.metrics)]
         if self.metrics is not None:
             self._bind_metrics(jobs)

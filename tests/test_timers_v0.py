@@ -315,7 +315,7 @@ def test_the_job_runs_every_tick_and_stops_cleanly(make, clock, tmp_path):
     assert job.runs == 5 and job.failures == 0
     assert farmer.state(h)["misses"] == 1  # the deadline at +2 s
     assert job.last_result == {"issued": 1, "missed": 1, "forgiven": 0, "failed": 0, "starved": 0,
-                               "topped_up": 0}  # the tick at +2 s: the deadline
+                               "topped_up": 0, "v1_ended": 0, "v1_failed": 0, "v1_extended": 0}  # the tick at +2 s
     assert job.stopService() is None  # nothing running: stops at once
     clock.advance(10)
     assert job.runs == 5
@@ -366,14 +366,19 @@ def test_the_nodes_own_downtime_is_forgiven(make, clock, tmp_path):
     assert (summary["missed"], summary["forgiven"], summary["issued"]) == (0, 1, 1)
     row = farmer.state(h)
     assert (row["misses"], row["run"], row["state"]) == (0, 0, "active")
-    # the challenge of the current window (deadline start + 3 intervals) counts as usual
+    # the challenge of the window in progress at the return (deadline start + 3 intervals) was
+    # issued with half its window gone: unanswered, it is forgiven too
+    clock.advance(INTERVAL)
+    summary = run(timer())
+    assert (summary["missed"], summary["forgiven"]) == (0, 1)
+    # the next one was issued on time and counts as usual
     clock.advance(INTERVAL)
     summary = run(timer())
     assert (summary["missed"], summary["forgiven"]) == (1, 0)
     assert farmer.state(h)["misses"] == 1
 
 
-def test_deadlines_after_the_restart_count(make, clock, tmp_path):
+def test_a_window_cut_short_by_the_downtime_is_forgiven_and_later_deadlines_count(make, clock, tmp_path):
     node = make()
     h = add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
@@ -383,7 +388,10 @@ def test_deadlines_after_the_restart_count(make, clock, tmp_path):
     restarted = make()
     timer = ChallengeTimer(restarted, clock)
     assert run(timer())["forgiven"] == 0
-    clock.advance(INTERVAL / 2)  # the deadline comes while the node runs again
+    clock.advance(INTERVAL / 2)  # the deadline comes after the return, but half the window was lost
+    summary = run(timer())
+    assert (summary["missed"], summary["forgiven"]) == (0, 1)
+    clock.advance(INTERVAL)  # a whole window after the return: counts
     summary = run(timer())
     assert (summary["missed"], summary["forgiven"]) == (1, 0)
     assert farmer.state(h)["misses"] == 1
@@ -420,3 +428,26 @@ def test_a_failed_pass_is_downtime_too(node, clock, tmp_path, monkeypatch):
     assert node.forgive == (healthy_at, clock.seconds())
     assert (summary["missed"], summary["forgiven"]) == (0, 1)
     assert farmer.state(h)["misses"] == 0
+
+
+def test_a_database_outage_is_one_warning_per_pass_not_a_traceback(node, clock, monkeypatch):
+    from twisted.logger import globalLogPublisher
+
+    from downstream_tx.db.database import DatabaseUnavailable
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        async def unavailable():
+            raise DatabaseUnavailable("update_challenges: database unavailable (OperationalError)")
+
+        monkeypatch.setattr(node, "update_challenges", unavailable)
+        job = challenge_job(node, node.config, clock)
+        job.startService()
+        clock.advance(node.config.tick)
+        assert job.runs == 2 and job.failures == 2
+        job.stopService()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    mine = [e for e in events if e.get("job") == "challenges"]
+    assert mine and all("log_failure" not in e for e in mine)

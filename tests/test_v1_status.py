@@ -158,7 +158,7 @@ def test_jobs_are_built_and_run_on_the_clock(setup, clock):
     node, api = setup
     jobs = build_jobs(node, node.config, clock)
     names = {job.name for job in jobs}
-    assert {"seeded_pool", "v1_expire", "uptime"} <= names
+    assert {"challenges", "seeded_pool", "uptime"} <= names
     token = api.new_token()
     chunks(api, token, 1 << 20)  # empty the pool
     pool = next(job for job in jobs if job.name == "seeded_pool")
@@ -167,3 +167,59 @@ def test_jobs_are_built_and_run_on_the_clock(setup, clock):
         assert pool.runs == 1 and pool.failures == 0 and pool.last_result == 8
     finally:
         pool.stopService()
+
+
+def test_v1_contracts_are_not_failed_by_the_nodes_own_downtime(tmp_path, db_url, clock):
+    """Downtime rule for v1: the node's downtime is added to the due time and expiration of every
+    active contract, once; contracts then run their course as usual."""
+    from downstream_tx.jobs.challenges import ChallengeTimer
+
+    node, api = build(tmp_path, db_url, clock, seeded_pool="4096:4", max_tokens_per_ip=0)
+    run(node.v1.refill_pool())
+    token = api.new_token()
+    a, b, c = chunks(api, token, 3 * 4096)  # due at t0 + 60
+    answer(api, token, [(a["file_hash"], prove(a))])  # a answered: expires at due + interval
+    run(ChallengeTimer(node, clock)())
+    down_at = clock.seconds()
+    clock.advance(20)
+    node.db.close()
+    clock.advance(INTERVAL + 10)  # down for 70 s (the last pass was 20 s before it stopped)
+    restarted, api = build(tmp_path, db_url, clock, seeded_pool="4096:4", max_tokens_per_ip=0)
+    timer = ChallengeTimer(restarted, clock)
+    summary = run(timer())
+    assert restarted.forgive == (down_at, clock.seconds())
+    assert (summary["v1_failed"], summary["v1_ended"], summary["v1_extended"]) == (0, 0, 3)
+    assert run(timer())["v1_extended"] == 0  # once per window
+    # b is answered after the return with its outstanding challenge (now due at t0 + 60 + 90)
+    code, body = answer(api, token, [(b["file_hash"], prove(b))])
+    assert body["report"] == [{"file_hash": b["file_hash"], "status": "ok"}]
+    clock.advance(INTERVAL - 1)  # t0 + 149: c still has a second
+    assert run(timer())["v1_failed"] == 0
+    clock.advance(1)  # c never answers: it fails at its moved due time, a normal miss
+    summary = run(timer())
+    assert (summary["v1_failed"], summary["v1_ended"], summary["v1_extended"]) == (1, 0, 0)
+    # a asks for its next challenge at its moved due time and carries on
+    got = api.post(f"{V1}/challenge/{token}", {"hashes": [a["file_hash"]]})[1]["challenges"]
+    assert "challenge" in got[0] and got[0]["answered"] is False, got
+    assert answer(api, token, [(a["file_hash"], prove(a, got[0]["challenge"]))])[1]["report"][0]["status"] == "ok"
+    restarted.db.close()
+
+
+def test_the_v1_downtime_shift_is_applied_once_per_window(setup, clock):
+    from downstream_tx.db import seeded
+
+    node, api = setup
+    token = api.new_token()
+    [c] = chunks(api, token, 4096)
+    t = clock.seconds()
+
+    def deadline():
+        return run(node.db.run("t", lambda x: x.scalar("SELECT deadline FROM contracts WHERE id = ?",
+                                                       (c["file_hash"],))))
+
+    before = deadline()
+    assert run(node.db.run("s", seeded.shift_for_downtime_txn, t, t + 30)) == 1
+    assert run(node.db.run("s", seeded.shift_for_downtime_txn, t, t + 30)) == 0  # a retried transaction
+    assert deadline() == before + 30
+    run(node.db.run("s", seeded.shift_for_downtime_txn, t, t + 40))  # the same downtime, seen later
+    assert deadline() == before + 40

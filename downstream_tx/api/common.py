@@ -15,6 +15,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
+from downstream_tx.api.ratelimit import RateLimiter, retry_after
 from downstream_tx.config import Config
 from downstream_tx.db.database import DatabaseUnavailable
 from downstream_tx.errors import NodeError
@@ -29,10 +30,11 @@ HTTP_STATUS = {"invalid": 400, "not_found": 404, "forbidden": 403, "limit": 429,
 class ApiError(Exception):
     """An HTTP status and the JSON body to send with it."""
 
-    def __init__(self, code: int, body: dict[str, Any]):
+    def __init__(self, code: int, body: dict[str, Any], headers: dict[bytes, bytes] | None = None):
         super().__init__(code, body)
         self.code = code
         self.body = body
+        self.headers = headers or {}
 
 
 @dataclass
@@ -41,6 +43,24 @@ class Context:
     config: Config
     stats: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: token creation per client address (v0 and v1 /new share it)
+    token_limiter: RateLimiter | None = None
+
+    def __post_init__(self) -> None:
+        if self.token_limiter is None:
+            self.token_limiter = RateLimiter(self.config.token_rate, self.node.clock)
+
+
+def limit_token_requests(ctx: Context, ip: str, body: dict[str, Any]) -> None:
+    """Count a token request of ``ip``; over ``token_rate`` per minute, a 429 with ``body`` and
+    ``Retry-After``. ``{retry}`` in the body's message is replaced by the seconds to wait."""
+    limiter = ctx.token_limiter
+    wait = limiter.check(ip) if limiter is not None else 0.0
+    if wait > 0:
+        seconds = retry_after(wait)
+        body = {k: v.replace("{retry}", str(seconds)) if isinstance(v, str) else v for k, v in body.items()}
+        log.info("token requests over the rate limit from a client ({ip_hash})", ip_hash=ctx.node.hash_ip(ip))
+        raise ApiError(429, body, {b"Retry-After": str(seconds).encode()})
 
 
 def json_body(request: IRequest, obj: Any, code: int = 200) -> bytes:
@@ -63,6 +83,8 @@ def node_error(e: NodeError) -> ApiError:
 def register_error_handlers(app, ctx: Context) -> None:
     @app.handle_errors(ApiError)
     def api_error(request, failure):
+        for name, value in failure.value.headers.items():
+            request.setHeader(name, value)
         return json_body(request, failure.value.body, failure.value.code)
 
     @app.handle_errors(NodeError)

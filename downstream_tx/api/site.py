@@ -1,6 +1,7 @@
-"""The HTTP site: body size caps enforced while the body arrives, idle timeouts, no raw access
-log (request paths carry tokens; the request log below records route patterns and farmer ids
-instead), and tracking of requests in flight so a stop can wait for them."""
+"""The HTTP site: body size caps enforced while the body arrives, a deadline for receiving each
+whole request, idle timeouts, no raw access log (request paths carry tokens; the request log below
+records route patterns and farmer ids instead), and tracking of requests in flight so a stop can
+wait for them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import orjson
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import http, server
 
 from downstream_tx.api.common import farmer_of, route_of
 
@@ -62,13 +63,95 @@ class CappedRequest(server.Request):
         self.channel.loseConnection()
 
 
+class DeadlineChannel(http.HTTPChannel):
+    """An HTTP/1.1 connection that must deliver each request, head and body, within the site's
+    ``request_timeout`` seconds of the request's first byte (of the connection's opening, for the
+    first request).
+
+    twisted.web's own timeout is an idle timeout, reset by every byte received: a client sending
+    one header byte every few seconds (slowloris) or a body at a trickle would hold its connection
+    open for ever. Past the deadline the client gets ``408`` (JSON) and the connection is closed
+    (aborted ``abortTimeout`` seconds later if the client does not read). While a request is being
+    answered the deadline is off (pipelined bytes wait in twisted's buffer); it starts again with
+    the next request's first byte. Timeouts are logged without the peer's address.
+    """
+
+    _deadline: Any = None
+
+    def _request_timeout(self) -> float | None:
+        return getattr(self.site, "request_timeout", None) or None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest:
+            self._arm()
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._disarm()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _arm(self) -> None:
+        timeout = self._request_timeout()
+        if timeout is not None and self._deadline is None and self.transport is not None:
+            self._deadline = self.callLater(timeout, self._request_too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _request_too_slow(self) -> None:
+        self._deadline = None
+        if self._handlingRequest or self.transport is None or getattr(self.transport, "disconnecting", False):
+            return
+        request_log.info("closing a connection whose request was not complete within {timeout:g}s",
+                         timeout=self._request_timeout())
+        site = self.site
+        if isinstance(site, DownstreamSite):
+            site.timed_out += 1
+        body = orjson.dumps({"status": "request_timeout",
+                             "message": f"the request was not complete within {self._request_timeout():g} seconds"})
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        self._close_soon()
+
+    def timeoutConnection(self) -> None:
+        """The idle timeout (twisted's logs the peer's address; the node logs no IPs)."""
+        request_log.debug("closing an idle connection")
+        self._close_soon()
+
+    def _close_soon(self) -> None:
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+    def forceAbortClient(self) -> None:
+        self._abortingCall = None
+        self.transport.abortConnection()
+
+
 class DownstreamSite(server.Site):
     requestFactory = CappedRequest
+    protocol = DeadlineChannel
     displayTracebacks = False
 
-    def __init__(self, resource: Any, max_body_size: int = 1 << 20, timeout: float = 60.0, **kwargs: Any):
+    def __init__(self, resource: Any, max_body_size: int = 1 << 20, timeout: float = 60.0,
+                 request_timeout: float | None = 30.0, **kwargs: Any):
         super().__init__(resource, timeout=timeout, **kwargs)
         self.max_body_size = max_body_size
+        #: seconds a client has to send a whole request (None: no deadline)
+        self.request_timeout = request_timeout
+        #: connections closed because their request was too slow
+        self.timed_out = 0
         self.noisy = False
         #: requests whose headers arrived and whose answer is not finished
         self.in_flight: set[server.Request] = set()

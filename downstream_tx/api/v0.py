@@ -7,7 +7,8 @@ Statuses (every error body is ``{"status": <code>, "message": <words>}``):
 route                                                  statuses
 =====================================================  ===========================================
 ``GET /api/downstream/new/<addr>``                     200, 400 invalid_address, 403 not_whitelisted,
-                                                       429 limit_reached
+                                                       429 limit_reached / rate_limited (with
+                                                       Retry-After)
 ``GET /api/downstream/chunk/<token>``                  200, 400 invalid_token, 404 no_token,
                                                        404 no_chunks
 ``GET|DELETE /api/downstream/remove/<token>/<hash>``   200 ok, 400 invalid_token / invalid_hash,
@@ -37,7 +38,7 @@ from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from downstream_tx.api.common import ApiError, Context, client_ip, error_body, json_body
+from downstream_tx.api.common import ApiError, Context, client_ip, error_body, json_body, limit_token_requests
 from downstream_tx.node import is_hex64
 
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -250,8 +251,11 @@ def register(app: Any, ctx: Context) -> None:
 
     @route("/api/downstream/new/<addr>", ["GET"])
     async def new_token(request, addr):
+        ip = client_ip(request, ctx.config)
+        limit_token_requests(ctx, ip, error_body("rate_limited", "too many token requests from this address, "
+                                                                 "try again in {retry} seconds"))
         address = address_param(addr)
-        token = await node.create_token(address, ip=client_ip(request, ctx.config))
+        token = await node.create_token(address, ip=ip)
         return json_body(request, {"token": token})
 
     @route("/api/downstream/chunk/<token>", ["GET"])

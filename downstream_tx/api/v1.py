@@ -14,7 +14,7 @@ import ijson
 import orjson
 from werkzeug.exceptions import NotFound
 
-from downstream_tx.api.common import Context, client_ip, json_body
+from downstream_tx.api.common import Context, client_ip, json_body, limit_token_requests
 from downstream_tx.farming_v1 import DEFAULT_CHUNK_SIZE, MSG_POST_JSON, MSG_POST_REQUIRED, v1_error
 
 PREFIX = "/api/downstream/v1"
@@ -88,6 +88,9 @@ def register(app, ctx: Context) -> None:
 
     @app.route(PREFIX + "/new/<address>", methods=["GET", "POST"], endpoint="v1_new")
     async def v1_new(request, address):
+        ip = client_ip(request, config)
+        limit_token_requests(ctx, ip, {"status": "error",
+                                       "message": "Too many token requests, try again in {retry} seconds."})
         message = signature = None
         if config.require_signature:
             if request.method != b"POST":
@@ -98,7 +101,7 @@ def register(app, ctx: Context) -> None:
             message, signature = body["message"], body["signature"]
             if not isinstance(message, str) or not isinstance(signature, str):
                 raise v1_error(MSG_POST_JSON)
-        result = await node.v1.new_token(address, client_ip(request, config), message, signature)
+        result = await node.v1.new_token(address, ip, message, signature)
         return json_body(request, result)
 
     @app.route(PREFIX + "/heartbeat/<token>", methods=["GET"], endpoint="v1_heartbeat")

@@ -115,8 +115,9 @@ def update_due_txn(
 ) -> TickResult:
     """One page of the periodic v0 pass over contracts whose deadline has come.
 
-    For each: an unanswered outstanding challenge is a miss (unless its deadline fell inside the
-    ``forgive`` window, i.e. while the node itself was down); ``max_failures`` consecutive misses or
+    For each: an unanswered outstanding challenge is a miss, unless its deadline fell inside the
+    ``forgive`` window (the node itself was down) or within one interval after it (the challenge
+    was issued late, or its window was cut short, by the downtime); ``max_failures`` consecutive misses or
     fails fail the contract and free its slot; otherwise the challenge of the current window is
     issued. The rows are locked (``FOR UPDATE``; SQLite serialises writers), so a second runner of
     the same pass re-reads them after this commit, finds them no longer due, and changes nothing.
@@ -131,7 +132,7 @@ def update_due_txn(
     next_by_file: dict[int, list[tuple[int, int, float, float, int, int]]] = defaultdict(list)
     for cid, file_id, start, interval, seq, answered, run, misses, deadline, challenge_id in rows:
         outstanding = challenge_id is not None and not answered
-        forgiven = outstanding and forgive is not None and forgive[0] < deadline <= forgive[1]
+        forgiven = outstanding and forgive is not None and forgive[0] < deadline <= forgive[1] + interval
         missed = outstanding and not forgiven
         result.forgiven += int(forgiven)
         result.missed += int(missed)

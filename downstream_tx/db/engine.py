@@ -11,6 +11,7 @@ import sqlite3
 from typing import Any
 
 from downstream_tx.config import DbUrl, parse_db_url
+from downstream_tx.private import create_private_file, make_private_dirs
 
 
 class Engine:
@@ -57,8 +58,10 @@ class SqliteEngine(Engine):
     module = sqlite3
 
     def pool_args(self, pool_size: int) -> dict[str, Any]:
-        directory = os.path.dirname(os.path.abspath(self.url.path))
-        os.makedirs(directory, exist_ok=True)
+        path = os.path.abspath(self.url.path)
+        make_private_dirs(os.path.dirname(path))
+        # SQLite gives its -wal and -shm files the database file's mode
+        create_private_file(path)
         return {
             "cp_min": 1,
             "cp_max": 1,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from downstream_tx.db import files
+from downstream_tx.db import files, meta
 from downstream_tx.db.database import Txn
 
 V1 = 1
@@ -184,6 +184,32 @@ def tags_txn(txn: Txn, token_id: int, now: float) -> list[tuple[int, str]]:
     ).fetchall()]
 
 
+#: node_meta marker: the end of the last downtime window already added to v1 contracts' clocks
+SHIFTED_UNTIL = "v1_shifted_until"
+
+
+def shift_for_downtime_txn(txn: Txn, start: float, end: float) -> int:
+    """Downtime rule for v1: add the node's downtime ``(start, end]`` to the due time and expiration
+    of every active v1 contract that had not expired when it began, so each gets back, after the
+    node's return, the time it had left when the node went away. Exactly once per window: the
+    window's end is stored in ``node_meta`` in the same transaction, and only the part of the window
+    after a stored end is added (a retried or repeated call adds nothing twice). Returns the
+    contracts moved."""
+    marker = meta.get_txn(txn, SHIFTED_UNTIL)
+    done = float(marker.decode("ascii")) if marker else 0.0
+    begin = max(start, done)
+    if end <= begin:
+        return 0
+    shift = end - begin
+    moved = txn.execute(
+        "UPDATE contracts SET due = due + ?, deadline = deadline + ? WHERE state = 'active' AND protocol = 1 "
+        "AND deadline > ?",
+        (shift, shift, start),
+    ).rowcount
+    meta.set_txn(txn, SHIFTED_UNTIL, repr(float(end)).encode("ascii"))
+    return max(moved, 0)
+
+
 @dataclass
 class ExpireResult:
     ended: int = 0
@@ -194,7 +220,8 @@ class ExpireResult:
 def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
     """End one page of v1 contracts whose expiration has passed: *ended* when the last challenge
     was answered (the farmer stopped asking, or the challenges ran out), *failed* (a miss) when
-    it was not. Their tags are dropped and their single-use seeded files retired."""
+    it was not. Their tags are dropped and their single-use seeded files retired. (Expirations that
+    fell while the node was down were moved on first: :func:`shift_for_downtime_txn`.)"""
     rows = txn.execute(
         "SELECT id, file_id, answered, deadline FROM contracts WHERE state = 'active' AND protocol = 1 "
         "AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),

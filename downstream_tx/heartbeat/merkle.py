@@ -479,7 +479,8 @@ class Merkle:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Merkle):
             return NotImplemented
-        return (self.check_fraction, self.key) == (other.check_fraction, other.key)
+        # the key is the node's secret: compared in constant time like every other secret
+        return self.check_fraction == other.check_fraction and hmac.compare_digest(self.key, other.key)
 
     def __repr__(self) -> str:
         return f"Merkle(check_fraction={self.check_fraction!r}, key=<{len(self.key)} bytes>)"

@@ -11,6 +11,8 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from downstream_tx.db.database import DatabaseUnavailable
+
 log = Logger()
 
 
@@ -83,6 +85,10 @@ class PeriodicJob(service.Service):
     async def _call(self) -> Any:
         try:
             return await self.func()
+        except DatabaseUnavailable as e:
+            # expected while the database is away (every tick): one line, no traceback
+            log.warn("periodic job {job} skipped: {reason}", job=self.name, reason=str(e))
+            return e
         except Exception as e:
             log.failure("periodic job {job} failed", job=self.name)
             return e

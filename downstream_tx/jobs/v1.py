@@ -1,4 +1,5 @@
-"""Protocol v1 timers: keep the seeded chunk pool full, end expired v1 contracts, summarise uptime."""
+"""Protocol v1 timers: keep the seeded chunk pool full, summarise uptime. (Expired v1 contracts are
+ended by the contract timer, ``jobs/challenges.py``, which owns the downtime rule.)"""
 
 from __future__ import annotations
 
@@ -15,6 +16,5 @@ def v1_jobs(node: Any, config: Config, clock: Any) -> list[PeriodicJob]:
     v1 = node.v1
     return [
         PeriodicJob("seeded_pool", v1.refill_pool, config.tick, clock),
-        PeriodicJob("v1_expire", v1.expire, config.tick, clock),
         PeriodicJob("uptime", v1.update_uptime, max(config.tick, min(UPTIME_PERIOD, config.seeded_interval)), clock),
     ]

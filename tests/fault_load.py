@@ -1,0 +1,236 @@
+"""Load for the fault-injection tests: v0 and v1 farmers in threads that keep farming through
+errors (a dead daemon, 503s), record every answer the node acknowledged, and can be pointed at a
+restarted daemon; plus read-only inspection of the node's database (SQLite or MySQL)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from typing import Any
+
+from farmer_v1 import DownstreamError, FatalError
+from farmer_v1 import Farmer as V1Client
+
+from downstream_tx.config import parse_db_url
+
+PACE = 0.05  # the farmers' own pacing between polls
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, Any, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw
+        return e.code, body, dict(e.headers)
+
+
+class FarmerThread(threading.Thread):
+    """Runs ``step()`` until stopped, counting errors by kind instead of dying on them."""
+
+    def __init__(self, name: str):
+        super().__init__(name=name, daemon=True)
+        self.base = ""
+        self.stopping = threading.Event()
+        self.errors: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.step()
+            except (urllib.error.URLError, OSError, DownstreamError, FatalError, ValueError, KeyError) as e:
+                self.errors[type(e).__name__] += 1
+            time.sleep(PACE)
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(15)
+        assert not self.is_alive(), f"{self.name} did not stop"
+
+
+class V0Farmer(FarmerThread):
+    """A v0 farmer: a token, one contract per stored file, answers every due challenge honestly.
+    ``acked[file_hash]`` counts the answers the node replied ``pass`` to."""
+
+    def __init__(self, name: str, base: str, address: str, files: int):
+        super().__init__(name)
+        self.base = base
+        self.address = address
+        self.files = files
+        self.token = ""
+        self.data: dict[str, bytes] = {}
+        self.acked: Counter[str] = Counter()
+        self.answered: set[str] = set()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        code, body, _ = http_get(self.base + path)
+        with self.lock:
+            self.statuses[code] += 1
+        return code, body
+
+    def step(self) -> None:
+        if not self.token:
+            code, body = self.get(f"/api/downstream/new/{self.address}")
+            if code == 200:
+                self.token = body["token"]
+            return
+        if len(self.data) < self.files:
+            code, body = self.get(f"/api/downstream/chunk/{self.token}")
+            if code == 200:
+                with urllib.request.urlopen(body["url"].replace(body["url"].split("/api/")[0], self.base),
+                                            timeout=10) as r:
+                    self.data[body["file_hash"]] = r.read()
+                self._answer(body["file_hash"], body["challenge"])
+            return
+        code, body = self.get(f"/api/downstream/due/{self.token}")
+        if code != 200:
+            return
+        for due in body["due_contracts"]:
+            if due["challenge"] not in self.answered:
+                self._answer(due["hash"], due["challenge"])
+
+    def _answer(self, file_hash: str, challenge: str) -> None:
+        response = hmac.new(bytes.fromhex(challenge), self.data[file_hash], hashlib.sha256).hexdigest()
+        code, body = self.get(f"/api/downstream/challenge/{self.token}/{file_hash}/{response}")
+        if code == 200:
+            assert body == {"status": "pass"}, body
+            self.answered.add(challenge)
+            with self.lock:
+                self.acked[file_hash] += 1
+        elif code == 409:  # already answered (a reply lost to the fault): nothing outstanding
+            self.answered.add(challenge)
+
+    @property
+    def passes(self) -> int:
+        with self.lock:
+            return sum(self.acked.values())
+
+
+class V1Farmer(FarmerThread):
+    """The downstream-farmer 0.1.8 client's steps (tests/farmer_v1.py) in a loop; its
+    ``heartbeats`` are the proofs the node reported ``ok``."""
+
+    def __init__(self, name: str, base: str, address: str, chunk_dir: str, desired_total: int):
+        super().__init__(name)
+        self.client = V1Client(base, address, chunk_dir, desired_total, margin=0.3, retry=0.3, empty_wait=0.2)
+        self.base = base
+        self.in_flight = 0
+
+    def step(self) -> None:
+        c = self.client
+        c.base = self.base
+        if c.token is None:
+            c.connect()
+            return
+        if c.held_total() < c.desired_total:
+            c.get_contracts()
+        self.in_flight = sum(1 for x in c.contracts.values() if x.proof is not None and not x.answered)
+        c.submit()
+        c.update()
+
+    @property
+    def token(self) -> str | None:
+        return self.client.token
+
+    @property
+    def heartbeats(self) -> int:
+        return self.client.heartbeats
+
+
+# --- the database, read directly ---------------------------------------------------------------------
+
+class DbView:
+    """Read-only queries on the node's database (``?`` placeholders), SQLite or MySQL."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.parsed = parse_db_url(url)
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        if self.parsed.scheme == "sqlite":
+            conn = sqlite3.connect(self.parsed.path, timeout=30)
+            try:
+                return conn.execute(sql, args).fetchall()
+            finally:
+                conn.close()
+        import pymysql
+
+        p = self.parsed
+        conn = pymysql.connect(host=p.host, port=p.port, user=p.user, password=p.password, database=p.database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.replace("?", "%s"), args)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def tables(self) -> list[str]:
+        if self.parsed.scheme == "sqlite":
+            return [r[0] for r in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return [r[0] for r in self.query("SHOW TABLES")]
+
+    def dump(self) -> bytes:
+        """Every value of every table, as bytes (text UTF-8, numbers as text)."""
+        out = []
+        for table in self.tables():
+            for row in self.query(f"SELECT * FROM {table}"):
+                for value in row:
+                    if isinstance(value, (bytes, bytearray, memoryview)):
+                        out.append(bytes(value))
+                    elif value is not None:
+                        out.append(str(value).encode())
+        return b"\n".join(out)
+
+    def passes_by_token_file(self) -> dict[tuple[bytes, str], int]:
+        rows = self.query("SELECT k.token_hash, f.file_hash, SUM(c.passes) FROM contracts c "
+                          "JOIN tokens k ON k.id = c.token_id JOIN files f ON f.id = c.file_id "
+                          "WHERE c.protocol = 0 GROUP BY k.token_hash, f.file_hash")
+        return {(bytes(h), fh): int(n) for h, fh, n in rows}
+
+    def hbcount(self, token: str) -> int:
+        token_hash = hashlib.sha256(bytes.fromhex(token)).digest()
+        return int(self.query("SELECT hbcount FROM tokens WHERE token_hash = ?", (token_hash,))[0][0])
+
+    def consistency_problems(self) -> list[str]:
+        """What a corrupted state would show: replica counts that disagree with active contracts,
+        a challenge held by two contracts or held but not marked used, a token with two active
+        contracts on one file."""
+        problems = []
+        for file_id, replicas, active in self.query(
+                "SELECT f.id, f.replicas, (SELECT COUNT(*) FROM contracts c WHERE c.file_id = f.id "
+                "AND c.state = 'active') FROM files f"):
+            if int(replicas) != int(active):
+                problems.append(f"file {file_id}: replicas {replicas} but {active} active contracts")
+        for challenge_id, n in self.query(
+                "SELECT challenge_id, COUNT(*) FROM contracts WHERE challenge_id IS NOT NULL AND state = 'active' "
+                "GROUP BY challenge_id HAVING COUNT(*) > 1"):
+            problems.append(f"challenge {challenge_id} held by {n} contracts")
+        for (n,) in self.query("SELECT COUNT(*) FROM contracts c JOIN challenges ch ON ch.id = c.challenge_id "
+                               "WHERE c.state = 'active' AND ch.used = 0"):
+            if n:
+                problems.append(f"{n} active contracts hold a challenge not marked used")
+        for token_id, file_id, n in self.query(
+                "SELECT token_id, file_id, COUNT(*) FROM contracts WHERE state = 'active' "
+                "GROUP BY token_id, file_id HAVING COUNT(*) > 1"):
+            problems.append(f"token {token_id} holds {n} active contracts on file {file_id}")
+        if self.parsed.scheme == "sqlite":
+            (check,) = self.query("PRAGMA integrity_check")[0]
+            if check != "ok":
+                problems.append(f"integrity_check: {check}")
+        return problems
