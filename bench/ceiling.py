@@ -72,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         bare = Spawned([sys.executable, __file__, "--serve"], Path(tmp) / "bare")
         with bare:
             cpu: dict[str, float] = {}
-            params = {"_on_measure": lambda what: cpu.__setitem__(what, bare.cpu())}
+            params = {"client": args.client, "_on_measure": lambda what: cpu.__setitem__(what, bare.cpu())}
             stats, seconds, info = run_load("ceiling:fixed_farmer", bare.url, args.farmers, args.processes, params,
                                             args.duration, setup_timeout=60, warmup=args.warmup)
             used = cpu.get("stop", 0) - cpu.get("start", 0)
             ceiling = report(f"bare twisted.web fixed JSON ({args.farmers} farmers, closed loop)", stats, seconds,
                              {"server CPU": f"{used:.1f} s in the {seconds:.1f} s window ({used / seconds:.0%} of one "
                                             "core)",
-                              "load generator": f"{args.processes} processes"})
+                              "load generator": f"{args.processes} processes ({args.client} client)"})
         db = farmers.mysql_url() if args.db == "mysql" else f"sqlite:///{tmp}/data/downstream.db"
         data_dir = os.path.join(tmp, "data")
         print(f"database: {farmers.engine_version(db)}")

@@ -344,8 +344,8 @@ def daemon_args(mode: str, args: argparse.Namespace, db: str, data_dir: str) -> 
 
 
 def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) -> dict[str, float]:
-    params: dict[str, Any] = {"contracts": args.contracts, "idle": args.idle, "chunk_attempts": 50,
-                              "max_chunk_size": args.chunk_size}
+    params: dict[str, Any] = {"client": args.client, "contracts": args.contracts, "idle": args.idle,
+                              "chunk_attempts": 50, "max_chunk_size": args.chunk_size}
     cpu: dict[str, float] = {}
 
     def on_measure(what: str) -> None:
@@ -357,7 +357,8 @@ def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) 
     stats, seconds, info = run_load(farmer, url, args.farmers, args.processes, params, args.duration,
                                     setup_timeout=args.setup_timeout, warmup=args.warmup)
     extra = {"farmers ready": f"{info['ready']}/{args.farmers} after {info['setup_s']:.1f} s",
-             "load generator": f"{args.processes} processes, {args.farmers} farmers, {args.contracts} contracts each"}
+             "load generator": f"{args.processes} processes ({args.client} client), {args.farmers} farmers, "
+                               f"{args.contracts} contracts each"}
     if spawned is not None:
         node_cpu = cpu.get("stop", 0.0) - cpu.get("start", 0.0)
         rss = spawned.peak_rss()
@@ -392,6 +393,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--pool-size", type=int, default=5, help="daemon's MySQL pool")
     ap.add_argument("--idle", type=float, default=0.2, help="v0: seconds a farmer waits when nothing is due")
     ap.add_argument("--setup-timeout", type=float, default=300.0)
+    ap.add_argument("--client", choices=["raw", "treq"], default="raw",
+                    help="load generator HTTP client: raw keep-alive connections (default) or treq")
     ap.add_argument("--quick", action="store_true", help="a tiny run (for the test suite)")
     return ap
 
