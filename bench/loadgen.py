@@ -383,6 +383,8 @@ def run_load(farmer_path: str, url: str, farmers: int, processes: int, params: d
     if on_measure is not None:
         on_measure("start")
     phase.value = MEASURE
+    print(f"   ... {ready.value}/{farmers} farmers ready after {setup_s:.1f} s; measuring for {duration:g} s",
+          file=sys.stderr, flush=True)
     t0 = time.monotonic()
     time.sleep(duration)
     phase.value = STOP
