@@ -71,7 +71,7 @@ async def v1_farmer(client, url: str, index: int, params: dict, ready: Any) -> N
 
     code, body = await client.request("GET", f"{url}{V1}/new/{ADDRESS}")
     if code != 200:
-        raise RuntimeError(f"/new: {code} {body[:200]!r}")
+        raise RuntimeError(f"/new: {code} {body[:200]!r} {client.last_error!r}")
     reply = orjson.loads(body)
     token = reply["token"]
     heartbeat = Merkle(reply["heartbeat"]["check_fraction"], b"")
@@ -226,7 +226,7 @@ _downloads: dict[str, bytes] = {}
 async def v0_farmer(client, url: str, index: int, params: dict, ready: Any) -> None:
     code, body = await client.request("GET", f"{url}{V0}/new/{ADDRESS}")
     if code != 200:
-        raise RuntimeError(f"/new: {code} {body[:200]!r}")
+        raise RuntimeError(f"/new: {code} {body[:200]!r} {client.last_error!r}")
     token = orjson.loads(body)["token"]
     for _ in range(params["contracts"]):
         code, body = await client.request("GET", f"{url}{V0}/chunk/{token}")

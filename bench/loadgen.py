@@ -115,6 +115,11 @@ class Spawned:
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None:
             return
+        keep = os.environ.get("DTX_BENCH_KEEP_LOG")
+        if keep:
+            import shutil
+
+            shutil.copy(self.log_path, keep)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -241,6 +246,7 @@ class Client:
         self.stats = stats
         self.timeout = timeout
         self.kind = kind
+        self.last_error: Exception | None = None
         self.idle: dict[tuple[str, int], list[HttpConnection]] = {}
         self.pool = None
         if kind == "treq":
@@ -296,6 +302,7 @@ class Client:
             else:
                 code, content = await self._treq(method, url, body)
         except Exception as e:  # a benchmark counts failures, it does not stop on them
+            self.last_error = e
             if self.measuring:
                 self.stats.error(type(e).__name__)
             return 0, b""
