@@ -97,36 +97,41 @@ async def v1_farmer(client, url: str, index: int, params: dict, ready: Any) -> N
                     client.stats.add("answer_" + entry.get("error", "?").split(":")[0].replace(" ", "_"))
                 contracts.pop(entry.get("file_hash"), None)
 
-    async def acquire() -> None:
-        attempts = 0
-        while len(contracts) < want and not client.stopping and attempts < params["chunk_attempts"]:
-            attempts += 1
-            size = (want - len(contracts)) * params["max_chunk_size"]
-            code, body = await client.request("GET", f"{url}{V1}/chunk/{token}/{size}")
-            chunks = orjson.loads(body).get("chunks", []) if code == 200 else []
-            if not chunks:
-                await sleep(0.2)
-                continue
-            now = time.time()
-            batch = []
-            for ch in chunks:
-                c = V1Contract(ch["file_hash"], RandomIO(ch["seed"], ch["size"]), Tag.from_dict(ch["tag"]),
-                               Challenge.from_dict(ch["challenge"]), now + ch["due"])
-                contracts[c.id] = c
-                batch.append(c)
-            await prove_and_answer(batch)
+    attempts = 0
+
+    async def acquire_once() -> None:
+        """One /chunk request for at most 50 chunks, answered at once (a long /chunk transaction
+        would hold every other farmer's refresh past its deadline, so farmers take turns)."""
+        nonlocal attempts
+        attempts += 1
+        size = min(want - len(contracts), 50) * params["max_chunk_size"]
+        code, body = await client.request("GET", f"{url}{V1}/chunk/{token}/{size}")
+        chunks = orjson.loads(body).get("chunks", []) if code == 200 else []
+        if not chunks:
+            await sleep(0.2)
+            return
+        now = time.time()
+        batch = []
+        for ch in chunks:
+            c = V1Contract(ch["file_hash"], RandomIO(ch["seed"], ch["size"]), Tag.from_dict(ch["tag"]),
+                           Challenge.from_dict(ch["challenge"]), now + ch["due"])
+            contracts[c.id] = c
+            batch.append(c)
+        await prove_and_answer(batch)
 
     while not client.stopping:
-        if len(contracts) < want:
-            await acquire()
+        first = min((c.due_at for c in contracts.values()), default=None)
+        acquiring = len(contracts) < want and attempts < params["chunk_attempts"]
+        if acquiring and (first is None or first - time.time() > 0.3):
+            await acquire_once()
+            continue
         if not signalled:
             signalled = True
             await mark_ready(ready)
-        if not contracts:
+        if first is None:
             await sleep(0.2)
             continue
         # the batch whose due time comes first (contracts from one /chunk share it)
-        first = min(c.due_at for c in contracts.values())
         batch = [c for c in contracts.values() if c.due_at <= first + 0.5]
         await sleep(first - time.time() + 0.01)
         if client.stopping:
@@ -345,7 +350,7 @@ def daemon_args(mode: str, args: argparse.Namespace, db: str, data_dir: str) -> 
 
 def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) -> dict[str, float]:
     params: dict[str, Any] = {"client": args.client, "contracts": args.contracts, "idle": args.idle,
-                              "chunk_attempts": 50, "max_chunk_size": args.chunk_size}
+                              "chunk_attempts": 200, "max_chunk_size": args.chunk_size}
     cpu: dict[str, float] = {}
 
     def on_measure(what: str) -> None:
