@@ -152,6 +152,24 @@ class Node:
             raise NodeError(NOT_FOUND, "no_token", "unknown token")
         return row
 
+    @staticmethod
+    def _token_txn(txn, token_hash: bytes) -> tokens.TokenRow:
+        row = tokens.get_by_hash_txn(txn, token_hash)
+        if row is None:
+            raise NodeError(NOT_FOUND, "no_token", "unknown token")
+        return row
+
+    def with_token(self, desc: str, func: Callable[..., Any], token: str, *args: Any) -> Awaitable[Any]:
+        """``(token row, func(txn, token_id, *args))`` in one transaction that first looks the token
+        up (404 no_token if unknown): one database round trip per farmer request, not two."""
+        token_hash = hash_token(token)
+
+        def body(txn):
+            row = self._token_txn(txn, token_hash)
+            return row, func(txn, row.id, *args)
+
+        return self.db.run(desc, body)
+
     async def delete_token(self, token: str) -> int:
         """Delete a token; its active contracts end and their files return to the pool."""
         row = await self.token(token)
@@ -378,8 +396,7 @@ class Node:
     # --- v0 farmer functions ----------------------------------------------------------------------
 
     async def get_chunk(self, token: str) -> contracts.Assignment:
-        row = await self.token(token)
-        assignment = await self.db.run("get_chunk", contracts.assign_txn, row.id, self.now())
+        _, assignment = await self.with_token("get_chunk", contracts.assign_txn, token, self.now())
         if assignment is None:
             raise NodeError(NOT_FOUND, "no_chunks", "no chunk needs another farmer right now")
         self._top_up_soon([assignment.file_id])
@@ -391,8 +408,7 @@ class Node:
 
     async def due(self, token: str) -> tuple[list[dict], list[dict]]:
         """(all active contracts, those with an outstanding challenge) of a token."""
-        row = await self.token(token)
-        rows = await self.db.run("due", contracts.token_contracts_txn, row.id)
+        _, rows = await self.with_token("due", contracts.token_contracts_txn, token)
         now = self.now()
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
         return rows, outstanding
@@ -402,9 +418,8 @@ class Node:
         if not is_hex64(response):
             raise NodeError(INVALID, "invalid_response", "response must be 64 hexadecimal characters")
         file_hash = parse_file_hash(file_hash)
-        row = await self.token(token)
-        result = await self.db.run("answer", contracts.answer_txn, row.id, file_hash, response, self.now(),
-                                   self.config.max_failures)
+        row, result = await self.with_token("answer", contracts.answer_txn, token, file_hash, response, self.now(),
+                                            self.config.max_failures)
         if result.status == "no_hash":
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
         if result.status == "not_due":
@@ -424,7 +439,7 @@ class Node:
 
     async def end_contract(self, token: str, file_hash: str) -> None:
         file_hash = parse_file_hash(file_hash)
-        row = await self.token(token)
-        if not await self.db.run("end_contract", contracts.end_one_txn, row.id, file_hash, self.now()):
+        _, ended = await self.with_token("end_contract", contracts.end_one_txn, token, file_hash, self.now())
+        if not ended:
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
 

@@ -18,6 +18,9 @@ from downstream_tx.config import SETTINGS, Config, ConfigError, load_config, pub
 
 log = Logger()
 
+#: seconds a thread may hold the GIL while another waits for it (Python's default: 0.005)
+GIL_SWITCH_INTERVAL = 0.0005
+
 
 class Options(usage.Options):
     synopsis = "[--config FILE] [--listen ENDPOINT] [--db URL] [--data-dir DIR] [options]"
@@ -72,6 +75,9 @@ class NodeService(service.MultiService):
 
     def startService(self) -> None:
         super().startService()
+        # the default 5 ms made every database transaction's hop back from its pool thread wait
+        # behind the busy reactor thread: ~200 transactions/s with a core idle (docs/performance.md)
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.reactor.callWhenRunning(self._install_signal_handlers)
         d = defer.ensureDeferred(self._start())
         d.addCallbacks(self.ready.callback, self._fatal)

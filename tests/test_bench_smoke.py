@@ -1,0 +1,45 @@
+"""Each benchmark runs once at a tiny size (``--quick``) so it cannot rot. No timing is asserted:
+only that it completes and prints its figures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(*args: str, timeout: float = 240.0) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOWNSTREAM_") or k == "DOWNSTREAM_TEST_MYSQL_URL"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_heartbeat_bench():
+    out = run_bench("bench/heartbeat.py", "--quick")
+    assert "ratio batch/raw" in out and "ratio encode/raw" in out and "verifies/s" in out
+
+
+def test_timers_bench_sqlite():
+    out = run_bench("bench/timers.py", "--quick", "--mysql", "")
+    assert "sqlite" in out and "tick s" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode,figure", [("v1", "proofs/s"), ("v0", "passes/s")])
+def test_farmers_bench(mode, figure):
+    out = run_bench("bench/farmers.py", mode, "--spawn", "--quick")
+    assert figure in out and "requests/s" in out and "p99" in out and "daemon peak RSS" in out
+
+
+@pytest.mark.e2e
+def test_ceiling_bench():
+    out = run_bench("bench/ceiling.py", "--quick")
+    assert "bare twisted.web fixed JSON" in out and "v0 against the ceiling" in out
