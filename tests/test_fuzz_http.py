@@ -406,6 +406,11 @@ def test_nasty_inputs(any_world):
         for data, headers in body_variants(raw):
             w.check("POST", f"{V1}/challenge/{w.v1_token}", data, headers)
             w.check("POST", f"{V1}/answer/{w.v1_token}", data, headers)
+    for raw_segment in ("%c0%af", "%ff", "%ed%a0%80", "a%80"):  # not UTF-8 after percent-decoding
+        for path in (f"/api/download/{raw_segment}", f"/api/downstream/chunk/{raw_segment}",
+                     f"{V1}/heartbeat/{raw_segment}", f"/{raw_segment}"):
+            code, _, body = w.check("GET", path)
+            assert (code, orjson.loads(body)["status"]) == (400, "invalid_url")
     for limit in ("9" * 30, "18446744073709551616", "9223372036854775807"):
         assert w.check("GET", f"{V1}/status/list/{limit}/{limit}")[0] == 200
         assert w.check("GET", f"{V1}/status/list/online/by/d/size/{limit}/{limit}")[0] == 200

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -105,6 +106,20 @@ def register_error_handlers(app, ctx: Context) -> None:
 _TOKEN = re.compile(r"^[0-9a-fA-F]{32}$")
 
 
+class JsonKleinResource(KleinResource):
+    """Klein's resource, but a URL whose path or Host is not UTF-8 (after percent-decoding, e.g.
+    ``/api/download/%c0%af``) gets the JSON 400 every other bad input gets; Klein answered it with
+    a ``text/html`` body and logged a traceback."""
+
+    def render(self, request: IRequest):
+        try:
+            b"/".join(list(request.prepath or []) + list(request.postpath or [])).decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return json_body(request, error_body("invalid_url", "the URL is not UTF-8 after percent-decoding"), 400)
+        return super().render(request)
+
+
 class RoutedKlein(Klein):
     """A Klein app that records, on each request it routes, the matched route pattern
     (``request._dtx_route``, e.g. ``/api/downstream/chunk/<token>``) and the farmer id of a
@@ -132,6 +147,9 @@ class RoutedKlein(Klein):
             return decorate(handler)
 
         return record
+
+    def resource(self) -> KleinResource:
+        return JsonKleinResource(self)
 
     def execute_endpoint(self, endpoint: str, request: IRequest, *args: Any, **kwargs: Any):
         rules = self._rules
