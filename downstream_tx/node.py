@@ -227,6 +227,8 @@ class Node:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         except IsADirectoryError:
             raise NodeError(INVALID, "invalid_path", f"{path}: not a regular file (a directory)") from None
+        except FileNotFoundError as e:
+            raise NodeError(INVALID, "invalid_path", f"{path}: {e.strerror}") from None
         except OSError as e:
             raise NodeError(INVALID, "unreadable", f"{path}: cannot read: {e.strerror}") from None
         try:
