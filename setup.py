@@ -34,6 +34,8 @@ setup(
             "pytest>=8,<10",
             "pytest-twisted>=1.14,<2",
             "hypothesis>=6.100,<7",
+            "schemathesis>=4,<5",
+            "PyYAML>=6,<7",
             "ruff>=0.5",
         ],
     },

@@ -440,9 +440,16 @@ def _proof_key(item: Any) -> Any:
     return item["file_hash"]
 
 
+#: the integers orjson can write; others are echoed as their decimal text, a raw JSON number
+_JSON_INTS = range(-(1 << 63), 1 << 64)
+
+
 def _plain(value: Any) -> Any:
-    """An item echoed back as sent (ijson hands out Decimals for non-integers)."""
+    """An item echoed back as sent (ijson hands out Decimals for non-integers; an integer past 64
+    bits, which no contract id can be, is written as the number it was sent as)."""
     if type(value).__name__ == "Decimal":
         return float(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _JSON_INTS:
+        return orjson.Fragment(str(value))
     return value
 

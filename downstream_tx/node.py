@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import re
+import stat
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -237,19 +238,37 @@ class Node:
         return ingested.file_hash
 
     def _ingest(self, path: str, encrypt: bool, progress: Progress | None):
+        """Copy ``path`` into the chunk store. The file is checked after it is opened (non-blocking,
+        so a FIFO cannot hang the command; a path swapped after a check cannot slip through): only a
+        regular file (or a symlink to one) is accepted."""
         try:
-            if not os.path.isfile(path):
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        except IsADirectoryError:
+            raise NodeError(INVALID, "invalid_path", f"{path}: not a regular file (a directory)") from None
+        except FileNotFoundError as e:
+            raise NodeError(INVALID, "invalid_path", f"{path}: {e.strerror}") from None
+        except OSError as e:
+            raise NodeError(INVALID, "unreadable", f"{path}: cannot read: {e.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
                 raise NodeError(INVALID, "invalid_path", f"{path}: not a regular file")
-            size = os.path.getsize(path)
+            size = info.st_size
             if size == 0:
                 raise NodeError(INVALID, "empty_file", f"{path}: file is empty")
             if size > self.config.max_file_size:
                 raise NodeError(INVALID, "file_too_large",
                                 f"{path}: {size} bytes is over max_file_size ({self.config.max_file_size})")
-            with open(path, "rb") as source:
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
+            with os.fdopen(fd, "rb") as source:
+                fd = -1
                 return self.chunks.ingest(source, size, encrypt, progress)
         except OSError as e:
             raise NodeError(INVALID, "unreadable", f"{path}: cannot read: {e.strerror}") from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def _add_file_txn(self, txn, ingested, redundancy: int, interval: int) -> int:
         duplicate = files.find_duplicate_txn(txn, ingested.file_hash, ingested.original_hash)

@@ -177,7 +177,8 @@ class StubClient:
 
         self.treq = StubTreq(resource)
 
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None):
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None, data: bytes | None = None,
+                allow_redirects: bool = True):
         def settle(d: defer.Deferred):
             out: list = []
             d.addBoth(out.append)
@@ -191,7 +192,8 @@ class StubClient:
                 out[0].raiseException()
             return out[0]
 
-        response = settle(self.treq.request(method, "http://node.test" + path, headers=headers or {}))
+        response = settle(self.treq.request(method, "http://node.test" + path, headers=headers or {}, data=data,
+                                            allow_redirects=allow_redirects))
         body = settle(response.content())
         return StubResponse(response.code, response.headers, body, response.length)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -127,19 +128,59 @@ def register_error_handlers(app, ctx: Context) -> None:
 _TOKEN = re.compile(r"^[0-9a-fA-F]{32}$")
 
 
+class JsonKleinResource(KleinResource):
+    """Klein's resource, but a URL whose path or Host is not UTF-8 (after percent-decoding, e.g.
+    ``/api/download/%c0%af``) gets the JSON 400 every other bad input gets; Klein answered it with
+    a ``text/html`` body and logged a traceback."""
+
+    def render(self, request: IRequest):
+        try:
+            b"/".join(list(request.prepath or []) + list(request.postpath or [])).decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return json_body(request, error_body("invalid_url", "the URL is not UTF-8 after percent-decoding"), 400)
+        return super().render(request)
+
+
 class RoutedKlein(Klein):
     """A Klein app that records, on each request it routes, the matched route pattern
     (``request._dtx_route``, e.g. ``/api/downstream/chunk/<token>``) and the farmer id of a
     ``token`` path parameter (``request._dtx_farmer``), for the request log and metrics, which must
-    never see the raw path."""
+    never see the raw path.
+
+    It also answers ``HEAD`` only on routes that declare it: werkzeug adds ``HEAD`` to every ``GET``
+    rule, and running a state-changing ``GET`` (a new token, a chunk contract, a challenge) for a
+    ``HEAD`` would change state for a request that must be safe. Such a ``HEAD`` is a 405."""
 
     _rules: dict[str, str] | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: endpoint → the methods its route declared (``url_map`` also holds werkzeug's implicit HEAD)
+        self.declared_methods: dict[str, tuple[str, ...]] = {}
+
+    def route(self, url: str, *args: Any, **kwargs: Any):
+        decorate = super().route(url, *args, **kwargs)
+        methods = tuple(m.upper() for m in kwargs.get("methods") or ("GET",))
+
+        def record(handler):
+            endpoint = kwargs.get("endpoint") or handler.__name__
+            self.declared_methods[endpoint] = methods
+            return decorate(handler)
+
+        return record
+
+    def resource(self) -> KleinResource:
+        return JsonKleinResource(self)
 
     def execute_endpoint(self, endpoint: str, request: IRequest, *args: Any, **kwargs: Any):
         rules = self._rules
         if rules is None or endpoint not in rules:
             rules = self._rules = {rule.endpoint: rule.rule for rule in self.url_map.iter_rules()}
         request._dtx_route = rules.get(endpoint, endpoint)
+        declared = self.declared_methods.get(endpoint)
+        if request.method == b"HEAD" and declared is not None and "HEAD" not in declared:
+            raise MethodNotAllowed(valid_methods=list(declared))
         token = kwargs.get("token")
         if isinstance(token, str) and _TOKEN.match(token):
             request._dtx_farmer = hashlib.sha256(bytes.fromhex(token)).hexdigest()[:20]

@@ -219,9 +219,16 @@ class DownstreamSite(server.Site):
         d: defer.Deferred = defer.Deferred()
         self._closed.append(d)
         for channel in list(self.channels):
-            transport = getattr(channel, "transport", None)
-            if transport is not None:
-                transport.loseConnection()
+            # the HTTP channel's own loseConnection: it first unregisters the channel as the
+            # transport's producer (a transport with a producer registered never closes, so an idle
+            # keep-alive client held the stop for the whole shutdown timeout)
+            inner = getattr(channel, "_channel", channel)  # _GenericHTTPChannelProtocol wraps it
+            close = getattr(inner, "loseConnection", None)
+            if close is None:
+                transport = getattr(channel, "transport", None)
+                close = getattr(transport, "loseConnection", None)
+            if close is not None:
+                close()
         return d
 
     def drained(self) -> defer.Deferred:

@@ -15,7 +15,7 @@ import orjson
 from werkzeug.exceptions import NotFound
 
 from downstream_tx.api.common import Context, client_ip, json_body, limit_token_requests
-from downstream_tx.farming_v1 import DEFAULT_CHUNK_SIZE, MSG_POST_JSON, MSG_POST_REQUIRED, v1_error
+from downstream_tx.farming_v1 import DEFAULT_CHUNK_SIZE, MAX_ITEMS, MSG_POST_JSON, MSG_POST_REQUIRED, v1_error
 
 PREFIX = "/api/downstream/v1"
 _UNSIGNED = re.compile(r"^[0-9]{1,30}$")
@@ -46,22 +46,66 @@ def plain_body(request: Any, raw: bytes, limit: int) -> bytes:
     return raw
 
 
+#: nesting levels the fallback parser follows; deeper input ends the list like a parse error
+#: (ijson's ``items`` keeps a prefix per level, so its memory grows with the square of the depth:
+#: a 200 KB body of nested brackets took gigabytes)
+MAX_STREAM_DEPTH = 64
+
+
 def stream_items(raw: bytes, key: str) -> list[Any]:
     """The items of ``body[key]`` as the original's streaming parser (ijson) saw them: valid JSON
     gives the list (or nothing); invalid JSON gives the items before the first error."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        items: list[Any] = []
-        try:
-            for item in ijson.items(raw, key + ".item"):
-                items.append(item)
-        except Exception:  # any parse error silently ends the list, as in the original
-            pass
-        return items
+        return _items_before_error(raw, key)
     if isinstance(obj, dict) and isinstance(obj.get(key), list):
         return obj[key]
     return []
+
+
+def _items_before_error(raw: bytes, key: str) -> list[Any]:
+    """What ``ijson.items(raw, key + ".item")`` yields before the first parse error, built from
+    ijson's prefix-free events with a bounded nesting depth and at most ``MAX_ITEMS`` items."""
+    items: list[Any] = []
+    depth = 0  # containers open
+    top_is_map = False
+    current_key: str | None = None
+    collecting = False  # inside a top-level ``key`` array (depth 2)
+    builder: ijson.common.ObjectBuilder | None = None
+    try:
+        for event, value in ijson.basic_parse(raw):
+            opens, closes = event in ("start_map", "start_array"), event in ("end_map", "end_array")
+            if opens:
+                depth += 1
+                if depth > MAX_STREAM_DEPTH:
+                    break
+                if depth == 1:
+                    top_is_map = event == "start_map"
+            if builder is not None:
+                builder.event(event, value)
+                if closes and depth == 3:
+                    items.append(builder.value)
+                    builder = None
+            elif collecting:
+                if opens:
+                    builder = ijson.common.ObjectBuilder()
+                    builder.event(event, value)
+                elif closes:
+                    collecting = False
+                else:
+                    items.append(value)
+            elif depth == 1 and top_is_map and event == "map_key":
+                current_key = value
+            elif depth == 2 and event == "start_array" and top_is_map and current_key == key:
+                collecting = True
+            if closes:
+                depth -= 1
+            if len(items) >= MAX_ITEMS:
+                break
+    except Exception:  # any parse error silently ends the list, as in the original
+        pass
+    return items
 
 
 def parse_object(raw: bytes) -> Any:
