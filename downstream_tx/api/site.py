@@ -136,9 +136,17 @@ class DownstreamSite(server.Site):
         d: defer.Deferred = defer.Deferred()
         self._closed.append(d)
         for channel in list(self.channels):
-            transport = getattr(channel, "transport", None)
-            if transport is not None:
-                transport.loseConnection()
+            # Twisted wraps each HTTPChannel (``_GenericHTTPChannelProtocol``); the channel's own
+            # loseConnection unregisters it as the transport's producer first.  A bare
+            # transport.loseConnection() leaves an idle keep-alive connection (what a farmer's
+            # requests.Session holds between heartbeats) open until the stop deadline.
+            inner = getattr(channel, "_channel", channel)
+            lose = getattr(inner, "loseConnection", None)
+            if lose is None:
+                transport = getattr(channel, "transport", None)
+                lose = transport.loseConnection if transport is not None else None
+            if lose is not None:
+                lose()
         return d
 
     def drained(self) -> defer.Deferred:
