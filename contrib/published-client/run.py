@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--libs", choices=["ours", "real"], default="ours",
                     help="'ours': heartbeat/RandomIO/siggy shims on downstream_tx (default); 'real': the "
                          "original storj-heartbeat 0.1.10, RandomIO 0.2.1 and siggy 0.1.0 on pycryptodome")
-    ap.add_argument("--interval", type=float, default=30,
+    ap.add_argument("--interval", type=int, default=30,
                     help="node --seeded-interval (default 30; the client needs well over 10 s)")
     ap.add_argument("--pool", default="65536:12,1048576:4", help="node --seeded-pool")
     ap.add_argument("--challenges", type=int, default=64, help="node --seeded-challenges")
