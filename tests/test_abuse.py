@@ -343,22 +343,3 @@ def test_http_client_conn_smoke(daemon):
     finally:
         conn.close()
 
-
-@pytest.mark.e2e
-def test_an_idle_keep_alive_client_does_not_hold_the_stop(tmp_path):
-    """A client that keeps its connection open after an answer: the daemon still stops at once
-    (the transport's registered producer kept the connection, and the stop, for the whole
-    shutdown timeout)."""
-    import time
-
-    d = Daemon(tmp_path, ["--data-dir", str(tmp_path / "data"), "--seeded-pool", "4096:1"]).start()
-    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
-    try:
-        conn.request("GET", "/health")
-        assert conn.getresponse().status == 200
-        started = time.monotonic()
-        assert d.stop(timeout=8) == 0
-        assert time.monotonic() - started < 5
-    finally:
-        conn.close()
-        d.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import http.client
 import ipaddress
 import json
 import signal
@@ -87,6 +88,30 @@ def test_sigterm_stops_within_the_shutdown_timeout_when_a_client_stalls(tmp_path
         assert time.monotonic() - started < 5
         assert "1 requests still in flight after 1s" in d.log()
         client.close()
+
+
+@pytest.mark.e2e
+def test_sigterm_closes_idle_keep_alive_connections_at_once(tmp_path):
+    """The published farmer (requests.Session) keeps its connection open between heartbeats; a
+    stop must close it at once, not wait for the shutdown timeout (found running downstream-farmer
+    0.1.8 against the daemon: every restart took the full 10 s)."""
+    with Daemon(tmp_path, ["--shutdown-timeout", "20"]) as d:
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.status == 200
+        response.read()
+        assert response.getheader("Connection", "").lower() != "close"
+        client = conn.sock  # still open: HTTP/1.1 keep-alive
+        assert client is not None
+        started = time.monotonic()
+        d.signal(signal.SIGTERM)
+        d.proc.wait(15)
+        assert d.proc.returncode == 0
+        assert time.monotonic() - started < 5, d.log()
+        assert client.recv(65536) == b""  # closed by the node
+        client.close()
+        assert "still in flight" not in d.log()
 
 
 class Clockish(task.Clock):
