@@ -146,7 +146,8 @@ class Database:
             try:
                 result = yield self.pool.runInteraction(self._body, func, args, kwargs)
             except Exception as e:
-                self._observe(desc, started, False)
+                # a body that refused its input (bad token, …) rolled back on a healthy database
+                self._observe(desc, started, not self.engine.is_db_error(e))
                 transient = self.engine.is_transient(e)
                 if not transient or attempt >= self.retries:
                     if self.engine.is_connection_error(e):

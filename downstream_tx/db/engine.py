@@ -42,6 +42,10 @@ class Engine:
     def is_connection_error(self, exc: BaseException) -> bool:
         return False
 
+    def is_db_error(self, exc: BaseException) -> bool:
+        """An error of the database itself (not a transaction body refusing its input)."""
+        return isinstance(exc, self.module.Error) or self.is_connection_error(exc)
+
     def connect(self) -> Any:
         """A plain connection for synchronous tools (backups, tests)."""
         conn = self.module.connect(**self.pool_args(1)["connkw"])
