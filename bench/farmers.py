@@ -41,7 +41,8 @@ import orjson  # noqa: E402
 from loadgen import Spawned, machine, run_load  # noqa: E402
 
 ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
-BENCH_DB = "dtx_test_bench6"
+#: the MariaDB database --db mysql drops and re-creates ($DOWNSTREAM_BENCH_DB overrides it)
+BENCH_DB = os.environ.get("DOWNSTREAM_BENCH_DB", "dtx_test_bench6")
 V1 = "/api/downstream/v1"
 V0 = "/api/downstream"
 

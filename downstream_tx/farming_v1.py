@@ -268,9 +268,10 @@ class FarmingV1:
                     continue
                 old_due = c.due if c.due is not None else now
                 new_due = old_due + c.interval
-                updates.append((orjson.dumps(state.to_dict()).decode(), orjson.dumps(challenge.to_dict()).decode(),
+                challenge_json = orjson.dumps(challenge.to_dict()).decode()
+                updates.append((orjson.dumps(state.to_dict()).decode(), challenge_json,
                                 challenge.index, new_due, old_due, cid, c.due))
-                entries.append({"file_hash": cid, "challenge": challenge.to_dict(), "due": new_due - now,
+                entries.append({"file_hash": cid, "challenge": orjson.Fragment(challenge_json), "due": new_due - now,
                                 "answered": False})
         seeded.set_challenges_txn(txn, updates)
         return entries

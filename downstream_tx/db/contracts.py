@@ -122,45 +122,53 @@ def update_due_txn(
     issued. The rows are locked (``FOR UPDATE``; SQLite serialises writers), so a second runner of
     the same pass re-reads them after this commit, finds them no longer due, and changes nothing.
     """
+    # only the columns the pass needs (PyMySQL decodes every value in Python: ~0.1 ms per row)
     rows = txn.execute(
-        "SELECT id, file_id, start, interval_s, seq, answered, run, misses, deadline, challenge_id FROM contracts "
+        "SELECT id, file_id, start, interval_s, seq, answered, run, deadline, challenge_id FROM contracts "
         "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
     result = TickResult(more=len(rows) == limit)
-    failed: list[tuple[int, int, int, int]] = []  # (id, file_id, misses, run)
-    next_by_file: dict[int, list[tuple[int, int, float, float, int, int]]] = defaultdict(list)
-    for cid, file_id, start, interval, seq, answered, run, misses, deadline, challenge_id in rows:
+    failed: list[tuple[int, int]] = []  # (id, file_id)
+    missed: list[int] = []  # ids whose misses and run go up by one (failed ones too)
+    next_by_file: dict[int, list[tuple[int, int, float, float]]] = defaultdict(list)
+    for cid, file_id, start, interval, seq, answered, run, deadline, challenge_id in rows:
         outstanding = challenge_id is not None and not answered
         forgiven = outstanding and forgive is not None and forgive[0] < deadline <= forgive[1] + interval
-        missed = outstanding and not forgiven
+        miss = outstanding and not forgiven
         result.forgiven += int(forgiven)
-        result.missed += int(missed)
-        run, misses = (run + 1, misses + 1) if missed else (run, misses)
+        if miss:
+            result.missed += 1
+            missed.append(cid)
+            run += 1
         if run >= max_failures:
-            failed.append((cid, file_id, misses, run))
+            failed.append((cid, file_id))
             continue
         k = max(seq + 1, math.floor((now - start) / interval))
-        next_by_file[file_id].append((cid, k, start + k * interval, start + (k + 1) * interval, misses, run))
+        next_by_file[file_id].append((cid, k, start + k * interval, start + (k + 1) * interval))
+    # misses and run change only for the missed contracts: one set-based statement per page of
+    # ids, so the bulk update below carries only the columns every issued row changes
+    for i in range(0, len(missed), 500):
+        part = missed[i:i + 500]
+        txn.execute(f"UPDATE contracts SET misses = misses + 1, run = run + 1 WHERE id IN {txn.in_list(part)} "
+                    "AND state = 'active'", part)
     if failed:
-        txn.update_by_id("contracts", ["misses", "run"], [(cid, m, r) for cid, _, m, r in failed],
-                         where="state = 'active'")
-        _finish(txn, [(cid, fid) for cid, fid, _, _ in failed], now, "failed", FAILED)
+        _finish(txn, failed, now, "failed", FAILED)
         result.failed = len(failed)
     updates = []
     taken_by_file = challenges.take_many_txn(txn, {f: len(p) for f, p in next_by_file.items()})
     for file_id, pending in next_by_file.items():
         taken = taken_by_file.get(file_id, [])
         result.file_ids.add(file_id)
-        for i, (cid, k, issued, deadline, misses, run) in enumerate(pending):
+        for i, (cid, k, issued, deadline) in enumerate(pending):
             if i < len(taken):
                 challenge_id, answered = taken[i][0], 0
                 result.issued += 1
             else:  # no challenge left until the top-up runs: nothing outstanding, no miss next time
                 challenge_id, answered = None, 1
                 result.starved += 1
-            updates.append((cid, k, challenge_id, issued, deadline, answered, misses, run))
-    txn.update_by_id("contracts", ["seq", "challenge_id", "issued", "deadline", "answered", "misses", "run"],
+            updates.append((cid, k, challenge_id, issued, deadline, answered))
+    txn.update_by_id("contracts", ["seq", "challenge_id", "issued", "deadline", "answered"],
                      updates, where="state = 'active'")
     return result
 

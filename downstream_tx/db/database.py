@@ -61,25 +61,33 @@ class Txn:
         return self._cursor.lastrowid
 
     def update_by_id(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                     where: str = "", chunk: int = 500) -> int:
-        """Set per-row values on many rows; ``rows`` are ``(id, value_0, value_1, …)``.
+                     where: str = "", chunk: int = 500, match: Sequence[str] = ()) -> int:
+        """Set per-row values on many rows; ``rows`` are ``(id, value_0, value_1, …, match_0, …)``.
 
-        In-process SQLite runs one cheap statement per row. A server engine, where each statement is
-        a round trip, gets one ``UPDATE t JOIN (SELECT ? AS id, ? AS v0 … UNION ALL …) v`` per
-        ``chunk`` rows. ``where`` must not name ``id`` (ambiguous in the join). Returns rows changed.
+        ``match`` names columns that must still hold the row's ``match_i`` value (a per-row guard,
+        ``=``: a NULL never matches). In-process SQLite runs one cheap statement per row. A server
+        engine, where each statement is a round trip, gets one ``UPDATE t JOIN (SELECT ? AS id, ? AS
+        v0 … UNION ALL …) v`` per ``chunk`` rows. ``where`` must not name ``id`` (ambiguous in the
+        join). Returns rows changed.
         """
         extra = f" AND {where}" if where else ""
+        n = len(columns)
         if not self._engine.batch_updates:
-            self.executemany(f"UPDATE {table} SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?{extra}",
-                             [(*row[1:], row[0]) for row in rows])
+            guards = "".join(f" AND {c} = ?" for c in match)
+            self.executemany(f"UPDATE {table} SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?{guards}{extra}",
+                             [(*row[1:n + 1], row[0], *row[n + 1:]) for row in rows])
             return self.rowcount if rows else 0
         changed = 0
+        width = 1 + n + len(match)
+        first = "SELECT " + ", ".join(["? AS id"] + [f"? AS v{i}" for i in range(n)]
+                                      + [f"? AS m{i}" for i in range(len(match))])
+        other = "SELECT " + ", ".join(["?"] * width)
+        sets = ", ".join(f"t.{c} = v.v{i}" for i, c in enumerate(columns))
+        on = "t.id = v.id" + "".join(f" AND t.{c} = v.m{i}" for i, c in enumerate(match))
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
-            first = "SELECT " + ", ".join(["? AS id"] + [f"? AS v{i}" for i in range(len(columns))])
-            values = " UNION ALL ".join([first] + ["SELECT " + ", ".join(["?"] * (len(columns) + 1))] * (len(part) - 1))
-            sets = ", ".join(f"t.{c} = v.v{i}" for i, c in enumerate(columns))
-            sql = f"UPDATE {table} t JOIN ({values}) v ON t.id = v.id SET {sets}" + (f" WHERE {where}" if where else "")
+            values = " UNION ALL ".join([first] + [other] * (len(part) - 1))
+            sql = f"UPDATE {table} t JOIN ({values}) v ON {on} SET {sets}" + (f" WHERE {where}" if where else "")
             changed += self.execute(sql, [value for row in part for value in row]).rowcount
         return changed
 

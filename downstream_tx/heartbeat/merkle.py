@@ -271,6 +271,11 @@ class MerkleLeaf:
     @classmethod
     @_format_errors
     def from_dict(cls, d: Any) -> MerkleLeaf:
+        return cls._parse(d)
+
+    @classmethod
+    def _parse(cls, d: Any) -> MerkleLeaf:
+        """``from_dict`` without the stray-exception wrapper (for callers that have one)."""
         return cls(_int(_get(d, "index"), "index"), _blob(_get(d, "blob"), "blob"))
 
 
@@ -286,6 +291,11 @@ class MerkleBranch:
     @classmethod
     @_format_errors
     def from_dict(cls, d: Any) -> MerkleBranch:
+        return cls._parse(d)
+
+    @classmethod
+    def _parse(cls, d: Any) -> MerkleBranch:
+        """``from_dict`` without the stray-exception wrapper (for callers that have one)."""
         rows = []
         for row in _list(_get(d, "rows"), "rows", MAX_BRANCH_ROWS):
             if not isinstance(row, list) or len(row) != 2:
@@ -456,9 +466,8 @@ class Proof:
     @classmethod
     @_format_errors
     def from_dict(cls, d: Any) -> Proof:
-        return cls(
-            MerkleLeaf.from_dict(_get(d, "leaf")), MerkleBranch.from_dict(_get(d, "branch"))
-        )
+        # one wrapper for the whole proof (it turns the same stray exceptions into the same error)
+        return cls(MerkleLeaf._parse(_get(d, "leaf")), MerkleBranch._parse(_get(d, "branch")))
 
 
 # --------------------------------------------------------------------------- the scheme

@@ -1,0 +1,44 @@
+"""Txn.update_by_id (per-row executemany on SQLite, one joined UPDATE per chunk on MariaDB)."""
+
+from pathlib import Path
+
+import pytest
+
+from downstream_tx.db import schema
+from downstream_tx.db.database import Txn
+from downstream_tx.db.engine import create_engine
+
+
+@pytest.fixture
+def txn(db_url):
+    engine = create_engine(db_url)
+    if engine.name == "sqlite":
+        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    conn = engine.connect()
+    t = Txn(conn.cursor(), engine)
+    schema.upgrade_txn(t, schema.load_steps(engine.name))
+    conn.commit()
+    yield t
+    conn.close()
+
+
+def test_update_by_id_sets_values_guarded_per_row(txn):
+    txn.execute("INSERT INTO tokens (token_hash, farmer_id, address, created) VALUES (?, 'f', 'a', 0)", (b"t" * 32,))
+    token_id = txn.lastrowid
+    txn.execute("INSERT INTO files (file_hash, kind, size, redundancy, interval_s, replicas, added) "
+                "VALUES ('h', 'seeded', 1, 1, 1, 0, 0)")
+    file_id = txn.lastrowid
+    ids = []
+    for due in (10.5, 20.25, 30.125):
+        txn.execute("INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, issued, "
+                    "deadline, due, answered) VALUES (?, ?, 1, 'active', 0, 1, 0, 0, ?, ?, 1)",
+                    (token_id, file_id, due, due))
+        ids.append(txn.lastrowid)
+    # the second row's guard is stale, the third is matched but not active
+    txn.execute("UPDATE contracts SET state = 'ended' WHERE id = ?", (ids[2],))
+    rows = [(ids[0], 11.5, 0, 10.5), (ids[1], 21.25, 0, 99.0), (ids[2], 31.125, 0, 30.125)]
+    txn.update_by_id("contracts", ["due", "answered"], rows, where="state = 'active'", match=["due"], chunk=2)
+    got = dict(txn.execute("SELECT id, due FROM contracts ORDER BY id").fetchall())
+    answered = dict(txn.execute("SELECT id, answered FROM contracts ORDER BY id").fetchall())
+    assert got == {ids[0]: 11.5, ids[1]: 20.25, ids[2]: 30.125}
+    assert answered == {ids[0]: 0, ids[1]: 1, ids[2]: 1}
