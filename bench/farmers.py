@@ -31,6 +31,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,32 +163,21 @@ async def v1_farmer(client, url: str, index: int, params: dict, ready: Any) -> N
             await prove_and_answer(fresh)
 
 
-def prepare_v1(db: str, data_dir: str, chunks: int, size: int, challenges: int, processes: int) -> float:
-    """Create the database and fill the seeded pool with ``chunks`` pre-encoded chunks (so the
-    daemon does not encode during the run). Returns the seconds it took."""
-    started = time.time()
-    import multiprocessing as mp
-
+def _prepare(overrides: dict[str, Any], work: Callable[[Any, Any], Any]) -> float:
+    """Open the node on the bench database (creating it), run ``await work(node, reactor)``, close it.
+    Returns the seconds it took."""
     from twisted.internet import defer, task
 
     from downstream_tx.config import load_config
-    from downstream_tx.db import seeded
     from downstream_tx.runtime import open_node
 
-    config = load_config(environ={}, overrides={"db": db, "data_dir": data_dir})
+    started = time.time()
+    config = load_config(environ={}, overrides=overrides)
 
     async def main(reactor):
         node = await open_node(config, reactor)
         try:
-            key = node.heartbeat_key()
-            per = [chunks // processes + (1 if i < chunks % processes else 0) for i in range(processes)]
-            with mp.get_context("spawn").Pool(processes) as pool:
-                parts = [pool.apply_async(_encode, (key, size, n, challenges)) for n in per if n]
-                for part in parts:
-                    encoded = await defer.ensureDeferred(_wait(reactor, part))
-                    for start in range(0, len(encoded), 1000):
-                        await node.db.run("bench_pool_add", seeded.pool_add_txn, encoded[start:start + 1000],
-                                          1, time.time())
+            await work(node, reactor)
         finally:
             node.db.close()
 
@@ -197,6 +187,29 @@ def prepare_v1(db: str, data_dir: str, chunks: int, size: int, challenges: int, 
         if e.code:
             raise
     return time.time() - started
+
+
+def prepare_v1(db: str, data_dir: str, chunks: int, size: int, challenges: int, processes: int) -> float:
+    """Create the database and fill the seeded pool with ``chunks`` pre-encoded chunks (so the
+    daemon does not encode during the run). Returns the seconds it took."""
+    import multiprocessing as mp
+
+    from twisted.internet import defer
+
+    from downstream_tx.db import seeded
+
+    async def fill(node, reactor):
+        key = node.heartbeat_key()
+        per = [chunks // processes + (1 if i < chunks % processes else 0) for i in range(processes)]
+        with mp.get_context("spawn").Pool(processes) as pool:
+            parts = [pool.apply_async(_encode, (key, size, n, challenges)) for n in per if n]
+            for part in parts:
+                encoded = await defer.ensureDeferred(_wait(reactor, part))
+                for start in range(0, len(encoded), 1000):
+                    await node.db.run("bench_pool_add", seeded.pool_add_txn, encoded[start:start + 1000],
+                                      1, time.time())
+
+    return _prepare({"db": db, "data_dir": data_dir}, fill)
 
 
 async def _wait(reactor, result):
@@ -271,35 +284,17 @@ async def v0_farmer(client, url: str, index: int, params: dict, ready: Any) -> N
 
 def prepare_v0(db: str, data_dir: str, files: int, redundancy: int, interval: int, batch: int) -> float:
     """Create the database and add ``files`` stored 1 KiB files (their first challenge batch too)."""
-    started = time.time()
-    from twisted.internet import defer, task
 
-    from downstream_tx.config import load_config
-    from downstream_tx.runtime import open_node
+    async def add(node, reactor):
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(files):
+                path = os.path.join(tmp, f"f{i}")
+                with open(path, "wb") as f:
+                    f.write(os.urandom(1024))
+                await node.add_file(path, redundancy, interval)
 
-    config = load_config(environ={}, overrides={"db": db, "data_dir": data_dir, "challenge_batch": batch})
+    return _prepare({"db": db, "data_dir": data_dir, "challenge_batch": batch}, add)
 
-    async def main(reactor):
-        node = await open_node(config, reactor)
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                for i in range(files):
-                    path = os.path.join(tmp, f"f{i}")
-                    with open(path, "wb") as f:
-                        f.write(os.urandom(1024))
-                    await node.add_file(path, redundancy, interval)
-        finally:
-            node.db.close()
-
-    try:
-        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
-    except SystemExit as e:
-        if e.code:
-            raise
-    return time.time() - started
-
-
-# --- running ------------------------------------------------------------------------------------
 
 def mysql_url(name: str = BENCH_DB) -> str:
     """The benchmark's own database on the server of $DOWNSTREAM_TEST_MYSQL_URL, dropped and re-created."""
