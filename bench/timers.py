@@ -46,7 +46,7 @@ def fresh(url: str):
     return engine, conn, txn
 
 
-def fill(conn, txn: Txn, n: int, due_fraction: float) -> int:
+def fill(conn, txn: Txn, n: int, due_fraction: float, now: float = NOW) -> int:
     due = max(1, int(n * due_fraction))
     txn.execute("INSERT INTO tokens (token_hash, farmer_id, address, created) VALUES (?, 'f', 'a', 0)",
                 (os.urandom(32),))
@@ -69,9 +69,9 @@ def fill(conn, txn: Txn, n: int, due_fraction: float) -> int:
     for start in range(0, n, page):
         rows = []
         for i in range(start, min(n, start + page)):
-            deadline = NOW - 1 if i % int(1 / due_fraction) == 0 and i // int(1 / due_fraction) < due \
-                else NOW + 30 + (i % 30)
-            rows.append((token_id, file_ids[(i + i // FILES) % FILES], 0, "active", NOW - 60, 60, 0, 0, deadline, 1))
+            deadline = now - 1 if i % int(1 / due_fraction) == 0 and i // int(1 / due_fraction) < due \
+                else now + 30 + (i % 30)
+            rows.append((token_id, file_ids[(i + i // FILES) % FILES], 0, "active", now - 60, 60, 0, 0, deadline, 1))
         # placeholders only, so PyMySQL sends one multi-row INSERT
         txn.executemany(
             "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, issued, deadline, "

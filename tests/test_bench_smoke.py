@@ -43,3 +43,9 @@ def test_farmers_bench(mode, figure):
 def test_ceiling_bench():
     out = run_bench("bench/ceiling.py", "--quick")
     assert "bare twisted.web fixed JSON" in out and "v0 against the ceiling" in out
+
+
+@pytest.mark.e2e
+def test_rss_bench():
+    out = run_bench("bench/rss.py", "--quick")
+    assert "peak RSS" in out and "contracts" in out
