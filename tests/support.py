@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Any
 
 from twisted.internet import defer, task
@@ -102,6 +103,17 @@ def make_node(config: Config, clock=None) -> Node:
     node = Node(config, db, clock, inline_blocking)
     run(node.start())
     return node
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> float:
+    """Poll ``predicate()`` against a real subprocess until it holds, for at most ``timeout`` seconds
+    (never a fixed wait); returns the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(interval)
+    raise AssertionError(f"not {what} within {timeout}s")
 
 
 def free_port() -> int:

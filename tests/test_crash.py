@@ -22,7 +22,7 @@ from fault_load import DbView, V0Farmer, V1Farmer
 from test_db_outage import assert_only_given_up_contracts_failed
 
 from daemon import Daemon, daemon_env
-from support import make_address
+from support import make_address, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,16 +36,6 @@ def admin(db_args: list[str], *args: str) -> str:
     done = subprocess.run(ADMIN + db_args + list(args), env=daemon_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
-
-
-def wait_until(predicate, timeout: float, what: str) -> float:
-    """Poll (bounded) until ``predicate()``; returns the seconds it took."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"not {what} within {timeout}s")
 
 
 def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path, db_url: str):

@@ -29,7 +29,7 @@ from tcp_proxy import TcpProxy
 
 from daemon import Daemon, daemon_env
 from downstream_tx.config import parse_db_url
-from support import fresh_mysql_database, make_address
+from support import fresh_mysql_database, make_address, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.mysql]
 
@@ -72,15 +72,6 @@ class Prober(threading.Thread):
             time.sleep(0.1)
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not {what} within {timeout}s")
-
-
 def test_database_outage_under_load(tmp_path: Path):
     if not MYSQL_URL:
         pytest.skip(MYSQL_SKIP_REASON)
@@ -116,7 +107,10 @@ def test_database_outage_under_load(tmp_path: Path):
 
         proxy.cut()
         cut_at = time.monotonic()
-        time.sleep(OUTAGE)  # the outage itself: the daemon runs on, the test only waits
+        # the outage lasts until the daemon has been seen answering 503 and at least OUTAGE seconds passed
+        wait_until(lambda: time.monotonic() - cut_at >= OUTAGE
+                   and any(r[0] >= cut_at and r[1] == 503 for r in prober.results), OUTAGE + 10,
+                   "answering 503 while the database is away")
         proxy.restore()
         restored_at = time.monotonic()
         restored_wall = time.time()
