@@ -169,13 +169,13 @@ def _prepare(overrides: dict[str, Any], work: Callable[[Any, Any], Any]) -> floa
     from twisted.internet import defer, task
 
     from downstream_tx.config import load_config
-    from downstream_tx.runtime import open_node
+    from downstream_tx.runtime import open_services
 
     started = time.time()
     config = load_config(environ={}, overrides=overrides)
 
     async def main(reactor):
-        node = await open_node(config, reactor)
+        node = await open_services(config, reactor)
         try:
             await work(node, reactor)
         finally:
@@ -196,18 +196,15 @@ def prepare_v1(db: str, data_dir: str, chunks: int, size: int, challenges: int, 
 
     from twisted.internet import defer
 
-    from downstream_tx.db import seeded
-
     async def fill(node, reactor):
-        key = node.heartbeat_key()
+        key = node.core.keys.heartbeat_key()
         per = [chunks // processes + (1 if i < chunks % processes else 0) for i in range(processes)]
         with mp.get_context("spawn").Pool(processes) as pool:
             parts = [pool.apply_async(_encode, (key, size, n, challenges)) for n in per if n]
             for part in parts:
                 encoded = await defer.ensureDeferred(_wait(reactor, part))
                 for start in range(0, len(encoded), 1000):
-                    await node.db.run("bench_pool_add", seeded.pool_add_txn, encoded[start:start + 1000],
-                                      1, time.time())
+                    await node.core.stores.seeded.pool_add(encoded[start:start + 1000], 1, time.time())
 
     return _prepare({"db": db, "data_dir": data_dir}, fill)
 
@@ -230,7 +227,7 @@ def _encode(key: bytes, size: int, count: int, challenges: int) -> list:
     out = []
     for _ in range(count):
         seed = os.urandom(16).hex()
-        tag, state = encode_seeded(key, seed, size, n=challenges, check_fraction=0.01)
+        tag, state = encode_seeded(key, seed, size, n=challenges, check_fraction=0.01, timestamp=time.time())
         digest = hashlib.sha256(RandomIO(seed, size).read_at(0, size)).hexdigest()
         out.append(EncodedChunk(seed, size, digest, orjson.dumps(state.to_dict()).decode(),
                                 orjson.dumps(tag.to_dict()).decode()))
@@ -291,7 +288,7 @@ def prepare_v0(db: str, data_dir: str, files: int, redundancy: int, interval: in
                 path = os.path.join(tmp, f"f{i}")
                 with open(path, "wb") as f:
                     f.write(os.urandom(1024))
-                await node.add_file(path, redundancy, interval)
+                await node.files.add(path, redundancy, interval)
 
     return _prepare({"db": db, "data_dir": data_dir, "challenge_batch": batch}, add)
 
@@ -300,7 +297,7 @@ def mysql_url(name: str = BENCH_DB) -> str:
     """The benchmark's own database on the server of $DOWNSTREAM_TEST_MYSQL_URL, dropped and re-created."""
     import pymysql
 
-    from downstream_tx.config import parse_db_url
+    from downstream_tx.db.url import parse_db_url
 
     base = os.environ.get("DOWNSTREAM_TEST_MYSQL_URL")
     if not base:
@@ -322,7 +319,7 @@ def engine_version(db: str) -> str:
         return f"SQLite {sqlite3.sqlite_version}"
     import pymysql
 
-    from downstream_tx.config import parse_db_url
+    from downstream_tx.db.url import parse_db_url
 
     u = parse_db_url(db)
     conn = pymysql.connect(host=u.host, port=u.port, user=u.user, password=u.password)

@@ -15,7 +15,8 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+
+from downstream_tx.db.url import InvalidDbUrl, mask_db_url, parse_db_url
 
 
 class ConfigError(ValueError):
@@ -304,57 +305,10 @@ def _check_together(config: Config) -> None:
         raise ConfigError(
             f"challenge_low_water: must be smaller than challenge_batch ({config.challenge_batch})"
         )
-    parse_db_url(config.db_url)
-
-
-# ---------------------------------------------------------------------------------------------
-# database URLs
-
-
-@dataclass(frozen=True)
-class DbUrl:
-    scheme: str  # "sqlite" or "mysql"
-    path: str = ""  # sqlite file
-    user: str = ""
-    password: str = ""
-    host: str = "127.0.0.1"
-    port: int = 3306
-    database: str = ""
-
-
-def parse_db_url(url: str) -> DbUrl:
-    """Parse ``sqlite:///path`` (relative; ``sqlite:////abs`` absolute) or ``mysql://…``."""
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if not path:
-            raise ConfigError("db: sqlite URL needs a file path (sqlite:///path/file.db)")
-        return DbUrl("sqlite", path=path)
-    if url.startswith(("mysql://", "mysql+pymysql://", "mariadb://")):
-        parts = urlsplit(url)
-        try:
-            port = parts.port or 3306
-        except ValueError:
-            raise ConfigError("db: port is not a number") from None
-        database = parts.path.lstrip("/")
-        if not database or "/" in database:
-            raise ConfigError("db: mysql URL needs a database name (mysql://user:password@host:port/dbname)")
-        return DbUrl(
-            "mysql",
-            user=unquote(parts.username or ""),
-            password=unquote(parts.password or ""),
-            host=parts.hostname or "127.0.0.1",
-            port=port,
-            database=database,
-        )
-    raise ConfigError("db: must start with sqlite:/// or mysql:// (got an unsupported URL)")
-
-
-def mask_db_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    try:
+        parse_db_url(config.db_url)
+    except InvalidDbUrl as e:
+        raise ConfigError(str(e)) from None
 
 
 def public_url_from_endpoint(listen: str) -> str:

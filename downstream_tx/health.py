@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from downstream_tx.db.stats import ping_txn
+from downstream_tx.db.stats import StatsStore
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Ping:
     detail: str
 
 
-def ping_database(db: Any, clock: Any, timeout: float) -> defer.Deferred:
+def ping_database(stats: StatsStore, clock: Any, timeout: float) -> defer.Deferred:
     """Fires with a :class:`Ping` after at most ``timeout`` seconds of ``clock``.
 
     A ping that times out is not cancelled (a pool thread may be stuck in a driver call); its late
@@ -43,5 +43,5 @@ def ping_database(db: Any, clock: Any, timeout: float) -> defer.Deferred:
         else:
             finish(Ping(True, time.monotonic() - started, "ok"))
 
-    defer.maybeDeferred(db.run, "ping", ping_txn).addBoth(answered)
+    defer.maybeDeferred(stats.ping).addBoth(answered)
     return result

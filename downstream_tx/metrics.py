@@ -9,7 +9,6 @@ documented in ``docs/operations.md`` (a test checks that).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,11 +26,16 @@ SLOW_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """``clock`` is the injected clock (the reactor in the daemon): every timestamp comes from it."""
+
+    content_type = CONTENT_TYPE
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
         r = self.registry = CollectorRegistry(auto_describe=True)
         Gauge("downstream_build_info", "Version of the running node (always 1).", ["version"],
               registry=r).labels(__version__).set(1)
-        Gauge("downstream_start_time_seconds", "Unix time the node started.", registry=r).set(time.time())
+        Gauge("downstream_start_time_seconds", "Unix time the node started.", registry=r).set(clock.seconds())
         # HTTP
         self.requests = Counter("downstream_http_requests", "Finished HTTP requests by route pattern and status.",
                                 ["method", "route", "status"], registry=r)
@@ -93,7 +97,7 @@ class Metrics:
         self.job_runs.labels(name).inc()
         self.job_seconds.labels(name).observe(seconds)
         if ok:
-            self.job_last_success.labels(name).set(time.time())
+            self.job_last_success.labels(name).set(self.clock.seconds())
         else:
             self.job_failures.labels(name).inc()
 
@@ -121,7 +125,7 @@ class Metrics:
         self.farmers_active.set(counts.farmers_active)
         for size in set(counts.pool) | {s for s, _ in self._targets}:
             self.pool_chunks.labels(str(size)).set(counts.pool.get(size, 0))
-        self.stats_updated.set(time.time())
+        self.stats_updated.set(self.clock.seconds())
 
     _targets: tuple[tuple[int, int], ...] = ()
 

@@ -1,30 +1,96 @@
-"""Opening the node: engine, pool, schema upgrade (SQLite backed up first), node secret.
+"""The composition root: open the database (creating or upgrading its schema, a SQLite file backed
+up first), build the core context once, the services on it, and the periodic jobs.
 
-Shared by the daemon (``tap.py``) and ``downstream-admin`` so both create or upgrade the database
-the same way.
+Shared by the daemon (``tap.py``) and ``downstream-admin`` so both open a node the same way.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import threads
 from twisted.logger import Logger
 
 from downstream_tx.config import Config
+from downstream_tx.core.context import Blocking, Core
+from downstream_tx.core.farmers import Farmers
+from downstream_tx.core.keys import NodeKeys
+from downstream_tx.core.tokens import Tokens
 from downstream_tx.db import schema
 from downstream_tx.db.database import Database
 from downstream_tx.db.engine import create_engine
-from downstream_tx.node import Node
+from downstream_tx.db.stores import Stores
+from downstream_tx.health import ping_database
+from downstream_tx.http.server import DownstreamServer
+from downstream_tx.jobs.contracts import NAME as CONTRACT_TIMER
+from downstream_tx.jobs.contracts import ContractTimer
+from downstream_tx.jobs.periodic import PeriodicJob
+from downstream_tx.v0.challenges import ChallengeSupply
+from downstream_tx.v0.chunkstore import ChunkStore
+from downstream_tx.v0.farming import V0Farming
+from downstream_tx.v0.files import FileAdmin
+from downstream_tx.v1.expiry import V1Expiry
+from downstream_tx.v1.farming import V1Farming
+from downstream_tx.v1.pool import SeededPool
+from downstream_tx.v1.status import Status
 
 log = Logger()
 
+#: seconds between uptime summaries (the bound on the summary's error, see db/status.py)
+UPTIME_PERIOD = 30.0
 
-def thread_runner(reactor: Any):
+
+def thread_runner(reactor: Any) -> Blocking:
     """Run blocking or CPU-heavy work on the reactor's worker threads."""
     def run(func, *args, **kwargs):
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), func, *args, **kwargs)
     return run
+
+
+@dataclass(repr=False)
+class Services:
+    """The assembled node: every service over one core. No behaviour of its own."""
+
+    core: Core
+    chunks: ChunkStore
+    tokens: Tokens
+    farmers: Farmers
+    supply: ChallengeSupply
+    files: FileAdmin
+    v0: V0Farming
+    v1: V1Farming
+    pool: SeededPool
+    expiry: V1Expiry
+    status: Status
+
+    @property
+    def db(self) -> Database:
+        return self.core.stores.db
+
+    @property
+    def config(self) -> Config:
+        return self.core.config
+
+
+def build_services(core: Core, chunks: ChunkStore | None = None) -> Services:
+    chunks = chunks or ChunkStore(core.config.chunk_path)
+    chunks.ensure()
+    tokens = Tokens(core)
+    supply = ChallengeSupply(core, chunks)
+    return Services(
+        core=core, chunks=chunks, tokens=tokens, farmers=Farmers(core), supply=supply,
+        files=FileAdmin(core, chunks, supply), v0=V0Farming(core, chunks, supply, tokens),
+        v1=V1Farming(core, tokens), pool=SeededPool(core), expiry=V1Expiry(core), status=Status(core),
+    )
+
+
+async def open_core(db: Database, config: Config, clock: Any, blocking: Blocking) -> Core:
+    """The core context over an open database (on a first start: the node secret is made)."""
+    stores = Stores(db)
+    secret = await stores.meta.secret(os.urandom(32))
+    return Core(config=config, stores=stores, clock=clock, blocking=blocking, keys=NodeKeys(secret))
 
 
 async def open_database(config: Config, reactor: Any, schema_dir: str | None = None) -> Database:
@@ -50,12 +116,33 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
     return db
 
 
-async def open_node(config: Config, reactor: Any, schema_dir: str | None = None) -> Node:
+async def open_services(config: Config, reactor: Any, schema_dir: str | None = None) -> Services:
     db = await open_database(config, reactor, schema_dir)
-    node = Node(config, db, reactor, thread_runner(reactor))
     try:
-        await node.start()
+        return build_services(await open_core(db, config, reactor, thread_runner(reactor)))
     except BaseException:
         db.close()
         raise
-    return node
+
+
+def contract_timer(services: Services) -> ContractTimer:
+    return ContractTimer(services.supply, services.expiry, services.core.stores.meta, services.core.clock)
+
+
+def build_jobs(services: Services) -> list[PeriodicJob]:
+    """The periodic jobs every node runs; the caller starts them as child services."""
+    config, clock = services.config, services.core.clock
+    return [
+        PeriodicJob(CONTRACT_TIMER, contract_timer(services), config.tick, clock),
+        PeriodicJob("seeded_pool", services.pool.refill, config.tick, clock),
+        PeriodicJob("uptime", services.status.update_uptime,
+                    max(config.tick, min(UPTIME_PERIOD, config.seeded_interval)), clock),
+    ]
+
+
+def build_server(services: Services) -> DownstreamServer:
+    """The HTTP API over the services."""
+    core = services.core
+    return DownstreamServer(
+        core.config, core.clock, services.v0, services.v1, services.status,
+        ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout), hash_ip=core.keys.hash_ip)

@@ -18,7 +18,10 @@ from downstream_tx.config import SETTINGS, Config, ConfigError, load_config, pub
 
 log = Logger()
 
-#: seconds a thread may hold the GIL while another waits for it (Python's default: 0.005)
+#: seconds a thread may hold the GIL while another waits for it (Python's default: 0.005). The
+#: default made every database transaction's hop back from its pool thread wait behind the busy
+#: reactor thread: ~200 transactions/s with a core idle (docs/performance.md). Set per process,
+#: by makeService and downstream.tac.
 GIL_SWITCH_INTERVAL = 0.0005
 
 
@@ -58,13 +61,15 @@ class NodeService(service.MultiService):
         self.reactor = reactor
         self.environ = os.environ if environ is None else environ
         self.node = None
+        self.server = None
+        self.jobs: list = []
         self.port = None
         self.site = None
         self.metrics_port = None
         self.ready: defer.Deferred = defer.Deferred()
         self.logging = LogSetup(config.log_format, config.log_file)
         self.notifier = Notifier(self.environ)
-        self.metrics = Metrics() if config.metrics_listen else None
+        self.metrics = Metrics(reactor) if config.metrics_listen else None
 
     def setServiceParent(self, parent: Any) -> None:
         """Attached to a twistd application: make our log observer the application's, which
@@ -75,60 +80,57 @@ class NodeService(service.MultiService):
 
     def startService(self) -> None:
         super().startService()
-        # the default 5 ms made every database transaction's hop back from its pool thread wait
-        # behind the busy reactor thread: ~200 transactions/s with a core idle (docs/performance.md)
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.reactor.callWhenRunning(self._install_signal_handlers)
         d = defer.ensureDeferred(self._start())
         d.addCallbacks(self.ready.callback, self._fatal)
 
     async def _start(self) -> Any:
-        from downstream_tx.api import make_resource
-        from downstream_tx.api.ops import metrics_site
-        from downstream_tx.api.site import DownstreamSite
-        from downstream_tx.jobs import build_jobs
+        from downstream_tx.http.ops import metrics_site
+        from downstream_tx.http.site import DownstreamSite
         from downstream_tx.jobs.stats import stats_job
         from downstream_tx.jobs.watchdog import Watchdog
-        from downstream_tx.runtime import open_node
+        from downstream_tx.runtime import build_jobs, build_server, open_services
         from downstream_tx.systemd import watchdog_interval
 
-        self.node = node = await open_node(self.config, self.reactor)
-        self.site = site = DownstreamSite(make_resource(node, self.config), max_body_size=self.config.max_body_size,
-                                          timeout=self.config.idle_timeout,
-                                          request_timeout=self.config.request_timeout, reactor=self.reactor)
-        jobs = build_jobs(node, self.config, self.reactor) + [stats_job(node, self.config, self.reactor, self.metrics)]
+        config = self.config
+        self.node = services = await open_services(config, self.reactor)
+        stats = services.core.stores.stats
+        self.server = server = build_server(services)
+        self.site = site = DownstreamSite(server.resource(), max_body_size=config.max_body_size,
+                                          timeout=config.idle_timeout, request_timeout=config.request_timeout,
+                                          reactor=self.reactor)
+        jobs = build_jobs(services) + [stats_job(stats, config, self.reactor, self.metrics)]
         if self.metrics is not None:
             self._bind_metrics(jobs)
-            self.metrics_port = await endpoints.serverFromString(self.reactor, self.config.metrics_listen).listen(
+            self.metrics_port = await endpoints.serverFromString(self.reactor, config.metrics_listen).listen(
                 metrics_site(self.metrics))
             log.info("serving Prometheus metrics at http://{address}/metrics",
                      address=_host_port(self.metrics_port.getHost()))
-        endpoint = endpoints.serverFromString(self.reactor, self.config.listen)
-        self.port = await endpoint.listen(site)
-        if self.config.public_url is None:
+        self.port = await endpoints.serverFromString(self.reactor, config.listen).listen(site)
+        if config.public_url is None:
             # download URLs name the address actually bound (port 0, socket activation), not a guess
             # from the endpoint string; nothing has been served yet (no reactor turn since listen)
             address = self.port.getHost()
             if getattr(address, "port", None):
-                tls = self.config.listen.split(":", 1)[0] in ("ssl", "tls")
-                self.config = self.config.replace(public_url=public_url_for(address.host, address.port, tls))
-                site.resource = make_resource(self.node, self.config)
+                tls = config.listen.split(":", 1)[0] in ("ssl", "tls")
+                server.base_url = public_url_for(address.host, address.port, tls)
+        self.jobs = jobs
         for job in jobs:
             job.setServiceParent(self)
         log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
-                 address=_host_port(self.port.getHost()), db=node.db.engine.describe())
+                 address=_host_port(self.port.getHost()), db=services.db.engine.describe())
         self.notifier.ready()
         interval = watchdog_interval(self.environ)
         if interval is not None and self.notifier.enabled:
-            watchdog = Watchdog(self.notifier, node.db, self.reactor, interval, self.config.db_unhealthy_after)
+            watchdog = Watchdog(self.notifier, stats, self.reactor, interval, config.db_unhealthy_after)
             watchdog.setServiceParent(self)
         return self.port
 
     def _bind_metrics(self, jobs: list) -> None:
-        metrics, node, site = self.metrics, self.node, self.site
-        metrics.bind_db(node.db, self.config.db_pool_size)
+        metrics, services, site = self.metrics, self.node, self.site
+        metrics.bind_db(services.db, self.config.db_pool_size)
         metrics.set_pool_targets(self.config.seeded_pool)
-        node.result_observers.append(metrics.count_result)
+        services.core.results.observers.append(metrics.count_result)
         site.observers.append(metrics.observe_request)
         metrics.in_flight.set_function(lambda: len(site.in_flight))
         for job in jobs:
@@ -167,7 +169,7 @@ class NodeService(service.MultiService):
         if self.port is not None:
             yield self.port.stopListening()
         in_flight = len(self.site.in_flight) if self.site is not None else 0
-        running = [job.name for job in self if getattr(job, "_current", None) is not None]
+        running = [job.name for job in self.jobs if job.busy]
         log.info("stopping: waiting for {requests} requests in flight and {jobs} running timer passes "
                  "(at most {timeout:g}s)", requests=in_flight, jobs=len(running), timeout=self.config.shutdown_timeout)
         waits = [super().stopService()]
@@ -229,4 +231,5 @@ def config_or_exit(load) -> Config:
 def makeService(options: Options) -> service.IService:
     from twisted.internet import reactor
 
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     return NodeService(config_or_exit(lambda: config_from_options(options)), reactor)

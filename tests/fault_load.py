@@ -18,7 +18,7 @@ from typing import Any
 from farmer_v1 import DownstreamError, FatalError
 from farmer_v1 import Farmer as V1Client
 
-from downstream_tx.config import parse_db_url
+from downstream_tx.db.url import parse_db_url
 
 PACE = 0.05  # the farmers' own pacing between polls
 

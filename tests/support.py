@@ -1,4 +1,5 @@
-"""Test helpers: a synchronous pool, a node on a fresh database, running coroutines inline."""
+"""Test helpers: a synchronous pool, the node's services on a fresh database, running coroutines
+inline, HTTP through StubTreq."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
-from downstream_tx.config import Config, load_config, parse_db_url
+from downstream_tx.config import Config, load_config
+from downstream_tx.core.tokens import hash_token
 from downstream_tx.db import schema
 from downstream_tx.db.database import Database
 from downstream_tx.db.engine import create_engine
-from downstream_tx.node import Node
+from downstream_tx.db.tokens import TokenRow
+from downstream_tx.db.url import parse_db_url
+from downstream_tx.health import ping_database
+from downstream_tx.http.server import DownstreamServer
+from downstream_tx.runtime import Services, build_services, open_core
 
 MYSQL_ENV = "DOWNSTREAM_TEST_MYSQL_URL"
 
@@ -97,12 +103,29 @@ def open_test_db(config: Config, clock, schema_dir: str | None = None, upgrade: 
     return db
 
 
-def make_node(config: Config, clock=None) -> Node:
+def make_node(config: Config, clock=None) -> Services:
+    """Every service of a node over a fresh database, with blocking work run inline."""
     clock = clock or task.Clock()
     db = open_test_db(config, clock)
-    node = Node(config, db, clock, inline_blocking)
-    run(node.start())
-    return node
+    return build_services(run(open_core(db, config, clock, inline_blocking)))
+
+
+def make_server(node: Services, config: Config | None = None) -> DownstreamServer:
+    """The HTTP server over ``node``'s services (``config``: the server's own settings, default
+    the node's)."""
+    core = node.core
+    return DownstreamServer(config or node.config, core.clock, node.v0, node.v1, node.status,
+                            ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout),
+                            hash_ip=core.keys.hash_ip)
+
+
+def make_resource(node: Services, config: Config | None = None):
+    return make_server(node, config).resource()
+
+
+def token_row(node: Services, token: str) -> TokenRow:
+    """The live token's row (fails with UnknownToken)."""
+    return run(node.core.stores.tokens.get(hash_token(token)))
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> float:
@@ -146,23 +169,21 @@ def v0_answer(data: bytes, challenge: bytes | str) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def stored_bytes(node: Node, file_hash: str) -> bytes:
+def stored_bytes(node: Services, file_hash: str) -> bytes:
     with open(node.chunks.path_for(file_hash), "rb") as f:
         return f.read()
 
 
-def add_test_file(node: Node, tmp_path, redundancy: int = 1, interval: int = 60, size: int = 4096,
+def add_test_file(node: Services, tmp_path, redundancy: int = 1, interval: int = 60, size: int = 4096,
                   name: str | None = None) -> str:
     """Add a random chunk of ``size`` bytes; returns its file hash."""
     path = tmp_path / (name or f"chunk-{os.urandom(4).hex()}.bin")
     path.write_bytes(os.urandom(size))
-    return run(node.add_file(str(path), redundancy, interval))
+    return run(node.files.add(str(path), redundancy, interval))
 
 
-def contract_row(node: Node, token: str, file_hash: str) -> dict | None:
+def contract_row(node: Services, token: str, file_hash: str) -> dict | None:
     """The newest contract of a token on a file, as a dict (tests only)."""
-    from downstream_tx.node import hash_token
-
     def txn(t):
         row = t.execute(
             "SELECT c.state, c.passes, c.fails, c.misses, c.run, c.seq, c.deadline, c.answered, c.end_reason "
@@ -176,7 +197,7 @@ def contract_row(node: Node, token: str, file_hash: str) -> dict | None:
     return run(node.db.run("test_contract_row", txn))
 
 
-def file_replicas(node: Node, file_hash: str) -> int:
+def file_replicas(node: Services, file_hash: str) -> int:
     return run(node.db.run("test_replicas", lambda t: int(t.scalar(
         "SELECT replicas FROM files WHERE file_hash = ? AND removed IS NULL", (file_hash,)))))
 

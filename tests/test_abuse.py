@@ -15,7 +15,6 @@ from test_fuzz_http import snapshot
 from test_v1_api import V1, answer, build, chunks, prove
 
 from daemon import Daemon
-from downstream_tx.api import make_resource
 from support import (
     ADDRESS,
     StubClient,
@@ -24,8 +23,10 @@ from support import (
     make_address,
     make_config,
     make_node,
+    make_resource,
     run,
     stored_bytes,
+    token_row,
     v0_answer,
 )
 
@@ -58,7 +59,7 @@ def test_v0_a_pass_counts_once_and_an_old_answer_fails_the_next_challenge(v0, tm
     assert contract_row(node, token, file_hash)["passes"] == 1
 
     clock.advance(60)  # challenge k+1 is issued
-    run(node.update_challenges())
+    run(node.supply.issue_due())
     [due] = client.get(f"/api/downstream/due/{token}").json()["due_contracts"]
     assert due["challenge"] != challenge
     r = client.get(path)  # the answer to challenge k, offered for challenge k+1
@@ -93,13 +94,13 @@ def test_v0_one_farmer_cannot_touch_anothers_contract(v0, tmp_path):
 @pytest.fixture
 def v1(tmp_path, db_url, clock):
     node, api = build(tmp_path, db_url, clock, max_tokens_per_ip=0)
-    run(node.v1.refill_pool())
+    run(node.pool.refill())
     yield node, api
     node.db.close()
 
 
 def v1_heartbeats(node, token: str) -> int:
-    return run(node.token(token)).hbcount
+    return token_row(node, token).hbcount
 
 
 def test_v1_an_ok_counts_once_and_a_proof_cannot_answer_the_next_challenge(v1, clock):
@@ -321,7 +322,7 @@ def test_http_clients_cannot_reach_files_by_name(v0, tmp_path):
     built from the request): a hash that is a stored file's name but not monitored is a 404."""
     node, client = v0
     file_hash = add_test_file(node, tmp_path)
-    run(node.remove_file(file_hash))
+    run(node.files.remove(file_hash))
     assert client.get(f"/api/download/{file_hash}").code == 404
     fake = hashlib.sha256(b"x").hexdigest()
     os.makedirs(os.path.dirname(node.chunks.path_for(fake)), exist_ok=True)

@@ -10,9 +10,8 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet import task
 
-from downstream_tx.api import make_resource
-from downstream_tx.api.ratelimit import RateLimiter, client_key
-from support import make_address, make_config, make_node, run
+from downstream_tx.http.ratelimit import RateLimiter, client_key
+from support import make_address, make_config, make_node, make_resource, run
 
 V0_NEW = "/api/downstream/new/{}"
 V1_NEW = "/api/downstream/v1/new/{}"
@@ -35,7 +34,7 @@ class Client:
         return resp.code, body, (retry[0] if retry else None)
 
     def tokens_of_ip(self, ip: str) -> int:
-        ip_hash = self.node.hash_ip(ip)
+        ip_hash = self.node.core.keys.hash_ip(ip)
         return run(self.node.db.run("t", lambda t: t.scalar("SELECT COUNT(*) FROM tokens WHERE ip_hash = ?",
                                                             (ip_hash,))))
 

@@ -6,7 +6,6 @@ import re
 
 import pytest
 
-from downstream_tx.api import make_resource
 from downstream_tx.db.database import DatabaseUnavailable
 from support import (
     ADDRESS,
@@ -17,8 +16,10 @@ from support import (
     make_address,
     make_config,
     make_node,
+    make_resource,
     run,
     stored_bytes,
+    token_row,
     v0_answer,
 )
 
@@ -71,7 +72,7 @@ def test_new_gives_a_token(api):
     assert r.code == 200
     body = r.json()
     assert set(body) == {"token"} and HEX32.match(body["token"])
-    assert run(node.token(body["token"])).address == ADDRESS
+    assert token_row(node, body["token"]).address == ADDRESS
 
 
 @pytest.mark.parametrize("address", ["abc", "0OIl" * 8, "1" * 40, "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3j%2B"])
@@ -87,7 +88,7 @@ def test_new_rejects_a_bad_checksum(api):
 def test_new_whitelist(make_api):
     node, client = make_api(whitelist=True, min_balance=100)
     assert_error(client.get(f"/api/downstream/new/{ADDRESS}"), 403, "not_whitelisted")
-    run(node.import_whitelist([(ADDRESS, 100), (make_address(1), 99)]))
+    run(node.farmers.import_whitelist([(ADDRESS, 100), (make_address(1), 99)]))
     assert HEX32.match(new_token(client))
     assert_error(client.get(f"/api/downstream/new/{make_address(1)}"), 403, "not_whitelisted")
 
@@ -348,7 +349,7 @@ def test_download_errors(stored):
     node, client, file_hash, _ = stored
     assert_error(client.get(f"/api/download/{NO_SUCH_HASH}"), 404, "no_hash")
     assert_error(client.get("/api/download/xyz"), 400, "invalid_hash")
-    run(node.remove_file(file_hash))
+    run(node.files.remove(file_hash))
     assert_error(client.get(f"/api/download/{file_hash}"), 404, "no_hash")
     assert client.request("HEAD", f"/api/download/{file_hash}").code == 404
 
@@ -376,7 +377,7 @@ def test_unexpected_error_is_a_generic_500(api, monkeypatch):
     async def broken(token):
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(node, "due", broken)
+    monkeypatch.setattr(node.v0, "due", broken)
     r = client.get(f"/api/downstream/due/{NO_SUCH_TOKEN}")
     assert_error(r, 500, "error")
     assert b"secret detail" not in r.body
@@ -388,7 +389,7 @@ def test_database_down_is_503(api, monkeypatch):
     async def down(token):
         raise DatabaseUnavailable("due: database unavailable")
 
-    monkeypatch.setattr(node, "get_chunk", down)
+    monkeypatch.setattr(node.v0, "get_chunk", down)
     r = client.get(f"/api/downstream/chunk/{NO_SUCH_TOKEN}")
     assert_error(r, 503, "unavailable")
     assert r.header("retry-after") == "5"

@@ -11,13 +11,12 @@ import treq
 from conftest import MYSQL_SKIP_REASON, MYSQL_URL
 from twisted.internet import defer, endpoints
 
-from downstream_tx.api import make_resource
-from downstream_tx.api.site import DownstreamSite
+from downstream_tx.core.tokens import hash_token
 from downstream_tx.db import contracts
 from downstream_tx.db.database import Txn
 from downstream_tx.db.engine import create_engine
-from downstream_tx.node import hash_token
-from support import add_test_file, fresh_mysql_database, make_address, make_config, make_node, run
+from downstream_tx.http.site import DownstreamSite
+from support import add_test_file, fresh_mysql_database, make_address, make_config, make_node, make_resource, run
 
 pytestmark = [pytest.mark.mysql, pytest.mark.skipif(not MYSQL_URL, reason=MYSQL_SKIP_REASON)]
 
@@ -53,9 +52,9 @@ def test_two_connections_race_for_the_last_slot(tmp_path, clock):
     node = make_node(make_config(tmp_path, MYSQL_URL), clock)
     try:
         file_hash = add_test_file(node, tmp_path, redundancy=2)
-        holder = run(node.create_token(make_address(0)))
-        run(node.get_chunk(holder))  # one slot left
-        ids = [token_id(node, run(node.create_token(make_address(i)))) for i in (1, 2)]
+        holder = run(node.v0.create_token(make_address(0)))
+        run(node.v0.get_chunk(holder))  # one slot left
+        ids = [token_id(node, run(node.v0.create_token(make_address(i)))) for i in (1, 2)]
         engine = create_engine(MYSQL_URL)
         barrier = threading.Barrier(2)
         results: dict[int, object] = {}
@@ -103,10 +102,10 @@ async def test_concurrent_chunk_requests_over_http(tmp_path):
         base = f"http://127.0.0.1:{port.getHost().port}"
         path = tmp_path / "chunk.bin"
         path.write_bytes(b"x" * 10_000)
-        file_hash = await node.add_file(str(path), 3, 60)
-        holder = await node.create_token(make_address(0))
-        await node.get_chunk(holder)  # 2 slots left
-        tokens = [await node.create_token(make_address(i)) for i in range(1, 9)]
+        file_hash = await node.files.add(str(path), 3, 60)
+        holder = await node.v0.create_token(make_address(0))
+        await node.v0.get_chunk(holder)  # 2 slots left
+        tokens = [await node.v0.create_token(make_address(i)) for i in range(1, 9)]
 
         async def ask(token: str) -> int:
             response = await treq.get(f"{base}/api/downstream/chunk/{token}", persistent=False)

@@ -28,7 +28,7 @@ from fault_load import DbView, V0Farmer, V1Farmer, http_get
 from tcp_proxy import TcpProxy
 
 from daemon import Daemon, daemon_env
-from downstream_tx.config import parse_db_url
+from downstream_tx.db.url import parse_db_url
 from support import fresh_mysql_database, make_address, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.mysql]

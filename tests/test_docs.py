@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from twisted.internet import task
+
 from downstream_tx.config import SETTINGS, settings_markdown
 from downstream_tx.metrics import Metrics
 
@@ -27,7 +29,7 @@ def test_settings_table_is_generated_from_the_code():
 
 def _metric_names() -> set[str]:
     names = set()
-    for metric in Metrics().registry.collect():
+    for metric in Metrics(task.Clock()).registry.collect():
         names.add(metric.name + ("_total" if metric.type == "counter" else ""))
     return names
 

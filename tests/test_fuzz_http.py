@@ -22,9 +22,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
 
-from downstream_tx.api import make_resource
-from downstream_tx.api.v1 import MAX_STREAM_DEPTH, _items_before_error
-from support import ADDRESS, add_test_file, make_config, make_node, run
+from downstream_tx.http.bodies import MAX_STREAM_DEPTH, _items_before_error
+from support import ADDRESS, add_test_file, make_config, make_node, make_resource, run
 
 V1 = "/api/downstream/v1"
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -63,7 +62,7 @@ def make_world(tmp_path, db_url, clock):
     config = make_config(tmp_path, db_url, seeded_pool="4096:3", seeded_challenges=4, seeded_interval=60,
                          max_tokens_per_ip=0)
     node = make_node(config, clock)
-    run(node.v1.refill_pool())
+    run(node.pool.refill())
     http = Http(node, config)
     file_hash = add_test_file(node, tmp_path, redundancy=2, size=3000)
     code, _, body = http.call("GET", f"/api/downstream/new/{ADDRESS}")

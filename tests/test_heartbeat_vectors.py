@@ -245,7 +245,7 @@ def test_negative_tampered_state() -> None:
 def test_spec_end_to_end_vector() -> None:
     merkle = Merkle(0.1, bytes(range(32)))
     data = RandomIO("70aacdc6a2f7ef0e7c1effde27299eda", 1000)
-    tag, state = merkle.encode(data, n=4, seed=bytes(range(32, 64)), filesz=1000)
+    tag, state = merkle.encode(data, n=4, seed=bytes(range(32, 64)), filesz=1000, timestamp=1.0)
     assert tag.chunksz == 100
     assert tag.tree.order == 2
     assert state.root.hex() == "6610f77e6fa28a2ca501d1ceddd669481f1ff60d5c426a22a1988a3e44b309ff"

@@ -9,15 +9,14 @@ import urllib.request
 
 import pytest
 from treq.testing import StubTreq
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from daemon import Daemon
-from downstream_tx.api import make_resource
-from downstream_tx.api.ops import MetricsResource
 from downstream_tx.db import stats
+from downstream_tx.http.ops import MetricsResource
 from downstream_tx.jobs.stats import overdue_grace, stats_job
 from downstream_tx.metrics import Metrics
-from support import ADDRESS, run
+from support import ADDRESS, make_resource, run
 
 
 def _sample(metrics: Metrics, name: str, **labels) -> float | None:
@@ -29,9 +28,9 @@ def contract(node, tmp_path):
     """One stored file and one farmer holding one contract on it."""
     chunk = tmp_path / "chunk.bin"
     chunk.write_bytes(os.urandom(2048))
-    file_hash = run(node.add_file(str(chunk), redundancy=2, interval=60))
-    token = run(node.create_token(ADDRESS))
-    assignment = run(node.get_chunk(token))
+    file_hash = run(node.files.add(str(chunk), redundancy=2, interval=60))
+    token = run(node.v0.create_token(ADDRESS))
+    assignment = run(node.v0.get_chunk(token))
     return token, file_hash, assignment
 
 
@@ -54,9 +53,9 @@ def test_counts_contracts_due_overdue_and_farmers(node, clock, contract):
 
 
 def test_stats_job_sets_gauges_and_warns_about_overdue_work(node, clock, contract, config):
-    metrics = Metrics()
+    metrics = Metrics(task.Clock())
     metrics.set_pool_targets(config.seeded_pool)
-    job = stats_job(node, config.replace(stats_interval=15.0), clock, metrics)
+    job = stats_job(node.core.stores.stats, config.replace(stats_interval=15.0), clock, metrics)
     run(job.run_now())
     assert _sample(metrics, "downstream_contracts", state="active") == 1
     assert _sample(metrics, "downstream_contracts", state="failed") == 0
@@ -73,13 +72,13 @@ def test_stats_job_sets_gauges_and_warns_about_overdue_work(node, clock, contrac
 
 def test_results_transactions_and_jobs_are_counted(node, clock, contract, config):
     token, file_hash, _ = contract
-    metrics = Metrics()
+    metrics = Metrics(task.Clock())
     metrics.bind_db(node.db, config.db_pool_size)
-    node.result_observers.append(metrics.count_result)
-    assert run(node.answer(token, file_hash, "0" * 64)) == "fail"
+    node.core.results.observers.append(metrics.count_result)
+    assert run(node.v0.answer(token, file_hash, "0" * 64)) == "fail"
     assert _sample(metrics, "downstream_challenge_results_total", protocol="v0", result="fail") == 1
     assert _sample(metrics, "downstream_db_transaction_duration_seconds_count", transaction="answer") == 1
-    job = stats_job(node, config, clock, metrics)
+    job = stats_job(node.core.stores.stats, config, clock, metrics)
     job.observer = metrics.observe_job
     run(job.run_now())
     assert _sample(metrics, "downstream_timer_runs_total", job="stats") == 1
@@ -93,12 +92,12 @@ def test_results_transactions_and_jobs_are_counted(node, clock, contract, config
 def test_metrics_use_their_own_registry():
     from prometheus_client import REGISTRY
 
-    Metrics()
+    Metrics(task.Clock())
     assert not any(name.startswith("downstream_") for name in REGISTRY._names_to_collectors)
 
 
 def test_metrics_resource_serves_only_metrics():
-    stub = StubTreq(MetricsResource(Metrics()))
+    stub = StubTreq(MetricsResource(Metrics(task.Clock())))
     response = run(stub.get("http://node/metrics"))
     assert response.code == 200
     assert response.headers.getRawHeaders("content-type")[0].startswith("text/plain")
@@ -124,7 +123,8 @@ def test_health_200_when_the_database_answers(node, config):
 
 
 def test_health_503_json_when_the_database_does_not_answer_in_time(node, config, clock):
-    node.db, real_db = SilentDb(), node.db
+    stats = node.core.stores.stats
+    stats.db, real_db = SilentDb(), stats.db
     try:
         stub = StubTreq(make_resource(node, config))
         responses: list = []
@@ -139,7 +139,7 @@ def test_health_503_json_when_the_database_does_not_answer_in_time(node, config,
         body = json.loads(run(stub.content(response)))
         assert body["status"] == "unavailable" and body["database"] == "timeout"
     finally:
-        node.db = real_db
+        stats.db = real_db
 
 
 @pytest.mark.e2e

@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 from daemon import ROOT, Daemon, daemon_env
-from downstream_tx.api import make_app, make_resource
-from support import ADDRESS, StubClient, make_config, make_node
+from downstream_tx.http.routing import app as routes
+from support import ADDRESS, StubClient, make_config, make_node, make_resource
 
 DOC = ROOT / "docs" / "openapi.yaml"
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-_CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
+_CONVERTER = re.compile(r"<(?:[a-z][a-z0-9]*(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
 
 
 def load_doc() -> dict:
@@ -36,18 +36,16 @@ def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("openapi")
     config = make_config(tmp)
     node = make_node(config)
-    yield make_app(node, config), StubClient(make_resource(node, config))
+    yield routes, StubClient(make_resource(node, config))
     node.db.close()
 
 
 def served(app) -> dict[str, set[str]]:
-    """{OpenAPI path: methods} of every rule of the router; ``HEAD`` only where a route declares it
-    (the router answers any other ``HEAD`` with 405)."""
+    """{OpenAPI path: methods} of every rule of the router (``HEAD`` only where a route declares
+    it: the router answers any other ``HEAD`` with 405)."""
     out: dict[str, set[str]] = {}
     for rule in app.url_map.iter_rules():
-        declared = app.declared_methods[rule.endpoint]
-        methods = {m for m in rule.methods if m != "HEAD" or "HEAD" in declared}
-        out.setdefault(openapi_path(rule.rule), set()).update(m.lower() for m in methods)
+        out.setdefault(openapi_path(rule.rule), set()).update(m.lower() for m in rule.methods)
     return out
 
 

@@ -35,7 +35,8 @@ def test_client_calls_on_the_merkle_shim_match_the_spec_vector(shims, tmp_path):
     key, root = bytes(range(32)), bytes(range(32, 64))
     data = OurRandomIO("70aacdc6a2f7ef0e7c1effde27299eda", 1000).read()
     server = OurMerkle(0.1, key)
-    tag, state = server.encode(OurRandomIO("70aacdc6a2f7ef0e7c1effde27299eda", 1000), n=4, seed=root, filesz=1000)
+    tag, state = server.encode(OurRandomIO("70aacdc6a2f7ef0e7c1effde27299eda", 1000), n=4, seed=root, filesz=1000,
+                               timestamp=1.0)
     challenge = server.gen_challenge(state)
     assert state.root.hex() == "6610f77e6fa28a2ca501d1ceddd669481f1ff60d5c426a22a1988a3e44b309ff"
 

@@ -11,11 +11,10 @@ import orjson
 import pytest
 from treq.testing import StubTreq
 
-from downstream_tx.api import make_resource
 from downstream_tx.db import contracts
 from downstream_tx.db.database import DatabaseUnavailable
 from downstream_tx.heartbeat import merkle
-from support import ADDRESS, add_test_file, make_config, make_node, run
+from support import ADDRESS, add_test_file, make_config, make_node, make_resource, run
 
 V1 = "/api/downstream/v1"
 
@@ -24,7 +23,7 @@ V1 = "/api/downstream/v1"
 def setup(tmp_path, db_url, clock):
     config = make_config(tmp_path, db_url, seeded_pool="4096:2", seeded_challenges=4, token_rate=0)
     node = make_node(config, clock)
-    run(node.v1.refill_pool())
+    run(node.pool.refill())
     add_test_file(node, tmp_path)
     treq = StubTreq(make_resource(node, config))
     yield node, treq
@@ -67,8 +66,9 @@ def error_paths(token: str, file_hash: str) -> list[tuple[str, str, bytes | None
 
 def secrets_of(node, token: str) -> list[bytes]:
     raw = bytes.fromhex(token)
-    return [token.encode(), token.upper().encode(), raw.hex().encode(), node.secret.hex().encode(), node.secret,
-            node.heartbeat_key().hex().encode(), node.heartbeat_key(), hashlib.sha256(raw).hexdigest().encode()]
+    keys = node.core.keys
+    return [token.encode(), token.upper().encode(), raw.hex().encode(), keys.secret.hex().encode(), keys.secret,
+            keys.heartbeat_key().hex().encode(), keys.heartbeat_key(), hashlib.sha256(raw).hexdigest().encode()]
 
 
 def test_no_secret_in_any_error_body(setup):
@@ -91,13 +91,13 @@ def test_no_secret_in_a_500_or_503_body(setup, monkeypatch):
     token = orjson.loads(call(treq, "GET", f"/api/downstream/new/{ADDRESS}")[1])["token"]
 
     async def boom(*args, **kwargs):
-        raise RuntimeError(f"internal detail with {token} and {node.secret.hex()}")
+        raise RuntimeError(f"internal detail with {token} and {node.core.keys.secret.hex()}")
 
     async def down(*args, **kwargs):
         raise DatabaseUnavailable(f"get_token: {token}")
 
     for failure, expected in ((boom, 500), (down, 503)):
-        monkeypatch.setattr(node, "due", failure)
+        monkeypatch.setattr(node.v0, "due", failure)
         code, body, _ = call(treq, "GET", f"/api/downstream/due/{token}")
         assert code == expected
         assert set(orjson.loads(body)) == {"status", "message"}

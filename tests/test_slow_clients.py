@@ -16,7 +16,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web import resource
 
 from daemon import Daemon
-from downstream_tx.api.site import DownstreamSite
+from downstream_tx.http.site import DownstreamSite
 
 TIMEOUT = 5.0
 

@@ -1,16 +1,17 @@
 """Clock-driven tests of every v0 timing rule, on SQLite and MariaDB.
 
-Time comes only from ``task.Clock``; a "pass" is one run of ``node.update_challenges()`` (what the
+Time comes only from ``task.Clock``; a "pass" is one run of ``node.supply.issue_due()`` (what the
 challenge job does every tick) or of the job itself.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from downstream_tx.errors import NodeError
-from downstream_tx.jobs import build_jobs
-from downstream_tx.jobs.challenges import ChallengeTimer, challenge_job
+from downstream_tx.runtime import build_jobs, contract_timer
 from support import (
     ADDRESS,
     add_test_file,
@@ -47,25 +48,25 @@ class Farmer:
 
     def __init__(self, node, address=ADDRESS):
         self.node = node
-        self.token = run(node.create_token(address))
+        self.token = run(node.v0.create_token(address))
         self.challenges: dict[str, str] = {}
 
     def chunk(self) -> str:
-        a = run(self.node.get_chunk(self.token))
+        a = run(self.node.v0.get_chunk(self.token))
         self.challenges[a.file_hash] = a.challenge.hex()
         return a.file_hash
 
     def outstanding(self) -> dict[str, str]:
-        _, due = run(self.node.due(self.token))
+        _, due = run(self.node.v0.due(self.token))
         return {r["file_hash"]: r["challenge"].hex() for r in due}
 
     def answer(self, file_hash: str, right: bool = True) -> str:
         challenge = self.outstanding()[file_hash]
         response = v0_answer(stored_bytes(self.node, file_hash), challenge) if right else "0" * 64
-        return run(self.node.answer(self.token, file_hash, response))
+        return run(self.node.v0.answer(self.token, file_hash, response))
 
     def answer_stale(self, file_hash: str, challenge: str) -> str:
-        return run(self.node.answer(self.token, file_hash, v0_answer(stored_bytes(self.node, file_hash), challenge)))
+        return run(self.node.v0.answer(self.token, file_hash, v0_answer(stored_bytes(self.node, file_hash), challenge)))
 
     def state(self, file_hash: str) -> dict:
         return contract_row(self.node, self.token, file_hash)
@@ -73,7 +74,7 @@ class Farmer:
 
 def tick(node, clock, seconds: float = INTERVAL):
     clock.advance(seconds)
-    return run(node.update_challenges())
+    return run(node.supply.issue_due())
 
 
 def test_answer_just_before_the_deadline_passes(node, clock, tmp_path):
@@ -81,7 +82,7 @@ def test_answer_just_before_the_deadline_passes(node, clock, tmp_path):
     farmer = Farmer(node)
     farmer.chunk()
     clock.advance(INTERVAL - EPS)
-    assert run(node.update_challenges()).missed == 0
+    assert run(node.supply.issue_due()).missed == 0
     assert farmer.answer(h) == "pass"
     result = tick(node, clock, EPS)
     assert (result.issued, result.missed) == (1, 0)
@@ -98,7 +99,7 @@ def test_answer_at_the_deadline_is_not_due_and_a_miss(node, clock, tmp_path):
     with pytest.raises(NodeError) as e:
         farmer.answer_stale(h, challenge)
     assert e.value.status == "not_due"
-    result = run(node.update_challenges())
+    result = run(node.supply.issue_due())
     assert (result.missed, result.issued) == (1, 1)
     row = farmer.state(h)
     assert (row["misses"], row["run"], row["state"], row["seq"]) == (1, 1, "active", 1)
@@ -149,7 +150,7 @@ def test_misses_are_counted_and_fail_after_exactly_max_failures(make, clock, tmp
     row = farmer.state(h)
     assert (row["state"], row["end_reason"], row["misses"]) == ("failed", "failed", 4)
     assert file_replicas(node, h) == 0
-    assert run(node.due(farmer.token)) == ([], [])
+    assert run(node.v0.due(farmer.token)) == ([], [])
 
 
 def test_a_pass_resets_the_run(node, clock, tmp_path):
@@ -239,9 +240,9 @@ def test_ending_contracts_frees_slots(node, clock, tmp_path):
     h = add_test_file(node, tmp_path, redundancy=1, interval=INTERVAL)
     a, b, c = (Farmer(node, make_address(i)) for i in range(3))
     a.chunk()
-    run(node.end_contract(a.token, h))
+    run(node.v0.end_contract(a.token, h))
     assert b.chunk() == h
-    assert run(node.delete_token(b.token)) == 1
+    assert run(node.farmers.delete_token(b.token)) == 1
     assert c.chunk() == h
     assert file_replicas(node, h) == 1
 
@@ -251,7 +252,7 @@ def test_challenges_are_topped_up_under_the_low_water_mark(make, clock, tmp_path
     h = add_test_file(node, tmp_path, interval=INTERVAL)
 
     def unused():
-        return next(f["unused_challenges"] for f in run(node.list_files()) if f["file_hash"] == h)
+        return next(f["unused_challenges"] for f in run(node.files.list()) if f["file_hash"] == h)
 
     farmer = Farmer(node)
     farmer.chunk()
@@ -287,18 +288,22 @@ def test_running_a_pass_twice_is_harmless(node, clock, tmp_path):
     farmer = Farmer(node)
     farmer.chunk()
     clock.advance(INTERVAL)
-    assert run(node.update_challenges()).missed == 1
+    assert run(node.supply.issue_due()).missed == 1
     before = farmer.state(h)
-    result = run(node.update_challenges())
+    result = run(node.supply.issue_due())
     assert (result.issued, result.missed, result.failed) == (0, 0, 0)
     assert farmer.state(h) == before
 
 
 # --- the job ---------------------------------------------------------------------------------------
 
-def test_build_jobs_has_the_challenge_job(node, clock):
-    jobs = build_jobs(node, node.config, clock)
-    assert [j.name for j in jobs][0] == "challenges"
+def challenge_job(node):
+    return build_jobs(node)[0]
+
+
+def test_build_jobs_has_the_contract_timer(node, clock):
+    jobs = build_jobs(node)
+    assert [j.name for j in jobs][0] == "contracts"
     assert jobs[0].interval == node.config.tick
 
 
@@ -307,29 +312,30 @@ def test_the_job_runs_every_tick_and_stops_cleanly(make, clock, tmp_path):
     h = add_test_file(node, tmp_path, interval=2)
     farmer = Farmer(node)
     farmer.chunk()
-    job = challenge_job(node, node.config, clock)
+    job = challenge_job(node)
     job.startService()
     assert job.runs == 1
     for _ in range(4):
         clock.advance(0.5)
     assert job.runs == 5 and job.failures == 0
     assert farmer.state(h)["misses"] == 1  # the deadline at +2 s
-    assert job.last_result == {"issued": 1, "missed": 1, "forgiven": 0, "failed": 0, "starved": 0,
-                               "topped_up": 0, "v1_ended": 0, "v1_failed": 0, "v1_extended": 0}  # the tick at +2 s
+    assert asdict(job.last_result) == {"issued": 1, "missed": 1, "forgiven": 0, "failed": 0, "starved": 0,
+                                       "topped_up": 0, "v1_ended": 0, "v1_failed": 0, "v1_extended": 0,
+                                       "downtime": 0.0}  # the tick at +2 s
     assert job.stopService() is None  # nothing running: stops at once
     clock.advance(10)
     assert job.runs == 5
 
 
 def test_the_job_survives_errors(node, clock, monkeypatch):
-    job = challenge_job(node, node.config, clock)
+    job = challenge_job(node)
     calls = []
 
-    async def broken():
+    async def broken(**kw):
         calls.append(1)
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(node, "update_challenges", broken)
+    monkeypatch.setattr(node.supply, "issue_due", broken)
     job.startService()
     clock.advance(node.config.tick)
     assert (job.runs, job.failures, len(calls)) == (2, 2, 2)
@@ -340,12 +346,12 @@ def test_the_start_up_pass_tops_up_every_low_file(make, clock, tmp_path):
     node = make(challenge_batch=5, challenge_low_water=3)
     h = add_test_file(node, tmp_path)
     run(node.db.run("t", lambda t: t.execute("UPDATE challenges SET used = 1")))
-    timer = ChallengeTimer(node, clock)
-    assert run(timer())["topped_up"] == 1
-    assert run(node.list_files())[0]["unused_challenges"] == 5
+    timer = contract_timer(node)
+    assert run(timer()).topped_up == 1
+    assert run(node.files.list())[0]["unused_challenges"] == 5
     assert h
     clock.advance(1)
-    assert run(timer())["topped_up"] == 0  # only at start-up (and for files a pass touched)
+    assert run(timer()).topped_up == 0  # only at start-up (and for files a pass touched)
 
 
 def test_the_nodes_own_downtime_is_forgiven(make, clock, tmp_path):
@@ -353,28 +359,28 @@ def test_the_nodes_own_downtime_is_forgiven(make, clock, tmp_path):
     h = add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     farmer.chunk()
-    timer = ChallengeTimer(node, clock)
+    timer = contract_timer(node)
     run(timer())
     down_at = clock.seconds()
-    assert run(node.last_alive()) == down_at
+    assert run(node.core.stores.meta.last_alive()) == down_at
     # the node stops for 2.5 intervals; the deadline at +60 passes while it is down
     clock.advance(2.5 * INTERVAL)
     restarted = make()  # a new process: same database, no memory of the old one
-    timer = ChallengeTimer(restarted, clock)
+    timer = contract_timer(restarted)
     summary = run(timer())
-    assert restarted.forgive == (down_at, clock.seconds())
-    assert (summary["missed"], summary["forgiven"], summary["issued"]) == (0, 1, 1)
+    assert summary.downtime == clock.seconds() - down_at
+    assert (summary.missed, summary.forgiven, summary.issued) == (0, 1, 1)
     row = farmer.state(h)
     assert (row["misses"], row["run"], row["state"]) == (0, 0, "active")
     # the challenge of the window in progress at the return (deadline start + 3 intervals) was
     # issued with half its window gone: unanswered, it is forgiven too
     clock.advance(INTERVAL)
     summary = run(timer())
-    assert (summary["missed"], summary["forgiven"]) == (0, 1)
+    assert (summary.missed, summary.forgiven) == (0, 1)
     # the next one was issued on time and counts as usual
     clock.advance(INTERVAL)
     summary = run(timer())
-    assert (summary["missed"], summary["forgiven"]) == (1, 0)
+    assert (summary.missed, summary.forgiven) == (1, 0)
     assert farmer.state(h)["misses"] == 1
 
 
@@ -383,17 +389,17 @@ def test_a_window_cut_short_by_the_downtime_is_forgiven_and_later_deadlines_coun
     h = add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     farmer.chunk()
-    run(ChallengeTimer(node, clock)())
+    run(contract_timer(node)())
     clock.advance(INTERVAL / 2)  # down for half an interval, no deadline in the window
     restarted = make()
-    timer = ChallengeTimer(restarted, clock)
-    assert run(timer())["forgiven"] == 0
+    timer = contract_timer(restarted)
+    assert run(timer()).forgiven == 0
     clock.advance(INTERVAL / 2)  # the deadline comes after the return, but half the window was lost
     summary = run(timer())
-    assert (summary["missed"], summary["forgiven"]) == (0, 1)
+    assert (summary.missed, summary.forgiven) == (0, 1)
     clock.advance(INTERVAL)  # a whole window after the return: counts
     summary = run(timer())
-    assert (summary["missed"], summary["forgiven"]) == (1, 0)
+    assert (summary.missed, summary.forgiven) == (1, 0)
     assert farmer.state(h)["misses"] == 1
 
 
@@ -402,7 +408,7 @@ def test_without_the_downtime_rule_it_would_be_a_miss(node, clock, tmp_path):
     farmer = Farmer(node)
     farmer.chunk()
     clock.advance(2.5 * INTERVAL)
-    assert run(node.update_challenges()).missed == 1
+    assert run(node.supply.issue_due()).missed == 1
     assert farmer.state(h)["misses"] == 1
 
 
@@ -410,23 +416,23 @@ def test_a_failed_pass_is_downtime_too(node, clock, tmp_path, monkeypatch):
     h = add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     farmer.chunk()
-    timer = ChallengeTimer(node, clock)
+    timer = contract_timer(node)
     run(timer())
     healthy_at = clock.seconds()
-    real = node.update_challenges
+    real = node.supply.issue_due
 
-    async def unavailable():
+    async def unavailable(**kw):
         raise RuntimeError("database unavailable")
 
-    monkeypatch.setattr(node, "update_challenges", unavailable)
+    monkeypatch.setattr(node.supply, "issue_due", unavailable)
     clock.advance(INTERVAL + 1)
     with pytest.raises(RuntimeError):
         run(timer())
-    monkeypatch.setattr(node, "update_challenges", real)
+    monkeypatch.setattr(node.supply, "issue_due", real)
     clock.advance(1)
     summary = run(timer())
-    assert node.forgive == (healthy_at, clock.seconds())
-    assert (summary["missed"], summary["forgiven"]) == (0, 1)
+    assert summary.downtime == clock.seconds() - healthy_at
+    assert (summary.missed, summary.forgiven) == (0, 1)
     assert farmer.state(h)["misses"] == 0
 
 
@@ -438,16 +444,16 @@ def test_a_database_outage_is_one_warning_per_pass_not_a_traceback(node, clock, 
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
-        async def unavailable():
+        async def unavailable(**kw):
             raise DatabaseUnavailable("update_challenges: database unavailable (OperationalError)")
 
-        monkeypatch.setattr(node, "update_challenges", unavailable)
-        job = challenge_job(node, node.config, clock)
+        monkeypatch.setattr(node.supply, "issue_due", unavailable)
+        job = challenge_job(node)
         job.startService()
         clock.advance(node.config.tick)
         assert job.runs == 2 and job.failures == 2
         job.stopService()
     finally:
         globalLogPublisher.removeObserver(events.append)
-    mine = [e for e in events if e.get("job") == "challenges"]
+    mine = [e for e in events if e.get("job") == "contracts"]
     assert mine and all("log_failure" not in e for e in mine)

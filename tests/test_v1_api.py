@@ -10,9 +10,8 @@ import orjson
 import pytest
 from treq.testing import StubTreq
 
-from downstream_tx.api import make_resource
 from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag
-from support import ADDRESS, make_address, make_config, make_node, run
+from support import ADDRESS, make_address, make_config, make_node, make_resource, run
 
 V1 = "/api/downstream/v1"
 SIG_MESSAGE = "test message"
@@ -67,7 +66,7 @@ def build(tmp_path, db_url, clock, **overrides):
 @pytest.fixture
 def v1(tmp_path, db_url, clock):
     node, api = build(tmp_path, db_url, clock)
-    run(node.v1.refill_pool())
+    run(node.pool.refill())
     yield api
     node.db.close()
 
@@ -79,7 +78,7 @@ def make_api(tmp_path, db_url, clock):
     def factory(fill=True, **overrides):
         node, api = build(tmp_path, db_url, clock, **overrides)
         if fill:
-            run(node.v1.refill_pool())
+            run(node.pool.refill())
         made.append(node)
         return api
 
@@ -183,7 +182,7 @@ def test_new_ip_limit_off(make_api):
 def test_new_whitelist(make_api):
     api = make_api(whitelist=True, min_balance=100)
     rich, poor = make_address(1), make_address(2)
-    run(api.node.import_whitelist([(rich, 100), (poor, 99)]))
+    run(api.node.farmers.import_whitelist([(rich, 100), (poor, 99)]))
     msg = (400, {"status": "error", "message": "Invalid address given: address must be in whitelist."})
     assert api.get(f"{V1}/new/{ADDRESS}") == msg
     assert api.get(f"{V1}/new/{poor}") == msg
@@ -242,7 +241,7 @@ def test_chunk_per_address_cap_counts_active_contracts_only(make_api, clock):
     assert [c["size"] for c in chunks(api, token, 1 << 20)] == [16384]
     assert chunks(api, other, 1 << 20) == []  # 3616 bytes left: nothing fits
     clock.advance(INTERVAL)  # the unanswered challenge expires
-    run(api.node.v1.expire())
+    run(api.node.expiry.expire())
     assert [c["size"] for c in chunks(api, other, 1 << 20)] == [16384]
 
 
@@ -410,6 +409,6 @@ def test_tags_until_the_contract_ends(v1, clock):
     assert code == 200
     assert body == {"tags": [{"file_hash": c["file_hash"], "tag": c["tag"]} for c in got]}
     clock.advance(INTERVAL)
-    run(v1.node.v1.expire())
+    run(v1.node.expiry.expire())
     assert v1.get(f"{V1}/tags/{token}") == (200, {"tags": []})
     assert v1.get(f"{V1}/tags/{'d' * 32}") == (404, NONEXISTENT)

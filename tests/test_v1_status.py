@@ -9,7 +9,7 @@ import re
 import pytest
 from test_v1_api import INTERVAL, V1, answer, build, chunks, prove
 
-from downstream_tx.jobs import build_jobs
+from downstream_tx.runtime import build_jobs, contract_timer
 from support import make_address, run
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -18,7 +18,7 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 @pytest.fixture
 def setup(tmp_path, db_url, clock):
     node, api = build(tmp_path, db_url, clock, seeded_pool="16384:2,4096:6", max_tokens_per_ip=0)
-    run(node.v1.refill_pool())
+    run(node.pool.refill())
     yield node, api
     node.db.close()
 
@@ -45,7 +45,7 @@ def test_list_fields_and_sorting(setup, clock):
     node, api = setup
     t1, t2, t3 = three_farmers(api)
     clock.advance(5)
-    run(node.v1.update_uptime())
+    run(node.status.update_uptime())
     code, body = api.get(f"{V1}/status/list/")
     assert code == 200
     by_id = {f["id"]: f for f in body["farmers"]}
@@ -93,7 +93,7 @@ def test_show(setup, clock):
     node, api = setup
     t1, t2, t3 = three_farmers(api)
     clock.advance(INTERVAL + 30)  # t1's and t2's contracts are answered: they expire at due + interval
-    run(node.v1.update_uptime())
+    run(node.status.update_uptime())
     code, body = api.get(f"{V1}/status/show/{farmer_id(t1)}")
     assert code == 200
     assert body["contracts"] == 2 and body["size"] == 20480 and body["online"] is True
@@ -109,15 +109,15 @@ def test_uptime_is_a_percentage_of_time_since_first_contract(setup, clock):
     token = api.new_token()
     [c] = chunks(api, token, 4096)  # never answered: expires at start + INTERVAL
     clock.advance(30)
-    run(node.v1.update_uptime())
+    run(node.status.update_uptime())
     assert api.get(f"{V1}/status/show/{farmer_id(token)}")[1]["uptime"] == 100.0
     clock.advance(90)
-    run(node.v1.expire())
-    run(node.v1.update_uptime())
+    run(node.expiry.expire())
+    run(node.status.update_uptime())
     shown = api.get(f"{V1}/status/show/{farmer_id(token)}")[1]
     assert shown["uptime"] == 50.0 and shown["online"] is False  # 60 s online of 120
     clock.advance(120)
-    run(node.v1.update_uptime())  # offline time keeps counting
+    run(node.status.update_uptime())  # offline time keeps counting
     assert api.get(f"{V1}/status/show/{farmer_id(token)}")[1]["uptime"] == 25.0
 
 
@@ -127,38 +127,38 @@ def test_expire_ends_answered_and_fails_missed(setup, clock):
     a, b = chunks(api, token, 8192)
     answer(api, token, [(a["file_hash"], prove(a))])
     clock.advance(INTERVAL)
-    result = run(node.v1.expire())
+    result = run(node.expiry.expire())
     assert (result.ended, result.failed) == (0, 1)  # b missed its due time
     clock.advance(INTERVAL)
-    result = run(node.v1.expire())
+    result = run(node.expiry.expire())
     assert (result.ended, result.failed) == (1, 0)  # a was answered and never refreshed
-    assert run(node.v1.expire()).__dict__ == {"ended": 0, "failed": 0, "more": False}  # idempotent
+    assert run(node.expiry.expire()).__dict__ == {"ended": 0, "failed": 0, "more": False}  # idempotent
     assert api.get(f"{V1}/tags/{token}")[1] == {"tags": []}
 
 
 def test_pool_refill_is_idempotent_and_off_the_reactor_thread(setup):
     node, api = setup
     calls = []
-    inner = node.blocking
+    inner = node.core.blocking
 
     def spy(func, *args, **kwargs):
         calls.append(func.__name__)
         return inner(func, *args, **kwargs)
 
-    node.blocking = spy
-    assert run(node.v1.refill_pool()) == 0  # already full
+    node.core.blocking = spy
+    assert run(node.pool.refill()) == 0  # already full
     token = api.new_token()
     assert len(chunks(api, token, 1 << 20)) == 8
-    assert run(node.v1.refill_pool()) == 8
+    assert run(node.pool.refill()) == 8
     assert calls and set(calls) == {"encode_chunks"}
     assert len(chunks(api, token, 1 << 20)) == 8
 
 
 def test_jobs_are_built_and_run_on_the_clock(setup, clock):
     node, api = setup
-    jobs = build_jobs(node, node.config, clock)
+    jobs = build_jobs(node)
     names = {job.name for job in jobs}
-    assert {"challenges", "seeded_pool", "uptime"} <= names
+    assert {"contracts", "seeded_pool", "uptime"} <= names
     token = api.new_token()
     chunks(api, token, 1 << 20)  # empty the pool
     pool = next(job for job in jobs if job.name == "seeded_pool")
@@ -172,32 +172,31 @@ def test_jobs_are_built_and_run_on_the_clock(setup, clock):
 def test_v1_contracts_are_not_failed_by_the_nodes_own_downtime(tmp_path, db_url, clock):
     """Downtime rule for v1: the node's downtime is added to the due time and expiration of every
     active contract, once; contracts then run their course as usual."""
-    from downstream_tx.jobs.challenges import ChallengeTimer
 
     node, api = build(tmp_path, db_url, clock, seeded_pool="4096:4", max_tokens_per_ip=0)
-    run(node.v1.refill_pool())
+    run(node.pool.refill())
     token = api.new_token()
     a, b, c = chunks(api, token, 3 * 4096)  # due at t0 + 60
     answer(api, token, [(a["file_hash"], prove(a))])  # a answered: expires at due + interval
-    run(ChallengeTimer(node, clock)())
+    run(contract_timer(node)())
     down_at = clock.seconds()
     clock.advance(20)
     node.db.close()
     clock.advance(INTERVAL + 10)  # down for 70 s (the last pass was 20 s before it stopped)
     restarted, api = build(tmp_path, db_url, clock, seeded_pool="4096:4", max_tokens_per_ip=0)
-    timer = ChallengeTimer(restarted, clock)
+    timer = contract_timer(restarted)
     summary = run(timer())
-    assert restarted.forgive == (down_at, clock.seconds())
-    assert (summary["v1_failed"], summary["v1_ended"], summary["v1_extended"]) == (0, 0, 3)
-    assert run(timer())["v1_extended"] == 0  # once per window
+    assert summary.downtime == clock.seconds() - down_at
+    assert (summary.v1_failed, summary.v1_ended, summary.v1_extended) == (0, 0, 3)
+    assert run(timer()).v1_extended == 0  # once per window
     # b is answered after the return with its outstanding challenge (now due at t0 + 60 + 90)
     code, body = answer(api, token, [(b["file_hash"], prove(b))])
     assert body["report"] == [{"file_hash": b["file_hash"], "status": "ok"}]
     clock.advance(INTERVAL - 1)  # t0 + 149: c still has a second
-    assert run(timer())["v1_failed"] == 0
+    assert run(timer()).v1_failed == 0
     clock.advance(1)  # c never answers: it fails at its moved due time, a normal miss
     summary = run(timer())
-    assert (summary["v1_failed"], summary["v1_ended"], summary["v1_extended"]) == (1, 0, 0)
+    assert (summary.v1_failed, summary.v1_ended, summary.v1_extended) == (1, 0, 0)
     # a asks for its next challenge at its moved due time and carries on
     got = api.post(f"{V1}/challenge/{token}", {"hashes": [a["file_hash"]]})[1]["challenges"]
     assert "challenge" in got[0] and got[0]["answered"] is False, got

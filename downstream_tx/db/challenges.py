@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from downstream_tx.db.database import Txn
+from downstream_tx.db.database import Database, Txn
 
 
 class ConcurrentChallengeUse(RuntimeError):
@@ -86,8 +86,7 @@ def take_many_txn(txn: Txn, wants: dict[int, int], files_per_statement: int = 50
         if not rows:
             continue
         ids = [r[0] for r in rows]
-        changed = txn.execute(f"UPDATE challenges SET used = 1 WHERE id IN {txn.in_list(ids)} AND used = 0",
-                              ids).rowcount
+        changed = txn.update_in("UPDATE challenges SET used = 1 WHERE id IN {ids} AND used = 0", ids)
         if changed != len(ids):
             # the rows were locked (MySQL) or writes are serialised (SQLite): this means a concurrent
             # writer ignored the lock; let the transaction retry rather than hand out a used challenge
@@ -106,3 +105,29 @@ def batches_txn(txn: Txn, file_id: int) -> list[dict]:
         {"id": r[0], "root_seed": bytes(r[1]).hex(), "merkle_root": bytes(r[2]).hex(), "count": r[3], "created": r[4]}
         for r in rows
     ]
+
+
+class ChallengeStore:
+    """The v0 hash challenges of stored files."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def add_batch(self, file_id: int, root_seed: bytes, merkle_root: bytes, seeds: Sequence[bytes],
+                  answers: Sequence[str], now: float):
+        """Fires with the batch id: see :func:`insert_batch_txn`."""
+        return self.db.run("store_batch", insert_batch_txn, file_id, root_seed, merkle_root, seeds, answers, now)
+
+    def low_files(self, file_ids: Sequence[int] | None, low_water: int):
+        """Fires with the active stored files (of ``file_ids``, or all) under ``low_water`` unused
+        challenges."""
+        if file_ids is None:
+            return self.db.run("low_files", all_low_files_txn, low_water)
+        return self.db.run("low_files", low_files_txn, list(file_ids), low_water)
+
+    def batches(self, file_id: int):
+        return self.db.run("batches", batches_txn, file_id)
+
+    def unused(self, file_id: int):
+        """Fires with the file's unused challenges."""
+        return self.db.run("unused_challenges", unused_count_txn, file_id)

@@ -11,40 +11,14 @@ from __future__ import annotations
 import hmac
 import math
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from downstream_tx.db import challenges
-from downstream_tx.db.database import Txn
+from downstream_tx.db.database import Database, Txn
+from downstream_tx.db.replicas import FAILED, end_where_txn, finish_txn
+from downstream_tx.db.tokens import lookup_txn
 
-ACTIVE, ENDED, FAILED = "active", "ended", "failed"
-V0, V1 = 0, 1
-
-
-def end_where_txn(txn: Txn, where: str, args: Sequence[Any], now: float, reason: str,
-                  state: str = ENDED) -> int:
-    """End the active contracts matching ``where`` and free their files' replica slots."""
-    rows = txn.execute(
-        f"SELECT id, file_id FROM contracts WHERE state = 'active' AND {where}" + txn.for_update(), tuple(args)
-    ).fetchall()
-    _finish(txn, rows, now, reason, state)
-    return len(rows)
-
-
-def _finish(txn: Txn, rows: Sequence[tuple[int, int]], now: float, reason: str, state: str) -> None:
-    ids = [contract_id for contract_id, _ in rows]
-    for start in range(0, len(ids), 500):
-        part = ids[start:start + 500]
-        txn.execute(f"UPDATE contracts SET state = ?, ended = ?, end_reason = ? WHERE id IN {txn.in_list(part)} "
-                    "AND state = 'active'", [state, now, reason, *part])
-    per_file: dict[int, int] = defaultdict(int)
-    for _, file_id in rows:
-        per_file[file_id] += 1
-    txn.executemany(
-        "UPDATE files SET replicas = CASE WHEN replicas >= ? THEN replicas - ? ELSE 0 END WHERE id = ?",
-        [(n, n, file_id) for file_id, n in per_file.items()],
-    )
+V0 = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +79,15 @@ class TickResult:
     #: files whose unused challenges were consumed (candidates for a top-up)
     file_ids: set[int] = field(default_factory=set)
 
+    def add(self, page: TickResult) -> None:
+        """Add a page's counts (the pass runs page by page)."""
+        self.issued += page.issued
+        self.missed += page.missed
+        self.forgiven += page.forgiven
+        self.failed += page.failed
+        self.starved += page.starved
+        self.file_ids |= page.file_ids
+
 
 def update_due_txn(
     txn: Txn,
@@ -148,12 +131,10 @@ def update_due_txn(
         next_by_file[file_id].append((cid, k, start + k * interval, start + (k + 1) * interval))
     # misses and run change only for the missed contracts: one set-based statement per page of
     # ids, so the bulk update below carries only the columns every issued row changes
-    for i in range(0, len(missed), 500):
-        part = missed[i:i + 500]
-        txn.execute(f"UPDATE contracts SET misses = misses + 1, run = run + 1 WHERE id IN {txn.in_list(part)} "
-                    "AND state = 'active'", part)
+    txn.update_in("UPDATE contracts SET misses = misses + 1, run = run + 1 WHERE id IN {ids} AND state = 'active'",
+                  missed)
     if failed:
-        _finish(txn, failed, now, "failed", FAILED)
+        finish_txn(txn, failed, now, "failed", FAILED)
         result.failed = len(failed)
     updates = []
     taken_by_file = challenges.take_many_txn(txn, {f: len(p) for f, p in next_by_file.items()})
@@ -227,7 +208,7 @@ def answer_txn(txn: Txn, token_id: int, file_hash: str, response: str, now: floa
         (cid, challenge_id),
     )
     if run + 1 >= max_failures:
-        _finish(txn, [(cid, file_id)], now, "failed", FAILED)
+        finish_txn(txn, [(cid, file_id)], now, "failed", FAILED)
         return AnswerResult("fail", failed_contract=True)
     return AnswerResult("fail")
 
@@ -255,16 +236,39 @@ def end_one_txn(txn: Txn, token_id: int, file_hash: str, now: float, reason: str
     ) > 0
 
 
-def summary_for_tokens_txn(txn: Txn, token_ids: Sequence[int]) -> dict[str, int]:
-    """Counts of contracts by state and heartbeat counters over some tokens (admin farmer show)."""
-    out = {"active": 0, "ended": 0, "failed": 0, "passes": 0, "fails": 0, "misses": 0}
-    for token_id in token_ids:
-        for state, n, p, f, m in txn.execute(
-            "SELECT state, COUNT(*), SUM(passes), SUM(fails), SUM(misses) FROM contracts WHERE token_id = ? "
-            "GROUP BY state", (token_id,)
-        ).fetchall():
-            out[state] = out.get(state, 0) + int(n)
-            out["passes"] += int(p or 0)
-            out["fails"] += int(f or 0)
-            out["misses"] += int(m or 0)
-    return out
+class ContractStore:
+    """The v0 contracts: each farmer call is one transaction that first looks the token up."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def _with_token(self, desc: str, func, token_hash: bytes, *args):
+        def body(txn: Txn):
+            row = lookup_txn(txn, token_hash)
+            return row, func(txn, row.id, *args)
+
+        return self.db.run(desc, body)
+
+    def assign(self, token_hash: bytes, now: float):
+        """Fires with ``(token row, Assignment or None)``: see :func:`assign_txn`."""
+        return self._with_token("get_chunk", assign_txn, token_hash, now)
+
+    def of_token(self, token_hash: bytes):
+        """Fires with ``(token row, active contracts)``: see :func:`token_contracts_txn`."""
+        return self._with_token("due", token_contracts_txn, token_hash)
+
+    def answer(self, token_hash: bytes, file_hash: str, response: str, now: float, max_failures: int):
+        """Fires with ``(token row, AnswerResult)``: see :func:`answer_txn`."""
+        return self._with_token("answer", answer_txn, token_hash, file_hash, response, now, max_failures)
+
+    def end(self, token_hash: bytes, file_hash: str, now: float):
+        """End the token's active contract on a file (v0 /remove). Fires with ``(token row, ended?)``."""
+        return self._with_token("end_contract", end_one_txn, token_hash, file_hash, now)
+
+    def issue_due(self, now: float, max_failures: int, limit: int, forgive: tuple[float, float] | None):
+        """One page of the v0 timer pass: see :func:`update_due_txn`."""
+        return self.db.run("update_challenges", update_due_txn, now, max_failures, limit, forgive)
+
+    def fill_starved(self, now: float):
+        """Fires with the contracts that got a challenge: see :func:`fill_starved_txn`."""
+        return self.db.run("fill_starved", fill_starved_txn, now)

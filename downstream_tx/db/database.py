@@ -15,6 +15,9 @@ from downstream_tx.db.engine import Engine
 T = TypeVar("T")
 log = Logger()
 
+#: ids per ``IN (…)`` list: every batched statement of the stores uses it
+IN_BATCH = 500
+
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached (after retries)."""
@@ -94,6 +97,25 @@ class Txn:
     def in_list(self, values: Sequence[Any]) -> str:
         """``(?, ?, …)`` for an IN clause of ``values``."""
         return "(" + ", ".join(["?"] * len(values)) + ")"
+
+    def update_in(self, sql: str, ids: Sequence[Any], before: Sequence[Any] = (), after: Sequence[Any] = ()) -> int:
+        """Run ``sql``, whose ``{ids}`` is an IN list, over ``ids`` ``IN_BATCH`` at a time (one statement
+        per batch, whatever the engine); its arguments are ``before``, the batch, ``after``. Returns
+        the rows changed."""
+        changed = 0
+        for start in range(0, len(ids), IN_BATCH):
+            part = list(ids[start:start + IN_BATCH])
+            changed += max(self.execute(sql.format(ids=self.in_list(part)), [*before, *part, *after]).rowcount, 0)
+        return changed
+
+    def select_in(self, sql: str, ids: Sequence[Any], before: Sequence[Any] = (),
+                  after: Sequence[Any] = ()) -> list[tuple]:
+        """The rows of ``sql``, whose ``{ids}`` is an IN list, over ``ids`` ``IN_BATCH`` at a time."""
+        rows: list[tuple] = []
+        for start in range(0, len(ids), IN_BATCH):
+            part = list(ids[start:start + IN_BATCH])
+            rows += self.execute(sql.format(ids=self.in_list(part)), [*before, *part, *after]).fetchall()
+        return rows
 
     def for_update(self) -> str:
         """The row-lock suffix for SELECT … (empty on SQLite, whose writes are serialised)."""

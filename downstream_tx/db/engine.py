@@ -10,7 +10,7 @@ import os
 import sqlite3
 from typing import Any
 
-from downstream_tx.config import DbUrl, parse_db_url
+from downstream_tx.db.url import DbUrl, parse_db_url
 from downstream_tx.private import create_private_file, make_private_dirs
 
 

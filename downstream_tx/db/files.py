@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from downstream_tx.db import contracts
-from downstream_tx.db.database import Txn
+from downstream_tx.db.database import Database, Txn
+from downstream_tx.db.replicas import end_where_txn
 
 FILE_COLUMNS = ("id, file_hash, original_hash, kind, size, redundancy, interval_s, replicas, "
                 "encrypted, enc_key, seed, added, removed")
+
+
+class DuplicateFile(Exception):
+    """These bytes are already monitored (``args[0]``: the hash they are monitored as)."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ def insert_txn(
 
 def remove_txn(txn: Txn, file_id: int, now: float) -> int:
     """Stop monitoring a file: end its contracts, unused challenges stay as history."""
-    ended = contracts.end_where_txn(txn, "file_id = ?", (file_id,), now, "file_removed")
+    ended = end_where_txn(txn, "file_id = ?", (file_id,), now, "file_removed")
     txn.execute("UPDATE files SET removed = ? WHERE id = ? AND removed IS NULL", (now, file_id))
     return ended
 
@@ -100,3 +104,38 @@ def list_active_txn(txn: Txn, kind: str | None = "stored", after_id: int = 0, li
     keys = ("id", "file_hash", "kind", "size", "redundancy", "interval", "replicas", "encrypted", "added",
             "unused_challenges")
     return [dict(zip(keys, r)) | {"encrypted": bool(r[7])} for r in rows]
+
+
+class FileStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def get_active(self, file_hash: str):
+        """Fires with the monitored file of this hash, or None."""
+        return self.db.run("get_file", get_active_txn, file_hash)
+
+    def get(self, file_id: int):
+        """Fires with the file of this id (monitored or not), or None."""
+        return self.db.run("get_file", get_by_id_txn, file_id)
+
+    def add_stored(self, file_hash: str, original_hash: str, size: int, enc_key: bytes | None, redundancy: int,
+                   interval: int, now: float):
+        """Record a stored file; fails with :class:`DuplicateFile` when its stored or original bytes
+        are already monitored. Fires with the new file id."""
+
+        def body(txn: Txn) -> int:
+            duplicate = find_duplicate_txn(txn, file_hash, original_hash)
+            if duplicate is not None:
+                raise DuplicateFile(duplicate)
+            return insert_txn(txn, file_hash=file_hash, kind="stored", size=size, redundancy=redundancy,
+                              interval=interval, now=now, original_hash=original_hash, enc_key=enc_key)
+
+        return self.db.run("add_file", body)
+
+    def remove(self, file_id: int, now: float):
+        """Stop monitoring a file; fires with the contracts ended."""
+        return self.db.run("remove_file", remove_txn, file_id, now)
+
+    def list_active(self, kind: str | None = "stored", after_id: int = 0, limit: int = 1000):
+        """Fires with one page of monitored files (see :func:`list_active_txn`)."""
+        return self.db.run("list_files", list_active_txn, kind, after_id, limit)

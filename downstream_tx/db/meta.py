@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from downstream_tx.db.database import Txn
+from twisted.logger import Logger
+
+from downstream_tx.db.database import Database, Txn
+
+log = Logger()
+
+#: the node secret (32 random bytes, made on first start)
+SECRET = "secret"
+#: when the contract timer last completed a pass (``repr(float)``)
+LAST_ALIVE = "last_alive"
 
 
 def get_txn(txn: Txn, name: str) -> bytes | None:
@@ -23,3 +32,26 @@ def get_or_create_txn(txn: Txn, name: str, new_value: bytes) -> bytes:
         return existing
     txn.execute("INSERT INTO node_meta (name, value) VALUES (?, ?)", (name, new_value))
     return new_value
+
+
+class MetaStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def secret(self, new_value: bytes):
+        """Fires with the node secret, storing ``new_value`` first on a database that has none."""
+        return self.db.run("node_secret", get_or_create_txn, SECRET, new_value)
+
+    async def last_alive(self) -> float | None:
+        """When the contract timer last completed a pass (any earlier run of the node)."""
+        value = await self.db.run("last_alive", get_txn, LAST_ALIVE)
+        if value is None:
+            return None
+        try:
+            return float(value.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            log.warn("ignoring an unreadable {name} marker", name=LAST_ALIVE)
+            return None
+
+    def mark_alive(self, when: float):
+        return self.db.run("mark_alive", set_txn, LAST_ALIVE, repr(float(when)).encode("ascii"))

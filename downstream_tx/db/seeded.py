@@ -8,16 +8,15 @@ deadline)`` like the v0 timer. ``hb_state``, ``hb_challenge`` and ``tag`` hold J
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from downstream_tx.db import files, meta
-from downstream_tx.db.database import Txn
+from downstream_tx.db.database import Database, Txn
+from downstream_tx.db.tokens import lookup_txn, use_from_ip_txn
 
 V1 = 1
-#: ids looked up per query (the original looked contracts up 100 at a time)
-LOOKUP_BATCH = 100
 #: the largest id a contract can have (SQLite and MySQL signed 64-bit)
 MAX_ID = (1 << 63) - 1
 
@@ -41,6 +40,26 @@ class PoolChunk:
     seed: str
     hb_state: str
     tag: str
+
+
+class IssuedChallenge(NamedTuple):
+    """A challenge made for a contract: the heartbeat state after it, the challenge (both JSON
+    text), and the challenge's index (the contract's ``seq``)."""
+
+    hb_state: str
+    hb_challenge: str
+    index: int
+
+
+class NewContract(NamedTuple):
+    id: int
+    chunk: PoolChunk
+    issued: IssuedChallenge
+    due: float
+
+
+#: a challenge refresh: (hb_state, hb_challenge, seq, new_due, issued, id, old_due)
+Refresh = tuple[str, str, int, float, float, int, float | None]
 
 
 class V1Contract(NamedTuple):
@@ -133,20 +152,14 @@ def insert_contract_txn(txn: Txn, token_id: int, file_id: int, now: float, inter
 
 
 def get_contracts_txn(txn: Txn, token_id: int, ids: Iterable[int], lock: bool = True) -> dict[int, V1Contract]:
-    """The token's v1 contracts (any state) among ``ids``, looked up ``LOOKUP_BATCH`` at a time."""
+    """The token's v1 contracts (any state) among ``ids``."""
     wanted = sorted({i for i in ids if 0 < i <= MAX_ID})
-    found: dict[int, V1Contract] = {}
-    for start in range(0, len(wanted), LOOKUP_BATCH):
-        part = wanted[start:start + LOOKUP_BATCH]
-        marks = ", ".join("?" * len(part))
-        for row in txn.execute(
-            "SELECT id, state, due, deadline, answered, interval_s, hb_state, hb_challenge FROM contracts "
-            f"WHERE token_id = ? AND protocol = 1 AND id IN ({marks})" + (txn.for_update() if lock else ""),
-            (token_id, *part),
-        ).fetchall():
-            cid = int(row[0])
-            found[cid] = V1Contract(cid, row[1], row[2], float(row[3]), bool(row[4]), int(row[5]), row[6], row[7])
-    return found
+    rows = txn.select_in(
+        "SELECT id, state, due, deadline, answered, interval_s, hb_state, hb_challenge FROM contracts "
+        "WHERE token_id = ? AND protocol = 1 AND id IN {ids}" + (txn.for_update() if lock else ""),
+        wanted, before=[token_id])
+    return {int(r[0]): V1Contract(int(r[0]), r[1], r[2], float(r[3]), bool(r[4]), int(r[5]), r[6], r[7])
+            for r in rows}
 
 
 def active_ids_txn(txn: Txn, token_id: int) -> list[int]:
@@ -169,20 +182,14 @@ def set_challenges_txn(txn: Txn, updates: Sequence[tuple[str, str, int, float, f
 
 def record_answers_txn(txn: Txn, token_id: int, passes: Sequence[int], fails: Sequence[int]) -> int:
     """A valid proof: answered, expiration moves to due + interval, the token's heartbeat count
-    goes up once. An invalid one only counts a fail. Returns the passes recorded."""
-    # one statement per LOOKUP_BATCH ids, not one per id: PyMySQL's executemany sends an UPDATE per
-    # row, a round trip each (500 per /answer batch on MariaDB, see docs/performance.md)
-    counted = 0
-    for start in range(0, len(passes), LOOKUP_BATCH):
-        part = passes[start:start + LOOKUP_BATCH]
-        counted += max(txn.execute(
-            "UPDATE contracts SET answered = 1, deadline = due + interval_s, passes = passes + 1, run = 0 "
-            f"WHERE id IN {txn.in_list(part)} AND answered = 0 AND state = 'active'", part).rowcount, 0)
+    goes up once. An invalid one only counts a fail. Returns the passes recorded. (Set-based: one
+    statement per batch of ids, where PyMySQL's executemany sends one per row.)"""
+    counted = txn.update_in(
+        "UPDATE contracts SET answered = 1, deadline = due + interval_s, passes = passes + 1, run = 0 "
+        "WHERE id IN {ids} AND answered = 0 AND state = 'active'", passes)
     if counted:
         txn.execute("UPDATE tokens SET hbcount = hbcount + ? WHERE id = ?", (counted, token_id))
-    for start in range(0, len(fails), LOOKUP_BATCH):
-        part = fails[start:start + LOOKUP_BATCH]
-        txn.execute(f"UPDATE contracts SET fails = fails + 1 WHERE id IN {txn.in_list(part)} AND answered = 0", part)
+    txn.update_in("UPDATE contracts SET fails = fails + 1 WHERE id IN {ids} AND answered = 0", fails)
     return counted
 
 
@@ -242,17 +249,113 @@ def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
     ended = [int(cid) for cid, _, answered, _ in rows if answered]
     failed = [int(cid) for cid, _, answered, _ in rows if not answered]
     result.ended, result.failed = len(ended), len(failed)
-    # set-based, LOOKUP_BATCH ids per statement (PyMySQL's executemany is a round trip per row);
-    # ``ended = deadline``: each contract ends at its own expiration
+    # set-based; ``ended = deadline``: each contract ends at its own expiration
     for ids, state, reason, miss in ((ended, "ended", "expired", 0), (failed, "failed", "missed", 1)):
-        for start in range(0, len(ids), LOOKUP_BATCH):
-            part = ids[start:start + LOOKUP_BATCH]
-            txn.execute(f"UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ?, "
-                        f"tag = NULL WHERE id IN {txn.in_list(part)} AND state = 'active'",
-                        [state, reason, miss, *part])
-    file_ids = [int(file_id) for _, file_id, _, _ in rows]
-    for start in range(0, len(file_ids), LOOKUP_BATCH):
-        part = file_ids[start:start + LOOKUP_BATCH]
-        txn.execute(f"UPDATE files SET replicas = 0, removed = ? WHERE id IN {txn.in_list(part)} AND removed IS NULL",
-                    [now, *part])
+        txn.update_in("UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ?, "
+                      "tag = NULL WHERE id IN {ids} AND state = 'active'", ids, before=[state, reason, miss])
+    txn.update_in("UPDATE files SET replicas = 0, removed = ? WHERE id IN {ids} AND removed IS NULL",
+                  [int(file_id) for _, file_id, _, _ in rows], before=[now])
     return result
+
+
+def _take_chunks_txn(txn: Txn, token_hash: bytes, ip_hash: str | None, ip_limit: int, requested: int, now: float,
+                     max_size_per_address: int, max_chunks: int, interval: int,
+                     issue: Callable[[PoolChunk], IssuedChallenge | None]) -> list[NewContract]:
+    row = lookup_txn(txn, token_hash)
+    use_from_ip_txn(txn, row, ip_hash, ip_limit, move=True)
+    room = max_size_per_address - active_size_by_address_txn(txn, row.address, now)
+    size = requested if requested < room else (room if room > 0 else 0)
+    out: list[NewContract] = []
+    total = 0
+    while (max_chunks == 0 or len(out) < max_chunks) and total < size:
+        chunk = pool_take_txn(txn, size - total)
+        if chunk is None:
+            break
+        issued = issue(chunk)
+        if issued is None:  # this chunk can never be verified (e.g. the node secret changed)
+            discard_file_txn(txn, chunk.file_id, now)
+            continue
+        due = now + interval
+        contract_id = insert_contract_txn(txn, row.id, chunk.file_id, now, interval, issued.index, due,
+                                          issued.hb_state, issued.hb_challenge, chunk.tag)
+        out.append(NewContract(contract_id, chunk, issued, due))
+        total += chunk.size
+    return out
+
+
+class SeededStore:
+    """The seeded pool and the v1 contracts. Each farmer call is one transaction that first looks
+    the token up (:class:`~downstream_tx.db.tokens.UnknownToken` if it is not live) and, where the
+    protocol records the client's address, applies the per-address token limit
+    (:class:`~downstream_tx.db.tokens.IpLimitReached`).
+
+    The protocol's rules come in as plain functions (``issue``, ``plan``) that see rows and return
+    decisions: the store runs them inside its transaction, on rows it has locked, and writes what
+    they decide."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    # --- the pool
+    def pool_counts(self):
+        return self.db.run("v1_pool_counts", pool_counts_txn)
+
+    def pool_add(self, chunks: Sequence[EncodedChunk], interval: int, now: float):
+        return self.db.run("v1_pool_add", pool_add_txn, chunks, interval, now)
+
+    # --- farmer calls
+    def take_chunks(self, token_hash: bytes, ip_hash: str | None, ip_limit: int, requested: int, now: float, *,
+                    max_size_per_address: int, max_chunks: int, interval: int,
+                    issue: Callable[[PoolChunk], IssuedChallenge | None]):
+        """Hand the token pooled chunks, largest that fit first, at most ``requested`` bytes in all
+        and at most ``max_size_per_address`` bytes under the address's live contracts (``max_chunks``:
+        0 for no limit). ``issue(chunk)`` makes each contract's first challenge (None: the chunk is
+        unusable and is discarded). Fires with the new contracts."""
+        return self.db.run("v1_chunk", _take_chunks_txn, token_hash, ip_hash, ip_limit, requested, now,
+                           max_size_per_address, max_chunks, interval, issue)
+
+    def refresh_challenges(self, token_hash: bytes, ids: Sequence[int] | None,
+                           plan: Callable[[list[int], dict[int, V1Contract]], tuple[Any, list[Refresh]]]):
+        """Lock the token's contracts among ``ids`` (None: its active ones), call ``plan(ids,
+        contracts found)`` which returns ``(result, refreshes)``, store the refreshes (each guarded on
+        its old due time) and fire with ``result``."""
+
+        def body(txn: Txn):
+            row = lookup_txn(txn, token_hash)
+            wanted = active_ids_txn(txn, row.id) if ids is None else list(ids)
+            result, refreshes = plan(wanted, get_contracts_txn(txn, row.id, wanted))
+            set_challenges_txn(txn, refreshes)
+            return result
+
+        return self.db.run("v1_challenge", body)
+
+    def answer(self, token_hash: bytes, ip_hash: str | None, ip_limit: int, ids: Sequence[int],
+               plan: Callable[[dict[int, V1Contract]], tuple[Any, list[int], list[int]]]):
+        """Lock the token's contracts among ``ids``, call ``plan(contracts found)`` which returns
+        ``(result, passed ids, failed ids)``, record those and fire with ``result``."""
+
+        def body(txn: Txn):
+            row = lookup_txn(txn, token_hash)
+            use_from_ip_txn(txn, row, ip_hash, ip_limit, move=False)
+            result, passes, fails = plan(get_contracts_txn(txn, row.id, ids))
+            record_answers_txn(txn, row.id, passes, fails)
+            return result
+
+        return self.db.run("v1_answer", body)
+
+    def tags(self, token_hash: bytes, now: float):
+        """Fires with (contract id, tag JSON) of the token's live contracts."""
+
+        def body(txn: Txn):
+            return tags_txn(txn, lookup_txn(txn, token_hash).id, now)
+
+        return self.db.run("v1_tags", body)
+
+    # --- the contract timer
+    def expire(self, now: float, limit: int):
+        """One page of expiry: see :func:`expire_txn`."""
+        return self.db.run("v1_expire", expire_txn, now, limit)
+
+    def shift_for_downtime(self, start: float, end: float):
+        """See :func:`shift_for_downtime_txn`."""
+        return self.db.run("v1_downtime", shift_for_downtime_txn, start, end)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from downstream_tx.db.database import Txn
+from downstream_tx.db.database import Database, Txn
 
 
 def ping_txn(txn: Txn) -> int:
@@ -53,3 +53,16 @@ def counts_txn(txn: Txn, now: float, grace: float) -> Counts:
     for size, n in txn.execute("SELECT size, COUNT(*) FROM seeded_pool GROUP BY size").fetchall():
         counts.pool[int(size)] = int(n)
     return counts
+
+
+class StatsStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def ping(self):
+        """Fires when the database answers ``SELECT 1``."""
+        return self.db.run("ping", ping_txn)
+
+    def counts(self, now: float, grace: float):
+        """Fires with the monitoring :class:`Counts`."""
+        return self.db.run("stats", counts_txn, now, grace)

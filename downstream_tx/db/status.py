@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from downstream_tx.db.database import Txn
+from downstream_tx.db.database import Database, Txn
 
 #: sort keys of /status/list and the SQL expressions they order by (a whitelist: never user text)
 SORT_COLUMNS = {
@@ -124,16 +124,13 @@ def update_uptime_txn(txn: Txn, now: float, since: float | None) -> int:
         ).fetchall())
     ids = sorted(hull)
     updates = []
-    for i in range(0, len(ids), 500):
-        part = ids[i:i + 500]
-        marks = ", ".join("?" * len(part))
-        for token_id, start, end in txn.execute(
-            f"SELECT id, uptime_start, uptime_end FROM tokens WHERE deleted IS NULL AND id IN ({marks})", part
-        ).fetchall():
-            lo, hi = hull[token_id]
-            window_start = lo if end is None else max(lo, float(end))
-            online = max(0.0, min(hi, now) - window_start)
-            updates.append((lo if start is None else start, online, now, token_id))
+    for token_id, start, end in txn.select_in(
+        "SELECT id, uptime_start, uptime_end FROM tokens WHERE deleted IS NULL AND id IN {ids}", ids
+    ):
+        lo, hi = hull[token_id]
+        window_start = lo if end is None else max(lo, float(end))
+        online = max(0.0, min(hi, now) - window_start)
+        updates.append((lo if start is None else start, online, now, token_id))
     txn.executemany("UPDATE tokens SET uptime_start = ?, upsum = upsum + ?, uptime_end = ? WHERE id = ?", updates)
     txn.execute(
         "UPDATE tokens SET uptime_end = ? WHERE uptime_start IS NOT NULL AND deleted IS NULL "
@@ -141,3 +138,25 @@ def update_uptime_txn(txn: Txn, now: float, since: float | None) -> int:
         (now, now),
     )
     return len(updates)
+
+
+class StatusStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def farmers(self, now: float, online_only: bool, sort: str, descending: bool, limit: int | None, offset: int):
+        """Fires with one page of :class:`FarmerRow` (see :func:`farmers_txn`)."""
+        return self.db.run("status_list", farmers_txn, now, online_only, sort, descending, limit, offset)
+
+    def farmer(self, farmer_id: str, now: float):
+        """Fires with the farmer's :class:`FarmerRow`, or None."""
+        return self.db.run("status_show", farmer_txn, farmer_id, now)
+
+    def update_uptime(self, now: float, since: float | None, first: bool):
+        """Add online time since the last summary (the first summary after a start looks back to
+        the oldest stored summary end instead of ``since``). Fires with the tokens updated."""
+
+        def body(txn: Txn) -> int:
+            return update_uptime_txn(txn, now, uptime_since_txn(txn) if first else since)
+
+        return self.db.run("v1_uptime", body)

@@ -1,14 +1,26 @@
-"""Tokens (stored as SHA-256 only), addresses and the whitelist."""
+"""Tokens (stored as SHA-256 only), addresses and the whitelist.
+
+Every farmer request starts with :func:`lookup_txn` in its own transaction: one round trip looks
+the token up and does the work.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from downstream_tx.db import contracts
-from downstream_tx.db.database import Txn
+from downstream_tx.db.database import Database, Txn
+from downstream_tx.db.replicas import end_where_txn
 
 TOKEN_COLUMNS = "id, farmer_id, address, ip_hash, hbcount, created, location"
+
+
+class UnknownToken(Exception):
+    """No live token has this hash (each protocol words the error its own way)."""
+
+
+class IpLimitReached(Exception):
+    """The client address already holds the most tokens allowed per address."""
 
 
 @dataclass(frozen=True)
@@ -22,71 +34,129 @@ class TokenRow:
     location: str | None
 
 
+@dataclass(frozen=True)
+class TokenFacts:
+    """What the token rules look at before a new token is given out."""
+
+    address: str
+    #: the address's whitelist balance, None when it is not (actively) whitelisted
+    balance: int | None
+    #: live tokens of the address, and of the client's address (0 without one)
+    by_address: int
+    by_ip: int
+
+
 def _token(row: tuple | None) -> TokenRow | None:
     return None if row is None else TokenRow(*row)
 
 
-def get_by_hash_txn(txn: Txn, token_hash: bytes) -> TokenRow | None:
-    return _token(txn.execute(
+def lookup_txn(txn: Txn, token_hash: bytes) -> TokenRow:
+    """The live token with this hash, or :class:`UnknownToken`."""
+    row = _token(txn.execute(
         f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = ? AND deleted IS NULL", (token_hash,)
     ).fetchone())
-
-
-def get_by_farmer_txn(txn: Txn, farmer_id: str) -> list[TokenRow]:
-    return [TokenRow(*r) for r in txn.execute(
-        f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE farmer_id = ? ORDER BY id", (farmer_id,)
-    ).fetchall()]
-
-
-def count_by_address_txn(txn: Txn, address: str) -> int:
-    return int(txn.scalar("SELECT COUNT(*) FROM tokens WHERE address = ? AND deleted IS NULL", (address,)))
+    if row is None:
+        raise UnknownToken()
+    return row
 
 
 def count_by_ip_txn(txn: Txn, ip_hash: str) -> int:
     return int(txn.scalar("SELECT COUNT(*) FROM tokens WHERE ip_hash = ? AND deleted IS NULL", (ip_hash,)))
 
 
-def insert_txn(
-    txn: Txn,
-    token_hash: bytes,
-    farmer_id: str,
-    address: str,
-    ip_hash: str | None,
-    now: float,
-    location: str | None = None,
-    message: str | None = None,
-    signature: str | None = None,
-) -> int:
-    txn.execute(
-        "INSERT INTO tokens (token_hash, farmer_id, address, ip_hash, location, message, signature, created) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (token_hash, farmer_id, address, ip_hash, location, message, signature, now),
-    )
-    return txn.lastrowid
-
-
-def set_ip_txn(txn: Txn, token_id: int, ip_hash: str | None, location: str | None) -> None:
-    txn.execute("UPDATE tokens SET ip_hash = ?, location = ? WHERE id = ?", (ip_hash, location, token_id))
+def use_from_ip_txn(txn: Txn, row: TokenRow, ip_hash: str | None, ip_limit: int, move: bool) -> None:
+    """A token used from another client address: that address must be under ``ip_limit`` tokens
+    (0: no limit), else :class:`IpLimitReached`; with ``move`` the token moves to it."""
+    if ip_hash is None or row.ip_hash == ip_hash:
+        return
+    if ip_limit and count_by_ip_txn(txn, ip_hash) >= ip_limit:
+        raise IpLimitReached()
+    if move:
+        txn.execute("UPDATE tokens SET ip_hash = ?, location = ? WHERE id = ?", (ip_hash, None, row.id))
 
 
 def delete_txn(txn: Txn, token_id: int, now: float) -> int:
     """Mark the token deleted and end its active contracts. Returns the contracts ended."""
-    ended = contracts.end_where_txn(txn, "token_id = ?", (token_id,), now, "token_deleted")
+    ended = end_where_txn(txn, "token_id = ?", (token_id,), now, "token_deleted")
     txn.execute("UPDATE tokens SET deleted = ? WHERE id = ? AND deleted IS NULL", (now, token_id))
     return ended
 
 
-# --- whitelist ---------------------------------------------------------------------------------
+def summary_for_tokens_txn(txn: Txn, token_ids: Sequence[int]) -> dict[str, int]:
+    """Counts of contracts by state and heartbeat counters over some tokens (admin farmer show)."""
+    out = {"active": 0, "ended": 0, "failed": 0, "passes": 0, "fails": 0, "misses": 0}
+    for state, n, p, f, m in txn.select_in(
+        "SELECT state, COUNT(*), SUM(passes), SUM(fails), SUM(misses) FROM contracts WHERE token_id IN {ids} "
+        "GROUP BY state", token_ids
+    ):
+        out[state] = out.get(state, 0) + int(n)
+        out["passes"] += int(p or 0)
+        out["fails"] += int(f or 0)
+        out["misses"] += int(m or 0)
+    return out
 
-def balance_txn(txn: Txn, address: str) -> int | None:
-    value = txn.scalar("SELECT balance FROM addresses WHERE address = ? AND active = 1", (address,))
-    return None if value is None else int(value)
+
+class TokenStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def create(self, token_hash: bytes, farmer_id: str, address: str, ip_hash: str | None, now: float,
+               admit: Callable[[TokenFacts], None], message: str | None = None, signature: str | None = None,
+               location: str | None = None):
+        """Insert a token once ``admit(facts)`` has accepted it (it raises to refuse), in one
+        transaction so concurrent requests cannot both pass a limit. Fires with the row id."""
+
+        def body(txn: Txn) -> int:
+            balance = txn.scalar("SELECT balance FROM addresses WHERE address = ? AND active = 1", (address,))
+            admit(TokenFacts(
+                address=address,
+                balance=None if balance is None else int(balance),
+                by_address=int(txn.scalar("SELECT COUNT(*) FROM tokens WHERE address = ? AND deleted IS NULL",
+                                          (address,))),
+                by_ip=count_by_ip_txn(txn, ip_hash) if ip_hash else 0,
+            ))
+            txn.execute(
+                "INSERT INTO tokens (token_hash, farmer_id, address, ip_hash, location, message, signature, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (token_hash, farmer_id, address, ip_hash, location, message, signature, now),
+            )
+            return txn.lastrowid
+
+        return self.db.run("create_token", body)
+
+    def get(self, token_hash: bytes):
+        """Fires with the live :class:`TokenRow` of ``token_hash`` (or fails with UnknownToken)."""
+        return self.db.run("get_token", lookup_txn, token_hash)
+
+    def delete(self, token_hash: bytes, now: float):
+        """Delete a token; its active contracts end. Fires with ``(row, contracts ended)``."""
+
+        def body(txn: Txn) -> tuple[TokenRow, int]:
+            row = lookup_txn(txn, token_hash)
+            return row, delete_txn(txn, row.id, now)
+
+        return self.db.run("delete_token", body)
+
+    def farmer(self, farmer_id: str):
+        """Fires with ``(tokens of the farmer id, contract summary)``, or None for an unknown id."""
+
+        def body(txn: Txn) -> tuple[list[TokenRow], dict[str, int]] | None:
+            rows = [TokenRow(*r) for r in txn.execute(
+                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE farmer_id = ? ORDER BY id", (farmer_id,)
+            ).fetchall()]
+            if not rows:
+                return None
+            return rows, summary_for_tokens_txn(txn, [r.id for r in rows])
+
+        return self.db.run("farmer", body)
+
+    def import_whitelist(self, rows: Iterable[tuple[str, int]], replace: bool, now: float):
+        """Add or update whitelist rows. With ``replace``, addresses missing from ``rows`` are
+        deactivated and their tokens' contracts end (history is kept). Fires with the counts."""
+        return self.db.run("import_whitelist", _import_whitelist_txn, list(rows), replace, now)
 
 
-def import_whitelist_txn(txn: Txn, rows: Iterable[tuple[str, int]], replace: bool, now: float) -> dict[str, int]:
-    """Add or update whitelist rows. With ``replace``, addresses missing from ``rows`` are
-    deactivated and their tokens' contracts end (history is kept)."""
-    rows = list(rows)
+def _import_whitelist_txn(txn: Txn, rows: list[tuple[str, int]], replace: bool, now: float) -> dict[str, int]:
     existing = {a: (b, act) for a, b, act in txn.execute("SELECT address, balance, active FROM addresses").fetchall()}
     new = [(a, b, now) for a, b in rows if a not in existing]
     changed = [(b, now, a) for a, b in rows if a in existing and existing[a] != (b, 1)]

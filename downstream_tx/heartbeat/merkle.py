@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, TypeVar
@@ -533,10 +532,11 @@ class Merkle:
         seed: bytes | None = None,
         chunksz: int | None = None,
         filesz: int | None = None,
-        timestamp: float | None = None,
+        *,
+        timestamp: float,
     ) -> tuple[Tag, State]:
         """Precompute ``n`` challenges over ``reader``; returns the public tag and the
-        signed server state.  ``timestamp`` defaults to now."""
+        signed server state, made at ``timestamp`` (the caller's clock)."""
         if n < 1:
             raise ValueError("n must be >= 1")
         if filesz is None:
@@ -548,8 +548,6 @@ class Merkle:
                 chunksz = DEFAULT_CHUNKSZ
         if seed is None:
             seed = os.urandom(32)
-        if timestamp is None:
-            timestamp = time.time()
         state = State(index=0, seed=bytes(seed), n=n, timestamp=timestamp)
         leaves = []
         s = next_seed(self.key, state.seed)
@@ -602,7 +600,8 @@ def encode_seeded(
     n: int = 256,
     check_fraction: float | None = None,
     root_seed: bytes | None = None,
-    timestamp: float | None = None,
+    *,
+    timestamp: float,
 ) -> tuple[Tag, State]:
     """Encode the RandomIO prototype chunk ``RandomIO(seed_hex, size)`` (the 32-hex
     string itself is the RandomIO seed, as in the original node)."""

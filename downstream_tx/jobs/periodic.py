@@ -17,8 +17,11 @@ log = Logger()
 
 
 def summarize(result: Any) -> str:
-    """``issued=3 missed=1`` from a pass's result (a dataclass or dict of counts); "" when nothing
-    happened, so idle passes do not log."""
+    """What a pass changed, in words: the result's own ``describe()``, else ``issued=3 missed=1``
+    from a dataclass or dict of counts; "" when nothing happened, so idle passes do not log."""
+    describe = getattr(result, "describe", None)
+    if callable(describe):
+        return describe()
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         items = [(f.name, getattr(result, f.name)) for f in dataclasses.fields(result)]
     elif isinstance(result, dict):
@@ -49,6 +52,11 @@ class PeriodicJob(service.Service):
         self.last_result: Any = None
         self._loop: task.LoopingCall | None = None
         self._current: defer.Deferred | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A pass is running now."""
+        return self._current is not None
 
     def startService(self) -> None:
         super().startService()

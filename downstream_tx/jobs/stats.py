@@ -7,7 +7,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from downstream_tx.config import Config
-from downstream_tx.db.stats import Counts, counts_txn
+from downstream_tx.db.stats import Counts, StatsStore
 from downstream_tx.jobs.periodic import PeriodicJob
 
 log = Logger()
@@ -19,10 +19,10 @@ def overdue_grace(config: Config) -> float:
     return max(5 * config.tick, 10.0)
 
 
-def stats_job(node: Any, config: Config, clock: Any, metrics: Any = None) -> PeriodicJob:
+def stats_job(stats: StatsStore, config: Config, clock: Any, metrics: Any = None) -> PeriodicJob:
     async def refresh() -> None:
         try:
-            counts: Counts = await node.db.run("stats", counts_txn, clock.seconds(), overdue_grace(config))
+            counts: Counts = await stats.counts(clock.seconds(), overdue_grace(config))
         except Exception:
             if metrics is not None:
                 metrics.set_counts(None)

@@ -24,10 +24,11 @@ class Watchdog(service.Service):
 
     name = "watchdog"
 
-    def __init__(self, notifier: Any, db: Any, clock: Any, interval: float, unhealthy_after: float,
+    def __init__(self, notifier: Any, stats: Any, clock: Any, interval: float, unhealthy_after: float,
                  ping_timeout: float | None = None):
         self.notifier = notifier
-        self.db = db
+        #: the stats store: its ``ping`` and its database's ``last_success``
+        self.stats = stats
         self.clock = clock
         self.interval = interval
         self.unhealthy_after = unhealthy_after
@@ -53,8 +54,8 @@ class Watchdog(service.Service):
     def tick(self) -> None:
         if not self._checking:
             self._checking = True
-            ping_database(self.db, self.clock, self.ping_timeout).addCallback(self._answered)
-        last = max(self.last_answer, getattr(self.db, "last_success", None) or 0.0)
+            ping_database(self.stats, self.clock, self.ping_timeout).addCallback(self._answered)
+        last = max(self.last_answer, getattr(self.stats.db, "last_success", None) or 0.0)
         down_for = self.clock.seconds() - last
         if down_for <= self.unhealthy_after:
             if self._withheld:

@@ -1,23 +1,32 @@
-"""Operations endpoints: ``GET /health`` on the API listener, and the ``/metrics`` site for the
-separate ``--metrics-listen`` listener."""
+"""What the node is and whether it is well: ``GET /`` (also the v1 client's root probe) and
+``GET /health`` on the API listener, and the ``/metrics`` site of ``--metrics-listen``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from twisted.web import resource, server
+from twisted.web.iweb import IRequest
 
 from downstream_tx import __version__
-from downstream_tx.api.common import Context, json_body
-from downstream_tx.health import ping_database
+from downstream_tx.http.errors import json_body
+from downstream_tx.http.routing import app
+
+PROTOCOLS = ["v0", "v1"]
 
 
-def register(app, ctx: Context) -> None:
-    @app.route("/health", methods=["GET", "HEAD"])
-    async def health(request):
+class OpsRoutes:
+    """Mixed into :class:`~downstream_tx.http.server.DownstreamServer` (its ``ping`` and
+    ``config``)."""
+
+    @app.route("/", methods=["GET", "HEAD"], endpoint="index")
+    def index(self, request: IRequest):
+        return json_body(request, {"name": "downstream-tx", "version": __version__, "protocols": PROTOCOLS})
+
+    @app.route("/health", methods=["GET", "HEAD"], endpoint="health")
+    async def health(self, request: IRequest):
         """200 when the database answers ``SELECT 1`` within ``health_timeout`` seconds, else 503."""
-        node = ctx.node
-        ping = await ping_database(node.db, node.clock, ctx.config.health_timeout)
+        ping = await self.ping(self.config.health_timeout)
         body = {"status": "ok" if ping.ok else "unavailable", "version": __version__,
                 "database": ping.detail, "database_ms": round(ping.seconds * 1000, 1)}
         if not ping.ok:
@@ -39,9 +48,7 @@ class MetricsResource(resource.Resource):
             request.setResponseCode(404)
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"not found: try /metrics\n"
-        from downstream_tx.metrics import CONTENT_TYPE
-
-        request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+        request.setHeader(b"Content-Type", self.metrics.content_type.encode())
         return self.metrics.render()
 
     render_HEAD = render_GET

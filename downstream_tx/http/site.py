@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import http, server
 
-from downstream_tx.api.common import farmer_of, route_of
+from downstream_tx.http.routing import farmer_of, route_of
 
 request_log = Logger(namespace="downstream_tx.requests")
 

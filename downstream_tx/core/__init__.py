@@ -1,0 +1,1 @@
+"""What both protocols share: the core context, node keys, tokens and farmers."""

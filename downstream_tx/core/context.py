@@ -1,0 +1,40 @@
+"""The core context: what every service is built on, made once by ``runtime``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from downstream_tx.config import Config
+from downstream_tx.core.keys import NodeKeys
+from downstream_tx.db.stores import Stores
+
+#: runs a blocking or CPU-heavy function off the reactor thread: ``await blocking(func, *args)``
+Blocking = Callable[..., Awaitable[Any]]
+
+
+class Results:
+    """Challenge outcomes as they are counted; observers (metrics) get ``(result, n, protocol)``
+    with result ``pass``, ``fail`` or ``miss``."""
+
+    def __init__(self) -> None:
+        self.observers: list[Callable[[str, int, int], None]] = []
+
+    def count(self, result: str, n: int, protocol: int = 0) -> None:
+        for observer in self.observers:
+            observer(result, n, protocol)
+
+
+@dataclass
+class Core:
+    config: Config
+    stores: Stores
+    #: the injected clock (the reactor in the daemon, ``task.Clock`` in tests)
+    clock: Any
+    blocking: Blocking
+    keys: NodeKeys
+    results: Results = field(default_factory=Results)
+
+    def now(self) -> float:
+        return self.clock.seconds()

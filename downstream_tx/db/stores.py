@@ -1,0 +1,26 @@
+"""Every store over one database: what the services are given instead of SQL."""
+
+from __future__ import annotations
+
+from downstream_tx.db.challenges import ChallengeStore
+from downstream_tx.db.contracts import ContractStore
+from downstream_tx.db.database import Database
+from downstream_tx.db.files import FileStore
+from downstream_tx.db.meta import MetaStore
+from downstream_tx.db.seeded import SeededStore
+from downstream_tx.db.stats import StatsStore
+from downstream_tx.db.status import StatusStore
+from downstream_tx.db.tokens import TokenStore
+
+
+class Stores:
+    def __init__(self, db: Database):
+        self.db = db
+        self.meta = MetaStore(db)
+        self.tokens = TokenStore(db)
+        self.files = FileStore(db)
+        self.challenges = ChallengeStore(db)
+        self.contracts = ContractStore(db)
+        self.seeded = SeededStore(db)
+        self.status = StatusStore(db)
+        self.stats = StatsStore(db)

@@ -1,0 +1,62 @@
+"""Who is asking: the client's address (behind trusted proxies), and the token-request rate limit
+per client address that both protocols' ``/new`` share."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from downstream_tx.config import Config
+from downstream_tx.http.errors import ApiError
+from downstream_tx.http.ratelimit import RateLimiter, retry_after
+
+log = Logger()
+
+
+def client_ip(request: IRequest, config: Config) -> str:
+    """The client's address: the peer, or the last untrusted X-Forwarded-For hop when the peer is
+    a configured trusted proxy."""
+    peer = getattr(request.getClientAddress(), "host", None) or ""
+    if not config.trusted_proxies or not _in(peer, config.trusted_proxies):
+        return peer
+    raw = request.getHeader(b"x-forwarded-for")
+    if not raw:
+        return peer
+    header = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    hops = [h.strip() for h in header.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, config.trusted_proxies):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return hops[0] if hops else peer
+
+
+def _in(ip: str, networks) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
+
+
+class TokenRequestLimit:
+    """Token requests per client address (``token_rate`` a minute, both protocols together)."""
+
+    def __init__(self, limiter: RateLimiter, hash_ip):
+        self.limiter = limiter
+        self.hash_ip = hash_ip
+
+    def check(self, ip: str, body: dict[str, Any]) -> None:
+        """Count a token request of ``ip``; over the limit, a 429 with ``body`` and
+        ``Retry-After`` (``{retry}`` in the body's message becomes the seconds to wait)."""
+        wait = self.limiter.check(ip)
+        if wait > 0:
+            seconds = retry_after(wait)
+            body = {k: v.replace("{retry}", str(seconds)) if isinstance(v, str) else v for k, v in body.items()}
+            log.info("token requests over the rate limit from a client ({ip_hash})", ip_hash=self.hash_ip(ip))
+            raise ApiError(429, body, {b"Retry-After": str(seconds).encode()})

@@ -1,0 +1,93 @@
+"""The one HTTP error type, JSON rendering, and the handlers every route shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from klein import Klein
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
+
+from downstream_tx.db.database import DatabaseUnavailable
+from downstream_tx.errors import NodeError
+
+log = Logger()
+
+#: the HTTP status of each kind of node error
+HTTP_STATUS = {"invalid": 400, "not_found": 404, "forbidden": 403, "limit": 429, "conflict": 409,
+               "unavailable": 503}
+
+
+class ApiError(Exception):
+    """An HTTP status and the JSON body to send with it."""
+
+    def __init__(self, code: int, body: dict[str, Any], headers: dict[bytes, bytes] | None = None):
+        super().__init__(code, body)
+        self.code = code
+        self.body = body
+        self.headers = headers or {}
+
+
+def error_body(status: str, message: str) -> dict[str, str]:
+    return {"status": status, "message": message}
+
+
+def json_body(request: IRequest, obj: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    body = orjson.dumps(obj)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
+
+
+def as_api_error(e: Exception) -> ApiError:
+    """The HTTP form of an error a route let through (a NodeError's kind decides its status)."""
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, NodeError):
+        return ApiError(HTTP_STATUS.get(e.kind, 400), error_body(e.status, e.message))
+    if isinstance(e, NotFound):
+        return ApiError(404, error_body("not_found", "no such route"))
+    if isinstance(e, MethodNotAllowed):
+        allowed = getattr(e, "valid_methods", None) or []
+        headers = {b"Allow": ", ".join(sorted(allowed)).encode()} if allowed else {}
+        return ApiError(405, error_body("method_not_allowed", "method not allowed on this route"), headers)
+    if isinstance(e, RequestRedirect):
+        # werkzeug's strict slashes (e.g. /status/list → /status/list/)
+        return ApiError(e.code, {"status": "redirect", "location": e.new_url}, {b"Location": e.new_url.encode()})
+    if isinstance(e, DatabaseUnavailable):
+        return ApiError(503, error_body("unavailable", "the database is unavailable, try again soon"),
+                        {b"Retry-After": b"5"})
+    return ApiError(500, error_body("error", "Internal Server Error"))
+
+
+def render_error(request: IRequest, e: Exception) -> bytes:
+    """The one place an error becomes a response."""
+    api = as_api_error(e)
+    for name, value in api.headers.items():
+        request.setHeader(name, value)
+    return json_body(request, api.body, api.code)
+
+
+def install_error_handlers(app: Klein, route_of) -> None:
+    """Route every error to :func:`render_error`; log what a client cannot be told."""
+
+    @app.handle_errors(DatabaseUnavailable)
+    def unavailable(server, request, failure):
+        log.warn("database unavailable during {method} {route}", method=request.method.decode(),
+                 route=route_of(request))
+        return render_error(request, failure.value)
+
+    @app.handle_errors(ApiError, NodeError, NotFound, MethodNotAllowed, RequestRedirect)
+    def expected(server, request, failure):
+        return render_error(request, failure.value)
+
+    @app.handle_errors(Exception)
+    def unexpected(server, request, failure):
+        log.failure("unexpected error in {method} {route}", failure, method=request.method.decode(),
+                    route=route_of(request))
+        return render_error(request, failure.value)

@@ -1,0 +1,43 @@
+"""The node's HTTP API as one Klein server object: the routes of each protocol (``v0.py``,
+``v1.py``, ``status.py``, ``ops.py``) over the services they call, all given to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from klein.resource import KleinResource
+from twisted.internet import defer
+
+from downstream_tx.config import Config
+from downstream_tx.http.clients import TokenRequestLimit
+from downstream_tx.http.ops import OpsRoutes
+from downstream_tx.http.ratelimit import RateLimiter
+from downstream_tx.http.routing import app
+from downstream_tx.http.status import StatusRoutes
+from downstream_tx.http.v0 import V0Routes
+from downstream_tx.http.v1 import V1Routes
+from downstream_tx.v0.farming import V0Farming
+from downstream_tx.v1.farming import V1Farming
+from downstream_tx.v1.status import Status
+
+
+class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes):
+    _app = app
+
+    def __init__(self, config: Config, clock: Any, v0: V0Farming, v1: V1Farming, status: Status,
+                 ping: Callable[[float], defer.Deferred], hash_ip: Callable[[str | None], str | None]):
+        self.config = config
+        self.clock = clock
+        self.v0 = v0
+        self.v1 = v1
+        self.status = status
+        #: ``ping(timeout)`` fires with a :class:`~downstream_tx.health.Ping`
+        self.ping = ping
+        self.max_body_size = config.max_body_size
+        self.token_limit = TokenRequestLimit(RateLimiter(config.token_rate, clock), hash_ip)
+        #: where farmers download stored chunks; the daemon sets it once its port is bound
+        self.base_url = config.base_url
+
+    def resource(self) -> KleinResource:
+        return self._app.resource()

@@ -1,0 +1,70 @@
+"""The seed's routes (docs/protocol-v0.md): tokens, chunk contracts, due challenges, answers, and
+downloads of stored chunks. Every error body is ``{"status": <code>, "message": <words>}``."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from twisted.web.iweb import IRequest
+
+from downstream_tx.http.clients import client_ip
+from downstream_tx.http.download import ChunkDownload
+from downstream_tx.http.errors import ApiError, error_body, json_body
+from downstream_tx.http.routing import app, check_address
+
+RATE_LIMITED = error_body("rate_limited", "too many token requests from this address, try again in {retry} seconds")
+
+
+def seconds_left(deadline: float, now: float) -> int:
+    """Whole seconds until ``deadline``, rounded up (a fresh challenge shows its full interval),
+    never negative."""
+    return max(0, math.ceil(deadline - now))
+
+
+class V0Routes:
+    """Mixed into :class:`~downstream_tx.http.server.DownstreamServer` (its ``v0``, ``config``,
+    ``clock``, ``token_limit`` and ``base_url``)."""
+
+    @app.route("/api/downstream/new/<addr>", methods=["GET"])
+    async def new_token(self, request: IRequest, addr: str):
+        ip = client_ip(request, self.config)
+        self.token_limit.check(ip, RATE_LIMITED)
+        token = await self.v0.create_token(check_address(addr), ip=ip)
+        return json_body(request, {"token": token})
+
+    @app.route("/api/downstream/chunk/<token:token>", methods=["GET"])
+    async def chunk(self, request: IRequest, token: str):
+        a = await self.v0.get_chunk(token)
+        return json_body(request, {
+            "url": f"{self.base_url}/api/download/{a.file_hash}", "file_hash": a.file_hash,
+            "challenge": a.challenge.hex(), "interval": a.interval, "size": a.size,
+            "due": seconds_left(a.deadline, self.clock.seconds()),
+        })
+
+    @app.route("/api/downstream/remove/<token:token>/<hash:file_hash>", methods=["GET", "DELETE"])
+    async def remove(self, request: IRequest, token: str, file_hash: str):
+        await self.v0.end_contract(token, file_hash)
+        return json_body(request, {"status": "ok"})
+
+    @app.route("/api/downstream/due/<token:token>", methods=["GET"])
+    async def due(self, request: IRequest, token: str):
+        every, outstanding = await self.v0.due(token)
+        now = self.clock.seconds()
+        return json_body(request, {
+            "all_contracts": [{"hash": r["file_hash"]} for r in every],
+            "due_contracts": [{"hash": r["file_hash"], "challenge": r["challenge"].hex(),
+                               "due": seconds_left(r["deadline"], now)} for r in outstanding],
+        })
+
+    @app.route("/api/downstream/challenge/<token:token>/<hash:file_hash>/<response:hash_response>",
+               methods=["GET"])
+    async def challenge(self, request: IRequest, token: str, file_hash: str, hash_response: str):
+        return json_body(request, {"status": await self.v0.answer(token, file_hash, hash_response)})
+
+    @app.route("/api/download/<hash:file_hash>", methods=["GET", "HEAD"])
+    async def download(self, request: IRequest, file_hash: str):
+        path, size = await self.v0.download(file_hash)
+        if not os.path.isfile(path):
+            raise ApiError(404, error_body("no_hash", "no such file is stored on this node"))
+        return ChunkDownload(path, size, file_hash)

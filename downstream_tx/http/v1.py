@@ -1,0 +1,83 @@
+"""Protocol v1 routes under ``/api/downstream/v1`` (docs/protocol-v1.md): shapes, statuses and
+messages as the ``downstream-farmer`` 0.1.8 client expects them; errors are the original envelope
+``{"status": "error", "message": ...}``. Each request is one service call, one transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from downstream_tx.http.bodies import is_json, parse_object, plain_body, read_body, stream_items
+from downstream_tx.http.clients import client_ip
+from downstream_tx.http.errors import json_body
+from downstream_tx.http.routing import app
+from downstream_tx.v1.wire import DEFAULT_CHUNK_SIZE, MSG_POST_JSON, MSG_POST_REQUIRED, v1_error
+
+PREFIX = "/api/downstream/v1"
+RATE_LIMITED = {"status": "error", "message": "Too many token requests, try again in {retry} seconds."}
+
+
+class V1Routes:
+    """Mixed into :class:`~downstream_tx.http.server.DownstreamServer` (its ``v1``, ``config``,
+    ``token_limit`` and ``max_body_size``)."""
+
+    @app.route(PREFIX + "/", methods=["GET"], endpoint="v1_index")
+    def v1_index(self, request: IRequest):
+        return json_body(request, {"msg": "ok"})
+
+    @app.route(PREFIX + "/new/<address>", methods=["GET", "POST"], endpoint="v1_new")
+    async def v1_new(self, request: IRequest, address: str):
+        ip = client_ip(request, self.config)
+        self.token_limit.check(ip, RATE_LIMITED)
+        message = signature = None
+        if self.config.require_signature:
+            if request.method != b"POST":
+                raise v1_error(MSG_POST_REQUIRED)
+            body = parse_object(read_body(request, self.max_body_size)) if is_json(request) else None
+            if not (isinstance(body, dict) and "signature" in body and "message" in body):
+                raise v1_error(MSG_POST_JSON)
+            message, signature = body["message"], body["signature"]
+            if not isinstance(message, str) or not isinstance(signature, str):
+                raise v1_error(MSG_POST_JSON)
+        return json_body(request, await self.v1.new_token(address, ip, message, signature))
+
+    @app.route(PREFIX + "/heartbeat/<v1token(404):token>", methods=["GET"], endpoint="v1_heartbeat")
+    async def v1_heartbeat(self, request: IRequest, token: str):
+        return json_body(request, await self.v1.heartbeat(token))
+
+    @app.route(PREFIX + "/chunk/<v1token:token>", methods=["GET"], endpoint="v1_chunk")
+    @app.route(PREFIX + "/chunk/<v1token:token>/<unsigned:size>", methods=["GET"], endpoint="v1_chunk_size")
+    async def v1_chunk(self, request: IRequest, token: str, size: int | None = None):
+        requested = DEFAULT_CHUNK_SIZE if size is None else size
+        chunks = await self.v1.chunks(token, client_ip(request, self.config), requested)
+        return json_body(request, {"chunks": chunks})
+
+    @app.route(PREFIX + "/challenge/<v1token:token>", methods=["GET", "POST"], endpoint="v1_challenge")
+    @app.route(PREFIX + "/challenge/<v1token:token>/<unsigned:contract_id>", methods=["GET", "POST"],
+               endpoint="v1_challenge_one")
+    async def v1_challenge(self, request: IRequest, token: str, contract_id: int | None = None):
+        if contract_id is not None:
+            items: list[Any] | None = [contract_id]
+        elif request.method == b"POST":
+            items = stream_items(read_body(request, self.max_body_size), "hashes")
+        else:
+            items = None  # GET: every active contract of the token
+        return json_body(request, {"challenges": await self.v1.challenges(token, items)})
+
+    @app.route(PREFIX + "/answer/<v1token:token>", methods=["POST"], endpoint="v1_answer")
+    @app.route(PREFIX + "/answer/<v1token:token>/<unsigned:contract_id>", methods=["POST"], endpoint="v1_answer_one")
+    async def v1_answer(self, request: IRequest, token: str, contract_id: int | None = None):
+        cap = self.max_body_size
+        raw = plain_body(request, read_body(request, cap), cap)
+        if contract_id is None:
+            items = stream_items(raw, "proofs")
+        else:
+            body = parse_object(raw)
+            items = [{"file_hash": contract_id, "proof": body.get("proof")}] if isinstance(body, dict) else []
+        report = await self.v1.answer(token, client_ip(request, self.config), items)
+        return json_body(request, {"report": report})
+
+    @app.route(PREFIX + "/tags/<v1token(404):token>", methods=["GET"], endpoint="v1_tags")
+    async def v1_tags(self, request: IRequest, token: str):
+        return json_body(request, {"tags": await self.v1.tags(token)})

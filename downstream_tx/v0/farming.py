@@ -1,0 +1,128 @@
+"""The v0 farmer calls (docs/protocol-v0.md): a token, a chunk contract, the due challenges, an
+answer, ending a contract, the chunk's bytes."""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from downstream_tx import bitcoin
+from downstream_tx.core.context import Core
+from downstream_tx.core.tokens import (
+    ADDRESS_LIMIT,
+    INVALID_ADDRESS,
+    IP_LIMIT,
+    LOW_BALANCE,
+    NOT_WHITELISTED,
+    TokenRules,
+    Tokens,
+    hash_token,
+    ip_limit_message,
+    is_token,
+)
+from downstream_tx.db.contracts import Assignment
+from downstream_tx.db.tokens import TokenFacts, UnknownToken
+from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND, NodeError
+from downstream_tx.v0.challenges import ChallengeSupply
+from downstream_tx.v0.chunkstore import ChunkStore
+from downstream_tx.v0.hashes import parse_file_hash, parse_response
+
+log = Logger()
+
+
+def _invalid_address(facts: TokenFacts, config) -> NodeError:
+    try:
+        bitcoin.decode_address(facts.address)
+        reason = "not a valid address"
+    except bitcoin.InvalidAddress as e:
+        reason = str(e)
+    return NodeError(INVALID, "invalid_address", f"invalid address: {reason}")
+
+
+#: v0 refuses a bad address first, then whitelist, per-address and per-client-address limits
+TOKEN_RULES = TokenRules(
+    name="v0",
+    order=(INVALID_ADDRESS, NOT_WHITELISTED, LOW_BALANCE, ADDRESS_LIMIT, IP_LIMIT),
+    refusal={
+        INVALID_ADDRESS: _invalid_address,
+        NOT_WHITELISTED: lambda f, c: NodeError(FORBIDDEN, "not_whitelisted", "address is not in the whitelist"),
+        LOW_BALANCE: lambda f, c: NodeError(FORBIDDEN, "not_whitelisted",
+                                            f"address balance is under the minimum of {c.min_balance}"),
+        ADDRESS_LIMIT: lambda f, c: NodeError(LIMIT, "limit_reached",
+                                              f"address already holds {c.max_tokens_per_address} tokens"),
+        IP_LIMIT: lambda f, c: NodeError(LIMIT, "limit_reached", ip_limit_message(c.max_tokens_per_ip)),
+    },
+)
+
+
+def token_hash_of(token: str) -> bytes:
+    if not is_token(token):
+        raise NodeError(INVALID, "invalid_token", "token must be 32 hexadecimal characters")
+    return hash_token(token)
+
+
+class V0Farming:
+    def __init__(self, core: Core, chunks: ChunkStore, supply: ChallengeSupply, tokens: Tokens):
+        self.core = core
+        self.chunks = chunks
+        self.supply = supply
+        self.tokens = tokens
+
+    async def _call(self, call):
+        """A store call for a token: an unknown token is 404 ``no_token``."""
+        try:
+            return await call
+        except UnknownToken:
+            raise NodeError(NOT_FOUND, "no_token", "unknown token") from None
+
+    async def create_token(self, address: str, ip: str | None = None) -> str:
+        """``/new``: a token for ``address`` (also ``downstream-admin token create``)."""
+        return await self.tokens.create(address, ip, TOKEN_RULES)
+
+    async def get_chunk(self, token: str) -> Assignment:
+        """``/chunk``: a contract on the file furthest below its redundancy target."""
+        _, assignment = await self._call(self.core.stores.contracts.assign(token_hash_of(token), self.core.now()))
+        if assignment is None:
+            raise NodeError(NOT_FOUND, "no_chunks", "no chunk needs another farmer right now")
+        self.supply.top_up_soon([assignment.file_id])
+        return assignment
+
+    async def due(self, token: str) -> tuple[list[dict], list[dict]]:
+        """``/due``: (all active contracts, those with an outstanding challenge) of a token."""
+        _, rows = await self._call(self.core.stores.contracts.of_token(token_hash_of(token)))
+        now = self.core.now()
+        outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
+        return rows, outstanding
+
+    async def answer(self, token: str, file_hash: str, response: str) -> str:
+        """``/challenge``: check an answer, ``"pass"`` or ``"fail"`` (one attempt per challenge)."""
+        response = parse_response(response)
+        file_hash = parse_file_hash(file_hash)
+        token_hash = token_hash_of(token)
+        row, result = await self._call(self.core.stores.contracts.answer(
+            token_hash, file_hash, response, self.core.now(), self.core.config.max_failures))
+        if result.status == "no_hash":
+            raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
+        if result.status == "not_due":
+            raise NodeError(CONFLICT, "not_due", "no challenge is outstanding on this contract")
+        self.core.results.count(result.status, 1)
+        if result.failed_contract:
+            log.info("contract of farmer {farmer_id} on {file_hash} failed", farmer_id=row.farmer_id,
+                     file_hash=file_hash)
+        return result.status
+
+    async def end_contract(self, token: str, file_hash: str) -> None:
+        """``/remove``: end the token's contract on a file."""
+        file_hash = parse_file_hash(file_hash)
+        token_hash = token_hash_of(token)
+        _, ended = await self._call(self.core.stores.contracts.end(token_hash, file_hash, self.core.now()))
+        if not ended:
+            raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
+
+    async def download(self, file_hash: str) -> tuple[str, int]:
+        """``/api/download``: (path, size) of a monitored stored file's bytes."""
+        row = await self.core.stores.files.get_active(parse_file_hash(file_hash))
+        if row is None:
+            raise NodeError(NOT_FOUND, "no_hash", "no such file is monitored")
+        if row.kind != "stored":
+            raise NodeError(NOT_FOUND, "no_hash", "no such file is stored on this node")
+        return self.chunks.path_for(row.file_hash), row.size

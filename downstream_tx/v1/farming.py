@@ -1,0 +1,232 @@
+"""The v1 farmer calls (docs/protocol-v1.md): a token for a signed address, chunks from the
+seeded pool, challenges and answers in batches, the tags of a farmer's contracts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from twisted.logger import Logger
+
+from downstream_tx import bitcoin
+from downstream_tx.core.context import Core
+from downstream_tx.core.tokens import Tokens, hash_token, ip_limit_message, is_token
+from downstream_tx.db.seeded import IssuedChallenge, PoolChunk, Refresh, V1Contract
+from downstream_tx.db.tokens import IpLimitReached, UnknownToken
+from downstream_tx.errors import INVALID, NOT_FOUND
+from downstream_tx.heartbeat import Challenge, HeartbeatError, HeartbeatFormatError, Merkle, Proof, State
+from downstream_tx.v1.wire import (
+    DEFAULT_CHUNK_SIZE,
+    MSG_BAD_ADDRESS,
+    MSG_MESSAGE_SIZE,
+    MSG_POST_JSON,
+    MSG_SIGNATURE_INVALID,
+    MSG_SIGNATURE_LENGTH,
+    NONEXISTENT_TOKEN,
+    TOKEN_RULES,
+    contract_ids,
+    heartbeat_body,
+    plain,
+    proof_key,
+    v1_error,
+)
+
+log = Logger()
+
+#: what a stored heartbeat state that cannot be used raises
+UNUSABLE = (HeartbeatError, HeartbeatFormatError, orjson.JSONDecodeError)
+
+
+def make_merkle(core: Core) -> Merkle:
+    """The node's Merkle heartbeat; its key is derived from the node secret (never sent)."""
+    return Merkle(core.config.seeded_check_fraction, core.keys.heartbeat_key())
+
+
+class V1Farming:
+    def __init__(self, core: Core, tokens: Tokens):
+        self.core = core
+        self.tokens = tokens
+        self.merkle = make_merkle(core)
+
+    def _token_hash(self, token: str, kind: str = INVALID) -> bytes:
+        """Anything that is not a token is a nonexistent one."""
+        if not is_token(token):
+            raise v1_error(NONEXISTENT_TOKEN, kind)
+        return hash_token(token)
+
+    async def _call(self, call, kind: str = INVALID):
+        """A store call for a token, its refusals in the protocol's words."""
+        try:
+            return await call
+        except UnknownToken:
+            raise v1_error(NONEXISTENT_TOKEN, kind) from None
+        except IpLimitReached:
+            raise v1_error(ip_limit_message(self.core.config.max_tokens_per_ip)) from None
+
+    # --- /new and /heartbeat
+
+    async def new_token(self, address: str, ip: str | None, message: str | None = None,
+                        signature: str | None = None) -> dict[str, Any]:
+        """After the route's method and body checks: message size, signature length, signature
+        (a bad or testnet address is a 400 here), then the token rules."""
+        config = self.core.config
+        if config.require_signature:
+            if message is None or signature is None:
+                raise v1_error(MSG_POST_JSON)
+            if len(message) > bitcoin.MAX_MESSAGE_LENGTH:
+                raise v1_error(MSG_MESSAGE_SIZE)
+            if len(signature) != bitcoin.SIGNATURE_LENGTH:
+                raise v1_error(MSG_SIGNATURE_LENGTH)
+            try:
+                valid = await self.core.blocking(bitcoin.verify_message, address, message, signature)
+            except bitcoin.InvalidAddress:
+                raise v1_error(MSG_BAD_ADDRESS) from None
+            if not valid:
+                raise v1_error(MSG_SIGNATURE_INVALID)
+        else:
+            message = signature = None
+        token = await self.tokens.create(address, ip, TOKEN_RULES, message, signature)
+        return heartbeat_body(token, config.seeded_check_fraction)
+
+    async def heartbeat(self, token: str) -> dict[str, Any]:
+        """An unknown token is a 404 here."""
+        await self._call(self.core.stores.tokens.get(self._token_hash(token, NOT_FOUND)), NOT_FOUND)
+        return heartbeat_body(token.lower(), self.core.config.seeded_check_fraction)
+
+    # --- /chunk
+
+    def _first_challenge(self, chunk: PoolChunk) -> IssuedChallenge | None:
+        try:
+            state = State.from_dict(orjson.loads(chunk.hb_state))
+            challenge = self.merkle.gen_challenge(state)
+        except UNUSABLE as e:
+            log.warn("pooled seeded chunk {file_id} is unusable ({error}); discarded", file_id=chunk.file_id,
+                     error=str(e))
+            return None
+        return IssuedChallenge(orjson.dumps(state.to_dict()).decode(), orjson.dumps(challenge.to_dict()).decode(),
+                               challenge.index)
+
+    async def chunks(self, token: str, ip: str | None, size: int = DEFAULT_CHUNK_SIZE) -> list[dict[str, Any]]:
+        """The largest pooled chunks that fit, never more than ``size`` bytes in all."""
+        config = self.core.config
+        now = self.core.now()
+        made = await self._call(self.core.stores.seeded.take_chunks(
+            self._token_hash(token), self.core.keys.hash_ip(ip), config.max_tokens_per_ip, size, now,
+            max_size_per_address=config.max_size_per_address, max_chunks=config.max_chunks_per_request,
+            interval=config.seeded_interval, issue=self._first_challenge))
+        return [{"seed": c.chunk.seed, "size": c.chunk.size, "file_hash": c.id,
+                 "challenge": orjson.Fragment(c.issued.hb_challenge), "tag": orjson.Fragment(c.chunk.tag),
+                 "due": float(c.due - now)} for c in made]
+
+    # --- /challenge
+
+    async def challenges(self, token: str, items: Iterable[Any] | None) -> list[dict[str, Any]]:
+        """For ``items`` (as sent; the list ends at the first that is not a number) or, with None,
+        for every active contract of the token: the outstanding challenge, or a new one once the
+        current one is due."""
+        token_hash = self._token_hash(token)
+        wanted = None if items is None else contract_ids(items, lambda item: item)
+        now = self.core.now()
+
+        def plan(ids: list[int], found: dict[int, V1Contract]) -> tuple[list[dict[str, Any]], list[Refresh]]:
+            sent_ids = [(i, i) for i in ids] if wanted is None else [(sent, cid) for sent, cid, _ in wanted]
+            return self._plan_challenges(sent_ids, found, now)
+
+        ids = None if wanted is None else [cid for _, cid, _ in wanted]
+        return await self._call(self.core.stores.seeded.refresh_challenges(token_hash, ids, plan))
+
+    def _plan_challenges(self, sent_ids, found: dict[int, V1Contract],
+                         now: float) -> tuple[list[dict[str, Any]], list[Refresh]]:
+        entries: list[dict[str, Any]] = []
+        refreshes: list[Refresh] = []
+        for sent, cid in sent_ids:
+            c = found.get(cid)
+            if c is None:
+                entries.append({"file_hash": plain(sent), "error": "contract not found"})
+            elif c.state != "active" or now >= c.deadline:
+                entries.append({"file_hash": cid, "error": "contract expired"})
+            elif c.hb_challenge is not None and c.due is not None and now < c.due:
+                entries.append({"file_hash": cid, "challenge": orjson.Fragment(c.hb_challenge),
+                                "due": c.due - now, "answered": c.answered})
+            else:
+                try:
+                    state = State.from_dict(orjson.loads(c.hb_state or "null"))
+                    challenge = self.merkle.gen_challenge(state)
+                except UNUSABLE:
+                    entries.append({"file_hash": cid, "status": "no more challenges"})
+                    continue
+                old_due = c.due if c.due is not None else now
+                new_due = old_due + c.interval
+                challenge_json = orjson.dumps(challenge.to_dict()).decode()
+                refreshes.append((orjson.dumps(state.to_dict()).decode(), challenge_json, challenge.index, new_due,
+                                  old_due, cid, c.due))
+                entries.append({"file_hash": cid, "challenge": orjson.Fragment(challenge_json), "due": new_due - now,
+                                "answered": False})
+        return entries, refreshes
+
+    # --- /answer
+
+    async def answer(self, token: str, ip: str | None, items: Iterable[Any]) -> list[dict[str, Any]]:
+        """One report entry per proof, checked in the original's order."""
+        token_hash = self._token_hash(token)
+        wanted = contract_ids(items, proof_key)
+        now = self.core.now()
+
+        def plan(found: dict[int, V1Contract]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+            return self._plan_answers(wanted, found, now)
+
+        report = await self._call(self.core.stores.seeded.answer(
+            token_hash, self.core.keys.hash_ip(ip), self.core.config.max_tokens_per_ip,
+            [cid for _, cid, _ in wanted], plan))
+        results = self.core.results
+        results.count("pass", sum(1 for r in report if r.get("status") == "ok"), protocol=1)
+        results.count("fail", sum(1 for r in report if r.get("error") == "Invalid proof"), protocol=1)
+        return report
+
+    def _plan_answers(self, wanted, found: dict[int, V1Contract],
+                      now: float) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+        report: list[dict[str, Any]] = []
+        passes: list[int] = []
+        fails: list[int] = []
+        for sent, cid, item in wanted:
+            c = found.get(cid)
+            if c is None:
+                report.append({"file_hash": plain(sent), "error": "contract not found"})
+                continue
+            try:
+                proof = Proof.from_dict(item.get("proof"))
+            except HeartbeatFormatError:
+                report.append({"file_hash": cid, "error": "Proof corrupted"})
+                continue
+            if c.state != "active" or now >= c.deadline:
+                report.append({"file_hash": cid, "error": "Answer failed: contract expired."})
+            elif c.answered:
+                report.append({"file_hash": cid, "error": "Challenge already answered."})
+            elif self.verify(c, proof):
+                report.append({"file_hash": cid, "status": "ok"})
+                passes.append(cid)
+            else:
+                report.append({"file_hash": cid, "error": "Invalid proof"})
+                fails.append(cid)
+        return report, passes, fails
+
+    def verify(self, c: V1Contract, proof: Proof) -> bool:
+        """Does ``proof`` answer the contract's outstanding challenge? A stored state that cannot be
+        used (corrupt, or made with another node secret) verifies nothing."""
+        try:
+            challenge = Challenge.from_dict(orjson.loads(c.hb_challenge or "null"))
+            state = State.from_dict(orjson.loads(c.hb_state or "null"))
+            return self.merkle.verify(proof, challenge, state)
+        except UNUSABLE as e:
+            log.warn("v1 contract {contract_id}: stored heartbeat state unusable ({error})", contract_id=c.id,
+                     error=str(e))
+            return False
+
+    # --- /tags (added here: for a farmer that lost its state)
+
+    async def tags(self, token: str) -> list[dict[str, Any]]:
+        """The tags of the token's live contracts."""
+        rows = await self._call(self.core.stores.seeded.tags(self._token_hash(token, NOT_FOUND), self.core.now()),
+                                NOT_FOUND)
+        return [{"file_hash": cid, "tag": orjson.Fragment(tag)} for cid, tag in rows]

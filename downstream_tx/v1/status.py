@@ -1,0 +1,56 @@
+"""The status API's data (docs/protocol-v1.md, "Status"): farmers listed and shown, and the
+uptime summary the uptime timer keeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from downstream_tx.core.context import Core
+from downstream_tx.core.tokens import FARMER_ID_RE
+from downstream_tx.db.status import SORT_COLUMNS, FarmerRow
+from downstream_tx.errors import NOT_FOUND
+from downstream_tx.v1.wire import MSG_INVALID_SORT, NONEXISTENT_FARMER, iso_utc, v1_error
+
+#: the largest page size and offset the list passes to the database
+MAX_LIMIT, MAX_OFFSET = 1 << 31, 1 << 62
+
+
+def farmer_dict(row: FarmerRow) -> dict[str, Any]:
+    return {"id": row.farmer_id, "address": row.address, "location": None,
+            "uptime": round(row.uptime * 100, 2), "heartbeats": row.heartbeats, "contracts": row.contracts,
+            "size": row.size, "online": row.online, "last_due": iso_utc(row.last_due)}
+
+
+class Status:
+    def __init__(self, core: Core):
+        self.core = core
+        #: the end of the last uptime summary made by this process (None before the first)
+        self._uptime_since: float | None = None
+        self._uptime_ran = False
+
+    async def farmers(self, online: bool = False, sort: str = "id", descending: bool = False,
+                      limit: int | None = None, page: int | None = None) -> list[dict[str, Any]]:
+        if sort not in SORT_COLUMNS:
+            raise v1_error(MSG_INVALID_SORT)
+        offset = 0
+        if limit is not None:
+            limit = min(limit, MAX_LIMIT)
+            offset = min(limit * (page or 0), MAX_OFFSET)
+        rows = await self.core.stores.status.farmers(self.core.now(), online, sort, descending, limit, offset)
+        return [farmer_dict(r) for r in rows]
+
+    async def farmer(self, farmer_id: str) -> dict[str, Any]:
+        farmer_id = farmer_id.lower()
+        if not FARMER_ID_RE.match(farmer_id):
+            raise v1_error(NONEXISTENT_FARMER, NOT_FOUND)
+        row = await self.core.stores.status.farmer(farmer_id, self.core.now())
+        if row is None:
+            raise v1_error(NONEXISTENT_FARMER, NOT_FOUND)
+        return farmer_dict(row)
+
+    async def update_uptime(self) -> int:
+        """Add every token's online time since the last summary (the uptime timer)."""
+        now = self.core.now()
+        updated = await self.core.stores.status.update_uptime(now, self._uptime_since, first=not self._uptime_ran)
+        self._uptime_since, self._uptime_ran = now, True
+        return updated

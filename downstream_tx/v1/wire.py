@@ -1,0 +1,124 @@
+"""What protocol v1 puts on the wire: the original server's exact messages, its error envelope,
+its time format, and how it read lists of contract ids (docs/protocol-v1.md).
+
+Errors a client can see are ``NodeError``s whose status is ``"error"`` and whose message is the
+original's text (400 unless noted), rendered as ``{"status": "error", "message": ...}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from downstream_tx.config import Config
+from downstream_tx.core.tokens import (
+    ADDRESS_LIMIT,
+    INVALID_ADDRESS,
+    IP_LIMIT,
+    LOW_BALANCE,
+    NOT_WHITELISTED,
+    TokenRules,
+    ip_limit_message,
+)
+from downstream_tx.db.tokens import TokenFacts
+from downstream_tx.errors import INVALID, NodeError
+
+HEARTBEAT_TYPE = "Merkle"
+DEFAULT_CHUNK_SIZE = 33554432
+#: items of one /challenge or /answer body looked at; the rest are ignored
+MAX_ITEMS = 5000
+
+NONEXISTENT_TOKEN = "Nonexistent token."
+NONEXISTENT_FARMER = "Nonexistant farmer id."  # sic: the original's text
+MSG_POST_REQUIRED = "New token requests must include posted signature proving ownership of farming address"
+MSG_POST_JSON = 'Posted data must be JSON encoded object including "signature" and "message"'
+MSG_MESSAGE_SIZE = "Please restrict your message to less than 1024 bytes."
+MSG_SIGNATURE_LENGTH = "Your signature is the wrong length.  It should be 88bytes."
+MSG_SIGNATURE_INVALID = "Signature invalid."
+MSG_BAD_ADDRESS = "Invalid address given: address is not a valid SJCX address."
+MSG_NOT_WHITELISTED = "Invalid address given: address must be in whitelist."
+MSG_INVALID_SORT = "Invalid sort."
+
+
+def v1_error(message: str, kind: str = INVALID) -> NodeError:
+    return NodeError(kind, "error", message)
+
+
+def _address_limit(facts: TokenFacts, config: Config) -> NodeError:
+    return v1_error(f"Address limit reached, only {config.max_tokens_per_address} tokens are permitted per address")
+
+
+#: v1 refuses an over-limit client address first, then a bad address, the whitelist (one message
+#: for both whitelist checks) and the per-address limit
+TOKEN_RULES = TokenRules(
+    name="v1",
+    order=(IP_LIMIT, INVALID_ADDRESS, NOT_WHITELISTED, LOW_BALANCE, ADDRESS_LIMIT),
+    refusal={
+        IP_LIMIT: lambda f, c: v1_error(ip_limit_message(c.max_tokens_per_ip)),
+        INVALID_ADDRESS: lambda f, c: v1_error(MSG_BAD_ADDRESS),
+        NOT_WHITELISTED: lambda f, c: v1_error(MSG_NOT_WHITELISTED),
+        LOW_BALANCE: lambda f, c: v1_error(MSG_NOT_WHITELISTED),
+        ADDRESS_LIMIT: _address_limit,
+    },
+)
+
+
+def heartbeat_body(token: str, check_fraction: float) -> dict[str, Any]:
+    """The answer of /new and /heartbeat: the token and the (keyless) heartbeat object."""
+    return {"token": token, "type": HEARTBEAT_TYPE, "heartbeat": {"key": "", "check_fraction": check_fraction}}
+
+
+def iso_utc(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def as_int(item: Any) -> int:
+    """``int(item)`` as the original applied it to each streamed item (raises on failure)."""
+    if isinstance(item, (dict, list)) or item is None:
+        raise TypeError("not a number")
+    return int(item)
+
+
+def contract_ids(items: Iterable[Any], key: Callable[[Any], Any]) -> list[tuple[Any, int, Any]]:
+    """(as sent, id, item) for each of the first ``MAX_ITEMS`` items until the first whose key is
+    not a number; duplicates collapse (the first wins)."""
+    out: list[tuple[Any, int, Any]] = []
+    seen: set[int] = set()
+    for n, item in enumerate(items):
+        if n >= MAX_ITEMS:
+            break
+        try:
+            sent = key(item)
+            value = as_int(sent)
+        except (TypeError, ValueError, KeyError, OverflowError):
+            break
+        if value not in seen:
+            seen.add(value)
+            out.append((sent, value, item))
+    return out
+
+
+def proof_key(item: Any) -> Any:
+    """The contract id of an /answer item."""
+    if not isinstance(item, dict):
+        raise TypeError("a proof item must be an object")
+    return item["file_hash"]
+
+
+#: the integers orjson can write; others are echoed as their decimal text, a raw JSON number
+_JSON_INTS = range(-(1 << 63), 1 << 64)
+
+
+def plain(value: Any) -> Any:
+    """An item echoed back as sent (ijson hands out Decimals for non-integers; an integer past 64
+    bits, which no contract id can be, is written as the number it was sent as)."""
+    if type(value).__name__ == "Decimal":
+        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _JSON_INTS:
+        return orjson.Fragment(str(value))
+    return value
