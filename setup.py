@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="downstream-tx",
@@ -7,14 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=[
-        "downstream_tx",
-        "downstream_tx.api",
-        "downstream_tx.db",
-        "downstream_tx.heartbeat",
-        "downstream_tx.jobs",
-        "twisted.plugins",
-    ],
+    packages=find_packages(include=["downstream_tx", "downstream_tx.*"]) + ["twisted.plugins"],
     package_data={"downstream_tx.db": ["schema/*.sql"], "twisted.plugins": ["downstream_plugin.py"]},
     include_package_data=True,
     install_requires=[
