@@ -3,8 +3,8 @@
 The ``/new`` route can require a farmer to prove ownership of its SJCX
 (bitcoin mainnet P2PKH) address by posting a message signed with the
 address's key in the classic "Bitcoin Signed Message" format.  This module
-re-implements the check the original server did with siggy (protocol spec
-§8), on top of libsecp256k1 (``coincurve``):
+re-implements the check the original server did with siggy (docs/protocol-v1.md,
+Signatures), on top of libsecp256k1 (``coincurve``):
 
 * the signature is 88 characters of base64 that decode to 65 bytes:
   a header byte followed by ``r`` and ``s`` (32 bytes each, big-endian);

@@ -163,6 +163,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Base URL farmers use to reach this node, for download URLs (default: from --listen)."),
     Setting("metrics_listen", _optional_str, None, "Endpoint string for the Prometheus /metrics listener (off)."),
     Setting("max_body_size", _int(1024, 64 << 20), 1 << 20, "Largest request body accepted, in bytes."),
+    Setting("max_batch_body_size", _int(1024, 256 << 20), 16 << 20,
+            "Largest body of a v1 /challenge or /answer batch, in bytes (the node reads up to 5,000 items: "
+            "a proof is about 1 KiB)."),
     Setting("request_timeout", _float(0.0), 30.0,
             "Seconds a client has to send a whole request (head and body) from its first byte; slower "
             "clients get 408 and are disconnected."),

@@ -86,7 +86,6 @@ class NodeService(service.MultiService):
 
     async def _start(self) -> Any:
         from downstream_tx.http.ops import metrics_site
-        from downstream_tx.http.site import DownstreamSite
         from downstream_tx.jobs.stats import stats_job
         from downstream_tx.jobs.watchdog import Watchdog
         from downstream_tx.runtime import build_jobs, build_server, open_services
@@ -96,9 +95,7 @@ class NodeService(service.MultiService):
         self.node = services = await open_services(config, self.reactor)
         stats = services.core.stores.stats
         self.server = server = build_server(services)
-        self.site = site = DownstreamSite(server.resource(), max_body_size=config.max_body_size,
-                                          timeout=config.idle_timeout, request_timeout=config.request_timeout,
-                                          reactor=self.reactor)
+        self.site = site = server.site(self.reactor)
         jobs = build_jobs(services) + [stats_job(stats, config, self.reactor, self.metrics)]
         if self.metrics is not None:
             self._bind_metrics(jobs)

@@ -131,3 +131,19 @@ class ChallengeStore:
     def unused(self, file_id: int):
         """Fires with the file's unused challenges."""
         return self.db.run("unused_challenges", unused_count_txn, file_id)
+
+    def stored(self, batch_id: int | None = None):
+        """Fires with ``(seed, answer)`` of every stored challenge, or of one batch, in order."""
+        where, args = ("", ()) if batch_id is None else (" WHERE batch_id = ?", (batch_id,))
+        return self.db.run("stored_challenges", lambda txn: [(bytes(s), a) for s, a in txn.execute(
+            f"SELECT seed, answer FROM challenges{where} ORDER BY batch_id, seq", args).fetchall()])
+
+    def counts(self):
+        """Fires with ``{"batches": n, "unused": m}`` over every file."""
+        return self.db.run("challenge_counts", lambda txn: {
+            "batches": int(txn.scalar("SELECT COUNT(*) FROM challenge_batches")),
+            "unused": int(txn.scalar("SELECT COUNT(*) FROM challenges WHERE used = 0"))})
+
+    def mark_all_used(self):
+        """Mark every challenge used (tests: an exhausted supply). Fires with the rows changed."""
+        return self.db.run("mark_all_used", lambda txn: txn.execute("UPDATE challenges SET used = 1").rowcount)

@@ -1,9 +1,9 @@
 """Contracts (token × file) and the v0 challenge lifecycle.
 
-Timing (api-v0.md): challenge k of a contract is issued at ``start + k*interval``; its deadline is
-one interval later, when challenge k+1 is issued. ``deadline`` is therefore also "the time the
-timer must next look at this contract", and the timer's query is an index range scan on
-``(state, protocol, deadline)``.
+Timing (docs/protocol-v0.md, Timing): challenge k of a contract is issued at
+``start + k*interval``; its deadline is one interval later, when challenge k+1 is issued.
+``deadline`` is therefore also "the time the timer must next look at this contract", and the
+timer's query is an index range scan on ``(state, protocol, deadline)``.
 """
 
 from __future__ import annotations
@@ -272,3 +272,31 @@ class ContractStore:
     def fill_starved(self, now: float):
         """Fires with the contracts that got a challenge: see :func:`fill_starved_txn`."""
         return self.db.run("fill_starved", fill_starved_txn, now)
+
+    def latest(self, token_hash: bytes, file_hash: str):
+        """Fires with the newest contract of a token on a file as a dict, or None (admin and tests)."""
+        keys = ("id", "protocol", "state", "passes", "fails", "misses", "run", "seq", "deadline", "answered",
+                "end_reason")
+
+        def body(txn: Txn) -> dict | None:
+            row = txn.execute(
+                "SELECT c.id, c.protocol, c.state, c.passes, c.fails, c.misses, c.run, c.seq, c.deadline, "
+                "c.answered, c.end_reason FROM contracts c JOIN tokens k ON k.id = c.token_id "
+                "JOIN files f ON f.id = c.file_id WHERE k.token_hash = ? AND f.file_hash = ? "
+                "ORDER BY c.id DESC LIMIT 1", (token_hash, file_hash)).fetchone()
+            return None if row is None else dict(zip(keys, row))
+
+        return self.db.run("contract_latest", body)
+
+    def all(self):
+        """Fires with every contract (any token, any state) as a dict, oldest first (small databases:
+        admin and tests)."""
+        keys = ("id", "protocol", "state", "file_hash", "challenge_id", "deadline", "passes", "fails", "misses",
+                "end_reason")
+
+        def body(txn: Txn) -> list[dict]:
+            return [dict(zip(keys, row)) for row in txn.execute(
+                "SELECT c.id, c.protocol, c.state, f.file_hash, c.challenge_id, c.deadline, c.passes, c.fails, "
+                "c.misses, c.end_reason FROM contracts c JOIN files f ON f.id = c.file_id ORDER BY c.id").fetchall()]
+
+        return self.db.run("contracts_all", body)

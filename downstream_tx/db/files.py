@@ -139,3 +139,12 @@ class FileStore:
     def list_active(self, kind: str | None = "stored", after_id: int = 0, limit: int = 1000):
         """Fires with one page of monitored files (see :func:`list_active_txn`)."""
         return self.db.run("list_files", list_active_txn, kind, after_id, limit)
+
+    def replicas(self, file_hash: str):
+        """Fires with the replica count of the active file with this hash, or None."""
+        return self.db.run("file_replicas", lambda txn: txn.scalar(
+            "SELECT replicas FROM files WHERE file_hash = ? AND removed IS NULL", (file_hash,)))
+
+    def count(self):
+        """Fires with the number of file rows, removed ones included."""
+        return self.db.run("count_files", lambda txn: int(txn.scalar("SELECT COUNT(*) FROM files")))

@@ -55,3 +55,17 @@ class MetaStore:
 
     def mark_alive(self, when: float):
         return self.db.run("mark_alive", set_txn, LAST_ALIVE, repr(float(when)).encode("ascii"))
+
+    def snapshot(self):
+        """Fires with every row of every table, ``{table: sorted row reprs}`` (small databases: tests
+        compare the state before and after a refused call)."""
+
+        def body(txn: Txn) -> dict[str, list[str]]:
+            if txn.engine_name == "sqlite":
+                names = [r[0] for r in txn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                   "AND name NOT LIKE 'sqlite_%'").fetchall()]
+            else:
+                names = [r[0] for r in txn.execute("SHOW TABLES").fetchall()]
+            return {n: sorted(map(repr, txn.execute(f"SELECT * FROM {n}").fetchall())) for n in sorted(names)}
+
+        return self.db.run("snapshot", body)

@@ -359,3 +359,20 @@ class SeededStore:
     def shift_for_downtime(self, start: float, end: float):
         """See :func:`shift_for_downtime_txn`."""
         return self.db.run("v1_downtime", shift_for_downtime_txn, start, end)
+
+    def deadline(self, contract_id: int):
+        """Fires with a contract's deadline, or None."""
+        return self.db.run("v1_deadline", lambda txn: txn.scalar(
+            "SELECT deadline FROM contracts WHERE id = ?", (contract_id,)))
+
+    def overwrite_state(self, contract_id: int, hb_state: str, hb_challenge: str):
+        """Replace a v1 contract's stored heartbeat state and challenge (tests: a corrupt or foreign
+        state). Fires with the rows changed."""
+        return self.db.run("v1_overwrite_state", lambda txn: txn.execute(
+            "UPDATE contracts SET hb_state = ?, hb_challenge = ? WHERE id = ? AND protocol = 1",
+            (hb_state, hb_challenge, contract_id)).rowcount)
+
+    def stored_state(self, contract_id: int):
+        """Fires with a v1 contract's ``(hb_state, hb_challenge)`` as stored, or None."""
+        return self.db.run("v1_stored_state", lambda txn: txn.execute(
+            "SELECT hb_state, hb_challenge FROM contracts WHERE id = ?", (contract_id,)).fetchone())

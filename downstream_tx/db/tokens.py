@@ -155,6 +155,22 @@ class TokenStore:
         deactivated and their tokens' contracts end (history is kept). Fires with the counts."""
         return self.db.run("import_whitelist", _import_whitelist_txn, list(rows), replace, now)
 
+    def count(self, ip_hash: str | None = None):
+        """Fires with the number of token rows (deleted ones included), or of those with ``ip_hash``."""
+        if ip_hash is None:
+            return self.db.run("count_tokens", lambda txn: int(txn.scalar("SELECT COUNT(*) FROM tokens")))
+        return self.db.run("count_tokens", lambda txn: int(txn.scalar(
+            "SELECT COUNT(*) FROM tokens WHERE ip_hash = ?", (ip_hash,))))
+
+    def heartbeats_total(self):
+        """Fires with the heartbeats counted over every token."""
+        return self.db.run("heartbeats_total", lambda txn: int(txn.scalar(
+            "SELECT COALESCE(SUM(hbcount), 0) FROM tokens")))
+
+    def whitelist_size(self):
+        """Fires with the number of whitelist rows, active or not."""
+        return self.db.run("whitelist_size", lambda txn: int(txn.scalar("SELECT COUNT(*) FROM addresses")))
+
 
 def _import_whitelist_txn(txn: Txn, rows: list[tuple[str, int]], replace: bool, now: float) -> dict[str, int]:
     existing = {a: (b, act) for a, b, act in txn.execute("SELECT address, balance, active FROM addresses").fetchall()}

@@ -1,4 +1,4 @@
-"""v0 hash challenges (spec api-v0.md, "Hash challenges").
+"""v0 hash challenges (docs/protocol-v0.md, Hash challenges).
 
 * Seeds of a batch: ``seed_i = HMAC-SHA256(key=secret, msg=root_seed || be32(i))`` for
   ``i = 0 .. count-1``.  This derivation is our own definition (the API only requires

@@ -1,5 +1,5 @@
 """storj-heartbeat 0.1.10 "Merkle" proof-of-storage scheme, wire compatible
-(spec protocol-v1 §6.1-§6.7).
+(docs/protocol-v1.md, Merkle heartbeat).
 
 The server encodes ``n`` challenges up front: challenge ``k`` has seed
 ``s_k = HMAC(key, s_{k-1})`` (``s_0`` = root seed) and its answer is the HMAC (keyed

@@ -1,4 +1,4 @@
-"""KeyedPRF of storj-heartbeat 0.1.10 (spec protocol-v1 §6.3).
+"""KeyedPRF of storj-heartbeat 0.1.10 (docs/protocol-v1.md, KeyedPRF).
 
 The original creates ONE AES-CFB-8 cipher (zero IV) per evaluation and encrypts the
 same data block again and again (its nonce is reset inside the loop) until the masked

@@ -1,4 +1,4 @@
-"""RandomIO 0.2.1-compatible seeded pseudo-random stream (spec protocol-v1 §7).
+"""RandomIO 0.2.1-compatible seeded pseudo-random stream (docs/protocol-v1.md, RandomIO).
 
 Byte ``i`` of the stream is byte ``i % 16`` of ``AES-256_K(be128(i // 16 + 1))`` with
 ``K = SHA256(seed)``; i.e. the AES-CTR keystream with a 128-bit big-endian counter

@@ -14,9 +14,10 @@ from downstream_tx.http.clients import TokenRequestLimit
 from downstream_tx.http.ops import OpsRoutes
 from downstream_tx.http.ratelimit import RateLimiter
 from downstream_tx.http.routing import app
+from downstream_tx.http.site import DownstreamSite
 from downstream_tx.http.status import StatusRoutes
 from downstream_tx.http.v0 import V0Routes
-from downstream_tx.http.v1 import V1Routes
+from downstream_tx.http.v1 import BATCH_PATHS, V1Routes
 from downstream_tx.v0.farming import V0Farming
 from downstream_tx.v1.farming import V1Farming
 from downstream_tx.v1.status import Status
@@ -35,9 +36,17 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes):
         #: ``ping(timeout)`` fires with a :class:`~downstream_tx.health.Ping`
         self.ping = ping
         self.max_body_size = config.max_body_size
+        self.batch_body_size = max(config.max_batch_body_size, config.max_body_size)
         self.token_limit = TokenRequestLimit(RateLimiter(config.token_rate, clock), hash_ip)
         #: where farmers download stored chunks; the daemon sets it once its port is bound
         self.base_url = config.base_url
 
     def resource(self) -> KleinResource:
         return self._app.resource()
+
+    def site(self, reactor: Any) -> DownstreamSite:
+        """The HTTP site serving this server: body caps (batch routes have their own), timeouts."""
+        config = self.config
+        return DownstreamSite(self.resource(), max_body_size=self.max_body_size, timeout=config.idle_timeout,
+                              request_timeout=config.request_timeout, batch_body_size=self.batch_body_size,
+                              batch_paths=tuple(p.encode() for p in BATCH_PATHS), reactor=reactor)

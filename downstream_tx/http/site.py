@@ -51,7 +51,10 @@ class CappedRequest(server.Request):
         super().process()
 
     def _cap(self) -> int:
-        return getattr(self.channel.site, "max_body_size", 1 << 20)
+        site = self.channel.site
+        if not isinstance(site, DownstreamSite):
+            return 1 << 20
+        return site.body_cap(getattr(self.channel, "_path", b"") or b"")
 
     def _reject(self) -> None:
         self._dtx_rejected = True
@@ -145,9 +148,13 @@ class DownstreamSite(server.Site):
     displayTracebacks = False
 
     def __init__(self, resource: Any, max_body_size: int = 1 << 20, timeout: float = 60.0,
-                 request_timeout: float | None = 30.0, **kwargs: Any):
+                 request_timeout: float | None = 30.0, batch_body_size: int | None = None,
+                 batch_paths: tuple[bytes, ...] = (), **kwargs: Any):
         super().__init__(resource, timeout=timeout, **kwargs)
         self.max_body_size = max_body_size
+        #: the cap of bodies whose path starts with one of ``batch_paths`` (batches of items)
+        self.batch_body_size = batch_body_size or max_body_size
+        self.batch_paths = batch_paths
         #: seconds a client has to send a whole request (None: no deadline)
         self.request_timeout = request_timeout
         #: connections closed because their request was too slow
@@ -161,6 +168,12 @@ class DownstreamSite(server.Site):
         #: open HTTP connections, so a stop can close them gracefully (flushing answers)
         self.channels: set[Any] = set()
         self._closed: list[defer.Deferred] = []
+
+    def body_cap(self, path: bytes) -> int:
+        """The largest body a request for ``path`` may send."""
+        if self.batch_paths and path.startswith(self.batch_paths):
+            return self.batch_body_size
+        return self.max_body_size
 
     def log(self, request: server.Request) -> None:
         """No raw access log: paths hold tokens (see :meth:`request_finished`)."""

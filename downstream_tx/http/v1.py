@@ -15,12 +15,14 @@ from downstream_tx.http.routing import app
 from downstream_tx.v1.wire import DEFAULT_CHUNK_SIZE, MSG_POST_JSON, MSG_POST_REQUIRED, v1_error
 
 PREFIX = "/api/downstream/v1"
+#: routes whose bodies are batches of up to 5,000 items (their cap is ``max_batch_body_size``)
+BATCH_PATHS = (PREFIX + "/challenge/", PREFIX + "/answer/")
 RATE_LIMITED = {"status": "error", "message": "Too many token requests, try again in {retry} seconds."}
 
 
 class V1Routes:
     """Mixed into :class:`~downstream_tx.http.server.DownstreamServer` (its ``v1``, ``config``,
-    ``token_limit`` and ``max_body_size``)."""
+    ``token_limit``, ``max_body_size`` and ``batch_body_size``)."""
 
     @app.route(PREFIX + "/", methods=["GET"], endpoint="v1_index")
     def v1_index(self, request: IRequest):
@@ -60,7 +62,7 @@ class V1Routes:
         if contract_id is not None:
             items: list[Any] | None = [contract_id]
         elif request.method == b"POST":
-            items = stream_items(read_body(request, self.max_body_size), "hashes")
+            items = stream_items(read_body(request, self.batch_body_size), "hashes")
         else:
             items = None  # GET: every active contract of the token
         return json_body(request, {"challenges": await self.v1.challenges(token, items)})
@@ -68,7 +70,7 @@ class V1Routes:
     @app.route(PREFIX + "/answer/<v1token:token>", methods=["POST"], endpoint="v1_answer")
     @app.route(PREFIX + "/answer/<v1token:token>/<unsigned:contract_id>", methods=["POST"], endpoint="v1_answer_one")
     async def v1_answer(self, request: IRequest, token: str, contract_id: int | None = None):
-        cap = self.max_body_size
+        cap = self.batch_body_size
         raw = plain_body(request, read_body(request, cap), cap)
         if contract_id is None:
             items = stream_items(raw, "proofs")
