@@ -44,7 +44,7 @@ SHIM_DEPS = ["cryptography", "coincurve", "base58"]
 REAL_SDISTS = ["storj-heartbeat==0.1.10", "RandomIO==0.2.1", "siggy==0.1.0"]
 REAL_DEPS = ["pycryptodome", "pycoin==0.52"]
 
-#: the bitcoin signed-message vector of the spec (§8): address, message, signature
+#: the bitcoin signed-message test vector (docs/protocol-v1.md, Signatures): address, message, signature
 SIGNED_ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
 SIGNED_MESSAGE = "test message"
 SIGNED_SIGNATURE = "HyzVUenXXo4pa+kgm1vS8PNJM83eIXFC5r0q86FGbqFcdla6rcw72/ciXiEPfjli3ENfwWuESHhv6K9esI0dl5I="
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--challenges", type=int, default=64, help="node --seeded-challenges")
     ap.add_argument("--size", type=int, default=1179648, help="each client's --size (bytes to farm)")
     ap.add_argument("--signed", action="store_true",
-                    help="node requires signatures; every farmer uses the spec's signed-message identity")
+                    help="node requires signatures; every farmer uses the signed-message test vector's identity")
     ap.add_argument("--restart-client", action="store_true",
                     help="stop the clients half way and start them again (token from history.json, "
                          "GET /heartbeat/<token>)")
