@@ -14,6 +14,16 @@ from downstream_tx.db.stores import Stores
 Blocking = Callable[..., Awaitable[Any]]
 
 
+async def drain(fetch_page: Callable[[], Awaitable[Any]], total: Any) -> Any:
+    """Run a paged store call until its last page (``page.more`` false), adding each page into
+    ``total`` (``total.add(page)``); returns ``total``. Each page is a transaction of its own."""
+    while True:
+        page = await fetch_page()
+        total.add(page)
+        if not page.more:
+            return total
+
+
 class Results:
     """Challenge outcomes as they are counted; observers (metrics) get ``(result, n, protocol)``
     with result ``pass``, ``fail`` or ``miss``."""

@@ -63,8 +63,8 @@ Refresh = tuple[str, str, int, float, float, int, float | None]
 
 
 class V1Contract(NamedTuple):
-    """A named tuple: built once per id of every /challenge and /answer (a frozen dataclass's
-    ``__init__`` was 5% of the v1 daemon's CPU)."""
+    """A named tuple: one is built per id of every /challenge and /answer, and a named tuple is the
+    cheapest record to build (docs/performance.md)."""
 
     id: int
     state: str
@@ -104,8 +104,8 @@ def pool_take_txn(txn: Txn, max_size: int, attempts: int = 5) -> PoolChunk | Non
     handed out once), or None."""
     for _ in range(attempts):
         # two index seeks on seeded_pool (size, id): the largest size that fits, then its oldest
-        # chunk. (One "ORDER BY size DESC, id" query sorted the whole pool on every take: 30 ms
-        # each with 2,000 chunks pooled, see docs/performance.md.)
+        # chunk (one "ORDER BY size DESC, id" query cannot use that index in mixed order and sorts
+        # the whole pool on every take, see docs/performance.md)
         size = txn.scalar("SELECT MAX(size) FROM seeded_pool WHERE size <= ?", (max_size,))
         if size is None:
             return None
@@ -233,6 +233,11 @@ class ExpireResult:
     ended: int = 0
     failed: int = 0
     more: bool = False
+
+    def add(self, page: ExpireResult) -> None:
+        """Add a page's counts (the expiry runs page by page)."""
+        self.ended += page.ended
+        self.failed += page.failed
 
 
 def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:

@@ -9,7 +9,7 @@ from twisted.web.iweb import IRequest
 
 from downstream_tx.http.errors import json_body
 from downstream_tx.http.routing import app
-from downstream_tx.http.v1 import PREFIX
+from downstream_tx.v1.wire import PREFIX
 
 LIST = PREFIX + "/status/list"
 

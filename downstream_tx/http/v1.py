@@ -12,9 +12,8 @@ from downstream_tx.http.bodies import is_json, parse_object, plain_body, read_bo
 from downstream_tx.http.clients import client_ip
 from downstream_tx.http.errors import json_body
 from downstream_tx.http.routing import app
-from downstream_tx.v1.wire import DEFAULT_CHUNK_SIZE, MSG_POST_JSON, MSG_POST_REQUIRED, v1_error
+from downstream_tx.v1.wire import DEFAULT_CHUNK_SIZE, MSG_POST_JSON, MSG_POST_REQUIRED, PREFIX, v1_error
 
-PREFIX = "/api/downstream/v1"
 #: routes whose bodies are batches of up to 5,000 items (their cap is ``max_batch_body_size``)
 BATCH_PATHS = (PREFIX + "/challenge/", PREFIX + "/answer/")
 RATE_LIMITED = {"status": "error", "message": "Too many token requests, try again in {retry} seconds."}

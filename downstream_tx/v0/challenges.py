@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from downstream_tx.core.context import Core
+from downstream_tx.core.context import Core, drain
 from downstream_tx.db.contracts import TickResult
 from downstream_tx.errors import INVALID, NodeError
 from downstream_tx.heartbeat import hashchal
@@ -78,13 +78,9 @@ class ChallengeSupply:
         ``forgive`` window covers), fail contracts, top up files whose challenges ran low."""
         config = self.core.config
         stores = self.core.stores
-        total = TickResult()
         now = self.core.now()
-        while True:
-            page = await stores.contracts.issue_due(now, config.max_failures, PASS_PAGE, forgive)
-            total.add(page)
-            if not page.more:
-                break
+        total = await drain(lambda: stores.contracts.issue_due(now, config.max_failures, PASS_PAGE, forgive),
+                            TickResult())
         self.core.results.count("miss", total.missed)
         if total.file_ids:
             # a starved contract means its file has no unused challenge at all: top up regardless

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from downstream_tx.core.context import Core
+from downstream_tx.core.context import Core, drain
 from downstream_tx.db.seeded import ExpireResult
 
 #: contracts per page of the expiry pass (one transaction each)
@@ -16,15 +16,10 @@ class V1Expiry:
 
     async def expire(self) -> ExpireResult:
         """End or fail every expired v1 contract, a page at a time."""
-        total = ExpireResult()
         now = self.core.now()
-        while True:
-            page = await self.core.stores.seeded.expire(now, PASS_PAGE)
-            total.ended += page.ended
-            total.failed += page.failed
-            if not page.more:
-                self.core.results.count("miss", total.failed, protocol=1)
-                return total
+        total = await drain(lambda: self.core.stores.seeded.expire(now, PASS_PAGE), ExpireResult())
+        self.core.results.count("miss", total.failed, protocol=1)
+        return total
 
     async def shift_for_downtime(self, window: tuple[float, float]) -> int:
         """Give active v1 contracts the node's downtime ``window`` back (once per window)."""

@@ -26,6 +26,8 @@ from downstream_tx.core.tokens import (
 from downstream_tx.db.tokens import TokenFacts
 from downstream_tx.errors import INVALID, NodeError
 
+#: where every v1 route lives
+PREFIX = "/api/downstream/v1"
 HEARTBEAT_TYPE = "Merkle"
 DEFAULT_CHUNK_SIZE = 33554432
 #: items of one /challenge or /answer body looked at; the rest are ignored
