@@ -1,12 +1,8 @@
-import os
 
 import pytest
 from twisted.internet import task
 
-from support import MYSQL_ENV, fresh_mysql_database, make_config, make_node
-
-MYSQL_URL = os.environ.get(MYSQL_ENV)
-MYSQL_SKIP_REASON = f"MySQL/MariaDB tests need {MYSQL_ENV}=mysql://user:password@host:port/dbname (CI sets it)"
+from support import MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database, make_config, make_node
 
 
 def pytest_report_header(config):

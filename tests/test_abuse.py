@@ -10,11 +10,7 @@ import socket
 
 import orjson
 import pytest
-from test_admin import cli
-from test_fuzz_http import snapshot
-from test_v1_api import V1, answer, build, chunks, prove
 
-from daemon import Daemon
 from support import (
     ADDRESS,
     StubClient,
@@ -25,10 +21,14 @@ from support import (
     make_node,
     make_resource,
     run,
+    snapshot,
     stored_bytes,
     token_row,
     v0_answer,
 )
+from support.admin import cli
+from support.daemon import Daemon
+from support.v1 import V1, answer, build, chunks, prove
 
 # --- v0 ---------------------------------------------------------------------------------------------
 

@@ -35,8 +35,7 @@ class Client:
 
     def tokens_of_ip(self, ip: str) -> int:
         ip_hash = self.node.core.keys.hash_ip(ip)
-        return run(self.node.db.run("t", lambda t: t.scalar("SELECT COUNT(*) FROM tokens WHERE ip_hash = ?",
-                                                            (ip_hash,))))
+        return run(self.node.core.stores.tokens.count(ip_hash))
 
 
 @pytest.fixture

@@ -4,19 +4,15 @@ import io
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon import daemon_env
 from downstream_tx import admin
 from downstream_tx.db import schema
 from support import ADDRESS, MYSQL_ENV, run
-
-ADMIN = [sys.executable, "-c", "from downstream_tx.admin import entry; entry()"]
+from support.admin import cli
 
 
 def dispatch(node, *argv) -> str:
@@ -24,13 +20,6 @@ def dispatch(node, *argv) -> str:
     args = admin.build_parser().parse_args(list(argv))
     assert run(admin._dispatch(args, node, out)) == 0
     return out.getvalue()
-
-
-def cli(tmp_path, *argv, db=None, env=None):
-    """Run downstream-admin as a subprocess on a data dir under tmp_path."""
-    base = ["--data-dir", str(tmp_path / "data")] + (["--db", db] if db else [])
-    return subprocess.run(ADMIN + base + list(argv), cwd=tmp_path, env=daemon_env(env), capture_output=True,
-                          text=True, timeout=60)
 
 
 # --- in-process, on both engines ---------------------------------------------------------------

@@ -399,4 +399,4 @@ def test_head_is_refused_where_get_changes_state(api):
     node, client = api
     r = client.request("HEAD", f"/api/downstream/new/{ADDRESS}")
     assert r.code == 405 and r.header("allow") == "GET"
-    assert run(node.db.run("t", lambda t: t.scalar("SELECT COUNT(*) FROM tokens"))) == 0
+    assert run(node.core.stores.tokens.count()) == 0

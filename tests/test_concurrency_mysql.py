@@ -8,7 +8,6 @@ import threading
 import pytest
 import pytest_twisted
 import treq
-from conftest import MYSQL_SKIP_REASON, MYSQL_URL
 from twisted.internet import defer, endpoints
 
 from downstream_tx.core.tokens import hash_token
@@ -16,20 +15,34 @@ from downstream_tx.db import contracts
 from downstream_tx.db.database import Txn
 from downstream_tx.db.engine import create_engine
 from downstream_tx.http.site import DownstreamSite
-from support import add_test_file, fresh_mysql_database, make_address, make_config, make_node, make_resource, run
+from support import (
+    MYSQL_SKIP_REASON,
+    MYSQL_URL,
+    add_test_file,
+    fresh_mysql_database,
+    make_address,
+    make_config,
+    make_node,
+    make_resource,
+    run,
+)
 
 pytestmark = [pytest.mark.mysql, pytest.mark.skipif(not MYSQL_URL, reason=MYSQL_SKIP_REASON)]
 
 
 def token_id(node, token: str) -> int:
-    return run(node.db.run("t", lambda t: t.scalar("SELECT id FROM tokens WHERE token_hash = ?",
-                                                   (hash_token(token),))))
+    return run(node.core.stores.tokens.get(hash_token(token))).id
 
 
 def replicas_and_contracts(node, file_hash: str) -> tuple[int, int]:
-    return run(node.db.run("t", lambda t: t.execute(
-        "SELECT f.replicas, (SELECT COUNT(*) FROM contracts c WHERE c.file_id = f.id AND c.state = 'active') "
-        "FROM files f WHERE f.file_hash = ?", (file_hash,)).fetchone()))
+    return run(replicas_and_active(node, file_hash))
+
+
+async def replicas_and_active(node, file_hash: str) -> tuple[int, int]:
+    """The file's replica count and its active contracts, through the stores."""
+    replicas = await node.core.stores.files.replicas(file_hash)
+    contracts = await node.core.stores.contracts.all()
+    return replicas, sum(1 for c in contracts if c["file_hash"] == file_hash and c["state"] == "active")
 
 
 class RacingTxn(Txn):
@@ -114,9 +127,7 @@ async def test_concurrent_chunk_requests_over_http(tmp_path):
 
         codes = await defer.gatherResults([defer.ensureDeferred(ask(t)) for t in tokens])
         assert sorted(codes) == [200, 200] + [404] * 6
-        replicas, active = await node.db.run("t", lambda t: t.execute(
-            "SELECT f.replicas, (SELECT COUNT(*) FROM contracts c WHERE c.file_id = f.id AND c.state = 'active') "
-            "FROM files f WHERE f.file_hash = ?", (file_hash,)).fetchone())
+        replicas, active = await replicas_and_active(node, file_hash)
         assert (replicas, active) == (3, 3)
     finally:
         if port is not None:

@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_load import DbView, V0Farmer, V1Farmer
-from test_db_outage import assert_only_given_up_contracts_failed
 
-from daemon import Daemon, daemon_env
 from support import make_address, wait_until
+from support.daemon import Daemon, daemon_env
+from support.fault_load import DbView, V0Farmer, V1Farmer, assert_only_given_up_contracts_failed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

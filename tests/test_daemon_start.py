@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from daemon import ROOT, TWISTD, Daemon, daemon_env
 from support import MYSQL_ENV, fresh_mysql_database
+from support.daemon import ROOT, TWISTD, Daemon, daemon_env
 
 pytestmark = pytest.mark.e2e
 

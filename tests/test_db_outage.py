@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MYSQL_SKIP_REASON, MYSQL_URL
-from fault_load import DbView, V0Farmer, V1Farmer, http_get
-from tcp_proxy import TcpProxy
 
-from daemon import Daemon, daemon_env
 from downstream_tx.db.url import parse_db_url
-from support import fresh_mysql_database, make_address, wait_until
+from support import MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database, make_address, wait_until
+from support.daemon import Daemon, daemon_env
+from support.fault_load import DbView, V0Farmer, V1Farmer, assert_only_given_up_contracts_failed, http_get
+from support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.mysql]
 
@@ -38,18 +37,6 @@ OUTAGE = 3.0
 INTERVAL = 3
 #: the longest a request may take while the database is away (retries with back-off, no hang)
 REQUEST_BOUND = 8.0
-
-
-def assert_only_given_up_contracts_failed(db: DbView, v1: list, back_at: float) -> None:
-    """No contract failed for the node's own unavailability. The 0.1.8 client gives a contract up
-    when an answer fails (a 503) too close to its own idea of the expiration; the node then fails
-    it at its expiration — moved on by the downtime, so after the node's return — as it must fail
-    any contract whose farmer stopped answering."""
-    given_up = {fh for f in v1 for fh, _ in f.client.dropped}
-    for cid, protocol, deadline, reason in db.query(
-            "SELECT id, protocol, deadline, end_reason FROM contracts WHERE state = 'failed'"):
-        assert protocol == 1 and cid in given_up and reason == "missed", (cid, protocol, reason, given_up)
-        assert deadline > back_at, f"contract {cid} failed at {deadline}, before the node was back at {back_at}"
 
 
 class Prober(threading.Thread):

@@ -24,8 +24,8 @@ import pytest_twisted
 import treq
 from twisted.internet import task
 
-from daemon import Daemon, daemon_env
 from support import make_address
+from support.daemon import Daemon, daemon_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

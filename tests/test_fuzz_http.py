@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from treq.testing import StubTreq
 
 from downstream_tx.http.bodies import MAX_STREAM_DEPTH, _items_before_error
-from support import ADDRESS, add_test_file, make_config, make_node, make_resource, run
+from support import ADDRESS, add_test_file, make_config, make_node, make_resource, run, snapshot
 
 V1 = "/api/downstream/v1"
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -41,19 +41,6 @@ class Http:
                                      allow_redirects=False))
         body = run(resp.content())
         return resp.code, resp.headers, body
-
-
-def snapshot(node) -> dict:
-    """Every row of every table (the test databases are small)."""
-    def txn(t):
-        if t.engine_name == "sqlite":
-            names = [r[0] for r in t.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                             "AND name NOT LIKE 'sqlite_%'").fetchall()]
-        else:
-            names = [r[0] for r in t.execute("SHOW TABLES").fetchall()]
-        return {n: sorted(map(repr, t.execute(f"SELECT * FROM {n}").fetchall())) for n in sorted(names)}
-
-    return run(node.db.run("test_snapshot", txn))
 
 
 def make_world(tmp_path, db_url, clock):
@@ -239,7 +226,7 @@ def body_variants(raw: bytes):
 
 
 def heartbeats(node) -> int:
-    return int(run(node.db.run("t", lambda t: t.scalar("SELECT COALESCE(SUM(hbcount), 0) FROM tokens"))))
+    return run(node.core.stores.tokens.heartbeats_total())
 
 
 @FUZZ

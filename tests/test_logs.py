@@ -16,9 +16,9 @@ import urllib.request
 import pytest
 from twisted.logger import Logger, LogLevel, LogPublisher
 
-from daemon import Daemon, daemon_env
 from downstream_tx.logs import LogOutput, json_line, make_observer, text_line
 from support import ADDRESS
+from support.daemon import Daemon, daemon_env
 
 
 def _event(**kw):

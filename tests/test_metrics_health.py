@@ -11,12 +11,12 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet import defer, task
 
-from daemon import Daemon
 from downstream_tx.db import stats
 from downstream_tx.http.ops import MetricsResource
 from downstream_tx.jobs.stats import overdue_grace, stats_job
 from downstream_tx.metrics import Metrics
 from support import ADDRESS, make_resource, run
+from support.daemon import Daemon
 
 
 def _sample(metrics: Metrics, name: str, **labels) -> float | None:
@@ -35,20 +35,20 @@ def contract(node, tmp_path):
 
 
 def test_counts_on_an_empty_database(node, clock):
-    counts = run(node.db.run("stats", stats.counts_txn, clock.seconds(), 10.0))
+    counts = run(node.core.stores.stats.counts(clock.seconds(), 10.0))
     assert counts == stats.Counts()
-    assert run(node.db.run("ping", stats.ping_txn)) == 1
+    assert run(node.core.stores.stats.ping()) == 1
 
 
 def test_counts_contracts_due_overdue_and_farmers(node, clock, contract):
     _, _, assignment = contract
-    counts = run(node.db.run("stats", stats.counts_txn, clock.seconds(), 10.0))
+    counts = run(node.core.stores.stats.counts(clock.seconds(), 10.0))
     assert counts.contracts == {"active": 1}
     assert counts.due == {0: 1} and counts.overdue == {}
     assert counts.farmers_online == 1 and counts.farmers_active == 1
     # past the deadline and the grace time, with no timer pass: overdue, no longer due
     late = assignment.deadline + 11
-    counts = run(node.db.run("stats", stats.counts_txn, late, 10.0))
+    counts = run(node.core.stores.stats.counts(late, 10.0))
     assert counts.due == {} and counts.overdue == {0: 1}
 
 

@@ -16,10 +16,6 @@ def err(coro) -> NodeError:
     return e.value
 
 
-def db_scalar(node, sql, args=()):
-    return run(node.db.run("t", lambda txn: txn.scalar(sql, args)))
-
-
 @pytest.fixture
 def chunk(tmp_path):
     path = tmp_path / "chunk.bin"
@@ -33,9 +29,9 @@ def test_create_token_stores_only_its_hash(node):
     token = run(node.v0.create_token(ADDRESS))
     assert len(token) == 32 and int(token, 16) >= 0 and token == token.lower()
     digest = hashlib.sha256(bytes.fromhex(token)).digest()
-    assert db_scalar(node, "SELECT COUNT(*) FROM tokens WHERE token_hash = ?", (digest,)) == 1
-    assert db_scalar(node, "SELECT farmer_id FROM tokens") == digest.hex()[:20]
-    dump = run(node.db.run("t", lambda txn: txn.execute("SELECT * FROM tokens").fetchall()))
+    assert run(node.core.stores.tokens.get(digest)).farmer_id == digest.hex()[:20]
+    assert run(node.core.stores.tokens.count()) == 1
+    dump = run(node.core.stores.meta.snapshot())["tokens"]
     assert token not in repr(dump) and bytes.fromhex(token) not in repr(dump).encode()
 
 
@@ -44,7 +40,7 @@ def test_create_token_stores_only_its_hash(node):
 def test_create_token_rejects_invalid_addresses(node, address):
     e = err(node.v0.create_token(address))
     assert (e.kind, e.status) == ("invalid", "invalid_address")
-    assert db_scalar(node, "SELECT COUNT(*) FROM tokens") == 0
+    assert run(node.core.stores.tokens.count()) == 0
 
 
 def test_whitelist_and_minimum_balance(tmp_path, db_url, clock):
@@ -70,16 +66,16 @@ def test_whitelist_replace_ends_contracts_and_keeps_history(tmp_path, db_url, cl
     assert run(node.farmers.import_whitelist([(a, 1)], replace=True))["removed"] == 1
     assert err(node.v0.create_token(b)).status == "not_whitelisted"
     assert err(node.v0.due(token)).status == "no_token"
-    assert db_scalar(node, "SELECT state FROM contracts") == "ended"
-    assert db_scalar(node, "SELECT replicas FROM files") == 0
-    assert db_scalar(node, "SELECT COUNT(*) FROM addresses") == 2  # history kept
+    assert [c["state"] for c in run(node.core.stores.contracts.all())] == ["ended"]
+    assert [f["replicas"] for f in run(node.files.list())] == [0]
+    assert run(node.core.stores.tokens.whitelist_size()) == 2  # history kept
     node.db.close()
 
 
 def test_import_whitelist_rejects_bad_rows_and_changes_nothing(node):
     assert err(node.farmers.import_whitelist([(ADDRESS, 1), ("nope", 1)])).status == "invalid_address"
     assert err(node.farmers.import_whitelist([(ADDRESS, -1)])).status == "invalid_balance"
-    assert db_scalar(node, "SELECT COUNT(*) FROM addresses") == 0
+    assert run(node.core.stores.tokens.whitelist_size()) == 0
 
 
 def test_per_address_and_per_ip_limits(tmp_path, db_url, clock):
@@ -93,7 +89,7 @@ def test_per_address_and_per_ip_limits(tmp_path, db_url, clock):
     assert "IP Disallowed" in e.message
     assert run(node.v0.create_token(make_address(6), ip="10.0.0.9"))
     # raw IPs are not stored
-    assert db_scalar(node, "SELECT COUNT(*) FROM tokens WHERE ip_hash = '10.0.0.1'") == 0
+    assert run(node.core.stores.tokens.count("10.0.0.1")) == 0
     node.db.close()
 
 
@@ -128,7 +124,7 @@ def test_add_file_encrypts_hashes_and_generates_challenges(node, chunk):
         (file_hash, 3, 60, 0, True)
     assert row["unused_challenges"] == node.config.challenge_batch
     # every stored answer is the HMAC of the stored bytes keyed by the seed
-    seeds = run(node.db.run("t", lambda txn: txn.execute("SELECT seed, answer FROM challenges").fetchall()))
+    seeds = run(node.core.stores.challenges.stored())
     for seed, answer in seeds[:5]:
         assert hashchal.answer(bytes(seed), data) == answer
     # export gives the original bytes back
@@ -161,13 +157,13 @@ def test_add_file_errors_change_nothing(tmp_path, db_url, clock, chunk):
         small.chmod(0)
         assert err(node.files.add(str(small), 1, 60)).status == "unreadable"
         small.chmod(0o600)
-    assert db_scalar(node, "SELECT COUNT(*) FROM files") == 0
+    assert run(node.core.stores.files.count()) == 0
     assert [p for p in os.listdir(node.chunks.root)] == []
     first = run(node.files.add(str(small), 1, 60))
     e = err(node.files.add(str(small), 1, 60))  # same bytes, encrypted with another key: still a duplicate
     assert (e.kind, e.status) == ("conflict", "duplicate") and first in e.message
     assert err(node.files.add(str(small), 1, 60, metadisk=True)).status == "duplicate"
-    assert db_scalar(node, "SELECT COUNT(*) FROM files") == 1
+    assert run(node.core.stores.files.count()) == 1
     assert sorted(os.listdir(node.chunks.root)) == [first[:2]]
     node.db.close()
 
@@ -194,9 +190,8 @@ def test_gen_challenges_matches_spec_and_is_reproducible(node, chunk):
     answers = [hashchal.answer(s, chunk.read_bytes()) for s in seeds]
     assert batch["count"] == 7 and batch["root_seed"] == root_seed.hex()
     assert batch["merkle_root"] == hashchal.merkle_root(seeds, answers).hex()
-    stored = run(node.db.run("t", lambda txn: txn.execute(
-        "SELECT seed, answer FROM challenges WHERE batch_id = ? ORDER BY seq", (batch["batch_id"],)).fetchall()))
-    assert [(bytes(s), a) for s, a in stored] == list(zip(seeds, answers))
+    stored = run(node.core.stores.challenges.stored(batch["batch_id"]))
+    assert stored == list(zip(seeds, answers))
     # same root seed again: stored once
     assert run(node.files.generate_challenges(file_hash, root_seed, 7))["batch_id"] == batch["batch_id"]
     assert err(node.files.generate_challenges(file_hash, b"short", 7)).status == "invalid_root_seed"
@@ -222,15 +217,14 @@ def test_challenges_top_up_under_low_water(tmp_path, db_url, clock, chunk):
     for i in range(3):
         run(node.v0.get_chunk(run(node.v0.create_token(make_address(i)))))
     # the third assignment left 2 < 3 unused: a new batch of 5 was generated at once
-    assert db_scalar(node, "SELECT COUNT(*) FROM challenge_batches") == 2
-    assert db_scalar(node, "SELECT COUNT(*) FROM challenges WHERE used = 0") == 7
+    assert run(node.core.stores.challenges.counts()) == {"batches": 2, "unused": 7}
     clock.advance(60)
     assert run(node.supply.issue_due()).issued == 3  # 4 left: over the mark, no new batch
-    assert db_scalar(node, "SELECT COUNT(*) FROM challenge_batches") == 2
+    assert run(node.core.stores.challenges.counts())["batches"] == 2
     clock.advance(60)
     result = run(node.supply.issue_due())  # takes 3 of 4: under the mark again
     assert (result.issued, result.starved) == (3, 0)
-    assert db_scalar(node, "SELECT COUNT(*) FROM challenge_batches") == 3
+    assert run(node.core.stores.challenges.counts())["batches"] == 3
     node.db.close()
 
 
@@ -244,7 +238,7 @@ def test_starved_contracts_get_a_challenge_after_the_top_up(tmp_path, db_url, cl
     clock.advance(60)
     result = run(node.supply.issue_due())
     assert result.issued == 2 and result.starved == 0
-    assert db_scalar(node, "SELECT COUNT(*) FROM contracts WHERE challenge_id IS NULL") == 0
+    assert [c for c in run(node.core.stores.contracts.all()) if c["challenge_id"] is None] == []
     node.db.close()
 
 
@@ -277,5 +271,5 @@ def test_assignment_respects_redundancy(node, chunk):
     assert err(node.v0.get_chunk(tokens[0])).status == "no_chunks"  # already holds it
     assert run(node.v0.get_chunk(tokens[1]))
     assert err(node.v0.get_chunk(tokens[2])).status == "no_chunks"  # target reached
-    assert db_scalar(node, "SELECT replicas FROM files") == 2
-    assert db_scalar(node, "SELECT COUNT(*) FROM contracts WHERE state = ?", ("active",)) == 2
+    assert [f["replicas"] for f in run(node.files.list())] == [2]
+    assert [c["state"] for c in run(node.core.stores.contracts.all())].count("active") == 2

@@ -13,9 +13,9 @@ import time
 import pytest
 import yaml
 
-from daemon import ROOT, Daemon, daemon_env
 from downstream_tx.http.routing import app as routes
 from support import ADDRESS, StubClient, make_config, make_node, make_resource
+from support.daemon import ROOT, Daemon, daemon_env
 
 DOC = ROOT / "docs" / "openapi.yaml"
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

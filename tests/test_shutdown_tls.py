@@ -15,10 +15,10 @@ import urllib.request
 import pytest
 from twisted.internet import defer, task
 
-from daemon import Daemon
 from downstream_tx.jobs.periodic import PeriodicJob
 from downstream_tx.tap import NodeService
 from support import make_config
+from support.daemon import Daemon
 
 
 def _metric(d: Daemon, name: str) -> float | None:

@@ -15,8 +15,8 @@ from twisted.internet import address, task
 from twisted.internet.testing import StringTransport
 from twisted.web import resource
 
-from daemon import Daemon
 from downstream_tx.http.site import DownstreamSite
+from support.daemon import Daemon
 
 TIMEOUT = 5.0
 

@@ -12,9 +12,9 @@ import urllib.request
 import pytest
 from twisted.internet import defer, task
 
-from daemon import Daemon
 from downstream_tx.jobs.watchdog import Watchdog
 from downstream_tx.systemd import Notifier, watchdog_interval
+from support.daemon import Daemon
 
 
 class NotifySocket:

@@ -261,9 +261,8 @@ def test_challenges_are_topped_up_under_the_low_water_mark(make, clock, tmp_path
     assert unused() == 3  # not under the mark yet
     tick(node, clock)  # 2 left: under 3, a new batch of 5
     assert unused() == 7
-    batches = run(node.db.run("t", lambda t: t.scalar(
-        "SELECT COUNT(*) FROM challenge_batches b JOIN files f ON f.id = b.file_id WHERE f.file_hash = ?", (h,))))
-    assert batches == 2
+    file_id = run(node.core.stores.files.get_active(h)).id
+    assert len(run(node.core.stores.challenges.batches(file_id))) == 2
     for _ in range(20):  # never runs out
         assert farmer.answer(h) == "pass"
         assert tick(node, clock).starved == 0
@@ -345,7 +344,7 @@ def test_the_job_survives_errors(node, clock, monkeypatch):
 def test_the_start_up_pass_tops_up_every_low_file(make, clock, tmp_path):
     node = make(challenge_batch=5, challenge_low_water=3)
     h = add_test_file(node, tmp_path)
-    run(node.db.run("t", lambda t: t.execute("UPDATE challenges SET used = 1")))
+    run(node.core.stores.challenges.mark_all_used())
     timer = contract_timer(node)
     assert run(timer()).topped_up == 1
     assert run(node.files.list())[0]["unused_challenges"] == 5

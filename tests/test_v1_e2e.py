@@ -8,11 +8,10 @@ import json
 import urllib.request
 
 import pytest
-from conftest import MYSQL_SKIP_REASON, MYSQL_URL
-from farmer_v1 import Farmer
 
-from daemon import Daemon
-from support import ADDRESS, fresh_mysql_database
+from support import ADDRESS, MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database
+from support.daemon import Daemon
+from support.farmer_v1 import Farmer
 
 pytestmark = pytest.mark.e2e
 

@@ -7,10 +7,10 @@ import hashlib
 import re
 
 import pytest
-from test_v1_api import INTERVAL, V1, answer, build, chunks, prove
 
 from downstream_tx.runtime import build_jobs, contract_timer
 from support import make_address, run
+from support.v1 import INTERVAL, V1, answer, build, chunks, prove
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -205,20 +205,17 @@ def test_v1_contracts_are_not_failed_by_the_nodes_own_downtime(tmp_path, db_url,
 
 
 def test_the_v1_downtime_shift_is_applied_once_per_window(setup, clock):
-    from downstream_tx.db import seeded
-
     node, api = setup
     token = api.new_token()
     [c] = chunks(api, token, 4096)
     t = clock.seconds()
 
     def deadline():
-        return run(node.db.run("t", lambda x: x.scalar("SELECT deadline FROM contracts WHERE id = ?",
-                                                       (c["file_hash"],))))
+        return run(node.core.stores.seeded.deadline(c["file_hash"]))
 
     before = deadline()
-    assert run(node.db.run("s", seeded.shift_for_downtime_txn, t, t + 30)) == 1
-    assert run(node.db.run("s", seeded.shift_for_downtime_txn, t, t + 30)) == 0  # a retried transaction
+    assert run(node.core.stores.seeded.shift_for_downtime(t, t + 30)) == 1
+    assert run(node.core.stores.seeded.shift_for_downtime(t, t + 30)) == 0  # a retried transaction
     assert deadline() == before + 30
-    run(node.db.run("s", seeded.shift_for_downtime_txn, t, t + 40))  # the same downtime, seen later
+    run(node.core.stores.seeded.shift_for_downtime(t, t + 40))  # the same downtime, seen later
     assert deadline() == before + 40

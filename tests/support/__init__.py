@@ -23,6 +23,8 @@ from downstream_tx.http.server import DownstreamServer
 from downstream_tx.runtime import Services, build_services, open_core
 
 MYSQL_ENV = "DOWNSTREAM_TEST_MYSQL_URL"
+MYSQL_URL = os.environ.get(MYSQL_ENV)
+MYSQL_SKIP_REASON = f"MySQL/MariaDB tests need {MYSQL_ENV}=mysql://user:password@host:port/dbname (CI sets it)"
 
 
 class InlinePool:
@@ -183,23 +185,17 @@ def add_test_file(node: Services, tmp_path, redundancy: int = 1, interval: int =
 
 
 def contract_row(node: Services, token: str, file_hash: str) -> dict | None:
-    """The newest contract of a token on a file, as a dict (tests only)."""
-    def txn(t):
-        row = t.execute(
-            "SELECT c.state, c.passes, c.fails, c.misses, c.run, c.seq, c.deadline, c.answered, c.end_reason "
-            "FROM contracts c JOIN tokens k ON k.id = c.token_id JOIN files f ON f.id = c.file_id "
-            "WHERE k.token_hash = ? AND f.file_hash = ? ORDER BY c.id DESC LIMIT 1",
-            (hash_token(token), file_hash),
-        ).fetchone()
-        keys = ("state", "passes", "fails", "misses", "run", "seq", "deadline", "answered", "end_reason")
-        return None if row is None else dict(zip(keys, row))
-
-    return run(node.db.run("test_contract_row", txn))
+    """The newest contract of a token on a file, as a dict (through the contract store)."""
+    return run(node.core.stores.contracts.latest(hash_token(token), file_hash))
 
 
 def file_replicas(node: Services, file_hash: str) -> int:
-    return run(node.db.run("test_replicas", lambda t: int(t.scalar(
-        "SELECT replicas FROM files WHERE file_hash = ? AND removed IS NULL", (file_hash,)))))
+    return int(run(node.core.stores.files.replicas(file_hash)))
+
+
+def snapshot(node: Services) -> dict:
+    """Every row of every table (the test databases are small)."""
+    return run(node.core.stores.meta.snapshot())
 
 
 class StubClient:

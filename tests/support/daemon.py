@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 LISTENING = re.compile(r"listening on [0-9a-fA-F.:]*?:(\d+) ")
 METRICS = re.compile(r"metrics at http://[0-9a-fA-F.:]*?:(\d+)/metrics")
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]

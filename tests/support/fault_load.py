@@ -15,10 +15,9 @@ import urllib.request
 from collections import Counter
 from typing import Any
 
-from farmer_v1 import DownstreamError, FatalError
-from farmer_v1 import Farmer as V1Client
-
 from downstream_tx.db.url import parse_db_url
+from support.farmer_v1 import DownstreamError, FatalError
+from support.farmer_v1 import Farmer as V1Client
 
 PACE = 0.05  # the farmers' own pacing between polls
 
@@ -234,3 +233,15 @@ class DbView:
             if check != "ok":
                 problems.append(f"integrity_check: {check}")
         return problems
+
+
+def assert_only_given_up_contracts_failed(db: DbView, v1: list, back_at: float) -> None:
+    """No contract failed for the node's own unavailability. The 0.1.8 client gives a contract up
+    when an answer fails (a 503) too close to its own idea of the expiration; the node then fails
+    it at its expiration — moved on by the downtime, so after the node's return — as it must fail
+    any contract whose farmer stopped answering."""
+    given_up = {fh for f in v1 for fh, _ in f.client.dropped}
+    for cid, protocol, deadline, reason in db.query(
+            "SELECT id, protocol, deadline, end_reason FROM contracts WHERE state = 'failed'"):
+        assert protocol == 1 and cid in given_up and reason == "missed", (cid, protocol, reason, given_up)
+        assert deadline > back_at, f"contract {cid} failed at {deadline}, before the node was back at {back_at}"

@@ -1,0 +1,17 @@
+"""downstream-admin as a subprocess, for the tests that run the real command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from support.daemon import daemon_env
+
+ADMIN = [sys.executable, "-c", "from downstream_tx.admin import entry; entry()"]
+
+
+def cli(tmp_path, *argv, db=None, env=None):
+    """Run downstream-admin as a subprocess on a data dir under tmp_path."""
+    base = ["--data-dir", str(tmp_path / "data")] + (["--db", db] if db else [])
+    return subprocess.run(ADMIN + base + list(argv), cwd=tmp_path, env=daemon_env(env), capture_output=True,
+                          text=True, timeout=60)
