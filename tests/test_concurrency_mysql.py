@@ -11,7 +11,7 @@ import treq
 from twisted.internet import defer, endpoints
 
 from downstream_tx.core.tokens import hash_token
-from downstream_tx.db import contracts
+from downstream_tx.db import challenges, contracts
 from downstream_tx.db.database import Txn
 from downstream_tx.db.engine import create_engine
 from downstream_tx.http.site import DownstreamSite
@@ -25,6 +25,7 @@ from support import (
     make_node,
     make_resource,
     run,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.mysql, pytest.mark.skipif(not MYSQL_URL, reason=MYSQL_SKIP_REASON)]
@@ -103,11 +104,11 @@ async def test_concurrent_chunk_requests_over_http(tmp_path):
     """Eight farmers ask a real listening node (real adbapi pool, 5 connections) at once."""
     from twisted.internet import reactor
 
-    from downstream_tx.runtime import open_node
+    from downstream_tx.runtime import open_services
 
     fresh_mysql_database(MYSQL_URL)
     config = make_config(tmp_path, MYSQL_URL, max_tokens_per_ip=0, db_pool_size=5)
-    node = await open_node(config, reactor)
+    node = await open_services(config, reactor)
     port = None
     try:
         port = await endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
@@ -132,4 +133,64 @@ async def test_concurrent_chunk_requests_over_http(tmp_path):
     finally:
         if port is not None:
             await port.stopListening()
+        node.db.close()
+
+
+def running_on_challenges(engine) -> int:
+    """Statements on the challenges table other connections of this user are running now (a user
+    sees its own threads in the process list without the PROCESS privilege)."""
+    conn = engine.connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+                           "AND COMMAND = 'Query' AND INFO LIKE '%challenges%'")
+            return int(cursor.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_take_many_locks_the_challenges_it_reads(tmp_path, clock):
+    """``FOR UPDATE`` in ``challenges.take_many_txn``: while one transaction holds challenges it has
+    taken, a second one waits for them and then takes the next ones. (Without the lock the second
+    reads the same unused rows from its snapshot, and its guarded UPDATE changes none of them.)"""
+    fresh_mysql_database(MYSQL_URL)
+    node = make_node(make_config(tmp_path, MYSQL_URL, challenge_batch=6, challenge_low_water=2), clock)
+    try:
+        file_hash = add_test_file(node, tmp_path)
+        file_id = run(node.core.stores.files.get_active(file_hash)).id
+        engine = create_engine(MYSQL_URL)
+        first = engine.connect()
+        results: dict[str, object] = {}
+
+        def second() -> None:
+            conn = engine.connect()
+            try:
+                with conn.cursor() as cursor:
+                    results["second"] = challenges.take_many_txn(Txn(cursor, engine), {file_id: 2})
+                conn.commit()
+            except BaseException as e:  # reported below
+                results["second"] = e
+                conn.rollback()
+            finally:
+                conn.close()
+
+        try:
+            with first.cursor() as cursor:
+                mine = challenges.take_many_txn(Txn(cursor, engine), {file_id: 2})
+                thread = threading.Thread(target=second)
+                thread.start()
+                # the second transaction has started reading (and is held by the first one's locks)
+                wait_until(lambda: running_on_challenges(engine) == 1, 30, "the second transaction waiting")
+                assert "second" not in results
+            first.commit()
+        finally:
+            first.close()
+        thread.join(30)
+        theirs = results["second"]
+        assert not isinstance(theirs, BaseException), theirs
+        assert len(mine[file_id]) == 2
+        assert not {cid for cid, _ in mine[file_id]} & {cid for cid, _ in theirs[file_id]}
+        assert [cid for cid, _ in theirs[file_id]] == [cid + 2 for cid, _ in mine[file_id]]
+        assert run(node.core.stores.challenges.unused(file_id)) == 2
+    finally:
         node.db.close()

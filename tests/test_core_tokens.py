@@ -1,0 +1,92 @@
+"""core.tokens: the token rule, the failed checks, and each protocol's rules table (the order of
+its refusals and their words), on plain facts: no database."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from downstream_tx.core import tokens
+from downstream_tx.db.tokens import TokenFacts
+from downstream_tx.errors import NodeError
+from downstream_tx.v0.farming import TOKEN_RULES as V0
+from downstream_tx.v1.wire import MSG_BAD_ADDRESS, MSG_NOT_WHITELISTED
+from downstream_tx.v1.wire import TOKEN_RULES as V1
+from support import ADDRESS, make_config
+
+BAD = "1BoatSLRHtKNngkdXEeobR76b53LETtpyX"  # a checksum error
+
+
+def facts(address=ADDRESS, balance=None, by_address=0, by_ip=0) -> TokenFacts:
+    return TokenFacts(address, balance, by_address, by_ip)
+
+
+def test_token_shape_and_hash():
+    assert tokens.is_token("ab" * 16) and tokens.is_token("AB" * 16)
+    for bad in ("ab" * 15, "ab" * 17, "zz" * 16, None, 7, " " + "a" * 31):
+        assert not tokens.is_token(bad)
+    token = "0f" * 16
+    digest = hashlib.sha256(bytes.fromhex(token)).digest()
+    assert tokens.hash_token(token) == digest and tokens.farmer_id_of(digest) == digest.hex()[:20]
+    assert tokens.FARMER_ID_RE.match(digest.hex()[:20]) and not tokens.FARMER_ID_RE.match(digest.hex()[:20].upper())
+    assert tokens.ip_limit_message(3) == "IP Disallowed, only 3 tokens are permitted per IP address"
+
+
+def test_failed_checks(tmp_path):
+    plain = make_config(tmp_path, max_tokens_per_ip=2, max_tokens_per_address=2)
+    assert tokens.failed_checks(facts(), plain) == set()
+    assert tokens.failed_checks(facts(by_ip=1, by_address=1), plain) == set()
+    assert tokens.failed_checks(facts(BAD, by_ip=2, by_address=2), plain) == {
+        tokens.IP_LIMIT, tokens.INVALID_ADDRESS, tokens.ADDRESS_LIMIT}
+    unlimited = make_config(tmp_path, max_tokens_per_ip=0, max_tokens_per_address=0)
+    assert tokens.failed_checks(facts(by_ip=10**6, by_address=10**6), unlimited) == set()
+    listed = make_config(tmp_path, whitelist=True, min_balance=100)
+    assert tokens.failed_checks(facts(balance=None), listed) == {tokens.NOT_WHITELISTED}
+    assert tokens.failed_checks(facts(balance=99), listed) == {tokens.LOW_BALANCE}
+    assert tokens.failed_checks(facts(balance=100), listed) == set()
+
+
+def refusal(rules, f, config) -> NodeError:
+    with pytest.raises(NodeError) as e:
+        rules.admit(f, config)
+    return e.value
+
+
+def test_v0_order_and_words(tmp_path):
+    config = make_config(tmp_path, whitelist=True, min_balance=100, max_tokens_per_ip=1, max_tokens_per_address=1)
+    everything = facts(BAD, balance=None, by_address=1, by_ip=1)
+    e = refusal(V0, everything, config)
+    assert (e.kind, e.status) == ("invalid", "invalid_address") and e.message.startswith("invalid address: ")
+    e = refusal(V0, facts(balance=None, by_address=1, by_ip=1), config)
+    assert (e.kind, e.status, e.message) == ("forbidden", "not_whitelisted", "address is not in the whitelist")
+    e = refusal(V0, facts(balance=5, by_address=1, by_ip=1), config)
+    assert (e.status, e.message) == ("not_whitelisted", "address balance is under the minimum of 100")
+    e = refusal(V0, facts(balance=100, by_address=1, by_ip=1), config)
+    assert (e.kind, e.status, e.message) == ("limit", "limit_reached", "address already holds 1 tokens")
+    e = refusal(V0, facts(balance=100, by_ip=1), config)
+    assert (e.kind, e.status, e.message) == ("limit", "limit_reached",
+                                             "IP Disallowed, only 1 tokens are permitted per IP address")
+    assert V0.admit(facts(balance=100), config) is None
+
+
+def test_v1_order_and_words(tmp_path):
+    config = make_config(tmp_path, whitelist=True, min_balance=100, max_tokens_per_ip=1, max_tokens_per_address=1)
+    e = refusal(V1, facts(BAD, balance=None, by_address=1, by_ip=1), config)
+    assert (e.kind, e.status, e.message) == ("invalid", "error",
+                                             "IP Disallowed, only 1 tokens are permitted per IP address")
+    e = refusal(V1, facts(BAD, balance=None, by_address=1), config)
+    assert e.message == MSG_BAD_ADDRESS
+    assert refusal(V1, facts(balance=None, by_address=1), config).message == MSG_NOT_WHITELISTED
+    assert refusal(V1, facts(balance=99, by_address=1), config).message == MSG_NOT_WHITELISTED
+    e = refusal(V1, facts(balance=100, by_address=1), config)
+    assert (e.status, e.message) == ("error", "Address limit reached, only 1 tokens are permitted per address")
+    assert V1.admit(facts(balance=100), config) is None
+
+
+def test_the_tables_name_every_check_once():
+    checks = {tokens.IP_LIMIT, tokens.INVALID_ADDRESS, tokens.NOT_WHITELISTED, tokens.LOW_BALANCE,
+              tokens.ADDRESS_LIMIT}
+    for rules in (V0, V1):
+        assert sorted(rules.order) == sorted(checks) and set(rules.refusal) == checks
+    assert (V0.name, V1.name) == ("v0", "v1")

@@ -1,0 +1,252 @@
+"""V1Farming called directly (no HTTP), on each engine, with a task.Clock: chunks, challenges,
+answers, tags, heartbeat, unknown tokens, the per-address token limit, the 5,000-item bound, a
+stored state that cannot be used, and the pass/fail results counted once."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from twisted.internet import task
+
+from downstream_tx.errors import NodeError
+from downstream_tx.metrics import Metrics
+from downstream_tx.v1 import wire
+from support import ADDRESS, make_address, make_config, make_node, run
+from support.v1 import INTERVAL, prove
+
+IP = "10.1.2.3"
+
+
+@pytest.fixture
+def make(tmp_path, db_url, clock):
+    made = []
+
+    def factory(sub: str = "", **overrides):
+        values = {"seeded_pool": "4096:6", "seeded_challenges": 4, "seeded_interval": INTERVAL,
+                  "max_tokens_per_ip": 0}
+        values.update(overrides)
+        # another node (``sub``) has its own SQLite database, so its own node secret
+        url = "sqlite:///" + str(tmp_path / sub / "node.db") if sub else db_url
+        config = make_config(tmp_path / sub if sub else tmp_path, url, **values)
+        node = make_node(config, clock)
+        run(node.pool.refill())
+        made.append(node)
+        return node
+
+    yield factory
+    for node in made:
+        node.db.close()
+
+
+@pytest.fixture
+def node(make):
+    return make()
+
+
+def new_token(node, address=ADDRESS, ip=IP) -> str:
+    return run(node.v1.new_token(address, ip))["token"]
+
+
+def refused(d) -> NodeError:
+    with pytest.raises(NodeError) as e:
+        run(d)
+    return e.value
+
+
+def contract(node, cid: int) -> dict:
+    [row] = [c for c in run(node.core.stores.contracts.all()) if c["id"] == cid]
+    return row
+
+
+def results_of(node) -> list[tuple[str, int, int]]:
+    seen: list[tuple[str, int, int]] = []
+    node.core.results.observers.append(lambda result, n, protocol: seen.append((result, n, protocol)))
+    return seen
+
+
+def test_new_token_and_heartbeat(node):
+    body = run(node.v1.new_token(ADDRESS, IP))
+    assert body == {"token": body["token"], "type": "Merkle",
+                    "heartbeat": {"key": "", "check_fraction": node.config.seeded_check_fraction}}
+    assert run(node.v1.heartbeat(body["token"].upper()))["token"] == body["token"]
+
+
+@pytest.mark.parametrize("call", ["heartbeat", "tags"])
+def test_unknown_or_malformed_token_is_nonexistent_404(node, call):
+    for token in ("0" * 32, "not a token"):
+        e = refused(getattr(node.v1, call)(token))
+        assert (e.kind, e.status, e.message) == ("not_found", "error", wire.NONEXISTENT_TOKEN)
+
+
+@pytest.mark.parametrize("call", ["chunks", "challenges", "answer"])
+def test_unknown_token_is_nonexistent_400_on_farming_calls(node, call):
+    args = {"chunks": (None,), "challenges": (None,), "answer": (None, [])}[call]
+    for token in ("0" * 32, "xyz"):
+        e = refused(getattr(node.v1, call)(token, *args))
+        assert (e.kind, e.status, e.message) == ("invalid", "error", wire.NONEXISTENT_TOKEN)
+
+
+def test_chunks_fit_the_requested_size(node, clock):
+    token = new_token(node)
+    assert run(node.v1.chunks(token, IP, 4095)) == []
+    got = run(node.v1.chunks(token, IP, 8192 + 100))
+    assert [c["size"] for c in got] == [4096, 4096]
+    assert all(c["due"] == INTERVAL for c in got)
+    assert len({c["file_hash"] for c in got}) == 2
+    # the pool gave them away
+    assert run(node.core.stores.seeded.pool_counts()) == {4096: 4}
+
+
+def test_challenge_then_answer_then_tags(node, clock):
+    token = new_token(node)
+    [c] = run(node.v1.chunks(token, IP, 4096))
+    cid = c["file_hash"]
+    [entry] = orjson.loads(orjson.dumps(run(node.v1.challenges(token, [cid]))))
+    assert entry["file_hash"] == cid and entry["answered"] is False
+    assert entry["challenge"] == orjson.loads(orjson.dumps(c["challenge"]))
+    proof = prove(orjson.loads(orjson.dumps(c)))
+    assert run(node.v1.answer(token, IP, [{"file_hash": cid, "proof": proof}])) == [{"file_hash": cid,
+                                                                                      "status": "ok"}]
+    assert run(node.v1.answer(token, IP, [{"file_hash": cid, "proof": proof}])) == [
+        {"file_hash": cid, "error": "Challenge already answered."}]
+    row = contract(node, cid)
+    assert (row["passes"], row["fails"]) == (1, 0)
+    [tag] = run(node.v1.tags(token))
+    assert tag["file_hash"] == cid
+    # another token sees none of it
+    other = new_token(node, make_address(3))
+    assert run(node.v1.tags(other)) == []
+    assert run(node.v1.challenges(other, [cid])) == [{"file_hash": cid, "error": "contract not found"}]
+
+
+def test_answer_report_entries(node, clock):
+    token = new_token(node)
+    a, b = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 8192))))
+    report = run(node.v1.answer(token, IP, [
+        {"file_hash": a["file_hash"], "proof": {"nope": 1}},
+        {"file_hash": 99999, "proof": prove(a)},
+        {"file_hash": b["file_hash"], "proof": prove(a)},  # a's proof for b's challenge
+    ]))
+    assert report == [{"file_hash": a["file_hash"], "error": "Proof corrupted"},
+                      {"file_hash": 99999, "error": "contract not found"},
+                      {"file_hash": b["file_hash"], "error": "Invalid proof"}]
+    clock.advance(3 * INTERVAL)
+    assert run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}])) == [
+        {"file_hash": a["file_hash"], "error": "Answer failed: contract expired."}]
+
+
+def test_ip_limit_on_answer_and_chunks(make):
+    node = make(max_tokens_per_ip=1)
+    token = new_token(node, ip="10.0.0.1")
+    new_token(node, make_address(2), ip="10.0.0.2")
+    [c] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, "10.0.0.1", 4096))))
+    # the token used from an address that already holds the most tokens allowed
+    e = refused(node.v1.answer(token, "10.0.0.2", [{"file_hash": c["file_hash"], "proof": prove(c)}]))
+    assert (e.kind, e.message) == ("invalid", "IP Disallowed, only 1 tokens are permitted per IP address")
+    e = refused(node.v1.chunks(token, "10.0.0.2", 4096))
+    assert e.message == "IP Disallowed, only 1 tokens are permitted per IP address"
+    assert run(node.v1.answer(token, "10.0.0.1", [{"file_hash": c["file_hash"], "proof": prove(c)}]))[0][
+        "status"] == "ok"
+
+
+# --- a stored state that cannot be used verifies nothing (issue 16, survivor 1) --------------------
+
+def _two_contracts(node):
+    token = new_token(node)
+    a, b = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 8192))))
+    return token, a, b
+
+
+@pytest.mark.parametrize("what", ["state", "challenge"])
+def test_a_corrupt_stored_state_reports_invalid_proof_and_counts_a_fail(node, what):
+    token, a, b = _two_contracts(node)
+    seen = results_of(node)
+    state, challenge = run(node.core.stores.seeded.stored_state(a["file_hash"]))
+    if what == "state":
+        state = state[: len(state) // 2]  # cut: no longer JSON
+    else:
+        challenge = '{"index": "x"}'
+    assert run(node.core.stores.seeded.overwrite_state(a["file_hash"], state, challenge)) == 1
+    report = run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)},
+                                            {"file_hash": b["file_hash"], "proof": prove(b)}]))
+    # the same kind of proof passes on the untouched contract
+    assert report == [{"file_hash": a["file_hash"], "error": "Invalid proof"},
+                      {"file_hash": b["file_hash"], "status": "ok"}]
+    assert (contract(node, a["file_hash"])["passes"], contract(node, a["file_hash"])["fails"]) == (0, 1)
+    assert seen == [("pass", 1, 1), ("fail", 1, 1)]
+
+
+def test_a_state_made_with_another_node_secret_verifies_nothing(make):
+    ours, theirs = make(), make("theirs")
+    assert ours.core.keys.secret != theirs.core.keys.secret
+    token, a, _ = _two_contracts(ours)
+    their_token = new_token(theirs)
+    [t] = orjson.loads(orjson.dumps(run(theirs.v1.chunks(their_token, IP, 4096))))
+    # their chunk, state and challenge on our contract: the proof is right for them
+    state, challenge = run(theirs.core.stores.seeded.stored_state(t["file_hash"]))
+    run(ours.core.stores.seeded.overwrite_state(a["file_hash"], state, challenge))
+    report = run(ours.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(t)}]))
+    assert report == [{"file_hash": a["file_hash"], "error": "Invalid proof"}]
+    assert (contract(ours, a["file_hash"])["passes"], contract(ours, a["file_hash"])["fails"]) == (0, 1)
+    # the very same proof is right where the state was made
+    assert run(theirs.v1.answer(their_token, IP, [{"file_hash": t["file_hash"], "proof": prove(t)}])) == [
+        {"file_hash": t["file_hash"], "status": "ok"}]
+
+
+# --- the pass/fail results, each counted exactly once (issue 16, survivor 7) -----------------------
+
+def test_v1_results_are_counted_once_per_proof(node):
+    metrics = Metrics(task.Clock())
+    node.core.results.observers.append(metrics.count_result)
+    seen = results_of(node)
+    token = new_token(node)
+    chunks = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 3 * 4096))))
+    a, b, c = chunks
+    run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)},
+                                   {"file_hash": b["file_hash"], "proof": prove(b)},
+                                   {"file_hash": c["file_hash"], "proof": prove(a)}]))
+    assert seen == [("pass", 2, 1), ("fail", 1, 1)]
+    # answered already: neither a pass nor a fail
+    run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}]))
+    assert seen[2:] == [("pass", 0, 1), ("fail", 0, 1)]
+    text = metrics.render().decode()
+    assert 'downstream_challenge_results_total{protocol="v1",result="pass"} 2.0' in text
+    assert 'downstream_challenge_results_total{protocol="v1",result="fail"} 1.0' in text
+
+
+# --- at most 5,000 items of one /challenge or /answer are looked at (issue 16, survivor 4) ---------
+
+def test_contract_ids_looks_at_exactly_max_items():
+    assert wire.MAX_ITEMS == 5000
+    ids = wire.contract_ids(range(1, 5002), lambda item: item)
+    assert len(ids) == 5000 and ids[-1] == (5000, 5000, 5000)
+    assert [cid for _, cid, _ in wire.contract_ids(range(1, 5001), lambda item: item)][-1] == 5000
+    # duplicates count against the bound
+    assert len(wire.contract_ids([7] * 4999 + [8, 9], lambda item: item)) == 2
+
+
+def test_contract_ids_ends_at_the_first_item_that_is_not_a_number():
+    got = wire.contract_ids([1, "2", 2, None, 3], lambda item: item)
+    assert [(sent, cid) for sent, cid, _ in got] == [(1, 1), ("2", 2)]
+    assert wire.contract_ids([{"file_hash": 1}, {"x": 2}, {"file_hash": 3}], wire.proof_key)[-1][1] == 1
+
+
+def test_the_5001st_item_of_an_answer_is_ignored(node):
+    token = new_token(node)
+    [c] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 4096))))
+    filler = [{"file_hash": 10_000_000 + n, "proof": {}} for n in range(wire.MAX_ITEMS - 1)]
+    last = {"file_hash": c["file_hash"], "proof": prove(c)}
+    report = run(node.v1.answer(token, IP, [*filler, {"file_hash": 9_999_999, "proof": {}}, last]))
+    assert len(report) == wire.MAX_ITEMS and c["file_hash"] not in [r["file_hash"] for r in report]
+    report = run(node.v1.answer(token, IP, [*filler, last]))
+    assert len(report) == wire.MAX_ITEMS and report[-1] == {"file_hash": c["file_hash"], "status": "ok"}
+
+
+def test_the_5001st_item_of_a_challenge_request_is_ignored(node):
+    token = new_token(node)
+    [c] = run(node.v1.chunks(token, IP, 4096))
+    filler = list(range(10_000_000, 10_000_000 + wire.MAX_ITEMS - 1))
+    got = run(node.v1.challenges(token, [*filler, 9_999_999, c["file_hash"]]))
+    assert len(got) == wire.MAX_ITEMS and got[-1] == {"file_hash": 9_999_999, "error": "contract not found"}
+    got = run(node.v1.challenges(token, [*filler, c["file_hash"]]))
+    assert len(got) == wire.MAX_ITEMS and got[-1]["file_hash"] == c["file_hash"] and "challenge" in got[-1]
