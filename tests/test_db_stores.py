@@ -1,0 +1,215 @@
+"""The stores of ``db/`` called directly, on each engine, with a task.Clock: every public method
+of every store at least once (the list at the end keeps it so when a method is added)."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+import pytest
+
+from downstream_tx.db import challenges, contracts, files, meta, seeded, stats, status, tokens
+from downstream_tx.db.files import DuplicateFile
+from downstream_tx.db.seeded import EncodedChunk, IssuedChallenge
+from downstream_tx.db.tokens import UnknownToken
+from downstream_tx.heartbeat import hashchal
+from support import ADDRESS, make_address, run
+
+TH = hashlib.sha256(b"token one").digest()
+TH2 = hashlib.sha256(b"token two").digest()
+
+
+def accept(facts):
+    return None
+
+
+@pytest.fixture
+def stores(node):
+    return node.core.stores
+
+
+def add_token(stores, clock, th=TH, address=ADDRESS, ip_hash="ip-a") -> int:
+    return run(stores.tokens.create(th, th.hex()[:20], address, ip_hash, clock.seconds(), accept))
+
+
+def add_file(stores, clock, name: bytes = b"f", redundancy: int = 2) -> tuple[int, str]:
+    file_hash = hashlib.sha256(name).hexdigest()
+    original = hashlib.sha256(b"original " + name).hexdigest()
+    return run(stores.files.add_stored(file_hash, original, 100, None, redundancy, 60, clock.seconds())), file_hash
+
+
+def add_batch(stores, clock, file_id: int, n: int = 3) -> int:
+    seeds = [bytes([i]) * 32 for i in range(n)]
+    answers = [hashchal.answer(s, b"data") for s in seeds]
+    return run(stores.challenges.add_batch(file_id, b"r" * 32, hashchal.merkle_root(seeds, answers), seeds, answers,
+                                           clock.seconds()))
+
+
+def test_meta_store(stores, clock):
+    secret = run(stores.meta.secret(b"n" * 32))
+    assert secret and run(stores.meta.secret(b"x" * 32)) == secret  # stored once
+    assert run(stores.meta.last_alive()) is None
+    run(stores.meta.mark_alive(1234.5))
+    assert run(stores.meta.last_alive()) == 1234.5
+    snap = run(stores.meta.snapshot())
+    assert {"tokens", "files", "contracts", "node_meta"} <= set(snap) and len(snap["node_meta"]) == 2
+
+
+def test_token_store(stores, clock):
+    token_id = add_token(stores, clock)
+    add_token(stores, clock, TH2, make_address(2), ip_hash="ip-b")
+    row = run(stores.tokens.get(TH))
+    assert (row.id, row.address, row.ip_hash, row.hbcount) == (token_id, ADDRESS, "ip-a", 0)
+    with pytest.raises(UnknownToken):
+        run(stores.tokens.get(b"\0" * 32))
+    assert (run(stores.tokens.count()), run(stores.tokens.count("ip-a")), run(stores.tokens.count("ip-z"))) == (2, 1, 0)
+    assert run(stores.tokens.heartbeats_total()) == 0
+    rows, summary = run(stores.tokens.farmer(TH.hex()[:20]))
+    assert [r.id for r in rows] == [token_id] and summary["active"] == 0 and summary["passes"] == 0
+    assert run(stores.tokens.farmer("0" * 20)) is None
+    assert run(stores.tokens.import_whitelist([(ADDRESS, 5)], False, clock.seconds())) == {
+        "added": 1, "updated": 0, "removed": 0}
+    assert run(stores.tokens.whitelist_size()) == 1
+
+    def refuse(facts):
+        assert (facts.address, facts.balance, facts.by_address, facts.by_ip) == (ADDRESS, 5, 1, 1)
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        run(stores.tokens.create(b"3" * 32, "f" * 20, ADDRESS, "ip-a", clock.seconds(), refuse))
+    deleted, ended = run(stores.tokens.delete(TH, clock.seconds()))
+    assert (deleted.id, ended) == (token_id, 0)
+    with pytest.raises(UnknownToken):
+        run(stores.tokens.get(TH))
+    assert run(stores.tokens.count()) == 2  # the row is kept, marked deleted
+
+
+def test_file_store(stores, clock):
+    file_id, file_hash = add_file(stores, clock)
+    with pytest.raises(DuplicateFile):
+        add_file(stores, clock)
+    assert run(stores.files.get_active(file_hash)).id == file_id
+    assert run(stores.files.get(file_id)).file_hash == file_hash
+    assert run(stores.files.replicas(file_hash)) == 0 and run(stores.files.replicas("0" * 64)) is None
+    [listed] = run(stores.files.list_active())
+    assert (listed["file_hash"], listed["redundancy"], listed["replicas"]) == (file_hash, 2, 0)
+    assert run(stores.files.remove(file_id, clock.seconds())) == 0
+    assert run(stores.files.get_active(file_hash)) is None and run(stores.files.list_active()) == []
+    assert run(stores.files.count()) == 1
+
+
+def test_challenge_store(stores, clock):
+    file_id, _ = add_file(stores, clock)
+    batch_id = add_batch(stores, clock, file_id, 3)
+    [batch] = run(stores.challenges.batches(file_id))
+    assert (batch["id"], batch["count"], batch["root_seed"]) == (batch_id, 3, "72" * 32)
+    assert run(stores.challenges.unused(file_id)) == 3
+    assert run(stores.challenges.counts()) == {"batches": 1, "unused": 3}
+    assert run(stores.challenges.stored(batch_id)) == [(bytes([i]) * 32, hashchal.answer(bytes([i]) * 32, b"data"))
+                                                     for i in range(3)]
+    assert run(stores.challenges.stored()) == run(stores.challenges.stored(batch_id))
+    assert run(stores.challenges.low_files(None, 4)) == [file_id]
+    assert run(stores.challenges.low_files([file_id], 3)) == []
+    assert run(stores.challenges.mark_all_used()) == 3
+    assert run(stores.challenges.counts()) == {"batches": 1, "unused": 0}
+
+
+def test_contract_store(stores, clock):
+    add_token(stores, clock)
+    file_id, file_hash = add_file(stores, clock)
+    add_batch(stores, clock, file_id, 4)
+    row, assignment = run(stores.contracts.assign(TH, clock.seconds()))
+    assert row.address == ADDRESS and assignment.file_hash == file_hash
+    assert run(stores.contracts.assign(TH, clock.seconds()))[1] is None  # holds it already
+    _, held = run(stores.contracts.of_token(TH))
+    assert [c["file_hash"] for c in held] == [file_hash]
+    right = hashchal.answer(assignment.challenge, b"data")
+    _, result = run(stores.contracts.answer(TH, file_hash, right, clock.seconds(), 3))
+    assert result.status == "pass"
+    latest = run(stores.contracts.latest(TH, file_hash))
+    assert (latest["state"], latest["passes"], latest["protocol"]) == ("active", 1, 0)
+    assert run(stores.contracts.latest(TH2, file_hash)) is None
+    clock.advance(60)
+    tick = run(stores.contracts.issue_due(clock.seconds(), 3, 100, None))
+    assert tick.issued == 1 and tick.missed == 0
+    assert run(stores.contracts.fill_starved(clock.seconds())) == 0
+    assert run(stores.contracts.end(TH, file_hash, clock.seconds())) is not None
+    [c] = run(stores.contracts.all())
+    assert (c["file_hash"], c["state"], c["end_reason"], c["passes"]) == (file_hash, "ended", "removed", 1)
+
+
+def pool_chunks(n: int) -> list[EncodedChunk]:
+    return [EncodedChunk(f"{i:032x}", 4096, hashlib.sha256(b"%d" % i).hexdigest(), '{"s": 1}', '{"t": 1}')
+            for i in range(n)]
+
+
+def test_seeded_store(stores, clock):
+    add_token(stores, clock)
+    assert run(stores.seeded.pool_add(pool_chunks(3), 60, clock.seconds())) == 3
+    assert run(stores.seeded.pool_counts()) == {4096: 3}
+
+    def issue(chunk):
+        return IssuedChallenge(chunk.hb_state, '{"c": 1}', 0)
+
+    made = run(stores.seeded.take_chunks(TH, "ip-a", 0, 8192, clock.seconds(), max_size_per_address=10**9, max_chunks=0,
+                                         interval=60, issue=issue))
+    ids = [c.id for c in made]
+    assert len(ids) == 2 and run(stores.seeded.pool_counts()) == {4096: 1}
+    assert run(stores.seeded.stored_state(ids[0])) == ('{"s": 1}', '{"c": 1}')
+    assert run(stores.seeded.overwrite_state(ids[0], "S", "C")) == 1
+    assert run(stores.seeded.stored_state(ids[0])) == ("S", "C")
+    deadline = run(stores.seeded.deadline(ids[0]))
+    assert deadline > clock.seconds() and run(stores.seeded.deadline(10**9)) is None
+
+    t = clock.seconds()
+    assert run(stores.seeded.shift_for_downtime(t, t + 10)) == 2
+    assert run(stores.seeded.deadline(ids[0])) == deadline + 10
+
+    def plan_challenges(wanted, found):
+        return sorted(found), []
+
+    assert run(stores.seeded.refresh_challenges(TH, None, plan_challenges)) == ids
+
+    def plan_answers(found):
+        return "done", [ids[0]], [ids[1]]
+
+    assert run(stores.seeded.answer(TH, "ip-a", 0, ids, plan_answers)) == "done"
+    assert sorted(cid for cid, _ in run(stores.seeded.tags(TH, clock.seconds()))) == ids
+    result = run(stores.seeded.expire(run(stores.seeded.deadline(ids[0])), 100))
+    assert (result.ended, result.failed) == (1, 1)
+    states = {c["id"]: (c["state"], c["end_reason"]) for c in run(stores.contracts.all())}
+    assert states == {ids[0]: ("ended", "expired"), ids[1]: ("failed", "missed")}
+    assert run(stores.seeded.tags(TH, clock.seconds())) == []
+
+
+def test_status_and_stats_stores(stores, clock):
+    add_token(stores, clock)
+    assert run(stores.stats.ping()) == 1
+    counts = run(stores.stats.counts(clock.seconds(), 10.0))
+    assert counts.contracts == {} and counts.farmers_active == 0
+    [row] = run(stores.status.farmers(clock.seconds(), False, "id", False, None, 0))
+    assert row.farmer_id == TH.hex()[:20] and row.contracts == 0
+    assert run(stores.status.farmers(clock.seconds(), True, "id", False, None, 0)) == []
+    assert run(stores.status.farmer(TH.hex()[:20], clock.seconds())).address == ADDRESS
+    assert run(stores.status.farmer("0" * 20, clock.seconds())) is None
+    assert run(stores.status.update_uptime(clock.seconds(), None, True)) >= 0
+
+
+COVERED = {
+    meta.MetaStore: {"secret", "last_alive", "mark_alive", "snapshot"},
+    tokens.TokenStore: {"create", "get", "delete", "farmer", "import_whitelist", "count", "heartbeats_total",
+                        "whitelist_size"},
+    files.FileStore: {"get_active", "get", "add_stored", "remove", "list_active", "replicas", "count"},
+    challenges.ChallengeStore: {"add_batch", "low_files", "batches", "unused", "stored", "counts", "mark_all_used"},
+    contracts.ContractStore: {"assign", "of_token", "answer", "end", "issue_due", "fill_starved", "latest", "all"},
+    seeded.SeededStore: {"pool_counts", "pool_add", "take_chunks", "refresh_challenges", "answer", "tags", "expire",
+                         "shift_for_downtime", "deadline", "overwrite_state", "stored_state"},
+    status.StatusStore: {"farmers", "farmer", "update_uptime"},
+    stats.StatsStore: {"ping", "counts"},
+}
+
+
+def test_every_store_method_has_a_test_here():
+    for cls, covered in COVERED.items():
+        public = {name for name, _ in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")}
+        assert public == covered, (cls.__name__, public ^ covered)
