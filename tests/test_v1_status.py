@@ -219,3 +219,33 @@ def test_the_v1_downtime_shift_is_applied_once_per_window(setup, clock):
     assert deadline() == before + 30
     run(node.core.stores.seeded.shift_for_downtime(t, t + 40))  # the same downtime, seen later
     assert deadline() == before + 40
+
+
+# --- the Status service called directly ------------------------------------------------------------
+
+def test_status_service_list_and_show(setup, clock):
+    from downstream_tx.errors import NodeError
+    from downstream_tx.v1.wire import MSG_INVALID_SORT, NONEXISTENT_FARMER
+
+    node, api = setup
+    t1, t2, t3 = three_farmers(api)
+    status = node.status
+    listed = run(status.farmers())
+    assert [f["id"] for f in listed] == sorted(farmer_id(t) for t in (t1, t2, t3))
+    assert set(listed[0]) == {"id", "address", "location", "uptime", "heartbeats", "contracts", "size", "online",
+                              "last_due"}
+    online = run(status.farmers(online=True, sort="size", descending=True))
+    assert [f["id"] for f in online] == [farmer_id(t1), farmer_id(t2)]
+    assert [f["size"] for f in online] == [20480, 4096] and all(ISO.match(f["last_due"]) for f in online)
+    assert [f["id"] for f in run(status.farmers(limit=1, page=1))] == [f["id"] for f in listed][1:2]
+    assert run(status.farmers(limit=1 << 40, page=1 << 40)) == []  # clamped, not an error
+    with pytest.raises(NodeError) as e:
+        run(status.farmers(sort="nope"))
+    assert (e.value.kind, e.value.message) == ("invalid", MSG_INVALID_SORT)
+    shown = run(status.farmer(farmer_id(t1).upper()))
+    assert (shown["id"], shown["heartbeats"], shown["contracts"]) == (farmer_id(t1), 2, 2)
+    assert shown["location"] is None
+    for bad in ("0" * 20, "xyz", farmer_id(t1) + "0"):
+        with pytest.raises(NodeError) as e:
+            run(status.farmer(bad))
+        assert (e.value.kind, e.value.message) == ("not_found", NONEXISTENT_FARMER)
