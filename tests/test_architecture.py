@@ -1,0 +1,153 @@
+"""The layout's rules, checked on the source: no import cycle in ``downstream_tx``, no module
+importing from a layer above its own, the two protocols apart, SQL only in ``db/``, HTTP only in
+``http/``, the global reactor only in ``tap.py``.
+
+Run alone: ``python -m pytest tests/test_architecture.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "downstream_tx"
+
+#: lowest first; a module may import from its own layer or any below it
+LAYERS = [
+    ["downstream_tx", "downstream_tx.errors", "downstream_tx.private", "downstream_tx.bitcoin",
+     "downstream_tx.heartbeat", "downstream_tx.db.url"],
+    ["downstream_tx.config", "downstream_tx.logs", "downstream_tx.systemd"],
+    ["downstream_tx.db"],
+    ["downstream_tx.core", "downstream_tx.health"],
+    ["downstream_tx.v0", "downstream_tx.v1"],
+    ["downstream_tx.jobs", "downstream_tx.http", "downstream_tx.metrics"],
+    ["downstream_tx.runtime"],
+    ["downstream_tx.tap", "downstream_tx.admin"],
+]
+#: packages of one layer that must not import each other
+APART = [("downstream_tx.v0", "downstream_tx.v1")]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every ``downstream_tx`` module ``path`` imports, at any depth of the file."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            base = node.module
+            if node.level:
+                package = module_name(path).rsplit(".", node.level)[0]
+                base = f"{package}.{node.module}"
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}
+    known = modules()
+    return {m for m in out if m in known}
+
+
+def layer_of(name: str) -> int:
+    best, found = -1, -1
+    for n, layer in enumerate(LAYERS):
+        for prefix in layer:
+            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), n
+    assert found >= 0, f"{name} is in no layer: add it to LAYERS"
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    return {name: imports_of(path) - {name} for name, path in modules().items()}
+
+
+def test_every_module_has_a_layer():
+    for name in modules():
+        layer_of(name)
+
+
+def test_no_module_imports_from_a_layer_above_it():
+    wrong = [(a, b) for a, deps in graph().items() for b in deps
+             if layer_of(b) > layer_of(a) and not a.startswith(b + ".") and b != "downstream_tx"]
+    assert not wrong, wrong
+
+
+def test_the_protocols_do_not_import_each_other():
+    for a, deps in graph().items():
+        for left, right in APART:
+            for mine, theirs in ((left, right), (right, left)):
+                if a.startswith(mine):
+                    assert not [d for d in deps if d.startswith(theirs)], (a, deps)
+
+
+def test_no_import_cycle():
+    edges = graph()
+    # a package's __init__ importing its own modules is not a cycle of the layout
+    edges = {a: {b for b in deps if not a == b.rsplit(".", 1)[0]} for a, deps in edges.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(edges):
+        if name not in state:
+            visit(name)
+
+
+_SQL = re.compile(r"\b(SELECT .* FROM|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b")
+
+
+def test_sql_only_in_db():
+    for name, path in modules().items():
+        if name.startswith("downstream_tx.db"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not _SQL.search(node.value), (name, node.value[:80])
+
+
+def test_http_only_in_http():
+    web = ("klein", "werkzeug", "twisted.web", "treq")
+    for name, path in modules().items():
+        if name.startswith(("downstream_tx.http", "downstream_tx.tap")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.startswith(web)], (name, names)
+
+
+def test_the_global_reactor_only_in_the_entry_points():
+    for name, path in modules().items():
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"from twisted\.internet import (.*\b)?reactor\b|twisted\.internet\.reactor", text):
+            assert name == "downstream_tx.tap", name
+
+
+def test_no_test_imports_another_test_module():
+    for path in (ROOT / "tests").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("test_"), (path.name, node.module)
+            if isinstance(node, ast.Import):
+                assert not [a.name for a in node.names if a.name.startswith("test_")], path.name
