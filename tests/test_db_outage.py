@@ -148,6 +148,6 @@ def test_database_outage_under_load(tmp_path: Path):
     for f in v1:
         assert f.heartbeats <= db.hbcount(f.token) <= f.heartbeats + 2
     assert db.consistency_problems() == []
-    assert db.query("SELECT COUNT(*) FROM contracts WHERE protocol = 0 AND (misses > 0 OR fails > 0)")[0][0] == 0
+    assert db.v0_contracts_missed_or_failed() == 0
     assert_only_given_up_contracts_failed(db, v1, restored_wall)
     assert "Unhandled error" not in node.log()

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import urllib.error
@@ -19,6 +18,7 @@ from twisted.logger import Logger, LogLevel, LogPublisher
 from downstream_tx.logs import LogOutput, json_line, make_observer, text_line
 from support import ADDRESS
 from support.daemon import Daemon, daemon_env
+from support.fault_load import DbView
 
 
 def _event(**kw):
@@ -129,8 +129,7 @@ def test_full_run_logs_requests_as_json_lines_without_secrets(tmp_path):
     assert "log file reopened" in current and "listening on" in rotated
     text = rotated + current + d.output()
 
-    secret = sqlite3.connect(tmp_path / "downstream-data" / "downstream.db").execute(
-        "SELECT value FROM node_meta WHERE name = 'secret'").fetchone()[0]
+    secret = DbView("sqlite:///" + str(tmp_path / "downstream-data" / "downstream.db")).node_secret()
     token_hash = hashlib.sha256(bytes.fromhex(token)).hexdigest()
     forbidden_strings = (token, token.upper(), token_hash, bytes(secret).hex(),
                          hashlib.sha256(token.encode()).hexdigest())

@@ -155,7 +155,12 @@ class V1Farmer(FarmerThread):
 # --- the database, read directly ---------------------------------------------------------------------
 
 class DbView:
-    """Read-only queries on the node's database (``?`` placeholders), SQLite or MySQL."""
+    """Read-only queries on the node's database (``?`` placeholders), SQLite or MySQL.
+
+    The one place the end-to-end tests read a daemon's database with SQL: the database belongs to
+    another process (running, killed or cut off behind a proxy), and the invariants checked here
+    (replicas against active contracts, challenges held twice, every stored byte) are not reads any
+    store offers the node. In-process tests read state through the stores instead."""
 
     def __init__(self, url: str):
         self.url = url
@@ -201,6 +206,13 @@ class DbView:
                           "JOIN tokens k ON k.id = c.token_id JOIN files f ON f.id = c.file_id "
                           "WHERE c.protocol = 0 GROUP BY k.token_hash, f.file_hash")
         return {(bytes(h), fh): int(n) for h, fh, n in rows}
+
+    def v0_contracts_missed_or_failed(self) -> int:
+        """v0 contracts with a miss or a fail counted."""
+        return int(self.query("SELECT COUNT(*) FROM contracts WHERE protocol = 0 AND (misses > 0 OR fails > 0)")[0][0])
+
+    def node_secret(self) -> bytes:
+        return bytes(self.query("SELECT value FROM node_meta WHERE name = 'secret'")[0][0])
 
     def hbcount(self, token: str) -> int:
         token_hash = hashlib.sha256(bytes.fromhex(token)).digest()
