@@ -168,7 +168,8 @@ def daemon(tmp_path_factory):
     added = cli(work, "file", "add", str(chunk), "--redundancy", "1", "--interval", "60")
     assert added.returncode == 0, added.stderr
     with Daemon(work / "run", ["--data-dir", str(work / "data"), "--max-body-size", str(CAP),
-                               "--seeded-pool", "4096:1", "--seeded-challenges", "4"]) as d:
+                               "--max-batch-body-size", str(CAP), "--seeded-pool", "4096:1",
+                               "--seeded-challenges", "4"]) as d:
         yield d, added.stdout.strip(), work
 
 

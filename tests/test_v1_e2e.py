@@ -63,11 +63,11 @@ def test_farmer_018_heartbeats(tmp_path, daemon_db):
         assert {t["file_hash"] for t in tags} == set(farmer.contracts)
         for t in tags:
             assert t["tag"] == farmer.contracts[t["file_hash"]].tag.to_dict()
-        # the site refuses a body over max_body_size before reading it
+        # the site refuses a body over max_batch_body_size (16 MiB on /answer) before reading it
         conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
         conn.putrequest("POST", f"/api/downstream/v1/answer/{farmer.token}")
         conn.putheader("Content-Type", "application/json")
-        conn.putheader("Content-Length", str(2 << 20))
+        conn.putheader("Content-Length", str(32 << 20))
         conn.endheaders()
         assert conn.getresponse().status == 413
         conn.close()
