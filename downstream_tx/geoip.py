@@ -1,5 +1,5 @@
 """GeoIP: where a farmer's IP address is, from an offline database, for the status API's ``location``
-(spec protocol-v1 §4.4) and the dashboard's count per country.
+(docs/protocol-v1.md, "Status API") and the dashboard's count per country.
 
 Two sources: the country database that ships inside the ``geoip2fast`` package (the default), or a
 MaxMind ``.mmdb`` file (GeoLite2-City or -Country, ``geoip_db``) read with ``maxminddb``. A lookup
