@@ -8,7 +8,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["downstream_tx", "downstream_tx.*"]) + ["twisted.plugins"],
-    package_data={"downstream_tx.db": ["schema/*.sql"], "twisted.plugins": ["downstream_plugin.py"]},
+    package_data={
+        "downstream_tx.db": ["schema/*.sql"],
+        "downstream_tx.dashboard": ["static/*"],
+        "twisted.plugins": ["downstream_plugin.py"],
+    },
     include_package_data=True,
     install_requires=[
         "Twisted[tls]>=24.3,<27",
@@ -21,6 +25,8 @@ setup(
         "orjson>=3.9,<4",
         "prometheus-client>=0.20,<1",
         "ijson>=3.2,<4",
+        "geoip2fast>=1.2,<2",
+        "maxminddb>=2.5,<4",
     ],
     extras_require={
         "test": [
@@ -30,6 +36,9 @@ setup(
             "schemathesis>=4,<5",
             "PyYAML>=6,<7",
             "ruff>=0.5",
+            "playwright>=1.40,<2",
+            "axe-playwright-python>=0.1.4,<0.2",
+            "mmdb-writer>=0.2,<0.3",
         ],
     },
     entry_points={"console_scripts": ["downstream-admin = downstream_tx.admin:entry"]},

@@ -203,6 +203,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("health_timeout", _float(0.0), 2.0, "Seconds GET /health waits for the database before answering 503."),
     Setting("stats_interval", _float(0.0), 15.0,
             "Seconds between refreshes of the database gauges in /metrics and the overdue-work check."),
+    # dashboard and GeoIP
+    Setting("dashboard", _bool, True, "Serve the status dashboard pages (/dashboard, /farmers/<farmer id>)."),
+    Setting("history_retention", _int(86400), 31 * 86400,
+            "Seconds the dashboard's per-hour challenge results are kept (its charts show 30 days)."),
+    Setting("geoip", _bool, True,
+            "Look up the country of farmers' IP addresses (status API location, dashboard) offline."),
+    Setting("geoip_db", _optional_str, None,
+            "A MaxMind .mmdb file (GeoLite2-City or -Country) for GeoIP (default: the country data "
+            "shipped with geoip2fast)."),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}

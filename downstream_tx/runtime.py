@@ -13,11 +13,13 @@ from typing import Any
 from twisted.internet import threads
 from twisted.logger import Logger
 
+from downstream_tx import geoip
 from downstream_tx.config import Config
 from downstream_tx.core.context import Blocking, Core
 from downstream_tx.core.farmers import Farmers
 from downstream_tx.core.keys import NodeKeys
 from downstream_tx.core.tokens import Tokens
+from downstream_tx.dashboard.data import DashboardData
 from downstream_tx.db import schema
 from downstream_tx.db.database import Database
 from downstream_tx.db.engine import create_engine
@@ -90,7 +92,8 @@ async def open_core(db: Database, config: Config, clock: Any, blocking: Blocking
     """The core context over an open database (on a first start: the node secret is made)."""
     stores = Stores(db)
     secret = await stores.meta.secret(os.urandom(32))
-    return Core(config=config, stores=stores, clock=clock, blocking=blocking, keys=NodeKeys(secret))
+    return Core(config=config, stores=stores, clock=clock, blocking=blocking, keys=NodeKeys(secret),
+                locator=geoip.locator_from_config(config))
 
 
 async def open_database(config: Config, reactor: Any, schema_dir: str | None = None) -> Database:
@@ -140,9 +143,19 @@ def build_jobs(services: Services) -> list[PeriodicJob]:
     ]
 
 
+def dashboard_data(services: Services) -> DashboardData | None:
+    """The status dashboard's data service (None when the ``dashboard`` setting is off); its
+    overview is cached for ``stats_interval`` seconds, at most 10."""
+    core = services.core
+    if not core.config.dashboard:
+        return None
+    return DashboardData(core, services.status, core.now(), cache_seconds=min(core.config.stats_interval, 10.0))
+
+
 def build_server(services: Services) -> DownstreamServer:
     """The HTTP API over the services."""
     core = services.core
     return DownstreamServer(
         core.config, core.clock, services.v0, services.v1, services.status,
-        ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout), hash_ip=core.keys.hash_ip)
+        ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout), hash_ip=core.keys.hash_ip,
+        dashboard=dashboard_data(services))

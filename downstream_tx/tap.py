@@ -86,7 +86,7 @@ class NodeService(service.MultiService):
 
     async def _start(self) -> Any:
         from downstream_tx.http.ops import metrics_site
-        from downstream_tx.jobs.stats import stats_job
+        from downstream_tx.jobs.stats import history_recorder, stats_job
         from downstream_tx.jobs.watchdog import Watchdog
         from downstream_tx.runtime import build_jobs, build_server, open_services
         from downstream_tx.systemd import watchdog_interval
@@ -96,7 +96,9 @@ class NodeService(service.MultiService):
         stats = services.core.stores.stats
         self.server = server = build_server(services)
         self.site = site = server.site(self.reactor)
-        jobs = build_jobs(services) + [stats_job(stats, config, self.reactor, self.metrics)]
+        # the dashboard's per-hour history: counted from core.results, written by the stats job
+        history = history_recorder(services.core.stores.history, services.core.results, self.reactor)
+        jobs = build_jobs(services) + [stats_job(stats, config, self.reactor, self.metrics, history)]
         if self.metrics is not None:
             self._bind_metrics(jobs)
             self.metrics_port = await endpoints.serverFromString(self.reactor, config.metrics_listen).listen(

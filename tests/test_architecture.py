@@ -18,11 +18,11 @@ PACKAGE = ROOT / "downstream_tx"
 LAYERS = [
     ["downstream_tx", "downstream_tx.errors", "downstream_tx.private", "downstream_tx.bitcoin",
      "downstream_tx.heartbeat", "downstream_tx.db.url"],
-    ["downstream_tx.config", "downstream_tx.logs", "downstream_tx.systemd"],
+    ["downstream_tx.config", "downstream_tx.logs", "downstream_tx.systemd", "downstream_tx.geoip"],
     ["downstream_tx.db"],
     ["downstream_tx.core", "downstream_tx.health"],
-    ["downstream_tx.v0", "downstream_tx.v1"],
-    ["downstream_tx.jobs", "downstream_tx.http", "downstream_tx.metrics"],
+    ["downstream_tx.v0", "downstream_tx.v1", "downstream_tx.dashboard.data"],
+    ["downstream_tx.jobs", "downstream_tx.http", "downstream_tx.metrics", "downstream_tx.dashboard"],
     ["downstream_tx.runtime"],
     ["downstream_tx.tap", "downstream_tx.admin"],
 ]

@@ -8,8 +8,9 @@ import inspect
 
 import pytest
 
-from downstream_tx.db import challenges, contracts, files, meta, seeded, stats, status, tokens
+from downstream_tx.db import challenges, contracts, files, history, meta, overview, seeded, stats, status, tokens
 from downstream_tx.db.files import DuplicateFile
+from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.db.seeded import EncodedChunk, IssuedChallenge
 from downstream_tx.db.tokens import UnknownToken
 from downstream_tx.heartbeat import hashchal
@@ -195,6 +196,69 @@ def test_status_and_stats_stores(stores, clock):
     assert run(stores.status.update_uptime(clock.seconds(), None, True)) >= 0
 
 
+def test_status_search_by_address(stores, clock):
+    add_token(stores, clock)
+    add_token(stores, clock, TH2, make_address(2), ip_hash="ip-b")
+    found = run(stores.status.farmers(clock.seconds(), False, "id", False, None, 0, ADDRESS[3:12]))
+    assert [r.address for r in found] == [ADDRESS]
+    assert run(stores.status.farmers(clock.seconds(), False, "id", False, None, 0, ADDRESS[3:12].lower())) == []
+    assert len(run(stores.status.farmers(clock.seconds(), False, "id", False, None, 0, ""))) == 2
+
+
+def test_history_store(stores, clock):
+    hour = int(clock.seconds() // HOUR)
+    assert run(stores.history.record("a" * 16, [HourRow(hour - 1, 1, 2, 3)])) == 1
+    # a source's totals replace its own row; sources add up
+    assert run(stores.history.write("b" * 16, [HourRow(hour, 4, 0, 1), HourRow(hour - 1, 1, 0, 0)], hour - 5)) == 2
+    assert run(stores.history.write("b" * 16, [HourRow(hour, 5, 0, 1)], hour - 5)) == 1
+    assert run(stores.history.hours(hour - 5, hour)) == [HourRow(hour - 1, 2, 2, 3), HourRow(hour, 5, 0, 1)]
+    assert run(stores.history.hours(hour, hour)) == [HourRow(hour, 5, 0, 1)]
+    assert run(stores.history.write("b" * 16, [], hour)) == 0  # prunes the hours before ``hour``
+    assert run(stores.history.hours(hour - 5, hour)) == [HourRow(hour, 5, 0, 1)]
+
+
+def test_overview_store(stores, clock):
+    now = clock.seconds()
+    hour = int(now // HOUR)
+    run(stores.tokens.create(TH, TH.hex()[:20], ADDRESS, "ip-a", now, accept, location='{"country": "X"}',
+                             country="X"))
+    add_token(stores, clock, TH2, make_address(2), ip_hash="ip-b")
+    file_id, file_hash = add_file(stores, clock, redundancy=2)
+    add_batch(stores, clock, file_id, 4)
+    run(stores.contracts.assign(TH, now))
+    run(stores.history.record("a" * 16, [HourRow(hour, 1, 0, 0), HourRow(hour - 30 * 24, 9, 9, 9)]))
+    read = run(stores.overview.overview(now, 10.0, hour - 23, hour))
+    assert (read.farmers_total, read.farmers_online, read.counts.farmers_active) == (2, 1, 1)
+    assert read.countries == [("X", 1)] and read.counts.contracts == {"active": 1}
+    assert read.under_replicated == 1 and [(u.file_hash, u.redundancy, u.replicas) for u in read.under_rows] == [
+        (file_hash, 2, 1)]
+    assert read.hours == [HourRow(hour, 1, 0, 0)]
+    standing = run(stores.overview.farmer(TH.hex()[:20]))
+    assert standing.results == {"active": 1, "ended": 0, "failed": 0, "passes": 0, "misses": 0, "fails": 0}
+    [risk] = standing.at_risk
+    assert (risk.file_hash, risk.protocol, risk.answered, risk.run) == (file_hash, 0, False, 0)
+    assert run(stores.overview.farmer(TH2.hex()[:20])).at_risk == []
+
+
+def test_a_v1_token_moving_to_a_new_address_takes_its_location(stores, clock):
+    add_token(stores, clock)
+    run(stores.seeded.pool_add(pool_chunks(2), 60, clock.seconds()))
+
+    def issue(chunk):
+        return IssuedChallenge(chunk.hb_state, '{"c": 1}', 0)
+
+    def take(ip_hash, location):
+        return run(stores.seeded.take_chunks(TH, ip_hash, 0, 4096, clock.seconds(), max_size_per_address=10**9,
+                                             max_chunks=0, interval=60, issue=issue, location=location))
+
+    take("ip-a", ('{"country": "Z"}', "Z"))  # the same address: nothing moves
+    assert run(stores.tokens.get(TH)).location is None
+    take("ip-b", ('{"country": "Y"}', "Y"))
+    row = run(stores.tokens.get(TH))
+    assert (row.ip_hash, row.location) == ("ip-b", '{"country": "Y"}')
+    assert run(stores.overview.overview(clock.seconds(), 10.0, 0, 0)).countries == [("Y", 1)]
+
+
 COVERED = {
     meta.MetaStore: {"secret", "last_alive", "mark_alive", "snapshot"},
     tokens.TokenStore: {"create", "get", "delete", "farmer", "import_whitelist", "count", "heartbeats_total",
@@ -206,6 +270,8 @@ COVERED = {
                          "shift_for_downtime", "deadline", "overwrite_state", "stored_state"},
     status.StatusStore: {"farmers", "farmer", "update_uptime"},
     stats.StatsStore: {"ping", "counts"},
+    history.HistoryStore: {"write", "record", "hours"},
+    overview.OverviewStore: {"overview", "farmer"},
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from downstream_tx.config import Config
 from downstream_tx.core.keys import NodeKeys
 from downstream_tx.db.stores import Stores
+from downstream_tx.geoip import Locator
 
 #: runs a blocking or CPU-heavy function off the reactor thread: ``await blocking(func, *args)``
 Blocking = Callable[..., Awaitable[Any]]
@@ -45,6 +46,9 @@ class Core:
     blocking: Blocking
     keys: NodeKeys
     results: Results = field(default_factory=Results)
+    #: GeoIP (the ``geoip`` setting; None when it is off): looked up when a token is created or
+    #: moves to a new IP, the only moments the IP is known before it is hashed
+    locator: Locator | None = None
 
     def now(self) -> float:
         return self.clock.seconds()

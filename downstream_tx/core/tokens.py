@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from downstream_tx import bitcoin
+from downstream_tx import bitcoin, geoip
 from downstream_tx.config import Config
 from downstream_tx.core.context import Core
 from downstream_tx.db.tokens import TokenFacts
@@ -97,13 +97,21 @@ class Tokens:
 
     async def create(self, address: str, ip: str | None, rules: TokenRules, message: str | None = None,
                      signature: str | None = None, location: str | None = None) -> str:
-        """A new token for ``address``, if ``rules`` admit it; only its SHA-256 is stored."""
+        """A new token for ``address``, if ``rules`` admit it; only its SHA-256 is stored, with the
+        GeoIP location of ``ip`` (unless ``location`` is given) and never ``ip`` itself."""
         raw = os.urandom(TOKEN_BYTES)
         token_hash = hashlib.sha256(raw).digest()
         config = self.core.config
+        country = None
+        if location is None:
+            location, country = geoip.stored_location(await self.locate(ip))
         await self.core.stores.tokens.create(
             token_hash, farmer_id_of(token_hash), address, self.core.keys.hash_ip(ip), self.core.now(),
-            lambda facts: rules.admit(facts, config), message, signature, location)
+            lambda facts: rules.admit(facts, config), message, signature, location, country)
         log.info("{protocol} token created for farmer {farmer_id}", protocol=rules.name,
                  farmer_id=farmer_id_of(token_hash))
         return raw.hex()
+
+    async def locate(self, ip: str | None) -> geoip.Location | None:
+        """Where ``ip`` is (GeoIP), or None; the first lookup loads the database off the reactor."""
+        return await geoip.locate(self.core.locator, self.core.blocking, ip)

@@ -265,9 +265,10 @@ def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
 
 def _take_chunks_txn(txn: Txn, token_hash: bytes, ip_hash: str | None, ip_limit: int, requested: int, now: float,
                      max_size_per_address: int, max_chunks: int, interval: int,
-                     issue: Callable[[PoolChunk], IssuedChallenge | None]) -> list[NewContract]:
+                     issue: Callable[[PoolChunk], IssuedChallenge | None],
+                     location: tuple[str | None, str | None] = (None, None)) -> list[NewContract]:
     row = lookup_txn(txn, token_hash)
-    use_from_ip_txn(txn, row, ip_hash, ip_limit, move=True)
+    use_from_ip_txn(txn, row, ip_hash, ip_limit, True, *location)
     room = max_size_per_address - active_size_by_address_txn(txn, row.address, now)
     size = requested if requested < room else (room if room > 0 else 0)
     out: list[NewContract] = []
@@ -311,13 +312,15 @@ class SeededStore:
     # --- farmer calls
     def take_chunks(self, token_hash: bytes, ip_hash: str | None, ip_limit: int, requested: int, now: float, *,
                     max_size_per_address: int, max_chunks: int, interval: int,
-                    issue: Callable[[PoolChunk], IssuedChallenge | None]):
+                    issue: Callable[[PoolChunk], IssuedChallenge | None],
+                    location: tuple[str | None, str | None] = (None, None)):
         """Hand the token pooled chunks, largest that fit first, at most ``requested`` bytes in all
         and at most ``max_size_per_address`` bytes under the address's live contracts (``max_chunks``:
         0 for no limit). ``issue(chunk)`` makes each contract's first challenge (None: the chunk is
-        unusable and is discarded). Fires with the new contracts."""
+        unusable and is discarded). A token used from a new client address moves to it and takes
+        ``location`` (``(GeoIP JSON, country)`` of that address). Fires with the new contracts."""
         return self.db.run("v1_chunk", _take_chunks_txn, token_hash, ip_hash, ip_limit, requested, now,
-                           max_size_per_address, max_chunks, interval, issue)
+                           max_size_per_address, max_chunks, interval, issue, location)
 
     def refresh_challenges(self, token_hash: bytes, ids: Sequence[int] | None,
                            plan: Callable[[list[int], dict[int, V1Contract]], tuple[Any, list[Refresh]]]):

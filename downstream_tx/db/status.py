@@ -47,9 +47,10 @@ def _farmer(row: Sequence[Any]) -> FarmerRow:
 
 
 def farmers_txn(txn: Txn, now: float, online_only: bool, sort: str, descending: bool, limit: int | None,
-                offset: int) -> list[FarmerRow]:
+                offset: int, search: str | None = None) -> list[FarmerRow]:
     """One row per live token. ``contracts``/``size`` count online contracts (active, not expired);
-    the online filter applies before LIMIT/OFFSET."""
+    the online filter and ``search`` (a case-sensitive substring of the address, for the dashboard)
+    apply before LIMIT/OFFSET."""
     order = SORT_COLUMNS[sort] + (" DESC" if descending else "")
     sql = (
         f"SELECT t.farmer_id, t.address, t.location, {_UPTIME} AS uptime, t.hbcount, "
@@ -63,6 +64,9 @@ def farmers_txn(txn: Txn, now: float, online_only: bool, sort: str, descending: 
     args: list[Any] = [now]
     if online_only:
         sql += " AND COALESCE(s.n, 0) > 0"
+    if search:
+        sql += " AND INSTR(t.address, ?) > 0"
+        args.append(search)
     sql += f" ORDER BY {order}, t.id"
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
@@ -144,9 +148,11 @@ class StatusStore:
     def __init__(self, db: Database):
         self.db = db
 
-    def farmers(self, now: float, online_only: bool, sort: str, descending: bool, limit: int | None, offset: int):
+    def farmers(self, now: float, online_only: bool, sort: str, descending: bool, limit: int | None, offset: int,
+                search: str | None = None):
         """Fires with one page of :class:`FarmerRow` (see :func:`farmers_txn`)."""
-        return self.db.run("status_list", farmers_txn, now, online_only, sort, descending, limit, offset)
+        return self.db.run("status_list", farmers_txn, now, online_only, sort, descending, limit, offset,
+                           search or None)
 
     def farmer(self, farmer_id: str, now: float):
         """Fires with the farmer's :class:`FarmerRow`, or None."""

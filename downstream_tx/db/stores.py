@@ -6,7 +6,9 @@ from downstream_tx.db.challenges import ChallengeStore
 from downstream_tx.db.contracts import ContractStore
 from downstream_tx.db.database import Database
 from downstream_tx.db.files import FileStore
+from downstream_tx.db.history import HistoryStore
 from downstream_tx.db.meta import MetaStore
+from downstream_tx.db.overview import OverviewStore
 from downstream_tx.db.seeded import SeededStore
 from downstream_tx.db.stats import StatsStore
 from downstream_tx.db.status import StatusStore
@@ -24,3 +26,5 @@ class Stores:
         self.seeded = SeededStore(db)
         self.status = StatusStore(db)
         self.stats = StatsStore(db)
+        self.history = HistoryStore(db)
+        self.overview = OverviewStore(db)

@@ -64,15 +64,18 @@ def count_by_ip_txn(txn: Txn, ip_hash: str) -> int:
     return int(txn.scalar("SELECT COUNT(*) FROM tokens WHERE ip_hash = ? AND deleted IS NULL", (ip_hash,)))
 
 
-def use_from_ip_txn(txn: Txn, row: TokenRow, ip_hash: str | None, ip_limit: int, move: bool) -> None:
+def use_from_ip_txn(txn: Txn, row: TokenRow, ip_hash: str | None, ip_limit: int, move: bool,
+                    location: str | None = None, country: str | None = None) -> None:
     """A token used from another client address: that address must be under ``ip_limit`` tokens
-    (0: no limit), else :class:`IpLimitReached`; with ``move`` the token moves to it."""
+    (0: no limit), else :class:`IpLimitReached`; with ``move`` the token moves to it and takes its
+    GeoIP ``location`` and ``country`` (looked up before the transaction; None when unknown)."""
     if ip_hash is None or row.ip_hash == ip_hash:
         return
     if ip_limit and count_by_ip_txn(txn, ip_hash) >= ip_limit:
         raise IpLimitReached()
     if move:
-        txn.execute("UPDATE tokens SET ip_hash = ?, location = ? WHERE id = ?", (ip_hash, None, row.id))
+        txn.execute("UPDATE tokens SET ip_hash = ?, location = ?, country = ? WHERE id = ?",
+                    (ip_hash, location, country, row.id))
 
 
 def delete_txn(txn: Txn, token_id: int, now: float) -> int:
@@ -102,9 +105,11 @@ class TokenStore:
 
     def create(self, token_hash: bytes, farmer_id: str, address: str, ip_hash: str | None, now: float,
                admit: Callable[[TokenFacts], None], message: str | None = None, signature: str | None = None,
-               location: str | None = None):
+               location: str | None = None, country: str | None = None):
         """Insert a token once ``admit(facts)`` has accepted it (it raises to refuse), in one
-        transaction so concurrent requests cannot both pass a limit. Fires with the row id."""
+        transaction so concurrent requests cannot both pass a limit. ``location``: the status API's
+        GeoIP dict as JSON text, ``country`` its country (the dashboard's count per country).
+        Fires with the row id."""
 
         def body(txn: Txn) -> int:
             balance = txn.scalar("SELECT balance FROM addresses WHERE address = ? AND active = 1", (address,))
@@ -116,9 +121,9 @@ class TokenStore:
                 by_ip=count_by_ip_txn(txn, ip_hash) if ip_hash else 0,
             ))
             txn.execute(
-                "INSERT INTO tokens (token_hash, farmer_id, address, ip_hash, location, message, signature, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (token_hash, farmer_id, address, ip_hash, location, message, signature, now),
+                "INSERT INTO tokens (token_hash, farmer_id, address, ip_hash, location, country, message, signature, "
+                "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (token_hash, farmer_id, address, ip_hash, location, country, message, signature, now),
             )
             return txn.lastrowid
 

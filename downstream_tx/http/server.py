@@ -1,5 +1,5 @@
 """The node's HTTP API as one Klein server object: the routes of each protocol (``v0.py``,
-``v1.py``, ``status.py``, ``ops.py``) over the services they call, all given to it."""
+``v1.py``, ``status.py``, ``ops.py``, ``dashboard.py``) over the services they call, all given to it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from klein.resource import KleinResource
 from twisted.internet import defer
 
 from downstream_tx.config import Config
+from downstream_tx.dashboard.data import DashboardData
 from downstream_tx.http.clients import TokenRequestLimit
+from downstream_tx.http.dashboard import DashboardRoutes
 from downstream_tx.http.ops import OpsRoutes
 from downstream_tx.http.ratelimit import RateLimiter
 from downstream_tx.http.routing import app
@@ -23,16 +25,19 @@ from downstream_tx.v1.farming import V1Farming
 from downstream_tx.v1.status import Status
 
 
-class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes):
+class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRoutes):
     _app = app
 
     def __init__(self, config: Config, clock: Any, v0: V0Farming, v1: V1Farming, status: Status,
-                 ping: Callable[[float], defer.Deferred], hash_ip: Callable[[str | None], str | None]):
+                 ping: Callable[[float], defer.Deferred], hash_ip: Callable[[str | None], str | None],
+                 dashboard: DashboardData | None = None):
         self.config = config
         self.clock = clock
         self.v0 = v0
         self.v1 = v1
         self.status = status
+        #: the status dashboard's data (None: the ``dashboard`` setting is off, its routes are 404)
+        self.dashboard = dashboard
         #: ``ping(timeout)`` fires with a :class:`~downstream_tx.health.Ping`
         self.ping = ping
         self.max_body_size = config.max_body_size

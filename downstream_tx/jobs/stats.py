@@ -1,4 +1,5 @@
-"""The stats job: refresh the database gauges of ``/metrics`` and warn about overdue work."""
+"""The stats job: refresh the database gauges of ``/metrics``, warn about overdue work, and write
+this process's per-hour challenge results for the dashboard (``jobs/history.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 from twisted.logger import Logger
 
 from downstream_tx.config import Config
+from downstream_tx.db.history import HistoryStore
 from downstream_tx.db.stats import Counts, StatsStore
+from downstream_tx.jobs.history import HourlyResults, write_history
 from downstream_tx.jobs.periodic import PeriodicJob
 
 log = Logger()
@@ -19,7 +22,11 @@ def overdue_grace(config: Config) -> float:
     return max(5 * config.tick, 10.0)
 
 
-def stats_job(stats: StatsStore, config: Config, clock: Any, metrics: Any = None) -> PeriodicJob:
+def stats_job(stats: StatsStore, config: Config, clock: Any, metrics: Any = None,
+              history: tuple[HistoryStore, HourlyResults] | None = None) -> PeriodicJob:
+    """``history``: where to write the per-hour results a recorder (observing ``core.results``)
+    counted, every pass; see :func:`history_recorder`."""
+
     async def refresh() -> None:
         try:
             counts: Counts = await stats.counts(clock.seconds(), overdue_grace(config))
@@ -33,6 +40,17 @@ def stats_job(stats: StatsStore, config: Config, clock: Any, metrics: Any = None
         if overdue:
             log.warn("{overdue} contracts are overdue: their deadline passed more than {grace:g}s ago and the "
                      "challenge timer has not processed them", overdue=overdue, grace=overdue_grace(config))
+        if history is not None:
+            store, recorder = history
+            await write_history(store, recorder, config.history_retention, clock.seconds())
         return None
 
     return PeriodicJob("stats", refresh, config.stats_interval, clock)
+
+
+def history_recorder(store: HistoryStore, results: Any, clock: Any) -> tuple[HistoryStore, HourlyResults]:
+    """A recorder counting the results ``results`` (``core.results``) reports, per hour of
+    ``clock``, for :func:`stats_job` to write to ``store`` (the dashboard's charts)."""
+    recorder = HourlyResults(clock)
+    results.observers.append(recorder.count)
+    return store, recorder

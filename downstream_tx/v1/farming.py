@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from twisted.logger import Logger
 
-from downstream_tx import bitcoin
+from downstream_tx import bitcoin, geoip
 from downstream_tx.core.context import Core
 from downstream_tx.core.tokens import Tokens, hash_token, ip_limit_message, is_token
 from downstream_tx.db.seeded import IssuedChallenge, PoolChunk, Refresh, V1Contract
@@ -111,10 +111,12 @@ class V1Farming:
         """The largest pooled chunks that fit, never more than ``size`` bytes in all."""
         config = self.core.config
         now = self.core.now()
+        # GeoIP of the client, stored if the token moves to its address (dashboard, status API)
+        location = geoip.stored_location(await self.tokens.locate(ip))
         made = await self._call(self.core.stores.seeded.take_chunks(
             self._token_hash(token), self.core.keys.hash_ip(ip), config.max_tokens_per_ip, size, now,
             max_size_per_address=config.max_size_per_address, max_chunks=config.max_chunks_per_request,
-            interval=config.seeded_interval, issue=self._first_challenge))
+            interval=config.seeded_interval, issue=self._first_challenge, location=location))
         return [{"seed": c.chunk.seed, "size": c.chunk.size, "file_hash": c.id,
                  "challenge": orjson.Fragment(c.issued.hb_challenge), "tag": orjson.Fragment(c.chunk.tag),
                  "due": float(c.due - now)} for c in made]

@@ -9,6 +9,7 @@ from downstream_tx.core.context import Core
 from downstream_tx.core.tokens import FARMER_ID_RE
 from downstream_tx.db.status import SORT_COLUMNS, FarmerRow
 from downstream_tx.errors import NOT_FOUND
+from downstream_tx.geoip import location_from_json
 from downstream_tx.v1.wire import MSG_INVALID_SORT, NONEXISTENT_FARMER, iso_utc, v1_error
 
 #: the largest page size and offset the list passes to the database
@@ -16,7 +17,7 @@ MAX_LIMIT, MAX_OFFSET = 1 << 31, 1 << 62
 
 
 def farmer_dict(row: FarmerRow) -> dict[str, Any]:
-    return {"id": row.farmer_id, "address": row.address, "location": None,
+    return {"id": row.farmer_id, "address": row.address, "location": location_from_json(row.location),
             "uptime": round(row.uptime * 100, 2), "heartbeats": row.heartbeats, "contracts": row.contracts,
             "size": row.size, "online": row.online, "last_due": iso_utc(row.last_due)}
 

@@ -20,7 +20,7 @@ from downstream_tx.db.tokens import TokenRow
 from downstream_tx.db.url import parse_db_url
 from downstream_tx.health import ping_database
 from downstream_tx.http.server import DownstreamServer
-from downstream_tx.runtime import Services, build_services, open_core
+from downstream_tx.runtime import Services, build_services, dashboard_data, open_core
 
 MYSQL_ENV = "DOWNSTREAM_TEST_MYSQL_URL"
 MYSQL_URL = os.environ.get(MYSQL_ENV)
@@ -116,9 +116,10 @@ def make_server(node: Services, config: Config | None = None) -> DownstreamServe
     """The HTTP server over ``node``'s services (``config``: the server's own settings, default
     the node's)."""
     core = node.core
-    return DownstreamServer(config or node.config, core.clock, node.v0, node.v1, node.status,
+    config = config or node.config
+    return DownstreamServer(config, core.clock, node.v0, node.v1, node.status,
                             ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout),
-                            hash_ip=core.keys.hash_ip)
+                            hash_ip=core.keys.hash_ip, dashboard=dashboard_data(node) if config.dashboard else None)
 
 
 def make_resource(node: Services, config: Config | None = None):

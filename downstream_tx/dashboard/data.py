@@ -1,0 +1,146 @@
+"""What the dashboard shows, gathered through the node's stores: the status API's queries for
+farmers (``StatusStore``, the same rows and the same JSON fields as ``v1/status.py``), the gauges'
+counts (``db/stats.py``), the per-hour history (``db/history.py``) and a few bounded extras
+(``OverviewStore``). Every list is a page; nothing here loads all contracts or all farmers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from downstream_tx import __version__
+from downstream_tx.core.context import Core
+from downstream_tx.db import overview
+from downstream_tx.db.history import HOUR, HourRow
+from downstream_tx.v1.status import Status, farmer_dict
+
+DAY = 24 * HOUR
+#: farmers per page unless the page asks for another number (1..MAX_LIMIT)
+DEFAULT_LIMIT = 25
+MAX_LIMIT = 200
+#: longest address search text
+MAX_SEARCH = 64
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Challenge results of one hour or one day (``start`` in epoch seconds)."""
+
+    start: float
+    passes: int = 0
+    misses: int = 0
+    fails: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.passes + self.misses + self.fails
+
+
+@dataclass
+class Overview:
+    version: str
+    now: float
+    uptime: float  # seconds this process has served
+    farmers_online: int
+    farmers_active: int
+    farmers_total: int
+    contracts: dict[str, int]
+    due: int
+    overdue: int
+    timer_lag: float | None  # seconds since the challenge timer last completed a pass
+    pool: list[tuple[int, int, int]]  # (chunk size, ready, target)
+    under_replicated: int
+    under_rows: list[overview.UnderReplicated]
+    countries: list[tuple[str, int]]
+    hourly: list[Bucket]  # the last 24 hours, oldest first
+    daily: list[Bucket]  # the last 30 days, oldest first
+
+
+@dataclass
+class FarmerList:
+    farmers: list[dict[str, Any]]  # the status API's objects
+    sort: str = "id"
+    descending: bool = False
+    page: int = 0
+    limit: int = DEFAULT_LIMIT
+    search: str = ""
+    online: bool = False
+    has_next: bool = False
+
+
+@dataclass
+class FarmerDetail:
+    farmer: dict[str, Any]  # the status API's /status/show object
+    results: dict[str, int]
+    at_risk: list[overview.ContractRow] = field(default_factory=list)
+    now: float = 0.0
+
+
+def buckets(rows: list[HourRow], first_hour: int, count: int, hours_each: int) -> list[Bucket]:
+    """``count`` consecutive buckets of ``hours_each`` hours from ``first_hour`` (empty ones included)."""
+    sums = [[0, 0, 0] for _ in range(count)]
+    for r in rows:
+        i = (r.hour - first_hour) // hours_each
+        if 0 <= i < count:
+            sums[i][0] += r.passes
+            sums[i][1] += r.misses
+            sums[i][2] += r.fails
+    return [Bucket((first_hour + i * hours_each) * HOUR, *s) for i, s in enumerate(sums)]
+
+
+class DashboardData:
+    """The dashboard's service: one method per page part, each a few bounded transactions.
+
+    The overview is kept for ``cache_seconds`` (it counts contracts like the stats job does), so a
+    page reloaded by many browsers costs one set of queries per period."""
+
+    def __init__(self, core: Core, status: Status, started: float, cache_seconds: float = 10.0):
+        self.core = core
+        self.status = status
+        self.started = started
+        self.cache_seconds = cache_seconds
+        self._cached: tuple[float, Overview] | None = None
+
+    async def overview(self) -> Overview:
+        now = self.core.now()
+        if self._cached is not None and 0 <= now - self._cached[0] < self.cache_seconds:
+            return self._cached[1]
+        config, stores = self.core.config, self.core.stores
+        hour = int(now // HOUR)
+        first_day_hour = (int(now // DAY) - 29) * 24
+        # the stats job's overdue grace (jobs/stats.py): five timer ticks, at least 10 s
+        read = await stores.overview.overview(now, max(5 * config.tick, 10.0), min(first_day_hour, hour - 23), hour)
+        counts, rows = read.counts, read.hours
+        last_alive = await stores.meta.last_alive()
+        targets = dict(config.seeded_pool)
+        sizes = sorted(set(targets) | set(counts.pool))
+        result = Overview(
+            version=__version__, now=now, uptime=max(0.0, now - self.started),
+            farmers_online=read.farmers_online, farmers_active=counts.farmers_active,
+            farmers_total=read.farmers_total,
+            contracts={s: counts.contracts.get(s, 0) for s in ("active", "ended", "failed")},
+            due=sum(counts.due.values()), overdue=sum(counts.overdue.values()),
+            timer_lag=None if last_alive is None else max(0.0, now - last_alive),
+            pool=[(s, counts.pool.get(s, 0), targets.get(s, 0)) for s in sizes],
+            under_replicated=read.under_replicated, under_rows=read.under_rows, countries=read.countries,
+            hourly=buckets(rows, hour - 23, 24, 1),
+            daily=buckets(rows, first_day_hour, 30, 24),
+        )
+        self._cached = (now, result)
+        return result
+
+    async def farmers(self, sort: str = "id", descending: bool = False, page: int = 0, limit: int = DEFAULT_LIMIT,
+                      search: str = "", online: bool = False) -> FarmerList:
+        """A page of the status list (same query, same objects), optionally searched by address."""
+        rows = await self.core.stores.status.farmers(self.core.now(), online, sort, descending, limit + 1,
+                                                     page * limit, search or None)
+        return FarmerList([farmer_dict(r) for r in rows[:limit]], sort, descending, page, limit, search,
+                          online, has_next=len(rows) > limit)
+
+    async def farmer(self, farmer_id: str) -> FarmerDetail:
+        """The farmer's /status/show object (404 as there for an unknown id) and its contracts."""
+        shown = await self.status.farmer(farmer_id)
+        standing = await self.core.stores.overview.farmer(shown["id"])
+        return FarmerDetail(shown, standing.results, standing.at_risk, self.core.now())
+

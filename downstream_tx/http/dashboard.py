@@ -1,0 +1,134 @@
+"""The status dashboard's routes (issue 13): ``GET /dashboard`` (overview and the farmer list:
+``?sort=<status sort key>&order=asc|desc&page=<n>&limit=<n>&q=<address text>&online=1``; both pages
+also take ``refresh=<seconds>``, 0 = never, default 30),
+``GET /farmers/<farmer_id>`` (one farmer's standing) and ``GET /dashboard/static/<name>``.
+
+``GET /`` is unchanged (JSON for every client, the published farmer's root probe included): the
+pages live at their own paths, so no content negotiation can ever answer a JSON client with HTML.
+HTML answers carry a strict Content-Security-Policy (no inline script or style, nothing from other
+origins); bad query values get the usual JSON 400. With the ``dashboard`` setting off every one of
+these routes is the JSON 404 of an unknown route.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from twisted.web.iweb import IRequest
+
+from downstream_tx.dashboard import render
+from downstream_tx.dashboard.data import DEFAULT_LIMIT, MAX_LIMIT, MAX_SEARCH, DashboardData
+from downstream_tx.db.status import SORT_COLUMNS
+from downstream_tx.http.errors import ApiError, error_body
+from downstream_tx.http.routing import app
+
+CSP = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    b"Content-Security-Policy": CSP,
+    b"X-Content-Type-Options": b"nosniff",
+    b"Referrer-Policy": b"no-referrer",
+    b"X-Frame-Options": b"DENY",
+}
+STATIC_TYPES = {"dashboard.css": b"text/css; charset=utf-8", "refresh.js": b"text/javascript; charset=utf-8",
+                "favicon.svg": b"image/svg+xml"}
+#: seconds between a page's reloads (its refresh script)
+REFRESH = 30
+
+
+def _static_files() -> dict[str, bytes]:
+    folder = resources.files("downstream_tx.dashboard").joinpath("static")
+    return {name: folder.joinpath(name).read_bytes() for name in STATIC_TYPES}
+
+
+#: the static files, read once
+STATIC = _static_files()
+
+
+def _send(request, body: bytes, content_type: bytes, cache: bytes = b"no-store") -> bytes:
+    request.setResponseCode(200)
+    request.setHeader(b"Content-Type", content_type)
+    request.setHeader(b"Cache-Control", cache)
+    for name, value in SECURITY_HEADERS.items():
+        request.setHeader(name, value)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
+
+
+def _html(request, text: str) -> bytes:
+    return _send(request, text.encode("utf-8"), b"text/html; charset=utf-8")
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, error_body("invalid_query", message))
+
+
+def _arg(request, name: str) -> str:
+    values = (request.args or {}).get(name.encode()) or [b""]
+    try:
+        return values[-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad(f"{name} is not UTF-8") from None
+
+
+def _int_arg(request, name: str, default: int, lo: int, hi: int) -> int:
+    text = _arg(request, name).strip()
+    if not text:
+        return default
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise _bad(f"{name} must be an integer from {lo} to {hi}")
+    return int(text)
+
+
+def list_query(request) -> dict:
+    """The farmer list's query parameters, validated."""
+    sort = _arg(request, "sort").strip() or "id"
+    if sort not in SORT_COLUMNS:
+        raise _bad(f"sort must be one of {', '.join(SORT_COLUMNS)}")
+    order = _arg(request, "order").strip() or "asc"
+    if order not in ("asc", "desc"):
+        raise _bad("order must be asc or desc")
+    search = _arg(request, "q").strip()
+    if len(search) > MAX_SEARCH:
+        raise _bad(f"q must be at most {MAX_SEARCH} characters")
+    online = _arg(request, "online").strip()
+    if online not in ("", "0", "1"):
+        raise _bad("online must be 1 or 0")
+    return {"sort": sort, "descending": order == "desc", "search": search, "online": online == "1",
+            "page": _int_arg(request, "page", 0, 0, 1_000_000),
+            "limit": _int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)}
+
+
+def _dashboard(server) -> DashboardData:
+    data = server.dashboard
+    if data is None:  # the ``dashboard`` setting is off: no such route
+        raise ApiError(404, error_body("not_found", "no such route"))
+    return data
+
+
+class DashboardRoutes:
+    """Mixed into :class:`~downstream_tx.http.server.DownstreamServer` (its ``dashboard``: a
+    :class:`~downstream_tx.dashboard.data.DashboardData`, or None when the setting is off)."""
+
+    @app.route("/dashboard", methods=["GET", "HEAD"], endpoint="dashboard")
+    async def dashboard_page(self, request: IRequest):
+        data = _dashboard(self)
+        query = list_query(request)
+        refresh = _int_arg(request, "refresh", REFRESH, 0, 86400)
+        overview = await data.overview()
+        farmers = await data.farmers(**query)
+        return _html(request, render.overview_page(overview, farmers, refresh))
+
+    @app.route("/farmers/<farmer_id>", methods=["GET", "HEAD"], endpoint="dashboard_farmer")
+    async def dashboard_farmer(self, request: IRequest, farmer_id: str):
+        data = _dashboard(self)
+        refresh = _int_arg(request, "refresh", REFRESH, 0, 86400)
+        return _html(request, render.farmer_page(await data.farmer(farmer_id), refresh))
+
+    @app.route("/dashboard/static/<name>", methods=["GET", "HEAD"], endpoint="dashboard_static")
+    def dashboard_static(self, request: IRequest, name: str):
+        _dashboard(self)
+        body = STATIC.get(name)
+        if body is None:
+            raise ApiError(404, error_body("not_found", "no such file"))
+        return _send(request, body, STATIC_TYPES[name], b"public, max-age=3600")
