@@ -4,7 +4,6 @@ the work tree. Its full runs are not part of the suite (README, "Mutation testin
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 import pytest
@@ -143,7 +142,10 @@ def test_scores_and_table() -> None:
 
 # --------------------------------------------------------------------------- runs on a tiny repository
 
-TINY_MODULE = "def double(x):\n    return x * 2\n\n\ndef first_even(xs):\n    for x in xs:\n        if x % 2 == 0:\n            break\n    return x\n"
+TINY_MODULE = (
+    "def double(x):\n    return x * 2\n\n\n"
+    "def first_even(xs):\n    for x in xs:\n        if x % 2 == 0:\n            break\n    return x\n"
+)
 TINY_TEST = "from pkg.mod import double\n\n\ndef test_double():\n    assert double(3) == 6\n"
 
 
