@@ -4,6 +4,9 @@ the work tree. Its full runs are not part of the suite (README, "Mutation testin
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -221,6 +224,7 @@ def test_a_real_run(tiny_repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: py
     )
     out = capsys.readouterr().out
     assert code == 0, out
+    assert "timeout 120s, a new process per run" in out
     assert "killed" in out and f"#{killed.number} pkg/loop.py:2: while n > 0: -> while n >= 0:" in out
     assert f"survived: #{survivor.number} pkg/loop.py:8: return [1] -> return [2]" in out
     row = next(line for line in out.splitlines() if line.startswith("| pkg/loop.py"))
@@ -229,6 +233,41 @@ def test_a_real_run(tiny_repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: py
     assert (tiny_repo / "pkg" / "loop.py").read_text() == LOOP_MODULE
     assert mutation.main(["pkg/loop.py", "--tests", "tests/test_loop.py", "--only", str(survivor.number),
                           "--fail-under", "90"], root=tiny_repo) == 1
+
+
+def test_the_command_forks_runs_and_times_out(tiny_repo: Path) -> None:
+    """`python -m tests.mutation` as the developer runs it (forked test runs): a mutant killed, one
+    survived, one that loops forever timed out (and counted as killed)."""
+    (tiny_repo / "pkg" / "loop.py").write_text(LOOP_MODULE)
+    (tiny_repo / "tests" / "test_loop.py").write_text(LOOP_TEST)
+    mutants = generate_mutants(LOOP_MODULE, "pkg/loop.py")
+    chosen = [
+        next(m for m in mutants if m.replacement == ">="),  # killed
+        next(m for m in mutants if m.replacement == "+="),  # n += 1: never ends
+        next(m for m in mutants if m.line == 8 and m.replacement == "2"),  # survives
+    ]
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.mutation", "pkg/loop.py", "--root", str(tiny_repo), "--tests",
+         "tests/test_loop.py", "--only", ",".join(str(m.number) for m in chosen), "--timeout", "3"],
+        cwd=mutation.ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "timeout 3s, forked runs" in out.stdout
+    assert [line.split()[1] for line in lines if line.startswith("[")] == [KILLED, TIMEOUT, SURVIVED]
+    row = next(line for line in lines if line.startswith("| pkg/loop.py"))
+    assert [c.strip() for c in row.split("|")[1:-1]][1:8] == [str(len(mutants)), "3", "1", "1", "1", "0", "66.7%"]
+    assert (tiny_repo / "pkg" / "loop.py").read_text() == LOOP_MODULE
+
+
+def test_no_forking_inside_a_process_with_a_reactor() -> None:
+    """Here (pytest with pytest-twisted) a reactor is imported: the runner uses fresh processes."""
+    import twisted.internet.reactor  # noqa: F401
+
+    assert mutation.PytestRunner().fork is False
+    assert mutation.PytestRunner(fork=False).fork is False
 
 
 def _gone(pid: int) -> bool:
