@@ -30,6 +30,8 @@ from downstream_tx.heartbeat import (
     Tag,
     chunk_hash,
     encode_seeded,
+    hb_decode,
+    hb_encode,
     keyed_prf,
     reader_size,
 )
@@ -156,13 +158,13 @@ def test_base64_string_length_limit_is_512_characters() -> None:
     # non-strict base64 ignores characters outside the alphabet: a long string can decode to 3 bytes
     at_limit = "QUFB" + "!" * 508
     assert MerkleLeaf.from_dict({"index": 0, "blob": at_limit}).blob == b"AAA"
-    with pytest.raises(HeartbeatFormatError, match="blob must be a short base64 string"):
+    with pytest.raises(HeartbeatFormatError, match="^blob must be a short base64 string$"):
         MerkleLeaf.from_dict({"index": 0, "blob": at_limit + "!"})
 
 
 def test_decoded_fields_hold_at_most_64_bytes() -> None:
     assert MerkleLeaf.from_dict({"index": 0, "blob": _b64(b"x" * 64)}).blob == b"x" * 64
-    with pytest.raises(HeartbeatFormatError, match="blob has a bad length"):
+    with pytest.raises(HeartbeatFormatError, match="^blob has a bad length$"):
         MerkleLeaf.from_dict({"index": 0, "blob": _b64(b"x" * 65)})
     assert Merkle.from_dict({"key": _b64(b"k" * 64), "check_fraction": None}).key == b"k" * 64
 
@@ -180,7 +182,7 @@ def test_challenge_seeds_of_every_aes_key_size_are_accepted_and_prove(size: int)
 
 @pytest.mark.parametrize("size", [0, 15, 17, 23, 25, 31, 33, 64])
 def test_challenge_seeds_of_other_sizes_are_refused(size: int) -> None:
-    with pytest.raises(HeartbeatFormatError, match="seed has a bad length"):
+    with pytest.raises(HeartbeatFormatError, match="^seed has a bad length$"):
         Challenge.from_dict({"seed": _b64(b"s" * size), "index": 0})
 
 
@@ -189,7 +191,7 @@ def test_index_range_is_0_to_2_power_32() -> None:
         assert MerkleLeaf.from_dict({"index": ok, "blob": ""}).index == ok
         assert Challenge.from_dict({"seed": _b64(b"s" * 16), "index": ok}).index == ok
     for bad in (-1, (1 << 32) + 1):
-        with pytest.raises(HeartbeatFormatError, match="index out of range"):
+        with pytest.raises(HeartbeatFormatError, match="^index out of range$"):
             MerkleLeaf.from_dict({"index": bad, "blob": ""})
 
 
@@ -203,7 +205,7 @@ def test_sizes_range_is_0_to_2_power_63() -> None:
         assert getattr(Tag.from_dict(_tag_dict(**{field: 1 << 63})), field) == 1 << 63
         assert getattr(Tag.from_dict(_tag_dict(**{field: 0})), field) == 0
         for bad in (-1, (1 << 63) + 1):
-            with pytest.raises(HeartbeatFormatError, match=f"{field} out of range"):
+            with pytest.raises(HeartbeatFormatError, match=f"^{field} out of range$"):
                 Tag.from_dict(_tag_dict(**{field: bad}))
     assert Tag.from_dict(_tag_dict(filesz=None)).filesz is None
 
@@ -224,20 +226,20 @@ def test_integer_timestamps_are_kept_as_integers_below_2_power_63() -> None:
     for ok in ((1 << 63) - 1, -((1 << 63) - 1), 0):
         assert State.from_dict(_state_dict(timestamp=ok)).timestamp == ok
     for bad in (1 << 63, -(1 << 63)):
-        with pytest.raises(HeartbeatFormatError, match="timestamp out of range"):
+        with pytest.raises(HeartbeatFormatError, match="^timestamp out of range$"):
             State.from_dict(_state_dict(timestamp=bad))
     for bad in (float("inf"), "1", None, True):
-        with pytest.raises(HeartbeatFormatError, match="timestamp must be a finite number"):
+        with pytest.raises(HeartbeatFormatError, match="^timestamp must be a finite number$"):
             State.from_dict(_state_dict(timestamp=bad))
 
 
 def test_tree_order_is_at_most_20() -> None:
     # order 20 is in range (so the node count is what is wrong), 21 is not
-    with pytest.raises(HeartbeatFormatError, match="nodes must hold 2 \\* 2\\^order entries"):
+    with pytest.raises(HeartbeatFormatError, match="^nodes must hold 2 \\* 2\\^order entries$"):
         MerkleTree.from_dict({"order": 20, "nodes": [""] * 4, "leaves": []})
-    with pytest.raises(HeartbeatFormatError, match="order out of range"):
+    with pytest.raises(HeartbeatFormatError, match="^order out of range$"):
         MerkleTree.from_dict({"order": 21, "nodes": [""] * 4, "leaves": []})
-    with pytest.raises(HeartbeatFormatError, match="order out of range"):
+    with pytest.raises(HeartbeatFormatError, match="^order out of range$"):
         MerkleTree.from_dict({"order": -1, "nodes": [""], "leaves": []})
     tree = MerkleTree.from_dict({"order": 0, "nodes": ["", ""], "leaves": []})
     assert tree == MerkleTree([b"", b""], 0, [])
@@ -247,19 +249,19 @@ def test_tree_leaves_at_most_one_per_slot() -> None:
     nodes = [""] * 4
     leaf = {"index": 0, "blob": ""}
     assert len(MerkleTree.from_dict({"order": 1, "nodes": nodes, "leaves": [leaf] * 2}).leaves) == 2
-    with pytest.raises(HeartbeatFormatError, match="leaves is too long"):
+    with pytest.raises(HeartbeatFormatError, match="^leaves is too long$"):
         MerkleTree.from_dict({"order": 1, "nodes": nodes, "leaves": [leaf] * 3})
-    with pytest.raises(HeartbeatFormatError, match="nodes is too long"):
+    with pytest.raises(HeartbeatFormatError, match="^nodes is too long$"):
         MerkleTree.from_dict({"order": 1, "nodes": nodes + [""], "leaves": []})
 
 
 def test_branch_rows_are_pairs_and_at_most_64() -> None:
     pair = ["", _b64(b"r")]
     assert MerkleBranch.from_dict({"rows": [pair] * 64}).rows == [(b"", b"r")] * 64
-    with pytest.raises(HeartbeatFormatError, match="rows is too long"):
+    with pytest.raises(HeartbeatFormatError, match="^rows is too long$"):
         MerkleBranch.from_dict({"rows": [pair] * 65})
     for bad_row in (["", "", ""], [""], [], {"a": "", "b": ""}, "ab", None):
-        with pytest.raises(HeartbeatFormatError, match=r"a branch row must be a \[left, right\] pair"):
+        with pytest.raises(HeartbeatFormatError, match=r"^a branch row must be a \[left, right\] pair$"):
             MerkleBranch.from_dict({"rows": [pair, bad_row]})
         with pytest.raises(HeartbeatFormatError):
             Proof.from_dict({"leaf": {"index": 0, "blob": ""}, "branch": {"rows": [bad_row]}})
@@ -271,7 +273,7 @@ def test_check_fraction_is_null_or_within_0_and_1() -> None:
     for ok in (None, 0, 1, 0.0, 1.0, 0.25):
         assert Merkle.from_dict({"key": "", "check_fraction": ok}).check_fraction == ok
     for bad in (-0.01, 1.01, 2, float("nan"), float("inf"), True, "0.5", [0.5]):
-        with pytest.raises(HeartbeatFormatError, match="check_fraction must be null or a number in"):
+        with pytest.raises(HeartbeatFormatError, match=r"^check_fraction must be null or a number in \[0, 1\]$"):
             Merkle.from_dict({"key": "", "check_fraction": bad})
 
 
@@ -408,3 +410,64 @@ def test_file_reader_closes_its_descriptor_once(tmp_path: Path) -> None:
     fd3 = third._fd
     third.__del__()
     assert not _is_open(fd3)
+
+
+# --------------------------------------------------------------------------- smaller contracts
+
+
+def test_every_from_dict_turns_a_stray_exception_into_a_format_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module's promise: from_dict on untrusted JSON raises only HeartbeatFormatError. The field
+    checks raise it themselves; the wrapper on each from_dict is the safety net for anything else."""
+    from downstream_tx.heartbeat import merkle as module
+
+    valid = _valid()
+    inputs = [
+        (MerkleLeaf, valid["leaf"]), (MerkleBranch, valid["branch"]), (MerkleTree, valid["tree"]),
+        (Challenge, valid["challenge"]), (Tag, valid["tag"]), (State, valid["state"]),
+        (Proof, {"leaf": valid["leaf"], "branch": valid["branch"]}), (Merkle, valid["merkle"]),
+    ]
+    for error in (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError):
+
+        def stray(d: Any, key: str, error: type[Exception] = error) -> Any:
+            raise error("low level")
+
+        monkeypatch.setattr(module, "_get", stray)
+        for cls, d in inputs:
+            with pytest.raises(HeartbeatFormatError, match="^malformed heartbeat data: "):
+                cls.from_dict(d)
+    monkeypatch.undo()
+    # a real one: math.isfinite() overflows on a huge integer
+    with pytest.raises(HeartbeatFormatError, match="^malformed heartbeat data: int too large"):
+        Merkle.from_dict({"key": "", "check_fraction": 10**400})
+
+
+def test_from_dict_keeps_its_name() -> None:
+    assert MerkleLeaf.from_dict.__qualname__ == "MerkleLeaf.from_dict"
+    assert Tag.from_dict.__name__ == "from_dict"
+
+
+def test_small_helpers() -> None:
+    assert len(BytesReader(b"abc")) == 3 == BytesReader(b"abc").size
+    assert hb_decode(["QUFB", "", ["QQ=="]]) == [b"AAA", b"", [b"A"]]
+    assert hb_encode([b"AAA", b"", [b"A"]]) == ["QUFB", "", ["QQ=="]]
+    assert MerkleBranch().rows == [] and MerkleBranch().rows is not MerkleBranch().rows
+    tree = MerkleTree([b"", b""], 0)
+    assert tree.leaves == [] and tree.leaves is not MerkleTree([b"", b""], 0).leaves
+    with pytest.raises(IndexError, match="^leaf index out of range$"):
+        MerkleTree.build([MerkleLeaf(0, b"x")]).get_branch(1)
+
+
+def test_file_reader_may_get_descriptor_0(tmp_path: Path) -> None:
+    """With stdin closed (a daemonised process), the file gets descriptor 0: close() must close it."""
+    path = tmp_path / "f"
+    path.write_bytes(b"zero")
+    saved = os.dup(0)
+    try:
+        os.close(0)
+        reader = FileReader(path)
+        assert reader._fd == 0 and reader.read_at(0, 4) == b"zero"
+        reader.close()
+        assert not _is_open(0)
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
