@@ -450,6 +450,9 @@ class Sandbox:
 
     def __enter__(self) -> Sandbox:
         self._tmp = tempfile.mkdtemp(prefix="dtx-mutation-")
+        if Path(self._tmp).resolve().is_relative_to(self.root.resolve()):
+            os.rmdir(self._tmp)
+            raise SystemExit("mutation: the temporary directory (TMPDIR) must be outside the repository")
         self.path = Path(self._tmp) / "repo"
         shutil.copytree(self.root, self.path, ignore=SANDBOX_IGNORE, symlinks=True)
         return self
@@ -801,4 +804,8 @@ def _interrupt_on_sigterm() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sandbox is gone, the running tests killed
+        print("mutation: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -262,6 +262,58 @@ def test_the_command_forks_runs_and_times_out(tiny_repo: Path) -> None:
     assert (tiny_repo / "pkg" / "loop.py").read_text() == LOOP_MODULE
 
 
+def _cwd_in(directory: Path) -> list[int]:
+    """Processes whose working directory is in ``directory``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd.startswith(str(directory)):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="checks processes through /proc")
+def test_sigterm_removes_the_sandbox_and_kills_the_running_tests(
+    tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    (tiny_repo / "pkg" / "loop.py").write_text(LOOP_MODULE)
+    (tiny_repo / "tests" / "test_loop.py").write_text(LOOP_TEST)
+    hang = next(m for m in generate_mutants(LOOP_MODULE, "pkg/loop.py") if m.replacement == "+=")
+    tmp = tmp_path_factory.mktemp("tmpdir")
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.mutation", "pkg/loop.py", "--root", str(tiny_repo), "--tests",
+         "tests/test_loop.py", "--only", str(hang.number), "--timeout", "600"],
+        cwd=mutation.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        def mutant_running() -> bool:
+            copies = list(tmp.glob("dtx-mutation-*/repo/pkg/loop.py"))
+            return bool(copies) and "n += 1" in copies[0].read_text() and bool(_cwd_in(tmp))
+
+        wait_until(mutant_running, 60, "the hanging mutant running")
+        proc.terminate()
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:  # (the test failed early) still stop what it started
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for pid in _cwd_in(tmp):
+                os.kill(pid, 9)
+    assert "mutation: interrupted" in proc.stderr.read()
+    assert list(tmp.iterdir()) == []
+    wait_until(lambda: not _cwd_in(tmp), 30, "the forked test run killed")
+    assert (tiny_repo / "pkg" / "loop.py").read_text() == LOOP_MODULE
+
+
 def test_no_forking_inside_a_process_with_a_reactor() -> None:
     """Here (pytest with pytest-twisted) a reactor is imported: the runner uses fresh processes."""
     import twisted.internet.reactor  # noqa: F401
