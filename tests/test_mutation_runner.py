@@ -1,4 +1,4 @@
-"""The mutation runner (tests/mutation.py): its mutants, samples, scores, and that it never changes
+"""The mutation runner (tests/mutation/__init__.py): its mutants, samples, scores, and that it never changes
 the work tree. Its full runs are not part of the suite (README, "Mutation testing")."""
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from support import wait_until
-from tests import mutation
-from tests.mutation import KILLED, SURVIVED, TIMEOUT, ModuleReport, Outcome, generate_mutants, sample_mutants
+from tests import mutation  # (the runner package: not a test module)
+
+KILLED, SURVIVED, TIMEOUT = mutation.KILLED, mutation.SURVIVED, mutation.TIMEOUT
+ModuleReport, Outcome = mutation.ModuleReport, mutation.Outcome
+generate_mutants, sample_mutants = mutation.generate_mutants, mutation.sample_mutants
 
 SAMPLE = '''"""Module docstring: never mutated."""
 from __future__ import annotations
@@ -113,6 +116,14 @@ def test_each_mutant_parses_and_changes_the_code() -> None:
 
 def _merkle_source() -> str:
     return (mutation.ROOT / "downstream_tx" / "heartbeat" / "merkle.py").read_text(encoding="utf-8")
+
+
+def test_the_module_map_names_existing_files() -> None:
+    """TESTS_FOR is the one place to update when modules or test files move: keep it true."""
+    for module, tests in mutation.TESTS_FOR.items():
+        assert (mutation.ROOT / module).is_file(), module
+        assert tests and all((mutation.ROOT / t).is_file() for t in tests), (module, tests)
+    assert "downstream_tx/heartbeat/merkle.py" in mutation.TESTS_FOR
 
 
 def test_sample_is_reproducible_and_in_source_order() -> None:

@@ -14,8 +14,8 @@ Runs use SQLite only: the MySQL variables are removed from the tests' environmen
 ``mysql``/``e2e``/``slow`` tests are deselected (``MARKS``). Hypothesis runs derandomized without
 its example database, so a given sample gives the same result every time.
 
-The same file is the pytest plugin that sets up Hypothesis in those runs (``-p tests.mutation``).
-It is not a test module: the test suite only runs its unit tests (tests/test_mutation_runner.py).
+This package is also the pytest plugin that sets up Hypothesis in those runs (``-p tests.mutation``).
+It holds no tests: the test suite runs its unit tests (tests/test_mutation_runner.py), not its runs.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 # --------------------------------------------------------------------------- module -> tests
 # The one place that says which test files exercise which module. Paths are relative to the
@@ -49,48 +49,62 @@ ROOT = Path(__file__).resolve().parent.parent
 # warning, and any module can be run with explicit --tests.
 
 # (with -x the run stops at the first failure: quick, pointed files first)
-_HEARTBEAT_TESTS = [
+_HEARTBEAT = [
     "tests/test_heartbeat_mutation_pins.py",
+    "tests/test_heartbeat_merkle.py",
     "tests/test_heartbeat_vectors.py",
     "tests/test_heartbeat_props.py",
 ]
-_V0_TESTS = [
+_V0_TIMER = [  # the v0 timer path: challenge supply, deadlines, misses, failures
+    "tests/test_v0_challenges.py",
+    "tests/test_db_stores.py",
     "tests/test_timers_v0.py",
     "tests/test_node_private.py",
     "tests/test_api_v0.py",
 ]
-_V1_TESTS = [
-    "tests/test_v1_api.py",
+_V1_ANSWER = [  # the v1 answer path: pool, challenge, answer, verify, expiry, status
+    "tests/test_v1_farming.py",
+    "tests/test_v1_expiry.py",
+    "tests/test_v1_pool.py",
+    "tests/test_db_stores.py",
     "tests/test_v1_status.py",
+    "tests/test_v1_api.py",
 ]
-_PARSER_TESTS = [
+_PARSERS = [  # request parsing: bodies, routing and path parameters, the protocol routes
+    "tests/test_http_bodies.py",
+    "tests/test_http_routing.py",
+    "tests/test_batch_bodies.py",
+    "tests/test_fuzz_http.py",
     "tests/test_v1_api.py",
     "tests/test_api_v0.py",
-    "tests/test_fuzz_http.py",
     "tests/test_abuse.py",
+]
+_TOKENS = [  # tokens, addresses, farmers and their limits
+    "tests/test_core_tokens.py",
+    "tests/test_core_farmers.py",
+    "tests/test_db_stores.py",
+    "tests/test_abuse_tokens.py",
+    "tests/test_api_v0.py",
 ]
 
 TESTS_FOR: dict[str, list[str]] = {
-    # heartbeat primitives
-    "downstream_tx/heartbeat/merkle.py": _HEARTBEAT_TESTS,
-    "downstream_tx/heartbeat/hashchal.py": _HEARTBEAT_TESTS,
-    "downstream_tx/heartbeat/prf.py": _HEARTBEAT_TESTS,
-    "downstream_tx/heartbeat/randomio.py": _HEARTBEAT_TESTS,
-    # v0 timer path
-    "downstream_tx/node.py": _V0_TESTS + ["tests/test_abuse_tokens.py"],
-    "downstream_tx/db/contracts.py": _V0_TESTS,
-    "downstream_tx/db/challenges.py": _V0_TESTS,
-    "downstream_tx/jobs/challenges.py": _V0_TESTS + ["tests/test_v1_status.py"],
-    # v1 answer path
-    "downstream_tx/farming_v1.py": _V1_TESTS,
-    "downstream_tx/db/seeded.py": _V1_TESTS,
-    # request parsing
-    "downstream_tx/api/v1.py": _PARSER_TESTS,
-    "downstream_tx/api/common.py": _PARSER_TESTS,
-    "downstream_tx/api/v0.py": _PARSER_TESTS,
-    # tokens, addresses and their limits
-    "downstream_tx/db/tokens.py": ["tests/test_abuse_tokens.py", "tests/test_api_v0.py", "tests/test_v1_api.py"],
-    "downstream_tx/api/ratelimit.py": ["tests/test_abuse_tokens.py", "tests/test_abuse.py"],
+    **dict.fromkeys(
+        ["downstream_tx/heartbeat/merkle.py", "downstream_tx/heartbeat/hashchal.py",
+         "downstream_tx/heartbeat/prf.py", "downstream_tx/heartbeat/randomio.py"], _HEARTBEAT),
+    **dict.fromkeys(
+        ["downstream_tx/v0/challenges.py", "downstream_tx/v0/farming.py", "downstream_tx/v0/files.py",
+         "downstream_tx/db/contracts.py", "downstream_tx/db/challenges.py", "downstream_tx/db/replicas.py",
+         "downstream_tx/jobs/contracts.py", "downstream_tx/core/context.py"], _V0_TIMER),
+    **dict.fromkeys(
+        ["downstream_tx/v1/farming.py", "downstream_tx/v1/expiry.py", "downstream_tx/v1/pool.py",
+         "downstream_tx/v1/wire.py", "downstream_tx/v1/status.py", "downstream_tx/db/seeded.py",
+         "downstream_tx/db/status.py"], _V1_ANSWER),
+    **dict.fromkeys(
+        ["downstream_tx/http/bodies.py", "downstream_tx/http/routing.py", "downstream_tx/http/v0.py",
+         "downstream_tx/http/v1.py", "downstream_tx/http/errors.py", "downstream_tx/http/status.py"], _PARSERS),
+    **dict.fromkeys(
+        ["downstream_tx/core/tokens.py", "downstream_tx/core/farmers.py", "downstream_tx/db/tokens.py"], _TOKENS),
+    "downstream_tx/http/ratelimit.py": ["tests/test_abuse_tokens.py", "tests/test_abuse.py"],
     "downstream_tx/bitcoin.py": ["tests/test_bitcoin.py"],
 }
 
@@ -505,7 +519,7 @@ class PytestRunner:
         return not unsafe
 
     def __call__(self, sandbox: Sandbox, tests: Sequence[str], timeout: float | None) -> tuple[str, float]:
-        args = PYTEST_ARGS if (sandbox.path / "tests" / "mutation.py").exists() else PYTEST_ARGS[:-2]
+        args = PYTEST_ARGS if (sandbox.path / "tests" / "mutation" / "__init__.py").exists() else PYTEST_ARGS[:-2]
         args = [*args, "-m", MARKS, *tests]
         started = time.monotonic()
         if self.fork:
@@ -709,8 +723,8 @@ def _tests_for(module: str, explicit: Sequence[str] | None, root: Path) -> list[
     elif module in TESTS_FOR:
         tests = TESTS_FOR[module]
     else:
-        raise SystemExit(f"mutation: no test files mapped for {module} (TESTS_FOR in tests/mutation.py); "
-                         "give them with --tests")
+        raise SystemExit(f"mutation: no test files mapped for {module} (TESTS_FOR in "
+                         "tests/mutation/__init__.py); give them with --tests")
     present = [t for t in tests if (root / t).exists()]
     for t in tests:
         if t not in present:
@@ -803,7 +817,8 @@ def _interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """``python -m tests.mutation`` (tests/mutation/__main__.py)."""
     try:
         sys.exit(main())
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sandbox is gone, the running tests killed
