@@ -16,7 +16,8 @@ setup(
     include_package_data=True,
     # <prefix>/share/doc/downstream-tx/: the systemd unit's Documentation= points here
     # (/opt/downstream/share/doc/downstream-tx/operations.md in the documented virtualenv)
-    data_files=[("share/doc/downstream-tx", ["README.md", "LICENSE", "docs/operations.md", "docs/openapi.yaml"]),
+    data_files=[("share/doc/downstream-tx", ["README.md", "LICENSE", "docs/operations.md", "docs/protocol-v0.md",
+                                             "docs/protocol-v1.md", "docs/openapi.yaml"]),
                 ("share/doc/downstream-tx/systemd", ["contrib/systemd/downstream.service",
                                                      "contrib/systemd/downstream.socket",
                                                      "contrib/systemd/downstream-socket-activated.conf"])],
