@@ -13,6 +13,9 @@ start, and the first completed pass after failed ones (e.g. the database was unr
 the window from that stored time to now as downtime: v0 forgives a challenge whose deadline fell in
 it, or within one interval after it (it was issued late, or its window cut short); v1 contracts get
 the window added to their due time and expiration, once, before any of them is expired.
+
+Each contract a pass fails is logged by its ids (farmer id, file hash; never a token), at most
+``FAILED_LINES`` per pass.
 """
 
 from __future__ import annotations
