@@ -14,6 +14,13 @@ setup(
         "twisted.plugins": ["downstream_plugin.py"],
     },
     include_package_data=True,
+    # <prefix>/share/doc/downstream-tx/: the systemd unit's Documentation= points here
+    # (/opt/downstream/share/doc/downstream-tx/operations.md in the documented virtualenv)
+    data_files=[("share/doc/downstream-tx", ["README.md", "LICENSE", "docs/operations.md", "docs/protocol-v0.md",
+                                             "docs/protocol-v1.md", "docs/openapi.yaml"]),
+                ("share/doc/downstream-tx/systemd", ["contrib/systemd/downstream.service",
+                                                     "contrib/systemd/downstream.socket",
+                                                     "contrib/systemd/downstream-socket-activated.conf"])],
     install_requires=[
         "Twisted[tls]>=24.3,<27",
         "klein>=24.8,<26",
@@ -27,6 +34,7 @@ setup(
         "ijson>=3.2,<4",
         "geoip2fast>=1.2,<2",
         "maxminddb>=2.5,<4",
+        "tqdm>=4.66,<5",
     ],
     extras_require={
         "test": [
@@ -42,5 +50,7 @@ setup(
         ],
     },
     entry_points={"console_scripts": ["downstream-admin = downstream_tx.admin:entry"]},
-    classifiers=["Framework :: Twisted", "Programming Language :: Python :: 3.11"],
+    license="MIT",
+    classifiers=["Framework :: Twisted", "Programming Language :: Python :: 3.11",
+                 "License :: OSI Approved :: MIT License"],
 )

@@ -1,6 +1,10 @@
 """``downstream-admin``: the operator's command line over the node's services.
 
-Exit status: 0 success, 2 bad input (nothing changed), 1 any other failure.
+Exit status: 0 success, 2 bad input (nothing changed), 1 any other failure (among them: no
+database where the command looked — only ``file add`` and ``whitelist import`` create one).
+
+Output: tables and ``farmer show`` are for people (times in ISO 8601 UTC); ``--json`` gives the raw
+values (times as Unix seconds) for scripts.
 """
 
 from __future__ import annotations
@@ -15,8 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from downstream_tx import __version__
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
-from downstream_tx.errors import UNAVAILABLE, NodeError
+from downstream_tx.errors import NOT_FOUND, UNAVAILABLE, NodeError
+
+#: commands that set up a node, and so may create its database; every other one refuses a
+#: database that does not exist (a typo in --data-dir, or run from another directory)
+CREATING_COMMANDS = {("file", "add"), ("whitelist", "import")}
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 MAX_WHITELIST_BYTES = 64 << 20
@@ -27,16 +36,22 @@ class BadInput(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="downstream-admin", description="Operate a downstream-tx node.")
+    p = argparse.ArgumentParser(prog="downstream-admin", description="Operate a downstream-tx node.",
+                                epilog="Give the same --config / --db / --data-dir as the daemon (or run in its "
+                                       "directory). Exit status: 0 ok, 2 bad input, 1 other failure.")
+    p.add_argument("--version", action="version", version=f"downstream-admin (downstream-tx) {__version__}")
     p.add_argument("--config", help="TOML configuration file (as for the daemon)")
     for s in SETTINGS:
         if s.name in ("db", "data_dir", "chunk_dir", "max_file_size", "challenge_batch", "challenge_low_water",
                       "whitelist", "min_balance", "max_tokens_per_address"):
             p.add_argument("--" + s.option, dest=s.name, help=f"{s.help} [env {s.env}]")
+    p.add_argument("--db-password-file", dest="db_password_file", help="file holding the MySQL password")
     sub = p.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     token = sub.add_parser("token", help="create or delete farmer tokens").add_subparsers(dest="cmd", required=True)
-    token.add_parser("create", help="new token for an address (prints the token)").add_argument("address")
+    create = token.add_parser("create", help="new token for an address (prints the token and the farmer id)")
+    create.add_argument("address")
+    create.add_argument("--json", action="store_true", help="machine-readable output")
     token.add_parser("delete", help="delete a token; its contracts end").add_argument("token")
 
     files = sub.add_parser("file", help="manage monitored files").add_subparsers(dest="cmd", required=True)
@@ -65,9 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--replace", action="store_true", help="deactivate addresses missing from the file")
 
     farmer = sub.add_parser("farmer", help="farmers").add_subparsers(dest="cmd", required=True)
-    farmer.add_parser("show", help="a farmer's tokens and contracts").add_argument("farmer_id")
+    show = farmer.add_parser("show", help="a farmer's contracts and counters")
+    show.add_argument("farmer", metavar="FARMER", help="farmer id (20 hex), token (32 hex) or SJCX address")
+    show.add_argument("--json", action="store_true", help="machine-readable output (times as Unix seconds)")
+    flist = farmer.add_parser("list", help="every farmer: address, protocol, contracts, passes, misses, last seen")
+    flist.add_argument("--json", action="store_true", help="one JSON object per line (times as Unix seconds)")
+    flist.add_argument("--limit", type=int, help="at most this many farmers (default: all)")
 
-    sub.add_parser("config", help="print the effective configuration (secrets masked)")
+    cfg = sub.add_parser("config", help="print the settings this invocation resolves, with their sources")
+    cfg.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 
@@ -103,34 +124,121 @@ def parse_whitelist(path: str) -> list[tuple[str, int]]:
 
 
 class ProgressBar:
-    """A progress bar on stderr for work that takes more than a moment, only on a terminal."""
+    """A progress bar (tqdm) on standard error for work that takes more than a moment, only when
+    standard error is a terminal; silent otherwise (pipes, logs, cron)."""
 
     def __init__(self, label: str, stream=None, delay: float = 0.5):
         self.label = label
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
-        self.started = time.monotonic()
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
         self.delay = delay
-        self.shown = False
+        self._bar = None
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or time.monotonic() - self.started < self.delay:
+        if not self.enabled:
             return
-        fraction = done / total if total else 1.0
-        bar = "#" * int(fraction * 30)
-        self.stream.write(f"\r{self.label} [{bar:<30}] {fraction * 100:5.1f}%")
-        self.stream.flush()
-        self.shown = True
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=self.label, unit="B", unit_scale=True, unit_divisor=1024,
+                             file=self.stream, delay=self.delay, leave=True, dynamic_ncols=True)
+        self._bar.update(done - self._bar.n)
 
     def close(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
-async def run_command(args: argparse.Namespace, config: Config, reactor: Any, out) -> int:
+def iso_utc(t: float | None) -> str:
+    """``2026-11-30T21:50:07Z`` (tables and ``farmer show``; ``--json`` keeps the Unix seconds)."""
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def farmer_token_or_address(text: str) -> tuple[str, str]:
+    """What ``farmer show`` was given: ``("id", farmer_id)`` for 20 hex characters, ``("id", …)`` of
+    a 32-hex token (the farmer id is derived from it; the token is never looked up or stored), or
+    ``("address", text)``."""
+    from downstream_tx import bitcoin
+    from downstream_tx.core.tokens import FARMER_ID_RE, farmer_id_of, hash_token, is_token
+
+    text = text.strip()
+    lowered = text.lower()
+    if FARMER_ID_RE.match(lowered):
+        return "id", lowered
+    if is_token(lowered):
+        return "id", farmer_id_of(hash_token(lowered))
+
+    try:
+        bitcoin.decode_address(text)
+    except bitcoin.InvalidAddress:
+        raise BadInput("FARMER must be a farmer id (20 hex characters), a token (32) or an SJCX address") from None
+    return "address", text
+
+
+#: farmers fetched per query by ``farmer list``
+FARMER_PAGE = 500
+
+FARMER_COLUMNS = ("farmer_id", "address", "protocol", "contracts", "passes", "fails", "misses", "last_seen",
+                  "online")
+
+
+def farmer_table_row(f: Any) -> str:
+    return (f"{f.farmer_id:20}  {f.address:34}  {f.protocol or '-':8}  {f.contracts:>9}  {f.passes:>7}  "
+            f"{f.fails:>5}  {f.misses:>6}  {iso_utc(f.last_seen):20}  {'yes' if f.online else 'no'}")
+
+
+def farmer_table_head() -> str:
+    return (f"{'farmer_id':20}  {'address':34}  {'protocol':8}  {'contracts':>9}  {'passes':>7}  {'fails':>5}  "
+            f"{'misses':>6}  {'last_seen (UTC)':20}  online")
+
+
+def farmer_details(shown: dict, summary: Any) -> list[str]:
+    """``farmer show`` for people: one ``name  value`` line each, times in ISO 8601 UTC."""
+    c = shown["contracts"]
+    lines = [("farmer_id", shown["farmer_id"]), ("address", shown["address"]),
+             ("created", iso_utc(shown["created"])),
+             ("protocol", (summary.protocol if summary else "") or "-"),
+             ("contracts", f"{c.get('active', 0)} active, {c.get('ended', 0)} ended, {c.get('failed', 0)} failed"),
+             ("passes", c.get("passes", 0)), ("fails", c.get("fails", 0)), ("misses", c.get("misses", 0)),
+             ("heartbeats", f"{shown['heartbeats']} (v1 proofs accepted)"),
+             ("last_seen", iso_utc(summary.last_seen) if summary else "-"),
+             ("online", ("yes" if summary.online else "no") if summary else "no")]
+    return [f"{name:11} {value}" for name, value in lines]
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Bad arguments are refused (exit 2) before the database is opened."""
+    from downstream_tx.v0.hashes import is_hex64
+
+    file_hash = getattr(args, "hash", None)
+    if file_hash is not None and not is_hex64(file_hash):
+        raise BadInput("file hash must be 64 hexadecimal characters")
+    if (args.group, args.cmd) == ("farmer", "show"):
+        farmer_token_or_address(args.farmer)
+
+
+def new_sqlite_path(config: Config) -> str | None:
+    """The SQLite file a creating command is about to create, if there is none yet."""
+    from downstream_tx.db.url import parse_db_url
+
+    url = parse_db_url(config.db_url)
+    if url.scheme == "sqlite" and not os.path.exists(url.path):
+        return os.path.abspath(url.path)
+    return None
+
+
+async def run_command(args: argparse.Namespace, config: Config, reactor: Any, out, err=None) -> int:
     from downstream_tx.runtime import open_services
 
-    services = await open_services(config, reactor)
+    check_arguments(args)
+    create = (args.group, args.cmd) in CREATING_COMMANDS
+    created = new_sqlite_path(config) if create else None
+    services = await open_services(config, reactor, create=create)
+    if created is not None:
+        print(f"downstream-admin: created a new database at {created}", file=err or sys.stderr)
     try:
         return await _dispatch(args, services, out)
     finally:
@@ -142,7 +250,15 @@ async def _dispatch(args, services, out) -> int:
 
     key = (args.group, args.cmd)
     if key == ("token", "create"):
-        print(await services.v0.create_token(args.address), file=out)
+        from downstream_tx.core.tokens import farmer_id_of, hash_token
+
+        token = await services.v0.create_token(args.address)
+        farmer_id = farmer_id_of(hash_token(token))
+        if args.json:
+            print(json.dumps({"token": token, "farmer_id": farmer_id}), file=out)
+        else:
+            print(f"token      {token}", file=out)
+            print(f"farmer_id  {farmer_id}", file=out)
     elif key == ("token", "delete"):
         ended = await services.farmers.delete_token(args.token)
         print(f"token deleted; {ended} contracts ended", file=out)
@@ -180,7 +296,12 @@ async def _dispatch(args, services, out) -> int:
                 raise BadInput("--root-seed must be 64 hexadecimal characters") from None
             if len(root_seed) != 32 or len(args.root_seed) != 64:
                 raise BadInput("--root-seed must be 64 hexadecimal characters")
-        print(json.dumps(await services.files.generate_challenges(args.hash, root_seed, args.count)), file=out)
+        bar = ProgressBar("hashing")
+        try:
+            print(json.dumps(await services.files.generate_challenges(args.hash, root_seed, args.count, bar)),
+                  file=out)
+        finally:
+            bar.close()
     elif key == ("challenges", "update"):
         # the daemon's own timer pass, downtime rule included: a pass run while the daemon is
         # stopped forgives what the downtime made farmers miss
@@ -191,8 +312,52 @@ async def _dispatch(args, services, out) -> int:
         rows = parse_whitelist(args.csv)
         print(json.dumps(await services.farmers.import_whitelist(rows, args.replace)), file=out)
     elif key == ("farmer", "show"):
-        print(json.dumps(await services.farmers.show(args.farmer_id), indent=1), file=out)
+        await _farmer_show(args, services.farmers, out)
+    elif key == ("farmer", "list"):
+        await _farmer_list(args, services.farmers, out)
     return EXIT_OK
+
+
+async def _farmer_show(args, farmers, out) -> None:
+    kind, value = farmer_token_or_address(args.farmer)
+    ids = [value] if kind == "id" else await farmers.ids_by_address(value)
+    if not ids:
+        raise NodeError(NOT_FOUND, "no_farmer", f"no farmer has address {value}")
+    shown = [await farmers.show(farmer_id) for farmer_id in ids]
+    summaries = {s.farmer_id: s for s in await farmers.summaries(ids)}
+    if args.json:
+        for item in shown:
+            summary = summaries.get(item["farmer_id"])
+            item.update({"last_seen": summary.last_seen if summary else None,
+                         "online": bool(summary and summary.online),
+                         "protocol": summary.protocol if summary else ""})
+        print(json.dumps(shown[0] if kind == "id" else shown, indent=1), file=out)
+        return
+    for number, item in enumerate(shown):
+        if number:
+            print(file=out)
+        for line in farmer_details(item, summaries.get(item["farmer_id"])):
+            print(line, file=out)
+
+
+async def _farmer_list(args, farmers, out) -> None:
+    """Pages of ``FARMER_PAGE`` from the database, printed as they come (memory stays flat)."""
+    remaining = args.limit
+    if remaining is not None and remaining < 0:
+        raise BadInput("--limit must be 0 or more")
+    if not args.json:
+        print(farmer_table_head(), file=out)
+    after = 0
+    while remaining is None or remaining > 0:
+        size = FARMER_PAGE if remaining is None else min(FARMER_PAGE, remaining)
+        page = await farmers.page(after, size)
+        for f in page:
+            print(json.dumps(f.as_dict()) if args.json else farmer_table_row(f), file=out)
+        if remaining is not None:
+            remaining -= len(page)
+        if len(page) < size:
+            break
+        after = page[-1].id
 
 
 def main(argv: list[str] | None = None, environ=None, out=None, err=None) -> int:
@@ -210,13 +375,28 @@ def main(argv: list[str] | None = None, environ=None, out=None, err=None) -> int
         print(f"downstream-admin: configuration error: {e}", file=err)
         return EXIT_BAD_INPUT
     if args.group == "config":
-        for name, value in config.describe():
-            print(f"{name} = {value}", file=out)
+        print_config(config, args.json, out)
         return EXIT_OK
-    return _react(lambda reactor: run_command(args, config, reactor, out), err)
+    return _react(lambda reactor: run_command(args, config, reactor, out, err), err, config)
 
 
-def _react(main_coroutine: Callable[[Any], Any], err) -> int:
+def print_config(config: Config, as_json: bool, out) -> None:
+    """Each setting, its value (secrets masked, derived defaults resolved) and where it came from.
+    This is what *this* invocation resolves from its own defaults, file, environment and options:
+    a daemon started with other options or another environment runs with other values."""
+    rows = config.describe_sources()
+    if as_json:
+        print(json.dumps({name: {"value": value, "source": source} for name, value, source in rows}, indent=1),
+              file=out)
+        return
+    print("# settings as this downstream-admin resolves them (default < file < env < flag); a running daemon "
+          "started with other options or environment uses its own", file=out)
+    width = max(len(f"{name} = {value}") for name, value, _ in rows)
+    for name, value, source in rows:
+        print(f"{f'{name} = {value}':{width}}  # {source}", file=out)
+
+
+def _react(main_coroutine: Callable[[Any], Any], err, config: Config | None = None) -> int:
     from twisted.internet import defer, task
 
     result: dict[str, int] = {}
@@ -229,9 +409,15 @@ def _react(main_coroutine: Callable[[Any], Any], err) -> int:
             print(f"downstream-admin: {e}", file=err)
             result["code"] = EXIT_FAILURE if unavailable else EXIT_BAD_INPUT
         except Exception as e:
+            from downstream_tx.startup import explain
 
-            print(f"downstream-admin: error: {e.__class__.__name__}: {e}", file=err)
-            result["code"] = EXIT_FAILURE
+            explained = explain(e, config)
+            if explained is not None:
+                print(f"downstream-admin: {explained}", file=err)
+                result["code"] = explained.exit_code
+            else:
+                print(f"downstream-admin: error: {e.__class__.__name__}: {e}", file=err)
+                result["code"] = EXIT_FAILURE
 
     try:
         task.react(lambda reactor: defer.ensureDeferred(run(reactor)))

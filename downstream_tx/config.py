@@ -15,8 +15,9 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from downstream_tx.db.url import InvalidDbUrl, mask_db_url, parse_db_url
+from downstream_tx.db.url import InvalidDbUrl, mask_db_url, parse_db_url, with_password
 
 
 class ConfigError(ValueError):
@@ -32,14 +33,18 @@ def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[An
         if isinstance(value, bool):
             raise ValueError("expected an integer")
         if isinstance(value, str):
-            value = value.strip().replace("_", "")
-            for suffix, factor in (("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)):
-                if value.endswith(suffix):
-                    value = int(value[: -len(suffix)].strip()) * factor
+            text = value.strip().replace("_", "")
+            factor = 1
+            for suffix, size in (("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)):
+                if text.endswith(suffix):
+                    text, factor = text[: -len(suffix)].strip(), size
                     break
+            if not re.fullmatch(r"[+-]?[0-9]+", text):
+                raise ValueError("expected a whole number (sizes may end in KiB, MiB or GiB)")
+            value = int(text) * factor
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if not isinstance(value, (int, str)):
+        if not isinstance(value, int):
             raise ValueError("expected an integer")
         number = int(value)
         if minimum is not None and number < minimum:
@@ -53,9 +58,12 @@ def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[An
 
 def _float(minimum: float = 0.0, maximum: float | None = None, exclusive_min: bool = True) -> Callable[[Any], float]:
     def parse(value: Any) -> float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError("expected a number")
-        number = float(value)
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
         if number != number or number in (float("inf"), float("-inf")):
             raise ValueError("expected a finite number")
         if number < minimum or (exclusive_min and number == minimum):
@@ -122,6 +130,66 @@ def _pool(value: Any) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(parsed))
 
 
+#: endpoint types whose first positional argument (or ``port=``) is a TCP port number
+_PORT_ENDPOINTS = ("tcp", "tcp6", "ssl", "tls")
+
+
+def endpoint_parts(text: str) -> tuple[str, list[str], dict[str, str]]:
+    """``kind``, positional and keyword arguments of a Twisted endpoint string (``\\:`` escapes)."""
+    kind, *args = [a.replace("\\:", ":") for a in re.split(r"(?<!\\):", text)]
+    positional = [a for a in args if "=" not in a]
+    keywords = dict(a.split("=", 1) for a in args if "=" in a)
+    return kind, positional, keywords
+
+
+def _endpoint(value: Any) -> str:
+    """A Twisted server endpoint string; the common kinds are checked here, so a typo is a
+    configuration error (exit 2) rather than a failure after the database was opened."""
+    text = _str(value).strip()
+    if not text:
+        raise ValueError("expected an endpoint string such as tcp:5000:interface=127.0.0.1")
+    kind, positional, keywords = endpoint_parts(text)
+    if kind in _PORT_ENDPOINTS:
+        port = keywords.get("port", positional[0] if positional else None)
+        if port is None or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"the port of a {kind}: endpoint must be a number from 0 to 65535 "
+                             f"(e.g. {kind}:5000:interface=127.0.0.1)")
+        if kind in ("ssl", "tls") and "privateKey" not in keywords:
+            raise ValueError(f"a {kind}: endpoint needs privateKey=FILE (and certKey=FILE)")
+    elif kind == "systemd":
+        if "domain" not in keywords:
+            raise ValueError("a systemd: endpoint needs domain=INET or domain=INET6 (e.g. systemd:domain=INET:index=0)")
+        if ("index" in keywords) == ("name" in keywords):
+            raise ValueError("a systemd: endpoint needs exactly one of index=N or name=NAME")
+        if "index" in keywords and not keywords["index"].isdigit():
+            raise ValueError("the index of a systemd: endpoint must be a number")
+    elif kind == "unix":
+        if not (positional or keywords.get("address")):
+            raise ValueError("a unix: endpoint needs a path (unix:/run/downstream/api.sock)")
+    return text
+
+
+def _optional_endpoint(value: Any) -> str | None:
+    return _endpoint(value) if _optional_str(value) is not None else None
+
+
+def _public_url(value: Any) -> str | None:
+    """``http(s)://host[:port][/path]``: download URLs handed to farmers start with it."""
+    text = _optional_str(value)
+    if text is None:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. http://node.example:5000")
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise ValueError("the port is not a number") from None
+    if not parts.hostname or parts.query or parts.fragment or parts.username:
+        raise ValueError("must be scheme://host[:port][/path], without user, query or fragment")
+    return text
+
+
 def _db_url(value: Any) -> str | None:
     text = _optional_str(value)
     if text is not None:
@@ -154,14 +222,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("db", _db_url, None,
             "Database URL: sqlite:///path/file.db or mysql://user:password@host:port/dbname "
             "(default sqlite:///<data dir>/downstream.db).", secret=True),
+    Setting("db_password_file", _optional_str, None,
+            "File holding the MySQL password (first line), so it stays out of the URL, the command line and "
+            "the environment; the db URL then has no password."),
     Setting("chunk_dir", _optional_str, None, "Directory of stored chunks (default <data dir>/chunks)."),
     Setting("db_pool_size", _int(1, 100), 5, "Maximum MySQL connections in the pool (SQLite always uses one)."),
     Setting("db_retries", _int(0, 20), 3, "Retries of a transaction after a lost connection or deadlock."),
     # network
-    Setting("listen", _str, "tcp:5000:interface=127.0.0.1", "Twisted endpoint string for the API listener."),
-    Setting("public_url", _optional_str, None,
+    Setting("listen", _endpoint, "tcp:5000:interface=127.0.0.1", "Twisted endpoint string for the API listener."),
+    Setting("public_url", _public_url, None,
             "Base URL farmers use to reach this node, for download URLs (default: from --listen)."),
-    Setting("metrics_listen", _optional_str, None, "Endpoint string for the Prometheus /metrics listener (off)."),
+    Setting("metrics_listen", _optional_endpoint, None, "Endpoint string for the Prometheus /metrics listener (off)."),
     Setting("max_body_size", _int(1024, 64 << 20), 1 << 20, "Largest request body accepted, in bytes."),
     Setting("max_batch_body_size", _int(1024, 256 << 20), 16 << 20,
             "Largest body of a v1 /challenge or /answer batch, in bytes (the node reads up to 5,000 items: "
@@ -217,11 +288,19 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 
+#: where a value came from, as shown by ``downstream-admin config``
+DEFAULT, FILE, ENV, FLAG = "default", "file", "env", "flag"
+
+
 @dataclass(frozen=True)
 class Config:
     """The effective configuration; read values as attributes (``config.tick``)."""
 
     values: Mapping[str, Any] = field(default_factory=dict)
+    #: setting name → where its value came from: ``default``, ``file <path>``, ``env NAME``, ``flag --x``
+    sources: Mapping[str, str] = field(default_factory=dict)
+    #: the password read from ``db_password_file`` (never shown)
+    db_password: str | None = field(default=None, repr=False)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -231,7 +310,10 @@ class Config:
 
     @property
     def db_url(self) -> str:
-        return self.values["db"] or "sqlite:///" + os.path.join(self.data_dir, "downstream.db")
+        url = self.values["db"] or "sqlite:///" + os.path.join(self.data_dir, "downstream.db")
+        if self.db_password is not None:
+            url = with_password(url, self.db_password)
+        return url
 
     @property
     def chunk_path(self) -> str:
@@ -242,20 +324,38 @@ class Config:
         return (self.public_url or public_url_from_endpoint(self.listen)).rstrip("/")
 
     def replace(self, **changes: Any) -> Config:
-        return Config({**self.values, **changes})
+        sources = {**self.sources, **{name: "derived at start" for name in changes}}
+        return Config({**self.values, **changes}, sources, self.db_password)
+
+    def source_of(self, name: str) -> str:
+        return self.sources.get(name, DEFAULT)
 
     def describe(self) -> list[tuple[str, str]]:
         """(name, value) pairs for display, secrets masked."""
+        return [(name, value) for name, value, _ in self.describe_sources()]
+
+    def describe_sources(self) -> list[tuple[str, str, str]]:
+        """(name, value, source) for display: secrets masked, derived defaults resolved (``chunk_dir``
+        shows the directory it defaults to, with the source ``default (<data_dir>/chunks)``)."""
         rows = []
         for s in SETTINGS:
             value = self.values[s.name]
+            source = self.source_of(s.name)
             if s.name == "db":
                 value = mask_db_url(self.db_url)
+                if self.values["db"] is None:
+                    source += " (<data_dir>/downstream.db)"
+            elif s.name == "chunk_dir" and value is None:
+                value, source = self.chunk_path, source + " (<data_dir>/chunks)"
+            elif s.name == "public_url" and value is None:
+                value, source = self.base_url, source + " (from listen; a daemon shows its bound address)"
             elif isinstance(value, tuple):
                 value = ",".join(
                     f"{a}:{b}" if isinstance(a, int) else str(a) for a, b in value
                 ) if value and isinstance(value[0], tuple) else ",".join(str(v) for v in value)
-            rows.append((s.name, "" if value is None else str(value)))
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            rows.append((s.name, "" if value is None else str(value), source))
         return rows
 
 
@@ -267,29 +367,38 @@ def load_config(
     """Merge defaults < TOML file < environment < ``overrides`` (command line) into a Config."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    sources: dict[str, str] = {}
     if path is None:
         path = environ.get("DOWNSTREAM_CONFIG") or None
     if path:
         for key, raw in _read_toml(path).items():
-            name = key.replace("-", "_")
-            setting = SETTINGS_BY_NAME.get(name)
-            if setting is None:
-                raise ConfigError(f"{path}: unknown setting {key!r}")
-            values[name] = _apply(setting, raw, f"{key} in {path}")
+            setting = SETTINGS_BY_NAME[key]
+            values[key] = _apply(setting, raw, f"{key} in {path}")
+            sources[key] = f"{FILE} {path}"
     for setting in SETTINGS:
         if setting.env in environ:
             values[setting.name] = _apply(setting, environ[setting.env], setting.env)
+            sources[setting.name] = f"{ENV} {setting.env}"
     for name, raw in (overrides or {}).items():
         if raw is None:
             continue
         setting = SETTINGS_BY_NAME[name.replace("-", "_")]
         values[setting.name] = _apply(setting, raw, "--" + setting.option)
-    config = Config(values)
+        sources[setting.name] = f"{FLAG} --{setting.option}"
+    config = Config(values, sources, _read_password(values, sources))
     _check_together(config)
     return config
 
 
+#: the optional table a configuration file may keep its settings in
+TABLE = "downstream"
+
+
 def _read_toml(path: str) -> dict[str, Any]:
+    """The settings of a TOML file. One rule for every key: it is a setting's name exactly as
+    documented (``public_url``, with underscores), either at the top level or inside a
+    ``[downstream]`` table (both may be used in one file, but not for the same key). Anything else
+    — a dashed key, an unknown key, another table — is an error naming the key."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -297,10 +406,43 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config: cannot read {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
-    # allow an optional [downstream] table
-    if set(data) == {"downstream"} and isinstance(data["downstream"], dict):
-        data = data["downstream"]
-    return data
+    table = data.pop(TABLE, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"config: {path}: {TABLE!r} must be a table ([{TABLE}]) holding settings")
+    merged: dict[str, Any] = {}
+    for where, items in (("", data), (f"[{TABLE}] ", table)):
+        for key, raw in items.items():
+            if key not in SETTINGS_BY_NAME:
+                raise ConfigError(f"config: {path}: unknown setting {where}{key!r}{_did_you_mean(key)}")
+            if key in merged:
+                raise ConfigError(f"config: {path}: {key!r} is set both at the top level and in [{TABLE}]")
+            merged[key] = raw
+    return merged
+
+
+def _did_you_mean(key: str) -> str:
+    name = key.strip().lower().replace("-", "_")
+    if name in SETTINGS_BY_NAME:
+        return f" (settings are spelt with underscores: {name})"
+    return ""
+
+
+def _read_password(values: Mapping[str, Any], sources: Mapping[str, str]) -> str | None:
+    path = values.get("db_password_file")
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except OSError as e:
+        raise ConfigError(f"db_password_file: cannot read {path}: {e.strerror} "
+                          f"(from {sources.get('db_password_file', DEFAULT)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"db_password_file: {path} is not UTF-8 text") from None
+    password = first.rstrip("\r\n")
+    if not password:
+        raise ConfigError(f"db_password_file: the first line of {path} is empty")
+    return password
 
 
 def _apply(setting: Setting, raw: Any, where: str) -> Any:
@@ -317,10 +459,16 @@ def _check_together(config: Config) -> None:
         raise ConfigError(
             f"challenge_low_water: must be smaller than challenge_batch ({config.challenge_batch})"
         )
+    if config.db_password is not None:
+        url = parse_db_url(config.values["db"]) if config.values["db"] else None
+        if url is None or url.scheme != "mysql":
+            raise ConfigError("db_password_file: only a mysql:// database has a password (db is not mysql://)")
+        if url.password:
+            raise ConfigError("db_password_file: the db URL has a password too; remove one of them")
     try:
         parse_db_url(config.db_url)
     except InvalidDbUrl as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(f"db: {e}") from None
 
 
 def public_url_from_endpoint(listen: str) -> str:

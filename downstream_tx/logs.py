@@ -36,8 +36,24 @@ def _iso(t: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
 
 
+#: the namespace shown for events of Twisted's legacy ``log.msg`` API, which carry none ("-")
+LEGACY_NAMESPACE = "twisted"
+
+
+def namespace_of(event: dict[str, Any]) -> str:
+    """The event's namespace; legacy ``log.msg`` events (``log_legacy``, system ``-``) get their
+    system when they name one, else ``twisted`` — never a bare ``-``."""
+    namespace = event.get("log_namespace")
+    if namespace and namespace != "log_legacy":
+        return namespace
+    system = event.get("log_system") or event.get("system")
+    return system if system and system != "-" else LEGACY_NAMESPACE
+
+
 def text_line(event: dict[str, Any]) -> str | None:
     """``2026-01-02T03:04:05.678Z [namespace#info] message`` (a traceback follows a failure)."""
+    level = event.get("log_level")
+    event = {**event, "log_system": f"{namespace_of(event)}#{getattr(level, 'name', 'info')}"}
     return _classic(event, formatTime=lambda t: _iso(t))
 
 
@@ -47,7 +63,7 @@ def json_line(event: dict[str, Any]) -> str:
     out: dict[str, Any] = {
         "time": _iso(event.get("log_time")),
         "level": getattr(level, "name", "info"),
-        "namespace": event.get("log_namespace") or event.get("system") or "-",
+        "namespace": namespace_of(event),
         "message": formatEvent(event),
     }
     for key, value in event.items():

@@ -29,6 +29,7 @@ from downstream_tx.http.server import DownstreamServer
 from downstream_tx.jobs.contracts import NAME as CONTRACT_TIMER
 from downstream_tx.jobs.contracts import ContractTimer
 from downstream_tx.jobs.periodic import PeriodicJob
+from downstream_tx.startup import MissingDatabase
 from downstream_tx.v0.challenges import ChallengeSupply
 from downstream_tx.v0.chunkstore import ChunkStore
 from downstream_tx.v0.farming import V0Farming
@@ -96,10 +97,23 @@ async def open_core(db: Database, config: Config, clock: Any, blocking: Blocking
                 locator=geoip.locator_from_config(config))
 
 
-async def open_database(config: Config, reactor: Any, schema_dir: str | None = None) -> Database:
+def _missing(config: Config, where: str) -> MissingDatabase:
+    source = config.source_of("db") if config.values.get("db") else f"data_dir from {config.source_of('data_dir')}"
+    return MissingDatabase(
+        f"no downstream-tx database at {where} ({source}); run where the node runs or give the node's "
+        f"--config, --db or --data-dir (only `file add` and `whitelist import` create a new database)")
+
+
+async def open_database(config: Config, reactor: Any, schema_dir: str | None = None,
+                        create: bool = True) -> Database:
+    """Open (``create``: also create) and upgrade the database. With ``create=False`` a database
+    that does not exist yet (no SQLite file, or a MySQL database without the node's tables) is
+    refused with :class:`~downstream_tx.startup.MissingDatabase` before anything is written."""
     engine = create_engine(config.db_url)
     steps = schema.load_steps(engine.name, schema_dir)
     latest = steps[-1].version
+    if not create and engine.name == "sqlite" and not os.path.exists(engine.url.path):
+        raise _missing(config, os.path.abspath(engine.url.path))
     if engine.name == "sqlite":
         found = schema.sqlite_version_of(engine.url.path)
         schema.check_version(found, latest)
@@ -108,6 +122,8 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
             log.info("backed up schema version {found} database to {backup}", found=found, backup=backup)
     db = Database.connect(engine, reactor, pool_size=config.db_pool_size, retries=config.db_retries)
     try:
+        if not create and engine.name != "sqlite" and await db.run("schema_version", schema.current_version_txn) == 0:
+            raise _missing(config, engine.describe())
         before, after = await db.run("schema_upgrade", schema.upgrade_txn, steps)
     except BaseException:
         db.close()
@@ -119,17 +135,25 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
     return db
 
 
-async def open_services(config: Config, reactor: Any, schema_dir: str | None = None) -> Services:
-    db = await open_database(config, reactor, schema_dir)
+async def open_services(config: Config, reactor: Any, schema_dir: str | None = None,
+                        create: bool = True) -> Services:
+    """The node's services over its database. ``create``: a node being set up (the daemon, ``file
+    add``, ``whitelist import``): an unwritable chunk directory fails first, before a database is
+    created for nothing; otherwise a missing database is refused (``open_database``)."""
+    chunks = ChunkStore(config.chunk_path)
+    if create:
+        chunks.ensure()
+    db = await open_database(config, reactor, schema_dir, create)
     try:
-        return build_services(await open_core(db, config, reactor, thread_runner(reactor)))
+        return build_services(await open_core(db, config, reactor, thread_runner(reactor)), chunks)
     except BaseException:
         db.close()
         raise
 
 
 def contract_timer(services: Services) -> ContractTimer:
-    return ContractTimer(services.supply, services.expiry, services.core.stores.meta, services.core.clock)
+    stores = services.core.stores
+    return ContractTimer(services.supply, services.expiry, stores.meta, services.core.clock, stores.farmers)
 
 
 def build_jobs(services: Services) -> list[PeriodicJob]:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
 from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.components import Componentized
 
 from downstream_tx import __version__
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config, public_url_for
+from downstream_tx.startup import EXIT_CONFIG, EXIT_START_FAILED, explain
 
 log = Logger()
 
@@ -25,18 +27,39 @@ log = Logger()
 GIL_SWITCH_INTERVAL = 0.0005
 
 
+def _shown_default(setting: Any) -> str:
+    value = setting.default
+    if value is None:
+        return {"db": "sqlite under data_dir", "chunk_dir": "<data_dir>/chunks",
+                "public_url": "from the bound address"}.get(setting.name, "unset")
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(f"{a}:{b}" for a, b in value) if value else "none"
+    return str(value)
+
+
 class Options(usage.Options):
     synopsis = "[--config FILE] [--listen ENDPOINT] [--db URL] [--data-dir DIR] [options]"
     longdesc = ("Run a downstream-tx proof-of-storage node. Every option is also a TOML key in --config "
                 "and a DOWNSTREAM_* environment variable; precedence: defaults < file < environment < "
                 "command line.")
-    optParameters = [["config", "c", None, "TOML configuration file."]] + [
-        [s.option, None, None, f"{s.help} [env {s.env}]"] for s in SETTINGS
+    optParameters = [["config", "c", None, "TOML configuration file (or DOWNSTREAM_CONFIG)."]] + [
+        [s.option, None, None, f"{s.help} [default: {_shown_default(s)}; env {s.env}]"] for s in SETTINGS
     ]
 
     def opt_version(self) -> None:
         print(f"downstream-tx {__version__}")
         sys.exit(0)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """A mistyped option is one line on standard error and exit status 2 — not twistd's whole
+        help text with the error at its end."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            sys.stderr.write(f"downstream: {e} (twistd downstream --help lists the options)\n")
+            raise SystemExit(EXIT_CONFIG) from None
 
     def overrides(self) -> dict[str, Any]:
         return {s.name: self[s.option] for s in SETTINGS if self.get(s.option) is not None}
@@ -86,33 +109,43 @@ class NodeService(service.MultiService):
 
     async def _start(self) -> Any:
         from downstream_tx.http.ops import metrics_site
+        from downstream_tx.http.server import open_site
         from downstream_tx.jobs.stats import history_recorder, stats_job
         from downstream_tx.jobs.watchdog import Watchdog
+        from downstream_tx.listeners import server_endpoint
         from downstream_tx.runtime import build_jobs, build_server, open_services
         from downstream_tx.systemd import watchdog_interval
 
         config = self.config
+        # listeners first, not yet accepting: a port in use (or a bad socket) fails before the
+        # database is created or touched; connections wait in the backlog until the node is ready
+        self.site = site = open_site(config, self.reactor)
+        self.port = await server_endpoint(self.reactor, config.listen, self.environ).listen(site)
+        _pause(self.port)
+        if self.metrics is not None:
+            self.metrics_port = await server_endpoint(self.reactor, config.metrics_listen, self.environ).listen(
+                metrics_site(self.metrics))
+            _pause(self.metrics_port)
         self.node = services = await open_services(config, self.reactor)
         stats = services.core.stores.stats
         self.server = server = build_server(services)
-        self.site = site = server.site(self.reactor)
+        server.serve(site)
         # the dashboard's per-hour history: counted from core.results, written by the stats job
         history = history_recorder(services.core.stores.history, services.core.results, self.reactor)
-        jobs = build_jobs(services) + [stats_job(stats, config, self.reactor, self.metrics, history)]
-        if self.metrics is not None:
-            self._bind_metrics(jobs)
-            self.metrics_port = await endpoints.serverFromString(self.reactor, config.metrics_listen).listen(
-                metrics_site(self.metrics))
-            log.info("serving Prometheus metrics at http://{address}/metrics",
-                     address=_host_port(self.metrics_port.getHost()))
-        self.port = await endpoints.serverFromString(self.reactor, config.listen).listen(site)
         if config.public_url is None:
             # download URLs name the address actually bound (port 0, socket activation), not a guess
-            # from the endpoint string; nothing has been served yet (no reactor turn since listen)
+            # from the endpoint string
             address = self.port.getHost()
             if getattr(address, "port", None):
                 tls = config.listen.split(":", 1)[0] in ("ssl", "tls")
                 server.base_url = public_url_for(address.host, address.port, tls)
+        jobs = build_jobs(services) + [stats_job(stats, config, self.reactor, self.metrics, history)]
+        if self.metrics is not None:
+            self._bind_metrics(jobs)
+            _resume(self.metrics_port)
+            log.info("serving Prometheus metrics at http://{address}/metrics",
+                     address=_host_port(self.metrics_port.getHost()))
+        _resume(self.port)
         self.jobs = jobs
         for job in jobs:
             job.setServiceParent(self)
@@ -150,13 +183,19 @@ class NodeService(service.MultiService):
         signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
 
     def _fatal(self, failure) -> None:
-        from downstream_tx.db.schema import SchemaError
-
-        if failure.check(SchemaError, ConfigError, ValueError, OSError):
-            log.critical("cannot start: {reason}", reason=str(failure.value))
+        """One line naming what failed and what to check (a traceback only for the unexpected),
+        then stop with the documented exit status (1, or 2 for a setting). The status is set at
+        interpreter exit, after twistd has removed its pid file."""
+        explained = explain(failure.value, self.config)
+        if explained is not None:
+            reason, code = str(explained), explained.exit_code
+            log.critical("cannot start: {reason}", reason=reason)
         else:
-            log.failure("cannot start", failure)
-        self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+            reason, code = f"unexpected error: {failure.getErrorMessage()} (traceback in the log)", EXIT_START_FAILED
+            log.failure("cannot start: unexpected error", failure)
+        if self.config.log_file:
+            sys.stderr.write(f"downstream: cannot start: {reason}\n")
+        atexit.register(_exit_now, code)
         if self.reactor.running:
             self.reactor.stop()
         else:
@@ -189,6 +228,28 @@ class NodeService(service.MultiService):
         if self.metrics_port is not None:
             yield self.metrics_port.stopListening()
         log.info("stopped")
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _pause(port: Any) -> None:
+    """Stop accepting connections on a listening port (they wait in the kernel's backlog)."""
+    stop = getattr(port, "stopReading", None)
+    if stop is not None:
+        stop()
+
+
+def _resume(port: Any) -> None:
+    start = getattr(port, "startReading", None)
+    if start is not None:
+        start()
 
 
 def _within(clock: Any, seconds: float, d: defer.Deferred) -> defer.Deferred:
@@ -224,11 +285,21 @@ def config_or_exit(load) -> Config:
         return load()
     except ConfigError as e:
         sys.stderr.write(f"downstream: configuration error: {e}\n")
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def node_service_or_exit(config: Config, reactor: Any) -> NodeService:
+    """The node's service, or one line and exit status 1 when its log file cannot be opened."""
+    try:
+        return NodeService(config, reactor)
+    except OSError as e:
+        explained = explain(e, config)
+        sys.stderr.write(f"downstream: cannot start: log_file: {explained or e}\n")
+        raise SystemExit(EXIT_START_FAILED) from None
 
 
 def makeService(options: Options) -> service.IService:
     from twisted.internet import reactor
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    return NodeService(config_or_exit(lambda: config_from_options(options)), reactor)
+    return node_service_or_exit(config_or_exit(lambda: config_from_options(options)), reactor)

@@ -1,14 +1,34 @@
-
 import pytest
 from twisted.internet import task
 
-from support import MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database, make_config, make_node
+from support import MYSQL_ENV, MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database, make_config, make_node
+
+MYSQL_DESELECTED = pytest.StashKey[int]()
 
 
 def pytest_report_header(config):
     if MYSQL_URL:
         return [f"MySQL tests: required, against {MYSQL_URL.split('@')[-1]}"]
     return [f"MySQL tests: SKIPPED ({MYSQL_SKIP_REASON})"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without a MySQL URL, every ``mysql``-marked test is deselected and counted in ONE summary
+    line (``pytest_terminal_summary``), instead of one identical skip line per test."""
+    if MYSQL_URL:
+        return
+    mysql = [item for item in items if item.get_closest_marker("mysql") is not None]
+    if mysql:
+        items[:] = [item for item in items if item.get_closest_marker("mysql") is None]
+        config.hook.pytest_deselected(items=mysql)
+        config.stash[MYSQL_DESELECTED] = len(mysql)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    count = config.stash.get(MYSQL_DESELECTED, 0)
+    if count:
+        terminalreporter.write_line(f"SKIPPED {count} MySQL/MariaDB tests (deselected): set {MYSQL_ENV}="
+                                    "mysql://user:password@host:port/dbname to run them (CI does)")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])

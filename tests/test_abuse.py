@@ -299,7 +299,8 @@ def test_admin_export_writes_only_where_the_operator_says(tmp_path):
 
 
 def test_admin_add_refuses_what_is_not_a_regular_file(tmp_path):
-    cli(tmp_path, "config")
+    (tmp_path / "wl.csv").write_text("address,balance\n")
+    assert cli(tmp_path, "whitelist", "import", str(tmp_path / "wl.csv")).returncode == 0  # a node, no files
     before = admin_state(tmp_path)
     (tmp_path / "dir").mkdir()
     os.mkfifo(tmp_path / "fifo")

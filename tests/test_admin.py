@@ -27,8 +27,10 @@ def dispatch(node, *argv) -> str:
 def test_commands_in_process(node, tmp_path):
     chunk = tmp_path / "c.bin"
     chunk.write_bytes(os.urandom(4096))
-    token = dispatch(node, "token", "create", ADDRESS).strip()
-    assert len(token) == 32
+    created = json.loads(dispatch(node, "token", "create", ADDRESS, "--json"))
+    token = created["token"]
+    farmer_id = __import__("hashlib").sha256(bytes.fromhex(token)).hexdigest()[:20]
+    assert len(token) == 32 and created["farmer_id"] == farmer_id
     file_hash = dispatch(node, "file", "add", str(chunk), "--redundancy", "2", "--interval", "30").strip()
     listing = json.loads(dispatch(node, "file", "list", "--json"))
     assert [(f["file_hash"], f["redundancy"], f["replicas"]) for f in listing] == [(file_hash, 2, 0)]
@@ -43,7 +45,7 @@ def test_commands_in_process(node, tmp_path):
     csv.write_text("address,balance\n" + ADDRESS + ",20000\n\n")
     assert json.loads(dispatch(node, "whitelist", "import", str(csv))) == {"added": 1, "updated": 0, "removed": 0}
     farmer_id = __import__("hashlib").sha256(bytes.fromhex(token)).hexdigest()[:20]
-    assert json.loads(dispatch(node, "farmer", "show", farmer_id))["address"] == ADDRESS
+    assert json.loads(dispatch(node, "farmer", "show", farmer_id, "--json"))["address"] == ADDRESS
     assert "0 contracts ended" in dispatch(node, "token", "delete", token)
     assert "file removed" in dispatch(node, "file", "remove", file_hash)
 
@@ -104,14 +106,18 @@ def test_usage_error_exit_2(capsys):
 def test_cli_end_to_end_sqlite(tmp_path):
     chunk = tmp_path / "c.bin"
     chunk.write_bytes(os.urandom(10000))
-    created = cli(tmp_path, "token", "create", ADDRESS)
-    assert created.returncode == 0, created.stderr
-    assert len(created.stdout.strip()) == 32
-    assert (tmp_path / "data" / "downstream.db").exists()
-    bad = cli(tmp_path, "token", "create", "not-an-address")
-    assert bad.returncode == 2 and "invalid address" in bad.stderr and "Traceback" not in bad.stderr
     added = cli(tmp_path, "file", "add", str(chunk), "--redundancy", "1", "--interval", "60")
     assert added.returncode == 0, added.stderr
+    assert (tmp_path / "data" / "downstream.db").exists()
+    assert f"created a new database at {tmp_path / 'data' / 'downstream.db'}" in added.stderr
+    created = cli(tmp_path, "token", "create", ADDRESS)
+    assert created.returncode == 0, created.stderr
+    token_line, id_line = created.stdout.splitlines()
+    assert token_line.split()[0] == "token" and len(token_line.split()[1]) == 32
+    assert id_line.split() == ["farmer_id", __import__("hashlib").sha256(bytes.fromhex(token_line.split()[1]))
+                               .hexdigest()[:20]]
+    bad = cli(tmp_path, "token", "create", "not-an-address")
+    assert bad.returncode == 2 and "invalid address" in bad.stderr and "Traceback" not in bad.stderr
     again = cli(tmp_path, "file", "add", str(chunk), "--redundancy", "1", "--interval", "60")
     assert again.returncode == 2 and "already monitored" in again.stderr
     missing = cli(tmp_path, "file", "remove", "0" * 64)
@@ -149,10 +155,24 @@ def test_cli_on_mysql(tmp_path):
     from support import fresh_mysql_database
 
     fresh_mysql_database(url)
+    refused = cli(tmp_path, "token", "create", ADDRESS, db=url)
+    assert refused.returncode == 1 and "no downstream-tx database at mysql://" in refused.stderr
+    assert "Traceback" not in refused.stderr and url.split("@")[0].split(":")[-1] not in refused.stderr
+    csv = tmp_path / "wl.csv"
+    csv.write_text(ADDRESS + ",1\n")
+    assert cli(tmp_path, "whitelist", "import", str(csv), db=url).returncode == 0  # sets a node up
     created = cli(tmp_path, "token", "create", ADDRESS, db=url)
     assert created.returncode == 0, created.stderr
     listed = cli(tmp_path, "file", "list", "--json", db=url)
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    # the password kept out of the URL and the command line: db_password_file
+    parts = __import__("urllib.parse", fromlist=["urlsplit"]).urlsplit(url)
+    (tmp_path / "db-password").write_text(__import__("urllib.parse", fromlist=["unquote"]).unquote(parts.password)
+                                          + "\n")
+    no_password = url.replace(f":{parts.password}@", "@", 1)
+    listed = cli(tmp_path, "file", "list", "--json", db=no_password,
+                 env={"DOWNSTREAM_DB_PASSWORD_FILE": str(tmp_path / "db-password")})
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
     shown = cli(tmp_path, "config", db=url)
     assert url.split("@")[0].split(":")[-1] not in shown.stdout.replace("***", "")  # password masked
 
@@ -168,19 +188,111 @@ class FakeTty(io.StringIO):
         return True
 
 
-def test_progress_bar_only_on_a_terminal_after_a_moment():
+def test_progress_bar_only_on_a_terminal():
     tty = FakeTty()
     bar = admin.ProgressBar("adding", stream=tty, delay=0)
     bar(50, 100)
     bar(100, 100)
     bar.close()
-    assert "adding [" in tty.getvalue() and "100.0%" in tty.getvalue() and tty.getvalue().endswith("\n")
-    quick = FakeTty()
-    slow_to_show = admin.ProgressBar("adding", stream=quick, delay=3600)
-    slow_to_show(100, 100)
-    slow_to_show.close()
-    assert quick.getvalue() == ""
+    assert "adding" in tty.getvalue() and "100%" in tty.getvalue()
     pipe = io.StringIO()
     not_a_tty = admin.ProgressBar("adding", stream=pipe, delay=0)
     not_a_tty(1, 2)
+    not_a_tty.close()
     assert pipe.getvalue() == ""
+
+
+def test_progress_of_challenges_generate_on_a_terminal(node, tmp_path, monkeypatch):
+    chunk = tmp_path / "c.bin"
+    chunk.write_bytes(os.urandom(300_000))
+    file_hash = dispatch(node, "file", "add", str(chunk), "--redundancy", "1", "--interval", "30").strip()
+    tty = FakeTty()
+    monkeypatch.setattr(admin.sys, "stderr", tty)
+    monkeypatch.setattr(admin.ProgressBar.__init__, "__defaults__", (None, 0.0))  # show at once
+    batch = json.loads(dispatch(node, "challenges", "generate", file_hash, "--count", "5"))
+    assert batch["count"] == 5
+    assert "hashing" in tty.getvalue() and "100%" in tty.getvalue()
+
+
+# --- the operator's first hour: no silent new database, farmers, times, versions ---------------------
+
+@pytest.mark.parametrize("argv", [["file", "list"], ["farmer", "list"], ["token", "create", ADDRESS],
+                                  ["challenges", "update"], ["farmer", "show", "0" * 20]])
+def test_commands_refuse_a_database_that_does_not_exist(tmp_path, argv):
+    done = cli(tmp_path, *argv)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"no downstream-tx database at {tmp_path / 'data' / 'downstream.db'} (data_dir from flag --data-dir)" \
+        in done.stderr
+    assert not (tmp_path / "data").exists() and done.stdout == ""
+
+
+def test_farmer_list_show_and_times(node, tmp_path, clock):
+    assert dispatch(node, "farmer", "list").splitlines()[0].split()[:3] == ["farmer_id", "address", "protocol"]
+    first = json.loads(dispatch(node, "token", "create", ADDRESS, "--json"))
+    second = json.loads(dispatch(node, "token", "create", ADDRESS, "--json"))
+    chunk = tmp_path / "c.bin"
+    chunk.write_bytes(os.urandom(4096))
+    dispatch(node, "file", "add", str(chunk), "--redundancy", "1", "--interval", "30")
+    run(node.v0.get_chunk(first["token"]))
+    table = dispatch(node, "farmer", "list").splitlines()
+    assert len(table) == 3
+    row = table[1].split()
+    assert row[:4] == [first["farmer_id"], ADDRESS, "v0", "1"]
+    assert row[-2] == "2023-11-14T22:13:20Z" and row[-1] == "yes"  # ISO 8601 UTC, online
+    assert table[2].split()[2:4] == ["-", "0"] and table[2].split()[-1] == "no"
+    lines = [json.loads(line) for line in dispatch(node, "farmer", "list", "--json").splitlines()]
+    assert [x["farmer_id"] for x in lines] == [first["farmer_id"], second["farmer_id"]]
+    assert lines[0]["last_seen"] == 1_700_000_000 and lines[0]["contracts"] == 1  # raw numbers in --json
+    assert len(dispatch(node, "farmer", "list", "--json", "--limit", "1").splitlines()) == 1
+    by_id = dispatch(node, "farmer", "show", first["farmer_id"])
+    assert by_id == dispatch(node, "farmer", "show", first["token"])  # a token works as well as an id
+    assert "created     2023-11-14T22:13:20Z" in by_id and "contracts   1 active, 0 ended, 0 failed" in by_id
+    assert first["token"] not in by_id
+    by_address = json.loads(dispatch(node, "farmer", "show", ADDRESS, "--json"))
+    assert [x["farmer_id"] for x in by_address] == [first["farmer_id"], second["farmer_id"]]
+    assert by_address[0]["created"] == 1_700_000_000 and by_address[0]["online"] is True
+
+
+def test_farmer_list_pages_through_many(node, monkeypatch):
+    made = [json.loads(dispatch(node, "token", "create", ADDRESS, "--json"))["farmer_id"] for _ in range(7)]
+    calls = []
+    real = node.farmers.page
+
+    async def recorded(after, limit):
+        calls.append((after, limit))
+        return await real(after, limit)
+
+    monkeypatch.setattr(node.farmers, "page", recorded)
+    monkeypatch.setattr(admin, "FARMER_PAGE", 3)
+    lines = dispatch(node, "farmer", "list", "--json").splitlines()
+    assert [json.loads(x)["farmer_id"] for x in lines] == made
+    assert len(calls) == 3 and all(limit == 3 for _, limit in calls)
+    assert len(dispatch(node, "farmer", "list", "--json", "--limit", "5").splitlines()) == 5
+
+
+def test_farmer_show_refuses_what_is_no_farmer(tmp_path):
+    done = cli(tmp_path, "farmer", "show", "not-a-farmer")
+    assert done.returncode == 2 and "farmer id (20 hex characters), a token (32) or an SJCX address" in done.stderr
+
+
+def test_version_and_config_sources(tmp_path):
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as e:
+        admin.build_parser().parse_args(["--version"])
+    assert e.value.code == 0
+    toml = tmp_path / "node.toml"
+    toml.write_text('listen = "tcp:6000"\n')
+    assert admin.main(["--config", str(toml), "--data-dir", "/srv/dtx", "config"],
+                      environ={"DOWNSTREAM_TICK": "2"}, out=out) == 0
+    text = out.getvalue()
+    assert text.startswith("# settings as this downstream-admin resolves them")
+    rows = {line.split(" = ")[0]: line for line in text.splitlines()[1:]}
+    assert rows["listen"].endswith(f"# file {toml}") and "tcp:6000" in rows["listen"]
+    assert rows["tick"].endswith("# env DOWNSTREAM_TICK")
+    assert rows["data_dir"].endswith("# flag --data-dir")
+    assert "chunk_dir = /srv/dtx/chunks" in rows["chunk_dir"] and rows["chunk_dir"].endswith("(<data_dir>/chunks)")
+    assert "public_url = http://127.0.0.1:6000" in rows["public_url"]
+    out = io.StringIO()
+    assert admin.main(["config", "--json"], environ={}, out=out) == 0
+    assert json.loads(out.getvalue())["max_failures"] == {"value": "3", "source": "default"}

@@ -23,8 +23,9 @@ LAYERS = [
     ["downstream_tx.core", "downstream_tx.health"],
     ["downstream_tx.v0", "downstream_tx.v1", "downstream_tx.dashboard.data"],
     ["downstream_tx.jobs", "downstream_tx.http", "downstream_tx.metrics", "downstream_tx.dashboard"],
-    ["downstream_tx.runtime"],
-    ["downstream_tx.tap", "downstream_tx.admin"],
+    # startup explains start-up failures for runtime (a missing database), tap and admin
+    ["downstream_tx.runtime", "downstream_tx.startup"],
+    ["downstream_tx.tap", "downstream_tx.admin", "downstream_tx.listeners"],
 ]
 #: packages of one layer that must not import each other
 APART = [("downstream_tx.v0", "downstream_tx.v1")]

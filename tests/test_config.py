@@ -28,7 +28,7 @@ def test_defaults_documented_and_sane():
 
 
 def test_precedence_file_env_command_line(tmp_path):
-    path = write(tmp_path, 'tick = 5\nmax_failures = 4\nlisten = "tcp:7000"\npublic-url = "http://file"\n')
+    path = write(tmp_path, 'tick = 5\nmax_failures = 4\nlisten = "tcp:7000"\npublic_url = "http://file"\n')
     env = {"DOWNSTREAM_MAX_FAILURES": "6", "DOWNSTREAM_LISTEN": "tcp:7001"}
     config = load_config(path, env, {"listen": "tcp:7002"})
     assert config.tick == 5.0  # file
@@ -45,6 +45,82 @@ def test_config_file_from_environment(tmp_path):
 def test_downstream_table_allowed(tmp_path):
     path = write(tmp_path, "[downstream]\ntick = 2\n")
     assert load_config(path, {}).tick == 2.0
+
+
+def test_one_rule_for_keys_top_level_and_in_the_table(tmp_path):
+    """Keys are the documented names (underscores), at the top level, in [downstream], or both."""
+    both = load_config(write(tmp_path, 'tick = 2\n[downstream]\nmax_failures = 5\n'), {})
+    assert (both.tick, both.max_failures) == (2.0, 5)
+    for text, message in [
+        ('public-url = "http://a.example"\n', "unknown setting 'public-url' (settings are spelt with underscores: "
+                                              "public_url)"),
+        ('[downstream]\npublic-url = "http://a.example"\n', "unknown setting [downstream] 'public-url' (settings "
+                                                            "are spelt with underscores: public_url)"),
+        ('tick = 2\n[downstream]\ntick = 3\n', "'tick' is set both at the top level and in [downstream]"),
+        ('[other]\ntick = 3\n', "unknown setting 'other'"),
+        ('downstream = 3\n', "'downstream' must be a table"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            load_config(write(tmp_path, text), {})
+        assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_sources_name_where_each_value_came_from(tmp_path):
+    path = write(tmp_path, 'tick = 2\nlisten = "tcp:7000"\n')
+    config = load_config(path, {"DOWNSTREAM_MAX_FAILURES": "6"}, {"listen": "tcp:7002"})
+    rows = {name: (value, source) for name, value, source in config.describe_sources()}
+    assert rows["tick"] == ("2.0", f"file {path}")
+    assert rows["max_failures"] == ("6", "env DOWNSTREAM_MAX_FAILURES")
+    assert rows["listen"] == ("tcp:7002", "flag --listen")
+    assert rows["max_body_size"] == ("1048576", "default")
+    # derived defaults are shown resolved, not blank
+    assert rows["chunk_dir"] == ("./downstream-data/chunks", "default (<data_dir>/chunks)")
+    assert rows["db"][0] == "sqlite:///./downstream-data/downstream.db"
+    assert rows["public_url"][0] == "http://127.0.0.1:7002"
+    assert config.replace(public_url="http://x.example").source_of("public_url") == "derived at start"
+
+
+@pytest.mark.parametrize("source, message", [
+    ({"DOWNSTREAM_LISTEN": "tcp:notaport"}, "listen: the port of a tcp: endpoint must be a number"),
+    ({"DOWNSTREAM_LISTEN": "tcp:99999"}, "listen: the port of a tcp: endpoint must be a number"),
+    ({"DOWNSTREAM_LISTEN": "systemd:domain=INET"}, "listen: a systemd: endpoint needs exactly one of index"),
+    ({"DOWNSTREAM_LISTEN": "ssl:443"}, "listen: a ssl: endpoint needs privateKey"),
+    ({"DOWNSTREAM_METRICS_LISTEN": "tcp:x"}, "metrics_listen: the port of a tcp: endpoint"),
+    ({"DOWNSTREAM_MAX_BODY_SIZE": "4XB"}, "max_body_size: expected a whole number (sizes may end in KiB"),
+    ({"DOWNSTREAM_PUBLIC_URL": "node.example:5000"}, "public_url: must be an http:// or https:// URL"),
+    ({"DOWNSTREAM_PUBLIC_URL": "http://node.example:50x0"}, "public_url: the port is not a number"),
+    ({"DOWNSTREAM_PUBLIC_URL": "ftp://node.example"}, "public_url: must be an http:// or https:// URL"),
+    ({"DOWNSTREAM_DB": "mysql://u:p@h:port/d"}, "db: the port is not a number"),
+])
+def test_listeners_sizes_and_urls_are_checked_when_loaded(source, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, source)
+    assert message in str(e.value), str(e.value)
+    assert "invalid literal" not in str(e.value) and "db: db:" not in str(e.value)
+
+
+def test_good_listeners_and_urls_pass():
+    for listen in ("tcp:0", "tcp:port=80:interface=0.0.0.0", "tcp6:5000:interface=\\:\\:", "unix:/run/x.sock",
+                   "systemd:domain=INET:index=0", "ssl:443:privateKey=k.pem:certKey=c.pem"):
+        assert load_config(None, {"DOWNSTREAM_LISTEN": listen}).listen == listen
+    for url in ("http://node.example:5000", "https://node.example/downstream", "http://127.0.0.1:5000/"):
+        assert load_config(None, {"DOWNSTREAM_PUBLIC_URL": url}).public_url == url
+
+
+def test_db_password_file_keeps_the_password_out_of_the_url(tmp_path):
+    secret = tmp_path / "db.pw"
+    secret.write_text("p@ss:w/rd%\n")
+    config = load_config(None, {"DOWNSTREAM_DB": "mysql://node@db.example/downstream",
+                                "DOWNSTREAM_DB_PASSWORD_FILE": str(secret)})
+    url = parse_db_url(config.db_url)
+    assert (url.user, url.password, url.host, url.database) == ("node", "p@ss:w/rd%", "db.example", "downstream")
+    assert "p@ss" not in repr(config) and "p@ss" not in repr(config.describe_sources())
+    with pytest.raises(ConfigError, match="db_password_file: the db URL has a password too"):
+        load_config(None, {"DOWNSTREAM_DB": "mysql://node:x@db/d", "DOWNSTREAM_DB_PASSWORD_FILE": str(secret)})
+    with pytest.raises(ConfigError, match="db_password_file: only a mysql:// database"):
+        load_config(None, {"DOWNSTREAM_DB_PASSWORD_FILE": str(secret)})
+    with pytest.raises(ConfigError, match="db_password_file: cannot read"):
+        load_config(None, {"DOWNSTREAM_DB": "mysql://node@db/d", "DOWNSTREAM_DB_PASSWORD_FILE": str(tmp_path / "no")})
 
 
 def test_command_line_options_cover_every_setting(tmp_path):

@@ -101,3 +101,24 @@ def test_route_of_a_request_never_gives_the_raw_path():
     r = Request()
     r._dtx_route = "/api/downstream/chunk/<token>"
     assert route_of(r) == "/api/downstream/chunk/<token>"
+
+
+def test_a_site_opened_before_the_node_answers_503_until_served(node, clock):
+    """The daemon binds its listeners (paused) before the database is opened: until the server
+    serves the site, any request that got through is a JSON 503, never a route."""
+    import json
+
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from downstream_tx.http.server import open_site
+    from support import make_server
+
+    site = open_site(node.config, clock)
+    request = DummyRequest([b"health"])
+    body = site.resource.render(request)
+    assert request.responseCode == 503 and request.responseHeaders.getRawHeaders(b"Retry-After") == [b"5"]
+    assert json.loads(body) == {"status": "unavailable", "message": "the node is starting, try again soon"}
+    starting, server = site.resource, make_server(node)
+    assert server.serve(site) is site and site.resource is not starting
+    assert site.body_cap(b"/api/downstream/v1/answer/x") == server.batch_body_size
+    assert site.body_cap(b"/api/downstream/new/x") == node.config.max_body_size

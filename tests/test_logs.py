@@ -103,7 +103,7 @@ def test_full_run_logs_requests_as_json_lines_without_secrets(tmp_path):
         except urllib.error.HTTPError:
             pass
         if not token:
-            token = _admin(tmp_path, "token", "create", ADDRESS).split()[-1]
+            token = json.loads(_admin(tmp_path, "token", "create", ADDRESS, "--json"))["token"]
         assert len(token) == 32
         chunk = tmp_path / "chunk.bin"
         chunk.write_bytes(os.urandom(4096))
@@ -146,6 +146,10 @@ def test_full_run_logs_requests_as_json_lines_without_secrets(tmp_path):
             assert r["farmer_id"] == token_hash[:20]
     # in order: [/new], the urls, the answer POST, the /due after SIGHUP
     assert [r["status"] for r in requests[-len(statuses) - 1:-1]] == statuses
+    # a pass and a fail are told apart in the request log (a 200 either way), never by the token
+    answered = [r for r in requests if r["route"].startswith("/api/downstream/challenge/") and r["status"] == 200]
+    assert all(r["outcome"] == "fail" and "outcome=fail" in r["message"] for r in answered)
+    assert [r["outcome"] for r in requests if r["route"] == "/api/downstream/v1/answer/<token>"] == ["empty"]
 
 
 @pytest.mark.e2e
@@ -156,3 +160,43 @@ def test_the_tac_logs_through_the_same_observer(tmp_path):
         assert d.stop() == 0
     lines = [json.loads(line) for line in d.log().splitlines() if line.strip()]
     assert any(x["namespace"] == "downstream_tx.tap" and "listening on" in x["message"] for x in lines)
+
+
+def test_legacy_events_show_a_namespace_never_a_dash():
+    """Twisted's own legacy lines (``Site starting on …``) used to read ``[-]``."""
+    legacy = {"log_namespace": "log_legacy", "log_system": "-", "log_level": LogLevel.info, "log_time": 1_700_000_000.0,
+              "log_format": "{log_text}", "log_text": "DownstreamSite starting on 5000", "system": "-"}
+    line = text_line(legacy)
+    assert "[-]" not in line and "[twisted#info] DownstreamSite starting on 5000" in line
+    assert json.loads(json_line(legacy))["namespace"] == "twisted"
+    named = {**legacy, "log_system": "downstream_tx.x", "system": "downstream_tx.x"}
+    assert "[downstream_tx.x#info]" in text_line(named)
+    assert "[test#warn] hello world" in text_line(_event(log_level=LogLevel.warn))
+
+
+def test_request_line_carries_the_outcome_of_an_answer():
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from downstream_tx.http import site as site_module
+    from downstream_tx.http.routing import report_outcome, set_outcome
+
+    events = []
+    original = site_module.request_log
+    site_module.request_log = Logger(namespace="downstream_tx.requests", observer=events.append)
+    try:
+        site = site_module.DownstreamSite(None)
+        for outcome in ("pass", "fail", report_outcome([{"status": "ok"}, {"error": "Invalid proof"},
+                                                        {"error": "contract not found"}])):
+            request = DummyRequest([b"x"])
+            request.code = 200
+            request._dtx_route = "/api/downstream/challenge/<token>/<file_hash>/<hash_response>"
+            request._dtx_farmer = "0123456789abcdef0123"
+            set_outcome(request, outcome)
+            site.request_finished(request, None)
+    finally:
+        site_module.request_log = original
+    lines = [text_line(e) for e in events]
+    assert "farmer=0123456789abcdef0123 outcome=pass" in lines[0]
+    assert lines[1].rstrip().endswith("outcome=fail")
+    assert lines[2].rstrip().endswith("outcome=pass:1,fail:1,other:1")
+    assert [e["outcome"] for e in events][:2] == ["pass", "fail"]

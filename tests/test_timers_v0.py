@@ -456,3 +456,74 @@ def test_a_database_outage_is_one_warning_per_pass_not_a_traceback(node, clock, 
         globalLogPublisher.removeObserver(events.append)
     mine = [e for e in events if e.get("job") == "contracts"]
     assert mine and all("log_failure" not in e for e in mine)
+
+
+def test_failed_contracts_are_logged_with_farmer_and_file_never_the_token(node, clock, tmp_path):
+    """Not just "1 contracts failed": each failed contract names its farmer id and file hash."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    timer = contract_timer(node)
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for _ in range(3):
+            clock.advance(INTERVAL)
+            summary = run(timer())
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert summary.failed == 1
+    contract_id = farmer.state(h)["id"]
+    lines = [formatEvent(e) for e in events if "failed (" in formatEvent(e)]
+    farmer_id = __import__("hashlib").sha256(bytes.fromhex(farmer.token)).hexdigest()[:20]
+    assert lines == [f"contract {contract_id} failed (3 consecutive misses or fails): farmer {farmer_id}, "
+                     f"file {h} (v0)"]
+    assert not any(farmer.token in formatEvent(e) for e in events)
+
+
+def test_the_page_of_a_pass_carries_the_failed_contract_ids(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    for _ in range(3):
+        result = tick(node, clock)
+    assert result.failed == 1 and result.failed_ids == [farmer.state(h)["id"]]
+
+
+def test_at_most_twenty_failed_contracts_are_named_per_pass(node, clock):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from downstream_tx.db.contracts import TickResult
+    from downstream_tx.db.farmers import FailedContract
+    from downstream_tx.db.seeded import ExpireResult
+
+    asked: list[list[int]] = []
+
+    class Farmers:
+        async def failed_contracts(self, ids):
+            asked.append(list(ids))
+            return [FailedContract(cid, "f" * 20, "a" * 64, 0 if cid < 100 else 1, None) for cid in ids]
+
+    async def issue_due(forgive=None):
+        return TickResult(failed=15, failed_ids=list(range(1, 16)))
+
+    async def expire():
+        return ExpireResult(failed=10, failed_ids=list(range(101, 111)))
+
+    timer = contract_timer(node)
+    timer.farmers = Farmers()
+    node.supply.issue_due, node.expiry.expire = issue_due, expire
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        summary = run(timer())
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert (summary.failed, summary.v1_failed) == (15, 10)
+    assert asked == [list(range(1, 16)) + list(range(101, 106))]
+    lines = [formatEvent(e) for e in events if "failed" in formatEvent(e) and "challenge pass" not in formatEvent(e)]
+    assert len(lines) == 21 and lines[-1] == "… and 5 more contracts failed in this pass"
+    assert lines[0].startswith("contract 1 failed (3 consecutive misses or fails)") and lines[0].endswith("(v0)")
+    assert lines[19].startswith("contract 105 failed (challenge not answered before it was due)")

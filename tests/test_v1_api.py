@@ -348,3 +348,27 @@ def test_tags_until_the_contract_ends(v1, clock):
     run(v1.node.expiry.expire())
     assert v1.get(f"{V1}/tags/{token}") == (200, {"tags": []})
     assert v1.get(f"{V1}/tags/{'d' * 32}") == (404, NONEXISTENT)
+
+
+def test_an_expired_unanswered_contract_is_logged_with_farmer_and_file(make_api, clock):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from downstream_tx.runtime import contract_timer
+
+    api = make_api()
+    token = api.new_token()
+    [chunk] = chunks(api, token, 20000)
+    timer = contract_timer(api.node)
+    run(timer())
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        clock.advance(INTERVAL)
+        summary = run(timer())
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert summary.v1_failed == 1
+    farmer_id = __import__("hashlib").sha256(bytes.fromhex(token)).hexdigest()[:20]
+    lines = [formatEvent(e) for e in events if "failed (" in formatEvent(e)]
+    assert len(lines) == 1 and f"contract {chunk['file_hash']} failed" in lines[0]
+    assert f"farmer {farmer_id}, file " in lines[0] and lines[0].endswith("(v1)") and token not in lines[0]

@@ -10,6 +10,7 @@ from twisted.logger import Logger
 from downstream_tx import bitcoin
 from downstream_tx.core.context import Core
 from downstream_tx.core.tokens import FARMER_ID_RE, hash_token, is_token
+from downstream_tx.db.farmers import FarmerSummary
 from downstream_tx.db.tokens import UnknownToken
 from downstream_tx.errors import INVALID, NOT_FOUND, NodeError
 
@@ -32,6 +33,19 @@ class Farmers:
         first = rows[0]
         return {"farmer_id": farmer_id, "address": first.address, "created": first.created,
                 "heartbeats": sum(r.hbcount for r in rows), "contracts": summary}
+
+    async def page(self, after_id: int = 0, limit: int = 500) -> list[FarmerSummary]:
+        """A page of live farmers (``downstream-admin farmer list``), oldest first: pass the last
+        row's ``id`` as ``after_id`` for the next page."""
+        return await self.core.stores.farmers.list(after_id, limit)
+
+    async def summaries(self, farmer_ids: list[str]) -> list[FarmerSummary]:
+        """Protocol, totals, last seen and online of each token among ``farmer_ids``."""
+        return await self.core.stores.farmers.by_farmer_ids(farmer_ids)
+
+    async def ids_by_address(self, address: str) -> list[str]:
+        """The farmer ids of every token (live or deleted) of an address, oldest first."""
+        return await self.core.stores.farmers.ids_by_address(address)
 
     async def delete_token(self, token: str) -> int:
         """Delete a token; its active contracts end and their files return to the pool."""

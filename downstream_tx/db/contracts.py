@@ -78,6 +78,8 @@ class TickResult:
     more: bool = False
     #: files whose unused challenges were consumed (candidates for a top-up)
     file_ids: set[int] = field(default_factory=set)
+    #: ids of the contracts this pass failed (the contract timer logs each with its farmer and file)
+    failed_ids: list[int] = field(default_factory=list)
 
     def add(self, page: TickResult) -> None:
         """Add a page's counts (the pass runs page by page)."""
@@ -87,6 +89,7 @@ class TickResult:
         self.failed += page.failed
         self.starved += page.starved
         self.file_ids |= page.file_ids
+        self.failed_ids += page.failed_ids
 
 
 def update_due_txn(
@@ -136,6 +139,7 @@ def update_due_txn(
     if failed:
         finish_txn(txn, failed, now, "failed", FAILED)
         result.failed = len(failed)
+        result.failed_ids = [cid for cid, _ in failed]
     updates = []
     taken_by_file = challenges.take_many_txn(txn, {f: len(p) for f, p in next_by_file.items()})
     for file_id, pending in next_by_file.items():

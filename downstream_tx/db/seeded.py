@@ -9,7 +9,7 @@ deadline)`` like the v0 timer. ``hb_state``, ``hb_challenge`` and ``tag`` hold J
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from downstream_tx.db import files, meta
@@ -233,11 +233,14 @@ class ExpireResult:
     ended: int = 0
     failed: int = 0
     more: bool = False
+    #: ids of the contracts failed (the contract timer logs each with its farmer and file)
+    failed_ids: list[int] = field(default_factory=list)
 
     def add(self, page: ExpireResult) -> None:
         """Add a page's counts (the expiry runs page by page)."""
         self.ended += page.ended
         self.failed += page.failed
+        self.failed_ids += page.failed_ids
 
 
 def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
@@ -254,6 +257,7 @@ def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
     ended = [int(cid) for cid, _, answered, _ in rows if answered]
     failed = [int(cid) for cid, _, answered, _ in rows if not answered]
     result.ended, result.failed = len(ended), len(failed)
+    result.failed_ids = failed
     # set-based; ``ended = deadline``: each contract ends at its own expiration
     for ids, state, reason, miss in ((ended, "ended", "expired", 0), (failed, "failed", "missed", 1)):
         txn.update_in("UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ?, "

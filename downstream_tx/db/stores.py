@@ -5,6 +5,7 @@ from __future__ import annotations
 from downstream_tx.db.challenges import ChallengeStore
 from downstream_tx.db.contracts import ContractStore
 from downstream_tx.db.database import Database
+from downstream_tx.db.farmers import FarmerStore
 from downstream_tx.db.files import FileStore
 from downstream_tx.db.history import HistoryStore
 from downstream_tx.db.meta import MetaStore
@@ -20,6 +21,7 @@ class Stores:
         self.db = db
         self.meta = MetaStore(db)
         self.tokens = TokenStore(db)
+        self.farmers = FarmerStore(db)
         self.files = FileStore(db)
         self.challenges = ChallengeStore(db)
         self.contracts = ContractStore(db)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 
 class InvalidDbUrl(ValueError):
-    """A database URL this node cannot use; the message says why."""
+    """A database URL this node cannot use; the message says why (without the setting's name:
+    the configuration adds ``db:`` once)."""
 
 
 @dataclass(frozen=True)
@@ -26,17 +27,17 @@ def parse_db_url(url: str) -> DbUrl:
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if not path:
-            raise InvalidDbUrl("db: sqlite URL needs a file path (sqlite:///path/file.db)")
+            raise InvalidDbUrl("sqlite URL needs a file path (sqlite:///path/file.db)")
         return DbUrl("sqlite", path=path)
     if url.startswith(("mysql://", "mysql+pymysql://", "mariadb://")):
         parts = urlsplit(url)
         try:
             port = parts.port or 3306
         except ValueError:
-            raise InvalidDbUrl("db: port is not a number") from None
+            raise InvalidDbUrl("the port is not a number") from None
         database = parts.path.lstrip("/")
         if not database or "/" in database:
-            raise InvalidDbUrl("db: mysql URL needs a database name (mysql://user:password@host:port/dbname)")
+            raise InvalidDbUrl("mysql URL needs a database name (mysql://user:password@host:port/dbname)")
         return DbUrl(
             "mysql",
             user=unquote(parts.username or ""),
@@ -45,7 +46,15 @@ def parse_db_url(url: str) -> DbUrl:
             port=port,
             database=database,
         )
-    raise InvalidDbUrl("db: must start with sqlite:/// or mysql:// (got an unsupported URL)")
+    raise InvalidDbUrl("must start with sqlite:/// or mysql:// (got an unsupported URL)")
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` (percent-encoded) as its password (``db_password_file``)."""
+    parts = urlsplit(url)
+    user = parts.netloc.rpartition("@")[0].split(":", 1)[0]
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl()
 
 
 def mask_db_url(url: str) -> str:

@@ -168,6 +168,30 @@ def farmer_of(request: IRequest) -> str | None:
     return getattr(request, "_dtx_farmer", None)
 
 
+def set_outcome(request: IRequest, outcome: str) -> None:
+    """Record what an answer route decided (``pass``, ``fail``, ``pass:3,fail:1``) for the request
+    log line, which otherwise shows only the HTTP status (200 for a pass and a fail alike)."""
+    request._dtx_outcome = outcome  # type: ignore[attr-defined]
+
+
+def outcome_of(request: IRequest) -> str | None:
+    return getattr(request, "_dtx_outcome", None)
+
+
+def report_outcome(report: list[dict[str, Any]]) -> str:
+    """``pass:N,fail:N,other:N`` (zero counts left out) of a v1 answer report: ``fail`` is a wrong
+    proof, ``other`` an item refused for another reason (expired, unknown, corrupted, repeated)."""
+    counts = {"pass": 0, "fail": 0, "other": 0}
+    for item in report:
+        if item.get("status") == "ok":
+            counts["pass"] += 1
+        elif item.get("error") == "Invalid proof":
+            counts["fail"] += 1
+        else:
+            counts["other"] += 1
+    return ",".join(f"{k}:{v}" for k, v in counts.items() if v) or "empty"
+
+
 #: the one app every route of the server is declared on
 app = RoutedKlein()
 install_error_handlers(app, route_of)

@@ -8,11 +8,13 @@ from typing import Any
 
 from klein.resource import KleinResource
 from twisted.internet import defer
+from twisted.web.resource import Resource
 
 from downstream_tx.config import Config
 from downstream_tx.dashboard.data import DashboardData
 from downstream_tx.http.clients import TokenRequestLimit
 from downstream_tx.http.dashboard import DashboardRoutes
+from downstream_tx.http.errors import error_body, json_body
 from downstream_tx.http.ops import OpsRoutes
 from downstream_tx.http.ratelimit import RateLimiter
 from downstream_tx.http.routing import app
@@ -51,7 +53,29 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRou
 
     def site(self, reactor: Any) -> DownstreamSite:
         """The HTTP site serving this server: body caps (batch routes have their own), timeouts."""
-        config = self.config
-        return DownstreamSite(self.resource(), max_body_size=self.max_body_size, timeout=config.idle_timeout,
-                              request_timeout=config.request_timeout, batch_body_size=self.batch_body_size,
-                              batch_paths=tuple(p.encode() for p in BATCH_PATHS), reactor=reactor)
+        return self.serve(open_site(self.config, reactor))
+
+    def serve(self, site: DownstreamSite) -> DownstreamSite:
+        """Serve this server's routes on a site made by :func:`open_site` (until now: 503)."""
+        site.resource = self.resource()
+        return site
+
+
+def open_site(config: Config, reactor: Any) -> DownstreamSite:
+    """The HTTP site before the node is open, so that its listeners can be bound first (a port in
+    use fails before the database is touched): body caps (batch routes have their own), timeouts;
+    it answers 503 until :meth:`DownstreamServer.serve` gives it the routes."""
+    return DownstreamSite(_Starting(), max_body_size=config.max_body_size,
+                          timeout=config.idle_timeout, request_timeout=config.request_timeout,
+                          batch_body_size=max(config.max_batch_body_size, config.max_body_size),
+                          batch_paths=tuple(p.encode() for p in BATCH_PATHS), reactor=reactor)
+
+
+class _Starting(Resource):
+    """What a site answers before the node is open (its listeners are paused meanwhile)."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        request.setHeader(b"Retry-After", b"5")
+        return json_body(request, error_body("unavailable", "the node is starting, try again soon"), 503)

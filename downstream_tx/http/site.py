@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import http, server
 
-from downstream_tx.http.routing import farmer_of, route_of
+from downstream_tx.http.routing import farmer_of, outcome_of, route_of
 
 request_log = Logger(namespace="downstream_tx.requests")
 
@@ -192,11 +192,14 @@ class DownstreamSite(server.Site):
         method = request.method.decode("ascii", "replace") if request.method else "-"
         route = route_of(request)
         farmer_id = farmer_of(request)
+        outcome = outcome_of(request)
         fmt = "{method} {route} {status} {duration_ms:.1f}ms"
         if farmer_id:
             fmt += " farmer={farmer_id}"
+        if outcome:
+            fmt += " outcome={outcome}"
         request_log.info(fmt, method=method, route=route, status=status, duration_ms=round(seconds * 1000, 3),
-                         farmer_id=farmer_id)
+                         farmer_id=farmer_id, outcome=outcome)
         for observer in self.observers:
             observer(method, route, status, seconds)
         if not self.in_flight:

@@ -11,7 +11,7 @@ from twisted.web.iweb import IRequest
 from downstream_tx.http.clients import client_ip
 from downstream_tx.http.download import ChunkDownload
 from downstream_tx.http.errors import ApiError, error_body, json_body
-from downstream_tx.http.routing import app, check_address
+from downstream_tx.http.routing import app, check_address, set_outcome
 
 RATE_LIMITED = error_body("rate_limited", "too many token requests from this address, try again in {retry} seconds")
 
@@ -60,7 +60,9 @@ class V0Routes:
     @app.route("/api/downstream/challenge/<token:token>/<hash:file_hash>/<response:hash_response>",
                methods=["GET"])
     async def challenge(self, request: IRequest, token: str, file_hash: str, hash_response: str):
-        return json_body(request, {"status": await self.v0.answer(token, file_hash, hash_response)})
+        status = await self.v0.answer(token, file_hash, hash_response)
+        set_outcome(request, status)  # the request log tells a pass from a fail
+        return json_body(request, {"status": status})
 
     @app.route("/api/download/<hash:file_hash>", methods=["GET", "HEAD"])
     async def download(self, request: IRequest, file_hash: str):

@@ -13,6 +13,9 @@ start, and the first completed pass after failed ones (e.g. the database was unr
 the window from that stored time to now as downtime: v0 forgives a challenge whose deadline fell in
 it, or within one interval after it (it was issued late, or its window cut short); v1 contracts get
 the window added to their due time and expiration, once, before any of them is expired.
+
+Each contract a pass fails is logged by its ids (farmer id, file hash; never a token), at most
+``FAILED_LINES`` per pass.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from downstream_tx.db.farmers import FarmerStore
 from downstream_tx.db.meta import MetaStore
 from downstream_tx.v0.challenges import ChallengeSupply
 from downstream_tx.v1.expiry import V1Expiry
@@ -28,6 +32,9 @@ from downstream_tx.v1.expiry import V1Expiry
 log = Logger()
 
 NAME = "contracts"
+
+#: failed contracts named one per log line in a pass; the rest are counted in one more line
+FAILED_LINES = 20
 
 
 @dataclass
@@ -65,11 +72,14 @@ class PassSummary:
 class ContractTimer:
     """The body of one pass, with the little state the downtime rule needs."""
 
-    def __init__(self, supply: ChallengeSupply, expiry: V1Expiry, meta: MetaStore, clock):
+    def __init__(self, supply: ChallengeSupply, expiry: V1Expiry, meta: MetaStore, clock,
+                 farmers: FarmerStore | None = None):
         self.supply = supply
         self.expiry = expiry
         self.meta = meta
         self.clock = clock
+        #: looks up the farmer and file of failed contracts (None: failed contracts are only counted)
+        self.farmers = farmers
         #: time of the last pass that completed (loaded from ``last_alive`` on the first pass)
         self.last_ok: float | None = None
         #: False until a pass completes, and again after a pass fails
@@ -106,4 +116,27 @@ class ContractTimer:
         await self.meta.mark_alive(now)
         self.last_ok = now
         self.clean = True
+        await self._log_failed(v0.failed_ids, expired.failed_ids)
         return summary
+
+    async def _log_failed(self, v0_ids: list[int], v1_ids: list[int]) -> None:
+        """One line per failed contract naming the farmer id and the file hash (ids, never tokens),
+        at most ``FAILED_LINES`` per pass; the rest in one more line. A failed look-up is logged and
+        does not fail the pass (its changes are made)."""
+        failed = v0_ids + v1_ids
+        if not failed or self.farmers is None:
+            return
+        why = {0: f"{self.supply.core.config.max_failures} consecutive misses or fails",
+               1: "challenge not answered before it was due"}
+        try:
+            rows = await self.farmers.failed_contracts(failed[:FAILED_LINES])
+        except Exception:
+            log.failure("could not look up the {n} failed contracts", n=len(failed))
+            return
+        rows.sort(key=lambda row: row.protocol)  # v0 first, as counted
+        for row in rows:
+            log.info("contract {contract_id} failed ({why}): farmer {farmer_id}, file {file_hash} (v{protocol})",
+                     contract_id=row.contract_id, why=why.get(row.protocol, "failed"), farmer_id=row.farmer_id,
+                     file_hash=row.file_hash, protocol=row.protocol)
+        if len(failed) > FAILED_LINES:
+            log.info("… and {more} more contracts failed in this pass", more=len(failed) - FAILED_LINES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -17,7 +18,7 @@ from downstream_tx.core.context import Core, drain
 from downstream_tx.db.contracts import TickResult
 from downstream_tx.errors import INVALID, NodeError
 from downstream_tx.heartbeat import hashchal
-from downstream_tx.v0.chunkstore import ChunkStore
+from downstream_tx.v0.chunkstore import ChunkStore, Progress
 
 log = Logger()
 
@@ -32,19 +33,25 @@ class ChallengeSupply:
         self._topping_up: set[int] = set()
 
     async def generate(self, file_id: int, file_hash: str, root_seed: bytes | None = None,
-                       count: int | None = None) -> dict:
-        """Compute (worker thread) and store a challenge batch (random root seed unless given)."""
+                       count: int | None = None, progress: Progress | None = None) -> dict:
+        """Compute (worker thread) and store a challenge batch (random root seed unless given);
+        ``progress(bytes read, total)`` follows the read pass over the file."""
         root_seed = os.urandom(32) if root_seed is None else root_seed
         count = self.core.config.challenge_batch if count is None else count
-        seeds, answers, root = await self.core.blocking(self._compute, file_hash, root_seed, count)
+        seeds, answers, root = await self.core.blocking(self._compute, file_hash, root_seed, count, progress)
         batch_id = await self.core.stores.challenges.add_batch(file_id, root_seed, root, seeds, answers,
                                                                self.core.now())
         return {"batch_id": batch_id, "file_hash": file_hash, "root_seed": root_seed.hex(),
                 "merkle_root": root.hex(), "count": count}
 
-    def _compute(self, file_hash: str, root_seed: bytes, count: int):
+    def _compute(self, file_hash: str, root_seed: bytes, count: int, progress: Progress | None = None):
         seeds = hashchal.derive_seeds(self.core.keys.secret, root_seed, count)
-        answers = hashchal.batch_answers(seeds, self.chunks.path_for(file_hash))
+        path = self.chunks.path_for(file_hash)
+        if progress is None:
+            answers = hashchal.batch_answers(seeds, path)
+        else:
+            with open(path, "rb") as f:
+                answers = hashchal.batch_answers(seeds, _ReadProgress(f, os.fstat(f.fileno()).st_size, progress))
         return seeds, answers, hashchal.merkle_root(seeds, answers)
 
     async def top_up(self, file_ids: Iterable[int] | None = None, low_water: int | None = None) -> int:
@@ -99,3 +106,16 @@ def check_batch_request(count: int, root_seed: bytes | None) -> None:
         raise NodeError(INVALID, "invalid_count", "count must be from 1 to 100000")
     if root_seed is not None and len(root_seed) != 32:
         raise NodeError(INVALID, "invalid_root_seed", "root seed must be 32 bytes (64 hex characters)")
+
+
+class _ReadProgress:
+    """A binary file whose reads report (bytes read, total) to ``progress``."""
+
+    def __init__(self, f: Any, total: int, progress: Progress):
+        self.f, self.total, self.progress, self.done = f, total, progress, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.done += len(data)
+        self.progress(self.done, self.total)
+        return data

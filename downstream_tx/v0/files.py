@@ -137,11 +137,11 @@ class FileAdmin:
         return await self.core.blocking(write)
 
     async def generate_challenges(self, file_hash: str, root_seed: bytes | None = None,
-                                  count: int | None = None) -> dict:
+                                  count: int | None = None, progress: Progress | None = None) -> dict:
         """Generate and store a challenge batch for a file (random root seed unless given)."""
         row = await self.active(file_hash)
         if row.kind != "stored":
             raise NodeError(INVALID, "not_stored", "seeded files use Merkle challenges")
         count = self.core.config.challenge_batch if count is None else count
         check_batch_request(count, root_seed)
-        return await self.supply.generate(row.id, row.file_hash, root_seed, count)
+        return await self.supply.generate(row.id, row.file_hash, root_seed, count, progress)

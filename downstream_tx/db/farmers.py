@@ -1,0 +1,116 @@
+"""Farmers as the operator sees them (``downstream-admin farmer list/show``): one row per live token
+with its contracts and counters, paged by token id so memory stays flat however many there are."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from downstream_tx.db.database import Database, Txn
+
+PROTOCOL_NAMES = {0: "v0", 1: "v1"}
+
+
+@dataclass(frozen=True)
+class FarmerSummary:
+    id: int  # token row id (the paging key)
+    farmer_id: str
+    address: str
+    protocol: str  # "v0", "v1", "v0+v1" or "" (no contract yet)
+    contracts: int  # active contracts
+    contracts_total: int
+    passes: int
+    fails: int
+    misses: int
+    created: float
+    #: latest sign of life: token creation, a contract start, or the window of its latest answered challenge
+    last_seen: float
+    #: holds an active contract that is not in a run of misses or fails (as downstream_farmers_online)
+    online: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SELECT = (
+    "SELECT t.id, t.farmer_id, t.address, t.created, "
+    "SUM(CASE WHEN c.state = 'active' THEN 1 ELSE 0 END), COUNT(c.id), "
+    "COALESCE(SUM(c.passes), 0), COALESCE(SUM(c.fails), 0), COALESCE(SUM(c.misses), 0), "
+    "MAX(CASE WHEN c.protocol = 0 THEN 1 ELSE 0 END), MAX(CASE WHEN c.protocol = 1 THEN 1 ELSE 0 END), "
+    "MAX(c.start), "
+    "MAX(CASE WHEN c.answered = 1 THEN (CASE WHEN c.protocol = 1 THEN c.due - c.interval_s ELSE c.issued END) END), "
+    "MAX(CASE WHEN c.state = 'active' AND c.run = 0 THEN 1 ELSE 0 END) "
+    "FROM tokens t LEFT JOIN contracts c ON c.token_id = t.id "
+)
+_GROUP = " GROUP BY t.id, t.farmer_id, t.address, t.created"
+
+
+def _row(r: Sequence[Any]) -> FarmerSummary:
+    (token_id, farmer_id, address, created, active, total, passes, fails, misses, v0, v1, started, answered,
+     online) = r
+    protocols = "+".join(name for flag, name in ((v0, "v0"), (v1, "v1")) if flag)
+    seen = max(float(x) for x in (created, started, answered) if x is not None)
+    return FarmerSummary(int(token_id), farmer_id, address, protocols, int(active or 0), int(total or 0),
+                         int(passes), int(fails), int(misses), float(created), seen, bool(online))
+
+
+def list_txn(txn: Txn, after_id: int = 0, limit: int = 500) -> list[FarmerSummary]:
+    """Live farmers (tokens not deleted) with ids above ``after_id``, oldest first, at most ``limit``:
+    pass the last row's ``id`` as ``after_id`` for the next page."""
+    return [_row(r) for r in txn.execute(
+        _SELECT + "WHERE t.deleted IS NULL AND t.id > ?" + _GROUP + " ORDER BY t.id LIMIT ?", (after_id, limit)
+    ).fetchall()]
+
+
+def by_farmer_ids_txn(txn: Txn, farmer_ids: Sequence[str]) -> list[FarmerSummary]:
+    rows = txn.select_in(_SELECT + "WHERE t.farmer_id IN {ids}" + _GROUP, list(farmer_ids))
+    return sorted((_row(r) for r in rows), key=lambda f: f.id)
+
+
+def farmer_ids_by_address_txn(txn: Txn, address: str) -> list[str]:
+    """Farmer ids of every token (live or deleted) of an address, oldest first."""
+    return [r[0] for r in txn.execute("SELECT farmer_id FROM tokens WHERE address = ? ORDER BY id",
+                                      (address,)).fetchall()]
+
+
+@dataclass(frozen=True)
+class FailedContract:
+    contract_id: int
+    farmer_id: str
+    file_hash: str
+    protocol: int
+    reason: str | None
+
+
+def failed_contracts_txn(txn: Txn, contract_ids: Sequence[int]) -> list[FailedContract]:
+    """Farmer id and file hash of contracts (for the log line naming each failed contract; never a
+    token), in id order."""
+    rows = txn.select_in(
+        "SELECT c.id, t.farmer_id, f.file_hash, c.protocol, c.end_reason FROM contracts c "
+        "JOIN tokens t ON t.id = c.token_id JOIN files f ON f.id = c.file_id WHERE c.id IN {ids}", list(contract_ids))
+    return sorted((FailedContract(int(r[0]), r[1], r[2], int(r[3]), r[4]) for r in rows),
+                  key=lambda c: c.contract_id)
+
+
+class FarmerStore:
+    """Farmers as the operator sees them, and the farmer and file of failed contracts."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def list(self, after_id: int = 0, limit: int = 500):
+        """Fires with a page of live farmers: see :func:`list_txn`."""
+        return self.db.run("list_farmers", list_txn, after_id, limit)
+
+    def by_farmer_ids(self, farmer_ids: Sequence[str]):
+        """Fires with the :class:`FarmerSummary` of each token among ``farmer_ids``, oldest first."""
+        return self.db.run("farmer_summaries", by_farmer_ids_txn, list(farmer_ids))
+
+    def ids_by_address(self, address: str):
+        """Fires with the farmer ids of every token (live or deleted) of ``address``, oldest first."""
+        return self.db.run("farmer_ids_by_address", farmer_ids_by_address_txn, address)
+
+    def failed_contracts(self, contract_ids: Sequence[int]):
+        """Fires with a :class:`FailedContract` for each of ``contract_ids`` (in id order)."""
+        return self.db.run("failed_contracts", failed_contracts_txn, list(contract_ids))
