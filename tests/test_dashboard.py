@@ -131,7 +131,8 @@ def test_sorting_paging_and_search(setup):
     assert [r["id"] for r in table_rows(found)] == [f["id"] for f in by_hb["farmers"] if f["address"] == target]
     _, online = raw_get(api, "/dashboard?online=1")
     assert len(table_rows(online)) == 2
-    for bad in ("sort=ip_hash", "order=up", "page=-1", "limit=0", "limit=201", "online=yes", "q=" + "a" * 65):
+    for bad in ("sort=ip_hash", "order=up", "page=-1", "limit=0", "limit=201", "online=yes", "q=" + "a" * 65,
+                "page=", "sort=", "order=", "limit=", "refresh="):  # given empty is not absent
         code, body = api.get(f"/dashboard?{bad}")
         assert code == 400 and body["status"] == "invalid_query", bad
 

@@ -63,35 +63,43 @@ def _bad(message: str) -> ApiError:
     return ApiError(400, error_body("invalid_query", message))
 
 
-def _arg(request, name: str) -> str:
-    values = (request.args or {}).get(name.encode()) or [b""]
+def _arg(request, name: str) -> str | None:
+    """The query parameter's last value, None when it is absent (an empty value is a value)."""
+    values = (request.args or {}).get(name.encode())
+    if not values:
+        return None
     try:
-        return values[-1].decode("utf-8")
+        return values[-1].decode("utf-8").strip()
     except UnicodeDecodeError:
         raise _bad(f"{name} is not UTF-8") from None
 
 
 def _int_arg(request, name: str, default: int, lo: int, hi: int) -> int:
-    text = _arg(request, name).strip()
-    if not text:
+    text = _arg(request, name)
+    if text is None:
         return default
     if not text.isdigit() or not lo <= int(text) <= hi:
         raise _bad(f"{name} must be an integer from {lo} to {hi}")
     return int(text)
 
 
+def _choice_arg(request, name: str, default: str, choices) -> str:
+    text = _arg(request, name)
+    if text is None:
+        return default
+    if text not in choices:
+        raise _bad(f"{name} must be one of {', '.join(choices)}")
+    return text
+
+
 def list_query(request) -> dict:
-    """The farmer list's query parameters, validated."""
-    sort = _arg(request, "sort").strip() or "id"
-    if sort not in SORT_COLUMNS:
-        raise _bad(f"sort must be one of {', '.join(SORT_COLUMNS)}")
-    order = _arg(request, "order").strip() or "asc"
-    if order not in ("asc", "desc"):
-        raise _bad("order must be asc or desc")
-    search = _arg(request, "q").strip()
+    """The farmer list's query parameters, validated (absent: the default; given, even empty: checked)."""
+    sort = _choice_arg(request, "sort", "id", tuple(SORT_COLUMNS))
+    order = _choice_arg(request, "order", "asc", ("asc", "desc"))
+    search = _arg(request, "q") or ""
     if len(search) > MAX_SEARCH:
         raise _bad(f"q must be at most {MAX_SEARCH} characters")
-    online = _arg(request, "online").strip()
+    online = _arg(request, "online") or ""
     if online not in ("", "0", "1"):
         raise _bad("online must be 1 or 0")
     return {"sort": sort, "descending": order == "desc", "search": search, "online": online == "1",
