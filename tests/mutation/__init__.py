@@ -104,7 +104,13 @@ TESTS_FOR: dict[str, list[str]] = {
          "downstream_tx/http/v1.py", "downstream_tx/http/errors.py", "downstream_tx/http/status.py"], _PARSERS),
     **dict.fromkeys(
         ["downstream_tx/core/tokens.py", "downstream_tx/core/farmers.py", "downstream_tx/db/tokens.py"], _TOKENS),
-    "downstream_tx/http/ratelimit.py": ["tests/test_abuse_tokens.py", "tests/test_abuse.py"],
+    # the token/limit rules and the v0 timer path: their pins first (issue 16)
+    "downstream_tx/http/ratelimit.py": ["tests/test_mutation_pins_tokens.py", "tests/test_abuse_tokens.py",
+                                        "tests/test_abuse.py"],
+    "downstream_tx/core/tokens.py": ["tests/test_mutation_pins_tokens.py", *_TOKENS],
+    **dict.fromkeys(
+        ["downstream_tx/v0/challenges.py", "downstream_tx/db/contracts.py", "downstream_tx/jobs/contracts.py"],
+        ["tests/test_mutation_pins_v0_timer.py", *_V0_TIMER]),
     "downstream_tx/bitcoin.py": ["tests/test_bitcoin.py"],
 }
 
