@@ -16,7 +16,6 @@ from downstream_tx.db import files, meta
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.tokens import lookup_txn, use_from_ip_txn
 
-V1 = 1
 #: the largest id a contract can have (SQLite and MySQL signed 64-bit)
 MAX_ID = (1 << 63) - 1
 

@@ -54,7 +54,7 @@ def _items_before_error(raw: bytes, key: str) -> list[Any]:
     ijson's prefix-free events with a bounded nesting depth and at most ``MAX_ITEMS`` items."""
     items: list[Any] = []
     depth = 0  # containers open
-    top_is_map = False
+    top_is_map = False  # pragma: no mutate (always set by the first event that opens depth 1, before use)
     current_key: str | None = None
     collecting = False  # inside a top-level ``key`` array (depth 2)
     builder: ijson.common.ObjectBuilder | None = None

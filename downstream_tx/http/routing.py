@@ -62,7 +62,7 @@ def check_address(value: str) -> str:
     """Looks like an address (its checksum is checked by the token rules), else 400
     ``invalid_address``. Not a converter: ``/new`` counts a request against the client's rate
     limit before it looks at the address."""
-    if not ADDRESS_RE.match(value):
+    if not ADDRESS_RE.fullmatch(value):  # (``$`` alone also matches before a final newline)
         raise _refuse("invalid_address", "address must be 26 to 35 Base58 characters")
     return value
 
@@ -85,7 +85,7 @@ class UnsignedConverter(BaseConverter):
     """An unsigned decimal id; anything else does not match the route (404), as Flask's ``int``."""
 
     def to_python(self, value: str) -> int:
-        if not UNSIGNED_RE.match(value):
+        if not UNSIGNED_RE.fullmatch(value):
             raise ValidationError()
         return int(value)
 

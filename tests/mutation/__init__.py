@@ -113,6 +113,15 @@ TESTS_FOR: dict[str, list[str]] = {
         ["tests/test_mutation_pins_v0_timer.py", *_V0_TIMER]),
     "downstream_tx/bitcoin.py": ["tests/test_bitcoin.py"],
 }
+# the pins of the v1 answer path and of the request parsers (issue 16): quick, so run first
+for _module in ("downstream_tx/v1/farming.py", "downstream_tx/v1/wire.py", "downstream_tx/db/seeded.py"):
+    TESTS_FOR[_module] = ["tests/test_mutation_pins_v1_answer.py", *TESTS_FOR[_module]]
+for _module in ("downstream_tx/http/bodies.py", "downstream_tx/http/routing.py"):
+    TESTS_FOR[_module] = ["tests/test_mutation_pins_parsers.py", *TESTS_FOR[_module]]
+#: downloads: parse_range (the Range header) and the streaming producer
+TESTS_FOR["downstream_tx/http/download.py"] = [
+    "tests/test_mutation_pins_parsers.py", "tests/test_http_routing.py", "tests/test_api_v0.py",
+    "tests/test_fuzz_http.py"]
 
 # --wider: the whole suite that runs without MySQL and without starting daemons
 WIDER_TESTS = ["tests"]
