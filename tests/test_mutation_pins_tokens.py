@@ -169,9 +169,3 @@ def test_retry_after_is_whole_seconds_and_at_least_one():
     assert retry_after(1.01) == 2
     assert retry_after(20.0) == 20
 
-
-def test_requests_without_an_address_share_one_bucket():
-    limiter = RateLimiter(1, task.Clock())
-    assert limiter.check(None) == 0.0
-    assert limiter.check("") == 60.0
-    assert len(limiter) == 1

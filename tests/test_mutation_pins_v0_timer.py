@@ -8,6 +8,7 @@ import dataclasses
 from types import SimpleNamespace
 
 import pytest
+from twisted.internet import task
 from twisted.logger import formatEvent, globalLogPublisher
 
 from downstream_tx.core.tokens import hash_token
@@ -16,6 +17,7 @@ from downstream_tx.db import contracts as db_contracts
 from downstream_tx.db.contracts import TickResult
 from downstream_tx.db.farmers import FailedContract
 from downstream_tx.db.seeded import ExpireResult
+from downstream_tx.errors import INVALID, NodeError
 from downstream_tx.jobs.contracts import FAILED_LINES, ContractTimer, PassSummary
 from downstream_tx.runtime import contract_timer
 from downstream_tx.v0 import challenges
@@ -167,6 +169,17 @@ def test_a_low_water_mark_of_zero_waits_for_a_starved_contract(make, tmp_path, c
     clock.advance(60)
     assert run(node.supply.issue_due()).issued == 1
     assert unused(node, [fid]) == [1]
+
+
+def test_the_operators_batch_request_refusals_in_words():
+    with pytest.raises(NodeError) as e:
+        challenges.check_batch_request(0, None)
+    assert (e.value.kind, e.value.status, e.value.message) == (
+        INVALID, "invalid_count", "count must be from 1 to 100000")
+    with pytest.raises(NodeError) as e:
+        challenges.check_batch_request(1, b"x")
+    assert (e.value.kind, e.value.status, e.value.message) == (
+        INVALID, "invalid_root_seed", "root seed must be 32 bytes (64 hex characters)")
 
 # --- jobs/contracts.py ----------------------------------------------------------------------------
 
@@ -423,3 +436,86 @@ def test_a_failed_pass_leaves_the_timer_unclean(make, monkeypatch):
     with pytest.raises(RuntimeError):
         run(timer())
     assert timer.clean is False
+
+
+def windows_of(node) -> list[tuple]:
+    """(seq, issued, deadline) of every contract (a read-only look at what the store wrote)."""
+    return run(node.db.run("t", lambda txn: [tuple(r) for r in txn.execute(
+        "SELECT seq, issued, deadline FROM contracts ORDER BY id").fetchall()]))
+
+
+def test_a_late_pass_issues_challenge_k_as_of_start_plus_k_intervals(make, tmp_path, clock):
+    node = make()
+    add_test_file(node, tmp_path, interval=60)
+    run(node.v0.get_chunk(run(node.v0.create_token(ADDRESS))))
+    start = clock.seconds()
+    clock.advance(3.5 * 60)
+    run(node.supply.issue_due())
+    assert windows_of(node) == [(3, start + 180, start + 240)]
+
+
+def test_the_window_never_goes_back_when_rounding_puts_the_pass_a_hair_early(tmp_path):
+    """Near 2**31 s, ``(start + 60) - start`` rounds to 59.99999976 s: the pass at the deadline must
+    still issue challenge 1 (``seq + 1``), not challenge 0 again."""
+    clock = task.Clock()
+    start = 2.0**31 - 3 * 2.0**-22
+    clock.advance(start)
+    node = make_node(make_config(tmp_path), clock)
+    try:
+        add_test_file(node, tmp_path, interval=60)
+        run(node.v0.get_chunk(run(node.v0.create_token(ADDRESS))))
+        clock.advance(60)
+        assert (clock.seconds() - start) / 60 < 1
+        assert run(node.supply.issue_due()).missed == 1
+        assert windows_of(node) == [(1, start + 60, start + 120)]
+    finally:
+        node.db.close()
+
+
+def test_each_contract_store_call_is_one_transaction_by_its_name(make, tmp_path, clock):
+    """The names the database metrics count transactions by (docs/operations.md, metrics)."""
+    node = make()
+    h = add_test_file(node, tmp_path)
+    token = run(node.v0.create_token(ADDRESS))
+    th, now, store = hash_token(token), clock.seconds(), node.core.stores.contracts
+    names: list[str] = []
+    node.db.observers.append(lambda desc, elapsed, ok: names.append(desc))
+    run(store.assign(th, now))
+    run(store.of_token(th))
+    _, answer = run(store.answer(th, h, "0" * 64, now, 3))
+    run(store.issue_due(now, 3, 10, None))
+    run(store.fill_starved(now))
+    run(store.latest(th, h))
+    run(store.all())
+    run(store.end(th, h, now))
+    assert names == ["get_chunk", "due", "answer", "update_challenges", "fill_starved", "contract_latest",
+                     "contracts_all", "end_contract"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        answer.status = "pass"  # type: ignore[misc]
+
+
+def test_every_contract_as_a_dict(make, tmp_path, clock):
+    node = make()
+    h = add_test_file(node, tmp_path)
+    token = run(node.v0.create_token(ADDRESS))
+    run(node.v0.get_chunk(token))
+    _, answer = run(node.core.stores.contracts.answer(hash_token(token), h, "0" * 64, clock.seconds(), 3))
+    assert answer.status == "fail"
+    [row] = run(node.core.stores.contracts.all())
+    assert set(row) == {"id", "protocol", "state", "file_hash", "challenge_id", "deadline", "passes", "fails",
+                        "misses", "end_reason"}
+    assert (row["protocol"], row["state"], row["file_hash"], row["passes"], row["fails"], row["misses"],
+            row["end_reason"]) == (0, "active", h, 0, 1, 0, None)
+    assert row["deadline"] == clock.seconds() + 60 and row["challenge_id"] is not None
+
+
+def test_only_the_first_pass_after_a_start_tops_up_every_low_file(make, tmp_path, clock):
+    node = make(challenge_batch=5, challenge_low_water=3)
+    [fid] = file_ids(node, [add_test_file(node, tmp_path)])
+    timer = contract_timer(node)
+    run(node.core.stores.challenges.mark_all_used())
+    assert run(timer()).topped_up == 1 and timer.started is True
+    run(node.core.stores.challenges.mark_all_used())
+    clock.advance(1)
+    assert run(timer()).topped_up == 0
+    assert unused(node, [fid]) == [0]
