@@ -171,6 +171,25 @@ def test_a_low_water_mark_of_zero_waits_for_a_starved_contract(make, tmp_path, c
     assert unused(node, [fid]) == [1]
 
 
+def test_a_starved_contract_tops_up_only_the_files_that_ran_out(make, tmp_path, clock):
+    """With ``challenge_low_water = 0``, a starved contract lowers nothing: its file (no challenge left)
+    is topped up, another file the pass touched that still has one is not."""
+    node = make(challenge_batch=2, challenge_low_water=0)
+    a, b = add_test_file(node, tmp_path, interval=60), add_test_file(node, tmp_path, interval=60)
+    ids = file_ids(node, [a, b])
+    token = run(node.v0.create_token(ADDRESS))
+    assert {run(node.v0.get_chunk(token)).file_hash for _ in range(2)} == {a, b}
+    run(node.supply.generate(ids[1], b, None, 2))
+    assert unused(node, ids) == [1, 3]
+    clock.advance(60)
+    run(node.supply.issue_due())
+    assert unused(node, ids) == [0, 2]
+    clock.advance(60)
+    result = run(node.supply.issue_due())  # a's contract starves: a is topped up and served, b is not
+    assert (result.issued, result.starved) == (2, 0)
+    assert unused(node, ids) == [1, 1]
+
+
 def test_the_operators_batch_request_refusals_in_words():
     with pytest.raises(NodeError) as e:
         challenges.check_batch_request(0, None)
