@@ -538,3 +538,15 @@ def test_only_the_first_pass_after_a_start_tops_up_every_low_file(make, tmp_path
     clock.advance(1)
     assert run(timer()).topped_up == 0
     assert unused(node, [fid]) == [0]
+
+
+def test_the_latest_contract_as_a_dict(make, tmp_path, clock):
+    node = make()
+    h = add_test_file(node, tmp_path)
+    token = run(node.v0.create_token(ADDRESS))
+    run(node.v0.get_chunk(token))
+    row = run(node.core.stores.contracts.latest(hash_token(token), h))
+    assert set(row) == {"id", "protocol", "state", "passes", "fails", "misses", "run", "seq", "deadline", "answered",
+                        "end_reason"}
+    assert (row["protocol"], row["state"], row["seq"], row["answered"], row["deadline"]) == (
+        0, "active", 0, 0, clock.seconds() + 60)
