@@ -19,8 +19,8 @@ from downstream_tx.errors import NodeError
 from downstream_tx.heartbeat import HeartbeatError, Proof
 from downstream_tx.v1 import farming, wire
 from downstream_tx.v1.farming import V1Farming
-from support import ADDRESS, make_address, make_config, make_node, run
-from support.v1 import INTERVAL, SIGNATURE, prove
+from support import ADDRESS, make_address, make_config, run
+from support.v1 import INTERVAL, SIGNATURE, make_seeded_node, prove
 
 BAD = "1BoatSLRHtKNngkdXEeobR76b53LETtpyX"  # a checksum error
 
@@ -163,11 +163,7 @@ def make(tmp_path, db_url, clock):
     made = []
 
     def factory(**overrides):
-        values = {"seeded_pool": "4096:6", "seeded_challenges": 4, "seeded_interval": INTERVAL,
-                  "max_tokens_per_ip": 0}
-        values.update(overrides)
-        node = make_node(make_config(tmp_path, db_url, **values), clock)
-        run(node.pool.refill())
+        node = make_seeded_node(tmp_path, db_url, clock, **overrides)
         made.append(node)
         return node
 

@@ -11,8 +11,8 @@ from twisted.internet import task
 from downstream_tx.errors import NodeError
 from downstream_tx.metrics import Metrics
 from downstream_tx.v1 import wire
-from support import ADDRESS, make_address, make_config, make_node, run
-from support.v1 import INTERVAL, prove
+from support import ADDRESS, make_address, run
+from support.v1 import INTERVAL, make_seeded_node, prove
 
 IP = "10.1.2.3"
 
@@ -22,14 +22,8 @@ def make(tmp_path, db_url, clock):
     made = []
 
     def factory(sub: str = "", **overrides):
-        values = {"seeded_pool": "4096:6", "seeded_challenges": 4, "seeded_interval": INTERVAL,
-                  "max_tokens_per_ip": 0}
-        values.update(overrides)
         # another node (``sub``) has its own SQLite database, so its own node secret
-        url = "sqlite:///" + str(tmp_path / sub / "node.db") if sub else db_url
-        config = make_config(tmp_path / sub if sub else tmp_path, url, **values)
-        node = make_node(config, clock)
-        run(node.pool.refill())
+        node = make_seeded_node(tmp_path, db_url, clock, sub or None, **overrides)
         made.append(node)
         return node
 

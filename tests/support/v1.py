@@ -84,3 +84,15 @@ def chunks(api, token, size=16384):
     code, body = api.get(f"{V1}/chunk/{token}/{size}")
     assert code == 200, body
     return body["chunks"]
+
+
+def make_seeded_node(tmp_path, db_url, clock, sub: str | None = None, **overrides):
+    """A node with a small seeded pool already filled (six 4 KiB chunks, 4 challenges each,
+    ``INTERVAL``, no per-IP limit). With ``sub``, a node of its own SQLite database (its own node
+    secret) under ``tmp_path / sub``. The caller closes ``node.db``."""
+    values = {"seeded_pool": "4096:6", "seeded_challenges": 4, "seeded_interval": INTERVAL, "max_tokens_per_ip": 0}
+    values.update(overrides)
+    url = "sqlite:///" + str(tmp_path / sub / "node.db") if sub else db_url
+    node = make_node(make_config(tmp_path / sub if sub else tmp_path, url, **values), clock)
+    run(node.pool.refill())
+    return node
