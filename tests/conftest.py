@@ -2,6 +2,7 @@ import pytest
 from twisted.internet import task
 
 from support import MYSQL_ENV, MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database, make_config, make_node
+from support.v1 import make_seeded_node
 
 MYSQL_DESELECTED = pytest.StashKey[int]()
 
@@ -59,3 +60,19 @@ def node(config, clock):
     n = make_node(config, clock)
     yield n
     n.db.close()
+
+
+@pytest.fixture
+def seeded_nodes(tmp_path, db_url, clock):
+    """A factory of nodes with a small seeded pool filled (``support.v1.make_seeded_node``; ``sub``:
+    a node of its own database and node secret), closed after the test."""
+    made = []
+
+    def factory(sub: str = "", **overrides):
+        node = make_seeded_node(tmp_path, db_url, clock, sub or None, **overrides)
+        made.append(node)
+        return node
+
+    yield factory
+    for node in made:
+        node.db.close()

@@ -20,7 +20,7 @@ from downstream_tx.heartbeat import HeartbeatError, Proof
 from downstream_tx.v1 import farming, wire
 from downstream_tx.v1.farming import V1Farming
 from support import ADDRESS, make_address, make_config, run
-from support.v1 import INTERVAL, SIGNATURE, make_seeded_node, prove
+from support.v1 import INTERVAL, SIGNATURE, prove
 
 BAD = "1BoatSLRHtKNngkdXEeobR76b53LETtpyX"  # a checksum error
 
@@ -159,17 +159,8 @@ IP = "10.1.2.3"
 
 
 @pytest.fixture
-def make(tmp_path, db_url, clock):
-    made = []
-
-    def factory(**overrides):
-        node = make_seeded_node(tmp_path, db_url, clock, **overrides)
-        made.append(node)
-        return node
-
-    yield factory
-    for node in made:
-        node.db.close()
+def make(seeded_nodes):
+    return seeded_nodes
 
 
 @pytest.fixture

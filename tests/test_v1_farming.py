@@ -12,24 +12,14 @@ from downstream_tx.errors import NodeError
 from downstream_tx.metrics import Metrics
 from downstream_tx.v1 import wire
 from support import ADDRESS, make_address, run
-from support.v1 import INTERVAL, make_seeded_node, prove
+from support.v1 import INTERVAL, prove
 
 IP = "10.1.2.3"
 
 
 @pytest.fixture
-def make(tmp_path, db_url, clock):
-    made = []
-
-    def factory(sub: str = "", **overrides):
-        # another node (``sub``) has its own SQLite database, so its own node secret
-        node = make_seeded_node(tmp_path, db_url, clock, sub or None, **overrides)
-        made.append(node)
-        return node
-
-    yield factory
-    for node in made:
-        node.db.close()
+def make(seeded_nodes):
+    return seeded_nodes
 
 
 @pytest.fixture
