@@ -359,6 +359,12 @@ class Config:
         return rows
 
 
+def overdue_grace(config: Config) -> float:
+    """How long past its deadline a contract may wait for the contract timer before it counts as
+    overdue (metrics, the stats job's warning, the dashboard): five timer ticks, at least 10 s."""
+    return max(5 * config.tick, 10.0)
+
+
 def load_config(
     path: str | None = None,
     environ: Mapping[str, str] | None = None,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from downstream_tx import __version__
+from downstream_tx.config import overdue_grace
 from downstream_tx.core.context import Core
 from downstream_tx.db import overview
 from downstream_tx.db.history import HOUR, HourRow
@@ -109,8 +110,7 @@ class DashboardData:
         config, stores = self.core.config, self.core.stores
         hour = int(now // HOUR)
         first_day_hour = (int(now // DAY) - 29) * 24
-        # the stats job's overdue grace (jobs/stats.py): five timer ticks, at least 10 s
-        read = await stores.overview.overview(now, max(5 * config.tick, 10.0), min(first_day_hour, hour - 23), hour)
+        read = await stores.overview.overview(now, overdue_grace(config), min(first_day_hour, hour - 23), hour)
         counts, rows = read.counts, read.hours
         last_alive = await stores.meta.last_alive()
         targets = dict(config.seeded_pool)

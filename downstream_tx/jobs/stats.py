@@ -7,19 +7,13 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from downstream_tx.config import Config
+from downstream_tx.config import Config, overdue_grace
 from downstream_tx.db.history import HistoryStore
 from downstream_tx.db.stats import Counts, StatsStore
 from downstream_tx.jobs.history import HourlyResults, write_history
 from downstream_tx.jobs.periodic import PeriodicJob
 
 log = Logger()
-
-
-def overdue_grace(config: Config) -> float:
-    """How long past its deadline a contract may wait for the challenge timer before it counts as
-    overdue: five timer ticks, at least 10 s."""
-    return max(5 * config.tick, 10.0)
 
 
 def stats_job(stats: StatsStore, config: Config, clock: Any, metrics: Any = None,
