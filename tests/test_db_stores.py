@@ -11,7 +11,7 @@ import pytest
 from downstream_tx.db import challenges, contracts, files, history, meta, overview, seeded, stats, status, tokens
 from downstream_tx.db.files import DuplicateFile
 from downstream_tx.db.history import HOUR, HourRow
-from downstream_tx.db.seeded import EncodedChunk, IssuedChallenge
+from downstream_tx.db.seeded import AnswerLost, EncodedChunk, IssuedChallenge, Sealed
 from downstream_tx.db.tokens import UnknownToken
 from downstream_tx.heartbeat import hashchal
 from support import ADDRESS, make_address, run
@@ -144,21 +144,26 @@ def pool_chunks(n: int) -> list[EncodedChunk]:
             for i in range(n)]
 
 
+SEALED = Sealed(b"s" * 32, 4, b"r" * 32, b"h" * 32, "1.5")
+
+
+def issue(chunk):
+    return IssuedChallenge(SEALED, '{"c": 1}', 0)
+
+
 def test_seeded_store(stores, clock):
     add_token(stores, clock)
     assert run(stores.seeded.pool_add(pool_chunks(3), 60, clock.seconds())) == 3
     assert run(stores.seeded.pool_counts()) == {4096: 3}
 
-    def issue(chunk):
-        return IssuedChallenge(chunk.hb_state, '{"c": 1}', 0)
-
     made = run(stores.seeded.take_chunks(TH, "ip-a", 0, 8192, clock.seconds(), max_size_per_address=10**9, max_chunks=0,
                                          interval=60, issue=issue))
     ids = [c.id for c in made]
     assert len(ids) == 2 and run(stores.seeded.pool_counts()) == {4096: 1}
-    assert run(stores.seeded.stored_state(ids[0])) == ('{"s": 1}', '{"c": 1}')
-    assert run(stores.seeded.overwrite_state(ids[0], "S", "C")) == 1
-    assert run(stores.seeded.stored_state(ids[0])) == ("S", "C")
+    assert run(stores.seeded.stored_state(ids[0])) == (0, SEALED, None, None)
+    assert run(stores.seeded.overwrite_state(ids[0], 0, None, "S", "C")) == 1  # as before schema step 5
+    assert run(stores.seeded.stored_state(ids[0])) == (0, None, "S", "C")
+    assert run(stores.seeded.overwrite_state(ids[0], 0, SEALED)) == 1
     deadline = run(stores.seeded.deadline(ids[0]))
     assert deadline > clock.seconds() and run(stores.seeded.deadline(10**9)) is None
 
@@ -171,10 +176,20 @@ def test_seeded_store(stores, clock):
 
     assert run(stores.seeded.refresh_challenges(TH, None, plan_challenges)) == ids
 
-    def plan_answers(found):
-        return "done", [ids[0]], [ids[1]]
-
-    assert run(stores.seeded.answer(TH, "ip-a", 0, ids, plan_answers)) == "done"
+    found = run(stores.seeded.contracts(TH, ids + [10**9, 0, -1]))
+    assert sorted(found) == ids and found[ids[0]].sealed == SEALED and found[ids[0]].seq == 0
+    assert run(stores.seeded.record_answers(TH, "ip-a", 0, {ids[0]: 0}, [ids[1]], clock.seconds())) == (1, [])
+    # the same answer again (a retry, a duplicate): recorded once
+    assert run(stores.seeded.record_answers(TH, "ip-a", 0, {ids[0]: 0}, [], clock.seconds())) == (
+        0, [AnswerLost(ids[0], "answered")])
+    # a proof of another challenge than the stored one, or after the expiration, is not recorded
+    assert run(stores.seeded.record_answers(TH, "ip-a", 0, {ids[1]: 1}, [], clock.seconds())) == (
+        0, [AnswerLost(ids[1], "answered")])
+    late = run(stores.seeded.deadline(ids[1]))
+    assert run(stores.seeded.record_answers(TH, "ip-a", 0, {ids[1]: 0}, [], late)) == (
+        0, [AnswerLost(ids[1], "expired")])
+    [row] = [c for c in run(stores.contracts.all()) if c["id"] == ids[1]]
+    assert (row["passes"], row["fails"]) == (0, 1)
     assert sorted(cid for cid, _ in run(stores.seeded.tags(TH, clock.seconds()))) == ids
     result = run(stores.seeded.expire(run(stores.seeded.deadline(ids[0])), 100))
     assert (result.ended, result.failed) == (1, 1)
@@ -244,9 +259,6 @@ def test_a_v1_token_moving_to_a_new_address_takes_its_location(stores, clock):
     add_token(stores, clock)
     run(stores.seeded.pool_add(pool_chunks(2), 60, clock.seconds()))
 
-    def issue(chunk):
-        return IssuedChallenge(chunk.hb_state, '{"c": 1}', 0)
-
     def take(ip_hash, location):
         return run(stores.seeded.take_chunks(TH, ip_hash, 0, 4096, clock.seconds(), max_size_per_address=10**9,
                                              max_chunks=0, interval=60, issue=issue, location=location))
@@ -266,7 +278,8 @@ COVERED = {
     files.FileStore: {"get_active", "get", "add_stored", "remove", "list_active", "replicas", "count"},
     challenges.ChallengeStore: {"add_batch", "low_files", "batches", "unused", "stored", "counts", "mark_all_used"},
     contracts.ContractStore: {"assign", "of_token", "answer", "end", "issue_due", "fill_starved", "latest", "all"},
-    seeded.SeededStore: {"pool_counts", "pool_add", "take_chunks", "refresh_challenges", "answer", "tags", "expire",
+    seeded.SeededStore: {"pool_counts", "pool_add", "take_chunks", "refresh_challenges", "contracts",
+                           "record_answers", "tags", "expire",
                          "shift_for_downtime", "deadline", "overwrite_state", "stored_state"},
     status.StatusStore: {"farmers", "farmer", "update_uptime"},
     stats.StatsStore: {"ping", "counts"},

@@ -199,8 +199,8 @@ def test_no_more_challenges_for_one_contract_does_not_end_the_list(node, clock):
                                             {"file_hash": b["file_hash"], "proof": prove(b)}]))
     assert [r.get("status") for r in report] == ["ok", "ok"]
     clock.advance(INTERVAL)  # both due: a new challenge each
-    state, challenge = run(node.core.stores.seeded.stored_state(a["file_hash"]))
-    run(node.core.stores.seeded.overwrite_state(a["file_hash"], state[: len(state) // 2], challenge))
+    seq, sealed, _, _ = run(node.core.stores.seeded.stored_state(a["file_hash"]))
+    run(node.core.stores.seeded.overwrite_state(a["file_hash"], seq, sealed._replace(time="cut")))
     got = orjson.loads(orjson.dumps(run(node.v1.challenges(token, [a["file_hash"], b["file_hash"]]))))
     assert got[0] == {"file_hash": a["file_hash"], "status": "no more challenges"}
     assert got[1]["file_hash"] == b["file_hash"] and got[1]["answered"] is False and got[1]["due"] == INTERVAL
@@ -210,7 +210,7 @@ def test_no_more_challenges_for_one_contract_does_not_end_the_list(node, clock):
 def test_an_unusable_stored_state_is_logged(node, monkeypatch):
     events: list[dict] = []
     monkeypatch.setattr(farming.log, "observer", events.append)
-    c = V1Contract(id=42, state="active", due=1.0, deadline=2.0, answered=False, interval=60,
+    c = V1Contract(id=42, state="active", due=1.0, deadline=2.0, answered=False, interval=60, seq=0, sealed=None,
                    hb_state="not json", hb_challenge=None)
     token = run(node.v1.new_token(ADDRESS, IP))["token"]
     [chunk] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 4096))))
@@ -310,11 +310,11 @@ def test_the_transaction_names_of_the_v1_store(node, clock):
     run(seeded.expire(clock.seconds(), 10))
     run(seeded.shift_for_downtime(clock.seconds(), clock.seconds()))
     run(seeded.deadline(c["file_hash"]))
-    state, challenge = run(seeded.stored_state(c["file_hash"]))
-    run(seeded.overwrite_state(c["file_hash"], state, challenge))
+    seq, sealed, _, _ = run(seeded.stored_state(c["file_hash"]))
+    run(seeded.overwrite_state(c["file_hash"], seq, sealed))
     names = [n for n in seen if n.startswith("v1_")]
-    assert names == ["v1_chunk", "v1_challenge", "v1_answer", "v1_tags", "v1_pool_counts", "v1_pool_add",
-                     "v1_expire", "v1_downtime", "v1_deadline", "v1_stored_state", "v1_overwrite_state"]
+    assert names == ["v1_chunk", "v1_challenge", "v1_answer_read", "v1_answer", "v1_tags", "v1_pool_counts",
+                     "v1_pool_add", "v1_expire", "v1_downtime", "v1_deadline", "v1_stored_state", "v1_overwrite_state"]
 
 
 def test_a_challenge_for_a_contract_that_ended_says_expired(node, clock):

@@ -141,16 +141,42 @@ def _two_contracts(node):
     return token, a, b
 
 
-@pytest.mark.parametrize("what", ["state", "challenge"])
+def corrupt(node, contract_id: int, what: str) -> None:
+    """Spoil one part of a contract's stored heartbeat state (sealed, or as JSON like a row written
+    before schema step 5)."""
+    seeded = node.core.stores.seeded
+    seq, sealed, _, _ = run(seeded.stored_state(contract_id))
+    flip = {"seed": "seed", "root": "root", "hmac": "hmac"}
+    if what in flip:
+        value = bytearray(getattr(sealed, flip[what]))
+        value[0] ^= 1
+        sealed = sealed._replace(**{flip[what]: bytes(value)})
+    elif what == "time":
+        sealed = sealed._replace(time="not a number")
+    elif what == "seq":
+        seq += 1
+    elif what == "json-state":
+        assert run(seeded.overwrite_state(contract_id, seq, None, '{"index": 1, "seed": "', '{}')) == 1
+        return
+    elif what == "json-challenge":
+        state = orjson.dumps(unseal_row(seq, sealed)[0].to_dict()).decode()
+        assert run(seeded.overwrite_state(contract_id, seq, None, state, '{"index": "x"}')) == 1
+        return
+    assert run(seeded.overwrite_state(contract_id, seq, sealed)) == 1
+
+
+def unseal_row(seq, sealed):
+    from downstream_tx.db.seeded import V1Contract
+    from downstream_tx.v1.farming import unseal
+
+    return unseal(V1Contract(1, "active", None, 0.0, False, 1, seq, sealed))
+
+
+@pytest.mark.parametrize("what", ["seed", "root", "hmac", "time", "seq", "json-state", "json-challenge"])
 def test_a_corrupt_stored_state_reports_invalid_proof_and_counts_a_fail(node, what):
     token, a, b = _two_contracts(node)
     seen = results_of(node)
-    state, challenge = run(node.core.stores.seeded.stored_state(a["file_hash"]))
-    if what == "state":
-        state = state[: len(state) // 2]  # cut: no longer JSON
-    else:
-        challenge = '{"index": "x"}'
-    assert run(node.core.stores.seeded.overwrite_state(a["file_hash"], state, challenge)) == 1
+    corrupt(node, a["file_hash"], what)
     report = run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)},
                                             {"file_hash": b["file_hash"], "proof": prove(b)}]))
     # the same kind of proof passes on the untouched contract
@@ -167,8 +193,8 @@ def test_a_state_made_with_another_node_secret_verifies_nothing(make):
     their_token = new_token(theirs)
     [t] = orjson.loads(orjson.dumps(run(theirs.v1.chunks(their_token, IP, 4096))))
     # their chunk, state and challenge on our contract: the proof is right for them
-    state, challenge = run(theirs.core.stores.seeded.stored_state(t["file_hash"]))
-    run(ours.core.stores.seeded.overwrite_state(a["file_hash"], state, challenge))
+    seq, sealed, _, _ = run(theirs.core.stores.seeded.stored_state(t["file_hash"]))
+    run(ours.core.stores.seeded.overwrite_state(a["file_hash"], seq, sealed))
     report = run(ours.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(t)}]))
     assert report == [{"file_hash": a["file_hash"], "error": "Invalid proof"}]
     assert (contract(ours, a["file_hash"])["passes"], contract(ours, a["file_hash"])["fails"]) == (0, 1)

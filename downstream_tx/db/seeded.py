@@ -3,7 +3,14 @@
 A v1 contract keeps its current challenge's due time in ``due`` and its *expiration* in
 ``deadline`` (``due + interval`` once answered, ``due`` while unanswered), so that "is it expired"
 is ``now >= deadline`` and the expiry timer is an index range scan on ``(state, protocol,
-deadline)`` like the v0 timer. ``hb_state``, ``hb_challenge`` and ``tag`` hold JSON text.
+deadline)`` like the v0 timer.
+
+A contract's heartbeat state is stored *sealed*: binary columns (:class:`Sealed`) that the node reads
+and rewrites per challenge without any text encoding; its current challenge is derived from them
+(seed = the state's seed, index = ``seq``). Rows written before schema step 5 hold the state and
+challenge as JSON text in ``hb_state``/``hb_challenge`` until their next refresh rewrites them sealed.
+The pool's chunks and every tag stay JSON text (they are read once, or sent as they are); a contract's
+tag lives in ``contract_tags``, off the contract row that every cycle rewrites.
 """
 
 from __future__ import annotations
@@ -41,11 +48,23 @@ class PoolChunk:
     tag: str
 
 
-class IssuedChallenge(NamedTuple):
-    """A challenge made for a contract: the heartbeat state after it, the challenge (both JSON
-    text), and the challenge's index (the contract's ``seq``)."""
+class Sealed(NamedTuple):
+    """A v1 heartbeat state as its contract row stores it: the state's seed (also the seed of the
+    challenge it last made), its challenge count, Merkle root, HMAC and ``str()`` of its timestamp
+    (exactly as signed). The state's index is the contract's ``seq`` + 1."""
 
-    hb_state: str
+    seed: bytes
+    n: int
+    root: bytes
+    hmac: bytes
+    time: str
+
+
+class IssuedChallenge(NamedTuple):
+    """A challenge made for a contract: the heartbeat state after it, the challenge as JSON text
+    (what the farmer is sent), and the challenge's index (the contract's ``seq``)."""
+
+    sealed: Sealed
     hb_challenge: str
     index: int
 
@@ -57,13 +76,22 @@ class NewContract(NamedTuple):
     due: float
 
 
-#: a challenge refresh: (hb_state, hb_challenge, seq, new_due, issued, id, old_due)
-Refresh = tuple[str, str, int, float, float, int, float | None]
+class Refresh(NamedTuple):
+    """A challenge refresh: the state after it, its ``seq``, the new due time, when it was issued,
+    the contract and the due time it replaces (the write's guard)."""
+
+    sealed: Sealed
+    seq: int
+    new_due: float
+    issued: float
+    id: int
+    old_due: float | None
 
 
 class V1Contract(NamedTuple):
     """A named tuple: one is built per id of every /challenge and /answer, and a named tuple is the
-    cheapest record to build (docs/performance.md)."""
+    cheapest record to build (docs/performance.md). ``sealed`` is None for a row written before
+    schema step 5 (its state is then the JSON in ``hb_state``/``hb_challenge``)."""
 
     id: int
     state: str
@@ -71,8 +99,10 @@ class V1Contract(NamedTuple):
     deadline: float
     answered: bool
     interval: int
-    hb_state: str | None
-    hb_challenge: str | None
+    seq: int
+    sealed: Sealed | None
+    hb_state: str | None = None
+    hb_challenge: str | None = None
 
 
 # --- the pool -------------------------------------------------------------------------------------
@@ -138,27 +168,40 @@ def active_size_by_address_txn(txn: Txn, address: str, now: float) -> int:
 
 
 def insert_contract_txn(txn: Txn, token_id: int, file_id: int, now: float, interval: int, seq: int, due: float,
-                        hb_state: str, hb_challenge: str, tag: str) -> int:
+                        sealed: Sealed, tag: str) -> int:
     """A new v1 contract with its first challenge outstanding (expiration = due)."""
     txn.execute(
         "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, issued, deadline, due, "
-        "answered, hb_state, hb_challenge, tag) VALUES (?, ?, 1, 'active', ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-        (token_id, file_id, now, interval, seq, now, due, due, hb_state, hb_challenge, tag),
+        "answered, hb_seed, hb_n, hb_root, hb_hmac, hb_time) "
+        "VALUES (?, ?, 1, 'active', ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+        (token_id, file_id, now, interval, seq, now, due, due, *sealed),
     )
     contract_id = txn.lastrowid
+    txn.execute("INSERT INTO contract_tags (contract_id, tag) VALUES (?, ?)", (contract_id, tag))
     txn.execute("UPDATE files SET replicas = 1 WHERE id = ?", (file_id,))
     return contract_id
 
 
+def _wanted(ids: Iterable[int]) -> list[int]:
+    return sorted({i for i in ids if 0 < i <= MAX_ID})
+
+
+def _contract(r: tuple) -> V1Contract:
+    if r[7] is not None:
+        return V1Contract(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], Sealed(bytes(r[7]), r[8], bytes(r[9]),
+                                                                                    bytes(r[10]), r[11]))
+    return V1Contract(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], None, r[12], r[13])
+
+
 def get_contracts_txn(txn: Txn, token_id: int, ids: Iterable[int], lock: bool = True) -> dict[int, V1Contract]:
-    """The token's v1 contracts (any state) among ``ids``."""
-    wanted = sorted({i for i in ids if 0 < i <= MAX_ID})
+    """The token's v1 contracts (any state) among ``ids``. (The legacy JSON columns are read only for
+    rows without a sealed state.)"""
     rows = txn.select_in(
-        "SELECT id, state, due, deadline, answered, interval_s, hb_state, hb_challenge FROM contracts "
-        "WHERE token_id = ? AND protocol = 1 AND id IN {ids}" + (txn.for_update() if lock else ""),
-        wanted, before=[token_id])
-    return {int(r[0]): V1Contract(int(r[0]), r[1], r[2], float(r[3]), bool(r[4]), int(r[5]), r[6], r[7])
-            for r in rows}
+        "SELECT id, state, due, deadline, answered, interval_s, seq, hb_seed, hb_n, hb_root, hb_hmac, hb_time, "
+        "CASE WHEN hb_seed IS NULL THEN hb_state END, CASE WHEN hb_seed IS NULL THEN hb_challenge END "
+        "FROM contracts WHERE token_id = ? AND protocol = 1 AND id IN {ids}" + (txn.for_update() if lock else ""),
+        _wanted(ids), before=[token_id])
+    return {r[0]: _contract(r) for r in rows}
 
 
 def active_ids_txn(txn: Txn, token_id: int) -> list[int]:
@@ -167,36 +210,60 @@ def active_ids_txn(txn: Txn, token_id: int) -> list[int]:
     ).fetchall()]
 
 
-def set_challenges_txn(txn: Txn, updates: Sequence[tuple[str, str, int, float, float, int, float]]) -> None:
-    """Store newly issued challenges: rows of (hb_state, hb_challenge, seq, new_due, issued, id,
-    old_due); the expiration becomes the new due time. Guarded on the old due time, so a retried
+def set_challenges_txn(txn: Txn, updates: Sequence[Refresh]) -> None:
+    """Store newly issued challenges; the expiration becomes the new due time (a row written before
+    schema step 5 becomes sealed and loses its JSON). Guarded on the old due time, so a retried
     transaction changes nothing twice. One statement per chunk on MariaDB (PyMySQL's executemany
     sends an UPDATE per row: a round trip per refreshed contract)."""
     txn.update_by_id(
-        "contracts", ["hb_state", "hb_challenge", "seq", "due", "deadline", "issued", "answered"],
-        [(cid, st, ch, seq, due, due, issued, 0, old) for st, ch, seq, due, issued, cid, old in updates],
+        "contracts", ["hb_seed", "hb_n", "hb_root", "hb_hmac", "hb_time", "hb_state", "hb_challenge", "seq", "due",
+                      "deadline", "issued", "answered"],
+        [(r.id, *r.sealed, None, None, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due) for r in updates],
         where="state = 'active'", match=["due"],
     )
 
 
-def record_answers_txn(txn: Txn, token_id: int, passes: Sequence[int], fails: Sequence[int]) -> int:
-    """A valid proof: answered, expiration moves to due + interval, the token's heartbeat count
-    goes up once. An invalid one only counts a fail. Returns the passes recorded. (Set-based: one
-    statement per batch of ids, where PyMySQL's executemany sends one per row.)"""
+class AnswerLost(NamedTuple):
+    """Why a verified proof was not recorded: what the contract became between its read and the write."""
+
+    id: int
+    reason: str  # "expired" or "answered"
+
+
+def record_answers_txn(txn: Txn, token_id: int, passes: dict[int, int], fails: Sequence[int],
+                       now: float) -> tuple[int, list[AnswerLost]]:
+    """Record proofs verified outside the transaction. ``passes`` maps a contract to the ``seq`` of
+    the challenge its proof answered: it is recorded (answered, expiration moves to due + interval,
+    the token's heartbeat count goes up once) only if the contract, re-read under its row lock, is
+    still active, unexpired at ``now``, unanswered and at that ``seq``; otherwise it is returned as
+    lost. A fail counts on a still unanswered contract. Set-based: a guard SELECT and one UPDATE per
+    batch of ids, whose row count is what is counted, so a retried or concurrent write never counts
+    twice. Returns (passes recorded, lost)."""
+    rows = txn.select_in("SELECT id, seq, answered, state, deadline FROM contracts WHERE token_id = ? AND "
+                         "protocol = 1 AND id IN {ids}" + txn.for_update(), _wanted(passes), before=[token_id])
+    ok: list[int] = []
+    lost: list[AnswerLost] = []
+    for cid, seq, answered, state, deadline in rows:
+        if state != "active" or now >= deadline:
+            lost.append(AnswerLost(cid, "expired"))
+        elif answered or seq != passes[cid]:
+            lost.append(AnswerLost(cid, "answered"))
+        else:
+            ok.append(cid)
     counted = txn.update_in(
         "UPDATE contracts SET answered = 1, deadline = due + interval_s, passes = passes + 1, run = 0 "
-        "WHERE id IN {ids} AND answered = 0 AND state = 'active'", passes)
+        "WHERE id IN {ids} AND answered = 0 AND state = 'active'", ok)
     if counted:
         txn.execute("UPDATE tokens SET hbcount = hbcount + ? WHERE id = ?", (counted, token_id))
     txn.update_in("UPDATE contracts SET fails = fails + 1 WHERE id IN {ids} AND answered = 0", fails)
-    return counted
+    return counted, lost
 
 
 def tags_txn(txn: Txn, token_id: int, now: float) -> list[tuple[int, str]]:
     """(contract id, tag JSON) of the token's active, unexpired v1 contracts."""
     return [(int(r[0]), r[1]) for r in txn.execute(
-        "SELECT id, tag FROM contracts WHERE token_id = ? AND state = 'active' AND protocol = 1 AND deadline > ? "
-        "AND tag IS NOT NULL ORDER BY id",
+        "SELECT c.id, t.tag FROM contracts c JOIN contract_tags t ON t.contract_id = c.id WHERE c.token_id = ? "
+        "AND c.state = 'active' AND c.protocol = 1 AND c.deadline > ? ORDER BY c.id",
         (token_id, now),
     ).fetchall()]
 
@@ -259,8 +326,9 @@ def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
     result.failed_ids = failed
     # set-based; ``ended = deadline``: each contract ends at its own expiration
     for ids, state, reason, miss in ((ended, "ended", "expired", 0), (failed, "failed", "missed", 1)):
-        txn.update_in("UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ?, "
-                      "tag = NULL WHERE id IN {ids} AND state = 'active'", ids, before=[state, reason, miss])
+        txn.update_in("UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ? "
+                      "WHERE id IN {ids} AND state = 'active'", ids, before=[state, reason, miss])
+    txn.update_in("DELETE FROM contract_tags WHERE contract_id IN {ids}", [int(cid) for cid, _, _, _ in rows])
     txn.update_in("UPDATE files SET replicas = 0, removed = ? WHERE id IN {ids} AND removed IS NULL",
                   [int(file_id) for _, file_id, _, _ in rows], before=[now])
     return result
@@ -286,7 +354,7 @@ def _take_chunks_txn(txn: Txn, token_hash: bytes, ip_hash: str | None, ip_limit:
             continue
         due = now + interval
         contract_id = insert_contract_txn(txn, row.id, chunk.file_id, now, interval, issued.index, due,
-                                          issued.hb_state, issued.hb_challenge, chunk.tag)
+                                          issued.sealed, chunk.tag)
         out.append(NewContract(contract_id, chunk, issued, due))
         total += chunk.size
     return out
@@ -340,17 +408,25 @@ class SeededStore:
 
         return self.db.run("v1_challenge", body)
 
-    def answer(self, token_hash: bytes, ip_hash: str | None, ip_limit: int, ids: Sequence[int],
-               plan: Callable[[dict[int, V1Contract]], tuple[Any, list[int], list[int]]]):
-        """Lock the token's contracts among ``ids``, call ``plan(contracts found)`` which returns
-        ``(result, passed ids, failed ids)``, record those and fire with ``result``."""
+    def contracts(self, token_hash: bytes, ids: Sequence[int]):
+        """Fires with the token's v1 contracts among ``ids`` (``{id: V1Contract}``, any state), read
+        without locks: an /answer verifies its proofs on them outside any transaction, then
+        :meth:`record_answers`."""
+
+        def body(txn: Txn):
+            return get_contracts_txn(txn, lookup_txn(txn, token_hash).id, ids, lock=False)
+
+        return self.db.run("v1_answer_read", body)
+
+    def record_answers(self, token_hash: bytes, ip_hash: str | None, ip_limit: int, passes: dict[int, int],
+                       fails: Sequence[int], now: float):
+        """Record verified proofs (see :func:`record_answers_txn`), applying the per-address token
+        limit first. Fires with (passes recorded, [AnswerLost])."""
 
         def body(txn: Txn):
             row = lookup_txn(txn, token_hash)
             use_from_ip_txn(txn, row, ip_hash, ip_limit, move=False)
-            result, passes, fails = plan(get_contracts_txn(txn, row.id, ids))
-            record_answers_txn(txn, row.id, passes, fails)
-            return result
+            return record_answers_txn(txn, row.id, passes, fails, now)
 
         return self.db.run("v1_answer", body)
 
@@ -376,14 +452,25 @@ class SeededStore:
         return self.db.run("v1_deadline", lambda txn: txn.scalar(
             "SELECT deadline FROM contracts WHERE id = ?", (contract_id,)))
 
-    def overwrite_state(self, contract_id: int, hb_state: str, hb_challenge: str):
-        """Replace a v1 contract's stored heartbeat state and challenge (tests: a corrupt or foreign
-        state). Fires with the rows changed."""
+    def overwrite_state(self, contract_id: int, seq: int, sealed: Sealed | None, hb_state: str | None = None,
+                        hb_challenge: str | None = None):
+        """Replace a v1 contract's stored heartbeat state (tests: a corrupt or foreign state, or with
+        ``sealed`` None and JSON, a row as written before schema step 5). Fires with the rows changed."""
+        values = tuple(sealed) if sealed is not None else (None,) * 5
         return self.db.run("v1_overwrite_state", lambda txn: txn.execute(
-            "UPDATE contracts SET hb_state = ?, hb_challenge = ? WHERE id = ? AND protocol = 1",
-            (hb_state, hb_challenge, contract_id)).rowcount)
+            "UPDATE contracts SET seq = ?, hb_seed = ?, hb_n = ?, hb_root = ?, hb_hmac = ?, hb_time = ?, hb_state = ?, "
+            "hb_challenge = ? WHERE id = ? AND protocol = 1",
+            (seq, *values, hb_state, hb_challenge, contract_id)).rowcount)
 
     def stored_state(self, contract_id: int):
-        """Fires with a v1 contract's ``(hb_state, hb_challenge)`` as stored, or None."""
-        return self.db.run("v1_stored_state", lambda txn: txn.execute(
-            "SELECT hb_state, hb_challenge FROM contracts WHERE id = ?", (contract_id,)).fetchone())
+        """Fires with a v1 contract's ``(seq, Sealed or None, hb_state, hb_challenge)`` as stored, or None."""
+
+        def body(txn: Txn):
+            r = txn.execute("SELECT seq, hb_seed, hb_n, hb_root, hb_hmac, hb_time, hb_state, hb_challenge "
+                            "FROM contracts WHERE id = ?", (contract_id,)).fetchone()
+            if r is None:
+                return None
+            sealed = None if r[1] is None else Sealed(bytes(r[1]), r[2], bytes(r[3]), bytes(r[4]), r[5])
+            return r[0], sealed, r[6], r[7]
+
+        return self.db.run("v1_stored_state", body)

@@ -3,6 +3,7 @@ seeded pool, challenges and answers in batches, the tags of a farmer's contracts
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,7 +13,7 @@ from twisted.logger import Logger
 from downstream_tx import bitcoin, geoip
 from downstream_tx.core.context import Core
 from downstream_tx.core.tokens import Tokens, hash_token, ip_limit_message, is_token
-from downstream_tx.db.seeded import IssuedChallenge, PoolChunk, Refresh, V1Contract
+from downstream_tx.db.seeded import IssuedChallenge, PoolChunk, Refresh, Sealed, V1Contract
 from downstream_tx.db.tokens import IpLimitReached, UnknownToken
 from downstream_tx.errors import INVALID, NOT_FOUND
 from downstream_tx.heartbeat import Challenge, HeartbeatError, HeartbeatFormatError, Merkle, Proof, State
@@ -35,7 +36,37 @@ from downstream_tx.v1.wire import (
 log = Logger()
 
 #: what a stored heartbeat state that cannot be used raises
-UNUSABLE = (HeartbeatError, HeartbeatFormatError, orjson.JSONDecodeError)
+UNUSABLE = (HeartbeatError, HeartbeatFormatError, orjson.JSONDecodeError, ValueError)
+
+EXPIRED = "Answer failed: contract expired."
+ANSWERED = "Challenge already answered."
+#: the report entry of a verified proof whose contract changed before it could be recorded
+LOST = {"expired": EXPIRED, "answered": ANSWERED}
+
+
+def seal(state: State) -> Sealed:
+    """The columns a contract stores for ``state`` (see :class:`~downstream_tx.db.seeded.Sealed`)."""
+    return Sealed(state.seed, state.n, state.root, state.hmac, str(state.timestamp))
+
+
+def _timestamp(text: str) -> float | int:
+    # str() of an int has only digits (and maybe a sign); str() of a finite float never does
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def unseal(c: V1Contract) -> tuple[State, Challenge]:
+    """A contract's heartbeat state and its outstanding challenge, from the sealed columns or, for a
+    row written before they existed, from its JSON (raises one of :data:`UNUSABLE`)."""
+    if c.sealed is not None:
+        s = c.sealed
+        return State(c.seq + 1, s.seed, s.n, s.root, s.hmac, _timestamp(s.time)), Challenge(s.seed, c.seq)
+    return (State.from_dict(orjson.loads(c.hb_state or "null")),
+            Challenge.from_dict(orjson.loads(c.hb_challenge or "null")))
+
+
+def challenge_json(challenge: Challenge) -> str:
+    """A challenge as the farmer is sent it (the heartbeat's dict form)."""
+    return orjson.dumps({"seed": base64.b64encode(challenge.seed).decode(), "index": challenge.index}).decode()
 
 
 def make_merkle(core: Core) -> Merkle:
@@ -104,8 +135,7 @@ class V1Farming:
             log.warn("pooled seeded chunk {file_id} is unusable ({error}); discarded", file_id=chunk.file_id,
                      error=str(e))
             return None
-        return IssuedChallenge(orjson.dumps(state.to_dict()).decode(), orjson.dumps(challenge.to_dict()).decode(),
-                               challenge.index)
+        return IssuedChallenge(seal(state), challenge_json(challenge), challenge.index)
 
     async def chunks(self, token: str, ip: str | None, size: int = DEFAULT_CHUNK_SIZE) -> list[dict[str, Any]]:
         """The largest pooled chunks that fit, never more than ``size`` bytes in all."""
@@ -148,39 +178,49 @@ class V1Farming:
                 entries.append({"file_hash": plain(sent), "error": "contract not found"})
             elif c.state != "active" or now >= c.deadline:
                 entries.append({"file_hash": cid, "error": "contract expired"})
-            elif c.hb_challenge is not None and c.due is not None and now < c.due:
-                entries.append({"file_hash": cid, "challenge": orjson.Fragment(c.hb_challenge),
-                                "due": c.due - now, "answered": c.answered})
+            elif c.due is not None and now < c.due:
+                try:
+                    text = challenge_json(unseal(c)[1])
+                except UNUSABLE:
+                    entries.append({"file_hash": cid, "status": "no more challenges"})
+                    continue
+                entries.append({"file_hash": cid, "challenge": orjson.Fragment(text), "due": c.due - now,
+                                "answered": c.answered})
             else:
                 try:
-                    state = State.from_dict(orjson.loads(c.hb_state or "null"))
+                    state = unseal(c)[0]
                     challenge = self.merkle.gen_challenge(state)
                 except UNUSABLE:
                     entries.append({"file_hash": cid, "status": "no more challenges"})
                     continue
                 old_due = c.due if c.due is not None else now
                 new_due = old_due + c.interval
-                challenge_json = orjson.dumps(challenge.to_dict()).decode()
-                refreshes.append((orjson.dumps(state.to_dict()).decode(), challenge_json, challenge.index, new_due,
-                                  old_due, cid, c.due))
-                entries.append({"file_hash": cid, "challenge": orjson.Fragment(challenge_json), "due": new_due - now,
-                                "answered": False})
+                refreshes.append(Refresh(seal(state), challenge.index, new_due, old_due, cid, c.due))
+                entries.append({"file_hash": cid, "challenge": orjson.Fragment(challenge_json(challenge)),
+                                "due": new_due - now, "answered": False})
         return entries, refreshes
 
     # --- /answer
 
     async def answer(self, token: str, ip: str | None, items: Iterable[Any]) -> list[dict[str, Any]]:
-        """One report entry per proof, checked in the original's order."""
+        """One report entry per proof, checked in the original's order: the contracts are read, the
+        proofs verified outside any transaction, then one guarded write records them (a proof
+        whose contract changed in between is reported as the change makes it)."""
         token_hash = self._token_hash(token)
         wanted = contract_ids(items, proof_key)
         now = self.core.now()
-
-        def plan(found: dict[int, V1Contract]) -> tuple[list[dict[str, Any]], list[int], list[int]]:
-            return self._plan_answers(wanted, found, now)
-
-        report = await self._call(self.core.stores.seeded.answer(
+        seeded = self.core.stores.seeded
+        found = await self._call(seeded.contracts(token_hash, [cid for _, cid, _ in wanted]))
+        report, passes, fails = self._plan_answers(wanted, found, now)
+        _, lost = await self._call(seeded.record_answers(
             token_hash, self.core.keys.hash_ip(ip), self.core.config.max_tokens_per_ip,
-            [cid for _, cid, _ in wanted], plan))
+            {cid: found[cid].seq for cid in passes}, fails, now))
+        if lost:
+            why = {x.id: LOST[x.reason] for x in lost}
+            for entry in report:
+                if entry.get("status") == "ok" and entry["file_hash"] in why:
+                    entry.pop("status")
+                    entry["error"] = why[entry["file_hash"]]
         results = self.core.results
         results.count("pass", sum(1 for r in report if r.get("status") == "ok"), protocol=1)
         results.count("fail", sum(1 for r in report if r.get("error") == "Invalid proof"), protocol=1)
@@ -202,9 +242,9 @@ class V1Farming:
                 report.append({"file_hash": cid, "error": "Proof corrupted"})
                 continue
             if c.state != "active" or now >= c.deadline:
-                report.append({"file_hash": cid, "error": "Answer failed: contract expired."})
+                report.append({"file_hash": cid, "error": EXPIRED})
             elif c.answered:
-                report.append({"file_hash": cid, "error": "Challenge already answered."})
+                report.append({"file_hash": cid, "error": ANSWERED})
             elif self.verify(c, proof):
                 report.append({"file_hash": cid, "status": "ok"})
                 passes.append(cid)
@@ -217,8 +257,7 @@ class V1Farming:
         """Does ``proof`` answer the contract's outstanding challenge? A stored state that cannot be
         used (corrupt, or made with another node secret) verifies nothing."""
         try:
-            challenge = Challenge.from_dict(orjson.loads(c.hb_challenge or "null"))
-            state = State.from_dict(orjson.loads(c.hb_state or "null"))
+            state, challenge = unseal(c)
             return self.merkle.verify(proof, challenge, state)
         except UNUSABLE as e:
             log.warn("v1 contract {contract_id}: stored heartbeat state unusable ({error})", contract_id=c.id,
