@@ -358,3 +358,33 @@ def test_derive_seeds(secret: bytes, root_seed: bytes, count: int) -> None:
     if count:
         assert seeds[0] == hmac.new(secret, root_seed + bytes(4), hashlib.sha256).digest()
         assert seeds != derive_seeds(secret + b"x", root_seed, count)
+
+
+def _either(parse: Any, value: Any) -> Any:
+    try:
+        return parse(value)
+    except HeartbeatFormatError:
+        return HeartbeatFormatError
+
+
+B64ISH = st.one_of(st.sampled_from(["", "=", "YQ==", "YWJj", "Y", "YQ", "é", "YQ==é", "A" * 88, "A" * 600,
+                                    "QUFB\n", " YQ== "]), st.text(max_size=12), junk)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), B64ISH, st.integers(-2, 1 << 33))
+def test_the_fast_proof_parse_equals_the_checked_one(data: st.DataObject, value: Any, index: int) -> None:
+    """Proof.from_dict's fast path gives exactly what the checked parse gives (or the same error)."""
+    good = dict(VALID)[Proof]
+    bad = copy.deepcopy(good)
+    path = data.draw(st.sampled_from(_paths(good)))
+    if path:
+        target = bad
+        for key in path[:-1]:
+            target = target[key]
+        choice = data.draw(st.sampled_from(["value", "index", "delete", "keep"]))
+        if choice == "delete" and isinstance(target, dict):
+            del target[path[-1]]
+        elif choice != "keep":
+            target[path[-1]] = value if choice == "value" else index
+    assert _either(Proof.from_dict, bad) == _either(Proof._checked, bad)
