@@ -53,6 +53,35 @@ def test_upgrade_from_version_1_keeps_data(tmp_path, db_url, clock):
     db.close()
 
 
+def test_step_5_moves_v1_tags_off_the_contract_rows(tmp_path, db_url, clock):
+    db = open_test_db(make_config(tmp_path, db_url), clock, upgrade=False)
+    steps = steps_for(db)
+    run(db.run("v4", schema.upgrade_txn, steps[:4]))
+
+    def old_rows(txn):
+        txn.execute("INSERT INTO tokens (token_hash, farmer_id, address, created) VALUES (?, 'f', 'a', 0)",
+                    (b"t" * 32,))
+        token_id = txn.lastrowid
+        txn.execute("INSERT INTO files (file_hash, kind, size, redundancy, interval_s, added) "
+                    "VALUES (?, 'seeded', 1, 1, 60, 0)", ("ab" * 32,))
+        file_id = txn.lastrowid
+        for tag in ('{"tree": 1}', None):
+            txn.execute("INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, hb_state, "
+                        "hb_challenge, tag) VALUES (?, ?, 1, 'active', 0, 60, '{}', '{}', ?)", (token_id, file_id, tag))
+        return txn.lastrowid - 1
+
+    first = run(db.run("old", old_rows))
+    run(db.run("upgrade", schema.upgrade_txn, steps))
+
+    def read(txn):
+        return (txn.execute("SELECT contract_id, tag FROM contract_tags").fetchall(),
+                txn.scalar("SELECT COUNT(*) FROM contracts WHERE tag IS NOT NULL"),
+                txn.scalar("SELECT COUNT(*) FROM contracts WHERE hb_state = '{}' AND hb_seed IS NULL"))
+
+    assert run(db.run("read", read)) == ([(first, '{"tree": 1}')], 0, 2)
+    db.close()
+
+
 def test_newer_database_refused(tmp_path, db_url, clock):
     db = open_test_db(make_config(tmp_path, db_url), clock)
     run(db.run("bump", lambda txn: txn.execute("UPDATE schema_version SET version = 99")))

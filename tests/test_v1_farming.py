@@ -7,6 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from twisted.internet import task
+from twisted.internet.defer import succeed
 
 from downstream_tx.errors import NodeError
 from downstream_tx.metrics import Metrics
@@ -184,6 +185,62 @@ def test_a_corrupt_stored_state_reports_invalid_proof_and_counts_a_fail(node, wh
                       {"file_hash": b["file_hash"], "status": "ok"}]
     assert (contract(node, a["file_hash"])["passes"], contract(node, a["file_hash"])["fails"]) == (0, 1)
     assert seen == [("pass", 1, 1), ("fail", 1, 1)]
+
+
+def test_a_contract_stored_before_schema_step_5_keeps_farming_and_becomes_sealed(node, clock):
+    """A row with its state and challenge as JSON (as every row was before the sealed columns) is
+    answered and refreshed like any other; its first refresh stores it sealed."""
+    token, a, b = _two_contracts(node)
+    seeded = node.core.stores.seeded
+    seq, sealed, _, _ = run(seeded.stored_state(a["file_hash"]))
+    state, challenge = unseal_row(seq, sealed)
+    assert run(seeded.overwrite_state(a["file_hash"], seq, None, orjson.dumps(state.to_dict()).decode(),
+                                      orjson.dumps(challenge.to_dict()).decode())) == 1
+    report = run(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in (a, b)]))
+    assert [r.get("status") for r in report] == ["ok", "ok"]
+    clock.advance(INTERVAL)
+    fresh = orjson.loads(orjson.dumps(run(node.v1.challenges(token, None))))
+    assert [e["file_hash"] for e in fresh] == [a["file_hash"], b["file_hash"]]
+    stored = run(seeded.stored_state(a["file_hash"]))
+    assert stored[0] == seq + 1 and stored[1] is not None and stored[2:] == (None, None)
+    report = run(node.v1.answer(token, IP, [{"file_hash": e["file_hash"], "proof": prove(c, e["challenge"])}
+                                            for e, c in zip(fresh, (a, b))]))
+    assert [r.get("status") for r in report] == ["ok", "ok"]
+    assert contract(node, a["file_hash"])["passes"] == 2
+
+
+@pytest.mark.parametrize("change", ["answered", "expired"])
+def test_a_contract_changed_between_the_read_and_the_write_is_not_counted(node, clock, change):
+    """/answer verifies outside any transaction: what happens to a contract meanwhile (the same
+    answer recorded by a concurrent request, or its expiration) decides its report entry."""
+    token, a, b = _two_contracts(node)
+    seeded = node.core.stores.seeded
+    read = seeded.contracts
+
+    def read_then_change(token_hash, ids):
+        found = run(read(token_hash, ids))
+        seeded.contracts = read
+        if change == "answered":
+            # the same proof for ``a``, recorded by another request in between
+            assert run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}]))[0] == {
+                "file_hash": a["file_hash"], "status": "ok"}
+        else:  # the expiry job ended both (the request's own time still decides the rest)
+            clock.advance(INTERVAL)
+            assert run(node.expiry.expire()).failed == 2
+        return succeed(found)
+
+    seeded.contracts = read_then_change
+    seen = results_of(node)
+    report = run(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in (a, b)]))
+    if change == "answered":
+        assert report == [{"file_hash": a["file_hash"], "error": "Challenge already answered."},
+                          {"file_hash": b["file_hash"], "status": "ok"}]
+        assert seen == [("pass", 1, 1), ("fail", 0, 1)] * 2  # each request counts its own pass once
+        assert contract(node, a["file_hash"])["passes"] == 1
+    else:
+        assert report == [{"file_hash": c["file_hash"], "error": "Answer failed: contract expired."} for c in (a, b)]
+        assert [contract(node, c["file_hash"])["passes"] for c in (a, b)] == [0, 0]
+    assert contract(node, a["file_hash"])["fails"] == 0
 
 
 def test_a_state_made_with_another_node_secret_verifies_nothing(make):
