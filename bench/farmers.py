@@ -106,11 +106,13 @@ async def v1_farmer(client, url: str, index: int, params: dict, ready: Any) -> N
     attempts = 0
 
     async def acquire_once() -> None:
-        """One /chunk request for at most 50 chunks, answered at once (a long /chunk transaction
-        would hold every other farmer's refresh past its deadline, so farmers take turns)."""
+        """One /chunk request for at most ``chunk_batch`` chunks, answered at once (a long /chunk
+        transaction would hold every other farmer's refresh past its deadline, so farmers take
+        turns). Contracts from one /chunk share their due times: the batch is also the size of
+        every later /challenge and /answer."""
         nonlocal attempts
         attempts += 1
-        size = min(want - len(contracts), 50) * params["max_chunk_size"]
+        size = min(want - len(contracts), params["chunk_batch"]) * params["max_chunk_size"]
         code, body = await client.request("GET", f"{url}{V1}/chunk/{token}/{size}")
         chunks = orjson.loads(body).get("chunks", []) if code == 200 else []
         if not chunks:
@@ -347,7 +349,8 @@ def daemon_args(mode: str, args: argparse.Namespace, db: str, data_dir: str) -> 
 
 def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) -> dict[str, float]:
     params: dict[str, Any] = {"client": args.client, "contracts": args.contracts, "idle": args.idle,
-                              "chunk_attempts": 200, "max_chunk_size": args.chunk_size}
+                              "chunk_attempts": 200, "max_chunk_size": args.chunk_size,
+                              "chunk_batch": args.chunk_batch}
     cpu: dict[str, float] = {}
 
     def on_measure(what: str) -> None:
@@ -360,7 +363,8 @@ def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) 
                                     setup_timeout=args.setup_timeout, warmup=args.warmup)
     extra = {"farmers ready": f"{info['ready']}/{args.farmers} after {info['setup_s']:.1f} s",
              "load generator": f"{args.processes} processes ({args.client} client), {args.farmers} farmers, "
-                               f"{args.contracts} contracts each"}
+                               f"{args.contracts} contracts each"
+                               + (f", batches of {args.chunk_batch}" if mode == "v1" else "")}
     if spawned is not None:
         node_cpu = cpu.get("stop", 0.0) - cpu.get("start", 0.0)
         rss = spawned.peak_rss()
@@ -394,6 +398,8 @@ def parser() -> argparse.ArgumentParser:
                          f"{V1_PROOFS_PER_INTERVAL} contracts (what the load generator can prove here)")
     ap.add_argument("--tick", type=float, default=0.2)
     ap.add_argument("--challenges", type=int, default=64, help="v1: challenges encoded per seeded chunk")
+    ap.add_argument("--chunk-batch", type=int, default=50,
+                    help="v1: chunks per /chunk request, and so contracts per /challenge and /answer")
     ap.add_argument("--chunk-size", type=int, default=16384, help="v1 seeded chunk bytes")
     ap.add_argument("--challenge-batch", type=int, default=10000, help="v0: hash challenges per batch")
     ap.add_argument("--pool-size", type=int, default=5, help="daemon's MySQL pool")

@@ -73,25 +73,48 @@ class Txn:
         v0 … UNION ALL …) v`` per ``chunk`` rows. ``where`` must not name ``id`` (ambiguous in the
         join). Returns rows changed.
         """
-        extra = f" AND {where}" if where else ""
         n = len(columns)
         if not self._engine.batch_updates:
-            guards = "".join(f" AND {c} = ?" for c in match)
-            self.executemany(f"UPDATE {table} SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?{guards}{extra}",
-                             [(*row[1:n + 1], row[0], *row[n + 1:]) for row in rows])
-            return self.rowcount if rows else 0
+            rows = [(*row[1:n + 1], row[0], *row[n + 1:]) for row in rows]
+        return self._update_rows(table, [f"{c} = ?" for c in columns],
+                                 [f"t.{c} = v.v{i}" for i, c in enumerate(columns)], ["id", *match], n, rows, where, (),
+                                 chunk)
+
+    def update_matching(self, table: str, sets: Sequence[str], keys: Sequence[str], rows: Sequence[Sequence[Any]],
+                        where: str = "", args: Sequence[Any] = (), chunk: int = 500) -> int:
+        """``UPDATE table SET sets`` (expressions over the row's own columns, unqualified) on every
+        row whose ``keys`` columns equal one of ``rows`` (tuples of key values) and that meets
+        ``where`` (``?`` placeholders: ``args``). One cheap statement per row on in-process SQLite,
+        one ``UPDATE … JOIN`` per ``chunk`` rows on a server engine. Returns rows changed."""
+        if not self._engine.batch_updates:
+            rows = [(*row, *args) for row in rows]
+        return self._update_rows(table, list(sets), [f"t.{s}" for s in sets], list(keys), 0, rows, where, args, chunk)
+
+    def _update_rows(self, table: str, sets: list[str], joined_sets: list[str], keys: list[str], n: int,
+                     rows: Sequence[Sequence[Any]], where: str, args: Sequence[Any], chunk: int) -> int:
+        """Per-row UPDATEs: rows are ``(value_0 … value_n-1, key_0 …)`` (plus ``args``) in SQLite's
+        executemany form, ``(key_0, value_0 …, key_1 …)`` for the server engine's join (``joined_sets``
+        name the values ``v.v<i>``, the row's columns ``t.<column>``)."""
+        if not rows:
+            return 0
+        if not self._engine.batch_updates:
+            extra = f" AND {where}" if where else ""
+            self.executemany(f"UPDATE {table} SET {', '.join(sets)} WHERE "
+                             + " AND ".join(f"{k} = ?" for k in keys) + extra, rows)
+            return self.rowcount
         changed = 0
-        width = 1 + n + len(match)
-        first = "SELECT " + ", ".join(["? AS id"] + [f"? AS v{i}" for i in range(n)]
-                                      + [f"? AS m{i}" for i in range(len(match))])
-        other = "SELECT " + ", ".join(["?"] * width)
-        sets = ", ".join(f"t.{c} = v.v{i}" for i, c in enumerate(columns))
-        on = "t.id = v.id" + "".join(f" AND t.{c} = v.m{i}" for i, c in enumerate(match))
+        names = [f"k{i}" for i in range(len(keys))]
+        # the server engine's row: the first key, the values, the other keys (update_by_id's order)
+        order = [names[0]] + [f"v{i}" for i in range(n)] + names[1:]
+        first = "SELECT " + ", ".join(f"? AS {name}" for name in order)
+        other = "SELECT " + ", ".join(["?"] * len(order))
+        on = " AND ".join(f"t.{k} = v.{name}" for k, name in zip(keys, names))
+        joined_where = f" WHERE {where}" if where else ""
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             values = " UNION ALL ".join([first] + [other] * (len(part) - 1))
-            sql = f"UPDATE {table} t JOIN ({values}) v ON {on} SET {sets}" + (f" WHERE {where}" if where else "")
-            changed += self.execute(sql, [value for row in part for value in row]).rowcount
+            sql = f"UPDATE {table} t JOIN ({values}) v ON {on} SET {', '.join(joined_sets)}{joined_where}"
+            changed += self.execute(sql, [value for row in part for value in row] + list(args)).rowcount
         return changed
 
     def in_list(self, values: Sequence[Any]) -> str:

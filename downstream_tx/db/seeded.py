@@ -86,6 +86,8 @@ class Refresh(NamedTuple):
     issued: float
     id: int
     old_due: float | None
+    #: the row was written before schema step 5 (it becomes sealed)
+    legacy: bool = False
 
 
 class V1Contract(NamedTuple):
@@ -187,21 +189,24 @@ def _wanted(ids: Iterable[int]) -> list[int]:
 
 
 def _contract(r: tuple) -> V1Contract:
-    if r[7] is not None:
-        return V1Contract(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], Sealed(bytes(r[7]), r[8], bytes(r[9]),
-                                                                                    bytes(r[10]), r[11]))
-    return V1Contract(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], None, r[12], r[13])
+    sealed = None if r[7] is None else Sealed(bytes(r[7]), r[8], bytes(r[9]), bytes(r[10]), r[11])
+    return V1Contract(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], sealed)
 
 
 def get_contracts_txn(txn: Txn, token_id: int, ids: Iterable[int], lock: bool = True) -> dict[int, V1Contract]:
-    """The token's v1 contracts (any state) among ``ids``. (The legacy JSON columns are read only for
-    rows without a sealed state.)"""
+    """The token's v1 contracts (any state) among ``ids``. The JSON of rows written before schema
+    step 5 is read by a second query, for those rows only (a server engine decodes every column of
+    every row it sends)."""
     rows = txn.select_in(
-        "SELECT id, state, due, deadline, answered, interval_s, seq, hb_seed, hb_n, hb_root, hb_hmac, hb_time, "
-        "CASE WHEN hb_seed IS NULL THEN hb_state END, CASE WHEN hb_seed IS NULL THEN hb_challenge END "
+        "SELECT id, state, due, deadline, answered, interval_s, seq, hb_seed, hb_n, hb_root, hb_hmac, hb_time "
         "FROM contracts WHERE token_id = ? AND protocol = 1 AND id IN {ids}" + (txn.for_update() if lock else ""),
         _wanted(ids), before=[token_id])
-    return {r[0]: _contract(r) for r in rows}
+    found = {r[0]: _contract(r) for r in rows}
+    legacy = [cid for cid, c in found.items() if c.sealed is None]
+    for cid, hb_state, hb_challenge in txn.select_in(
+            "SELECT id, hb_state, hb_challenge FROM contracts WHERE id IN {ids}", legacy):
+        found[cid] = found[cid]._replace(hb_state=hb_state, hb_challenge=hb_challenge)
+    return found
 
 
 def active_ids_txn(txn: Txn, token_id: int) -> list[int]:
@@ -215,12 +220,15 @@ def set_challenges_txn(txn: Txn, updates: Sequence[Refresh]) -> None:
     schema step 5 becomes sealed and loses its JSON). Guarded on the old due time, so a retried
     transaction changes nothing twice. One statement per chunk on MariaDB (PyMySQL's executemany
     sends an UPDATE per row: a round trip per refreshed contract)."""
-    txn.update_by_id(
-        "contracts", ["hb_seed", "hb_n", "hb_root", "hb_hmac", "hb_time", "hb_state", "hb_challenge", "seq", "due",
-                      "deadline", "issued", "answered"],
-        [(r.id, *r.sealed, None, None, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due) for r in updates],
-        where="state = 'active'", match=["due"],
-    )
+    moving = ["seq", "due", "deadline", "issued", "answered"]
+    # a sealed state changes only its seed and HMAC per challenge (a server engine escapes every value sent)
+    txn.update_by_id("contracts", ["hb_seed", "hb_hmac", *moving],
+                     [(r.id, r.sealed.seed, r.sealed.hmac, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due)
+                      for r in updates if not r.legacy], where="state = 'active'", match=["due"])
+    txn.update_by_id("contracts", ["hb_seed", "hb_n", "hb_root", "hb_hmac", "hb_time", "hb_state", "hb_challenge",
+                                   *moving],
+                     [(r.id, *r.sealed, None, None, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due)
+                      for r in updates if r.legacy], where="state = 'active'", match=["due"])
 
 
 class AnswerLost(NamedTuple):
@@ -230,33 +238,43 @@ class AnswerLost(NamedTuple):
     reason: str  # "expired" or "answered"
 
 
-def record_answers_txn(txn: Txn, token_id: int, passes: dict[int, int], fails: Sequence[int],
-                       now: float) -> tuple[int, list[AnswerLost]]:
+def record_answers_txn(txn: Txn, token_id: int, passes: dict[int, int], fails: Sequence[int], now: float,
+                       careful: bool = False) -> tuple[int, list[AnswerLost]]:
     """Record proofs verified outside the transaction. ``passes`` maps a contract to the ``seq`` of
     the challenge its proof answered: it is recorded (answered, expiration moves to due + interval,
-    the token's heartbeat count goes up once) only if the contract, re-read under its row lock, is
-    still active, unexpired at ``now``, unanswered and at that ``seq``; otherwise it is returned as
-    lost. A fail counts on a still unanswered contract. Set-based: a guard SELECT and one UPDATE per
-    batch of ids, whose row count is what is counted, so a retried or concurrent write never counts
-    twice. Returns (passes recorded, lost)."""
-    rows = txn.select_in("SELECT id, seq, answered, state, deadline FROM contracts WHERE token_id = ? AND "
-                         "protocol = 1 AND id IN {ids}" + txn.for_update(), _wanted(passes), before=[token_id])
-    ok: list[int] = []
+    the token's heartbeat count goes up once) only if the contract is still active, unexpired at
+    ``now``, unanswered and at that ``seq``. One guarded UPDATE per batch, whose row count is what is
+    counted, so a retried or concurrent write never counts twice. If it changed fewer rows than
+    ``passes`` (the contract changed since the read: rare), the transaction is given up
+    (:class:`Contended`) and run again ``careful``: the guard columns are read under the row locks
+    first, and each contract that is not recorded is returned as lost with why. A fail counts on a
+    still unanswered contract. Returns (passes recorded, lost)."""
     lost: list[AnswerLost] = []
-    for cid, seq, answered, state, deadline in rows:
-        if state != "active" or now >= deadline:
-            lost.append(AnswerLost(cid, "expired"))
-        elif answered or seq != passes[cid]:
-            lost.append(AnswerLost(cid, "answered"))
-        else:
-            ok.append(cid)
-    counted = txn.update_in(
-        "UPDATE contracts SET answered = 1, deadline = due + interval_s, passes = passes + 1, run = 0 "
-        "WHERE id IN {ids} AND answered = 0 AND state = 'active'", ok)
+    if careful:
+        rows = txn.select_in("SELECT id, seq, answered, state, deadline FROM contracts WHERE token_id = ? AND "
+                             "protocol = 1 AND id IN {ids}" + txn.for_update(), _wanted(passes), before=[token_id])
+        verified, passes = passes, {}
+        for cid, seq, answered, state, deadline in rows:
+            if state != "active" or now >= deadline:
+                lost.append(AnswerLost(cid, "expired"))
+            elif answered or seq != verified[cid]:
+                lost.append(AnswerLost(cid, "answered"))
+            else:
+                passes[cid] = seq
+    counted = txn.update_matching(
+        "contracts", ["answered = 1", "deadline = due + interval_s", "passes = passes + 1", "run = 0"],
+        ["id", "seq", "token_id"], [(cid, seq, token_id) for cid, seq in passes.items()],
+        where="answered = 0 AND state = 'active' AND deadline > ?", args=[now])
+    if counted != len(passes):
+        raise Contended()
     if counted:
         txn.execute("UPDATE tokens SET hbcount = hbcount + ? WHERE id = ?", (counted, token_id))
     txn.update_in("UPDATE contracts SET fails = fails + 1 WHERE id IN {ids} AND answered = 0", fails)
     return counted, lost
+
+
+class Contended(Exception):
+    """A guarded write changed fewer rows than it was given (see :func:`record_answers_txn`)."""
 
 
 def tags_txn(txn: Txn, token_id: int, now: float) -> list[tuple[int, str]]:
@@ -423,12 +441,16 @@ class SeededStore:
         """Record verified proofs (see :func:`record_answers_txn`), applying the per-address token
         limit first. Fires with (passes recorded, [AnswerLost])."""
 
-        def body(txn: Txn):
+        def body(txn: Txn, careful: bool):
             row = lookup_txn(txn, token_hash)
             use_from_ip_txn(txn, row, ip_hash, ip_limit, move=False)
-            return record_answers_txn(txn, row.id, passes, fails, now)
+            return record_answers_txn(txn, row.id, passes, fails, now, careful)
 
-        return self.db.run("v1_answer", body)
+        def contended(failure):
+            failure.trap(Contended)
+            return self.db.run("v1_answer", body, True)
+
+        return self.db.run("v1_answer", body, False).addErrback(contended)
 
     def tags(self, token_hash: bytes, now: float):
         """Fires with (contract id, tag JSON) of the token's live contracts."""

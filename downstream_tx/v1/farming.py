@@ -195,7 +195,7 @@ class V1Farming:
                     continue
                 old_due = c.due if c.due is not None else now
                 new_due = old_due + c.interval
-                refreshes.append(Refresh(seal(state), challenge.index, new_due, old_due, cid, c.due))
+                refreshes.append(Refresh(seal(state), challenge.index, new_due, old_due, cid, c.due, c.sealed is None))
                 entries.append({"file_hash": cid, "challenge": orjson.Fragment(challenge_json(challenge)),
                                 "due": new_due - now, "answered": False})
         return entries, refreshes
