@@ -365,6 +365,7 @@ def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) 
              "load generator": f"{args.processes} processes ({args.client} client), {args.farmers} farmers, "
                                f"{args.contracts} contracts each"
                                + (f", batches of {args.chunk_batch}" if mode == "v1" else "")}
+    node_cpu = 0.0
     if spawned is not None:
         node_cpu = cpu.get("stop", 0.0) - cpu.get("start", 0.0)
         rss = spawned.peak_rss()
@@ -379,7 +380,9 @@ def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) 
     from loadgen import report
 
     title = f"{mode} farmers, {args.db if spawned else url}"
-    return report(title, stats, seconds, extra) | {"rss": (spawned.peak_rss() or 0) if spawned else 0}
+    return report(title, stats, seconds, extra) | {"rss": (spawned.peak_rss() or 0) if spawned else 0,
+                                                   "node_cpu_s": node_cpu if spawned is not None else 0.0,
+                                                   "requests": stats.requests, "seconds": seconds}
 
 
 def parser() -> argparse.ArgumentParser:

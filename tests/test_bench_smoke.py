@@ -43,6 +43,7 @@ def test_farmers_bench(mode, figure):
 def test_ceiling_bench():
     out = run_bench("bench/ceiling.py", "--quick")
     assert "bare twisted.web fixed JSON" in out and "v0 against the ceiling" in out
+    assert "CPU µs/request" in out and "Little's law" in out
 
 
 @pytest.mark.e2e

@@ -14,7 +14,7 @@ from typing import Any
 from klein import Klein
 from klein.resource import KleinResource
 from twisted.web.iweb import IRequest
-from werkzeug.routing import BaseConverter, Map, ValidationError
+from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule, ValidationError
 
 from downstream_tx.core.tokens import is_token
 from downstream_tx.http.errors import ApiError, error_body, install_error_handlers, json_body
@@ -96,6 +96,169 @@ CONVERTERS = {"token": TokenConverter, "hash": HashConverter, "response": Respon
 _OUR_CONVERTER = re.compile(r"<(?:{})(?:\([^)]*\))?:".format("|".join(CONVERTERS)))
 
 
+#: a path segment that is one whole variable: ``<name>``, ``<conv:name>`` or ``<conv(args):name>``
+_VARIABLE = re.compile(r"^<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>$")
+
+
+def _segments(rule: Rule) -> list[tuple[bool, str]] | None:
+    """A rule's path as ``(dynamic?, static text or variable name)`` per ``/`` segment, or None
+    when a segment mixes static text and a variable or has a converter that may span segments."""
+    out = []
+    for part in rule.rule.split("/")[1:]:
+        if "<" not in part and ">" not in part:
+            out.append((False, part))
+            continue
+        match = _VARIABLE.match(part)
+        if match is None:
+            return None
+        converter = rule._converters.get(match.group(2))
+        if converter is None or not getattr(converter, "part_isolating", True):
+            return None
+        out.append((True, match.group(2)))
+    return out
+
+
+def _may_overlap(fast: list[tuple[bool, str]], other: list[tuple[bool, str]] | None, other_rule: Rule) -> bool:
+    """Whether ``other_rule`` could match a path the fast rule matches (then the fast rule is left
+    to werkzeug, whose choice between them is the one that counts). Conservative: a rule that is
+    not plain segments overlaps unless its leading static text differs."""
+    if other is None:
+        for i, part in enumerate(other_rule.rule.split("/")[1:]):
+            if "<" in part or i >= len(fast):
+                return True
+            if not fast[i][0] and fast[i][1] != part:
+                return False
+        return True
+    if other and other[-1] == (False, ""):  # a trailing slash (werkzeug redirects to it)
+        other = other[:-1]
+    if len(other) != len(fast):
+        return False
+    return all(a[0] or b[0] or a[1] == b[1] for a, b in zip(fast, other))
+
+
+class FastMap(Map):
+    """werkzeug's Map, whose adapters first try a table of the plain routes (a static prefix, then
+    whole-segment variables with this module's converters): one dict lookup by (static prefix,
+    segment count), the converters, the method. Whatever the table does not answer with a match —
+    an unknown path, a refused parameter, a method the route does not take, any route werkzeug
+    could choose differently — goes to werkzeug's own matcher, so every answer (404, 405, the
+    converters' 400 bodies, redirects) is werkzeug's."""
+
+    def __init__(self, *args: Any, fast_converters: tuple[type, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: converter classes whose ``to_python`` fully checks a segment (routes with others: werkzeug)
+        self.fast_converters = fast_converters
+        self._fast: dict[tuple[str, ...], list[tuple[int, Rule, tuple[tuple[int, str, Any], ...]]]] = {}
+        self._fast_ready = False
+        self._hosts: dict[str, bool] = {}
+
+    def fast_table(self) -> dict[tuple[str, ...], list[tuple[int, Rule, tuple[tuple[int, str, Any], ...]]]]:
+        """(static prefix) → [(segment count, rule, ((segment index, name, converter), …))]."""
+        if self._fast_ready:
+            return self._fast
+        table: dict[tuple[str, ...], list] = {}
+        if not self.host_matching:
+            parsed = [(rule, _segments(rule)) for rule in self._rules]
+            for rule, segments in parsed:
+                if not self._eligible(rule, segments):
+                    continue
+                assert segments is not None
+                if any(other is not rule and not other.websocket and _may_overlap(segments, other_segments, other)
+                       for other, other_segments in parsed):
+                    continue
+                prefix = []
+                for dynamic, text in segments:
+                    if dynamic:
+                        break
+                    prefix.append(text)
+                variables = tuple((i, text, rule._converters[text]) for i, (dynamic, text) in enumerate(segments)
+                                  if dynamic)
+                table.setdefault(tuple(prefix), []).append((len(segments), rule, variables))
+        self._fast, self._fast_ready = table, True
+        return table
+
+    def add(self, rulefactory: Any) -> None:
+        super().add(rulefactory)
+        self._fast_ready = False  # built again, with the new rule, at the next match
+
+    def _eligible(self, rule: Rule, segments: list[tuple[bool, str]] | None) -> bool:
+        if segments is None or not segments or rule.websocket or rule.build_only or rule.redirect_to is not None:
+            return False
+        if rule.defaults or rule.subdomain or rule.alias or len(self._rules_by_endpoint[rule.endpoint]) != 1:
+            return False
+        if not segments[-1][0]:  # only routes that end with a variable (no strict-slash redirects)
+            return False
+        return all(isinstance(rule._converters[text], self.fast_converters) for dynamic, text in segments if dynamic)
+
+    def bind(self, server_name: str, script_name: str | None = None, subdomain: str | None = None,
+             url_scheme: str = "http", default_method: str = "GET", path_info: str | None = None,
+             query_args: Any = None) -> MapAdapter:
+        ok = self._hosts.get(server_name)
+        if ok is None:  # werkzeug refuses a host that is not IDNA (BadHost) when it binds: so does this
+            ok = super().bind(server_name) is not None
+            if len(self._hosts) > 1024:
+                self._hosts.clear()
+            self._hosts[server_name] = ok
+        return FastAdapter(self, (server_name, script_name, subdomain, url_scheme, default_method, path_info,
+                                  query_args))
+
+    def werkzeug_bind(self, args: tuple) -> MapAdapter:
+        return Map.bind(self, *args)
+
+
+class FastAdapter:
+    """What :meth:`FastMap.bind` returns: :meth:`match` tries the table, and anything else (and
+    every other attribute, e.g. ``build``) is a werkzeug MapAdapter bound the same way."""
+
+    __slots__ = ("_map", "_args", "_adapter")
+
+    def __init__(self, map: FastMap, args: tuple):
+        self._map = map
+        self._args = args
+        self._adapter: MapAdapter | None = None
+
+    def _werkzeug(self) -> MapAdapter:
+        if self._adapter is None:
+            self._adapter = self._map.werkzeug_bind(self._args)
+        return self._adapter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._werkzeug(), name)
+
+    def match(self, path_info: str | None = None, method: str | None = None, return_rule: bool = False,
+              query_args: Any = None, websocket: bool | None = None) -> Any:
+        if path_info is None and method is None and query_args is None and websocket is None:
+            found = self.fast_match()
+            if found is not None:
+                rule, values = found
+                return (rule, values) if return_rule else (rule.endpoint, values)
+        return self._werkzeug().match(path_info, method, return_rule, query_args, websocket)
+
+    def fast_match(self) -> tuple[Rule, dict[str, Any]] | None:
+        """(rule, converted values) from the table, or None (then werkzeug decides)."""
+        _, _, _, url_scheme, method, path_info, _ = self._args
+        if url_scheme not in ("http", "https"):
+            return None
+        # werkzeug matches ``/`` + the path info without its leading slashes
+        segments = (path_info or "/").lstrip("/").split("/")
+        table = self._map.fast_table()
+        for end in range(len(segments)):
+            candidates = table.get(tuple(segments[:end]))
+            if candidates is None:
+                continue
+            for count, rule, variables in candidates:
+                if count != len(segments) or (rule.methods is not None and method.upper() not in rule.methods):
+                    continue
+                values = {}
+                try:
+                    for index, name, converter in variables:
+                        values[name] = converter.to_python(segments[index])
+                except Exception:  # refused (400 bodies, 404): werkzeug gives the answer
+                    return None
+                return rule, values
+        return None
+
+
 class RoutedKlein(Klein):
     """A Klein app that records, on each request it routes, the matched route pattern
     (``request._dtx_route``, e.g. ``/api/downstream/chunk/<token>``) and the farmer id of a
@@ -108,6 +271,7 @@ class RoutedKlein(Klein):
 
     def __init__(self) -> None:
         super().__init__()
+        self._url_map = FastMap(fast_converters=tuple(CONVERTERS.values()))
         self.url_map.converters.update(CONVERTERS)
         #: endpoint → its pattern as logs show it; shared by every instance-bound copy
         self.patterns: dict[str, str] = {}
