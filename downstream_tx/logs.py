@@ -31,9 +31,32 @@ from twisted.logger import formatEventAsClassicLogText as _classic
 _LEGACY_KEYS = {"message", "isError", "system", "time", "format", "why", "failure", "printed"}
 
 
+#: (whole second, its ``%Y-%m-%dT%H:%M:%S``) of the last time formatted
+_last_second: tuple[int, str] = (-1, "")
+
+
 def _iso(t: float | None) -> str:
+    global _last_second
     t = time.time() if t is None else t
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+    second = int(t // 1)
+    if _last_second[0] != second:
+        _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)))
+    return _last_second[1] + f".{int((t % 1) * 1000):03d}Z"
+
+
+#: an event field holding the event's message already formatted (the request log sets it: one
+#: line per request, formatted once); ``log_`` keys are not payload, so JSON lines leave it out
+PREFORMATTED = "log_dtx_text"
+
+
+def escape_format(text: str) -> str:
+    """``text`` as a format string that formats to itself."""
+    return text.replace("{", "{{").replace("}", "}}") if "{" in text or "}" in text else text
+
+
+def _message(event: dict[str, Any]) -> str:
+    text = event.get(PREFORMATTED)
+    return text if isinstance(text, str) else formatEvent(event)
 
 
 #: the namespace shown for events of Twisted's legacy ``log.msg`` API, which carry none ("-")
@@ -53,6 +76,9 @@ def namespace_of(event: dict[str, Any]) -> str:
 def text_line(event: dict[str, Any]) -> str | None:
     """``2026-01-02T03:04:05.678Z [namespace#info] message`` (a traceback follows a failure)."""
     level = event.get("log_level")
+    text = event.get(PREFORMATTED)
+    if isinstance(text, str) and "log_failure" not in event and "\n" not in text:
+        return f"{_iso(event.get('log_time'))} [{namespace_of(event)}#{getattr(level, 'name', 'info')}] {text}\n"
     event = {**event, "log_system": f"{namespace_of(event)}#{getattr(level, 'name', 'info')}"}
     return _classic(event, formatTime=lambda t: _iso(t))
 
@@ -64,7 +90,7 @@ def json_line(event: dict[str, Any]) -> str:
         "time": _iso(event.get("log_time")),
         "level": getattr(level, "name", "info"),
         "namespace": namespace_of(event),
-        "message": formatEvent(event),
+        "message": _message(event),
     }
     for key, value in event.items():
         if key.startswith("log_") or key in _LEGACY_KEYS or key in out:

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 
 from downstream_tx.http.routing import farmer_of, outcome_of, route_of
+from downstream_tx.logs import PREFORMATTED, escape_format
 
 request_log = Logger(namespace="downstream_tx.requests")
 
@@ -193,13 +194,16 @@ class DownstreamSite(server.Site):
         route = route_of(request)
         farmer_id = farmer_of(request)
         outcome = outcome_of(request)
-        fmt = "{method} {route} {status} {duration_ms:.1f}ms"
+        duration_ms = round(seconds * 1000, 3)
+        # the line is formatted here once (not by the logging system from a format string, per
+        # observer); the event still carries each field (JSON lines show them)
+        line = f"{method} {route} {status} {duration_ms:.1f}ms"
         if farmer_id:
-            fmt += " farmer={farmer_id}"
+            line += f" farmer={farmer_id}"
         if outcome:
-            fmt += " outcome={outcome}"
-        request_log.info(fmt, method=method, route=route, status=status, duration_ms=round(seconds * 1000, 3),
-                         farmer_id=farmer_id, outcome=outcome)
+            line += f" outcome={outcome}"
+        request_log.info(escape_format(line), method=method, route=route, status=status, duration_ms=duration_ms,
+                         farmer_id=farmer_id, outcome=outcome, **{PREFORMATTED: line})
         for observer in self.observers:
             observer(method, route, status, seconds)
         if not self.in_flight:
