@@ -27,6 +27,11 @@ def test_heartbeat_bench():
     assert "ratio batch/raw" in out and "ratio encode/raw" in out and "verifies/s" in out
 
 
+def test_thread_hop_bench():
+    out = run_bench("bench/thread_hop.py", "--quick")
+    assert "pool (Database.run)" in out and "inline (Database.run_short)" in out and "thread hop costs" in out
+
+
 def test_timers_bench_sqlite():
     out = run_bench("bench/timers.py", "--quick", "--mysql", "")
     assert "sqlite" in out and "tick s" in out

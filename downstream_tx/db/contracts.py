@@ -246,12 +246,12 @@ class ContractStore:
     def __init__(self, db: Database):
         self.db = db
 
-    def _with_token(self, desc: str, func, token_hash: bytes, *args):
+    def _with_token(self, desc: str, func, token_hash: bytes, *args, short: bool = False):
         def body(txn: Txn):
             row = lookup_txn(txn, token_hash)
             return row, func(txn, row.id, *args)
 
-        return self.db.run(desc, body)
+        return (self.db.run_short if short else self.db.run)(desc, body)
 
     def assign(self, token_hash: bytes, now: float):
         """Fires with ``(token row, Assignment or None)``: see :func:`assign_txn`."""
@@ -259,15 +259,15 @@ class ContractStore:
 
     def of_token(self, token_hash: bytes):
         """Fires with ``(token row, active contracts)``: see :func:`token_contracts_txn`."""
-        return self._with_token("due", token_contracts_txn, token_hash)
+        return self._with_token("due", token_contracts_txn, token_hash, short=True)
 
     def answer(self, token_hash: bytes, file_hash: str, response: str, now: float, max_failures: int):
         """Fires with ``(token row, AnswerResult)``: see :func:`answer_txn`."""
-        return self._with_token("answer", answer_txn, token_hash, file_hash, response, now, max_failures)
+        return self._with_token("answer", answer_txn, token_hash, file_hash, response, now, max_failures, short=True)
 
     def end(self, token_hash: bytes, file_hash: str, now: float):
         """End the token's active contract on a file (v0 /remove). Fires with ``(token row, ended?)``."""
-        return self._with_token("end_contract", end_one_txn, token_hash, file_hash, now)
+        return self._with_token("end_contract", end_one_txn, token_hash, file_hash, now, short=True)
 
     def issue_due(self, now: float, max_failures: int, limit: int, forgive: tuple[float, float] | None):
         """One page of the v0 timer pass: see :func:`update_due_txn`."""

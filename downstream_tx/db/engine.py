@@ -21,6 +21,8 @@ class Engine:
     module: Any
     #: True where every statement is a network round trip, so many-row updates are batched
     batch_updates = False
+    #: True where short transactions may run on the calling thread (:meth:`connect_inline`)
+    inline = False
 
     def __init__(self, url: DbUrl):
         self.url = url
@@ -55,11 +57,22 @@ class Engine:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def connect_inline(self) -> Any:
+        """A connection for short transactions run on the calling thread, which must never wait
+        for a lock (see :meth:`Database.run_short`); None where the engine has none (a server
+        engine's statements are network round trips: they stay on the pool's threads)."""
+        return None
+
 
 class SqliteEngine(Engine):
     name = "sqlite"
     dbapi_name = "sqlite3"
     module = sqlite3
+
+    def __init__(self, url: DbUrl):
+        super().__init__(url)
+        # an in-memory database is one per connection: the inline connection would see another
+        self.inline = url.path not in ("", ":memory:") and not url.path.startswith("file::memory:")
 
     def pool_args(self, pool_size: int) -> dict[str, Any]:
         path = os.path.abspath(self.url.path)
@@ -88,6 +101,17 @@ class SqliteEngine(Engine):
 
     def describe(self) -> str:
         return f"sqlite:///{self.url.path}"
+
+    def connect_inline(self) -> sqlite3.Connection:
+        """Autocommit mode (the caller says ``BEGIN IMMEDIATE`` and ``COMMIT``), a busy timeout of 0
+        (a lock held elsewhere is an immediate "database is locked", never a wait), and no automatic
+        WAL checkpoint (a checkpoint writes and syncs the database file: the pool's connection does
+        them)."""
+        conn = sqlite3.connect(self.url.path, timeout=0, isolation_level=None, check_same_thread=False)
+        self.on_connect(conn)
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        return conn
 
 
 class MysqlEngine(Engine):
