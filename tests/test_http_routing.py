@@ -122,3 +122,128 @@ def test_a_site_opened_before_the_node_answers_503_until_served(node, clock):
     assert server.serve(site) is site and site.resource is not starting
     assert site.body_cap(b"/api/downstream/v1/answer/x") == server.batch_body_size
     assert site.body_cap(b"/api/downstream/new/x") == node.config.max_body_size
+
+
+# --- the fast table in front of werkzeug's matcher ------------------------------------------------
+
+HOT_ROUTES = {"due", "challenge", "chunk", "remove", "v1_challenge", "v1_answer", "v1_challenge_one",
+              "v1_answer_one", "v1_chunk", "v1_chunk_size", "v1_heartbeat", "v1_tags", "download"}
+VALID = {"token": TOKEN, "file_hash": HASH, "hash_response": "ef" * 32, "size": "4096", "contract_id": "7"}
+
+
+def _variants():
+    """Paths for every route of the fast table and their near misses: valid, bad values, upper case,
+    an extra, a missing, a doubled or leading slash, a trailing slash, percent-encoded text."""
+    from downstream_tx.http.routing import app
+
+    paths = set()
+    for candidates in app.url_map.fast_table().values():
+        for _, rule, variables in candidates:
+            base = rule.rule
+            for _, name, _ in variables:
+                base = base.replace(base[base.index("<"):base.index(">") + 1], "{" + name + "}", 1)
+            valid = base.format(**VALID)
+            paths |= {valid, valid + "/", valid + "/x", "/" + valid, valid.replace("/", "//", 2),
+                      valid.rsplit("/", 1)[0], valid.upper(), valid.replace("api", "API"), valid + "%2Fx",
+                      valid.replace("/api/", "/api/%64")}
+            for _, name, _ in variables:
+                for bad in ("x", "", "-1", "1.5", "9" * 31, "A" * 32, "Ab" * 16, "a" * 63, "é" * 32):
+                    paths.add(base.format(**{**VALID, name: bad}))
+    return sorted(paths)
+
+
+def _werkzeug_and_fast(path: str, method: str):
+    from downstream_tx.http.routing import app
+
+    adapter = app.url_map.bind("node.test", "", path_info=path, default_method=method, url_scheme="http")
+    outcomes = []
+    for match in (adapter._werkzeug().match, adapter.match):
+        try:
+            rule, values = match(return_rule=True)
+            outcomes.append(("match", rule.endpoint, values))
+        except Exception as e:  # the refusal itself is compared: type, status, body, allowed methods
+            outcomes.append(("raise", type(e).__name__, getattr(e, "code", None), getattr(e, "body", None),
+                             sorted(getattr(e, "valid_methods", None) or [])))
+    return outcomes
+
+
+def test_the_fast_table_holds_the_hot_routes_and_no_route_werkzeug_could_match_otherwise():
+    from downstream_tx.http.routing import app
+
+    endpoints = {rule.endpoint for candidates in app.url_map.fast_table().values() for _, rule, _ in candidates}
+    assert HOT_ROUTES <= endpoints
+    # routes with werkzeug converters or static tails are left to werkzeug
+    assert not endpoints & {"new_token", "v1_new", "v1_index", "health"}
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE", "HEAD", "PUT"])
+def test_the_fast_table_matches_as_werkzeug_does(method):
+    """Every path (valid, and each near miss) matches the same rule with the same values, or is
+    refused the same way (the same 404, 405 with the same methods, the converter's same 400 body)."""
+    paths = _variants()
+    assert len(paths) > 100
+    for path in paths:
+        werkzeug, fast = _werkzeug_and_fast(path, method)
+        assert werkzeug == fast, (method, path)
+
+
+def test_the_fast_table_answers_what_werkzeug_matches():
+    """The valid paths really are matched by the table (werkzeug's matcher is not called)."""
+    from downstream_tx.http.routing import app
+
+    path = f"/api/downstream/challenge/{TOKEN}/{HASH}/{HASH}"
+    adapter = app.url_map.bind("node.test", "", path_info=path, default_method="GET", url_scheme="http")
+    rule, values = adapter.match(return_rule=True)
+    assert rule.endpoint == "challenge" and values == {"token": TOKEN, "file_hash": HASH, "hash_response": HASH}
+    assert adapter._adapter is None  # no werkzeug adapter was bound
+    assert adapter.fast_match() is not None
+    post = app.url_map.bind("node.test", "", path_info=path, default_method="POST", url_scheme="http")
+    assert post.fast_match() is None  # a method the route does not take: werkzeug's 405
+
+
+def test_a_route_added_later_is_in_the_table_or_left_to_werkzeug():
+    """The table is built again after a rule is added: a new static route that overlaps a table
+    route takes it out of the table (werkzeug prefers the static one)."""
+    from werkzeug.routing import Rule
+
+    from downstream_tx.http.routing import CONVERTERS, FastMap
+
+    m = FastMap(fast_converters=tuple(CONVERTERS.values()))
+    m.converters.update(CONVERTERS)
+    m.add(Rule("/a/<token:token>", endpoint="a"))
+    assert [r.endpoint for c in m.fast_table().values() for _, r, _ in c] == ["a"]
+    m.add(Rule("/a/" + TOKEN, endpoint="static"))
+    assert m.fast_table() == {}
+    adapter = m.bind("node.test", "", path_info="/a/" + TOKEN, default_method="GET")
+    assert adapter.match() == ("static", {})
+
+
+def test_a_host_that_is_not_idna_is_refused_when_bound_as_werkzeug_does():
+    from werkzeug.exceptions import BadHost
+
+    from downstream_tx.http.routing import app
+
+    with pytest.raises(BadHost):
+        app.url_map.bind("\udcff.test", "", path_info="/health")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "HEAD", "DELETE"])
+def test_responses_through_the_fast_table_equal_werkzeugs(node, monkeypatch, method):
+    """The same requests, once with the fast table and once with werkzeug's matcher alone, get the
+    same status, headers and body (errors included) on two nodes in the same state."""
+    from downstream_tx.http.routing import FastAdapter
+
+    paths = [p for p in _variants() if "%" not in p] + ["/api/downstream/due/" + "a" * 32, "/health/x", "/nope"]
+
+    def responses():
+        client = StubClient(make_resource(node))
+        out = []
+        for path in paths:
+            r = client.request(method, path, allow_redirects=False)
+            headers = {k: v for k, v in r.headers.getAllRawHeaders() if k.lower() not in (b"date", b"server")}
+            out.append((path, r.code, headers, r.body))
+        return out
+
+    fast = responses()
+    monkeypatch.setattr(FastAdapter, "fast_match", lambda self: None)
+    assert responses() == fast
