@@ -32,6 +32,11 @@ def test_thread_hop_bench():
     assert "pool (Database.run)" in out and "inline (Database.run_short)" in out and "thread hop costs" in out
 
 
+def test_v0_requests_bench():
+    out = run_bench("bench/v0_requests.py", "--quick")
+    assert "GET /challenge, a pass" in out and "bare twisted.web fixed JSON" in out and "× bare" in out
+
+
 def test_timers_bench_sqlite():
     out = run_bench("bench/timers.py", "--quick", "--mysql", "")
     assert "sqlite" in out and "tick s" in out
