@@ -12,8 +12,17 @@ import re
 from typing import Any
 
 from klein import Klein
+from klein._dihttp import Response as KleinResponse
+from klein._resource import StandInResource, ensure_utf8_bytes
 from klein.resource import KleinResource
-from twisted.web.iweb import IRequest
+from twisted.internet import defer
+from twisted.python import log as legacy_log
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.iweb import IRenderable, IRequest
+from twisted.web.resource import IResource, getChildForRequest
+from twisted.web.template import renderElement
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule, ValidationError
 
 from downstream_tx.core.tokens import is_token
@@ -315,11 +324,104 @@ class JsonKleinResource(KleinResource):
 
     def render(self, request: IRequest):
         try:
-            b"/".join(list(request.prepath or []) + list(request.postpath or [])).decode("utf-8")
-            request.getRequestHostname().decode("utf-8")
+            path = b"/".join(list(request.prepath or []) + list(request.postpath or [])).decode("utf-8")
+            host = request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
             return json_body(request, error_body("invalid_url", "the URL is not UTF-8 after percent-decoding"), 400)
+        url_map = self._app.url_map
+        if not request.prepath and isinstance(url_map, FastMap):
+            port = getattr(request.getHost(), "port", 0)
+            if (request.isSecure(), port) not in ((True, 443), (False, 80), (False, 0), (True, 0)):
+                host = f"{host}:{port}"
+            adapter = url_map.bind(host, "", path_info="/" + path if path else "",
+                                   default_method=request.method.decode("utf-8"),
+                                   url_scheme="https" if request.isSecure() else "http")
+            found = adapter.fast_match()
+            if found is not None:
+                return self._serve(request, *found)
         return super().render(request)
+
+    def _serve(self, request: IRequest, rule: Rule, values: dict[str, Any]):
+        """What Klein's ``render`` does for a matched route, without its per-request Deferred chain
+        (``maybeDeferred`` around the match and the handler, two ``notifyFinish`` waiters): the
+        handler's result is processed and written as Klein does — at once when it is already there
+        (an inline store call) — and a failure goes through the same error handlers in the same
+        order. Klein's ``IKleinRequest`` component (its ``url_for``) is not set: no route uses it."""
+        app = self._app
+        endpoint = rule.endpoint
+        count = app.endpoints[endpoint].segment_count
+        request.prepath.extend(request.postpath[:count])
+        request.postpath = request.postpath[count:]
+        finished = [False]
+        try:
+            result = app.execute_endpoint(endpoint, request, **values)
+        except Exception:
+            result = defer.fail()
+
+        def connection_done(outcome: Any) -> None:
+            finished[0] = True
+            if isinstance(outcome, Failure) and isinstance(result, defer.Deferred):
+                result.cancel()  # the client went away: as Klein, cancel the handler
+
+        request.notifyFinish().addBoth(connection_done)
+        if not isinstance(result, defer.Deferred):
+            self._write(request, self._process(request, result), finished)
+            return server.NOT_DONE_YET
+        d = result.addCallback(lambda r: self._process(request, r))
+        d.addErrback(self._failed, request, finished, list(app._error_handlers))
+        d.addCallback(lambda r: self._write(request, r, finished))
+        d.addErrback(legacy_log.err, _why="Unhandled Error writing response")
+        return server.NOT_DONE_YET
+
+    @staticmethod
+    def _process(request: IRequest, r: Any) -> Any:
+        if isinstance(r, KleinResponse):
+            r = r._applyToRequest(request)
+        if IResource.providedBy(r):
+            request.render(getChildForRequest(r, request))
+            return StandInResource
+        if IRenderable.providedBy(r):
+            renderElement(request, r)
+            return StandInResource
+        return r
+
+    def _failed(self, failure: Failure, request: IRequest, finished: list, handlers: list) -> Any:
+        if finished[0]:
+            if not failure.check(defer.CancelledError):
+                legacy_log.err(failure, "Unhandled Error Processing Request.")
+            return None
+        while handlers:
+            types, handler = handlers.pop(0)
+            if failure.check(*types):
+                d = defer.maybeDeferred(self._app.execute_error_handler, handler, request, failure)
+                d.addCallback(lambda r: self._process(request, r))
+                return d.addErrback(self._failed, request, finished, handlers)
+        # no handler left: Klein's defaults
+        return _klein_default(request, failure)
+
+    @staticmethod
+    def _write(request: IRequest, r: Any, finished: list) -> None:
+        if r is StandInResource:
+            return
+        if isinstance(r, str):
+            r = r.encode("utf-8")
+        if isinstance(r, bytes):
+            request.write(r)
+        if not finished[0]:
+            request.finish()
+
+
+def _klein_default(request: IRequest, failure: Failure) -> Any:
+    """Klein's answer to a failure no error handler took (the node's handlers take every exception)."""
+    if failure.check(HTTPException):
+        he = failure.value
+        request.setResponseCode(he.code)
+        resp = he.get_response({})
+        for header, value in resp.headers:
+            request.setHeader(ensure_utf8_bytes(header), ensure_utf8_bytes(value))
+        return defer.succeed(ensure_utf8_bytes(b"".join(resp.iter_encoded())))
+    request.processingFailed(failure)
+    return None
 
 
 def route_of(request: IRequest) -> str:
