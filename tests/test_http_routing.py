@@ -247,3 +247,32 @@ def test_responses_through_the_fast_table_equal_werkzeugs(node, monkeypatch, met
     fast = responses()
     monkeypatch.setattr(FastAdapter, "fast_match", lambda self: None)
     assert responses() == fast
+
+
+def test_a_client_that_goes_away_cancels_the_handler_of_a_table_route(node):
+    """As Klein does: when the connection is lost before the answer, the handler's wait (here a
+    transaction the pool never finishes) is cancelled, and nothing is written or logged as an error."""
+    from twisted.internet import defer
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+    from twisted.web import server
+    from twisted.web.test.requesthelper import DummyRequest
+
+    cancelled = []
+
+    class HangingPool:
+        running = True
+
+        def runInteraction(self, *args, **kwargs):
+            return defer.Deferred(lambda d: cancelled.append(d))
+
+    node.core.stores.db.pool = HangingPool()
+    request = DummyRequest(f"api/downstream/due/{TOKEN}".encode().split(b"/"))
+    request.method = b"GET"
+    request.isSecure = lambda: False
+    assert make_resource(node).render(request) is server.NOT_DONE_YET
+    assert route_of(request) == "/api/downstream/due/<token>" and not cancelled
+    for d in request._finishedDeferreds:
+        d.errback(Failure(ConnectionDone()))
+    assert len(cancelled) == 1
+    assert request.written == [] and request.finished == 0
