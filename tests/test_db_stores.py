@@ -292,3 +292,28 @@ def test_every_store_method_has_a_test_here():
     for cls, covered in COVERED.items():
         public = {name for name, _ in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")}
         assert public == covered, (cls.__name__, public ^ covered)
+
+
+def test_contract_answer_reads_the_token_and_the_contract_in_one_statement(stores, clock):
+    """The answer's token and contract come from one SELECT: an unknown token, a known token with
+    no contract on the file, a deleted token, a wrong answer, an answer given twice."""
+    from downstream_tx.db.tokens import UnknownToken
+
+    add_token(stores, clock)
+    file_id, file_hash = add_file(stores, clock)
+    add_batch(stores, clock, file_id, 4)
+    _, assignment = run(stores.contracts.assign(TH, clock.seconds()))
+    now = clock.seconds()
+    with pytest.raises(UnknownToken):
+        run(stores.contracts.answer(TH2, file_hash, "00" * 32, now, 3))
+    row, result = run(stores.contracts.answer(TH, "ee" * 32, "00" * 32, now, 3))
+    assert row.address == ADDRESS and result.status == "no_hash"
+    row, result = run(stores.contracts.answer(TH, file_hash, "00" * 32, now, 3))
+    assert result.status == "fail" and row.address == ADDRESS
+    right = hashchal.answer(assignment.challenge, b"data")
+    assert run(stores.contracts.answer(TH, file_hash, right, now, 3))[1].status == "not_due"  # one attempt
+    latest = run(stores.contracts.latest(TH, file_hash))
+    assert (latest["fails"], latest["passes"], latest["run"]) == (1, 0, 1)
+    run(stores.tokens.delete(TH, now))
+    with pytest.raises(UnknownToken):
+        run(stores.contracts.answer(TH, file_hash, right, now, 3))
