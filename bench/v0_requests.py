@@ -7,7 +7,7 @@ Measured: ``GET /due`` (the token's 30 contracts), ``GET /challenge`` answered r
 answer's update), the same answer again (409 ``not_due``: the error path). CPU is the process's (all
 threads) per request.
 
-Usage: python bench/v0_requests.py [--farmers 50] [--contracts 30] [--rounds 4] [--quick]
+Usage: python bench/v0_requests.py [--farmers 50] [--contracts 30] [--rounds 4] [--db sqlite|mysql] [--quick]
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--farmers", type=int, default=50)
     ap.add_argument("--contracts", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=4, help="/due requests per farmer")
+    ap.add_argument("--db", choices=["sqlite", "mysql"], default="sqlite",
+                    help="mysql: $DOWNSTREAM_TEST_MYSQL_URL's server, database $DOWNSTREAM_BENCH_DB (dropped and "
+                         "re-created, default dtx_test_bench6)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
@@ -74,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, tuple[float, int]] = {}
 
     async def measure(reactor, tmp: str) -> None:
+        db = f"sqlite:///{tmp}/data/downstream.db"
+        if args.db == "mysql":
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from farmers import mysql_url
+
+            db = mysql_url()
         config = load_config(environ={}, overrides={
-            "db": f"sqlite:///{tmp}/data/downstream.db", "data_dir": f"{tmp}/data", "max_tokens_per_ip": 0,
+            "db": db, "data_dir": f"{tmp}/data", "max_tokens_per_ip": 0,
             "token_rate": 0, "max_tokens_per_address": 0, "challenge_batch": 100})
         services = await open_services(config, reactor)
         data: dict[str, bytes] = {}
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             if e.code:
                 raise
     print(f"== node CPU per v0 request, in process, one request at a time ({args.farmers} farmers × "
-          f"{args.contracts} contracts, SQLite)")
+          f"{args.contracts} contracts, {'MariaDB' if args.db == 'mysql' else 'SQLite'})")
     bare_us = figures["bare twisted.web fixed JSON"][0] / figures["bare twisted.web fixed JSON"][1] * 1e6
     for name, (cpu, n) in figures.items():
         us = cpu / n * 1e6
