@@ -231,9 +231,11 @@ def answer_by_token_txn(txn: Txn, token_hash: bytes, file_hash: str, response: s
     statement (on MariaDB one round trip fewer per answer). Unknown token: :class:`UnknownToken`."""
     columns = ", ".join("k." + c for c in TOKEN_COLUMNS.split(", "))
     joined = txn.execute(
+        # the contract by (token, state) — not a join of contracts and files, which SQLite would
+        # materialise (every active contract) or walk from the file (every farmer of the file)
         f"SELECT {columns}, {ANSWER_COLUMNS} FROM tokens k "
-        "LEFT JOIN (contracts c JOIN files f ON f.id = c.file_id AND f.file_hash = ? AND f.removed IS NULL) "
-        "ON c.token_id = k.id AND c.state = 'active' AND c.protocol = 0 "
+        "LEFT JOIN contracts c ON c.token_id = k.id AND c.state = 'active' AND c.protocol = 0 "
+        "AND c.file_id IN (SELECT f.id FROM files f WHERE f.file_hash = ? AND f.removed IS NULL) "
         "LEFT JOIN challenges ch ON ch.id = c.challenge_id "
         "WHERE k.token_hash = ? AND k.deleted IS NULL" + txn.for_update(),
         (file_hash, token_hash),
