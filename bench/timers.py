@@ -137,12 +137,39 @@ def reset(conn, txn: Txn, now: float = NOW) -> None:
     conn.commit()
 
 
-def tick(conn, txn: Txn, now: float = NOW) -> dict:
+def server_thread_cpu(txn: Txn):
+    """A function returning the CPU seconds the MariaDB thread serving this connection has used
+    (``/proc/<server>/task/<tid>/stat``; None where that cannot be read: another user's server,
+    another machine, SQLite)."""
+    try:
+        if txn.engine_name != "mysql":
+            return None
+        tid = txn.scalar("SELECT tid FROM information_schema.processlist WHERE id = CONNECTION_ID()")
+        with open(txn.scalar("SELECT @@pid_file")) as f:
+            pid = int(f.read().split()[0])
+        path = f"/proc/{pid}/task/{int(tid)}/stat"
+        tck = os.sysconf("SC_CLK_TCK")
+
+        def cpu() -> float:
+            with open(path) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tck
+
+        cpu()
+        return cpu
+    except Exception:
+        return None
+
+
+def tick(conn, txn: Txn, now: float = NOW, page_size: int | None = None) -> dict:
     """One v0 timer pass as the daemon runs it (page by page, each page committed): its figures."""
+    page_size = page_size or PASS_PAGE
+    server = server_thread_cpu(txn)
+    server_cpu = server() if server else 0.0
     wall, cpu = time.perf_counter(), time.process_time()
     issued = pages = starved = 0
     while True:
-        page = contracts.update_due_txn(txn, now, 3, PASS_PAGE, None)
+        page = contracts.update_due_txn(txn, now, 3, page_size, None)
         conn.commit()
         issued, pages, starved = issued + page.issued, pages + 1, starved + page.starved
         if not page.more:
@@ -151,20 +178,20 @@ def tick(conn, txn: Txn, now: float = NOW) -> dict:
         issued += contracts.fill_starved_txn(txn, now)
         conn.commit()
     return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "issued": issued,
-            "pages": pages, "page": PASS_PAGE}
+            "pages": pages, "page": page_size, "server_cpu": server() - server_cpu if server else None}
 
 
-def tick_in(tree: str | None, url: str) -> dict:
+def tick_in(tree: str | None, url: str, page_size: int | None = None) -> dict:
     """One pass, by the code of ``tree`` (None: this tree's, in this process)."""
     if tree is None:
         _, conn, txn = connect(url)
         try:
-            return tick(conn, txn)
+            return tick(conn, txn, page_size=page_size)
         finally:
             conn.close()
     env = dict(os.environ, DTX_TREE=tree, PYTHONPATH=tree)
-    out = subprocess.run([sys.executable, str(HERE), "--tick-child", url], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, str(HERE), "--tick-child", url, "--page", str(page_size or 0)], env=env,
+                         check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -193,10 +220,12 @@ def line(name: str, n: int, due: int, runs: list[dict], fill_s: float, label: st
     walls = [r["wall"] for r in runs]
     best = min(walls)
     cpu = min(r["cpu"] for r in runs)
+    server = [r["server_cpu"] for r in runs if r.get("server_cpu") is not None]
     for r in runs:
         assert r["issued"] == due, (r, due)
     return (f"{name:8} {label:6} {n:>10} {due:>8} {best:>8.3f} {statistics.median(walls):>8.3f} {cpu:>7.3f} "
-            f"{best / due * 1000:>9.4f} {runs[0]['page']:>6} {fill_s:>7.1f}")
+            f"{best / due * 1000:>9.4f} {runs[0]['page']:>6} {fill_s:>7.1f} "
+            + (f"{min(server):>9.2f}" if server else f"{'-':>9}"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,13 +238,14 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"also {BIG:,} contracts on SQLite: the tick and the daemon's peak RSS")
     parser.add_argument("--rss-seconds", type=float, default=20.0, help="how long the daemon runs (--big)")
     parser.add_argument("--ab", metavar="TREE", help="alternate passes of TREE's code and this tree's")
+    parser.add_argument("--page", type=int, help="contracts per page (default: the code's PASS_PAGE)")
     parser.add_argument("--cache", help="keep the SQLite databases in this directory")
     parser.add_argument("--engines", default="sqlite,mysql")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for the test suite)")
     parser.add_argument("--tick-child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tick_child:
-        print(json.dumps(tick_in(None, args.tick_child)))
+        print(json.dumps(tick_in(None, args.tick_child, args.page)))
         return
     sizes = [1000, 2000] if args.quick else [int(s) for s in args.sizes.split(",")]
     repeat = 1 if args.quick else args.repeat
@@ -228,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"timer tick: {args.due:.0%} of N active v0 contracts due, {FILES} files, best of {repeat} passes"
           + (f"; A/B: a = {args.ab}, b = this tree, alternating" if args.ab else ""))
     print(f"{'engine':8} {'code':6} {'contracts':>10} {'due':>8} {'best s':>8} {'median s':>8} {'cpu s':>7} "
-          f"{'ms/due':>9} {'page':>6} {'fill s':>7}")
+          f"{'ms/due':>9} {'page':>6} {'fill s':>7} {'server s':>9}")
     tmp = tempfile.mkdtemp(prefix="dtx-timers-") if args.cache is None else None
     cache = Path(args.cache or tmp)
     cache.mkdir(parents=True, exist_ok=True)
@@ -245,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
                     _, conn, txn = connect(url)
                     reset(conn, txn)
                     conn.close()
-                    runs[tree].append(tick_in(tree, url))
+                    runs[tree].append(tick_in(tree, url, args.page))
             for tree in trees:
                 label = "" if not args.ab else ("a" if tree else "b")
                 print(line(name, n, due, runs[tree], fill_s, label))
