@@ -50,6 +50,9 @@ NOW = 1_700_000_000.0
 #: the contracts not due now are due this many seconds later (+ 0…29 s)
 LATER = 30
 BIG = 10_000_000
+#: the --big database: "now" is the real time it was built at and the contracts not due then are
+#: due a day later, so the daemon started on it (its RSS run) finds the same 1% due
+BIG_LATER = 86_400
 
 
 def fresh(url: str):
@@ -129,10 +132,12 @@ def fill(conn, txn: Txn, n: int, due_fraction: float, now: float = NOW, later: f
 
 
 def reset(conn, txn: Txn, now: float = NOW) -> None:
-    """Undo a pass at ``now`` over a database ``fill`` made: the contracts it issued (deadline moved
-    to a window after the not-due ones) are due at ``now`` again, their challenges unused."""
+    """Undo a pass at ``now`` over a database ``fill`` made: the contracts it issued (their next
+    deadline is ``now + 60``, where no other contract's is) are due at ``now`` again, their
+    challenges unused."""
     txn.execute("UPDATE contracts SET seq = 0, issued = 0, challenge_id = NULL, answered = 1, deadline = ? "
-                "WHERE state = 'active' AND protocol = 0 AND deadline >= ?", (now - 1, now + 60))
+                "WHERE state = 'active' AND protocol = 0 AND deadline >= ? AND deadline < ?",
+                (now - 1, now + 60, now + 61))
     txn.execute("UPDATE challenges SET used = 0 WHERE used = 1")
     conn.commit()
 
@@ -181,39 +186,42 @@ def tick(conn, txn: Txn, now: float = NOW, page_size: int | None = None) -> dict
             "pages": pages, "page": page_size, "server_cpu": server() - server_cpu if server else None}
 
 
-def tick_in(tree: str | None, url: str, page_size: int | None = None) -> dict:
-    """One pass, by the code of ``tree`` (None: this tree's, in this process)."""
+def tick_in(tree: str | None, url: str, now: float = NOW, page_size: int | None = None) -> dict:
+    """One pass at ``now``, by the code of ``tree`` (None: this tree's, in this process)."""
     if tree is None:
         _, conn, txn = connect(url)
         try:
-            return tick(conn, txn, page_size=page_size)
+            return tick(conn, txn, now, page_size)
         finally:
             conn.close()
     env = dict(os.environ, DTX_TREE=tree, PYTHONPATH=tree)
-    out = subprocess.run([sys.executable, str(HERE), "--tick-child", url, "--page", str(page_size or 0)], env=env,
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, str(HERE), "--tick-child", url, "--now", repr(now),
+                          "--page", str(page_size or 0)], env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def build(url: str, n: int, due_fraction: float) -> tuple[int, float]:
+def build(url: str, n: int, due_fraction: float, now: float = NOW, later: float = LATER) -> tuple[int, float]:
     started = time.perf_counter()
     _, conn, txn = fresh(url)
-    due = fill(conn, txn, n, due_fraction)
+    due = fill(conn, txn, n, due_fraction, now, later)
     conn.close()
     return due, time.perf_counter() - started
 
 
-def sqlite_url(cache: Path, n: int, due_fraction: float) -> tuple[str, int, float]:
-    """A cached SQLite database of ``n`` contracts (built once per cache dir)."""
-    path = cache / f"timers-{n}-{due_fraction:g}.db"
-    if path.exists():
-        return "sqlite:///" + str(path), due_count(n, due_fraction), 0.0
+def sqlite_db(cache: Path, n: int, due_fraction: float, big: bool = False) -> tuple[Path, float, int, float]:
+    """A cached SQLite database of ``n`` contracts (built once per cache dir): (path, its "now",
+    due contracts, seconds the build took)."""
+    name = f"timers-{n}-{due_fraction:g}" + ("-big" if big else "")
+    for path in cache.glob(name + "-*.db"):
+        return path, float(path.stem.rsplit("-", 1)[1]), due_count(n, due_fraction), 0.0
+    now, later = (float(int(time.time())), BIG_LATER) if big else (NOW, LATER)
+    path = cache / f"{name}-{int(now)}.db"
     building = path.with_suffix(".building")
     for p in cache.glob(building.name + "*"):
         p.unlink()
-    due, seconds = build("sqlite:///" + str(building), n, due_fraction)
+    due, seconds = build("sqlite:///" + str(building), n, due_fraction, now, later)
     building.rename(path)
-    return "sqlite:///" + str(path), due, seconds
+    return path, now, due, seconds
 
 
 def line(name: str, n: int, due: int, runs: list[dict], fill_s: float, label: str = "") -> str:
@@ -236,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mysql", default=os.environ.get("DOWNSTREAM_TEST_MYSQL_URL"))
     parser.add_argument("--big", action="store_true",
                         help=f"also {BIG:,} contracts on SQLite: the tick and the daemon's peak RSS")
+    parser.add_argument("--big-size", type=int, default=BIG, help="contracts of the --big run")
     parser.add_argument("--rss-seconds", type=float, default=20.0, help="how long the daemon runs (--big)")
     parser.add_argument("--ab", metavar="TREE", help="alternate passes of TREE's code and this tree's")
     parser.add_argument("--page", type=int, help="contracts per page (default: the code's PASS_PAGE)")
@@ -243,18 +252,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", default="sqlite,mysql")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for the test suite)")
     parser.add_argument("--tick-child", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--now", type=float, default=NOW, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tick_child:
-        print(json.dumps(tick_in(None, args.tick_child, args.page)))
+        print(json.dumps(tick_in(None, args.tick_child, args.now, args.page)))
         return
     sizes = [1000, 2000] if args.quick else [int(s) for s in args.sizes.split(",")]
     repeat = 1 if args.quick else args.repeat
     engines = args.engines.split(",")
     targets = [(name, url) for name, url in (("sqlite", None), ("mysql", args.mysql)) if name in engines
                and (name == "sqlite" or url)]
-    jobs = [(name, url, n) for name, url in targets for n in sizes]
+    jobs = [(name, url, n, False) for name, url in targets for n in sizes]
     if args.big:
-        jobs.append(("sqlite", None, BIG))
+        jobs.append(("sqlite", None, args.big_size, True))
     print(f"timer tick: {args.due:.0%} of N active v0 contracts due, {FILES} files, best of {repeat} passes"
           + (f"; A/B: a = {args.ab}, b = this tree, alternating" if args.ab else ""))
     print(f"{'engine':8} {'code':6} {'contracts':>10} {'due':>8} {'best s':>8} {'median s':>8} {'cpu s':>7} "
@@ -263,9 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     cache = Path(args.cache or tmp)
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        for name, url, n in jobs:
+        for name, url, n, big in jobs:
+            now = NOW
             if url is None:
-                url, due, fill_s = sqlite_url(cache, n, args.due)
+                path, now, due, fill_s = sqlite_db(cache, n, args.due, big)
+                url = "sqlite:///" + str(path)
             else:
                 due, fill_s = build(url, n, args.due)
             trees = [args.ab, None] if args.ab else [None]
@@ -273,9 +285,9 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(repeat):
                 for tree in trees:
                     _, conn, txn = connect(url)
-                    reset(conn, txn)
+                    reset(conn, txn, now)
                     conn.close()
-                    runs[tree].append(tick_in(tree, url, args.page))
+                    runs[tree].append(tick_in(tree, url, now, args.page))
             for tree in trees:
                 label = "" if not args.ab else ("a" if tree else "b")
                 print(line(name, n, due, runs[tree], fill_s, label))
@@ -284,11 +296,18 @@ def main(argv: list[str] | None = None) -> None:
             sys.path.insert(0, str(HERE.parent))
             import rss
 
-            url, due, _ = sqlite_url(cache, BIG, args.due)
-            r = rss.measure_prepared(Path(url[len("sqlite:///"):]), seconds=args.rss_seconds)
-            print(f"daemon on {BIG:,} contracts (SQLite, {r['due']} due at start): peak RSS {r['peak_mib']:.1f} MiB, "
-                  f"RSS at the end {r['rss_mib']:.1f} MiB, first pass {r['first_pass']}, /health 503s "
-                  f"{r['unhealthy']}")
+            path, now, due, _ = sqlite_db(cache, args.big_size, args.due, True)
+            for tree in ([args.ab, None] if args.ab else [None]) * (1 if args.quick else 2):
+                _, conn, txn = connect("sqlite:///" + str(path))
+                reset(conn, txn, now)
+                conn.close()
+                r = rss.measure_prepared(path, due, args.rss_seconds, tree)
+                code = "" if not args.ab else ("a: " if tree else "b: ")
+                print(f"{code}daemon on {args.big_size:,} contracts (SQLite, {due} due at start, the rest a day "
+                      f"later), timers running {args.rss_seconds:g} s: peak RSS {r['peak_mib']:.1f} MiB, "
+                      f"RSS at the end {r['rss_mib']:.1f} MiB, /health 503s {r['unhealthy']}")
+                for summary in r["passes"][:2]:
+                    print(f"  {summary}")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
