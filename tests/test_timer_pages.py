@@ -11,6 +11,7 @@ import pytest
 from downstream_tx.db import challenges as db_challenges
 from downstream_tx.db import contracts as db_contracts
 from downstream_tx.db.contracts import Due, Verdict, judge_due
+from downstream_tx.db.database import Txn
 from downstream_tx.v0 import challenges as v0_challenges
 from support import add_test_file, make_address, run
 
@@ -166,3 +167,25 @@ def test_taking_challenge_ids_marks_them_used_oldest_first(node, tmp_path):
     assert run(node.core.stores.challenges.unused(f1)) == len(ids) - 2
     _, again = run(node.db.run("t", take))
     assert again == {f1: ids[2:4]}
+
+
+def test_the_low_files_of_a_pass_in_one_statement(node, tmp_path, monkeypatch):
+    """``low_files_txn``: the active stored files of the list under the mark, in id order, a
+    removed one left out; one statement per ``IN_BATCH`` files, whatever the number of files."""
+    hashes = [add_test_file(node, tmp_path) for _ in range(4)]
+    ids = [run(node.core.stores.files.get_active(h)).id for h in hashes]
+    run(node.files.remove(hashes[2]))
+    unused = run(node.core.stores.challenges.unused(ids[0]))
+    statements: list[str] = []
+    real = Txn.execute
+
+    def execute(self, sql, args=()):
+        statements.append(sql)
+        return real(self, sql, args)
+
+    monkeypatch.setattr(Txn, "execute", execute)
+    low = db_challenges.low_files_txn
+    assert run(node.db.run("t", low, [ids[3], ids[1], ids[2], ids[0], ids[1]], unused + 1)) == [ids[0], ids[1], ids[3]]
+    assert len(statements) == 1
+    assert run(node.db.run("t", low, ids, unused)) == []
+    assert run(node.db.run("t", low, [], unused + 1)) == []

@@ -43,15 +43,13 @@ def unused_count_txn(txn: Txn, file_id: int) -> int:
 
 
 def low_files_txn(txn: Txn, file_ids: Sequence[int], low_water: int) -> list[int]:
-    """Of ``file_ids`` (active stored files), those with fewer than ``low_water`` unused challenges."""
-    low = []
-    for file_id in sorted(set(file_ids)):
-        active = txn.scalar(
-            "SELECT COUNT(*) FROM files WHERE id = ? AND removed IS NULL AND kind = 'stored'", (file_id,)
-        )
-        if active and unused_count_txn(txn, file_id) < low_water:
-            low.append(file_id)
-    return low
+    """Of ``file_ids`` (active stored files), those with fewer than ``low_water`` unused challenges,
+    in id order: one statement per ``IN_BATCH`` files (the timer pass asks after every page)."""
+    rows = txn.select_in(
+        "SELECT f.id FROM files f WHERE f.id IN {ids} AND f.removed IS NULL AND f.kind = 'stored' AND "
+        "(SELECT COUNT(*) FROM challenges c WHERE c.file_id = f.id AND c.used = 0) < ?",
+        sorted(set(file_ids)), after=[low_water])
+    return sorted(r[0] for r in rows)
 
 
 def all_low_files_txn(txn: Txn, low_water: int) -> list[int]:
