@@ -120,9 +120,9 @@ def judge_due(due: Due, max_failures: int, forgive: tuple[float, float] | None) 
     window (the node itself was down) or within one interval after it (the challenge was issued
     late, or its window was cut short, by the downtime); ``max_failures`` consecutive misses or
     fails fail the contract. Any other contract gets the challenge of its current window."""
-    forgiven = (due.outstanding and forgive is not None
-                and forgive[0] < due.deadline <= forgive[1] + due.interval)
-    missed = due.outstanding and not forgiven
+    outstanding = bool(due.outstanding)
+    forgiven = outstanding and forgive is not None and forgive[0] < due.deadline <= forgive[1] + due.interval
+    missed = outstanding and not forgiven
     return Verdict(missed, forgiven, due.run + missed >= max_failures)
 
 
