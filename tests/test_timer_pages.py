@@ -1,5 +1,5 @@
 """The v0 timer pass in pages (issue 11): each page its own transaction, every due contract issued
-exactly once however the pass is cut into pages and steps, a retried page changing nothing twice,
+exactly once however the pass is cut into pages, a retried page changing nothing twice,
 and the one rule (``judge_due``) that decides miss and fail per contract. SQLite and MariaDB."""
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ def used_challenges(node) -> int:
 def test_a_pass_over_more_contracts_than_a_page_issues_each_exactly_once(node, clock, tmp_path, monkeypatch):
     _, start = contracts_on(node, tmp_path, 7)
     monkeypatch.setattr(v0_challenges, "PASS_PAGE", 3)
-    monkeypatch.setattr(db_contracts, "SQLITE_STEP", 2)  # steps within a page too (SQLite)
     pages: list[str] = []
     node.db.observers.append(lambda desc, elapsed, ok: pages.append(desc) if desc == "update_challenges" else None)
     before = used_challenges(node)
@@ -55,11 +54,9 @@ def test_a_pass_over_more_contracts_than_a_page_issues_each_exactly_once(node, c
     assert run(node.supply.issue_due()).issued == 0  # nothing is due twice
 
 
-@pytest.mark.parametrize("limit, step, pages", [(5, 2, [5, 2]), (7, 3, [7, 0]), (10, 4, [7])])
-def test_a_page_does_at_most_its_limit_in_steps_and_says_whether_more_may_be_due(
-        node, clock, tmp_path, monkeypatch, limit, step, pages):
+@pytest.mark.parametrize("limit, pages", [(5, [5, 2]), (7, [7, 0]), (10, [7])])
+def test_a_page_does_at_most_its_limit_and_says_whether_more_may_be_due(node, clock, tmp_path, limit, pages):
     contracts_on(node, tmp_path, 7)
-    monkeypatch.setattr(db_contracts, "SQLITE_STEP", step)
     clock.advance(INTERVAL)
     store = node.core.stores.contracts
     seen = []

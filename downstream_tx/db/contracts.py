@@ -175,11 +175,6 @@ def issue_next_txn(txn: Txn, issue: Sequence[tuple[int, int | None]], now: float
     return changed
 
 
-#: contracts judged and written per step on SQLite: a step's rows are read by its SELECT and
-#: written by its UPDATE while their pages are still in SQLite's page cache (2 MB by default)
-SQLITE_STEP = 250
-
-
 def update_due_txn(
     txn: Txn,
     now: float,
@@ -195,24 +190,7 @@ def update_due_txn(
     The rows are locked (``FOR UPDATE``; SQLite serialises writers), so a second runner of the same
     pass re-reads them after this commit, finds them no longer due, and changes nothing; a page
     that is retried (rolled back, or committed and run again) likewise changes nothing twice.
-    On SQLite the page is done in steps of ``SQLITE_STEP`` contracts (a contract done is no longer
-    due, so each step's SELECT finds the next ones); on MariaDB in one step (round trips).
     """
-    result = TickResult()
-    step = SQLITE_STEP if txn.engine_name == "sqlite" else limit
-    done = 0
-    while done < limit:
-        n = min(step, limit - done)
-        got = _due_step(txn, now, max_failures, n, forgive, judge, result)
-        done += got
-        if got < n:
-            return result
-    result.more = True
-    return result
-
-
-def _due_step(txn: Txn, now: float, max_failures: int, limit: int, forgive: tuple[float, float] | None,
-              judge: Callable[[Due, int, tuple[float, float] | None], Verdict], result: TickResult) -> int:
     # only the columns the rule needs (PyMySQL decodes every value in Python)
     rows = txn.execute(
         "SELECT id, file_id, run, deadline, interval_s, "
@@ -220,6 +198,7 @@ def _due_step(txn: Txn, now: float, max_failures: int, limit: int, forgive: tupl
         "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
+    result = TickResult(more=len(rows) == limit)
     failed: list[tuple[int, int]] = []  # (id, file_id)
     missed: list[int] = []  # ids whose misses and run go up by one (failed ones too)
     next_by_file: dict[int, list[int]] = defaultdict(list)
@@ -233,14 +212,14 @@ def _due_step(txn: Txn, now: float, max_failures: int, limit: int, forgive: tupl
             failed.append((due.id, due.file_id))
         else:
             next_by_file[due.file_id].append(due.id)
-    result.missed += len(missed)
+    result.missed = len(missed)
     # misses and run change only for the missed contracts: one set-based statement per page of ids
     txn.update_in("UPDATE contracts SET misses = misses + 1, run = run + 1 WHERE id IN {ids} AND state = 'active'",
                   missed)
     if failed:
         finish_txn(txn, failed, now, "failed", FAILED)
-        result.failed += len(failed)
-        result.failed_ids += [cid for cid, _ in failed]
+        result.failed = len(failed)
+        result.failed_ids = [cid for cid, _ in failed]
     taken_by_file = challenges.take_ids_txn(txn, {f: len(ids) for f, ids in next_by_file.items()})
     issue: list[tuple[int, int | None]] = []
     for file_id, ids in next_by_file.items():
@@ -251,7 +230,7 @@ def _due_step(txn: Txn, now: float, max_failures: int, limit: int, forgive: tupl
         issue += zip(ids, taken + [None] * (len(ids) - len(taken)))
     issue.sort()  # in primary key order: neighbouring rows share pages (and InnoDB reads ahead)
     issue_next_txn(txn, issue, now)
-    return len(rows)
+    return result
 
 
 def fill_starved_txn(txn: Txn, now: float, limit: int = 5000) -> int:
