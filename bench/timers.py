@@ -1,15 +1,19 @@
 """Timer tick cost against database size.
 
 Fills a fresh database with N active v0 contracts (1% of them due now; the rows are generated in
-SQL, so a 10M-row SQLite database takes a minute, not an hour), then times the v0 timer pass the
-daemon runs every tick: pages of ``contracts.update_due_txn`` (``PASS_PAGE`` contracts each, each
-page its own transaction, as ``ChallengeSupply.issue_due`` runs them) until no due contract is
-left, then ``fill_starved_txn`` if a contract starved. Between repeats the pass's changes are undone (the due contracts
-get their old window back, the challenges are unused again), so every repeat does the same work
-on the same (warm) database. The tick should grow with the due work, not with N.
+SQL by a recursive CTE: 10M contracts on SQLite in a few minutes), then times the v0 timer pass
+the daemon runs every tick: pages of ``contracts.update_due_txn`` (``PASS_PAGE`` contracts each,
+each page its own transaction, as ``ChallengeSupply.issue_due`` runs them) until no due contract
+is left, then ``fill_starved_txn`` if a contract starved. Between repeats the pass's changes are
+undone (the due contracts get their old window back, their challenges are unused again), so every
+repeat does the same work on the same (warm) database. The tick should grow with the due work,
+not with N.
 
-Printed per engine and size: the best and median tick (wall seconds), the bench process's CPU
-seconds for it (client side: driver decoding, Python), ms per due contract, and the fill time.
+Printed per engine and size: the best and median pass (wall seconds), the least CPU seconds of
+the bench process for it (client side: Python and the driver; on SQLite the database engine
+too), ms per due contract (best), the page size, the fill time, and on MariaDB the least CPU
+seconds of the server thread serving the connection (``server s``; read from /proc, so only for a
+server on this machine that root can see).
 
 Usage:
   python bench/timers.py [--sizes 10000,100000,1000000] [--due 0.01] [--repeat 3] [--mysql URL]
