@@ -9,7 +9,7 @@ undone (the due contracts get their old window back, their challenges are unused
 repeat does the same work on the same (warm) database. The tick should grow with the due work,
 not with N.
 
-Printed per engine and size: the best and median pass (wall seconds), the least CPU seconds of
+Printed per engine and size: the best (``tick s``) and median pass (wall seconds), the least CPU seconds of
 the bench process for it (client side: Python and the driver; on SQLite the database engine
 too), ms per due contract (best), the page size, the fill time, and on MariaDB the least CPU
 seconds of the server thread serving the connection (``server s``; read from /proc, so only for a
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         jobs.append(("sqlite", None, args.big_size, True))
     print(f"timer tick: {args.due:.0%} of N active v0 contracts due, {FILES} files, best of {repeat} passes"
           + (f"; A/B: a = {args.ab}, b = this tree, alternating" if args.ab else ""))
-    print(f"{'engine':8} {'code':6} {'contracts':>10} {'due':>8} {'best s':>8} {'median s':>8} {'cpu s':>7} "
+    print(f"{'engine':8} {'code':6} {'contracts':>10} {'due':>8} {'tick s':>8} {'median s':>8} {'cpu s':>7} "
           f"{'ms/due':>9} {'page':>6} {'fill s':>7} {'server s':>9}")
     tmp = tempfile.mkdtemp(prefix="dtx-timers-") if args.cache is None else None
     cache = Path(args.cache or tmp)
