@@ -91,7 +91,7 @@ def fill(conn, txn: Txn, n: int, due_fraction: float, now: float = NOW, later: f
     """N active v0 contracts of one token over ``FILES`` files: every ``1/due_fraction``-th one due
     at ``now`` (deadline ``now - 1``, answered, so no miss), the others due ``later`` + 0…29 s after
     ``now``; each file has enough unused challenges for its due contracts (+2). Rows are generated
-    by the database (a recursive CTE), a million per statement. Returns the due count."""
+    by the database (a recursive CTE), a million per statement (MariaDB: 200,000). Returns the due count."""
     due = due_count(n, due_fraction)
     step = int(1 / due_fraction)
     mysql = txn.engine_name == "mysql"
@@ -118,7 +118,8 @@ def fill(conn, txn: Txn, n: int, due_fraction: float, now: float = NOW, later: f
     if mysql:
         # the server's own limit on recursion (MariaDB default 1000 in some versions)
         txn.execute("SET SESSION max_recursive_iterations = 4294967295")
-    chunk = 1_000_000
+    # a server statement must end within the driver's read timeout, on a busy server too
+    chunk = 200_000 if mysql else 1_000_000
     for first in range(0, n, chunk):
         last = min(n, first + chunk) - 1
         txn.execute(
