@@ -11,6 +11,8 @@ Usage: python bench/rss.py [--contracts 1000000] [--seconds 20] [--quick]
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -36,23 +38,43 @@ def measure(n: int, seconds: float) -> dict[str, float]:
         due = timers.fill(conn, txn, n, 0.01, now=time.time())
         fill_time = time.perf_counter() - started
         conn.close()
-        daemon = Spawned.daemon(Path(tmp) / "run", ["--data-dir", str(data), "--tick", "1", "--seeded-pool", "4096:0",
-                                                    "--stats-interval", "5", "--challenge-low-water", "0"]).start()
-        try:
-            deadline = time.monotonic() + seconds
-            unhealthy = 0
-            while time.monotonic() < deadline:  # the daemon's timers run meanwhile; keep it answering
-                try:
-                    urllib.request.urlopen(daemon.url + "/health", timeout=10).read()
-                except urllib.error.HTTPError:  # 503: the database did not answer within health_timeout
-                    unhealthy += 1
-                time.sleep(1)
-            peak = daemon.peak_rss() or 0
-            current = proc_status(daemon.pid, "VmRSS") or 0
-        finally:
-            daemon.stop()
-    return {"contracts": n, "due": due, "fill_s": fill_time, "peak_mib": peak / MIB, "rss_mib": current / MIB,
-            "unhealthy": unhealthy}
+        result = run_daemon(Path(tmp), seconds)
+    return {"contracts": n, "due": due, "fill_s": fill_time, **result}
+
+
+def measure_prepared(db: Path, due: int, seconds: float, tree: str | None = None) -> dict:
+    """The daemon (of the code in ``tree``, default this one) on a copy of a prepared SQLite
+    database (bench/timers.py --big)."""
+    with tempfile.TemporaryDirectory(dir=db.parent) as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir(mode=0o700)
+        shutil.copyfile(db, data / "downstream.db")
+        os.chmod(data / "downstream.db", 0o600)
+        return {"due": due, **run_daemon(Path(tmp), seconds, tree)}
+
+
+def run_daemon(tmp: Path, seconds: float, tree: str | None = None) -> dict:
+    """Start the daemon on ``tmp/data``, let its timers run for ``seconds`` while /health is asked
+    once a second; its peak and final RSS, the 503s, and the challenge pass lines it logged."""
+    daemon = Spawned.daemon(tmp / "run", ["--data-dir", str(tmp / "data"), "--tick", "1", "--seeded-pool", "4096:0",
+                                          "--stats-interval", "5", "--challenge-low-water", "0"],
+                            env={"PYTHONPATH": tree} if tree else None).start()
+    try:
+        deadline = time.monotonic() + seconds
+        unhealthy = 0
+        while time.monotonic() < deadline:  # the daemon's timers run meanwhile; keep it answering
+            try:
+                urllib.request.urlopen(daemon.url + "/health", timeout=10).read()
+            except urllib.error.HTTPError:  # 503: the database did not answer within health_timeout
+                unhealthy += 1
+            time.sleep(1)
+        peak = daemon.peak_rss() or 0
+        current = proc_status(daemon.pid, "VmRSS") or 0
+        passes = [line.split("challenge pass: ", 1)[1] for line in daemon.log().splitlines()
+                  if "challenge pass: " in line]
+    finally:
+        daemon.stop()
+    return {"peak_mib": peak / MIB, "rss_mib": current / MIB, "unhealthy": unhealthy, "passes": passes}
 
 
 def main(argv: list[str] | None = None) -> None:

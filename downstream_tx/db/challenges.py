@@ -43,15 +43,13 @@ def unused_count_txn(txn: Txn, file_id: int) -> int:
 
 
 def low_files_txn(txn: Txn, file_ids: Sequence[int], low_water: int) -> list[int]:
-    """Of ``file_ids`` (active stored files), those with fewer than ``low_water`` unused challenges."""
-    low = []
-    for file_id in sorted(set(file_ids)):
-        active = txn.scalar(
-            "SELECT COUNT(*) FROM files WHERE id = ? AND removed IS NULL AND kind = 'stored'", (file_id,)
-        )
-        if active and unused_count_txn(txn, file_id) < low_water:
-            low.append(file_id)
-    return low
+    """Of ``file_ids`` (active stored files), those with fewer than ``low_water`` unused challenges,
+    in id order: one statement per ``IN_BATCH`` files (the timer pass asks after every page)."""
+    rows = txn.select_in(
+        "SELECT f.id FROM files f WHERE f.id IN {ids} AND f.removed IS NULL AND f.kind = 'stored' AND "
+        "(SELECT COUNT(*) FROM challenges c WHERE c.file_id = f.id AND c.used = 0) < ?",
+        sorted(set(file_ids)), after=[low_water])
+    return sorted(r[0] for r in rows)
 
 
 def all_low_files_txn(txn: Txn, low_water: int) -> list[int]:
@@ -70,29 +68,54 @@ def take_txn(txn: Txn, file_id: int, count: int) -> list[tuple[int, bytes]]:
 
 
 def take_many_txn(txn: Txn, wants: dict[int, int], files_per_statement: int = 50) -> dict[int, list[tuple[int, bytes]]]:
-    """Reserve, for each file, up to ``wants[file]`` unused challenges, oldest first.
+    """Reserve, for each file, up to ``wants[file]`` unused challenges, oldest first: [(id, seed)].
 
-    One SELECT and one UPDATE per ``files_per_statement`` files, whatever the number of rows.
+    One SELECT per ``files_per_statement`` files and one UPDATE per ``TAKE_BATCH`` challenges,
+    whatever the number of rows.
     """
-    taken: dict[int, list[tuple[int, bytes]]] = {}
+    return _take(txn, wants, files_per_statement, with_seed=True)
+
+
+def take_ids_txn(txn: Txn, wants: dict[int, int], files_per_statement: int = 50) -> dict[int, list[int]]:
+    """:func:`take_many_txn` for callers that need only the ids (the timer pass: the farmer reads
+    the seed later): the seeds are not read."""
+    return _take(txn, wants, files_per_statement, with_seed=False)
+
+
+#: challenges marked used per statement (an IN list of constants: the server sorts it once)
+TAKE_BATCH = 5000
+
+
+def _take(txn: Txn, wants: dict[int, int], files_per_statement: int, with_seed: bool) -> dict:
+    taken: dict[int, list] = {}
     items = [(f, n) for f, n in sorted(wants.items()) if n > 0]
+    columns = "id, file_id, seed" if with_seed else "id, file_id"
     for start in range(0, len(items), files_per_statement):
         part = items[start:start + files_per_statement]
         select = " UNION ALL ".join(
-            ["SELECT id, file_id, seed FROM (SELECT id, file_id, seed FROM challenges WHERE file_id = ? AND used = 0 "
+            [f"SELECT {columns} FROM (SELECT {columns} FROM challenges WHERE file_id = ? AND used = 0 "
              "ORDER BY id LIMIT ?" + txn.for_update() + ") p"] * len(part)
         )
         rows = txn.execute(select, [v for item in part for v in item]).fetchall()
         if not rows:
             continue
         ids = [r[0] for r in rows]
-        changed = txn.update_in("UPDATE challenges SET used = 1 WHERE id IN {ids} AND used = 0", ids)
+        changed = 0
+        for first in range(0, len(ids), TAKE_BATCH):
+            batch = ids[first:first + TAKE_BATCH]
+            changed += txn.execute(f"UPDATE challenges SET used = 1 WHERE id IN {txn.in_list(batch)} AND used = 0",
+                                   batch).rowcount
         if changed != len(ids):
             # the rows were locked (MySQL) or writes are serialised (SQLite): this means a concurrent
             # writer ignored the lock; let the transaction retry rather than hand out a used challenge
             raise ConcurrentChallengeUse(f"{len(ids) - changed} challenges taken concurrently")
-        for challenge_id, file_id, seed in sorted(rows):
-            taken.setdefault(file_id, []).append((challenge_id, bytes(seed)))
+        rows.sort()
+        if with_seed:
+            for challenge_id, file_id, seed in rows:
+                taken.setdefault(file_id, []).append((challenge_id, bytes(seed)))
+        else:
+            for challenge_id, file_id in rows:
+                taken.setdefault(file_id, []).append(challenge_id)
     return taken
 
 

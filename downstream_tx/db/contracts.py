@@ -9,9 +9,10 @@ timer's query is an index range scan on ``(state, protocol, deadline)``.
 from __future__ import annotations
 
 import hmac
-import math
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from downstream_tx.db import challenges
 from downstream_tx.db.database import Database, Txn
@@ -92,69 +93,143 @@ class TickResult:
         self.failed_ids += page.failed_ids
 
 
+class Due(NamedTuple):
+    """A contract whose deadline has come, as the timer pass judges it."""
+
+    id: int
+    file_id: int
+    #: consecutive misses or fails so far
+    run: int
+    deadline: float
+    interval: int
+    #: its challenge was issued and not answered
+    outstanding: bool
+
+
+class Verdict(NamedTuple):
+    missed: bool = False
+    forgiven: bool = False
+    #: the contract ends as failed (no new challenge)
+    failed: bool = False
+
+
+def judge_due(due: Due, max_failures: int, forgive: tuple[float, float] | None) -> Verdict:
+    """The v0 rule for a contract at its deadline (the one place a pass decides miss and fail).
+
+    An unanswered outstanding challenge is a miss, unless its deadline fell inside the ``forgive``
+    window (the node itself was down) or within one interval after it (the challenge was issued
+    late, or its window was cut short, by the downtime); ``max_failures`` consecutive misses or
+    fails fail the contract. Any other contract gets the challenge of its current window."""
+    outstanding = bool(due.outstanding)
+    forgiven = outstanding and forgive is not None and forgive[0] < due.deadline <= forgive[1] + due.interval
+    missed = outstanding and not forgiven
+    return Verdict(missed, forgiven, due.run + missed >= max_failures)
+
+
+#: contracts per issuing UPDATE (its ``CASE id WHEN … THEN challenge`` is evaluated row by row)
+ISSUE_BATCH = 500
+
+
+def _window(engine_name: str) -> str:
+    """``k``, the current window of a due contract at ``?`` (now): ``max(seq + 1, floor((now -
+    start) / interval))``, in SQL. ``seq + 1`` keeps the window from going back when rounding puts
+    the pass a hair before the deadline. SQLite has no FLOOR; its CAST truncates, which is the same
+    wherever it matters (a negative quotient is below ``seq + 1`` either way)."""
+    if engine_name == "sqlite":
+        return "MAX(seq + 1, CAST((? - start) / interval_s AS INTEGER))"
+    return "GREATEST(seq + 1, FLOOR((? - start) / interval_s))"
+
+
+def issue_next_txn(txn: Txn, issue: Sequence[tuple[int, int | None]], now: float) -> int:
+    """Issue the challenge of the current window to each ``(contract id, challenge id or None)``:
+    ``seq``, ``issued`` and ``deadline`` are computed in SQL from ``start`` and ``interval_s`` (see
+    :func:`_window`), so only the two ids travel per contract. ``None``: no challenge was left (the
+    contract is starved: nothing outstanding, no miss next time). Returns rows changed."""
+    k = _window(txn.engine_name)
+    # MariaDB assigns left to right (a later expression sees an earlier column's new value), SQLite
+    # all at once: every expression reads only columns that are assigned after it, or not at all
+    sets = f"issued = start + {k} * interval_s, deadline = start + ({k} + 1) * interval_s, seq = {k}"
+    changed = 0
+    given = [(cid, ch) for cid, ch in issue if ch is not None]
+    starved = [cid for cid, ch in issue if ch is None]
+    if given and txn.engine_name != "sqlite":
+        # a server: one statement per ISSUE_BATCH contracts (a CASE, not MariaDB's VALUES table
+        # or a UNION ALL of one-row SELECTs: the first is not MySQL 8 syntax, the second costs a
+        # query block per row to parse and plan)
+        for first in range(0, len(given), ISSUE_BATCH):
+            part = given[first:first + ISSUE_BATCH]
+            ids = [cid for cid, _ in part]
+            case = "CASE id" + " WHEN ? THEN ?" * len(part) + " END"
+            changed += txn.execute(
+                f"UPDATE contracts SET challenge_id = {case}, answered = 0, {sets} "
+                f"WHERE id IN {txn.in_list(ids)} AND state = 'active'",
+                [v for pair in part for v in pair] + [now] * 3 + ids,
+            ).rowcount
+    elif given:  # in-process SQLite: one cheap statement per row
+        txn.executemany(f"UPDATE contracts SET challenge_id = ?, answered = 0, {sets} "
+                        "WHERE id = ? AND state = 'active'", [(ch, now, now, now, cid) for cid, ch in given])
+        changed += txn.rowcount
+    if starved:
+        changed += txn.update_in(f"UPDATE contracts SET challenge_id = NULL, answered = 1, {sets} "
+                                 "WHERE id IN {ids} AND state = 'active'", starved, before=[now] * 3)
+    return changed
+
+
 def update_due_txn(
     txn: Txn,
     now: float,
     max_failures: int,
     limit: int = 5000,
     forgive: tuple[float, float] | None = None,
+    judge: Callable[[Due, int, tuple[float, float] | None], Verdict] = judge_due,
 ) -> TickResult:
-    """One page of the periodic v0 pass over contracts whose deadline has come.
+    """One page of the periodic v0 pass: up to ``limit`` contracts whose deadline has come, oldest
+    deadline first, each judged by ``judge`` (:func:`judge_due`): misses counted, failed contracts
+    ended (their slot freed), the others issued the challenge of their current window.
 
-    For each: an unanswered outstanding challenge is a miss, unless its deadline fell inside the
-    ``forgive`` window (the node itself was down) or within one interval after it (the challenge
-    was issued late, or its window was cut short, by the downtime); ``max_failures`` consecutive misses or
-    fails fail the contract and free its slot; otherwise the challenge of the current window is
-    issued. The rows are locked (``FOR UPDATE``; SQLite serialises writers), so a second runner of
-    the same pass re-reads them after this commit, finds them no longer due, and changes nothing.
+    The rows are locked (``FOR UPDATE``; SQLite serialises writers), so a second runner of the same
+    pass re-reads them after this commit, finds them no longer due, and changes nothing; a page
+    that is retried (rolled back, or committed and run again) likewise changes nothing twice.
     """
-    # only the columns the pass needs (PyMySQL decodes every value in Python: ~0.1 ms per row)
+    # only the columns the rule needs (PyMySQL decodes every value in Python)
     rows = txn.execute(
-        "SELECT id, file_id, start, interval_s, seq, answered, run, deadline, challenge_id FROM contracts "
+        "SELECT id, file_id, run, deadline, interval_s, "
+        "CASE WHEN challenge_id IS NOT NULL AND answered = 0 THEN 1 ELSE 0 END FROM contracts "
         "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
     result = TickResult(more=len(rows) == limit)
     failed: list[tuple[int, int]] = []  # (id, file_id)
     missed: list[int] = []  # ids whose misses and run go up by one (failed ones too)
-    next_by_file: dict[int, list[tuple[int, int, float, float]]] = defaultdict(list)
-    for cid, file_id, start, interval, seq, answered, run, deadline, challenge_id in rows:
-        outstanding = challenge_id is not None and not answered
-        forgiven = outstanding and forgive is not None and forgive[0] < deadline <= forgive[1] + interval
-        miss = outstanding and not forgiven
-        result.forgiven += int(forgiven)
-        if miss:
-            result.missed += 1
-            missed.append(cid)
-            run += 1
-        if run >= max_failures:
-            failed.append((cid, file_id))
-            continue
-        k = max(seq + 1, math.floor((now - start) / interval))
-        next_by_file[file_id].append((cid, k, start + k * interval, start + (k + 1) * interval))
-    # misses and run change only for the missed contracts: one set-based statement per page of
-    # ids, so the bulk update below carries only the columns every issued row changes
+    next_by_file: dict[int, list[int]] = defaultdict(list)
+    for row in rows:
+        due = Due(*row)
+        verdict = judge(due, max_failures, forgive)
+        result.forgiven += verdict.forgiven
+        if verdict.missed:
+            missed.append(due.id)
+        if verdict.failed:
+            failed.append((due.id, due.file_id))
+        else:
+            next_by_file[due.file_id].append(due.id)
+    result.missed = len(missed)
+    # misses and run change only for the missed contracts: one set-based statement per page of ids
     txn.update_in("UPDATE contracts SET misses = misses + 1, run = run + 1 WHERE id IN {ids} AND state = 'active'",
                   missed)
     if failed:
         finish_txn(txn, failed, now, "failed", FAILED)
         result.failed = len(failed)
         result.failed_ids = [cid for cid, _ in failed]
-    updates = []
-    taken_by_file = challenges.take_many_txn(txn, {f: len(p) for f, p in next_by_file.items()})
-    for file_id, pending in next_by_file.items():
+    taken_by_file = challenges.take_ids_txn(txn, {f: len(ids) for f, ids in next_by_file.items()})
+    issue: list[tuple[int, int | None]] = []
+    for file_id, ids in next_by_file.items():
         taken = taken_by_file.get(file_id, [])
         result.file_ids.add(file_id)
-        for i, (cid, k, issued, deadline) in enumerate(pending):
-            if i < len(taken):
-                challenge_id, answered = taken[i][0], 0
-                result.issued += 1
-            else:  # no challenge left until the top-up runs: nothing outstanding, no miss next time
-                challenge_id, answered = None, 1
-                result.starved += 1
-            updates.append((cid, k, challenge_id, issued, deadline, answered))
-    txn.update_by_id("contracts", ["seq", "challenge_id", "issued", "deadline", "answered"],
-                     updates, where="state = 'active'")
+        result.issued += min(len(ids), len(taken))
+        result.starved += max(0, len(ids) - len(taken))
+        issue += zip(ids, taken + [None] * (len(ids) - len(taken)))
+    issue.sort()  # in primary key order: neighbouring rows share pages (and InnoDB reads ahead)
+    issue_next_txn(txn, issue, now)
     return result
 
 
@@ -170,9 +245,9 @@ def fill_starved_txn(txn: Txn, now: float, limit: int = 5000) -> int:
     for cid, file_id in rows:
         by_file[file_id].append(cid)
     updates = []
-    taken = challenges.take_many_txn(txn, {f: len(ids) for f, ids in by_file.items()})
+    taken = challenges.take_ids_txn(txn, {f: len(ids) for f, ids in by_file.items()})
     for file_id, ids in by_file.items():
-        for cid, (challenge_id, _) in zip(ids, taken.get(file_id, [])):
+        for cid, challenge_id in zip(ids, taken.get(file_id, [])):
             updates.append((cid, challenge_id, now, 0))
     return txn.update_by_id("contracts", ["challenge_id", "issued", "answered"], updates,
                             where="challenge_id IS NULL")

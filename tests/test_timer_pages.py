@@ -1,0 +1,188 @@
+"""The v0 timer pass in pages (issue 11): each page its own transaction, every due contract issued
+exactly once however the pass is cut into pages, a retried page changing nothing twice,
+and the one rule (``judge_due``) that decides miss and fail per contract. SQLite and MariaDB."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from downstream_tx.db import challenges as db_challenges
+from downstream_tx.db import contracts as db_contracts
+from downstream_tx.db.contracts import Due, Verdict, judge_due
+from downstream_tx.db.database import Txn
+from downstream_tx.v0 import challenges as v0_challenges
+from support import add_test_file, make_address, run
+
+INTERVAL = 60
+
+
+def contracts_on(node, tmp_path, n: int) -> tuple[str, float]:
+    """``n`` farmers, each with a contract on one file of redundancy ``n``: (file hash, start)."""
+    h = add_test_file(node, tmp_path, redundancy=n, interval=INTERVAL)
+    start = node.core.clock.seconds()
+    for i in range(n):
+        run(node.v0.get_chunk(run(node.v0.create_token(make_address(i)))))
+    return h, start
+
+
+def windows(node) -> list[tuple]:
+    """(seq, issued, deadline, challenge_id, answered) of every contract, by id."""
+    return run(node.db.run("t", lambda txn: [tuple(r) for r in txn.execute(
+        "SELECT seq, issued, deadline, challenge_id, answered FROM contracts ORDER BY id").fetchall()]))
+
+
+def used_challenges(node) -> int:
+    return run(node.db.run("t", lambda txn: txn.scalar("SELECT COUNT(*) FROM challenges WHERE used = 1")))
+
+
+def test_a_pass_over_more_contracts_than_a_page_issues_each_exactly_once(node, clock, tmp_path, monkeypatch):
+    _, start = contracts_on(node, tmp_path, 7)
+    monkeypatch.setattr(v0_challenges, "PASS_PAGE", 3)
+    pages: list[str] = []
+    node.db.observers.append(lambda desc, elapsed, ok: pages.append(desc) if desc == "update_challenges" else None)
+    before = used_challenges(node)
+    clock.advance(INTERVAL)
+    result = run(node.supply.issue_due())
+    assert (result.issued, result.missed, result.starved) == (7, 7, 0)
+    assert pages == ["update_challenges"] * 3  # 3 + 3 + 1: each page its own transaction
+    rows = windows(node)
+    assert [r[:3] for r in rows] == [(1, start + INTERVAL, start + 2 * INTERVAL)] * 7
+    assert len({r[3] for r in rows}) == 7 and {r[4] for r in rows} == {0}
+    assert used_challenges(node) == before + 7
+    assert run(node.supply.issue_due()).issued == 0  # nothing is due twice
+
+
+@pytest.mark.parametrize("limit, pages", [(5, [5, 2]), (7, [7, 0]), (10, [7])])
+def test_a_page_does_at_most_its_limit_and_says_whether_more_may_be_due(node, clock, tmp_path, limit, pages):
+    contracts_on(node, tmp_path, 7)
+    clock.advance(INTERVAL)
+    store = node.core.stores.contracts
+    seen = []
+    while True:
+        page = run(store.issue_due(clock.seconds(), 3, limit, None))
+        seen.append(page.issued)
+        if not page.more:
+            break
+    assert seen == pages
+
+
+def transient_error(node) -> Exception:
+    """An error the engine treats as transient (the transaction is rolled back and run again)."""
+    if node.db.engine.name == "sqlite":
+        return sqlite3.OperationalError("database is locked")
+    import pymysql
+
+    return pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
+
+
+def test_a_page_rolled_back_and_run_again_issues_once(node, clock, tmp_path):
+    contracts_on(node, tmp_path, 4)
+    before = used_challenges(node)
+    clock.advance(INTERVAL)
+    attempts = []
+
+    def flaky_page(txn):
+        result = db_contracts.update_due_txn(txn, clock.seconds(), 3, 100, None)
+        attempts.append(result.issued)
+        if len(attempts) == 1:
+            raise transient_error(node)  # after all its writes: they are rolled back
+        return result
+
+    done = []
+    node.db.run("update_challenges", flaky_page).addBoth(done.append)
+    clock.advance(10)  # the retry's back-off
+    [result] = done
+    assert attempts == [4, 4] and (result.issued, result.missed) == (4, 4)
+    assert used_challenges(node) == before + 4
+    assert {r[0] for r in windows(node)} == {1}
+    rows = run(node.core.stores.contracts.all())
+    assert [r["misses"] for r in rows] == [1] * 4
+
+
+def test_a_page_committed_and_run_again_changes_nothing(node, clock, tmp_path):
+    contracts_on(node, tmp_path, 3)
+    clock.advance(INTERVAL)
+    store = node.core.stores.contracts
+    first = run(store.issue_due(clock.seconds(), 3, 100, None))
+    state, used = windows(node), used_challenges(node)
+    again = run(store.issue_due(clock.seconds(), 3, 100, None))
+    assert (first.issued, first.missed) == (3, 3)
+    assert (again.issued, again.missed, again.failed, again.starved, again.more) == (0, 0, 0, 0, False)
+    assert (windows(node), used_challenges(node)) == (state, used)
+    assert [r["misses"] for r in run(store.all())] == [1] * 3
+
+
+def test_the_rule_a_page_applies_is_its_judge(node, clock, tmp_path):
+    """``update_due_txn(judge=…)``: the one place the pass decides miss and fail per contract."""
+    contracts_on(node, tmp_path, 3)
+    clock.advance(INTERVAL)
+    judged: list[Due] = []
+
+    def fail_the_first(due, max_failures, forgive):
+        judged.append(due)
+        return Verdict(failed=len(judged) == 1)
+
+    result = run(node.db.run("t", db_contracts.update_due_txn, clock.seconds(), 3, 100, None, fail_the_first))
+    assert (result.failed, result.issued, result.missed) == (1, 2, 0)
+    assert [d.outstanding for d in judged] == [True] * 3 and {d.run for d in judged} == {0}
+    assert {d.deadline for d in judged} == {clock.seconds()} and {d.interval for d in judged} == {INTERVAL}
+    assert result.failed_ids == [judged[0].id]
+    rows = run(node.core.stores.contracts.all())
+    assert sorted((r["state"], r["misses"]) for r in rows) == [("active", 0), ("active", 0), ("failed", 0)]
+    assert [r["state"] for r in rows if r["id"] == judged[0].id] == ["failed"]
+
+
+@pytest.mark.parametrize("outstanding, run_, forgive, verdict", [
+    (False, 0, None, Verdict()),  # answered (or nothing issued): the next challenge
+    (True, 0, None, Verdict(missed=True)),
+    (True, 1, None, Verdict(missed=True)),
+    (True, 2, None, Verdict(missed=True, failed=True)),  # the third in a row
+    (False, 3, None, Verdict(failed=True)),  # failed answers already reached the limit
+    (True, 2, (950.0, 990.0), Verdict(forgiven=True)),  # deadline 1000 within an interval after the window
+    (True, 2, (950.0, 939.0), Verdict(missed=True, failed=True)),  # just over an interval after it
+    (True, 0, (1000.0, 1000.0), Verdict(missed=True)),  # at the window's start: the pass saw it
+    (False, 0, (950.0, 990.0), Verdict()),  # nothing outstanding: nothing to forgive
+])
+def test_judge_due(outstanding, run_, forgive, verdict):
+    due = Due(id=1, file_id=2, run=run_, deadline=1000.0, interval=60, outstanding=outstanding)
+    assert judge_due(due, 3, forgive) == verdict
+
+
+def test_taking_challenge_ids_marks_them_used_oldest_first(node, tmp_path):
+    h1, h2 = add_test_file(node, tmp_path), add_test_file(node, tmp_path)
+    f1, f2 = (run(node.core.stores.files.get_active(h)).id for h in (h1, h2))
+
+    def take(txn):
+        ids = [r[0] for r in txn.execute("SELECT id FROM challenges WHERE file_id = ? ORDER BY id", (f1,)).fetchall()]
+        taken = db_challenges.take_ids_txn(txn, {f1: 2, f2: 0})
+        return ids, taken
+
+    ids, taken = run(node.db.run("t", take))
+    assert taken == {f1: ids[:2]}
+    assert run(node.core.stores.challenges.unused(f1)) == len(ids) - 2
+    _, again = run(node.db.run("t", take))
+    assert again == {f1: ids[2:4]}
+
+
+def test_the_low_files_of_a_pass_in_one_statement(node, tmp_path, monkeypatch):
+    """``low_files_txn``: the active stored files of the list under the mark, in id order, a
+    removed one left out; one statement per ``IN_BATCH`` files, whatever the number of files."""
+    hashes = [add_test_file(node, tmp_path) for _ in range(4)]
+    ids = [run(node.core.stores.files.get_active(h)).id for h in hashes]
+    run(node.files.remove(hashes[2]))
+    unused = run(node.core.stores.challenges.unused(ids[0]))
+    statements: list[str] = []
+    real = Txn.execute
+
+    def execute(self, sql, args=()):
+        statements.append(sql)
+        return real(self, sql, args)
+
+    monkeypatch.setattr(Txn, "execute", execute)
+    low = db_challenges.low_files_txn
+    assert run(node.db.run("t", low, [ids[3], ids[1], ids[2], ids[0], ids[1]], unused + 1)) == [ids[0], ids[1], ids[3]]
+    assert len(statements) == 1
+    assert run(node.db.run("t", low, ids, unused)) == []
+    assert run(node.db.run("t", low, [], unused + 1)) == []
