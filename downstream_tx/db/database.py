@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -155,6 +156,40 @@ def split_statements(text: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";").strip()]
 
 
+class _Dbapi:
+    """The DB-API module as the pool sees it, with ``connect`` going through the engine (which
+    picks a server of a multi-server URL, see :meth:`Engine.open_connection`)."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        return self._engine.open_connection(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine.module, name)
+
+
+class _Connection(adbapi.Connection):
+    """adbapi's connection wrapper, except that after an error the engine says ruins the
+    connection (lost, or a Galera node that left the cluster) it is closed at once and quietly:
+    the next transaction on the thread opens a new one (perhaps to another server). adbapi
+    itself would first try a rollback and ``SELECT 1`` on it and log a traceback."""
+
+    def rollback(self) -> None:
+        error = sys.exc_info()[1]  # called while adbapi handles the transaction's exception
+        engine = getattr(self._pool, "downstream_engine", None)
+        if error is not None and engine is not None and engine.drops_connection(error):
+            conn = self._pool.connections.pop(self._pool.threadID(), None)
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # a connection already closed by the driver
+                    pass
+            return
+        super().rollback()
+
+
 class Database:
     """An adbapi pool (or anything with the same ``runInteraction``) plus retry policy.
 
@@ -200,6 +235,9 @@ class Database:
             cp_reactor=reactor,
             **args["connkw"],
         )
+        pool.dbapi = _Dbapi(engine)
+        pool.connectionFactory = _Connection
+        pool.downstream_engine = engine
         return cls(engine, pool, reactor, retries=retries, inline=engine.inline)
 
     def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict) -> T:

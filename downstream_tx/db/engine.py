@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
 from typing import Any
 
 from downstream_tx.db.url import DbUrl, parse_db_url
@@ -44,13 +46,22 @@ class Engine:
     def is_connection_error(self, exc: BaseException) -> bool:
         return False
 
+    def drops_connection(self, exc: BaseException) -> bool:
+        """True when the connection that raised ``exc`` must not be used again (the pool closes it
+        quietly and the next transaction on its thread opens a new one)."""
+        return False
+
     def is_db_error(self, exc: BaseException) -> bool:
         """An error of the database itself (not a transaction body refusing its input)."""
         return isinstance(exc, self.module.Error) or self.is_connection_error(exc)
 
+    def open_connection(self, **connkw: Any) -> Any:
+        """A new DB-API connection (the pool's ``connect``)."""
+        return self.module.connect(**connkw)
+
     def connect(self) -> Any:
         """A plain connection for synchronous tools (backups, tests)."""
-        conn = self.module.connect(**self.pool_args(1)["connkw"])
+        conn = self.open_connection(**self.pool_args(1)["connkw"])
         self.on_connect(conn)
         return conn
 
@@ -114,20 +125,101 @@ class SqliteEngine(Engine):
         return conn
 
 
+class NodeNotReady(Exception):
+    """A Galera node that accepted the connection but may not be used (not in the primary
+    component, or not synced yet); the engine tries the next server of the URL."""
+
+
 class MysqlEngine(Engine):
+    """MySQL 8 / MariaDB, and a MariaDB Galera cluster (docs/operations.md, Galera).
+
+    On Galera, a transaction whose rows another node changed first fails at commit with a
+    deadlock (1213, a certification conflict) and is re-run like any deadlock; a node outside the
+    primary component answers 1047 (``WSREP has not yet prepared node for application use``),
+    which is handled like a lost connection: the connection is dropped and the next one goes to
+    the first server of the URL that is up and ready. Each Galera session reads causally
+    (``wsrep_sync_wait`` has its READ bit set): a request sees everything committed on any node
+    before it, whichever instance (and node) the farmer's previous request went through.
+    """
+
     name = "mysql"
     dbapi_name = "pymysql"
     batch_updates = True
 
-    #: lost connection, server gone, can't connect, deadlock, lock wait timeout, server shutdown
-    CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1053, 1927, 4031}
+    #: lost connection, server gone, can't connect, server shutdown, connection killed, inactive
+    #: client dropped; 1047: a Galera node not ready (outside the primary component, or joining)
+    CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1053, 1927, 4031, 1047}
+    #: lock wait timeout, deadlock (on Galera also a certification conflict)
     TRANSIENT_ERRORS = {1205, 1213} | CONNECTION_ERRORS
+    #: a server that failed to connect (or was not ready) is tried after the others for this long
+    FAILED_HOST_SECONDS = 30.0
 
     def __init__(self, url: DbUrl):
         super().__init__(url)
         import pymysql
 
         self.module = pymysql
+        #: (host, port) → monotonic time it last failed to give a usable connection
+        self._failed: dict[tuple[str, int], float] = {}
+        self._failed_lock = threading.Lock()
+
+    def host_order(self) -> list[tuple[str, int]]:
+        """The URL's servers in the order to try: those that did not fail lately first (URL
+        order), then the others, longest-failed first."""
+        now = time.monotonic()
+        with self._failed_lock:
+            failed = {h: t for h, t in self._failed.items() if now - t < self.FAILED_HOST_SECONDS}
+        good = [h for h in self.url.hosts if h not in failed]
+        return good + sorted((h for h in self.url.hosts if h in failed), key=failed.__getitem__)
+
+    def open_connection(self, **connkw: Any) -> Any:
+        """Connect to the first server of the URL that accepts and is ready (``host_order``).
+        Raises the last server's error when none is."""
+        last: BaseException | None = None
+        for host, port in self.host_order():
+            try:
+                conn = self.module.connect(**{**connkw, "host": host, "port": port})
+            except self.module.err.OperationalError as e:
+                last = e
+                self._mark_failed(host, port)
+                continue
+            try:
+                self._check_galera(conn)
+            except (NodeNotReady, self.module.err.MySQLError) as e:
+                last = e
+                self._mark_failed(host, port)
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+                continue
+            with self._failed_lock:
+                self._failed.pop((host, port), None)
+            return conn
+        if isinstance(last, NodeNotReady):
+            raise self.module.err.OperationalError(1047, str(last))
+        assert last is not None
+        raise last
+
+    def _mark_failed(self, host: str, port: int) -> None:
+        with self._failed_lock:
+            self._failed[(host, port)] = time.monotonic()
+
+    def _check_galera(self, conn: Any) -> None:
+        """On a Galera node (``wsrep_on``): refuse a node that is not ready in the primary
+        component, and make the session's reads causal. Anything else: nothing to do."""
+        with conn.cursor() as cursor:
+            cursor.execute("SHOW VARIABLES LIKE 'wsrep_on'")
+            row = cursor.fetchone()
+            if row is None or str(row[1]).upper() != "ON":
+                return
+            cursor.execute("SHOW STATUS WHERE Variable_name IN ('wsrep_ready', 'wsrep_cluster_status')")
+            status = {str(k).lower(): str(v) for k, v in cursor.fetchall()}
+            if status.get("wsrep_ready") != "ON" or status.get("wsrep_cluster_status") != "Primary":
+                raise NodeNotReady(f"Galera node {conn.host}:{conn.port} is not ready "
+                                   f"(wsrep_ready {status.get('wsrep_ready')}, "
+                                   f"cluster {status.get('wsrep_cluster_status')})")
+            cursor.execute("SET SESSION wsrep_sync_wait = @@global.wsrep_sync_wait | 1")
 
     def convert(self, sql: str) -> str:
         converted = self._converted.get(sql)
@@ -176,8 +268,12 @@ class MysqlEngine(Engine):
     def is_transient(self, exc: BaseException) -> bool:
         return self.is_connection_error(exc) or self._code(exc) in self.TRANSIENT_ERRORS
 
+    def drops_connection(self, exc: BaseException) -> bool:
+        return self.is_connection_error(exc)
+
     def describe(self) -> str:
-        return f"mysql://{self.url.user}:***@{self.url.host}:{self.url.port}/{self.url.database}"
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.url.hosts)
+        return f"mysql://{self.url.user}:***@{hosts}/{self.url.database}"
 
 
 def create_engine(url: str) -> Engine:

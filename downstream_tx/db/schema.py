@@ -83,7 +83,7 @@ def upgrade_txn(txn: Txn, steps: list[Step]) -> tuple[int, int]:
     latest = steps[-1].version if steps else 0
     check_version(before, latest)
     if before == 0:
-        txn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        txn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY)")
         txn.execute("INSERT INTO schema_version (version) VALUES (0)")
     for step in steps:
         if step.version <= before:
