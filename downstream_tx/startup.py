@@ -88,7 +88,7 @@ def _mysql_error(e: BaseException, config: Config | None) -> str | None:
     code, text = e.args[0], str(e.args[1]) if len(e.args) > 1 else ""
     url = _db(config)
     user = url.user if url else "?"
-    where = f"{url.host}:{url.port}" if url else "the server"
+    where = ",".join(f"{h}:{p}" for h, p in url.hosts) if url else "the server"
     name = url.database if url else "?"
     head = f"database mysql://{user}@{where}/{name}"
     if code in (1045, 1698):

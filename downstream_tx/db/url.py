@@ -67,7 +67,10 @@ def parse_db_url(url: str) -> DbUrl:
             raise InvalidDbUrl("sqlite URL needs a file path (sqlite:///path/file.db)")
         return DbUrl("sqlite", path=path)
     if url.startswith(("mysql://", "mysql+pymysql://", "mariadb://")):
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise InvalidDbUrl("bad server address (an IPv6 address is [addr]:port)") from None
         hostlist = parts.netloc.rpartition("@")[2]
         if "," in hostlist:
             hosts = _split_hosts(hostlist)
