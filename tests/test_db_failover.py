@@ -203,3 +203,24 @@ def test_a_lost_connection_is_dropped_quietly_and_the_next_goes_to_a_live_server
             conn.close()
         dead.close()
     assert not [e for e in logged if "Rollback failed" in str(e.get("log_format", "")) + str(e.get("why", ""))]
+
+
+def test_no_statement_depends_on_what_galera_does_not_replicate():
+    """Galera replicates row changes of InnoDB tables only: no table or named locks, no other
+    engine, no temporary tables anywhere in the node's SQL (the schema's tables are checked on a
+    real cluster in tests/test_galera.py)."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "downstream_tx"
+    forbidden = re.compile(r"LOCK\s+TABLES?|GET_LOCK|RELEASE_LOCK|IS_FREE_LOCK|TEMPORARY\s+TABLE|"
+                           r"LOCK\s+IN\s+SHARE\s+MODE|FOR\s+SHARE|(?-i:ENGINE\s*=\s*(?!InnoDB)\w+)", re.I)
+    found = []
+    for path in [*package.rglob("*.py"), *package.rglob("*.sql")]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if forbidden.search(line):
+                found.append(f"{path.relative_to(package)}:{n}: {line.strip()}")
+    assert found == []
+    for path in package.glob("db/schema/*.mysql.sql"):
+        text = path.read_text()
+        assert text.count("CREATE TABLE") == text.count("ENGINE=InnoDB"), path.name
