@@ -320,3 +320,15 @@ def test_instances_on_three_nodes_survive_a_node_kill(cluster: galera.Cluster, t
     assert db.v0_contracts_missed_or_failed() == 0
     for d in instances:
         assert "Unhandled error" not in d.log()
+
+
+def test_the_galera_bench_runs(cluster: galera.Cluster):
+    """bench/galera_instances.py once at a tiny size, so it cannot rot (no figure is asserted)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOWNSTREAM_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "bench/galera_instances.py", "--cluster", cluster.base, "--instances", "2",
+                           "--farmers", "2", "--contracts", "4", "--processes", "1", "--duration", "1",
+                           "--warmup", "0.5", "--challenges", "8"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "proofs/s" in done.stdout and "daemon CPU per proof" in done.stdout, done.stdout
