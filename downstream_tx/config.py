@@ -221,6 +221,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", _str, "./downstream-data", "Directory for the SQLite database, chunk store and key files."),
     Setting("db", _db_url, None,
             "Database URL: sqlite:///path/file.db or mysql://user:password@host:port/dbname "
+            "(a Galera cluster: mysql://user:password@host1:port,host2:port,host3:port/dbname) "
             "(default sqlite:///<data dir>/downstream.db).", secret=True),
     Setting("db_password_file", _optional_str, None,
             "File holding the MySQL password (first line), so it stays out of the URL, the command line and "
