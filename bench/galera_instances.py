@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--processes", type=int, default=3, help="load generator worker processes")
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=3.0)
-    ap.add_argument("--interval", type=int, default=1)
+    ap.add_argument("--interval", type=int, help="v1 seeded_interval; default as bench/farmers.py: one second per "
+                    f"{farmers.V1_PROOFS_PER_INTERVAL} contracts")
     ap.add_argument("--tick", type=float, default=0.2)
     ap.add_argument("--challenges", type=int, default=64)
     ap.add_argument("--chunk-size", type=int, default=16384)
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-logs", metavar="DIR", help="copy each daemon's log to DIR/daemonN.log")
     args = ap.parse_args(argv)
     args.client, args.idle, args.challenge_batch = "raw", 0.2, 100
+    if args.interval is None:
+        args.interval = max(1, round(args.farmers * args.contracts / farmers.V1_PROOFS_PER_INTERVAL))
 
     cluster = json.loads((Path(args.cluster) / "cluster.json").read_text())
     nodes = cluster["nodes"]
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         took = farmers.prepare_v1(url(0), f"{tmp}/prep", total, args.chunk_size, args.challenges,
                                   max(1, args.processes))
         print(f"setup: {total} seeded chunks of {args.chunk_size} B, {args.challenges} challenges each, "
-              f"encoded and pooled in {took:.1f} s")
+              f"encoded and pooled in {took:.1f} s; challenge interval {args.interval} s")
         daemons = []
         for i in range(args.instances):
             daemon_args = farmers.daemon_args("v1", args, url(i % len(nodes)), f"{tmp}/data{i}")
