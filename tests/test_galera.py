@@ -53,7 +53,7 @@ def cluster():
     base = tempfile.mkdtemp(prefix="dtx-galera-")
     c = galera.Cluster(base, database=DATABASE)
     try:
-        c.start()
+        c.start(stop_at_exit=True)
         yield c
     finally:
         c.stop()

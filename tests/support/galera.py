@@ -30,6 +30,7 @@ reachable by ``mysql`` (the tests use a fresh directory under the system's tempo
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import pwd
@@ -295,8 +296,10 @@ wsrep_slave_threads=2
         except OSError:
             return "(no error log)"
 
-    def start(self, timeout: float = 120.0) -> Cluster:
-        """Create, bootstrap and join every node; create the database and its user."""
+    def start(self, timeout: float = 120.0, stop_at_exit: bool = False) -> Cluster:
+        """Create, bootstrap and join every node; create the database and its user.
+        ``stop_at_exit``: stop the cluster when this interpreter exits, if nothing did before (a
+        test run interrupted between its set-up and its tear-down leaves no database running)."""
         reason = missing()
         if reason:
             raise ClusterError(reason)
@@ -321,6 +324,8 @@ wsrep_slave_threads=2
             capture_output=True, text=True, timeout=timeout)
         if done.returncode:
             raise ClusterError(f"mariadb-install-db failed:\n{done.stdout}{done.stderr}")
+        if stop_at_exit:
+            atexit.register(self.stop)
         try:
             self._spawn(first, bootstrap=True)
             self._wait_socket(first, timeout)
