@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tick", type=float, default=0.2)
     ap.add_argument("--challenges", type=int, default=64)
     ap.add_argument("--chunk-size", type=int, default=16384)
+    ap.add_argument("--chunk-batch", type=int, default=50, help="chunks per /chunk request (as bench/farmers.py)")
     ap.add_argument("--pool-size", type=int, default=5)
     ap.add_argument("--setup-timeout", type=float, default=300.0)
     ap.add_argument("--chunk-attempts", type=int, default=5,
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu[what] = (sum(d.cpu() for d in daemons), sum(proc_cpu(p) for p in mariadbd))
 
         params = {"client": args.client, "contracts": args.contracts, "idle": args.idle,
-                  "chunk_attempts": args.chunk_attempts, "max_chunk_size": args.chunk_size, "_on_measure": on_measure}
+                  "chunk_attempts": args.chunk_attempts, "max_chunk_size": args.chunk_size,
+                  "chunk_batch": args.chunk_batch, "_on_measure": on_measure}
         urls = " ".join(d.url for d in daemons)
         stats, seconds, info = run_load("galera_instances:v1_farmer", urls, args.farmers, args.processes, params,
                                         args.duration, setup_timeout=args.setup_timeout, warmup=args.warmup)

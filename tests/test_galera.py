@@ -189,6 +189,7 @@ def test_node_outside_the_primary_component_is_left_for_another(cluster: galera.
         assert pool._runInteraction(db._body, where, (), {}) == hosts[0].port  # the first server
         cluster.sql(3, "SET GLOBAL wsrep_provider_options = 'gmcast.isolate=1'")
         cluster.wait_synced([1, 2])
+        wait_until(lambda: cluster.status(3).get("wsrep_cluster_status") != "Primary", 60, "node 3 out of the cluster")
         with pytest.raises(Exception) as raised:
             pool._runInteraction(db._body, where, (), {})
         assert raised.value.args[0] == 1047, raised.value
