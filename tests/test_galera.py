@@ -160,6 +160,23 @@ def test_certification_conflict_is_retried(cluster: galera.Cluster):
     assert cluster.sql(3, "SET SESSION wsrep_sync_wait = 1; SELECT v FROM dtx_gal_conflict.t") == [["11"]]
 
 
+def test_sessions_read_causally(cluster: galera.Cluster):
+    """Every connection the engine opens to a Galera node waits for the cluster before it reads
+    (the READ bit of wsrep_sync_wait), keeping any bits the server sets."""
+    cluster.sql(2, "SET GLOBAL wsrep_sync_wait = 4")
+    try:
+        for index in (1, 2):
+            conn = create_engine(cluster.url(index)).connect()
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT @@session.wsrep_sync_wait")
+                    assert cursor.fetchone()[0] == (1 if index == 1 else 5)
+            finally:
+                conn.close()
+    finally:
+        cluster.sql(2, "SET GLOBAL wsrep_sync_wait = 0")
+
+
 class _Reactor:
     """Enough of a reactor to build an adbapi pool whose interactions the test runs itself."""
 
