@@ -265,7 +265,18 @@ SETTINGS: tuple[Setting, ...] = (
             "Seeded chunks kept ready per size class, as SIZE:COUNT,SIZE:COUNT."),
     Setting("max_chunks_per_request", _int(0, 1000), 10, "v1 chunks handed out per /chunk request (0 = no limit)."),
     Setting("max_size_per_address", _int(0), 1 * GiB, "Bytes of active v1 contracts one address may hold."),
-    Setting("contract_retention", _int(0), 7 * 86400, "Seconds a finished contract is kept before archiving."),
+    Setting("contract_retention", _int(0), 7 * 86400,
+            "Seconds a finished contract is kept in the contracts table before it is archived (its results "
+            "are added to its farmer's totals and the row is deleted); 0 keeps every contract."),
+    Setting("archive_batch", _int(1, 100_000), 1000,
+            "Finished contracts archived per transaction (the archive job runs batches until none is left, "
+            "at most archive_batches per pass)."),
+    Setting("archive_batches", _int(1, 100_000), 20, "Most archive batches one pass of the archive job runs."),
+    Setting("archive_interval", _float(0.0), 60.0, "Seconds between passes of the archive job."),
+    Setting("late_grace", _float(0.0, 3600.0, exclusive_min=False), 5.0,
+            "Seconds after a challenge's deadline (v0) or a contract's expiration (v1) in which an answer "
+            "that arrived at the node still counts (v0: as a late pass); measured from when the request "
+            "arrived, not when it was processed."),
     # operations
     Setting("log_format", _choice("text", "json"), "text", "Log lines as readable text or JSON lines."),
     Setting("log_file", _optional_str, None, "Log file (default: standard output); SIGHUP reopens it."),
@@ -362,8 +373,9 @@ class Config:
 
 def overdue_grace(config: Config) -> float:
     """How long past its deadline a contract may wait for the contract timer before it counts as
-    overdue (metrics, the stats job's warning, the dashboard): five timer ticks, at least 10 s."""
-    return max(5 * config.tick, 10.0)
+    overdue (metrics, the stats job's warning, the dashboard): five timer ticks, at least 10 s, and
+    more than ``late_grace`` (v1 contracts are expired only once that has passed)."""
+    return max(5 * config.tick, 10.0, config.late_grace + 5 * config.tick)
 
 
 def load_config(

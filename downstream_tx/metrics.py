@@ -66,7 +66,7 @@ class Metrics:
         self.pool_waiting = Gauge("downstream_db_pool_waiting", "Transactions queued for a free pool thread.",
                                   registry=r)
         # domain
-        self.results = Counter("downstream_challenge_results", "Challenge outcomes: pass, fail or miss.",
+        self.results = Counter("downstream_challenge_results", "Challenge outcomes: pass, late_pass, fail or miss.",
                                ["protocol", "result"], registry=r)
         self.contracts = Gauge("downstream_contracts", "Contracts by state.", ["state"], registry=r)
         self.due = Gauge("downstream_challenges_due", "Outstanding challenges whose deadline is ahead.",
@@ -107,7 +107,8 @@ class Metrics:
             self.txn_errors.labels(desc).inc()
 
     def count_result(self, result: str, n: int = 1, protocol: int = 0) -> None:
-        """``result`` is "pass", "fail" or "miss"."""
+        """``result`` is "pass", "late_pass" (v0: arrived after the deadline, within late_grace; the
+        timer may have counted a miss for it before), "fail" or "miss"."""
         if n:
             self.results.labels(PROTOCOLS.get(protocol, str(protocol)), result).inc(n)
 

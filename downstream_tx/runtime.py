@@ -26,6 +26,7 @@ from downstream_tx.db.engine import create_engine
 from downstream_tx.db.stores import Stores
 from downstream_tx.health import ping_database
 from downstream_tx.http.server import DownstreamServer
+from downstream_tx.jobs.archive import archive_job
 from downstream_tx.jobs.contracts import NAME as CONTRACT_TIMER
 from downstream_tx.jobs.contracts import ContractTimer
 from downstream_tx.jobs.periodic import PeriodicJob
@@ -164,6 +165,7 @@ def build_jobs(services: Services) -> list[PeriodicJob]:
         PeriodicJob("seeded_pool", services.pool.refill, config.tick, clock),
         PeriodicJob("uptime", services.status.update_uptime,
                     max(config.tick, min(UPTIME_PERIOD, config.seeded_interval)), clock),
+        archive_job(services.core.stores.archive, config, clock),
     ]
 
 

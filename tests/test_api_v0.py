@@ -244,7 +244,20 @@ def test_challenge_errors(api, tmp_path):
     assert client.get(f"/api/downstream/chunk/{token}").code == 200
 
 
-def test_challenge_at_the_deadline_is_not_due(api, tmp_path, clock):
+def test_challenge_after_the_deadline_and_its_grace_is_not_due(api, tmp_path, clock):
+    node, client = api
+    file_hash = add_test_file(node, tmp_path, interval=60)
+    token = new_token(client)
+    challenge = client.get(f"/api/downstream/chunk/{token}").json()["challenge"]
+    clock.advance(60 + node.core.config.late_grace)
+    assert client.get(f"/api/downstream/due/{token}").json()["due_contracts"] == []
+    answer = v0_answer(stored_bytes(node, file_hash), challenge)
+    assert_error(client.get(f"/api/downstream/challenge/{token}/{file_hash}/{answer}"), 409, "not_due")
+
+
+def test_challenge_at_the_deadline_is_a_late_pass(api, tmp_path, clock):
+    """Within late_grace after the deadline a right answer is a pass (marked late); the 2014
+    client reads only "status"."""
     node, client = api
     file_hash = add_test_file(node, tmp_path, interval=60)
     token = new_token(client)
@@ -252,6 +265,9 @@ def test_challenge_at_the_deadline_is_not_due(api, tmp_path, clock):
     clock.advance(60)
     assert client.get(f"/api/downstream/due/{token}").json()["due_contracts"] == []
     answer = v0_answer(stored_bytes(node, file_hash), challenge)
+    r = client.get(f"/api/downstream/challenge/{token}/{file_hash}/{answer}")
+    assert (r.code, r.json()) == (200, {"status": "pass", "late": True})
+    # one attempt per challenge
     assert_error(client.get(f"/api/downstream/challenge/{token}/{file_hash}/{answer}"), 409, "not_due")
 
 

@@ -317,7 +317,8 @@ def test_the_transaction_names_of_the_v1_store(node, clock):
                      "v1_pool_add", "v1_expire", "v1_downtime", "v1_deadline", "v1_stored_state", "v1_overwrite_state"]
 
 
-def test_a_challenge_for_a_contract_that_ended_says_expired(node, clock):
+def test_a_challenge_for_a_contract_that_ended_says_expired(make, clock):
+    node = make(late_grace=0)  # the expiration itself (the grace: tests/test_late_answers.py)
     token = run(node.v1.new_token(ADDRESS, IP))["token"]
     [c] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 4096))))
     clock.advance(INTERVAL)

@@ -89,7 +89,8 @@ def test_answer_just_before_the_deadline_passes(node, clock, tmp_path):
     assert farmer.state(h)["passes"] == 1 and farmer.state(h)["misses"] == 0
 
 
-def test_answer_at_the_deadline_is_not_due_and_a_miss(node, clock, tmp_path):
+def test_answer_at_the_deadline_is_not_due_and_a_miss(make, clock, tmp_path):
+    node = make(late_grace=0)  # without the grace for late answers (tests/test_late_answers.py)
     h = add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     farmer.chunk()

@@ -11,8 +11,9 @@ from support.v1 import INTERVAL, prove
 
 
 def build(tmp_path, db_url, clock):
+    # late_grace 0: these tests pin the expiration itself (the grace: tests/test_late_answers.py)
     config = make_config(tmp_path, db_url, seeded_pool="4096:4", seeded_challenges=4, seeded_interval=INTERVAL,
-                         max_tokens_per_ip=0)
+                         max_tokens_per_ip=0, late_grace=0)
     node = make_node(config, clock)
     run(node.pool.refill())
     return node

@@ -17,7 +17,8 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 @pytest.fixture
 def setup(tmp_path, db_url, clock):
-    node, api = build(tmp_path, db_url, clock, seeded_pool="16384:2,4096:6", max_tokens_per_ip=0)
+    # late_grace 0: these tests pin the expiration itself (the grace: tests/test_late_answers.py)
+    node, api = build(tmp_path, db_url, clock, seeded_pool="16384:2,4096:6", max_tokens_per_ip=0, late_grace=0)
     run(node.pool.refill())
     yield node, api
     node.db.close()
@@ -174,7 +175,7 @@ def test_v1_contracts_are_not_failed_by_the_nodes_own_downtime(tmp_path, db_url,
     """Downtime rule for v1: the node's downtime is added to the due time and expiration of every
     active contract, once; contracts then run their course as usual."""
 
-    node, api = build(tmp_path, db_url, clock, seeded_pool="4096:4", max_tokens_per_ip=0)
+    node, api = build(tmp_path, db_url, clock, seeded_pool="4096:4", max_tokens_per_ip=0, late_grace=0)
     run(node.pool.refill())
     token = api.new_token()
     a, b, c = chunks(api, token, 3 * 4096)  # due at t0 + 60
@@ -184,7 +185,7 @@ def test_v1_contracts_are_not_failed_by_the_nodes_own_downtime(tmp_path, db_url,
     clock.advance(20)
     node.db.close()
     clock.advance(INTERVAL + 10)  # down for 70 s (the last pass was 20 s before it stopped)
-    restarted, api = build(tmp_path, db_url, clock, seeded_pool="4096:4", max_tokens_per_ip=0)
+    restarted, api = build(tmp_path, db_url, clock, seeded_pool="4096:4", max_tokens_per_ip=0, late_grace=0)
     timer = contract_timer(restarted)
     summary = run(timer())
     assert summary.downtime == clock.seconds() - down_at

@@ -8,13 +8,12 @@ timer's query is an index range scan on ``(state, protocol, deadline)``.
 
 from __future__ import annotations
 
-import hmac
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from downstream_tx.db import challenges
+from downstream_tx.db import challenges, late
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import FAILED, end_where_txn, finish_txn
 from downstream_tx.db.tokens import TOKEN_COLUMNS, TokenRow, UnknownToken, lookup_txn
@@ -149,6 +148,7 @@ def issue_next_txn(txn: Txn, issue: Sequence[tuple[int, int | None]], now: float
     # MariaDB assigns left to right (a later expression sees an earlier column's new value), SQLite
     # all at once: every expression reads only columns that are assigned after it, or not at all
     sets = f"issued = start + {k} * interval_s, deadline = start + ({k} + 1) * interval_s, seq = {k}"
+    prev = late.PREV_SETS  # first: it reads challenge_id, answered and deadline before they change
     changed = 0
     given = [(cid, ch) for cid, ch in issue if ch is not None]
     starved = [cid for cid, ch in issue if ch is None]
@@ -161,16 +161,16 @@ def issue_next_txn(txn: Txn, issue: Sequence[tuple[int, int | None]], now: float
             ids = [cid for cid, _ in part]
             case = "CASE id" + " WHEN ? THEN ?" * len(part) + " END"
             changed += txn.execute(
-                f"UPDATE contracts SET challenge_id = {case}, answered = 0, {sets} "
+                f"UPDATE contracts SET {prev}, challenge_id = {case}, answered = 0, {sets} "
                 f"WHERE id IN {txn.in_list(ids)} AND state = 'active'",
                 [v for pair in part for v in pair] + [now] * 3 + ids,
             ).rowcount
     elif given:  # in-process SQLite: one cheap statement per row
-        txn.executemany(f"UPDATE contracts SET challenge_id = ?, answered = 0, {sets} "
+        txn.executemany(f"UPDATE contracts SET {prev}, challenge_id = ?, answered = 0, {sets} "
                         "WHERE id = ? AND state = 'active'", [(ch, now, now, now, cid) for cid, ch in given])
         changed += txn.rowcount
     if starved:
-        changed += txn.update_in(f"UPDATE contracts SET challenge_id = NULL, answered = 1, {sets} "
+        changed += txn.update_in(f"UPDATE contracts SET {prev}, challenge_id = NULL, answered = 1, {sets} "
                                  "WHERE id IN {ids} AND state = 'active'", starved, before=[now] * 3)
     return changed
 
@@ -201,11 +201,14 @@ def update_due_txn(
     result = TickResult(more=len(rows) == limit)
     failed: list[tuple[int, int]] = []  # (id, file_id)
     missed: list[int] = []  # ids whose misses and run go up by one (failed ones too)
+    forgiven: list[int] = []
     next_by_file: dict[int, list[int]] = defaultdict(list)
     for row in rows:
         due = Due(*row)
         verdict = judge(due, max_failures, forgive)
         result.forgiven += verdict.forgiven
+        if verdict.forgiven:
+            forgiven.append(due.id)
         if verdict.missed:
             missed.append(due.id)
         if verdict.failed:
@@ -214,8 +217,9 @@ def update_due_txn(
             next_by_file[due.file_id].append(due.id)
     result.missed = len(missed)
     # misses and run change only for the missed contracts: one set-based statement per page of ids
-    txn.update_in("UPDATE contracts SET misses = misses + 1, run = run + 1 WHERE id IN {ids} AND state = 'active'",
-                  missed)
+    txn.update_in("UPDATE contracts SET misses = misses + 1, run = run + 1, prev_missed = 1 "
+                  "WHERE id IN {ids} AND state = 'active'", missed)  # prev_missed: db/late.py
+    txn.update_in("UPDATE contracts SET prev_missed = 0 WHERE id IN {ids}", forgiven)  # (after a downtime only)
     if failed:
         finish_txn(txn, failed, now, "failed", FAILED)
         result.failed = len(failed)
@@ -257,51 +261,52 @@ def fill_starved_txn(txn: Txn, now: float, limit: int = 5000) -> int:
 class AnswerResult:
     status: str  # pass | fail | no_hash | not_due
     failed_contract: bool = False
+    #: a pass that arrived after its challenge's deadline, within ``late_grace`` (db/late.py)
+    late: bool = False
 
 
-#: the columns of a contract :func:`answer_txn` checks an answer against
-ANSWER_COLUMNS = "c.id, c.file_id, c.challenge_id, c.answered, c.deadline, c.run, ch.answer"
+#: the columns of a contract :func:`answer_txn` checks an answer against (with its previous
+#: challenge: db/late.py)
+ANSWER_COLUMNS = ("c.id, c.file_id, c.challenge_id, c.answered, c.issued, c.deadline, c.run, ch.answer, "
+                  "c.prev_challenge_id, c.prev_deadline, c.prev_missed, pch.answer")
+PREVIOUS_JOIN = "LEFT JOIN challenges pch ON pch.id = c.prev_challenge_id"
 _UNREAD = object()
 
 
 def answer_txn(txn: Txn, token_id: int, file_hash: str, response: str, now: float,
-               max_failures: int, row: tuple | None | object = _UNREAD) -> AnswerResult:
-    """Check a v0 answer against the contract's outstanding challenge (one attempt per challenge).
+               max_failures: int, arrived: float | None = None, grace: float = 0.0,
+               row: tuple | None | object = _UNREAD) -> AnswerResult:
+    """Check a v0 answer (one attempt per challenge) that arrived at ``arrived`` (default ``now``)
+    against the contract's current and previous challenge: see :func:`downstream_tx.db.late.judge`.
     ``row``: the contract's :data:`ANSWER_COLUMNS` (None: no such contract) when the caller read
     them already (:func:`answer_by_token_txn`)."""
     if row is _UNREAD:
         row = txn.execute(
             f"SELECT {ANSWER_COLUMNS} "
             "FROM contracts c JOIN files f ON f.id = c.file_id LEFT JOIN challenges ch ON ch.id = c.challenge_id "
-            "WHERE c.token_id = ? AND f.file_hash = ? AND f.removed IS NULL AND c.state = 'active' "
+            f"{PREVIOUS_JOIN} WHERE c.token_id = ? AND f.file_hash = ? AND f.removed IS NULL AND c.state = 'active' "
             "AND c.protocol = 0" + txn.for_update(),
             (token_id, file_hash),
         ).fetchone()
     if row is None:
         return AnswerResult("no_hash")
-    cid, file_id, challenge_id, answered, deadline, run, expected = row
-    if challenge_id is None or answered or now >= deadline:
+    cid, file_id, challenge_id, answered, issued, deadline, run, expected, prev_id, prev_deadline, prev_missed, \
+        prev_expected = row
+    contract = late.AnswerRow(cid, challenge_id, bool(answered), issued, deadline, run, expected, prev_id,
+                              prev_deadline, bool(prev_missed), prev_expected)
+    verdict = late.judge(contract, response, now if arrived is None else arrived, grace)
+    if verdict.status == late.NOT_DUE:
         return AnswerResult("not_due")
-    if hmac.compare_digest(response.lower().encode(), expected.encode()):
-        txn.execute(
-            "UPDATE contracts SET answered = 1, passes = passes + 1, run = 0 WHERE id = ? AND answered = 0 "
-            "AND challenge_id = ?",
-            (cid, challenge_id),
-        )
-        return AnswerResult("pass")
-    txn.execute(
-        "UPDATE contracts SET answered = 1, fails = fails + 1, run = run + 1 WHERE id = ? AND answered = 0 "
-        "AND challenge_id = ?",
-        (cid, challenge_id),
-    )
-    if run + 1 >= max_failures:
+    run = late.record_txn(txn, contract, verdict)
+    if verdict.status == late.FAIL and run >= max_failures:
         finish_txn(txn, [(cid, file_id)], now, "failed", FAILED)
         return AnswerResult("fail", failed_contract=True)
-    return AnswerResult("fail")
+    return AnswerResult(verdict.status, late=verdict.late)
 
 
 def answer_by_token_txn(txn: Txn, token_hash: bytes, file_hash: str, response: str, now: float,
-                        max_failures: int) -> tuple[TokenRow, AnswerResult]:
+                        max_failures: int, arrived: float | None = None,
+                        grace: float = 0.0) -> tuple[TokenRow, AnswerResult]:
     """:func:`answer_txn` for a token given by its hash: the token and the contract are read in one
     statement (on MariaDB one round trip fewer per answer). Unknown token: :class:`UnknownToken`."""
     columns = ", ".join("k." + c for c in TOKEN_COLUMNS.split(", "))
@@ -311,7 +316,7 @@ def answer_by_token_txn(txn: Txn, token_hash: bytes, file_hash: str, response: s
         f"SELECT {columns}, {ANSWER_COLUMNS} FROM tokens k "
         "LEFT JOIN contracts c ON c.token_id = k.id AND c.state = 'active' AND c.protocol = 0 "
         "AND c.file_id IN (SELECT f.id FROM files f WHERE f.file_hash = ? AND f.removed IS NULL) "
-        "LEFT JOIN challenges ch ON ch.id = c.challenge_id "
+        f"LEFT JOIN challenges ch ON ch.id = c.challenge_id {PREVIOUS_JOIN} "
         "WHERE k.token_hash = ? AND k.deleted IS NULL" + txn.for_update(),
         (file_hash, token_hash),
     ).fetchone()
@@ -320,7 +325,7 @@ def answer_by_token_txn(txn: Txn, token_hash: bytes, file_hash: str, response: s
     width = len(TOKEN_COLUMNS.split(", "))
     token = TokenRow(*joined[:width])
     contract = None if joined[width] is None else tuple(joined[width:])
-    return token, answer_txn(txn, token.id, file_hash, response, now, max_failures, row=contract)
+    return token, answer_txn(txn, token.id, file_hash, response, now, max_failures, arrived, grace, row=contract)
 
 
 def token_contracts_txn(txn: Txn, token_id: int, protocol: int = V0) -> list[dict]:
@@ -367,9 +372,11 @@ class ContractStore:
         """Fires with ``(token row, active contracts)``: see :func:`token_contracts_txn`."""
         return self._with_token("due", token_contracts_txn, token_hash, short=True)
 
-    def answer(self, token_hash: bytes, file_hash: str, response: str, now: float, max_failures: int):
+    def answer(self, token_hash: bytes, file_hash: str, response: str, now: float, max_failures: int,
+               arrived: float | None = None, grace: float = 0.0):
         """Fires with ``(token row, AnswerResult)``: see :func:`answer_by_token_txn`."""
-        return self.db.run_short("answer", answer_by_token_txn, token_hash, file_hash, response, now, max_failures)
+        return self.db.run_short("answer", answer_by_token_txn, token_hash, file_hash, response, now, max_failures,
+                                 arrived, grace)
 
     def end(self, token_hash: bytes, file_hash: str, now: float):
         """End the token's active contract on a file (v0 /remove). Fires with ``(token row, ended?)``."""

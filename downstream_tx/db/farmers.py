@@ -40,19 +40,24 @@ _SELECT = (
     "MAX(CASE WHEN c.protocol = 0 THEN 1 ELSE 0 END), MAX(CASE WHEN c.protocol = 1 THEN 1 ELSE 0 END), "
     "MAX(c.start), "
     "MAX(CASE WHEN c.answered = 1 THEN (CASE WHEN c.protocol = 1 THEN c.due - c.interval_s ELSE c.issued END) END), "
-    "MAX(CASE WHEN c.state = 'active' AND c.run = 0 THEN 1 ELSE 0 END) "
-    "FROM tokens t LEFT JOIN contracts c ON c.token_id = t.id "
+    "MAX(CASE WHEN c.state = 'active' AND c.run = 0 THEN 1 ELSE 0 END), "
+    # what archiving moved out of contracts (db/archive.py): one row per token, so MAX is its value
+    "MAX(a.ended + a.failed), MAX(a.passes), MAX(a.fails), MAX(a.misses), MAX(a.v0), MAX(a.v1), "
+    "MAX(a.last_start), MAX(a.last_answered) "
+    "FROM tokens t LEFT JOIN contracts c ON c.token_id = t.id LEFT JOIN contract_totals a ON a.token_id = t.id "
 )
 _GROUP = " GROUP BY t.id, t.farmer_id, t.address, t.created"
 
 
 def _row(r: Sequence[Any]) -> FarmerSummary:
     (token_id, farmer_id, address, created, active, total, passes, fails, misses, v0, v1, started, answered,
-     online) = r
-    protocols = "+".join(name for flag, name in ((v0, "v0"), (v1, "v1")) if flag)
-    seen = max(float(x) for x in (created, started, answered) if x is not None)
-    return FarmerSummary(int(token_id), farmer_id, address, protocols, int(active or 0), int(total or 0),
-                         int(passes), int(fails), int(misses), float(created), seen, bool(online))
+     online, a_total, a_passes, a_fails, a_misses, a_v0, a_v1, a_started, a_answered) = r
+    protocols = "+".join(name for flag, name in ((v0 or a_v0, "v0"), (v1 or a_v1, "v1")) if flag)
+    seen = max(float(x) for x in (created, started, answered, a_started, a_answered) if x is not None)
+    return FarmerSummary(int(token_id), farmer_id, address, protocols, int(active or 0),
+                         int(total or 0) + int(a_total or 0), int(passes) + int(a_passes or 0),
+                         int(fails) + int(a_fails or 0), int(misses) + int(a_misses or 0), float(created), seen,
+                         bool(online))
 
 
 def list_txn(txn: Txn, after_id: int = 0, limit: int = 500) -> list[FarmerSummary]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from downstream_tx.db.archive import totals_txn
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.history import HourRow, hours_txn
 from downstream_tx.db.stats import Counts, counts_txn
@@ -93,6 +94,11 @@ def farmer_results_txn(txn: Txn, farmer_id: str) -> dict[str, int]:
         out["passes"] += int(p or 0)
         out["misses"] += int(m or 0)
         out["fails"] += int(f or 0)
+    ids = [r[0] for r in txn.execute("SELECT id FROM tokens WHERE farmer_id = ? AND deleted IS NULL",
+                                     (farmer_id,)).fetchall()]
+    for archived in totals_txn(txn, ids).values():  # contracts archiving moved out
+        for key in ("ended", "failed", "passes", "misses", "fails"):
+            out[key] += getattr(archived, key)
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from downstream_tx.db.archive import state_totals_txn
 from downstream_tx.db.database import Database, Txn
 
 
@@ -18,7 +19,7 @@ def ping_txn(txn: Txn) -> int:
 
 @dataclass
 class Counts:
-    #: contracts by state ("active", "ended", "failed")
+    #: contracts by state ("active", "ended", "failed"; archived ones included)
     contracts: dict[str, int] = field(default_factory=dict)
     #: outstanding (unanswered, deadline ahead) challenges by protocol (0, 1)
     due: dict[int, int] = field(default_factory=dict)
@@ -36,6 +37,9 @@ def counts_txn(txn: Txn, now: float, grace: float) -> Counts:
     counts = Counts()
     for state, n in txn.execute("SELECT state, COUNT(*) FROM contracts GROUP BY state").fetchall():
         counts.contracts[str(state)] = int(n)
+    for state, n in state_totals_txn(txn).items():  # archived contracts still count (db/archive.py)
+        if n:
+            counts.contracts[state] = counts.contracts.get(state, 0) + n
     for protocol, n in txn.execute(
         "SELECT protocol, COUNT(*) FROM contracts WHERE state = 'active' AND deadline > ? AND answered = 0 "
         "GROUP BY protocol", (now,)

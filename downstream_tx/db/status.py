@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from downstream_tx.db.archive import latest
 from downstream_tx.db.database import Database, Txn
 
 #: sort keys of /status/list and the SQL expressions they order by (a whitelist: never user text)
@@ -56,10 +57,11 @@ def farmers_txn(txn: Txn, now: float, online_only: bool, sort: str, descending: 
         f"SELECT t.farmer_id, t.address, t.location, {_UPTIME} AS uptime, t.hbcount, "
         "COALESCE(s.n, 0) AS contracts, COALESCE(s.size, 0) AS size, "
         "CASE WHEN COALESCE(s.n, 0) > 0 THEN 1 ELSE 0 END AS online, "
-        "(SELECT MAX(COALESCE(c2.due, c2.deadline)) FROM contracts c2 WHERE c2.token_id = t.id) AS last_due "
+        "(SELECT MAX(COALESCE(c2.due, c2.deadline)) FROM contracts c2 WHERE c2.token_id = t.id) AS last_due, "
+        "a.last_due "  # of the archived contracts (db/archive.py)
         "FROM tokens t LEFT JOIN (SELECT c.token_id AS token_id, COUNT(*) AS n, SUM(f.size) AS size FROM contracts c "
         "JOIN files f ON f.id = c.file_id WHERE c.state = 'active' AND c.deadline > ? GROUP BY c.token_id) s "
-        "ON s.token_id = t.id WHERE t.deleted IS NULL"
+        "ON s.token_id = t.id LEFT JOIN contract_totals a ON a.token_id = t.id WHERE t.deleted IS NULL"
     )
     args: list[Any] = [now]
     if online_only:
@@ -71,7 +73,7 @@ def farmers_txn(txn: Txn, now: float, online_only: bool, sort: str, descending: 
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         args += [limit, offset]
-    return [_farmer(r) for r in txn.execute(sql, args).fetchall()]
+    return [_farmer((*r[:8], latest(r[8], r[9]))) for r in txn.execute(sql, args).fetchall()]
 
 
 def farmer_txn(txn: Txn, farmer_id: str, now: float) -> FarmerRow | None:
@@ -81,11 +83,17 @@ def farmer_txn(txn: Txn, farmer_id: str, now: float) -> FarmerRow | None:
         "(SELECT COUNT(*) FROM contracts c WHERE c.token_id = t.id), "
         "(SELECT SUM(f.size) FROM contracts c JOIN files f ON f.id = c.file_id WHERE c.token_id = t.id), "
         "(SELECT COUNT(*) FROM contracts c WHERE c.token_id = t.id AND c.state = 'active' AND c.deadline > ?), "
-        "(SELECT MAX(COALESCE(c.due, c.deadline)) FROM contracts c WHERE c.token_id = t.id) "
-        "FROM tokens t WHERE t.farmer_id = ? AND t.deleted IS NULL ORDER BY t.id LIMIT 1",
+        "(SELECT MAX(COALESCE(c.due, c.deadline)) FROM contracts c WHERE c.token_id = t.id), "
+        "a.ended + a.failed, a.size, a.last_due "  # of the archived contracts (db/archive.py)
+        "FROM tokens t LEFT JOIN contract_totals a ON a.token_id = t.id "
+        "WHERE t.farmer_id = ? AND t.deleted IS NULL ORDER BY t.id LIMIT 1",
         (now, farmer_id),
     ).fetchone()
-    return None if row is None else _farmer(row)
+    if row is None:
+        return None
+    n, size, online, last_due, a_n, a_size, a_last_due = row[5:]
+    return _farmer((*row[:5], int(n or 0) + int(a_n or 0), int(size or 0) + int(a_size or 0), online,
+                    latest(last_due, a_last_due)))
 
 
 # --- uptime ---------------------------------------------------------------------------------------

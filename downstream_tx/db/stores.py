@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from downstream_tx.db.archive import ArchiveStore
 from downstream_tx.db.challenges import ChallengeStore
 from downstream_tx.db.contracts import ContractStore
 from downstream_tx.db.database import Database
@@ -30,3 +31,4 @@ class Stores:
         self.stats = StatsStore(db)
         self.history = HistoryStore(db)
         self.overview = OverviewStore(db)
+        self.archive = ArchiveStore(db)

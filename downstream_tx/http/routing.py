@@ -434,6 +434,19 @@ def farmer_of(request: IRequest) -> str | None:
     return getattr(request, "_dtx_farmer", None)
 
 
+def mark_arrival(request: IRequest, now: float) -> None:
+    """Record when the request arrived (the site calls it once its head is read, before the
+    request waits for the reactor, a pool thread or the database)."""
+    request._dtx_arrived = now  # type: ignore[attr-defined]
+
+
+def arrived_at(request: IRequest, clock) -> float:
+    """When the request arrived at the node (see :func:`mark_arrival`); ``clock``'s now for a
+    request that did not come through the site (tests driving the resource directly)."""
+    arrived = getattr(request, "_dtx_arrived", None)
+    return clock.seconds() if arrived is None else arrived
+
+
 def set_outcome(request: IRequest, outcome: str) -> None:
     """Record what an answer route decided (``pass``, ``fail``, ``pass:3,fail:1``) for the request
     log line, which otherwise shows only the HTTP status (200 for a pass and a fail alike)."""

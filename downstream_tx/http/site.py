@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import http, server
 
-from downstream_tx.http.routing import farmer_of, outcome_of, route_of
+from downstream_tx.http.routing import farmer_of, mark_arrival, outcome_of, route_of
 from downstream_tx.logs import PREFORMATTED, escape_format
 
 request_log = Logger(namespace="downstream_tx.requests")
@@ -181,6 +181,7 @@ class DownstreamSite(server.Site):
 
     def request_started(self, request: server.Request) -> None:
         request._dtx_started = time.monotonic()
+        mark_arrival(request, self.reactor.seconds())  # late answers are judged by it (db/late.py)
         self.in_flight.add(request)
         request.notifyFinish().addBoth(lambda result: self.request_finished(request, result))
 

@@ -11,7 +11,7 @@ from twisted.web.iweb import IRequest
 from downstream_tx.http.bodies import is_json, parse_object, plain_body, read_body, stream_items
 from downstream_tx.http.clients import client_ip
 from downstream_tx.http.errors import json_body
-from downstream_tx.http.routing import app, report_outcome, set_outcome
+from downstream_tx.http.routing import app, arrived_at, report_outcome, set_outcome
 from downstream_tx.v1.wire import DEFAULT_CHUNK_SIZE, MSG_POST_JSON, MSG_POST_REQUIRED, PREFIX, v1_error
 
 #: routes whose bodies are batches of up to 5,000 items (their cap is ``max_batch_body_size``)
@@ -76,7 +76,7 @@ class V1Routes:
         else:
             body = parse_object(raw)
             items = [{"file_hash": contract_id, "proof": body.get("proof")}] if isinstance(body, dict) else []
-        report = await self.v1.answer(token, client_ip(request, self.config), items)
+        report = await self.v1.answer(token, client_ip(request, self.config), items, arrived_at(request, self.clock))
         set_outcome(request, report_outcome(report))  # the request log tells passes from fails
         return json_body(request, {"report": report})
 

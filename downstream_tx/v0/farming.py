@@ -28,6 +28,9 @@ from downstream_tx.v0.hashes import parse_file_hash, parse_response
 
 log = Logger()
 
+#: the result of a pass that arrived after its challenge's deadline, within ``late_grace``
+LATE_PASS = "late_pass"
+
 
 def _invalid_address(facts: TokenFacts, config) -> NodeError:
     try:
@@ -93,22 +96,26 @@ class V0Farming:
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
         return rows, outstanding
 
-    async def answer(self, token: str, file_hash: str, response: str) -> str:
-        """``/challenge``: check an answer, ``"pass"`` or ``"fail"`` (one attempt per challenge)."""
+    async def answer(self, token: str, file_hash: str, response: str, arrived: float | None = None) -> str:
+        """``/challenge``: check an answer, ``"pass"``, ``"late_pass"`` (it arrived after the deadline,
+        within ``late_grace``) or ``"fail"`` (one attempt per challenge). ``arrived``: when the
+        request reached the node (default now); it is judged by that time (db/late.py)."""
         response = parse_response(response)
         file_hash = parse_file_hash(file_hash)
         token_hash = token_hash_of(token)
         row, result = await self._call(self.core.stores.contracts.answer(
-            token_hash, file_hash, response, self.core.now(), self.core.config.max_failures))
+            token_hash, file_hash, response, self.core.now(), self.core.config.max_failures,
+            arrived, self.core.config.late_grace))
         if result.status == "no_hash":
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
         if result.status == "not_due":
             raise NodeError(CONFLICT, "not_due", "no challenge is outstanding on this contract")
-        self.core.results.count(result.status, 1)
+        status = LATE_PASS if result.late else result.status
+        self.core.results.count(status, 1)
         if result.failed_contract:
             log.info("contract of farmer {farmer_id} on {file_hash} failed", farmer_id=row.farmer_id,
                      file_hash=file_hash)
-        return result.status
+        return status
 
     async def end_contract(self, token: str, file_hash: str) -> None:
         """``/remove``: end the token's contract on a file."""

@@ -15,8 +15,9 @@ class V1Expiry:
         self.core = core
 
     async def expire(self) -> ExpireResult:
-        """End or fail every expired v1 contract, a page at a time."""
-        now = self.core.now()
+        """End or fail every v1 contract expired more than ``late_grace`` ago, a page at a time (an
+        /answer that arrived before the expiration may still be waiting for its transaction)."""
+        now = self.core.now() - self.core.config.late_grace
         total = await drain(lambda: self.core.stores.seeded.expire(now, PASS_PAGE), ExpireResult())
         self.core.results.count("miss", total.failed, protocol=1)
         return total

@@ -202,13 +202,16 @@ class V1Farming:
 
     # --- /answer
 
-    async def answer(self, token: str, ip: str | None, items: Iterable[Any]) -> list[dict[str, Any]]:
+    async def answer(self, token: str, ip: str | None, items: Iterable[Any],
+                     arrived: float | None = None) -> list[dict[str, Any]]:
         """One report entry per proof, checked in the original's order: the contracts are read, the
         proofs verified outside any transaction, then one guarded write records them (a proof
-        whose contract changed in between is reported as the change makes it)."""
+        whose contract changed in between is reported as the change makes it). ``arrived``: when
+        the request reached the node (default now): a contract counts as expired only if it had
+        expired then (the expiry timer waits ``late_grace`` for such answers)."""
         token_hash = self._token_hash(token)
         wanted = contract_ids(items, proof_key)
-        now = self.core.now()
+        now = self.core.now() if arrived is None else min(arrived, self.core.now())
         seeded = self.core.stores.seeded
         found = await self._call(seeded.contracts(token_hash, [cid for _, cid, _ in wanted]))
         report, passes, fails = self._plan_answers(wanted, found, now)

@@ -1,0 +1,287 @@
+"""Late answers: the node's own slowness never counts against a farmer (db/late.py,
+docs/protocol-v0.md "Late answers", docs/protocol-v1.md "Expiry").
+
+An answer is judged by when its request arrived, against the current and the previous challenge.
+Clock-driven, on SQLite and MariaDB; the rule itself (``late.judge``) against a written table."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.web.test.requesthelper import DummyRequest
+
+from downstream_tx.db import late
+from downstream_tx.db.late import AnswerRow, Verdict, judge
+from downstream_tx.http.routing import arrived_at
+from downstream_tx.http.site import DownstreamSite
+from support import ADDRESS, add_test_file, contract_row, make_config, make_node, run, stored_bytes, v0_answer
+
+INTERVAL = 60
+GRACE = 5.0
+
+
+# --- the rule, against a table ----------------------------------------------------------------------
+
+def row(**kw) -> AnswerRow:
+    """A contract whose challenge 2 (answer "cur") is outstanding from 100 to 160; challenge 1
+    (answer "prev", deadline 100) was missed."""
+    values = dict(id=1, challenge_id=2, answered=False, issued=100.0, deadline=160.0, run=1, expected="cur",
+                  prev_challenge_id=1, prev_deadline=100.0, prev_missed=True, prev_expected="prev")
+    values.update(kw)
+    return AnswerRow(**values)
+
+
+P, F, N = late.PASS, late.FAIL, late.NOT_DUE
+CUR, PREV = late.CURRENT, late.PREVIOUS
+
+TABLE = [
+    # (row changes, response, arrived) -> verdict
+    ({}, "cur", 120.0, Verdict(P, CUR)),
+    ({}, "cur", 159.9, Verdict(P, CUR)),
+    ({}, "cur", 160.0, Verdict(P, CUR, late=True)),  # at the deadline: within the grace
+    ({}, "cur", 164.9, Verdict(P, CUR, late=True)),
+    ({}, "cur", 165.0, Verdict(N)),  # past the grace
+    ({}, "wrong", 120.0, Verdict(F, CUR)),
+    ({}, "wrong", 160.0, Verdict(N)),  # after the deadline a wrong answer is not a fail
+    ({}, "prev", 99.0, Verdict(P, PREV)),  # arrived in time; the timer turned the window before it ran
+    ({}, "prev", 102.0, Verdict(P, PREV, late=True)),
+    ({}, "prev", 105.0, Verdict(F, CUR)),  # past the previous grace: judged against the current one
+    ({}, "wrong", 99.0, Verdict(F, PREV)),  # arrived in the previous window: its miss becomes a fail
+    ({"prev_challenge_id": None, "prev_expected": None}, "prev", 102.0, Verdict(F, CUR)),  # nothing kept
+    ({"prev_challenge_id": None, "prev_expected": None}, "wrong", 99.0, Verdict(N)),
+    ({"answered": True}, "cur", 120.0, Verdict(N)),  # one attempt per challenge
+    ({"answered": True}, "prev", 101.0, Verdict(P, PREV, late=True)),
+    ({"challenge_id": None, "expected": None, "answered": True}, "prev", 101.0, Verdict(P, PREV, late=True)),
+    ({"answered": True}, "CUR".lower(), 120.0, Verdict(N)),
+]
+
+
+@pytest.mark.parametrize("changes, response, arrived, verdict", TABLE)
+def test_judge_table(changes, response, arrived, verdict):
+    assert judge(row(**changes), response, arrived, GRACE) == verdict
+
+
+def test_judge_without_grace_is_the_old_rule():
+    assert judge(row(), "cur", 159.9, 0.0) == Verdict(P, CUR)
+    assert judge(row(), "cur", 160.0, 0.0) == Verdict(N)
+    assert judge(row(), "prev", 100.0, 0.0) == Verdict(F, CUR)
+
+
+# --- v0, clock-driven, both engines -------------------------------------------------------------------
+
+@pytest.fixture
+def make(tmp_path, db_url, clock):
+    nodes = []
+
+    def factory(**overrides):
+        node = make_node(make_config(tmp_path, db_url, **overrides), clock)
+        nodes.append(node)
+        return node
+
+    yield factory
+    for n in nodes:
+        n.db.close()
+
+
+class Farmer:
+    def __init__(self, node, tmp_path):
+        self.node = node
+        self.file_hash = add_test_file(node, tmp_path, interval=INTERVAL)
+        self.token = run(node.v0.create_token(ADDRESS))
+        self.first = run(node.v0.get_chunk(self.token)).challenge.hex()
+
+    def outstanding(self) -> str:
+        _, due = run(self.node.v0.due(self.token))
+        return due[0]["challenge"].hex()
+
+    def answer(self, challenge: str, arrived: float | None = None, right: bool = True) -> str:
+        response = v0_answer(stored_bytes(self.node, self.file_hash), challenge) if right else "0" * 64
+        return run(self.node.v0.answer(self.token, self.file_hash, response, arrived))
+
+    def state(self) -> dict:
+        return contract_row(self.node, self.token, self.file_hash)
+
+    def late_passes(self) -> int:
+        return run(self.node.core.stores.db.run("late", lambda txn: txn.scalar(
+            "SELECT late_passes FROM contracts WHERE id = ?", (self.state()["id"],))))
+
+
+def test_an_answer_that_arrived_in_time_passes_although_the_timer_turned_the_window(make, clock, tmp_path):
+    node = make(late_grace=GRACE)
+    farmer = Farmer(node, tmp_path)
+    arrived = clock.seconds() + INTERVAL - 1  # the request arrives a second before the deadline …
+    clock.advance(INTERVAL + 2)  # … and its transaction runs after the timer counted a miss
+    assert run(node.supply.issue_due()).missed == 1
+    assert farmer.state()["misses"] == 1
+    assert farmer.answer(farmer.first, arrived) == "pass"
+    state = farmer.state()
+    assert (state["passes"], state["misses"], state["fails"], state["run"]) == (1, 0, 0, 0)
+    assert farmer.late_passes() == 0  # it arrived in time: not even late
+    # the new challenge is still outstanding and answerable
+    assert farmer.answer(farmer.outstanding()) == "pass"
+    assert farmer.state()["passes"] == 2
+
+
+def test_the_timer_keeps_only_an_outstanding_challenge_as_the_previous_one(make, clock, tmp_path):
+    node = make(late_grace=GRACE)
+    farmer = Farmer(node, tmp_path)
+
+    def prev():
+        return run(node.core.stores.db.run("prev", lambda txn: txn.execute(
+            "SELECT prev_challenge_id IS NOT NULL, prev_deadline, prev_missed FROM contracts WHERE id = ?",
+            (farmer.state()["id"],)).fetchone()))
+
+    deadline = farmer.state()["deadline"]
+    clock.advance(INTERVAL)
+    run(node.supply.issue_due())  # unanswered: kept, its miss counted
+    assert tuple(prev()) == (1, deadline, 1)
+    assert farmer.answer(farmer.outstanding()) == "pass"
+    clock.advance(INTERVAL)
+    run(node.supply.issue_due())  # answered: nothing kept
+    assert tuple(prev())[0::2] == (0, 0)
+
+
+def test_an_answer_within_the_grace_after_the_deadline_is_a_late_pass(make, clock, tmp_path):
+    node = make(late_grace=GRACE)
+    counted = []
+    node.core.results.observers.append(lambda result, n, protocol: counted.append(result))
+    farmer = Farmer(node, tmp_path)
+    clock.advance(INTERVAL + 1)
+    run(node.supply.issue_due())
+    assert farmer.answer(farmer.first) == "late_pass"
+    state = farmer.state()
+    assert (state["passes"], state["misses"], state["run"]) == (1, 0, 0)
+    assert farmer.late_passes() == 1
+    assert counted == ["miss", "late_pass"]
+    # one attempt: the same answer again is judged against the current challenge (a fail)
+    assert farmer.answer(farmer.first) == "fail"
+
+
+def test_a_late_pass_before_the_timer_ran_keeps_the_challenge_from_being_missed(make, clock, tmp_path):
+    node = make(late_grace=GRACE)
+    farmer = Farmer(node, tmp_path)
+    clock.advance(INTERVAL + 1)
+    assert farmer.answer(farmer.first) == "late_pass"
+    assert run(node.supply.issue_due()).missed == 0
+    assert (farmer.state()["passes"], farmer.state()["misses"]) == (1, 0)
+
+
+def test_an_answer_past_the_grace_is_judged_against_the_new_challenge(make, clock, tmp_path):
+    node = make(late_grace=GRACE)
+    farmer = Farmer(node, tmp_path)
+    clock.advance(INTERVAL + GRACE)
+    run(node.supply.issue_due())
+    assert farmer.answer(farmer.first) == "fail"
+    state = farmer.state()
+    assert (state["passes"], state["misses"], state["fails"], state["run"]) == (0, 1, 1, 2)
+
+
+def test_a_wrong_answer_that_arrived_in_the_previous_window_turns_its_miss_into_a_fail(make, clock, tmp_path):
+    node = make(late_grace=GRACE)
+    farmer = Farmer(node, tmp_path)
+    arrived = clock.seconds() + 10
+    clock.advance(INTERVAL + 1)
+    run(node.supply.issue_due())
+    assert farmer.answer(farmer.first, arrived, right=False) == "fail"
+    state = farmer.state()
+    assert (state["passes"], state["misses"], state["fails"], state["run"]) == (0, 0, 1, 1)
+    assert farmer.answer(farmer.outstanding()) == "pass"  # the current challenge is untouched
+
+
+def test_a_late_pass_after_a_fail_of_the_current_challenge_leaves_a_run_of_one(make, clock, tmp_path):
+    node = make(late_grace=GRACE)
+    farmer = Farmer(node, tmp_path)
+    clock.advance(INTERVAL + 1)
+    run(node.supply.issue_due())
+    assert farmer.answer(farmer.outstanding(), right=False) == "fail"
+    assert farmer.state()["run"] == 2
+    assert farmer.answer(farmer.first) == "late_pass"
+    state = farmer.state()
+    assert (state["passes"], state["misses"], state["fails"], state["run"]) == (1, 0, 1, 1)
+
+
+def test_without_grace_the_old_rule_holds(make, clock, tmp_path):
+    node = make(late_grace=0)
+    farmer = Farmer(node, tmp_path)
+    clock.advance(INTERVAL)
+    with pytest.raises(Exception) as e:
+        farmer.answer(farmer.first)
+    assert getattr(e.value, "status", None) == "not_due"
+
+
+def test_a_forgiven_challenge_answered_late_takes_back_no_miss(make, clock, tmp_path):
+    """The node was down across the deadline: the timer forgave the challenge (no miss); a late
+    pass on it is a pass and leaves the miss count alone."""
+    node = make(late_grace=GRACE)
+    farmer = Farmer(node, tmp_path)
+    start = clock.seconds()
+    clock.advance(INTERVAL + 1)
+    result = run(node.core.stores.contracts.issue_due(clock.seconds(), 3, 5000, (start, clock.seconds())))
+    assert (result.forgiven, result.missed) == (1, 0)
+    assert farmer.answer(farmer.first) == "late_pass"
+    assert (farmer.state()["passes"], farmer.state()["misses"]) == (1, 0)
+
+
+# --- HTTP: the arrival time --------------------------------------------------------------------------
+
+def test_the_site_stamps_each_request_with_its_arrival_on_the_reactor_clock(clock):
+    site = DownstreamSite(None, reactor=clock)
+    request = DummyRequest([b"x"])
+    site.request_started(request)
+    clock.advance(30)  # the request waited for the reactor, a thread, the database
+    assert arrived_at(request, clock) == 1_700_000_000
+    assert arrived_at(DummyRequest([b"y"]), clock) == 1_700_000_030  # not through the site: now
+
+
+def test_the_challenge_route_answers_a_late_pass_as_a_pass(make, clock, tmp_path):
+    from treq.testing import StubTreq
+
+    from support import make_resource
+
+    node = make(late_grace=GRACE)
+    farmer = Farmer(node, tmp_path)
+    clock.advance(INTERVAL + 1)
+    response = v0_answer(stored_bytes(node, farmer.file_hash), farmer.first)
+    client = StubTreq(make_resource(node))
+    r = run(client.get(f"http://node/api/downstream/challenge/{farmer.token}/{farmer.file_hash}/{response}"))
+    assert r.code == 200
+    assert run(r.json()) == {"status": "pass", "late": True}
+
+
+# --- v1 -----------------------------------------------------------------------------------------------
+
+IP = "10.1.2.3"
+
+
+def v1_contract(node):
+    import orjson
+
+    token = run(node.v1.new_token(ADDRESS, IP))["token"]
+    [c] = run(node.v1.chunks(token, IP, 4096))
+    return token, orjson.loads(orjson.dumps(c))
+
+
+def test_v1_an_answer_that_arrived_before_the_expiration_counts_and_the_timer_waits_for_it(seeded_nodes, clock):
+    from support.v1 import prove
+
+    node = seeded_nodes(late_grace=GRACE)
+    token, c = v1_contract(node)
+    arrived = clock.seconds() + c["due"] - 0.5
+    clock.advance(c["due"] + 1)  # expired when the transaction runs, not when the request arrived
+    assert run(node.expiry.expire()).failed == 0  # the timer waits late_grace
+    report = run(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)}], arrived))
+    assert report == [{"file_hash": c["file_hash"], "status": "ok"}]
+    clock.advance(GRACE)
+    assert run(node.expiry.expire()).failed == 0  # answered: the expiration moved on
+
+
+def test_v1_an_answer_that_arrived_after_the_expiration_is_refused_and_the_contract_fails(seeded_nodes, clock):
+    from support.v1 import prove
+
+    node = seeded_nodes(late_grace=GRACE)
+    token, c = v1_contract(node)
+    clock.advance(c["due"] + 1)
+    report = run(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)}]))
+    assert report == [{"file_hash": c["file_hash"], "error": "Answer failed: contract expired."}]
+    assert run(node.expiry.expire()).failed == 0
+    clock.advance(GRACE)
+    assert run(node.expiry.expire()).failed == 1
