@@ -8,7 +8,8 @@ real Merkle verify on the node (and a stored state change): "proofs/s" counts on
 v0: each farmer gets a token and CONTRACTS stored-file contracts (downloading each file once), then
 loops: GET /due, and for each outstanding challenge one GET /challenge/<token>/<hash>/<answer>;
 when nothing is due it sleeps until its next window. "passes/s" counts answers the node checked
-as passes.
+as passes, "late_passes/s" those it passed as late (arrived after the deadline, within late_grace),
+"fails/s" wrong answers (or answers to a challenge the node no longer held), "not_due/s" 409s.
 
 Usage (one command each):
   python bench/farmers.py v1 --spawn --db sqlite [--farmers 50 --contracts 500]
@@ -280,7 +281,11 @@ async def v0_farmer(client, url: str, index: int, params: dict, ready: Any) -> N
             code, body = await client.request("GET", f"{url}{V0}/challenge/{token}/{item['hash']}/{answer}")
             if client.measuring:
                 if code == 200:
-                    client.stats.add("passes" if orjson.loads(body)["status"] == "pass" else "fails")
+                    reply = orjson.loads(body)
+                    if reply["status"] != "pass":
+                        client.stats.add("fails")
+                    else:  # a late pass: after the deadline, within late_grace (answered "pass", "late": true)
+                        client.stats.add("late_passes" if reply.get("late") else "passes")
                 elif code == 409:
                     client.stats.add("not_due")
 

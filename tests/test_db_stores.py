@@ -8,7 +8,19 @@ import inspect
 
 import pytest
 
-from downstream_tx.db import challenges, contracts, files, history, meta, overview, seeded, stats, status, tokens
+from downstream_tx.db import (
+    archive,
+    challenges,
+    contracts,
+    files,
+    history,
+    meta,
+    overview,
+    seeded,
+    stats,
+    status,
+    tokens,
+)
 from downstream_tx.db.files import DuplicateFile
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.db.seeded import AnswerLost, EncodedChunk, IssuedChallenge, Sealed
@@ -271,7 +283,24 @@ def test_a_v1_token_moving_to_a_new_address_takes_its_location(stores, clock):
     assert run(stores.overview.overview(clock.seconds(), 10.0, 0, 0)).countries == [("Y", 1)]
 
 
+def test_archive_store(stores, clock):
+    """More in tests/test_archive.py (totals across archiving, the job)."""
+    token_id = add_token(stores, clock)
+    file_id, file_hash = add_file(stores, clock)
+    add_batch(stores, clock, file_id)
+    run(stores.contracts.assign(TH, clock.seconds()))
+    run(stores.contracts.end(TH, file_hash, clock.seconds()))
+    assert run(stores.archive.archive(clock.seconds(), 10)).archived == 0  # ended at the cutoff: kept
+    clock.advance(1)
+    result = run(stores.archive.archive(clock.seconds(), 10))
+    assert (result.archived, result.tokens, result.more) == (1, 1, False)
+    kept = run(stores.archive.totals([token_id, token_id + 1]))
+    assert list(kept) == [token_id] and (kept[token_id].ended, kept[token_id].size) == (1, 100)
+    assert run(stores.contracts.all()) == []
+
+
 COVERED = {
+    archive.ArchiveStore: {"archive", "totals"},
     meta.MetaStore: {"secret", "last_alive", "mark_alive", "snapshot"},
     tokens.TokenStore: {"create", "get", "delete", "farmer", "import_whitelist", "count", "heartbeats_total",
                         "whitelist_size"},
