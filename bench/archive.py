@@ -136,8 +136,9 @@ def max_bucket(before: dict, after: dict, name: str, label: str) -> str:
     """The smallest bucket bound holding every observation of the window."""
     bounds = []
     for (n, labels), v in after.items():
-        if n == name + "_bucket" and labels.startswith(label + ","):
-            le = labels.split('le="')[1].rstrip('"')
+        parts = labels.split(",")
+        if n == name + "_bucket" and label in parts:
+            le = next(p for p in parts if p.startswith("le=")).split('"')[1]
             bounds.append((float("inf") if le == "+Inf" else float(le), v - before.get((n, labels), 0.0)))
     bounds.sort()
     total = bounds[-1][1] if bounds else 0
@@ -151,12 +152,15 @@ def phase(name: str, args, db: str, data_dir: str, tmp: str, extra: list[str]) -
     port = free_port()
     argv = farmers.daemon_args("v0", args, db, data_dir) + ["--metrics-listen", f"tcp:{port}:interface=127.0.0.1",
                                                             "--stats-interval", "3600", *extra]
+    left_before = finished_left(db)
+    started = time.monotonic()
     with Spawned.daemon(Path(tmp) / f"daemon-{name}", argv) as daemon:
-        left_before = finished_left(db)
         marks: dict[str, dict] = {}
         cpu: dict[str, float] = {}
+        left: dict[str, int] = {}
 
         def on_measure(what: str) -> None:
+            left[what] = finished_left(db)
             marks[what] = scrape(port)
             cpu[what] = daemon.cpu()
 
@@ -167,6 +171,7 @@ def phase(name: str, args, db: str, data_dir: str, tmp: str, extra: list[str]) -
         stats, seconds, info = run_load("farmers:v0_farmer", daemon.url, args.farmers, args.processes, params,
                                         args.duration, setup_timeout=args.setup_timeout, warmup=args.warmup)
         left_after = finished_left(db)
+        elapsed = time.monotonic() - started
         b, a = marks["start"], marks["stop"]
         node_cpu = cpu["stop"] - cpu["start"]
         timer, txns = "downstream_timer_duration_seconds", "downstream_db_transaction_duration_seconds"
@@ -185,9 +190,10 @@ def phase(name: str, args, db: str, data_dir: str, tmp: str, extra: list[str]) -
             extra_lines["archive batch"] = (
                 f"mean {batch * 1000:.1f} ms over {batches} batches (max {max_bucket(b, a, txns, archive_label)})")
         extra_lines["finished contracts in the table"] = (
-            f"{left_before} at the daemon's start, {left_after} after the window "
-            f"({(left_before - left_after) / seconds:.0f} archived/s over the run)" if left_before != left_after
-            else f"{left_before} (none archived)")
+            f"{left_before} before the daemon started, {left['start']} / {left['stop']} at the window's start / "
+            f"end ({(left['start'] - left['stop']) / seconds:.0f} archived/s in the window), {left_after} after "
+            f"it ({(left_before - left_after) / elapsed:.0f} archived/s over the {elapsed:.0f} s the daemon ran)"
+            if left_before != left_after else f"{left_before} (none archived)")
         figures = report(f"phase {name}: {args.farmers} v0 farmers, {args.db}", stats, seconds, extra_lines)
         figures.update(cpu_per_request_ms=node_cpu / max(stats.requests, 1) * 1000, tick_ms=tick * 1000,
                        left=left_after)
