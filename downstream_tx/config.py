@@ -268,10 +268,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("contract_retention", _int(0), 7 * 86400,
             "Seconds a finished contract is kept in the contracts table before it is archived (its results "
             "are added to its farmer's totals and the row is deleted); 0 keeps every contract."),
-    Setting("archive_batch", _int(1, 100_000), 1000,
+    Setting("archive_batch", _int(1, 100_000), 500,
             "Finished contracts archived per transaction (the archive job runs batches until none is left, "
             "at most archive_batches per pass)."),
-    Setting("archive_batches", _int(1, 100_000), 20, "Most archive batches one pass of the archive job runs."),
+    Setting("archive_batches", _int(1, 100_000), 40, "Most archive batches one pass of the archive job runs."),
     Setting("archive_interval", _float(0.0), 60.0, "Seconds between passes of the archive job."),
     Setting("late_grace", _float(0.0, 3600.0, exclusive_min=False), 5.0,
             "Seconds after a challenge's deadline (v0) or a contract's expiration (v1) in which an answer "

@@ -60,3 +60,10 @@ def test_ceiling_bench():
 def test_rss_bench():
     out = run_bench("bench/rss.py", "--quick")
     assert "peak RSS" in out and "contracts" in out
+
+
+@pytest.mark.e2e
+def test_archive_bench():
+    out = run_bench("bench/archive.py", "--quick")
+    assert "phase A (archiving off)" in out and "phase B (archiving on)" in out
+    assert "unchanged: True" in out and "finished contracts left: 0 of" in out

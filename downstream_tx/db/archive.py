@@ -61,12 +61,13 @@ class Totals:
 
     def merge(self, values: Sequence) -> None:
         """Add one row of ``SUMS + MAXES`` values."""
-        for name, value in zip(SUMS, values[:len(SUMS)]):
-            setattr(self, name, getattr(self, name) + int(value or 0))
+        d = self.__dict__
+        for name, value in zip(SUMS, values):
+            if value:
+                d[name] += int(value)
         for name, value in zip(MAXES, values[len(SUMS):]):
-            if value is not None:
-                old = getattr(self, name)
-                setattr(self, name, value if old is None else max(old, value))
+            if value is not None and (d[name] is None or value > d[name]):
+                d[name] = value
 
 
 def latest(*values):
@@ -105,22 +106,21 @@ def archive_txn(txn: Txn, before: float, limit: int) -> ArchiveResult:
 
 
 def add_totals_txn(txn: Txn, per_token: dict[int, Totals]) -> None:
-    """Add ``per_token`` into ``contract_totals`` (creating the rows it needs)."""
+    """Add ``per_token`` into ``contract_totals``: one upsert per token (one statement for all on
+    MySQL, where PyMySQL sends an INSERT's rows together)."""
     if not per_token:
         return
-    ignore = "INSERT OR IGNORE" if txn.engine_name == "sqlite" else "INSERT IGNORE"
-    txn.executemany(f"{ignore} INTO contract_totals (token_id) VALUES (?)", [(t,) for t in sorted(per_token)])
-    sums = ", ".join(f"{c} = {c} + ?" for c in SUMS)
-    maxes = ", ".join(f"{c} = CASE WHEN ? IS NULL OR ({c} IS NOT NULL AND {c} >= ?) THEN {c} ELSE ? END"
-                      for c in MAXES)
-    rows = []
-    for token_id, t in sorted(per_token.items()):
-        values: list = [getattr(t, c) for c in SUMS]
-        for c in MAXES:
-            v = getattr(t, c)
-            values += [v, v, v]
-        rows.append((*values, token_id))
-    txn.executemany(f"UPDATE contract_totals SET {sums}, {maxes} WHERE token_id = ?", rows)
+    columns = ", ".join(("token_id",) + SUMS + MAXES)
+    marks = ", ".join(["?"] * (1 + len(SUMS) + len(MAXES)))
+    if txn.engine_name == "sqlite":
+        new, conflict, greatest = "excluded.{}", " ON CONFLICT (token_id) DO UPDATE SET ", "max"
+    else:
+        new, conflict, greatest = "VALUES({})", " ON DUPLICATE KEY UPDATE ", "GREATEST"
+    sets = [f"{c} = {c} + {new.format(c)}" for c in SUMS]
+    # the larger of the two, or the one that is not NULL
+    sets += [f"{c} = {greatest}(COALESCE({c}, {new.format(c)}), COALESCE({new.format(c)}, {c}))" for c in MAXES]
+    txn.executemany(f"INSERT INTO contract_totals ({columns}) VALUES ({marks})" + conflict + ", ".join(sets),
+                    [(token_id, *(getattr(t, c) for c in SUMS + MAXES)) for token_id, t in sorted(per_token.items())])
 
 
 def totals_txn(txn: Txn, token_ids: Sequence[int]) -> dict[int, Totals]:
