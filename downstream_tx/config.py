@@ -271,8 +271,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("archive_batch", _int(1, 100_000), 500,
             "Finished contracts archived per transaction (the archive job runs batches until none is left, "
             "at most archive_batches per pass)."),
-    Setting("archive_batches", _int(1, 100_000), 40, "Most archive batches one pass of the archive job runs."),
-    Setting("archive_interval", _float(0.0), 60.0, "Seconds between passes of the archive job."),
+    Setting("archive_batches", _int(1, 100_000), 4, "Most archive batches one pass of the archive job runs."),
+    Setting("archive_interval", _float(0.0), 5.0, "Seconds between passes of the archive job."),
     Setting("late_grace", _float(0.0, 3600.0, exclusive_min=False), 5.0,
             "Seconds after a challenge's deadline (v0) or a contract's expiration (v1) in which an answer "
             "that arrived at the node still counts (v0: as a late pass); measured from when the request "
