@@ -168,3 +168,38 @@ def test_totals_merge_and_latest():
     assert (t.ended, t.failed, t.passes, t.size, t.v0, t.v1) == (2, 2, 3, 8, 1, 1)
     assert (t.last_start, t.last_answered, t.last_due, t.contracts) == (10.0, 20.0, 30.0, 4)
     assert latest(None, 3.0, 2.0) == 3.0 and latest(None, None) is None
+
+
+def test_a_batch_retried_after_a_failure_counts_each_contract_once(node, tmp_path, clock):
+    """The batch's transaction fails after its work (a deadlock, a lost connection) and the
+    database wrapper retries it: it was rolled back whole, so the retry counts every contract once."""
+    import sqlite3
+
+    import pymysql
+
+    from downstream_tx.db.archive import archive_txn
+
+    token = run(node.v0.create_token(ADDRESS))
+    add_test_file(node, tmp_path, redundancy=1, interval=INTERVAL)
+    for _ in range(5):
+        a = run(node.v0.get_chunk(token))
+        run(node.v0.end_contract(token, a.file_hash))
+    clock.advance(RETENTION + 1)
+    attempts = []
+
+    def flaky(txn, before, limit):
+        result = archive_txn(txn, before, limit)
+        attempts.append(result.archived)
+        if len(attempts) == 1:
+            if node.db.engine.name == "sqlite":
+                raise sqlite3.OperationalError("database is locked")
+            raise pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
+        return result
+
+    d = node.db.run("archive_contracts", flaky, clock.seconds() - RETENTION, 100)
+    clock.advance(1)  # the wrapper's back-off before the retry
+    result = run(d)
+    assert attempts == [5, 5] and result.archived == 5
+    token_id = run(node.core.stores.tokens.farmer(farmer_id(token)))[0][0].id
+    assert run(node.core.stores.archive.totals([token_id]))[token_id].ended == 5
+    assert run(node.farmers.show(farmer_id(token)))["contracts"]["ended"] == 5
