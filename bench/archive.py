@@ -217,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = farmers.parser()
     ap.description = __doc__.splitlines()[0]
     ap.add_argument("--finished", type=int, default=1_000_000, help="finished contracts in the table at the start")
+    ap.add_argument("--rounds", type=int, default=2, help="A/B rounds, alternated")
     ap.add_argument("--fast", action="store_true",
                     help="phase B archives at 2,000/s (archive_interval 1, archive_batches 4) instead of the defaults")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(["v0", "--spawn", *argv])
     if args.quick:
-        args.finished = min(args.finished, 5000)
+        args.finished, args.rounds = min(args.finished, 5000), 1
     args.farmers = args.farmers or (2 if args.quick else 50)
     args.contracts = args.contracts or (3 if args.quick else 10)
     if args.quick:
@@ -239,22 +240,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"setup: {args.contracts} stored files, {args.finished} finished contracts of {OLD_TOKENS} old tokens "
               f"in {took:.1f} s")
         before, _ = totals(db)
-        a = phase("A (archiving off)", args, db, data_dir, tmp, ["--contract-retention", "0"])
-        end_active(db, time.time())  # phase B's farmers get contracts of their own on the same files
-        b = phase("B (archiving on)", args, db, data_dir, tmp,
-                  ["--contract-retention", str(DAY), *args.archive])
+        runs: list[tuple[dict, dict]] = []
+        for r in range(1, args.rounds + 1):
+            a = phase(f"A{r} (archiving off)", args, db, data_dir, tmp, ["--contract-retention", "0"])
+            end_active(db, time.time())  # phase B's farmers get contracts of their own on the same files
+            b = phase(f"B{r} (archiving on)", args, db, data_dir, tmp,
+                      ["--contract-retention", str(DAY), *args.archive])
+            runs.append((a, b))
+            if r < args.rounds:
+                end_active(db, time.time())
         after, active_b = totals(db)
         old = {t: v for t, v in after.items() if t in before}
         print("== totals")
         print(f"   old tokens' totals (contracts, passes, fails, misses) unchanged: {old == before}")
-        print(f"   active contracts after phase B: {len(active_b)} (its {args.farmers} farmers × {args.contracts} "
-              "contracts)")
-        print("== B against A")
-        print(f"   requests/s        {b['requests_s']:.0f} / {a['requests_s']:.0f}")
-        print(f"   p50 / p99 ms      {b['p50_ms']:.1f} / {a['p50_ms']:.1f}    {b['p99_ms']:.1f} / {a['p99_ms']:.1f}")
-        print(f"   CPU per request   {b['cpu_per_request_ms']:.2f} / {a['cpu_per_request_ms']:.2f} ms")
-        print(f"   timer pass mean   {b['tick_ms']:.1f} / {a['tick_ms']:.1f} ms")
-        print(f"   finished contracts left: {b['left']} of {args.finished}")
+        print(f"   active contracts after the last phase B: {len(active_b)} (its {args.farmers} farmers × "
+              f"{args.contracts} contracts)")
+        print("== B (archiving on) against A (off), alternated in one session")
+        for r, (a, b) in enumerate(runs, 1):
+            print(f"   round {r}: requests/s {b['requests_s']:.0f} / {a['requests_s']:.0f};  p50 {b['p50_ms']:.1f} / "
+                  f"{a['p50_ms']:.1f} ms;  p99 {b['p99_ms']:.1f} / {a['p99_ms']:.1f} ms;  CPU per request "
+                  f"{b['cpu_per_request_ms']:.2f} / {a['cpu_per_request_ms']:.2f} ms;  timer pass mean "
+                  f"{b['tick_ms']:.1f} / {a['tick_ms']:.1f} ms")
+        print(f"   finished contracts left: {runs[-1][1]['left']} of {args.finished}")
     return 0
 
 
