@@ -203,3 +203,13 @@ def test_a_batch_retried_after_a_failure_counts_each_contract_once(node, tmp_pat
     token_id = run(node.core.stores.tokens.farmer(farmer_id(token)))[0][0].id
     assert run(node.core.stores.archive.totals([token_id]))[token_id].ended == 5
     assert run(node.farmers.show(farmer_id(token)))["contracts"]["ended"] == 5
+
+
+def test_archiving_a_v1_contract_ended_with_its_token_drops_its_tag(node, clock):
+    token = v1_history(node, clock)
+    assert run(node.farmers.delete_token(token)) == 2  # both contracts end, their tags stay
+    tags = "SELECT COUNT(*) FROM contract_tags"
+    assert run(node.db.run("tags", lambda txn: txn.scalar(tags))) == 2
+    clock.advance(RETENTION + 1)
+    assert run(node.core.stores.archive.archive(clock.seconds() - RETENTION, 10)).archived == 2
+    assert run(node.db.run("tags", lambda txn: txn.scalar(tags))) == 0

@@ -101,6 +101,8 @@ def archive_txn(txn: Txn, before: float, limit: int) -> ArchiveResult:
         per_token.setdefault(int(row[0]), Totals()).merge(row[1:])
     add_totals_txn(txn, per_token)
     result.archived = txn.update_in("DELETE FROM contracts WHERE id IN {ids} AND state <> 'active'", candidates)
+    # a v1 contract that ended otherwise than by expiry (its token deleted) may still have its tag
+    txn.update_in("DELETE FROM contract_tags WHERE contract_id IN {ids}", candidates)
     result.tokens = len(per_token)
     return result
 
