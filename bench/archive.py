@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args.contracts = args.contracts or (3 if args.quick else 10)
     if args.quick:
         args.duration, args.warmup, args.processes, args.challenge_batch = min(args.duration, 2.0), 0.5, 1, 100
-    args.interval = max(args.interval, 2)
+    args.interval = max(args.interval or 0, 2)
     args.archive = ["--archive-interval", "1"] if args.fast or args.quick else []
     print(f"machine: {machine()}; the load generator and the daemon share these cores")
     with tempfile.TemporaryDirectory(prefix="dtx-archive-") as tmp:
