@@ -18,8 +18,9 @@ def farmer_id(token: str) -> str:
 
 
 def test_farmer_show_totals_are_exact(tmp_path, db_url, clock):
+    # late_grace 0: expired at the expiration itself (the grace: tests/test_late_answers.py)
     node = make_node(make_config(tmp_path, db_url, seeded_pool="4096:8", seeded_challenges=4,
-                                 seeded_interval=INTERVAL, max_tokens_per_ip=0), clock)
+                                 seeded_interval=INTERVAL, max_tokens_per_ip=0, late_grace=0), clock)
     run(node.pool.refill())
     token = run(node.v1.new_token(ADDRESS, None))["token"]
     other = run(node.v1.new_token(make_address(2), None))["token"]

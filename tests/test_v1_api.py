@@ -363,7 +363,7 @@ def test_an_expired_unanswered_contract_is_logged_with_farmer_and_file(make_api,
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        clock.advance(INTERVAL)
+        clock.advance(INTERVAL + api.node.config.late_grace)  # the timer waits late_grace past the expiration
         summary = run(timer())
     finally:
         globalLogPublisher.removeObserver(events.append)
