@@ -186,7 +186,7 @@ def update_due_txn(
     limit: int = 5000,
     forgive: tuple[float, float] | None = None,
     judge: Callable[[Due, int, tuple[float, float] | None], Verdict] = judge_due,
-    rules: reputation.Rules = reputation.DEFAULT_RULES,
+    rules: reputation.Rules = reputation.UNCONTAINED,
 ) -> TickResult:
     """One page of the periodic v0 pass: up to ``limit`` contracts whose deadline has come, oldest
     deadline first, each judged by ``judge`` (:func:`judge_due`): misses counted, failed contracts

@@ -60,6 +60,9 @@ class Rules:
 
 
 DEFAULT_RULES = Rules()
+#: the default of the timer passes' transaction functions when called alone (tests, tools): no
+#: containment, so they keep their plain miss rule unless a store passes the node's rules
+UNCONTAINED = Rules(containment_retries=0)
 
 
 @dataclass

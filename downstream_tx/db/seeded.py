@@ -335,7 +335,7 @@ class ExpireResult:
 
 
 def expire_txn(txn: Txn, now: float, limit: int = 5000,
-               rules: reputation.Rules = reputation.DEFAULT_RULES) -> ExpireResult:
+               rules: reputation.Rules = reputation.UNCONTAINED) -> ExpireResult:
     """End one page of v1 contracts whose expiration has passed: *ended* when the last challenge
     was answered (the farmer stopped asking, or the challenges ran out), *failed* (a miss) when
     it was not. Their tags are dropped and their single-use seeded files retired. (Expirations that
