@@ -266,6 +266,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_chunks_per_request", _int(0, 1000), 10, "v1 chunks handed out per /chunk request (0 = no limit)."),
     Setting("max_size_per_address", _int(0), 1 * GiB, "Bytes of active v1 contracts one address may hold."),
     Setting("contract_retention", _int(0), 7 * 86400, "Seconds a finished contract is kept before archiving."),
+    # farmer reputation (docs/operations.md "Reputation")
+    Setting("dq_threshold", _float(0.0, 1.0, exclusive_min=False), 0.96,
+            "A farmer (payout address) whose audit score falls below this is disqualified: its contracts end "
+            "and their files go to other farmers (0 = never)."),
+    Setting("containment_retries", _int(0, 100), 3,
+            "Times a farmer that missed a challenge's deadline is asked the same challenge again before the "
+            "miss counts; while asked again it gets no new contracts (0 = no containment)."),
+    Setting("suspension_threshold", _float(0.0, 1.0, exclusive_min=False), 0.6,
+            "A farmer whose unknown-error score (malformed requests, errors on its side) falls below this is "
+            "suspended: no new contracts (0 = never)."),
+    Setting("suspension_grace", _int(0), 7 * 86400,
+            "Seconds a suspended farmer has to recover before it is disqualified."),
+    Setting("vetting_audits", _int(0), 100,
+            "Passed challenges after which a farmer is vetted (0 = every farmer is)."),
+    Setting("vetting_share", _float(0.0, 1.0, exclusive_min=False), 0.05,
+            "Largest share of newly assigned contracts that goes to farmers not vetted yet."),
     # operations
     Setting("log_format", _choice("text", "json"), "text", "Log lines as readable text or JSON lines."),
     Setting("log_file", _optional_str, None, "Log file (default: standard output); SIGHUP reopens it."),

@@ -126,7 +126,9 @@ def node(tmp_path_factory):
     evil_id = seed_database(root / "data")
     args = ["--data-dir", str(root / "data"), "--tick", "0.2", "--seeded-interval", str(INTERVAL),
             "--seeded-pool", f"{CHUNK}:12", "--seeded-challenges", "64", "--stats-interval", "0.1",
-            "--max-tokens-per-ip", "0"]
+            "--max-tokens-per-ip", "0",
+            # the lazy farmer's missed challenge fails its contract at once (no containment)
+            "--containment-retries", "0"]
     with Daemon(root / "node", args) as daemon:
         with Farming(daemon.url, root, 3) as farming:
             lazy = Farmer(daemon.url, make_address(30), str(root), desired_total=CHUNK)

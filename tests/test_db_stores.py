@@ -8,7 +8,19 @@ import inspect
 
 import pytest
 
-from downstream_tx.db import challenges, contracts, files, history, meta, overview, seeded, stats, status, tokens
+from downstream_tx.db import (
+    challenges,
+    contracts,
+    files,
+    history,
+    meta,
+    overview,
+    reputation,
+    seeded,
+    stats,
+    status,
+    tokens,
+)
 from downstream_tx.db.files import DuplicateFile
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.db.seeded import AnswerLost, EncodedChunk, IssuedChallenge, Sealed
@@ -271,6 +283,29 @@ def test_a_v1_token_moving_to_a_new_address_takes_its_location(stores, clock):
     assert run(stores.overview.overview(clock.seconds(), 10.0, 0, 0)).countries == [("Y", 1)]
 
 
+def test_reputation_store(stores, clock):
+    add_token(stores, clock)
+    add_token(stores, clock, TH2, make_address(2), ip_hash="ip-b")
+    rep = stores.reputation
+    found = run(rep.of_addresses([ADDRESS, make_address(2), make_address(3)]))
+    assert sorted(found) == sorted([ADDRESS, make_address(2)])  # a row per address with a token
+    assert (found[ADDRESS].audit_alpha, found[ADDRESS].audit_beta, found[ADDRESS].status) == (1000.0, 0.0, "ok")
+    assert run(rep.record_errors(TH, 2, clock.seconds())) == ADDRESS
+    assert run(rep.record_errors(b"\0" * 32, 1, clock.seconds())) is None
+    errors = run(rep.of_addresses([ADDRESS]))[ADDRESS]
+    assert errors.errors == 2 and round(errors.unknown_score, 6) == 0.998001
+    assert run(rep.counts()) == {"ok": 2, "suspended": 0, "disqualified": 0, "contained": 0, "unvetted": 2}
+    assert run(rep.vetting()) == {0: (0.0, 0.0), 1: (0.0, 0.0)}
+    # disqualified by hand: the sweep ends its contracts (none here) once, reinstate lifts it
+    run(stores.db.run("dq", lambda txn: txn.execute(
+        "UPDATE reputation SET status = 'disqualified', pending_end = 1 WHERE address = ?", (ADDRESS,))))
+    assert run(rep.sweep(clock.seconds())).ended == {ADDRESS: 0}
+    assert run(rep.sweep(clock.seconds())).ended == {}
+    assert run(rep.reinstate(ADDRESS, clock.seconds())) == "disqualified"
+    assert run(rep.reinstate(make_address(3), clock.seconds())) is None
+    assert run(rep.of_addresses([ADDRESS]))[ADDRESS].status_reason == "reinstated by the operator"
+
+
 COVERED = {
     meta.MetaStore: {"secret", "last_alive", "mark_alive", "snapshot"},
     tokens.TokenStore: {"create", "get", "delete", "farmer", "import_whitelist", "count", "heartbeats_total",
@@ -285,6 +320,7 @@ COVERED = {
     stats.StatsStore: {"ping", "counts"},
     history.HistoryStore: {"write", "record", "hours"},
     overview.OverviewStore: {"overview", "farmer"},
+    reputation.ReputationStore: {"of_addresses", "record_errors", "sweep", "reinstate", "counts", "vetting"},
 }
 
 
