@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     flist = farmer.add_parser("list", help="every farmer: address, protocol, contracts, passes, misses, last seen")
     flist.add_argument("--json", action="store_true", help="one JSON object per line (times as Unix seconds)")
     flist.add_argument("--limit", type=int, help="at most this many farmers (default: all)")
+    reinstate = farmer.add_parser("reinstate", help="lift a farmer's disqualification or suspension (its address: "
+                                                    "every token of it)")
+    reinstate.add_argument("farmer", metavar="FARMER", help="farmer id (20 hex), token (32 hex) or SJCX address")
 
     cfg = sub.add_parser("config", help="print the settings this invocation resolves, with their sources")
     cfg.add_argument("--json", action="store_true", help="machine-readable output")
@@ -182,17 +185,42 @@ def farmer_token_or_address(text: str) -> tuple[str, str]:
 FARMER_PAGE = 500
 
 FARMER_COLUMNS = ("farmer_id", "address", "protocol", "contracts", "passes", "fails", "misses", "last_seen",
-                  "online")
+                  "online", "audit", "standing")
 
 
-def farmer_table_row(f: Any) -> str:
+def standing_label(rep: dict | None) -> str:
+    """A farmer's standing in one word: disqualified, suspended, contained, vetting (not vetted yet)
+    or ok."""
+    if rep is None:
+        return "-"
+    if rep["reputation"] != "ok":
+        return rep["reputation"]
+    if rep["contained"]:
+        return "contained"
+    return "ok" if rep["vetted"] else "vetting"
+
+
+def farmer_table_row(f: Any, rep: dict | None = None) -> str:
+    audit = f"{rep['audit_score']:.4f}" if rep else "-"
     return (f"{f.farmer_id:20}  {f.address:34}  {f.protocol or '-':8}  {f.contracts:>9}  {f.passes:>7}  "
-            f"{f.fails:>5}  {f.misses:>6}  {iso_utc(f.last_seen):20}  {'yes' if f.online else 'no'}")
+            f"{f.fails:>5}  {f.misses:>6}  {iso_utc(f.last_seen):20}  {'yes' if f.online else 'no':6}  "
+            f"{audit:>6}  {standing_label(rep)}")
 
 
 def farmer_table_head() -> str:
     return (f"{'farmer_id':20}  {'address':34}  {'protocol':8}  {'contracts':>9}  {'passes':>7}  {'fails':>5}  "
-            f"{'misses':>6}  {'last_seen (UTC)':20}  online")
+            f"{'misses':>6}  {'last_seen (UTC)':20}  {'online':6}  {'audit':>6}  standing")
+
+
+def reputation_lines(rep: dict) -> list[tuple[str, Any]]:
+    """The reputation part of ``farmer show`` (the farmer's address: shared by its tokens)."""
+    a = rep["audits"]
+    return [("standing", standing_label(rep)), ("audit_score", f"{rep['audit_score']:.6f} (disqualified below the "
+                                                         "dq_threshold)"),
+            ("online_score", f"{rep['online_score']:.6f}"), ("unknown_score", f"{rep['unknown_score']:.6f}"),
+            ("audits", f"{a['passes']} passes, {a['fails']} fails, {a['misses']} misses, {a['retries']} asked "
+                       f"again in containment, {a['errors']} errors"),
+            ("vetted", "yes" if rep["vetted"] else "no"), ("contained", f"{rep['contained']} contracts")]
 
 
 def farmer_details(shown: dict, summary: Any) -> list[str]:
@@ -206,6 +234,8 @@ def farmer_details(shown: dict, summary: Any) -> list[str]:
              ("heartbeats", f"{shown['heartbeats']} (v1 proofs accepted)"),
              ("last_seen", iso_utc(summary.last_seen) if summary else "-"),
              ("online", ("yes" if summary.online else "no") if summary else "no")]
+    if shown.get("reputation"):
+        lines += reputation_lines(shown["reputation"])
     return [f"{name:11} {value}" for name, value in lines]
 
 
@@ -216,7 +246,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     file_hash = getattr(args, "hash", None)
     if file_hash is not None and not is_hex64(file_hash):
         raise BadInput("file hash must be 64 hexadecimal characters")
-    if (args.group, args.cmd) == ("farmer", "show"):
+    if (args.group, args.cmd) in (("farmer", "show"), ("farmer", "reinstate")):
         farmer_token_or_address(args.farmer)
 
 
@@ -312,18 +342,27 @@ async def _dispatch(args, services, out) -> int:
         rows = parse_whitelist(args.csv)
         print(json.dumps(await services.farmers.import_whitelist(rows, args.replace)), file=out)
     elif key == ("farmer", "show"):
-        await _farmer_show(args, services.farmers, out)
+        await _farmer_show(args, services, out)
     elif key == ("farmer", "list"):
-        await _farmer_list(args, services.farmers, out)
+        await _farmer_list(args, services, out)
+    elif key == ("farmer", "reinstate"):
+        kind, value = farmer_token_or_address(args.farmer)
+        address = value if kind == "address" else (await services.farmers.show(value))["address"]
+        before = await services.reputation.reinstate(address)
+        print(f"farmer {address} reinstated (was {before})", file=out)
     return EXIT_OK
 
 
-async def _farmer_show(args, farmers, out) -> None:
+async def _farmer_show(args, services, out) -> None:
+    farmers = services.farmers
     kind, value = farmer_token_or_address(args.farmer)
     ids = [value] if kind == "id" else await farmers.ids_by_address(value)
     if not ids:
         raise NodeError(NOT_FOUND, "no_farmer", f"no farmer has address {value}")
     shown = [await farmers.show(farmer_id) for farmer_id in ids]
+    standing = await services.reputation.of(sorted({item["address"] for item in shown}))
+    for item in shown:
+        item["reputation"] = standing[item["address"]]
     summaries = {s.farmer_id: s for s in await farmers.summaries(ids)}
     if args.json:
         for item in shown:
@@ -340,8 +379,9 @@ async def _farmer_show(args, farmers, out) -> None:
             print(line, file=out)
 
 
-async def _farmer_list(args, farmers, out) -> None:
+async def _farmer_list(args, services, out) -> None:
     """Pages of ``FARMER_PAGE`` from the database, printed as they come (memory stays flat)."""
+    farmers = services.farmers
     remaining = args.limit
     if remaining is not None and remaining < 0:
         raise BadInput("--limit must be 0 or more")
@@ -351,8 +391,10 @@ async def _farmer_list(args, farmers, out) -> None:
     while remaining is None or remaining > 0:
         size = FARMER_PAGE if remaining is None else min(FARMER_PAGE, remaining)
         page = await farmers.page(after, size)
+        standing = await services.reputation.of(sorted({f.address for f in page}))
         for f in page:
-            print(json.dumps(f.as_dict()) if args.json else farmer_table_row(f), file=out)
+            rep = standing[f.address]
+            print(json.dumps({**f.as_dict(), "reputation": rep}) if args.json else farmer_table_row(f, rep), file=out)
         if remaining is not None:
             remaining -= len(page)
         if len(page) < size:

@@ -277,6 +277,22 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds after a challenge's deadline (v0) or a contract's expiration (v1) in which an answer "
             "that arrived at the node still counts (v0: as a late pass); measured from when the request "
             "arrived, not when it was processed."),
+    # farmer reputation (docs/operations.md "Reputation")
+    Setting("dq_threshold", _float(0.0, 1.0, exclusive_min=False), 0.96,
+            "A farmer (payout address) whose audit score falls below this is disqualified: its contracts end "
+            "and their files go to other farmers (0 = never)."),
+    Setting("containment_retries", _int(0, 100), 3,
+            "Times a farmer that missed a challenge's deadline is asked the same challenge again before the "
+            "miss counts; while asked again it gets no new contracts (0 = no containment)."),
+    Setting("suspension_threshold", _float(0.0, 1.0, exclusive_min=False), 0.6,
+            "A farmer whose unknown-error score (malformed requests, errors on its side) falls below this is "
+            "suspended: no new contracts (0 = never)."),
+    Setting("suspension_grace", _int(0), 7 * 86400,
+            "Seconds a suspended farmer has to recover before it is disqualified."),
+    Setting("vetting_audits", _int(0), 100,
+            "Passed challenges after which a farmer is vetted (0 = every farmer is)."),
+    Setting("vetting_share", _float(0.0, 1.0, exclusive_min=False), 0.05,
+            "Largest share of newly assigned contracts that goes to farmers not vetted yet."),
     # operations
     Setting("log_format", _choice("text", "json"), "text", "Log lines as readable text or JSON lines."),
     Setting("log_file", _optional_str, None, "Log file (default: standard output); SIGHUP reopens it."),

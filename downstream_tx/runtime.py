@@ -18,6 +18,7 @@ from downstream_tx.config import Config
 from downstream_tx.core.context import Blocking, Core
 from downstream_tx.core.farmers import Farmers
 from downstream_tx.core.keys import NodeKeys
+from downstream_tx.core.reputation import ReputationService, rules_of
 from downstream_tx.core.tokens import Tokens
 from downstream_tx.dashboard.data import DashboardData
 from downstream_tx.db import schema
@@ -68,6 +69,7 @@ class Services:
     pool: SeededPool
     expiry: V1Expiry
     status: Status
+    reputation: ReputationService
 
     @property
     def db(self) -> Database:
@@ -87,12 +89,13 @@ def build_services(core: Core, chunks: ChunkStore | None = None) -> Services:
         core=core, chunks=chunks, tokens=tokens, farmers=Farmers(core), supply=supply,
         files=FileAdmin(core, chunks, supply), v0=V0Farming(core, chunks, supply, tokens),
         v1=V1Farming(core, tokens), pool=SeededPool(core), expiry=V1Expiry(core), status=Status(core),
+        reputation=ReputationService(core),
     )
 
 
 async def open_core(db: Database, config: Config, clock: Any, blocking: Blocking) -> Core:
     """The core context over an open database (on a first start: the node secret is made)."""
-    stores = Stores(db)
+    stores = Stores(db, rules_of(config))
     secret = await stores.meta.secret(os.urandom(32))
     return Core(config=config, stores=stores, clock=clock, blocking=blocking, keys=NodeKeys(secret),
                 locator=geoip.locator_from_config(config))
@@ -163,6 +166,7 @@ def build_jobs(services: Services) -> list[PeriodicJob]:
     return [
         PeriodicJob(CONTRACT_TIMER, contract_timer(services), config.tick, clock),
         PeriodicJob("seeded_pool", services.pool.refill, config.tick, clock),
+        PeriodicJob("reputation", services.reputation.sweep, config.tick, clock),
         PeriodicJob("uptime", services.status.update_uptime,
                     max(config.tick, min(UPTIME_PERIOD, config.seeded_interval)), clock),
         archive_job(services.core.stores.archive, config, clock),

@@ -239,8 +239,9 @@ def test_farmer_list_show_and_times(node, tmp_path, clock):
     assert len(table) == 3
     row = table[1].split()
     assert row[:4] == [first["farmer_id"], ADDRESS, "v0", "1"]
-    assert row[-2] == "2023-11-14T22:13:20Z" and row[-1] == "yes"  # ISO 8601 UTC, online
-    assert table[2].split()[2:4] == ["-", "0"] and table[2].split()[-1] == "no"
+    assert row[-4] == "2023-11-14T22:13:20Z" and row[-3] == "yes"  # ISO 8601 UTC, online
+    assert row[-2:] == ["1.0000", "vetting"]  # audit score, standing (not vetted yet)
+    assert table[2].split()[2:4] == ["-", "0"] and table[2].split()[-3] == "no"
     lines = [json.loads(line) for line in dispatch(node, "farmer", "list", "--json").splitlines()]
     assert [x["farmer_id"] for x in lines] == [first["farmer_id"], second["farmer_id"]]
     assert lines[0]["last_seen"] == 1_700_000_000 and lines[0]["contracts"] == 1  # raw numbers in --json
@@ -296,3 +297,46 @@ def test_version_and_config_sources(tmp_path):
     out = io.StringIO()
     assert admin.main(["config", "--json"], environ={}, out=out) == 0
     assert json.loads(out.getvalue())["max_failures"] == {"value": "3", "source": "default"}
+
+
+def test_farmer_show_list_and_reinstate_the_reputation(node, tmp_path, clock):
+    """The standing of a farmer's address in show (people and --json) and list, and reinstate by
+    address, farmer id or token."""
+    from downstream_tx.db import reputation
+
+    first = json.loads(dispatch(node, "token", "create", ADDRESS, "--json"))
+    shown = json.loads(dispatch(node, "farmer", "show", first["farmer_id"], "--json"))
+    assert shown["reputation"] == {"audit_score": 1.0, "online_score": 1.0, "unknown_score": 1.0,
+                                   "reputation": "ok", "vetted": False, "contained": 0,
+                                   "audits": {"passes": 0, "fails": 0, "misses": 0, "retries": 0, "errors": 0}}
+    rules = node.core.stores.reputation.rules
+    run(node.db.run("results", reputation.record_txn, rules, clock.seconds(),
+                    {ADDRESS: reputation.Tally(passes=1, fails=41)}))  # 41 fails: below 0.96
+    text = dispatch(node, "farmer", "show", first["token"])
+    assert "standing    disqualified" in text and "audit_score 0.95" in text
+    assert "1 passes, 41 fails, 0 misses, 0 asked again in containment, 0 errors" in text
+    [line] = dispatch(node, "farmer", "list").splitlines()[1:]
+    assert line.split()[-2:] == ["0.9598", "disqualified"]
+    listed = json.loads(dispatch(node, "farmer", "list", "--json"))
+    assert listed["reputation"]["reputation"] == "disqualified"
+    done = dispatch(node, "farmer", "reinstate", first["farmer_id"])
+    assert done == f"farmer {ADDRESS} reinstated (was disqualified)\n"
+    assert dispatch(node, "farmer", "reinstate", ADDRESS) == f"farmer {ADDRESS} reinstated (was ok)\n"
+    assert json.loads(dispatch(node, "farmer", "show", ADDRESS, "--json"))[0]["reputation"]["audit_score"] == 1.0
+
+
+def test_farmer_reinstate_cli(tmp_path):
+    assert cli(tmp_path, "whitelist", "import", str(_csv(tmp_path))).returncode == 0
+    created = cli(tmp_path, "token", "create", ADDRESS)
+    assert created.returncode == 0, created.stderr
+    done = cli(tmp_path, "farmer", "reinstate", ADDRESS)
+    assert done.returncode == 0 and done.stdout == f"farmer {ADDRESS} reinstated (was ok)\n"
+    unknown = cli(tmp_path, "farmer", "reinstate", "0" * 20)
+    assert unknown.returncode == 2 and "unknown farmer id" in unknown.stderr
+    assert cli(tmp_path, "farmer", "reinstate", "nonsense").returncode == 2
+
+
+def _csv(tmp_path):
+    path = tmp_path / "wl.csv"
+    path.write_text(f"address,balance\n{ADDRESS},1\n")
+    return path

@@ -37,6 +37,11 @@ def test_v0_requests_bench():
     assert "GET /challenge, a pass" in out and "bare twisted.web fixed JSON" in out and "× bare" in out
 
 
+def test_v1_cycle_bench():
+    out = run_bench("bench/v1_cycle.py", "--quick")
+    assert "node CPU per verified proof: refresh" in out and "10 verified proofs" in out
+
+
 def test_timers_bench_sqlite():
     out = run_bench("bench/timers.py", "--quick", "--mysql", "")
     assert "sqlite" in out and "tick s" in out

@@ -128,8 +128,9 @@ def node(tmp_path_factory):
             "--seeded-pool", f"{CHUNK}:12", "--seeded-challenges", "64", "--stats-interval", "0.1",
             "--max-tokens-per-ip", "0",
             # the lazy farmer's contract fails at its expiration, not late_grace later (the grace:
-            # tests/test_late_answers.py): the wait below ends when its status goes offline
-            "--late-grace", "0"]
+            # tests/test_late_answers.py), and its missed challenge fails it at once (no containment):
+            # the wait below ends when its status goes offline
+            "--late-grace", "0", "--containment-retries", "0"]
     with Daemon(root / "node", args) as daemon:
         with Farming(daemon.url, root, 3) as farming:
             lazy = Farmer(daemon.url, make_address(30), str(root), desired_total=CHUNK)

@@ -16,6 +16,7 @@ from downstream_tx.db import (
     history,
     meta,
     overview,
+    reputation,
     seeded,
     stats,
     status,
@@ -299,6 +300,29 @@ def test_archive_store(stores, clock):
     assert run(stores.contracts.all()) == []
 
 
+def test_reputation_store(stores, clock):
+    add_token(stores, clock)
+    add_token(stores, clock, TH2, make_address(2), ip_hash="ip-b")
+    rep = stores.reputation
+    found = run(rep.of_addresses([ADDRESS, make_address(2), make_address(3)]))
+    assert sorted(found) == sorted([ADDRESS, make_address(2)])  # a row per address with a token
+    assert (found[ADDRESS].audit_alpha, found[ADDRESS].audit_beta, found[ADDRESS].status) == (1000.0, 0.0, "ok")
+    assert run(rep.record_errors(TH, 2, clock.seconds())) == ADDRESS
+    assert run(rep.record_errors(b"\0" * 32, 1, clock.seconds())) is None
+    errors = run(rep.of_addresses([ADDRESS]))[ADDRESS]
+    assert errors.errors == 2 and round(errors.unknown_score, 6) == 0.998001
+    assert run(rep.counts()) == {"ok": 2, "suspended": 0, "disqualified": 0, "contained": 0, "unvetted": 2}
+    assert run(rep.vetting()) == {0: (0.0, 0.0), 1: (0.0, 0.0)}
+    # disqualified by hand: the sweep ends its contracts (none here) once, reinstate lifts it
+    run(stores.db.run("dq", lambda txn: txn.execute(
+        "UPDATE reputation SET status = 'disqualified', pending_end = 1 WHERE address = ?", (ADDRESS,))))
+    assert run(rep.sweep(clock.seconds())).ended == {ADDRESS: 0}
+    assert run(rep.sweep(clock.seconds())).ended == {}
+    assert run(rep.reinstate(ADDRESS, clock.seconds())) == "disqualified"
+    assert run(rep.reinstate(make_address(3), clock.seconds())) is None
+    assert run(rep.of_addresses([ADDRESS]))[ADDRESS].status_reason == "reinstated by the operator"
+
+
 COVERED = {
     archive.ArchiveStore: {"archive", "totals"},
     meta.MetaStore: {"secret", "last_alive", "mark_alive", "snapshot"},
@@ -314,6 +338,7 @@ COVERED = {
     stats.StatsStore: {"ping", "counts"},
     history.HistoryStore: {"write", "record", "hours"},
     overview.OverviewStore: {"overview", "farmer"},
+    reputation.ReputationStore: {"of_addresses", "record_errors", "sweep", "reinstate", "counts", "vetting"},
 }
 
 

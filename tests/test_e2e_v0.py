@@ -155,8 +155,10 @@ async def test_farmer_session_end_to_end(tmp_path: Path, db_url: str, request):
     chunk_path = tmp_path / "chunk.bin"
     chunk_path.write_bytes(os.urandom(256 * 1024 + 123))
 
+    # containment off: the misses below count at once (tests/test_reputation.py covers containment)
     daemon = Daemon(tmp_path / "daemon", db_args + ["--tick", "0.1", "--max-failures", str(MAX_FAILURES),
-                                                    "--challenge-batch", "10", "--challenge-low-water", "4"])
+                                                    "--challenge-batch", "10", "--challenge-low-water", "4",
+                                                    "--containment-retries", "0"])
     daemon.start()
     try:
         transcript.add("daemon", f"twistd -n downstream --tick 0.1 --max-failures {MAX_FAILURES} ({engine}) "

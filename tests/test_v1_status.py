@@ -52,7 +52,11 @@ def test_list_fields_and_sorting(setup, clock):
     by_id = {f["id"]: f for f in body["farmers"]}
     f1 = by_id[farmer_id(t1)]
     assert f1 == {"id": farmer_id(t1), "address": make_address(1), "location": None, "uptime": 100.0,
-                  "heartbeats": 2, "contracts": 2, "size": 20480, "online": True, "last_due": f1["last_due"]}
+                  "heartbeats": 2, "contracts": 2, "size": 20480, "online": True, "last_due": f1["last_due"],
+                  # added: the standing of the farmer's address (the original's fields are unchanged)
+                  "audit_score": 1.0, "online_score": 1.0, "unknown_score": 1.0, "reputation": "ok",
+                  "vetted": False, "contained": 0,
+                  "audits": {"passes": 2, "fails": 0, "misses": 0, "retries": 0, "errors": 0}}
     assert ISO.match(f1["last_due"])
     f3 = by_id[farmer_id(t3)]
     assert (f3["contracts"], f3["size"], f3["online"], f3["last_due"], f3["uptime"]) == (0, 0, False, None, 0.0)
@@ -133,7 +137,7 @@ def test_expire_ends_answered_and_fails_missed(setup, clock):
     clock.advance(INTERVAL)
     result = run(node.expiry.expire())
     assert (result.ended, result.failed) == (1, 0)  # a was answered and never refreshed
-    idle = {"ended": 0, "failed": 0, "more": False, "failed_ids": []}
+    idle = {"ended": 0, "failed": 0, "contained": 0, "more": False, "failed_ids": []}
     assert run(node.expiry.expire()).__dict__ == idle  # idempotent
     assert api.get(f"{V1}/tags/{token}")[1] == {"tags": []}
 
@@ -235,7 +239,8 @@ def test_status_service_list_and_show(setup, clock):
     listed = run(status.farmers())
     assert [f["id"] for f in listed] == sorted(farmer_id(t) for t in (t1, t2, t3))
     assert set(listed[0]) == {"id", "address", "location", "uptime", "heartbeats", "contracts", "size", "online",
-                              "last_due"}
+                              "last_due", "audit_score", "online_score", "unknown_score", "reputation", "vetted",
+                              "contained", "audits"}
     online = run(status.farmers(online=True, sort="size", descending=True))
     assert [f["id"] for f in online] == [farmer_id(t1), farmer_id(t2)]
     assert [f["size"] for f in online] == [20480, 4096] and all(ISO.match(f["last_due"]) for f in online)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from downstream_tx.db import challenges, late
+from downstream_tx.db import challenges, late, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import FAILED, end_where_txn, finish_txn
 from downstream_tx.db.tokens import TOKEN_COLUMNS, TokenRow, UnknownToken, lookup_txn
@@ -32,10 +32,11 @@ class Assignment:
     deadline: float
 
 
-def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5) -> Assignment | None:
+def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_first: bool = True) -> Assignment | None:
     """Give the token a contract on the stored file furthest below its redundancy target that the
-    token does not already hold (ties: oldest file). The replica slot is taken with a guarded
-    update, so concurrent requests never push a file over its target."""
+    token does not already hold (ties: oldest file); with ``urgent_first`` false (a farmer not
+    preferred by its reputation), the one closest to its target instead. The replica slot is taken
+    with a guarded update, so concurrent requests never push a file over its target."""
     for _ in range(attempts):
         row = txn.execute(
             "SELECT f.id, f.file_hash, f.size, f.interval_s FROM files f "
@@ -43,7 +44,7 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5) -> Assign
             "AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.file_id = f.id AND c.token_id = ? "
             "AND c.state = 'active') "
             "AND EXISTS (SELECT 1 FROM challenges ch WHERE ch.file_id = f.id AND ch.used = 0) "
-            "ORDER BY f.redundancy - f.replicas DESC, f.id LIMIT 1",
+            "ORDER BY f.redundancy - f.replicas " + ("DESC" if urgent_first else "ASC") + ", f.id LIMIT 1",
             (token_id,),
         ).fetchone()
         if row is None:
@@ -75,6 +76,8 @@ class TickResult:
     forgiven: int = 0
     failed: int = 0
     starved: int = 0
+    #: missed challenges asked again in containment (not counted as misses)
+    contained: int = 0
     more: bool = False
     #: files whose unused challenges were consumed (candidates for a top-up)
     file_ids: set[int] = field(default_factory=set)
@@ -88,6 +91,7 @@ class TickResult:
         self.forgiven += page.forgiven
         self.failed += page.failed
         self.starved += page.starved
+        self.contained += page.contained
         self.file_ids |= page.file_ids
         self.failed_ids += page.failed_ids
 
@@ -182,6 +186,7 @@ def update_due_txn(
     limit: int = 5000,
     forgive: tuple[float, float] | None = None,
     judge: Callable[[Due, int, tuple[float, float] | None], Verdict] = judge_due,
+    rules: reputation.Rules = reputation.UNCONTAINED,
 ) -> TickResult:
     """One page of the periodic v0 pass: up to ``limit`` contracts whose deadline has come, oldest
     deadline first, each judged by ``judge`` (:func:`judge_due`): misses counted, failed contracts
@@ -191,6 +196,8 @@ def update_due_txn(
     pass re-reads them after this commit, finds them no longer due, and changes nothing; a page
     that is retried (rolled back, or committed and run again) likewise changes nothing twice.
     """
+    # containment first: missed challenges asked again leave the due range (reputation hook)
+    contained = reputation.contain_v0_txn(txn, rules, now, forgive, limit)
     # only the columns the rule needs (PyMySQL decodes every value in Python)
     rows = txn.execute(
         "SELECT id, file_id, run, deadline, interval_s, "
@@ -198,7 +205,7 @@ def update_due_txn(
         "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
-    result = TickResult(more=len(rows) == limit)
+    result = TickResult(more=len(rows) == limit, contained=contained)
     failed: list[tuple[int, int]] = []  # (id, file_id)
     missed: list[int] = []  # ids whose misses and run go up by one (failed ones too)
     forgiven: list[int] = []
@@ -257,6 +264,14 @@ def fill_starved_txn(txn: Txn, now: float, limit: int = 5000) -> int:
                             where="challenge_id IS NULL")
 
 
+class _ShareUsed(Exception):
+    """The vetting share is used up: the assignment is rolled back."""
+
+    def __init__(self, row):
+        super().__init__("vetting share used up")
+        self.row = row
+
+
 @dataclass(frozen=True)
 class AnswerResult:
     status: str  # pass | fail | no_hash | not_due
@@ -268,16 +283,19 @@ class AnswerResult:
 #: the columns of a contract :func:`answer_txn` checks an answer against (with its previous
 #: challenge: db/late.py)
 ANSWER_COLUMNS = ("c.id, c.file_id, c.challenge_id, c.answered, c.issued, c.deadline, c.run, ch.answer, "
-                  "c.prev_challenge_id, c.prev_deadline, c.prev_missed, pch.answer")
+                  "c.prev_challenge_id, c.prev_deadline, c.prev_missed, pch.answer, c.contained")
 PREVIOUS_JOIN = "LEFT JOIN challenges pch ON pch.id = c.prev_challenge_id"
 _UNREAD = object()
 
 
 def answer_txn(txn: Txn, token_id: int, file_hash: str, response: str, now: float,
                max_failures: int, arrived: float | None = None, grace: float = 0.0,
-               row: tuple | None | object = _UNREAD) -> AnswerResult:
+               row: tuple | None | object = _UNREAD,
+               rules: reputation.Rules = reputation.DEFAULT_RULES) -> AnswerResult:
     """Check a v0 answer (one attempt per challenge) that arrived at ``arrived`` (default ``now``)
-    against the contract's current and previous challenge: see :func:`downstream_tx.db.late.judge`.
+    against the contract's current and previous challenge: see :func:`downstream_tx.db.late.judge`;
+    the verdict is recorded in the farmer's reputation in the same transaction
+    (:func:`downstream_tx.db.late.reputation_txn`).
     ``row``: the contract's :data:`ANSWER_COLUMNS` (None: no such contract) when the caller read
     them already (:func:`answer_by_token_txn`)."""
     if row is _UNREAD:
@@ -291,13 +309,14 @@ def answer_txn(txn: Txn, token_id: int, file_hash: str, response: str, now: floa
     if row is None:
         return AnswerResult("no_hash")
     cid, file_id, challenge_id, answered, issued, deadline, run, expected, prev_id, prev_deadline, prev_missed, \
-        prev_expected = row
+        prev_expected, contained = row
     contract = late.AnswerRow(cid, challenge_id, bool(answered), issued, deadline, run, expected, prev_id,
-                              prev_deadline, bool(prev_missed), prev_expected)
+                              prev_deadline, bool(prev_missed), prev_expected, int(contained or 0))
     verdict = late.judge(contract, response, now if arrived is None else arrived, grace)
     if verdict.status == late.NOT_DUE:
         return AnswerResult("not_due")
     run = late.record_txn(txn, contract, verdict)
+    late.reputation_txn(txn, rules, now, token_id, contract, verdict)
     if verdict.status == late.FAIL and run >= max_failures:
         finish_txn(txn, [(cid, file_id)], now, "failed", FAILED)
         return AnswerResult("fail", failed_contract=True)
@@ -305,8 +324,8 @@ def answer_txn(txn: Txn, token_id: int, file_hash: str, response: str, now: floa
 
 
 def answer_by_token_txn(txn: Txn, token_hash: bytes, file_hash: str, response: str, now: float,
-                        max_failures: int, arrived: float | None = None,
-                        grace: float = 0.0) -> tuple[TokenRow, AnswerResult]:
+                        max_failures: int, arrived: float | None = None, grace: float = 0.0,
+                        rules: reputation.Rules = reputation.DEFAULT_RULES) -> tuple[TokenRow, AnswerResult]:
     """:func:`answer_txn` for a token given by its hash: the token and the contract are read in one
     statement (on MariaDB one round trip fewer per answer). Unknown token: :class:`UnknownToken`."""
     columns = ", ".join("k." + c for c in TOKEN_COLUMNS.split(", "))
@@ -325,7 +344,8 @@ def answer_by_token_txn(txn: Txn, token_hash: bytes, file_hash: str, response: s
     width = len(TOKEN_COLUMNS.split(", "))
     token = TokenRow(*joined[:width])
     contract = None if joined[width] is None else tuple(joined[width:])
-    return token, answer_txn(txn, token.id, file_hash, response, now, max_failures, arrived, grace, row=contract)
+    return token, answer_txn(txn, token.id, file_hash, response, now, max_failures, arrived, grace, row=contract,
+                             rules=rules)
 
 
 def token_contracts_txn(txn: Txn, token_id: int, protocol: int = V0) -> list[dict]:
@@ -354,6 +374,9 @@ def end_one_txn(txn: Txn, token_id: int, file_hash: str, now: float, reason: str
 class ContractStore:
     """The v0 contracts: each farmer call is one transaction that first looks the token up."""
 
+    #: the reputation settings (``Stores`` sets the node's)
+    rules: reputation.Rules = reputation.DEFAULT_RULES
+
     def __init__(self, db: Database):
         self.db = db
 
@@ -365,8 +388,26 @@ class ContractStore:
         return (self.db.run_short if short else self.db.run)(desc, body)
 
     def assign(self, token_hash: bytes, now: float):
-        """Fires with ``(token row, Assignment or None)``: see :func:`assign_txn`."""
-        return self._with_token("get_chunk", assign_txn, token_hash, now)
+        """Fires with ``(token row, Assignment or None)``: see :func:`assign_txn`. A farmer that may
+        get no new contracts is refused first (:class:`~downstream_tx.db.reputation.NotEligible`);
+        one not vetted yet gets its contract only within the vetting share (else None)."""
+        rules = self.rules
+
+        def body(txn: Txn):
+            row = lookup_txn(txn, token_hash)
+            preferred = reputation.eligible_txn(txn, rules, row.address)
+            # the files in most danger go to preferred farmers first; the others get the least urgent
+            urgent_first = preferred or not reputation.anyone_vetted_txn(txn, rules)
+            assignment = assign_txn(txn, row.id, now, urgent_first=urgent_first)
+            if assignment is not None and not reputation.take_share_txn(txn, rules, V0, preferred):
+                raise _ShareUsed(row)  # roll the assignment back
+            return row, assignment
+
+        def refused(failure):
+            failure.trap(_ShareUsed)
+            return failure.value.row, None
+
+        return self.db.run("get_chunk", body).addErrback(refused)
 
     def of_token(self, token_hash: bytes):
         """Fires with ``(token row, active contracts)``: see :func:`token_contracts_txn`."""
@@ -376,15 +417,26 @@ class ContractStore:
                arrived: float | None = None, grace: float = 0.0):
         """Fires with ``(token row, AnswerResult)``: see :func:`answer_by_token_txn`."""
         return self.db.run_short("answer", answer_by_token_txn, token_hash, file_hash, response, now, max_failures,
-                                 arrived, grace)
+                                 arrived, grace, self.rules)
 
     def end(self, token_hash: bytes, file_hash: str, now: float):
-        """End the token's active contract on a file (v0 /remove). Fires with ``(token row, ended?)``."""
-        return self._with_token("end_contract", end_one_txn, token_hash, file_hash, now, short=True)
+        """End the token's active contract on a file (v0 /remove). Fires with ``(token row, ended?)``.
+        Ending a contract in containment counts its outstanding challenge as a miss (no escape)."""
+        rules = self.rules
+
+        def body(txn: Txn, token_id: int) -> bool:
+            contained = [int(r[0]) for r in txn.execute(
+                "SELECT c.id FROM contracts c JOIN files f ON f.id = c.file_id WHERE c.token_id = ? "
+                "AND f.file_hash = ? AND c.state = 'active' AND c.contained > 0", (token_id, file_hash)).fetchall()]
+            reputation.record_contracts_txn(txn, rules, now, misses=contained)
+            return end_one_txn(txn, token_id, file_hash, now)
+
+        return self._with_token("end_contract", body, token_hash, short=True)
 
     def issue_due(self, now: float, max_failures: int, limit: int, forgive: tuple[float, float] | None):
         """One page of the v0 timer pass: see :func:`update_due_txn`."""
-        return self.db.run("update_challenges", update_due_txn, now, max_failures, limit, forgive)
+        return self.db.run("update_challenges", update_due_txn, now, max_failures, limit, forgive,
+                           rules=self.rules)
 
     def fill_starved(self, now: float):
         """Fires with the contracts that got a challenge: see :func:`fill_starved_txn`."""

@@ -9,6 +9,12 @@ An answer that matches a challenge and arrived before its deadline is a pass; af
 but within ``late_grace`` seconds it is a *late pass* (a pass, also counted in ``late_passes``).
 A pass on the previous challenge takes back the miss the timer counted for it.
 
+Containment (db/reputation.py) asks a missed challenge again *in place*: the same ``challenge_id``
+stays current with a later window (``contained`` > 0), it never moves to ``prev_challenge_id``
+while re-asked, so one challenge is judged (and counted) once. For such a re-asked challenge the
+window an answer may fall in starts where it was first issued (``prev_deadline``, the end of the
+window before it), not at the re-ask.
+
 :func:`judge` is the rule (a plain function of the row, no SQL); :func:`record_txn` writes its
 verdict, guarded on the challenge it judged, so a retried transaction changes nothing twice.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
+from downstream_tx.db import reputation
 from downstream_tx.db.database import Txn
 
 #: what the v0 timer keeps of a window it turns (its issuing UPDATE puts these first, so that they
@@ -48,6 +55,8 @@ class AnswerRow:
     prev_deadline: float | None
     prev_missed: bool
     prev_expected: str | None
+    #: times the current challenge was asked again (containment); 0: not contained
+    contained: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,14 +83,16 @@ def judge(row: AnswerRow, response: str, arrived: float, grace: float) -> Verdic
     5. Otherwise nothing it could answer was outstanding when it arrived: not_due.
     """
     current = row.challenge_id is not None and not row.answered
+    # a challenge re-asked by containment has been outstanding since its first window
+    issued = row.prev_deadline if row.contained else row.issued
     prev = row.prev_challenge_id is not None and row.prev_deadline is not None and row.prev_expected is not None
     if current and arrived < row.deadline + grace and _matches(response, row.expected):
         return Verdict(PASS, CURRENT, late=arrived >= row.deadline)
     if prev and arrived < row.prev_deadline + grace and _matches(response, row.prev_expected):
         return Verdict(PASS, PREVIOUS, late=arrived >= row.prev_deadline)
-    if current and arrived < row.deadline and (row.issued is None or arrived >= row.issued):
+    if current and arrived < row.deadline and (issued is None or arrived >= issued):
         return Verdict(FAIL, CURRENT)
-    if prev and arrived < row.prev_deadline and (row.issued is None or arrived < row.issued):
+    if prev and arrived < row.prev_deadline and (issued is None or arrived < issued):
         return Verdict(FAIL, PREVIOUS)
     return Verdict(NOT_DUE)
 
@@ -92,10 +103,10 @@ def record_txn(txn: Txn, row: AnswerRow, verdict: Verdict) -> int:
     if verdict.which == CURRENT:
         if verdict.status == PASS:
             txn.execute("UPDATE contracts SET answered = 1, passes = passes + 1, late_passes = late_passes + ?, "
-                        "run = 0 WHERE id = ? AND answered = 0 AND challenge_id = ?",
+                        "run = 0, contained = 0 WHERE id = ? AND answered = 0 AND challenge_id = ?",
                         (late, row.id, row.challenge_id))
             return 0
-        txn.execute("UPDATE contracts SET answered = 1, fails = fails + 1, run = run + 1 WHERE id = ? "
+        txn.execute("UPDATE contracts SET answered = 1, fails = fails + 1, run = run + 1, contained = 0 WHERE id = ? "
                     "AND answered = 0 AND challenge_id = ?", (row.id, row.challenge_id))
         return row.run + 1
     # the previous challenge: the timer counted a miss for it (prev_missed) and moved on
@@ -112,3 +123,24 @@ def record_txn(txn: Txn, row: AnswerRow, verdict: Verdict) -> int:
     txn.execute("UPDATE contracts SET fails = fails + 1, misses = misses - ?, run = ?, prev_challenge_id = NULL "
                 "WHERE id = ? AND prev_challenge_id = ?", (missed, run, row.id, row.prev_challenge_id))
     return run
+
+
+def reputation_txn(txn: Txn, rules: reputation.Rules, now: float, token_id: int, row: AnswerRow,
+                   verdict: Verdict) -> None:
+    """Record ``verdict`` (written by :func:`record_txn`) in the farmer's reputation, in the same
+    transaction. A pass, late or not, is a pass; a fail a fail. On the previous challenge whose miss
+    the timer counted (``prev_missed``), the reputation's ``misses`` count is taken back like the
+    contract's; its scores are not rewound (a beta update with forgetting cannot be undone once
+    other results followed it): a late pass then adds its success on top of the miss's failure, and
+    a fail that replaces the miss moves the count only (its audit failure is already in the score)."""
+    if verdict.status == NOT_DUE:
+        return
+    taken_back = verdict.which == PREVIOUS and row.prev_missed
+    if verdict.status == PASS:
+        reputation.record_token_txn(txn, rules, now, token_id, reputation.Tally(passes=1))
+        if taken_back:
+            reputation.move_counts_token_txn(txn, token_id, misses=-1)
+    elif taken_back:
+        reputation.move_counts_token_txn(txn, token_id, fails=1, misses=-1)
+    else:
+        reputation.record_token_txn(txn, rules, now, token_id, reputation.Tally(fails=1))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from downstream_tx.db import files, meta
+from downstream_tx.db import files, meta, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.tokens import lookup_txn, use_from_ip_txn
 
@@ -266,7 +266,7 @@ def record_answers_txn(txn: Txn, token_id: int, passes: dict[int, int], fails: S
             else:
                 passes[cid] = seq
     counted = txn.update_matching(
-        "contracts", ["answered = 1", "deadline = due + interval_s", "passes = passes + 1", "run = 0"],
+        "contracts", ["answered = 1", "deadline = due + interval_s", "passes = passes + 1", "run = 0", "contained = 0"],
         ["id", "seq", "token_id"], [(cid, seq, token_id) for cid, seq in passes.items()],
         where="answered = 0 AND state = 'active' AND deadline > ?", args=[now])
     if counted != len(passes):
@@ -320,6 +320,8 @@ def shift_for_downtime_txn(txn: Txn, start: float, end: float) -> int:
 class ExpireResult:
     ended: int = 0
     failed: int = 0
+    #: unanswered challenges given one more interval in containment (not failed)
+    contained: int = 0
     more: bool = False
     #: ids of the contracts failed (the contract timer logs each with its farmer and file)
     failed_ids: list[int] = field(default_factory=list)
@@ -328,20 +330,24 @@ class ExpireResult:
         """Add a page's counts (the expiry runs page by page)."""
         self.ended += page.ended
         self.failed += page.failed
+        self.contained += page.contained
         self.failed_ids += page.failed_ids
 
 
-def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
+def expire_txn(txn: Txn, now: float, limit: int = 5000,
+               rules: reputation.Rules = reputation.UNCONTAINED) -> ExpireResult:
     """End one page of v1 contracts whose expiration has passed: *ended* when the last challenge
     was answered (the farmer stopped asking, or the challenges ran out), *failed* (a miss) when
     it was not. Their tags are dropped and their single-use seeded files retired. (Expirations that
     fell while the node was down were moved on first: :func:`shift_for_downtime_txn`.)"""
+    # containment first: unanswered challenges asked again leave the expired range (reputation hook)
+    contained, _ = reputation.contain_v1_txn(txn, rules, now, limit)
     rows = txn.execute(
         "SELECT id, file_id, answered, deadline FROM contracts WHERE state = 'active' AND protocol = 1 "
         "AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
-    result = ExpireResult(more=len(rows) == limit)
+    result = ExpireResult(more=len(rows) == limit, contained=contained)
     ended = [int(cid) for cid, _, answered, _ in rows if answered]
     failed = [int(cid) for cid, _, answered, _ in rows if not answered]
     result.ended, result.failed = len(ended), len(failed)
@@ -359,20 +365,26 @@ def expire_txn(txn: Txn, now: float, limit: int = 5000) -> ExpireResult:
 def _take_chunks_txn(txn: Txn, token_hash: bytes, ip_hash: str | None, ip_limit: int, requested: int, now: float,
                      max_size_per_address: int, max_chunks: int, interval: int,
                      issue: Callable[[PoolChunk], IssuedChallenge | None],
-                     location: tuple[str | None, str | None] = (None, None)) -> list[NewContract]:
+                     location: tuple[str | None, str | None] = (None, None),
+                     rules: reputation.Rules = reputation.DEFAULT_RULES) -> list[NewContract]:
     row = lookup_txn(txn, token_hash)
     use_from_ip_txn(txn, row, ip_hash, ip_limit, True, *location)
+    preferred = reputation.eligible_txn(txn, rules, row.address)
     room = max_size_per_address - active_size_by_address_txn(txn, row.address, now)
     size = requested if requested < room else (room if room > 0 else 0)
     out: list[NewContract] = []
     total = 0
     while (max_chunks == 0 or len(out) < max_chunks) and total < size:
+        if not reputation.take_share_txn(txn, rules, 1, preferred):
+            break  # not vetted yet, and the unvetted share is used up
         chunk = pool_take_txn(txn, size - total)
         if chunk is None:
+            reputation.untake_share_txn(txn, 1, preferred)
             break
         issued = issue(chunk)
         if issued is None:  # this chunk can never be verified (e.g. the node secret changed)
             discard_file_txn(txn, chunk.file_id, now)
+            reputation.untake_share_txn(txn, 1, preferred)
             continue
         due = now + interval
         contract_id = insert_contract_txn(txn, row.id, chunk.file_id, now, interval, issued.index, due,
@@ -391,6 +403,9 @@ class SeededStore:
     The protocol's rules come in as plain functions (``issue``, ``plan``) that see rows and return
     decisions: the store runs them inside its transaction, on rows it has locked, and writes what
     they decide."""
+
+    #: the reputation settings (``Stores`` sets the node's)
+    rules: reputation.Rules = reputation.DEFAULT_RULES
 
     def __init__(self, db: Database):
         self.db = db
@@ -418,7 +433,7 @@ class SeededStore:
         unusable and is discarded). A token used from a new client address moves to it and takes
         ``location`` (``(GeoIP JSON, country)`` of that address). Fires with the new contracts."""
         return self.db.run("v1_chunk", _take_chunks_txn, token_hash, ip_hash, ip_limit, requested, now,
-                           max_size_per_address, max_chunks, interval, issue, location)
+                           max_size_per_address, max_chunks, interval, issue, location, self.rules)
 
     def refresh_challenges(self, token_hash: bytes, ids: Sequence[int] | None,
                            plan: Callable[[list[int], dict[int, V1Contract]], tuple[Any, list[Refresh]]]):
@@ -448,12 +463,16 @@ class SeededStore:
     def record_answers(self, token_hash: bytes, ip_hash: str | None, ip_limit: int, passes: dict[int, int],
                        fails: Sequence[int], now: float):
         """Record verified proofs (see :func:`record_answers_txn`), applying the per-address token
-        limit first. Fires with (passes recorded, [AnswerLost])."""
+        limit first, and the farmer's reputation in the same transaction. Fires with (passes
+        recorded, [AnswerLost])."""
+        rules = self.rules
 
         def body(txn: Txn, careful: bool):
             row = lookup_txn(txn, token_hash)
             use_from_ip_txn(txn, row, ip_hash, ip_limit, move=False)
-            return record_answers_txn(txn, row.id, passes, fails, now, careful)
+            counted, lost = record_answers_txn(txn, row.id, passes, fails, now, careful)
+            reputation.record_txn(txn, rules, now, {row.address: reputation.Tally(passes=counted, fails=len(fails))})
+            return counted, lost
 
         def contended(failure):
             failure.trap(Contended)
@@ -472,7 +491,7 @@ class SeededStore:
     # --- the contract timer
     def expire(self, now: float, limit: int):
         """One page of expiry: see :func:`expire_txn`."""
-        return self.db.run("v1_expire", expire_txn, now, limit)
+        return self.db.run("v1_expire", expire_txn, now, limit, self.rules)
 
     def shift_for_downtime(self, start: float, end: float):
         """See :func:`shift_for_downtime_txn`."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from downstream_tx.db import reputation
 from downstream_tx.db.archive import state_totals_txn
 from downstream_tx.db.database import Database, Txn
 
@@ -31,9 +32,11 @@ class Counts:
     farmers_active: int = 0
     #: ready seeded chunks by size in bytes
     pool: dict[int, int] = field(default_factory=dict)
+    #: farmers (addresses) by standing: ok, suspended, disqualified, contained, unvetted
+    standing: dict[str, int] = field(default_factory=dict)
 
 
-def counts_txn(txn: Txn, now: float, grace: float) -> Counts:
+def counts_txn(txn: Txn, now: float, grace: float, vetting_audits: int = 100) -> Counts:
     counts = Counts()
     for state, n in txn.execute("SELECT state, COUNT(*) FROM contracts GROUP BY state").fetchall():
         counts.contracts[str(state)] = int(n)
@@ -56,6 +59,7 @@ def counts_txn(txn: Txn, now: float, grace: float) -> Counts:
         "SELECT COUNT(DISTINCT token_id) FROM contracts WHERE state = 'active'") or 0)
     for size, n in txn.execute("SELECT size, COUNT(*) FROM seeded_pool GROUP BY size").fetchall():
         counts.pool[int(size)] = int(n)
+    counts.standing = reputation.counts_txn(txn, vetting_audits)
     return counts
 
 
@@ -67,6 +71,6 @@ class StatsStore:
         """Fires when the database answers ``SELECT 1``."""
         return self.db.run("ping", ping_txn)
 
-    def counts(self, now: float, grace: float):
-        """Fires with the monitoring :class:`Counts`."""
-        return self.db.run("stats", counts_txn, now, grace)
+    def counts(self, now: float, grace: float, vetting_audits: int = 100):
+        """Fires with the monitoring :class:`Counts` (``vetting_audits``: passes that vet a farmer)."""
+        return self.db.run("stats", counts_txn, now, grace, vetting_audits)

@@ -11,6 +11,7 @@ from downstream_tx.db.files import FileStore
 from downstream_tx.db.history import HistoryStore
 from downstream_tx.db.meta import MetaStore
 from downstream_tx.db.overview import OverviewStore
+from downstream_tx.db.reputation import DEFAULT_RULES, ReputationStore, Rules
 from downstream_tx.db.seeded import SeededStore
 from downstream_tx.db.stats import StatsStore
 from downstream_tx.db.status import StatusStore
@@ -18,7 +19,7 @@ from downstream_tx.db.tokens import TokenStore
 
 
 class Stores:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, rules: Rules = DEFAULT_RULES):
         self.db = db
         self.meta = MetaStore(db)
         self.tokens = TokenStore(db)
@@ -32,3 +33,6 @@ class Stores:
         self.history = HistoryStore(db)
         self.overview = OverviewStore(db)
         self.archive = ArchiveStore(db)
+        self.reputation = ReputationStore(db, rules)
+        # the stores that record challenge results and assign contracts apply the same rules
+        self.contracts.rules = self.seeded.rules = rules

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from downstream_tx.db import archive
+from downstream_tx.db import archive, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import end_where_txn
 
@@ -129,7 +129,9 @@ class TokenStore:
                 "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (token_hash, farmer_id, address, ip_hash, location, country, message, signature, now),
             )
-            return txn.lastrowid
+            token_id = txn.lastrowid
+            reputation.ensure_txn(txn, [address])  # the farmer (its address) has a reputation
+            return token_id
 
         return self.db.run("create_token", body)
 

@@ -23,7 +23,7 @@ def stats_job(stats: StatsStore, config: Config, clock: Any, metrics: Any = None
 
     async def refresh() -> None:
         try:
-            counts: Counts = await stats.counts(clock.seconds(), overdue_grace(config))
+            counts: Counts = await stats.counts(clock.seconds(), overdue_grace(config), config.vetting_audits)
         except Exception:
             if metrics is not None:
                 metrics.set_counts(None)

@@ -7,6 +7,7 @@ from twisted.logger import Logger
 
 from downstream_tx import bitcoin
 from downstream_tx.core.context import Core
+from downstream_tx.core.reputation import refusal
 from downstream_tx.core.tokens import (
     ADDRESS_LIMIT,
     INVALID_ADDRESS,
@@ -20,6 +21,7 @@ from downstream_tx.core.tokens import (
     is_token,
 )
 from downstream_tx.db.contracts import Assignment
+from downstream_tx.db.reputation import NotEligible
 from downstream_tx.db.tokens import TokenFacts, UnknownToken
 from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND, NodeError
 from downstream_tx.v0.challenges import ChallengeSupply
@@ -82,8 +84,13 @@ class V0Farming:
         return await self.tokens.create(address, ip, TOKEN_RULES)
 
     async def get_chunk(self, token: str) -> Assignment:
-        """``/chunk``: a contract on the file furthest below its redundancy target."""
-        _, assignment = await self._call(self.core.stores.contracts.assign(token_hash_of(token), self.core.now()))
+        """``/chunk``: a contract on the file furthest below its redundancy target (403 for a farmer
+        disqualified, suspended or in containment; none beyond the vetting share)."""
+        try:
+            _, assignment = await self._call(self.core.stores.contracts.assign(token_hash_of(token),
+                                                                               self.core.now()))
+        except NotEligible as e:
+            raise refusal(e) from None
         if assignment is None:
             raise NodeError(NOT_FOUND, "no_chunks", "no chunk needs another farmer right now")
         self.supply.top_up_soon([assignment.file_id])
@@ -99,9 +106,15 @@ class V0Farming:
     async def answer(self, token: str, file_hash: str, response: str, arrived: float | None = None) -> str:
         """``/challenge``: check an answer, ``"pass"``, ``"late_pass"`` (it arrived after the deadline,
         within ``late_grace``) or ``"fail"`` (one attempt per challenge). ``arrived``: when the
-        request reached the node (default now); it is judged by that time (db/late.py)."""
-        response = parse_response(response)
-        file_hash = parse_file_hash(file_hash)
+        request reached the node (default now); it is judged by that time (db/late.py). A malformed
+        answer from a live token counts against its farmer's unknown-error score."""
+        try:
+            response = parse_response(response)
+            file_hash = parse_file_hash(file_hash)
+        except NodeError:
+            if is_token(token):
+                await self.core.stores.reputation.record_errors(hash_token(token), 1, self.core.now())
+            raise
         token_hash = token_hash_of(token)
         row, result = await self._call(self.core.stores.contracts.answer(
             token_hash, file_hash, response, self.core.now(), self.core.config.max_failures,

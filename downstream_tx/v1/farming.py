@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from downstream_tx import bitcoin, geoip
 from downstream_tx.core.context import Core
 from downstream_tx.core.tokens import Tokens, hash_token, ip_limit_message, is_token
+from downstream_tx.db.reputation import NotEligible
 from downstream_tx.db.seeded import IssuedChallenge, PoolChunk, Refresh, Sealed, V1Contract
 from downstream_tx.db.tokens import IpLimitReached, UnknownToken
 from downstream_tx.errors import INVALID, NOT_FOUND
@@ -94,6 +95,9 @@ class V1Farming:
             raise v1_error(NONEXISTENT_TOKEN, kind) from None
         except IpLimitReached:
             raise v1_error(ip_limit_message(self.core.config.max_tokens_per_ip)) from None
+        except NotEligible:
+            # the client knows no refusal here: "nothing fits now" (it asks again 30 s later)
+            return []
 
     # --- /new and /heartbeat
 
@@ -224,6 +228,9 @@ class V1Farming:
                 if entry.get("status") == "ok" and entry["file_hash"] in why:
                     entry.pop("status")
                     entry["error"] = why[entry["file_hash"]]
+        corrupted = sum(1 for r in report if r.get("error") == "Proof corrupted")
+        if corrupted:  # an error on the farmer's side, not a proof: its unknown-error score
+            await self.core.stores.reputation.record_errors(token_hash, corrupted, now)
         results = self.core.results
         results.count("pass", sum(1 for r in report if r.get("status") == "ok"), protocol=1)
         results.count("fail", sum(1 for r in report if r.get("error") == "Invalid proof"), protocol=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from downstream_tx.core.context import Core
+from downstream_tx.core.reputation import standing
 from downstream_tx.core.tokens import FARMER_ID_RE
 from downstream_tx.db.status import SORT_COLUMNS, FarmerRow
 from downstream_tx.errors import NOT_FOUND
@@ -16,10 +17,13 @@ from downstream_tx.v1.wire import MSG_INVALID_SORT, NONEXISTENT_FARMER, iso_utc,
 MAX_LIMIT, MAX_OFFSET = 1 << 31, 1 << 62
 
 
-def farmer_dict(row: FarmerRow) -> dict[str, Any]:
+def farmer_dict(row: FarmerRow, reputation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The original's fields, then (added here) the standing of the farmer's address:
+    ``audit_score``, ``online_score``, ``unknown_score``, ``reputation`` (ok, suspended or
+    disqualified), ``vetted``, ``contained`` and ``audits`` (docs/protocol-v1.md, "Status")."""
     return {"id": row.farmer_id, "address": row.address, "location": location_from_json(row.location),
             "uptime": round(row.uptime * 100, 2), "heartbeats": row.heartbeats, "contracts": row.contracts,
-            "size": row.size, "online": row.online, "last_due": iso_utc(row.last_due)}
+            "size": row.size, "online": row.online, "last_due": iso_utc(row.last_due), **(reputation or {})}
 
 
 class Status:
@@ -38,7 +42,13 @@ class Status:
             limit = min(limit, MAX_LIMIT)
             offset = min(limit * (page or 0), MAX_OFFSET)
         rows = await self.core.stores.status.farmers(self.core.now(), online, sort, descending, limit, offset)
-        return [farmer_dict(r) for r in rows]
+        reputation = await self._reputation([r.address for r in rows])
+        return [farmer_dict(r, reputation[r.address]) for r in rows]
+
+    async def _reputation(self, addresses: list[str]) -> dict[str, dict[str, Any]]:
+        wanted = sorted(set(addresses))
+        found = await self.core.stores.reputation.of_addresses(wanted) if wanted else {}
+        return {a: standing(found.get(a), self.core.config.vetting_audits) for a in wanted}
 
     async def farmer(self, farmer_id: str) -> dict[str, Any]:
         farmer_id = farmer_id.lower()
@@ -47,7 +57,7 @@ class Status:
         row = await self.core.stores.status.farmer(farmer_id, self.core.now())
         if row is None:
             raise v1_error(NONEXISTENT_FARMER, NOT_FOUND)
-        return farmer_dict(row)
+        return farmer_dict(row, (await self._reputation([row.address]))[row.address])
 
     async def update_uptime(self) -> int:
         """Add every token's online time since the last summary (the uptime timer)."""

@@ -90,7 +90,10 @@ def fresh_mysql_database(url: str) -> None:
 
 
 def make_config(tmp_path, db_url: str | None = None, **overrides) -> Config:
-    values = {"data_dir": str(tmp_path / "data"), "db": db_url}
+    """A test node's configuration. Containment is off unless a test sets ``containment_retries``
+    (the node's default is 3): the tests of the miss and failure rules count a miss at once, the
+    containment tests (tests/test_reputation.py) turn it on."""
+    values = {"data_dir": str(tmp_path / "data"), "db": db_url, "containment_retries": 0}
     values.update(overrides)
     return load_config(None, environ={}, overrides=values)
 

@@ -1,0 +1,109 @@
+"""The v1 refresh + answer cycle in process: node CPU per verified proof without HTTP or a load generator.
+
+One token takes CONTRACTS seeded chunks, then each round waits for the challenge interval (not
+counted), asks ``V1Farming.challenges`` for all of them, proves every challenge (not counted) and
+hands the proofs to ``V1Farming.answer``; the process's CPU around those two calls is what is
+counted (the node's own services, stores and database transactions, on the real connection pool).
+Where the CPU goes: py-spy on this process (``py-spy record -o out.txt -f raw -- python
+bench/v1_cycle.py``), or on the daemon under ``bench/farmers.py`` (docs/profiles/).
+
+  python bench/v1_cycle.py [--contracts 500] [--rounds 6] [--db sqlite|mysql]
+  (mysql: $DOWNSTREAM_TEST_MYSQL_URL's server, database $DOWNSTREAM_BENCH_DB, dropped and re-created)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson  # noqa: E402
+
+ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--contracts", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=6, help="counted cycles (after one uncounted)")
+    ap.add_argument("--challenges", type=int, default=64, help="challenges encoded per seeded chunk")
+    ap.add_argument("--db", choices=["sqlite", "mysql"], default="sqlite")
+    ap.add_argument("--interval", type=int, default=2, help="challenge interval, s")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.contracts, args.rounds, args.challenges = 5, 2, 8
+
+    from twisted.internet import defer, task
+
+    from downstream_tx.config import load_config
+    from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag
+    from downstream_tx.runtime import open_services
+
+    counted = {"refresh": 0.0, "answer": 0.0, "proofs": 0}
+
+    async def call(name: str, d):
+        started = time.process_time()
+        try:
+            return await d
+        finally:
+            counted[name] += time.process_time() - started
+
+    async def measure(reactor, tmp: str) -> None:
+        db = f"sqlite:///{tmp}/data/downstream.db"
+        if args.db == "mysql":
+            from farmers import mysql_url
+
+            db = mysql_url()
+        config = load_config(environ={}, overrides={
+            "db": db, "data_dir": f"{tmp}/data", "max_tokens_per_ip": 0, "max_size_per_address": 1 << 40,
+            "max_chunks_per_request": 0, "seeded_interval": args.interval, "seeded_challenges": args.challenges,
+            "seeded_pool": f"2048:{args.contracts}"})
+        services = await open_services(config, reactor)
+        try:
+            await services.pool.refill()
+            v1 = services.v1
+            token = (await v1.new_token(ADDRESS, "127.0.0.1"))["token"]
+            chunks = orjson.loads(orjson.dumps(await v1.chunks(token, "127.0.0.1", 2048 * args.contracts)))
+            byid = {c["file_hash"]: (RandomIO(c["seed"], c["size"]), Tag.from_dict(c["tag"])) for c in chunks}
+            farmer = Merkle(config.seeded_check_fraction, b"")
+            entries = chunks
+            for r in range(args.rounds + 1):
+                if r:
+                    await task.deferLater(reactor, args.interval + 0.05, lambda: None)
+                    entries = orjson.loads(orjson.dumps(await call("refresh", v1.challenges(token, None))))
+                proofs = [{"file_hash": e["file_hash"], "proof": farmer.prove(
+                    byid[e["file_hash"]][0], Challenge.from_dict(e["challenge"]), byid[e["file_hash"]][1]).to_dict()}
+                    for e in entries]
+                report = await call("answer", v1.answer(token, "127.0.0.1", orjson.loads(orjson.dumps(proofs))))
+                ok = sum(1 for x in report if x.get("status") == "ok")
+                if ok != len(proofs):
+                    raise SystemExit(f"round {r}: {len(proofs) - ok} proofs not ok: {report[:3]}")
+                if r == 0:  # the first round (first answers only) is not counted
+                    counted.update(refresh=0.0, answer=0.0)
+                else:
+                    counted["proofs"] += ok
+        finally:
+            services.db.close()
+
+    with tempfile.TemporaryDirectory(prefix="dtx-bench-") as tmp:
+        Path(tmp, "data").mkdir()
+        try:
+            task.react(lambda reactor: defer.ensureDeferred(measure(reactor, tmp)))
+        except SystemExit as e:
+            if e.code:
+                raise
+    n = counted["proofs"]
+    print(f"v1 cycle in process, {args.db}, {args.contracts} contracts, {args.rounds} rounds: {n} verified proofs")
+    print(f"   node CPU per verified proof: refresh {counted['refresh'] / n * 1e6:.1f} µs + answer "
+          f"{counted['answer'] / n * 1e6:.1f} µs = {(counted['refresh'] + counted['answer']) / n * 1e6:.1f} µs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
