@@ -11,6 +11,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from downstream_tx.db import late
 from downstream_tx.db.late import AnswerRow, Verdict, judge
+from downstream_tx.errors import NodeError
 from downstream_tx.http.routing import arrived_at
 from downstream_tx.http.site import DownstreamSite
 from support import ADDRESS, add_test_file, contract_row, make_config, make_node, run, stored_bytes, v0_answer
@@ -285,3 +286,87 @@ def test_v1_an_answer_that_arrived_after_the_expiration_is_refused_and_the_contr
     assert run(node.expiry.expire()).failed == 0
     clock.advance(GRACE)
     assert run(node.expiry.expire()).failed == 1
+
+
+# --- late answers and the farmer's reputation (db/late.py reputation_txn, docs/operations.md) ---------
+
+def reputation_of(node):
+    return run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
+
+
+def contained(node, farmer) -> int:
+    return run(node.core.stores.db.run("contained", lambda txn: txn.scalar(
+        "SELECT contained FROM contracts WHERE id = ?", (farmer.state()["id"],))))
+
+
+def test_a_late_pass_counts_for_the_farmer_and_takes_back_its_miss_count(make, clock, tmp_path):
+    node = make(late_grace=GRACE)  # containment off (support's default): the miss counts at once
+    farmer = Farmer(node, tmp_path)
+    clock.advance(INTERVAL + 1)
+    run(node.supply.issue_due())
+    missed = reputation_of(node)
+    assert (missed.passes, missed.misses) == (0, 1)
+    assert farmer.answer(farmer.first) == "late_pass"
+    rep = reputation_of(node)
+    assert (rep.passes, rep.fails, rep.misses) == (1, 0, 0)  # the count follows the contract's
+    # the scores are not rewound (forgetting): the miss's failure stays, the pass is added on top
+    assert rep.audit_beta == pytest.approx(missed.audit_beta * 0.999)
+    assert rep.audit_alpha == pytest.approx(missed.audit_alpha * 0.999 + 1)
+
+
+def test_a_late_wrong_answer_turns_the_farmers_miss_into_a_fail_without_a_second_failure(make, clock, tmp_path):
+    node = make(late_grace=GRACE)
+    farmer = Farmer(node, tmp_path)
+    arrived = clock.seconds() + 10
+    clock.advance(INTERVAL + 1)
+    run(node.supply.issue_due())
+    missed = reputation_of(node)
+    assert farmer.answer(farmer.first, arrived, right=False) == "fail"
+    rep = reputation_of(node)
+    assert (rep.passes, rep.fails, rep.misses) == (0, 1, 0)
+    assert (rep.audit_alpha, rep.audit_beta) == (missed.audit_alpha, missed.audit_beta)
+
+
+def test_a_challenge_asked_again_in_containment_is_one_pass_counted_once(make, clock, tmp_path):
+    node = make(late_grace=GRACE, containment_retries=1)
+    farmer = Farmer(node, tmp_path)
+    clock.advance(INTERVAL + 1)  # missed: the same challenge is asked again, no miss
+    run(node.supply.issue_due())
+    assert contained(node, farmer) == 1 and farmer.outstanding() == farmer.first
+    assert farmer.answer(farmer.first) == "pass"  # the re-ask's deadline is ahead: not late
+    state, rep = farmer.state(), reputation_of(node)
+    assert (state["passes"], state["misses"], farmer.late_passes(), contained(node, farmer)) == (1, 0, 0, 0)
+    assert (rep.passes, rep.misses, rep.retries) == (1, 0, 1)
+    with pytest.raises(NodeError, match="no challenge is outstanding"):  # one attempt: nothing twice
+        farmer.answer(farmer.first)
+    clock.advance(INTERVAL)
+    run(node.supply.issue_due())  # answered: the next window, nothing kept as "previous"
+    assert farmer.answer(farmer.first) == "fail"  # judged against the new challenge, not a late pass
+    assert (farmer.state()["passes"], farmer.late_passes(), reputation_of(node).passes) == (1, 0, 1)
+
+
+def test_a_wrong_answer_that_arrived_before_the_re_ask_is_a_fail_of_the_contained_challenge(make, clock, tmp_path):
+    node = make(late_grace=GRACE, containment_retries=1)
+    farmer = Farmer(node, tmp_path)
+    arrived = clock.seconds() + 10  # inside the challenge's first window …
+    clock.advance(INTERVAL + 1)
+    run(node.supply.issue_due())  # … its transaction runs after containment asked it again
+    assert contained(node, farmer) == 1
+    assert farmer.answer(farmer.first, arrived, right=False) == "fail"
+    rep = reputation_of(node)
+    assert (farmer.state()["fails"], rep.fails, contained(node, farmer)) == (1, 1, 0)
+
+
+def test_a_late_pass_after_containment_counted_the_miss_takes_it_back(make, clock, tmp_path):
+    node = make(late_grace=GRACE, containment_retries=1)
+    farmer = Farmer(node, tmp_path)
+    clock.advance(INTERVAL + 1)
+    run(node.supply.issue_due())  # asked again
+    clock.advance(INTERVAL)
+    run(node.supply.issue_due())  # retries used up: the miss counts, a new challenge
+    assert farmer.outstanding() != farmer.first
+    assert (farmer.state()["misses"], reputation_of(node).misses) == (1, 1)
+    assert farmer.answer(farmer.first) == "late_pass"  # within the grace of the re-ask's deadline
+    rep = reputation_of(node)
+    assert (farmer.state()["misses"], farmer.state()["passes"], farmer.late_passes()) == (0, 1, 1)
+    assert (rep.passes, rep.misses, rep.retries) == (1, 0, 1)

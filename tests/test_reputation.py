@@ -142,7 +142,9 @@ def test_every_token_of_an_address_shares_one_reputation(make, clock, tmp_path):
 
 
 def test_v1_results_and_expiry_are_recorded(make, clock):
-    node = make(seeded_pool="4096:4", seeded_challenges=4, seeded_interval=V1_INTERVAL, max_tokens_per_ip=0)
+    # late_grace 0: the expiry job acts at the expiration (the grace: tests/test_late_answers.py)
+    node = make(seeded_pool="4096:4", seeded_challenges=4, seeded_interval=V1_INTERVAL, max_tokens_per_ip=0,
+                late_grace=0)
     run(node.pool.refill())
     token = run(node.v1.new_token(ADDRESS, None))["token"]
     a, b, c = orjson.loads(orjson.dumps(run(node.v1.chunks(token, None, 3 * 4096))))
@@ -257,7 +259,7 @@ def test_v0_the_nodes_own_downtime_does_not_contain(make, clock, tmp_path):
 
 def test_v1_unanswered_challenge_is_asked_again_in_containment(make, clock):
     node = make(seeded_pool="4096:4", seeded_challenges=4, seeded_interval=V1_INTERVAL, max_tokens_per_ip=0,
-                containment_retries=1)
+                containment_retries=1, late_grace=0)  # late_grace 0: expiry acts at the expiration
     run(node.pool.refill())
     token = run(node.v1.new_token(ADDRESS, None))["token"]
     [a, b] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, None, 2 * 4096))))
