@@ -81,8 +81,18 @@ def totals(node, tokens: list[str]) -> dict:
         "status_list": run(stores.status.farmers(now, False, "id", False, None, 0)),
         "dashboard": [run(stores.overview.farmer(i)).results for i in ids],
         "counts": run(stores.stats.counts(now, overdue_grace(node.config))).contracts,
+        # the status API service: archived totals and the farmer's reputation fields side by side
+        "status_api": [run(node.status.farmer(i)) for i in ids],
+        "status_api_list": run(node.status.farmers()),
+        # the reputation is a running tally of its own (db/reputation.py): archiving leaves it
+        "reputation": {a: vars(r) for a, r in run(stores.reputation.of_addresses(
+            sorted({s["address"] for s in out_show(node, ids)}))).items()},
     }
     return out
+
+
+def out_show(node, ids: list[str]) -> list[dict]:
+    return [run(node.farmers.show(i)) for i in ids]
 
 
 def contracts(node) -> list[dict]:
@@ -103,6 +113,8 @@ def test_archiving_keeps_every_total_and_never_touches_active_contracts(node, tm
     assert len(finished) >= 8 and active
     shown = totals(node, [v0, v1])
     assert any(s["contracts"]["passes"] for s in shown["show"])
+    assert all("audit_score" in f and f["contracts"] for f in shown["status_api"])
+    assert any(r["passes"] for r in shown["reputation"].values())
     done = run(archive_pass(node.core.stores.archive, node.config, clock.seconds()))
     assert done.archived == 7 * 2 or done.archived == len(finished)
     while done.archived:
