@@ -86,6 +86,7 @@ class NodeService(service.MultiService):
         self.node = None
         self.server = None
         self.jobs: list = []
+        self.leader = None
         self.port = None
         self.site = None
         self.metrics_port = None
@@ -113,7 +114,7 @@ class NodeService(service.MultiService):
         from downstream_tx.jobs.stats import history_recorder, stats_job
         from downstream_tx.jobs.watchdog import Watchdog
         from downstream_tx.listeners import server_endpoint
-        from downstream_tx.runtime import build_jobs, build_server, open_services
+        from downstream_tx.runtime import build_server, jobs_leader, open_services
         from downstream_tx.systemd import watchdog_interval
 
         config = self.config
@@ -139,7 +140,11 @@ class NodeService(service.MultiService):
             if getattr(address, "port", None):
                 tls = config.listen.split(":", 1)[0] in ("ssl", "tls")
                 server.base_url = public_url_for(address.host, address.port, tls)
-        jobs = build_jobs(services) + [stats_job(stats, config, self.reactor, self.metrics, history)]
+        # the periodic jobs run on the one instance holding the jobs lease (jobs/leader.py); the stats
+        # job on every process (its gauges and per-hour history are this process's)
+        self.leader = leader = jobs_leader(services, self.metrics.observe_job if self.metrics is not None else None)
+        server.leadership = leader.describe
+        jobs = [stats_job(stats, config, self.reactor, self.metrics, history)]
         if self.metrics is not None:
             self._bind_metrics(jobs)
             _resume(self.metrics_port)
@@ -149,6 +154,7 @@ class NodeService(service.MultiService):
         self.jobs = jobs
         for job in jobs:
             job.setServiceParent(self)
+        leader.setServiceParent(self)
         log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
                  address=_host_port(self.port.getHost()), db=services.db.engine.describe())
         self.notifier.ready()
@@ -207,7 +213,7 @@ class NodeService(service.MultiService):
         if self.port is not None:
             yield self.port.stopListening()
         in_flight = len(self.site.in_flight) if self.site is not None else 0
-        running = [job.name for job in self.jobs if job.busy]
+        running = [job.name for job in self.jobs + (self.leader.jobs if self.leader is not None else []) if job.busy]
         log.info("stopping: waiting for {requests} requests in flight and {jobs} running timer passes "
                  "(at most {timeout:g}s)", requests=in_flight, jobs=len(running), timeout=self.config.shutdown_timeout)
         waits = [super().stopService()]

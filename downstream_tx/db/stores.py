@@ -8,6 +8,7 @@ from downstream_tx.db.database import Database
 from downstream_tx.db.farmers import FarmerStore
 from downstream_tx.db.files import FileStore
 from downstream_tx.db.history import HistoryStore
+from downstream_tx.db.lease import LeaseStore
 from downstream_tx.db.meta import MetaStore
 from downstream_tx.db.overview import OverviewStore
 from downstream_tx.db.seeded import SeededStore
@@ -30,3 +31,4 @@ class Stores:
         self.stats = StatsStore(db)
         self.history = HistoryStore(db)
         self.overview = OverviewStore(db)
+        self.leases = LeaseStore(db)

@@ -45,6 +45,8 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRou
         self.max_body_size = config.max_body_size
         self.batch_body_size = max(config.max_batch_body_size, config.max_body_size)
         self.token_limit = TokenRequestLimit(RateLimiter(config.token_rate, clock), hash_ip)
+        #: the instance's role and the jobs lease as it last saw it (``/health``); the daemon sets it
+        self.leadership: Callable[[], dict[str, Any]] | None = None
         #: where farmers download stored chunks; the daemon sets it once its port is bound
         self.base_url = config.base_url
 
