@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from downstream_tx.db import challenges, contracts, files, history, meta, overview, seeded, stats, status, tokens
+from downstream_tx.db import challenges, contracts, files, history, lease, meta, overview, seeded, stats, status, tokens
 from downstream_tx.db.files import DuplicateFile
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.db.seeded import AnswerLost, EncodedChunk, IssuedChallenge, Sealed
@@ -271,6 +271,51 @@ def test_a_v1_token_moving_to_a_new_address_takes_its_location(stores, clock):
     assert run(stores.overview.overview(clock.seconds(), 10.0, 0, 0)).countries == [("Y", 1)]
 
 
+def test_lease_acquire_renew_takeover_release(stores, clock):
+    t = clock.seconds()
+    assert run(stores.leases.state(lease.JOBS)).generation == 0  # made by the schema, held by nobody
+    a = run(stores.leases.acquire(lease.JOBS, "a", t, 10))
+    assert (a.leader, a.holder, a.generation, a.expires) == (True, "a", 1, t + 10)
+    b = run(stores.leases.acquire(lease.JOBS, "b", t + 5, 10))
+    assert (b.leader, b.holder, b.generation) == (False, "a", 1)  # a's, unexpired: b only sees it
+    renewed = run(stores.leases.acquire(lease.JOBS, "a", t + 6, 10))
+    assert (renewed.leader, renewed.generation, renewed.acquired, renewed.expires) == (True, 1, t, t + 16)
+    taken = run(stores.leases.acquire(lease.JOBS, "b", t + 16, 10))  # expired: a new term
+    assert (taken.leader, taken.holder, taken.generation) == (True, "b", 2)
+    assert run(stores.leases.release(lease.JOBS, "a", 1)) is False  # no longer a's
+    assert run(stores.leases.release(lease.JOBS, "b", 2)) is True
+    again = run(stores.leases.acquire(lease.JOBS, "a", t + 17, 10))  # released: taken at once
+    assert (again.leader, again.holder, again.generation) == (True, "a", 3)
+    # a holder whose own lease expired starts a new term too (nobody ran the jobs meanwhile)
+    assert run(stores.leases.acquire(lease.JOBS, "a", t + 40, 10)).generation == 4
+    state = run(stores.leases.state(lease.JOBS))
+    assert (state.leader, state.holder, state.generation, state.expires) == (False, "a", 4, t + 50)
+
+
+def test_lease_fence_rolls_back_a_lost_holders_transaction(stores, clock):
+    t = clock.seconds()
+    run(stores.leases.acquire(lease.JOBS, "a", t, 10))
+    fenced = lease.FencedDatabase(stores.db, lease.Fence(lease.JOBS, "a", 1))
+    run(fenced.run("mark", meta.set_txn, "probe", b"1"))  # a holds it: the write happens
+    assert run(stores.db.run("get", meta.get_txn, "probe")) == b"1"
+    clock.advance(11)
+    with pytest.raises(lease.LeaseLost, match="generation 1 of a is lost"):  # expired, nobody took it
+        run(fenced.run("mark", meta.set_txn, "probe", b"2"))
+    run(stores.leases.acquire(lease.JOBS, "b", clock.seconds(), 10))
+    with pytest.raises(lease.LeaseLost, match="held by b"):
+        run(fenced.run("mark", meta.set_txn, "probe", b"3"))
+    assert run(stores.db.run("get", meta.get_txn, "probe")) == b"1"  # neither refused write changed it
+
+
+def test_pool_add_cap_never_overfills(stores, clock):
+    def chunk(n, size=100):
+        return EncodedChunk(f"{n:032x}", size, hashlib.sha256(b"cap %d" % n).hexdigest(), "{}", "{}")
+
+    assert run(stores.seeded.pool_add([chunk(1), chunk(2), chunk(3)], 60, clock.seconds(), cap=2)) == 2
+    assert run(stores.seeded.pool_add([chunk(4), chunk(5, 200)], 60, clock.seconds(), cap=2)) == 1
+    assert run(stores.seeded.pool_counts()) == {100: 2, 200: 1}
+
+
 COVERED = {
     meta.MetaStore: {"secret", "last_alive", "mark_alive", "snapshot"},
     tokens.TokenStore: {"create", "get", "delete", "farmer", "import_whitelist", "count", "heartbeats_total",
@@ -285,6 +330,7 @@ COVERED = {
     stats.StatsStore: {"ping", "counts"},
     history.HistoryStore: {"write", "record", "hours"},
     overview.OverviewStore: {"overview", "farmer"},
+    lease.LeaseStore: {"acquire", "release", "state"},
 }
 
 
