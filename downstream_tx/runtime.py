@@ -7,6 +7,7 @@ Shared by the daemon (``tap.py``) and ``downstream-admin`` so both open a node t
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,9 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
     that does not exist yet (no SQLite file, or a MySQL database without the node's tables) is
     refused with :class:`~downstream_tx.startup.MissingDatabase` before anything is written."""
     engine = create_engine(config.db_url)
+    if engine.name == "mysql":
+        # a process paused inside a transaction must not hold the jobs lease's lock past its TTL
+        engine.idle_transaction_timeout = max(math.ceil(config.lease_ttl), 5)
     steps = schema.load_steps(engine.name, schema_dir)
     latest = steps[-1].version
     if not create and engine.name == "sqlite" and not os.path.exists(engine.url.path):

@@ -92,7 +92,16 @@ class NodeService(service.MultiService):
         self.metrics_port = None
         self.ready: defer.Deferred = defer.Deferred()
         self.logging = LogSetup(config.log_format, config.log_file)
-        self.notifier = Notifier(self.environ)
+        from downstream_tx.workers import worker_from_environ
+
+        #: set in a ``--workers`` child: it adopts its parent's listening socket, notifies its parent
+        self.worker = worker_from_environ(self.environ)
+        if self.worker is not None:
+            from downstream_tx.systemd import PipeNotifier
+
+            self.notifier = PipeNotifier(self.worker.status_fd)
+        else:
+            self.notifier = Notifier(self.environ)
         self.metrics = Metrics(reactor) if config.metrics_listen else None
 
     def setServiceParent(self, parent: Any) -> None:
@@ -121,7 +130,11 @@ class NodeService(service.MultiService):
         # listeners first, not yet accepting: a port in use (or a bad socket) fails before the
         # database is created or touched; connections wait in the backlog until the node is ready
         self.site = site = open_site(config, self.reactor)
-        self.port = await server_endpoint(self.reactor, config.listen, self.environ).listen(site)
+        if self.worker is None:
+            self.port = await server_endpoint(self.reactor, config.listen, self.environ).listen(site)
+        else:  # the parent's socket (workers.py); the reactor keeps a copy of the descriptor
+            self.port = self.reactor.adoptStreamPort(self.worker.listen_fd, self.worker.family, site)
+            os.close(self.worker.listen_fd)
         _pause(self.port)
         if self.metrics is not None:
             self.metrics_port = await server_endpoint(self.reactor, config.metrics_listen, self.environ).listen(
@@ -155,8 +168,12 @@ class NodeService(service.MultiService):
         for job in jobs:
             job.setServiceParent(self)
         leader.setServiceParent(self)
-        log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
-                 address=_host_port(self.port.getHost()), db=services.db.engine.describe())
+        if self.worker is None:
+            log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
+                     address=_host_port(self.port.getHost()), db=services.db.engine.describe())
+        else:
+            log.info("worker {index} of {count} ({instance}) serving {address}", index=self.worker.index,
+                     count=self.worker.count, instance=leader.holder, address=_host_port(self.port.getHost()))
         self.notifier.ready()
         interval = watchdog_interval(self.environ)
         if interval is not None and self.notifier.enabled:
@@ -304,8 +321,31 @@ def node_service_or_exit(config: Config, reactor: Any) -> NodeService:
         raise SystemExit(EXIT_START_FAILED) from None
 
 
+def child_args(options: Options) -> list[str]:
+    """The command line of a ``--workers`` child: ``twistd -n downstream`` with the options given."""
+    args = ["-n", "--pidfile=", "downstream"]
+    if options.get("config"):
+        args += ["--config", options["config"]]
+    for s in SETTINGS:
+        if options.get(s.option) is not None:
+            args += [f"--{s.option}", str(options[s.option])]
+    return args
+
+
 def makeService(options: Options) -> service.IService:
     from twisted.internet import reactor
 
+    from downstream_tx.workers import WorkerSupervisor, refusal, worker_config, worker_from_environ
+
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    return node_service_or_exit(config_or_exit(lambda: config_from_options(options)), reactor)
+    config = config_or_exit(lambda: config_from_options(options))
+    worker = worker_from_environ(os.environ)
+    if worker is not None:
+        config = worker_config(config, worker)
+    elif config.workers > 1:
+        reason = refusal(config)
+        if reason is not None:
+            sys.stderr.write(f"downstream: configuration error: {reason}\n")
+            raise SystemExit(EXIT_CONFIG)
+        return WorkerSupervisor(config, reactor, child_args(options))
+    return node_service_or_exit(config, reactor)

@@ -11,7 +11,7 @@ import pytest
 from downstream_tx.db.lease import JOBS
 from downstream_tx.jobs.leader import JobsLeader, poll_interval
 from downstream_tx.runtime import jobs_leader
-from support import ADDRESS, add_test_file, contract_row, make_config, make_node, run, snapshot, v0_answer, stored_bytes
+from support import ADDRESS, add_test_file, contract_row, make_config, make_node, run, snapshot, stored_bytes, v0_answer
 
 TTL = 3.0
 TICK = 1.0
