@@ -292,6 +292,11 @@ class WorkerSupervisor(service.Service):
         super().stopService()
         self.stopping = True
         self.notifier.stopping()
+        if self.port is not None:
+            # the workers' copies keep the socket open while they drain; once they close theirs, new
+            # connections are refused instead of waiting in a queue nobody accepts from
+            yield self.port.stopListening()
+            self.port = None
         if self.workers:
             self._all_ended = defer.Deferred()
             log.info("stopping: SIGTERM to {n} workers", n=len(self.workers))
