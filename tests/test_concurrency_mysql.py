@@ -194,3 +194,35 @@ def test_take_many_locks_the_challenges_it_reads(tmp_path, clock):
         assert run(node.core.stores.challenges.unused(file_id)) == 2
     finally:
         node.db.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_limits_hold_across_instances(tmp_path):
+    """Two node instances (real pools) take token requests from one client IP at once: the per-IP
+    token limit and the token-request rate limit are one limit over both, not one per instance."""
+    from twisted.internet import reactor
+
+    from downstream_tx.errors import NodeError
+    from downstream_tx.http.ratelimit import SharedRateLimiter
+    from downstream_tx.runtime import open_services
+
+    fresh_mysql_database(MYSQL_URL)
+    config = make_config(tmp_path, MYSQL_URL, max_tokens_per_ip=3, db_pool_size=5)
+    nodes = [await open_services(config, reactor) for _ in range(2)]
+    try:
+        async def create(i: int) -> bool:
+            try:
+                await nodes[i % 2].v0.create_token(make_address(i), ip="203.0.113.7")
+            except NodeError:
+                return False
+            return True
+
+        made = await defer.gatherResults([defer.ensureDeferred(create(i)) for i in range(10)])
+        assert sum(made) == 3
+        limiters = [SharedRateLimiter(4, reactor, n.core.stores.ratelimits, n.core.keys.hash_ip) for n in nodes]
+        waits = await defer.gatherResults([defer.ensureDeferred(limiters[i % 2].check("203.0.113.9"))
+                                           for i in range(8)])
+        assert sum(1 for w in waits if w == 0) == 4
+    finally:
+        for n in nodes:
+            n.db.close()

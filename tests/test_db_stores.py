@@ -8,7 +8,20 @@ import inspect
 
 import pytest
 
-from downstream_tx.db import challenges, contracts, files, history, lease, meta, overview, seeded, stats, status, tokens
+from downstream_tx.db import (
+    challenges,
+    contracts,
+    files,
+    history,
+    lease,
+    meta,
+    overview,
+    ratelimits,
+    seeded,
+    stats,
+    status,
+    tokens,
+)
 from downstream_tx.db.files import DuplicateFile
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.db.seeded import AnswerLost, EncodedChunk, IssuedChallenge, Sealed
@@ -316,6 +329,16 @@ def test_pool_add_cap_never_overfills(stores, clock):
     assert run(stores.seeded.pool_counts()) == {100: 2, 200: 1}
 
 
+def test_rate_limit_buckets_in_the_database(stores, clock):
+    t = clock.seconds()
+    assert [run(stores.ratelimits.take("rate:a", 2, 1 / 30, t)) for _ in range(3)] == [0.0, 0.0, 30.0]
+    assert run(stores.ratelimits.take("rate:b", 2, 1 / 30, t)) == 0.0  # another client: its own bucket
+    assert run(stores.ratelimits.take("rate:a", 2, 1 / 30, t + 15)) == 15.0  # half a token back
+    assert run(stores.ratelimits.take("rate:a", 2, 1 / 30, t + 30)) == 0.0
+    assert run(stores.ratelimits.sweep(t + 1)) == 1  # b, untouched since t
+    assert run(stores.ratelimits.take("rate:a", 2, 1 / 30, t + 30)) == 30.0  # a's bucket kept
+
+
 COVERED = {
     meta.MetaStore: {"secret", "last_alive", "mark_alive", "snapshot"},
     tokens.TokenStore: {"create", "get", "delete", "farmer", "import_whitelist", "count", "heartbeats_total",
@@ -331,6 +354,7 @@ COVERED = {
     history.HistoryStore: {"write", "record", "hours"},
     overview.OverviewStore: {"overview", "farmer"},
     lease.LeaseStore: {"acquire", "release", "state"},
+    ratelimits.RateLimitStore: {"take", "sweep"},
 }
 
 

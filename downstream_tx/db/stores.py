@@ -11,6 +11,7 @@ from downstream_tx.db.history import HistoryStore
 from downstream_tx.db.lease import LeaseStore
 from downstream_tx.db.meta import MetaStore
 from downstream_tx.db.overview import OverviewStore
+from downstream_tx.db.ratelimits import RateLimitStore
 from downstream_tx.db.seeded import SeededStore
 from downstream_tx.db.stats import StatsStore
 from downstream_tx.db.status import StatusStore
@@ -32,3 +33,4 @@ class Stores:
         self.history = HistoryStore(db)
         self.overview = OverviewStore(db)
         self.leases = LeaseStore(db)
+        self.ratelimits = RateLimitStore(db)
