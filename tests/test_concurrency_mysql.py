@@ -226,3 +226,69 @@ async def test_token_limits_hold_across_instances(tmp_path):
     finally:
         for n in nodes:
             n.db.close()
+
+
+class _RacingDb:
+    """Runs a store's transaction on a connection of its own in the calling thread, through a Txn
+    that waits (at most ``wait`` s) at ``barrier`` just before the statement starting with ``before``."""
+
+    def __init__(self, engine, barrier: threading.Barrier, before: str, wait: float):
+        self.engine, self.barrier, self.before, self.wait = engine, barrier, before, wait
+
+    def run(self, desc, func, *args):
+        db = self
+
+        class Txn_(Txn):
+            def execute(self, sql, args=()):
+                if sql.startswith(db.before):
+                    try:
+                        db.barrier.wait(timeout=db.wait)
+                    except threading.BrokenBarrierError:
+                        pass  # the other transaction waits for a lock this one holds: go on alone
+                return super().execute(sql, args)
+
+        conn = self.engine.connect()
+        try:
+            with conn.cursor() as cursor:
+                result = func(Txn_(cursor, self.engine), *args)
+            conn.commit()
+            return result
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+
+def test_two_instances_race_for_the_last_token_of_an_ip(tmp_path, clock):
+    """Both transactions counted the IP's tokens before either inserted: without the key lock both
+    would insert past ``max_tokens_per_ip``."""
+    from downstream_tx.db.tokens import IpLimitReached, TokenStore
+
+    fresh_mysql_database(MYSQL_URL)
+    node = make_node(make_config(tmp_path, MYSQL_URL), clock)
+    node.db.close()
+    engine = create_engine(MYSQL_URL)
+    barrier = threading.Barrier(2)
+    results: list = []
+
+    def admit(facts) -> None:
+        if facts.by_ip >= 1:
+            raise IpLimitReached()
+
+    def farmer(n: int) -> None:
+        store = TokenStore(_RacingDb(engine, barrier, "INSERT INTO tokens", 2.0))
+        try:
+            results.append(store.create(bytes([n]) * 32, f"{n:020x}", make_address(n), "ip-hash", clock.seconds(),
+                                        admit))
+        except BaseException as e:  # counted below
+            results.append(e)
+
+    threads = [threading.Thread(target=farmer, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2
+    assert sum(1 for r in results if isinstance(r, int)) == 1
+    assert sum(1 for r in results if isinstance(r, IpLimitReached)) == 1
