@@ -1,4 +1,4 @@
-"""The per-client limits every instance shares (table ``rate_buckets``, schema step 005).
+"""The per-client limits every instance shares (table ``rate_buckets``, schema step 006).
 
 - :func:`take_txn`: the token-request rate limit (``token_rate``) as a token bucket per client,
   in the database, so N processes or machines enforce one limit, not N (``http/ratelimit.py``

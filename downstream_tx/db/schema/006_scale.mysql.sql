@@ -1,4 +1,4 @@
--- Schema version 5: scale-out (docs/operations.md, "Running several processes").
+-- Schema version 6: scale-out (docs/operations.md, "Running several processes").
 -- leases: one row per lease (name 'jobs': the periodic jobs). holder = the instance holding it,
 -- generation = bumped at every change of holder (a fenced job transaction checks it), expires =
 -- the holder's clock + lease_ttl at its last renewal.
