@@ -184,6 +184,7 @@ class NodeService(service.MultiService):
     def _bind_metrics(self, jobs: list) -> None:
         metrics, services, site = self.metrics, self.node, self.site
         metrics.bind_db(services.db, self.config.db_pool_size)
+        metrics.bind_leader(self.leader, None if self.worker is None else self.worker.index)
         metrics.set_pool_targets(self.config.seeded_pool)
         services.core.results.observers.append(metrics.count_result)
         site.observers.append(metrics.observe_request)

@@ -126,3 +126,27 @@ def test_the_downtime_rule_covers_only_the_gap_without_a_leader(pair, clock, tmp
     for _ in range(2 * INTERVAL + 1):
         clock.advance(TICK)
     assert lb.terms == 1 and contract_row(a, token, file_hash)["misses"] == 1
+
+
+def test_health_and_metrics_show_the_role_and_the_lease(pair, clock):
+    from downstream_tx.metrics import Metrics
+    from downstream_tx.runtime import build_server
+    from support import StubClient
+
+    (a, b), (la, lb) = pair
+    la.startService()
+    lb.startService()
+    clock.advance(0.25)
+    for leader, node, role in ((la, a, "leader"), (lb, b, "follower")):
+        server = build_server(node)
+        server.leadership = leader.describe
+        body = StubClient(server.resource()).get("/health").json()
+        assert body["role"] == role and body["instance"] == leader.holder
+        assert body["lease"]["holder"] == "a" and body["lease"]["generation"] == 1
+        assert body["lease"]["age"] == 0.25 and body["lease"]["expires_in"] == TTL - 0.25
+        metrics = Metrics(clock)
+        metrics.bind_leader(leader, worker=1)
+        text = metrics.render().decode()
+        assert f'downstream_instance_info{{instance="{leader.holder}",worker="1"}} 1.0' in text
+        assert f"downstream_jobs_leader {1.0 if role == 'leader' else 0.0}" in text
+        assert "downstream_jobs_lease_age_seconds 0.25" in text
