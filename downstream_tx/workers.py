@@ -94,9 +94,9 @@ def refusal(config: Config) -> str | None:
     if config.workers <= 1:
         return None
     if config.db_url.startswith("sqlite"):
-        return ("workers > 1 needs MySQL/MariaDB (--db mysql://…): SQLite has one writer at a time, so more "
-                "processes do not prove more (docs/performance.md, \"Scale-out\"); MySQL/MariaDB is the "
-                "scale-out path")
+        return ("workers > 1 needs MySQL/MariaDB (--db mysql://…), the scale-out path: on SQLite the node's "
+                "reads and writes are one atomic step only within one process (docs/performance.md, "
+                "\"Scale-out\")")
     kind = endpoint_parts(config.listen)[0]
     if kind in ("ssl", "tls"):
         return ("workers > 1 cannot share an ssl:/tls: listener: terminate TLS in front of the node "

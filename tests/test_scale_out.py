@@ -213,11 +213,38 @@ def _in_flight(port: int) -> float:
     return 0.0
 
 
+class _NotifySocket:
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.messages
+
+
 def test_two_workers_serve_one_port_and_stop_cleanly_with_requests_in_flight(tmp_path: Path, mysql_url: str):
     args = node_args(tmp_path, mysql_url, files=1) + [
         "--workers", "2", "--metrics-listen", "tcp:0:interface=127.0.0.1", "--shutdown-timeout", "20"]
-    with Daemon(tmp_path / "workers", args) as d:
+    notify = _NotifySocket(str(tmp_path / "notify.sock"))
+    env = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "300000"}
+    with Daemon(tmp_path / "workers", args, env=env, watchdog_self=True) as d:
         assert re.search(r"listening on 127\.0\.0\.1:\d+ \(2 workers, pids \d+ \d+;", d.log())
+        # systemd hears READY once, after both workers are ready, then the workers' watchdog pings
+        wait_until(lambda: notify.drain().count("WATCHDOG=1") >= 3, 20, "watchdog pings through the parent")
+        assert notify.messages[0] == "READY=1" and notify.messages.count("READY=1") == 1
+        assert d.log().count(" serving 127.0.0.1:") == 2
+        d.signal(signal.SIGHUP)  # reaches both workers
+        d.wait_for_log(r"SIGHUP: log file reopened\n", count=2)
+        d.wait_for_log(r"SIGHUP: log file reopened, passed to 2 workers")
         ports = _metric_ports(d)
         assert len(ports) == 2
         # both workers serve the one port, and one of them runs the jobs
@@ -253,6 +280,10 @@ def test_two_workers_serve_one_port_and_stop_cleanly_with_requests_in_flight(tmp
         assert d.proc.returncode == 0, d.log()
         for f in [*v0, *v1]:
             f.stop()
+    notify.drain()
+    notify.sock.close()
+    significant = [m for m in notify.messages if m != "WATCHDOG=1"]
+    assert significant[0] == "READY=1" and significant[-1] == "STOPPING=1" and len(significant) == 4, significant
     assert answers == [b"HTTP/1.1 200 OK"] * 6
     log = d.log()
     assert log.count("stopped (status 0)") == 2 and "still in flight" not in log and "Traceback" not in log
