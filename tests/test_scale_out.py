@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -214,21 +215,33 @@ def _in_flight(port: int) -> float:
 
 
 class _NotifySocket:
-    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET, read by a thread (the
+    kernel queues only a few datagrams: net.unix.max_dgram_qlen)."""
 
     def __init__(self, path: str):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
-        self.sock.setblocking(False)
+        self.sock.settimeout(0.1)
         self.messages: list[str] = []
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
 
-    def drain(self) -> list[str]:
-        while True:
+    def _read(self) -> None:
+        while not self.closed.is_set():
             try:
                 self.messages.append(self.sock.recv(4096).decode())
-            except BlockingIOError:
-                return self.messages
+            except TimeoutError:
+                continue
+
+    def drain(self) -> list[str]:
+        return list(self.messages)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.thread.join(5)
+        self.sock.close()
 
 
 def test_two_workers_serve_one_port_and_stop_cleanly_with_requests_in_flight(tmp_path: Path, mysql_url: str):
@@ -240,7 +253,7 @@ def test_two_workers_serve_one_port_and_stop_cleanly_with_requests_in_flight(tmp
         assert re.search(r"listening on 127\.0\.0\.1:\d+ \(2 workers, pids \d+ \d+;", d.log())
         # systemd hears READY once, after both workers are ready, then the workers' watchdog pings
         wait_until(lambda: notify.drain().count("WATCHDOG=1") >= 3, 20, "watchdog pings through the parent")
-        assert notify.messages[0] == "READY=1" and notify.messages.count("READY=1") == 1
+        assert notify.drain()[0] == "READY=1" and notify.drain().count("READY=1") == 1
         assert d.log().count(" serving 127.0.0.1:") == 2
         d.signal(signal.SIGHUP)  # reaches both workers
         d.wait_for_log(r"SIGHUP: log file reopened\n", count=2)
@@ -280,8 +293,8 @@ def test_two_workers_serve_one_port_and_stop_cleanly_with_requests_in_flight(tmp
         assert d.proc.returncode == 0, d.log()
         for f in [*v0, *v1]:
             f.stop()
-    notify.drain()
-    notify.sock.close()
+    wait_until(lambda: "STOPPING=1" in notify.drain(), 5, "STOPPING=1")
+    notify.close()
     significant = [m for m in notify.messages if m != "WATCHDOG=1"]
     assert significant[0] == "READY=1" and significant[-1] == "STOPPING=1" and len(significant) == 4, significant
     assert answers == [b"HTTP/1.1 200 OK"] * 6
