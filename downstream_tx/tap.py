@@ -336,10 +336,16 @@ def child_args(options: Options) -> list[str]:
 def makeService(options: Options) -> service.IService:
     from twisted.internet import reactor
 
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    return node_or_workers(config_or_exit(lambda: config_from_options(options)), reactor, child_args(options))
+
+
+def node_or_workers(config: Config, reactor: Any, args: list[str]) -> service.IService:
+    """The node's service; with ``workers`` > 1 the parent of that many node processes (started
+    as ``twistd`` + ``args``), or one line and exit status 2 when the settings cannot have them;
+    in such a worker process, the node with the worker's own settings."""
     from downstream_tx.workers import WorkerSupervisor, refusal, worker_config, worker_from_environ
 
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    config = config_or_exit(lambda: config_from_options(options))
     worker = worker_from_environ(os.environ)
     if worker is not None:
         config = worker_config(config, worker)
@@ -348,5 +354,5 @@ def makeService(options: Options) -> service.IService:
         if reason is not None:
             sys.stderr.write(f"downstream: configuration error: {reason}\n")
             raise SystemExit(EXIT_CONFIG)
-        return WorkerSupervisor(config, reactor, child_args(options))
+        return WorkerSupervisor(config, reactor, args)
     return node_service_or_exit(config, reactor)
