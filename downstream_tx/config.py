@@ -274,7 +274,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds the instance running the periodic jobs holds its lease without renewing it; another "
             "instance takes over within lease_ttl + one tick after it dies."),
     Setting("instance_name", _optional_str, None,
-            "This process's name in the jobs lease, /health, /metrics and logs (default host:pid)."),
+            "This process's name in the jobs lease, /health, /metrics and logs (default host:pid; a random "
+            "part is added in the lease)."),
     Setting("log_format", _choice("text", "json"), "text", "Log lines as readable text or JSON lines."),
     Setting("log_file", _optional_str, None, "Log file (default: standard output); SIGHUP reopens it."),
     Setting("db_unhealthy_after", _float(0.0), 30.0,

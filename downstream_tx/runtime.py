@@ -187,9 +187,11 @@ def jobs_leader(services: Services, observer=None) -> JobsLeader:
     """The lease-holding service that runs :func:`build_jobs` over fenced services, one term at a
     time, on the one instance holding the ``jobs`` lease."""
     config, core = services.config, services.core
+    # the lease holder: the instance's name and a random part, so two processes given one name (two
+    # containers with the same host name and pid) can never both believe they hold the lease
+    holder = f"{config.instance_name or default_instance_name()}~{os.urandom(3).hex()}"
     return JobsLeader(core.stores.leases, lambda fence: build_jobs(fenced_services(services, fence)), core.clock,
-                      config.instance_name or default_instance_name(), config.lease_ttl,
-                      poll_interval(config.lease_ttl, config.tick), observer)
+                      holder, config.lease_ttl, poll_interval(config.lease_ttl, config.tick), observer)
 
 
 def dashboard_data(services: Services) -> DashboardData | None:

@@ -148,10 +148,12 @@ class FencedDatabase:
         return getattr(self.db, name)
 
     def run(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any):
-        fence, now = self.fence, self.db.clock.seconds()
+        fence, clock = self.fence, self.db.clock
 
         def fenced(txn: Txn, *a: Any, **kw: Any) -> T:
-            fence_txn(txn, fence, now)
+            # the time the transaction runs (on a pool thread: the reactor's clock is time.time()),
+            # not when it was queued behind others
+            fence_txn(txn, fence, clock.seconds())
             return func(txn, *a, **kw)
 
         return self.db.run(desc, fenced, *args, **kwargs)
