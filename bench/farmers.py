@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
-from loadgen import Spawned, machine, run_load  # noqa: E402
+from loadgen import Spawned, machine, proc_cpu, run_load  # noqa: E402
 
 ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
 #: the MariaDB database --db mysql drops and re-creates ($DOWNSTREAM_BENCH_DB overrides it)
@@ -361,15 +361,38 @@ def daemon_args(mode: str, args: argparse.Namespace, db: str, data_dir: str) -> 
                      "--challenge-low-water", str(args.challenge_batch // 4)]
 
 
+def db_server_pid() -> int | None:
+    """The local MariaDB/MySQL server's pid, to measure its CPU too: ``$DTX_BENCH_DB_PID``, else
+    the one ``mariadbd``/``mysqld`` started without ``--defaults-file`` (None if not exactly one)."""
+    if os.environ.get("DTX_BENCH_DB_PID"):
+        return int(os.environ["DTX_BENCH_DB_PID"])
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() not in ("mariadbd", "mysqld"):
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"--defaults-file" not in f.read():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found[0] if len(found) == 1 else None
+
+
 def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) -> dict[str, float]:
     params: dict[str, Any] = {"client": args.client, "contracts": args.contracts, "idle": args.idle,
                               "chunk_attempts": 200, "max_chunk_size": args.chunk_size,
                               "chunk_batch": args.chunk_batch}
     cpu: dict[str, float] = {}
 
+    server = db_server_pid() if args.db == "mysql" else None
+
     def on_measure(what: str) -> None:
         if spawned is not None:
             cpu[what] = spawned.cpu()
+        if server is not None:
+            cpu["db " + what] = proc_cpu(server)
 
     params["_on_measure"] = on_measure
     farmer = "farmers:v1_farmer" if mode == "v1" else "farmers:v0_farmer"
@@ -391,6 +414,10 @@ def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) 
             extra[f"{key} per daemon CPU-second"] = f"{done / node_cpu:.0f}"
             unit = "verified proof" if mode == "v1" else "pass"
             extra[f"daemon CPU per {unit}"] = f"{node_cpu / done * 1e6:.1f} µs"
+            if server is not None:
+                db_cpu = cpu.get("db stop", 0.0) - cpu.get("db start", 0.0)
+                extra["database server CPU"] = (f"{db_cpu:.1f} s in the window, {db_cpu / done * 1e6:.1f} µs per "
+                                                f"{unit} (a shared server: other sessions' queries count too)")
     from loadgen import report
 
     title = f"{mode} farmers, {args.db if spawned else url}"
