@@ -312,7 +312,7 @@ def shift_for_downtime_txn(txn: Txn, start: float, end: float) -> int:
     window's end is stored in ``node_meta`` in the same transaction, and only the part of the window
     after a stored end is added (a retried or repeated call adds nothing twice). Returns the
     contracts moved."""
-    marker = meta.get_txn(txn, SHIFTED_UNTIL)
+    marker = meta.locked_get_txn(txn, SHIFTED_UNTIL)  # two shifts at once: the second waits, adds nothing
     done = float(marker.decode("ascii")) if marker else 0.0
     begin = max(start, done)
     if end <= begin:
