@@ -217,8 +217,19 @@ async def test_token_limits_hold_across_instances(tmp_path):
                 return False
             return True
 
+        failed: list[str] = []
+        for n in nodes:
+            n.db.observers.append(lambda desc, seconds, ok: ok or failed.append(desc))
         made = await defer.gatherResults([defer.ensureDeferred(create(i)) for i in range(10)])
         assert sum(made) == 3
+        # many at once from one address and IP (limits off): every one made, no attempt deadlocked
+        unlimited = config.replace(max_tokens_per_ip=0, max_tokens_per_address=0)
+        for n in nodes:
+            n.core.config = unlimited
+        many = await defer.gatherResults([defer.ensureDeferred(nodes[i % 2].v0.create_token(make_address(1),
+                                                                                           ip="203.0.113.8"))
+                                          for i in range(30)])
+        assert len(set(many)) == 30 and failed == []
         limiters = [SharedRateLimiter(4, reactor, n.core.stores.ratelimits, n.core.keys.hash_ip) for n in nodes]
         waits = await defer.gatherResults([defer.ensureDeferred(limiters[i % 2].check("203.0.113.9"))
                                            for i in range(8)])

@@ -20,15 +20,21 @@ SWEEP_EVERY = 100
 
 
 def _ensure_txn(txn: Txn, key: str, tokens: float, now: float) -> None:
-    verb = "INSERT OR IGNORE" if txn.engine_name == "sqlite" else "INSERT IGNORE"
-    txn.execute(f"{verb} INTO rate_buckets (bucket, tokens, updated) VALUES (?, ?, ?)", (key, tokens, now))
+    """Make ``key``'s row if missing and lock it exclusively, in one statement: an upsert takes the
+    row's exclusive lock at once (``INSERT IGNORE`` then ``SELECT … FOR UPDATE`` would take a shared
+    lock first, and two transactions upgrading theirs deadlock)."""
+    if txn.engine_name == "sqlite":
+        txn.execute("INSERT INTO rate_buckets (bucket, tokens, updated) VALUES (?, ?, ?) "
+                    "ON CONFLICT (bucket) DO UPDATE SET bucket = excluded.bucket", (key, tokens, now))
+    else:
+        txn.execute("INSERT INTO rate_buckets (bucket, tokens, updated) VALUES (?, ?, ?) "
+                    "ON DUPLICATE KEY UPDATE bucket = bucket", (key, tokens, now))
 
 
 def lock_key_txn(txn: Txn, key: str, now: float = 0.0) -> None:
     """Lock ``key``'s row (made if missing) until this transaction ends (``now``: when, for the
     sweep; 0: the next sweep deletes it)."""
     _ensure_txn(txn, key, 0.0, now)
-    txn.execute("SELECT tokens FROM rate_buckets WHERE bucket = ?" + txn.for_update(), (key,)).fetchone()
     txn.execute("UPDATE rate_buckets SET updated = ? WHERE bucket = ?", (now, key))
 
 
