@@ -32,7 +32,7 @@ from twisted.python.components import Componentized
 
 from downstream_tx import __version__
 from downstream_tx.config import Config, endpoint_parts
-from downstream_tx.startup import EXIT_START_FAILED, StartupError, explain
+from downstream_tx.startup import EXIT_START_FAILED, explain
 
 log = Logger()
 
@@ -156,7 +156,6 @@ class WorkerSupervisor(service.Service):
         self.port: Any = None
         self.started = False
         self.stopping = False
-        self.exit_code = 0
         self.ready: defer.Deferred = defer.Deferred()
         self._all_ended: defer.Deferred | None = None
         self._watchdog_seen: set[int] = set()
@@ -278,7 +277,6 @@ class WorkerSupervisor(service.Service):
         self._stop_with(code)
 
     def _stop_with(self, code: int) -> None:
-        self.exit_code = code
         import atexit
 
         atexit.register(_exit_now, code)
@@ -323,9 +321,3 @@ def _exit_now(code: int) -> None:
             pass
     os._exit(code)
 
-
-def check_workers(config: Config) -> None:
-    """Raise the one-line :class:`StartupError` (exit status 2) when ``workers`` cannot be used."""
-    reason = refusal(config)
-    if reason is not None:
-        raise StartupError(reason, exit_code=2)

@@ -13,6 +13,8 @@ has refilled is the same as none: rows not touched for a refill period are delet
 
 from __future__ import annotations
 
+import hashlib
+
 from downstream_tx.db.database import Database, Txn
 
 #: deleted (full again) when not touched for this many seconds past a full refill
@@ -29,6 +31,11 @@ def _ensure_txn(txn: Txn, key: str, tokens: float, now: float) -> None:
     else:
         txn.execute("INSERT INTO rate_buckets (bucket, tokens, updated) VALUES (?, ?, ?) "
                     "ON DUPLICATE KEY UPDATE bucket = bucket", (key, tokens, now))
+
+
+def digest(text: str) -> str:
+    """A fixed-length key part for any text (an address as the farmer sent it, before it is checked)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def lock_key_txn(txn: Txn, key: str, now: float = 0.0) -> None:

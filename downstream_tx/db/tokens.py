@@ -116,7 +116,7 @@ class TokenStore:
 
         def body(txn: Txn) -> int:
             # the counts below and the insert are one step for every instance (db/ratelimits.py)
-            ratelimits.lock_key_txn(txn, "address:" + address, now)
+            ratelimits.lock_key_txn(txn, "address:" + ratelimits.digest(address), now)
             if ip_hash:
                 ratelimits.lock_key_txn(txn, "ip:" + ip_hash, now)
             balance = txn.scalar("SELECT balance FROM addresses WHERE address = ? AND active = 1", (address,))
