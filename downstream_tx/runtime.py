@@ -183,7 +183,7 @@ def fenced_services(services: Services, fence: Fence) -> Services:
     """The services again, over stores whose every transaction first checks ``fence``
     (``db/lease.py``); the same clock, keys, result observers and chunk store."""
     core = services.core
-    fenced = dataclasses.replace(core, stores=Stores(FencedDatabase(core.stores.db, fence)))
+    fenced = dataclasses.replace(core, stores=Stores(FencedDatabase(core.stores.db, fence), rules_of(core.config)))
     return build_services(fenced, services.chunks)
 
 
