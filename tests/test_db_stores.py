@@ -333,6 +333,9 @@ def test_lease_fence_rolls_back_a_lost_holders_transaction(stores, clock):
     fenced = lease.FencedDatabase(stores.db, lease.Fence(lease.JOBS, "a", 1))
     run(fenced.run("mark", meta.set_txn, "probe", b"1"))  # a holds it: the write happens
     assert run(stores.db.run("get", meta.get_txn, "probe")) == b"1"
+    # the fence wrote the lease row (a real change: what Galera certifies against a takeover)
+    fences = run(stores.db.run("fences", lambda txn: txn.scalar("SELECT fences FROM leases WHERE name = 'jobs'")))
+    assert fences == 1
     clock.advance(11)
     with pytest.raises(lease.LeaseLost, match="generation 1 of a is lost"):  # expired, nobody took it
         run(fenced.run("mark", meta.set_txn, "probe", b"2"))

@@ -93,15 +93,14 @@ def release_txn(txn: Txn, name: str, holder: str, generation: int) -> bool:
 def fence_txn(txn: Txn, fence: Fence, now: float) -> None:
     """Lock the lease row and raise :class:`LeaseLost` unless ``fence`` still holds it at ``now``
     (the first statement of every fenced transaction)."""
-    if txn.engine_name == "sqlite":
-        # a write first: Python's sqlite3 opens the transaction (and SQLite takes the database's
-        # write lock) only at the first write, so a SELECT here would be read outside the
-        # transaction, and another process could take the lease between it and the job's writes
-        held = txn.execute("UPDATE leases SET generation = generation WHERE name = ? AND holder = ? "
-                           "AND generation = ? AND expires > ?",
-                           (fence.name, fence.holder, fence.generation, now)).rowcount
-        if held == 1:
-            return
+    # a write first, and a real change: Python's sqlite3 opens the transaction (and SQLite takes the
+    # database's write lock) only at the first write, so a SELECT here would be read outside the
+    # transaction; and on a Galera cluster only a written row is certified against a takeover made
+    # through another node (a locking read is not)
+    held = txn.execute("UPDATE leases SET fences = fences + 1 WHERE name = ? AND holder = ? AND generation = ? "
+                       "AND expires > ?", (fence.name, fence.holder, fence.generation, now)).rowcount
+    if held == 1:
+        return
     row = _row(txn, fence.name)
     if row is None or row[0] != fence.holder or int(row[1]) != fence.generation or float(row[4]) <= now:
         held = ("nobody" if row is None

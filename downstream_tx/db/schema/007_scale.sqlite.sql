@@ -1,14 +1,17 @@
 -- Schema version 7: scale-out (docs/operations.md, "Running several processes").
 -- leases: one row per lease (name 'jobs': the periodic jobs). holder = the instance holding it,
 -- generation = bumped at every change of holder (a fenced job transaction checks it), expires =
--- the holder's clock + lease_ttl at its last renewal.
+-- the holder's clock + lease_ttl at its last renewal. fences = counts the fenced transactions: each
+-- one writes the row (a real change), so that on a Galera cluster certification orders it against a
+-- takeover made through another node (a locking read alone is not certified across nodes).
 CREATE TABLE leases (
     name VARCHAR(32) NOT NULL PRIMARY KEY,
     holder VARCHAR(128) NOT NULL,
     generation BIGINT NOT NULL,
     acquired DOUBLE NOT NULL,
     renewed DOUBLE NOT NULL,
-    expires DOUBLE NOT NULL
+    expires DOUBLE NOT NULL,
+    fences BIGINT NOT NULL DEFAULT 0
 );
 
 -- rate_buckets: the token buckets of the per-client rate limits, shared by every instance.
