@@ -6,8 +6,9 @@ from twisted.application import service
 from twisted.internet import reactor
 
 from downstream_tx.config import load_config
-from downstream_tx.tap import GIL_SWITCH_INTERVAL, config_or_exit, node_service_or_exit
+from downstream_tx.tap import GIL_SWITCH_INTERVAL, config_or_exit, node_or_workers
 
 sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 application = service.Application("downstream-tx")
-node_service_or_exit(config_or_exit(load_config), reactor).setServiceParent(application)
+# DOWNSTREAM_WORKERS=N: the workers are `twistd -n downstream`, configured by the same environment
+node_or_workers(config_or_exit(load_config), reactor, ["-n", "--pidfile=", "downstream"]).setServiceParent(application)

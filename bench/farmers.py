@@ -18,6 +18,9 @@ Usage (one command each):
   python bench/farmers.py v0 --spawn --db sqlite [--farmers 200 --contracts 30]
   python bench/farmers.py v0 --url http://127.0.0.1:5000   # a running daemon (set it up yourself)
   add --quick for a tiny run (the test suite does), --processes N for the load generator's workers.
+  Scale-out: --workers N (one daemon, N processes on its socket; MySQL/MariaDB), --instances N (N
+  daemons on one database, farmers spread round robin; SQLite too, for the measurement). Daemon CPU
+  is summed over every node process.
 
 The load generator and the daemon share this machine's cores: see the CPU figures printed.
 """
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
-from loadgen import Spawned, machine, run_load  # noqa: E402
+from loadgen import Spawned, machine, proc_cpu, run_load  # noqa: E402
 
 ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
 #: the MariaDB database --db mysql drops and re-creates ($DOWNSTREAM_BENCH_DB overrides it)
@@ -73,8 +76,16 @@ class V1Contract:
         self.id, self.reader, self.tag, self.challenge, self.due_at = cid, reader, tag, challenge, due_at
 
 
+def pick(url: str, index: int) -> str:
+    """Farmer ``index``'s node when ``url`` lists several (``--instances``): round robin."""
+    urls = url.split(",")
+    return urls[index % len(urls)]
+
+
 async def v1_farmer(client, url: str, index: int, params: dict, ready: Any) -> None:
     from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag
+
+    url = pick(url, index)
 
     code, body = await client.request("GET", f"{url}{V1}/new/{ADDRESS}")
     if code != 200:
@@ -247,6 +258,7 @@ _downloads: dict[str, bytes] = {}
 
 
 async def v0_farmer(client, url: str, index: int, params: dict, ready: Any) -> None:
+    url = pick(url, index)
     code, body = await client.request("GET", f"{url}{V0}/new/{ADDRESS}")
     if code != 200:
         raise RuntimeError(f"/new: {code} {body[:200]!r} {client.last_error!r}")
@@ -345,11 +357,32 @@ def daemon_args(mode: str, args: argparse.Namespace, db: str, data_dir: str) -> 
     common = ["--db", db, "--data-dir", data_dir, "--max-tokens-per-ip", "0", "--token-rate", "0",
               "--max-tokens-per-address", "0", "--max-body-size", str(16 << 20), "--tick", str(args.tick),
               "--max-failures", "1000", "--db-pool-size", str(args.pool_size)]
+    if args.workers > 1:
+        common += ["--workers", str(args.workers)]
     if mode == "v1":
         return common + ["--seeded-interval", str(args.interval), "--seeded-pool", "4KiB:0",
                          "--max-chunks-per-request", "1000", "--max-size-per-address", str(1 << 40)]
     return common + ["--challenge-batch", str(args.challenge_batch),
                      "--challenge-low-water", str(args.challenge_batch // 4)]
+
+
+def db_server_pid() -> int | None:
+    """The local MariaDB/MySQL server's pid, to measure its CPU too: ``$DTX_BENCH_DB_PID``, else
+    the one ``mariadbd``/``mysqld`` started without ``--defaults-file`` (None if not exactly one)."""
+    if os.environ.get("DTX_BENCH_DB_PID"):
+        return int(os.environ["DTX_BENCH_DB_PID"])
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() not in ("mariadbd", "mysqld"):
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"--defaults-file" not in f.read():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found[0] if len(found) == 1 else None
 
 
 def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) -> dict[str, float]:
@@ -358,9 +391,13 @@ def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) 
                               "chunk_batch": args.chunk_batch}
     cpu: dict[str, float] = {}
 
+    server = db_server_pid() if args.db == "mysql" else None
+
     def on_measure(what: str) -> None:
         if spawned is not None:
             cpu[what] = spawned.cpu()
+        if server is not None:
+            cpu["db " + what] = proc_cpu(server)
 
     params["_on_measure"] = on_measure
     farmer = "farmers:v1_farmer" if mode == "v1" else "farmers:v0_farmer"
@@ -382,12 +419,44 @@ def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) 
             extra[f"{key} per daemon CPU-second"] = f"{done / node_cpu:.0f}"
             unit = "verified proof" if mode == "v1" else "pass"
             extra[f"daemon CPU per {unit}"] = f"{node_cpu / done * 1e6:.1f} µs"
+            if server is not None:
+                db_cpu = cpu.get("db stop", 0.0) - cpu.get("db start", 0.0)
+                extra["database server CPU"] = (f"{db_cpu:.1f} s in the window, {db_cpu / done * 1e6:.1f} µs per "
+                                                f"{unit} (a shared server: other sessions' queries count too)")
     from loadgen import report
 
     title = f"{mode} farmers, {args.db if spawned else url}"
+    if args.workers > 1 or args.instances > 1:
+        title += f", {args.workers} workers" if args.workers > 1 else f", {args.instances} instances"
     return report(title, stats, seconds, extra) | {"rss": (spawned.peak_rss() or 0) if spawned else 0,
                                                    "node_cpu_s": node_cpu if spawned is not None else 0.0,
                                                    "requests": stats.requests, "seconds": seconds}
+
+
+class Group:
+    """Spawned daemons measured as one node: CPU summed, the largest peak RSS."""
+
+    def __init__(self, daemons: list[Spawned]):
+        self.daemons = daemons
+
+    def __enter__(self) -> Group:
+        for d in self.daemons:
+            d.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for d in self.daemons:
+            d.stop()
+
+    @property
+    def url(self) -> str:
+        return ",".join(d.url for d in self.daemons)
+
+    def cpu(self) -> float:
+        return sum(d.cpu() for d in self.daemons)
+
+    def peak_rss(self) -> int | None:
+        return max((d.peak_rss() or 0) for d in self.daemons) or None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -416,6 +485,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--client", choices=["raw", "treq"], default="raw",
                     help="load generator HTTP client: raw keep-alive connections (default) or treq")
     ap.add_argument("--quick", action="store_true", help="a tiny run (for the test suite)")
+    ap.add_argument("--workers", type=int, default=1, help="the daemon's --workers (MySQL/MariaDB)")
+    ap.add_argument("--instances", type=int, default=1, help="daemons on the one database")
     return ap
 
 
@@ -458,8 +529,10 @@ def main(argv: list[str] | None = None) -> int:
             took = prepare_v0(db, data_dir, args.contracts, args.farmers, args.interval, args.challenge_batch)
             print(f"setup: {args.contracts} stored files (redundancy {args.farmers}, interval {args.interval} s, "
                   f"{args.challenge_batch} challenges) in {took:.1f} s")
-        with Spawned.daemon(Path(tmp) / "daemon", daemon_args(args.mode, args, db, data_dir)) as daemon:
-            run(args.mode, args, daemon, daemon.url)
+        group = Group([Spawned.daemon(Path(tmp) / f"daemon{i}", daemon_args(args.mode, args, db, data_dir))
+                       for i in range(args.instances)])
+        with group:
+            run(args.mode, args, group, group.url)
     return 0
 
 

@@ -56,6 +56,26 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and every process under it (``--workers`` children)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, todo = {pid}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return sum(proc_cpu(p) for p in tree)
+
+
 class Spawned:
     """A server subprocess whose log tells its port (``listening on …:PORT``)."""
 
@@ -110,7 +130,8 @@ class Spawned:
         return proc_status(self.pid, "VmHWM")
 
     def cpu(self) -> float:
-        return proc_cpu(self.pid)
+        """CPU seconds of the server and its child processes (``--workers``)."""
+        return tree_cpu(self.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None:

@@ -294,6 +294,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vetting_share", _float(0.0, 1.0, exclusive_min=False), 0.05,
             "Largest share of newly assigned contracts that goes to farmers not vetted yet."),
     # operations
+    # scale-out (docs/operations.md, "Running several processes")
+    Setting("workers", _int(1, 64), 1,
+            "Node processes serving the one listening socket (each serves every route; MySQL/MariaDB only "
+            "when more than 1)."),
+    Setting("lease_ttl", _float(0.1, 3600.0), 15.0,
+            "Seconds the instance running the periodic jobs holds its lease without renewing it; another "
+            "instance takes over within lease_ttl + one tick after it dies."),
+    Setting("instance_name", _optional_str, None,
+            "This process's name in the jobs lease, /health, /metrics and logs (default host:pid; a random "
+            "part is added in the lease)."),
     Setting("log_format", _choice("text", "json"), "text", "Log lines as readable text or JSON lines."),
     Setting("log_file", _optional_str, None, "Log file (default: standard output); SIGHUP reopens it."),
     Setting("db_unhealthy_after", _float(0.0), 30.0,

@@ -88,6 +88,16 @@ class Metrics:
                                  ["size"], registry=r)
         self.pool_target = Gauge("downstream_chunk_pool_target", "Configured seeded chunks per size class.",
                                  ["size"], registry=r)
+        # scale-out: which process this is, and whether it runs the periodic jobs
+        self.instance = Gauge("downstream_instance_info",
+                              "This process (always 1): its instance name (host:pid, or instance_name[/worker]) "
+                              "and --workers index.", ["instance", "worker"], registry=r)
+        self.jobs_leader = Gauge("downstream_jobs_leader",
+                                 "1 while this process holds the jobs lease and runs the periodic jobs, else 0.",
+                                 registry=r)
+        self.lease_age = Gauge("downstream_jobs_lease_age_seconds",
+                               "Seconds since the jobs lease's holder (any process) last renewed it, as this "
+                               "process last saw it.", registry=r)
         self.stats_updated = Gauge("downstream_stats_last_update_timestamp_seconds",
                                    "Unix time the database gauges were last refreshed.", registry=r)
 
@@ -152,6 +162,18 @@ class Metrics:
         if threadpool is not None:
             self.pool_busy.set_function(lambda: len(threadpool.working))
             self.pool_waiting.set_function(lambda: threadpool._queue.qsize())
+
+    def bind_leader(self, leader: Any, worker: int | None = None) -> None:
+        """Label this process (``leader.holder``, the worker index or ``-``) and read the jobs
+        lease's state from ``leader`` (a :class:`~downstream_tx.jobs.leader.JobsLeader`) at each scrape."""
+        self.instance.labels(leader.holder, "-" if worker is None else str(worker)).set(1)
+        self.jobs_leader.set_function(lambda: 1.0 if leader.role == "leader" else 0.0)
+
+        def age() -> float:
+            last = leader.last
+            return float("nan") if last is None else max(self.clock.seconds() - last.renewed, 0.0)
+
+        self.lease_age.set_function(age)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,6 +6,8 @@ Shared by the daemon (``tap.py``) and ``downstream-admin`` so both open a node t
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +26,14 @@ from downstream_tx.dashboard.data import DashboardData
 from downstream_tx.db import schema
 from downstream_tx.db.database import Database
 from downstream_tx.db.engine import create_engine
+from downstream_tx.db.lease import Fence, FencedDatabase
 from downstream_tx.db.stores import Stores
 from downstream_tx.health import ping_database
 from downstream_tx.http.server import DownstreamServer
 from downstream_tx.jobs.archive import archive_job
 from downstream_tx.jobs.contracts import NAME as CONTRACT_TIMER
 from downstream_tx.jobs.contracts import ContractTimer
+from downstream_tx.jobs.leader import JobsLeader, default_instance_name, poll_interval
 from downstream_tx.jobs.periodic import PeriodicJob
 from downstream_tx.startup import MissingDatabase
 from downstream_tx.v0.challenges import ChallengeSupply
@@ -114,6 +118,9 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
     that does not exist yet (no SQLite file, or a MySQL database without the node's tables) is
     refused with :class:`~downstream_tx.startup.MissingDatabase` before anything is written."""
     engine = create_engine(config.db_url)
+    if engine.name == "mysql":
+        # a process paused inside a transaction must not hold the jobs lease's lock past its TTL
+        engine.idle_transaction_timeout = max(math.ceil(config.lease_ttl), 5)
     steps = schema.load_steps(engine.name, schema_dir)
     latest = steps[-1].version
     if not create and engine.name == "sqlite" and not os.path.exists(engine.url.path):
@@ -161,7 +168,8 @@ def contract_timer(services: Services) -> ContractTimer:
 
 
 def build_jobs(services: Services) -> list[PeriodicJob]:
-    """The periodic jobs every node runs; the caller starts them as child services."""
+    """The periodic jobs the lease holder runs, over ``services`` as given (unfenced: a single
+    process that runs them itself, tests); the daemon runs :func:`leader_jobs` under a lease."""
     config, clock = services.config, services.core.clock
     return [
         PeriodicJob(CONTRACT_TIMER, contract_timer(services), config.tick, clock),
@@ -171,6 +179,25 @@ def build_jobs(services: Services) -> list[PeriodicJob]:
                     max(config.tick, min(UPTIME_PERIOD, config.seeded_interval)), clock),
         archive_job(services.core.stores.archive, config, clock),
     ]
+
+
+def fenced_services(services: Services, fence: Fence) -> Services:
+    """The services again, over stores whose every transaction first checks ``fence``
+    (``db/lease.py``); the same clock, keys, result observers and chunk store."""
+    core = services.core
+    fenced = dataclasses.replace(core, stores=Stores(FencedDatabase(core.stores.db, fence), rules_of(core.config)))
+    return build_services(fenced, services.chunks)
+
+
+def jobs_leader(services: Services, observer=None) -> JobsLeader:
+    """The lease-holding service that runs :func:`build_jobs` over fenced services, one term at a
+    time, on the one instance holding the ``jobs`` lease."""
+    config, core = services.config, services.core
+    # the lease holder: the instance's name and a random part, so two processes given one name (two
+    # containers with the same host name and pid) can never both believe they hold the lease
+    holder = f"{config.instance_name or default_instance_name()}~{os.urandom(3).hex()}"
+    return JobsLeader(core.stores.leases, lambda fence: build_jobs(fenced_services(services, fence)), core.clock,
+                      holder, config.lease_ttl, poll_interval(config.lease_ttl, config.tick), observer)
 
 
 def dashboard_data(services: Services) -> DashboardData | None:
@@ -188,4 +215,4 @@ def build_server(services: Services) -> DownstreamServer:
     return DownstreamServer(
         core.config, core.clock, services.v0, services.v1, services.status,
         ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout), hash_ip=core.keys.hash_ip,
-        dashboard=dashboard_data(services))
+        dashboard=dashboard_data(services), ratelimits=core.stores.ratelimits)

@@ -86,3 +86,31 @@ def watchdog_interval(environ: Mapping[str, str] | None = None, pid: int | None 
         except ValueError:
             return None
     return usec / 2 / 1_000_000
+
+
+class PipeNotifier(Notifier):
+    """The same notifications written as lines to a pipe: what a ``--workers`` child tells its
+    parent (``workers.py``), which tells systemd once every worker is ready."""
+
+    def __init__(self, fd: int):
+        self.address = None
+        self._sock = None
+        self._warned = False
+        self.fd = fd
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    def notify(self, *fields: str) -> bool:
+        try:
+            os.write(self.fd, ("\n".join(fields) + "\n").encode())
+        except OSError as e:
+            if not self._warned:
+                self._warned = True
+                log.warn("cannot notify the parent process ({error})", error=e.strerror or e.__class__.__name__)
+            return False
+        return True
+
+    def close(self) -> None:
+        pass

@@ -86,12 +86,22 @@ class NodeService(service.MultiService):
         self.node = None
         self.server = None
         self.jobs: list = []
+        self.leader = None
         self.port = None
         self.site = None
         self.metrics_port = None
         self.ready: defer.Deferred = defer.Deferred()
         self.logging = LogSetup(config.log_format, config.log_file)
-        self.notifier = Notifier(self.environ)
+        from downstream_tx.workers import worker_from_environ
+
+        #: set in a ``--workers`` child: it adopts its parent's listening socket, notifies its parent
+        self.worker = worker_from_environ(self.environ)
+        if self.worker is not None:
+            from downstream_tx.systemd import PipeNotifier
+
+            self.notifier = PipeNotifier(self.worker.status_fd)
+        else:
+            self.notifier = Notifier(self.environ)
         self.metrics = Metrics(reactor) if config.metrics_listen else None
 
     def setServiceParent(self, parent: Any) -> None:
@@ -113,14 +123,18 @@ class NodeService(service.MultiService):
         from downstream_tx.jobs.stats import history_recorder, stats_job
         from downstream_tx.jobs.watchdog import Watchdog
         from downstream_tx.listeners import server_endpoint
-        from downstream_tx.runtime import build_jobs, build_server, open_services
+        from downstream_tx.runtime import build_server, jobs_leader, open_services
         from downstream_tx.systemd import watchdog_interval
 
         config = self.config
         # listeners first, not yet accepting: a port in use (or a bad socket) fails before the
         # database is created or touched; connections wait in the backlog until the node is ready
         self.site = site = open_site(config, self.reactor)
-        self.port = await server_endpoint(self.reactor, config.listen, self.environ).listen(site)
+        if self.worker is None:
+            self.port = await server_endpoint(self.reactor, config.listen, self.environ).listen(site)
+        else:  # the parent's socket (workers.py); the reactor keeps a copy of the descriptor
+            self.port = self.reactor.adoptStreamPort(self.worker.listen_fd, self.worker.family, site)
+            os.close(self.worker.listen_fd)
         _pause(self.port)
         if self.metrics is not None:
             self.metrics_port = await server_endpoint(self.reactor, config.metrics_listen, self.environ).listen(
@@ -139,7 +153,11 @@ class NodeService(service.MultiService):
             if getattr(address, "port", None):
                 tls = config.listen.split(":", 1)[0] in ("ssl", "tls")
                 server.base_url = public_url_for(address.host, address.port, tls)
-        jobs = build_jobs(services) + [stats_job(stats, config, self.reactor, self.metrics, history)]
+        # the periodic jobs run on the one instance holding the jobs lease (jobs/leader.py); the stats
+        # job on every process (its gauges and per-hour history are this process's)
+        self.leader = leader = jobs_leader(services, self.metrics.observe_job if self.metrics is not None else None)
+        server.leadership = leader.describe
+        jobs = [stats_job(stats, config, self.reactor, self.metrics, history)]
         if self.metrics is not None:
             self._bind_metrics(jobs)
             _resume(self.metrics_port)
@@ -149,8 +167,13 @@ class NodeService(service.MultiService):
         self.jobs = jobs
         for job in jobs:
             job.setServiceParent(self)
-        log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
-                 address=_host_port(self.port.getHost()), db=services.db.engine.describe())
+        leader.setServiceParent(self)
+        if self.worker is None:
+            log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
+                     address=_host_port(self.port.getHost()), db=services.db.engine.describe())
+        else:
+            log.info("worker {index} of {count} ({instance}) serving {address}", index=self.worker.index,
+                     count=self.worker.count, instance=leader.holder, address=_host_port(self.port.getHost()))
         self.notifier.ready()
         interval = watchdog_interval(self.environ)
         if interval is not None and self.notifier.enabled:
@@ -161,6 +184,7 @@ class NodeService(service.MultiService):
     def _bind_metrics(self, jobs: list) -> None:
         metrics, services, site = self.metrics, self.node, self.site
         metrics.bind_db(services.db, self.config.db_pool_size)
+        metrics.bind_leader(self.leader, None if self.worker is None else self.worker.index)
         metrics.set_pool_targets(self.config.seeded_pool)
         services.core.results.observers.append(metrics.count_result)
         site.observers.append(metrics.observe_request)
@@ -207,7 +231,7 @@ class NodeService(service.MultiService):
         if self.port is not None:
             yield self.port.stopListening()
         in_flight = len(self.site.in_flight) if self.site is not None else 0
-        running = [job.name for job in self.jobs if job.busy]
+        running = [job.name for job in self.jobs + (self.leader.jobs if self.leader is not None else []) if job.busy]
         log.info("stopping: waiting for {requests} requests in flight and {jobs} running timer passes "
                  "(at most {timeout:g}s)", requests=in_flight, jobs=len(running), timeout=self.config.shutdown_timeout)
         waits = [super().stopService()]
@@ -298,8 +322,37 @@ def node_service_or_exit(config: Config, reactor: Any) -> NodeService:
         raise SystemExit(EXIT_START_FAILED) from None
 
 
+def child_args(options: Options) -> list[str]:
+    """The command line of a ``--workers`` child: ``twistd -n downstream`` with the options given."""
+    args = ["-n", "--pidfile=", "downstream"]
+    if options.get("config"):
+        args += ["--config", options["config"]]
+    for s in SETTINGS:
+        if options.get(s.option) is not None:
+            args += [f"--{s.option}", str(options[s.option])]
+    return args
+
+
 def makeService(options: Options) -> service.IService:
     from twisted.internet import reactor
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    return node_service_or_exit(config_or_exit(lambda: config_from_options(options)), reactor)
+    return node_or_workers(config_or_exit(lambda: config_from_options(options)), reactor, child_args(options))
+
+
+def node_or_workers(config: Config, reactor: Any, args: list[str]) -> service.IService:
+    """The node's service; with ``workers`` > 1 the parent of that many node processes (started
+    as ``twistd`` + ``args``), or one line and exit status 2 when the settings cannot have them;
+    in such a worker process, the node with the worker's own settings."""
+    from downstream_tx.workers import WorkerSupervisor, refusal, worker_config, worker_from_environ
+
+    worker = worker_from_environ(os.environ)
+    if worker is not None:
+        config = worker_config(config, worker)
+    elif config.workers > 1:
+        reason = refusal(config)
+        if reason is not None:
+            sys.stderr.write(f"downstream: configuration error: {reason}\n")
+            raise SystemExit(EXIT_CONFIG)
+        return WorkerSupervisor(config, reactor, args)
+    return node_service_or_exit(config, reactor)

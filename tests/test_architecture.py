@@ -25,7 +25,7 @@ LAYERS = [
     ["downstream_tx.jobs", "downstream_tx.http", "downstream_tx.metrics", "downstream_tx.dashboard"],
     # startup explains start-up failures for runtime (a missing database), tap and admin
     ["downstream_tx.runtime", "downstream_tx.startup"],
-    ["downstream_tx.tap", "downstream_tx.admin", "downstream_tx.listeners"],
+    ["downstream_tx.tap", "downstream_tx.admin", "downstream_tx.listeners", "downstream_tx.workers"],
 ]
 #: packages of one layer that must not import each other
 APART = [("downstream_tx.v0", "downstream_tx.v1")]

@@ -194,3 +194,112 @@ def test_take_many_locks_the_challenges_it_reads(tmp_path, clock):
         assert run(node.core.stores.challenges.unused(file_id)) == 2
     finally:
         node.db.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_limits_hold_across_instances(tmp_path):
+    """Two node instances (real pools) take token requests from one client IP at once: the per-IP
+    token limit and the token-request rate limit are one limit over both, not one per instance."""
+    from twisted.internet import reactor
+
+    from downstream_tx.errors import NodeError
+    from downstream_tx.http.ratelimit import SharedRateLimiter
+    from downstream_tx.runtime import open_services
+
+    fresh_mysql_database(MYSQL_URL)
+    config = make_config(tmp_path, MYSQL_URL, max_tokens_per_ip=3, db_pool_size=5)
+    nodes = [await open_services(config, reactor) for _ in range(2)]
+    try:
+        async def create(i: int) -> bool:
+            try:
+                await nodes[i % 2].v0.create_token(make_address(i), ip="203.0.113.7")
+            except NodeError:
+                return False
+            return True
+
+        failed: list[str] = []
+        for n in nodes:
+            n.db.observers.append(lambda desc, seconds, ok: ok or failed.append(desc))
+        made = await defer.gatherResults([defer.ensureDeferred(create(i)) for i in range(10)])
+        assert sum(made) == 3
+        # many at once from one address and IP (limits off): every one made, no attempt deadlocked
+        unlimited = config.replace(max_tokens_per_ip=0, max_tokens_per_address=0)
+        for n in nodes:
+            n.core.config = unlimited
+        many = await defer.gatherResults([defer.ensureDeferred(nodes[i % 2].v0.create_token(make_address(1),
+                                                                                           ip="203.0.113.8"))
+                                          for i in range(30)])
+        assert len(set(many)) == 30 and failed == []
+        limiters = [SharedRateLimiter(4, reactor, n.core.stores.ratelimits, n.core.keys.hash_ip) for n in nodes]
+        waits = await defer.gatherResults([defer.ensureDeferred(limiters[i % 2].check("203.0.113.9"))
+                                           for i in range(8)])
+        assert sum(1 for w in waits if w == 0) == 4
+    finally:
+        for n in nodes:
+            n.db.close()
+
+
+class _RacingDb:
+    """Runs a store's transaction on a connection of its own in the calling thread, through a Txn
+    that waits (at most ``wait`` s) at ``barrier`` just before the statement starting with ``before``."""
+
+    def __init__(self, engine, barrier: threading.Barrier, before: str, wait: float):
+        self.engine, self.barrier, self.before, self.wait = engine, barrier, before, wait
+
+    def run(self, desc, func, *args):
+        db = self
+
+        class Txn_(Txn):
+            def execute(self, sql, args=()):
+                if sql.startswith(db.before):
+                    try:
+                        db.barrier.wait(timeout=db.wait)
+                    except threading.BrokenBarrierError:
+                        pass  # the other transaction waits for a lock this one holds: go on alone
+                return super().execute(sql, args)
+
+        conn = self.engine.connect()
+        try:
+            with conn.cursor() as cursor:
+                result = func(Txn_(cursor, self.engine), *args)
+            conn.commit()
+            return result
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+
+def test_two_instances_race_for_the_last_token_of_an_ip(tmp_path, clock):
+    """Both transactions counted the IP's tokens before either inserted: without the key lock both
+    would insert past ``max_tokens_per_ip``."""
+    from downstream_tx.db.tokens import IpLimitReached, TokenStore
+
+    fresh_mysql_database(MYSQL_URL)
+    node = make_node(make_config(tmp_path, MYSQL_URL), clock)
+    node.db.close()
+    engine = create_engine(MYSQL_URL)
+    barrier = threading.Barrier(2)
+    results: list = []
+
+    def admit(facts) -> None:
+        if facts.by_ip >= 1:
+            raise IpLimitReached()
+
+    def farmer(n: int) -> None:
+        store = TokenStore(_RacingDb(engine, barrier, "INSERT INTO tokens", 2.0))
+        try:
+            results.append(store.create(bytes([n]) * 32, f"{n:020x}", make_address(n), "ip-hash", clock.seconds(),
+                                        admit))
+        except BaseException as e:  # counted below
+            results.append(e)
+
+    threads = [threading.Thread(target=farmer, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2
+    assert sum(1 for r in results if isinstance(r, int)) == 1
+    assert sum(1 for r in results if isinstance(r, IpLimitReached)) == 1

@@ -14,8 +14,10 @@ from downstream_tx.db import (
     contracts,
     files,
     history,
+    lease,
     meta,
     overview,
+    ratelimits,
     reputation,
     seeded,
     stats,
@@ -321,6 +323,62 @@ def test_reputation_store(stores, clock):
     assert run(rep.reinstate(ADDRESS, clock.seconds())) == "disqualified"
     assert run(rep.reinstate(make_address(3), clock.seconds())) is None
     assert run(rep.of_addresses([ADDRESS]))[ADDRESS].status_reason == "reinstated by the operator"
+def test_lease_acquire_renew_takeover_release(stores, clock):
+    t = clock.seconds()
+    assert run(stores.leases.state(lease.JOBS)).generation == 0  # made by the schema, held by nobody
+    a = run(stores.leases.acquire(lease.JOBS, "a", t, 10))
+    assert (a.leader, a.holder, a.generation, a.expires) == (True, "a", 1, t + 10)
+    b = run(stores.leases.acquire(lease.JOBS, "b", t + 5, 10))
+    assert (b.leader, b.holder, b.generation) == (False, "a", 1)  # a's, unexpired: b only sees it
+    renewed = run(stores.leases.acquire(lease.JOBS, "a", t + 6, 10))
+    assert (renewed.leader, renewed.generation, renewed.acquired, renewed.expires) == (True, 1, t, t + 16)
+    taken = run(stores.leases.acquire(lease.JOBS, "b", t + 16, 10))  # expired: a new term
+    assert (taken.leader, taken.holder, taken.generation) == (True, "b", 2)
+    assert run(stores.leases.release(lease.JOBS, "a", 1)) is False  # no longer a's
+    assert run(stores.leases.release(lease.JOBS, "b", 2)) is True
+    again = run(stores.leases.acquire(lease.JOBS, "a", t + 17, 10))  # released: taken at once
+    assert (again.leader, again.holder, again.generation) == (True, "a", 3)
+    # a holder whose own lease expired starts a new term too (nobody ran the jobs meanwhile)
+    assert run(stores.leases.acquire(lease.JOBS, "a", t + 40, 10)).generation == 4
+    state = run(stores.leases.state(lease.JOBS))
+    assert (state.leader, state.holder, state.generation, state.expires) == (False, "a", 4, t + 50)
+
+
+def test_lease_fence_rolls_back_a_lost_holders_transaction(stores, clock):
+    t = clock.seconds()
+    run(stores.leases.acquire(lease.JOBS, "a", t, 10))
+    fenced = lease.FencedDatabase(stores.db, lease.Fence(lease.JOBS, "a", 1))
+    run(fenced.run("mark", meta.set_txn, "probe", b"1"))  # a holds it: the write happens
+    assert run(stores.db.run("get", meta.get_txn, "probe")) == b"1"
+    # the fence wrote the lease row (a real change: what Galera certifies against a takeover)
+    fences = run(stores.db.run("fences", lambda txn: txn.scalar("SELECT fences FROM leases WHERE name = 'jobs'")))
+    assert fences == 1
+    clock.advance(11)
+    with pytest.raises(lease.LeaseLost, match="generation 1 of a is lost"):  # expired, nobody took it
+        run(fenced.run("mark", meta.set_txn, "probe", b"2"))
+    run(stores.leases.acquire(lease.JOBS, "b", clock.seconds(), 10))
+    with pytest.raises(lease.LeaseLost, match="held by b "):
+        run(fenced.run("mark", meta.set_txn, "probe", b"3"))
+    assert run(stores.db.run("get", meta.get_txn, "probe")) == b"1"  # neither refused write changed it
+
+
+def test_pool_add_cap_never_overfills(stores, clock):
+    def chunk(n, size=100):
+        return EncodedChunk(f"{n:032x}", size, hashlib.sha256(b"cap %d" % n).hexdigest(), "{}", "{}")
+
+    assert run(stores.seeded.pool_add([chunk(1), chunk(2), chunk(3)], 60, clock.seconds(), cap=2)) == 2
+    assert run(stores.seeded.pool_add([chunk(4), chunk(5, 200)], 60, clock.seconds(), cap=2)) == 1
+    assert run(stores.seeded.pool_counts()) == {100: 2, 200: 1}
+
+
+def test_rate_limit_buckets_in_the_database(stores, clock):
+    t = clock.seconds()
+    assert [run(stores.ratelimits.take("rate:a", 2, 1 / 30, t)) for _ in range(3)] == [0.0, 0.0, 30.0]
+    assert run(stores.ratelimits.take("rate:b", 2, 1 / 30, t)) == 0.0  # another client: its own bucket
+    assert run(stores.ratelimits.take("rate:a", 2, 1 / 30, t + 15)) == 15.0  # half a token back
+    assert run(stores.ratelimits.take("rate:a", 2, 1 / 30, t + 30)) == 0.0
+    assert run(stores.ratelimits.sweep(t + 1)) == 1  # b, untouched since t
+    assert run(stores.ratelimits.take("rate:a", 2, 1 / 30, t + 30)) == 30.0  # a's bucket kept
 
 
 COVERED = {
@@ -339,6 +397,8 @@ COVERED = {
     history.HistoryStore: {"write", "record", "hours"},
     overview.OverviewStore: {"overview", "farmer"},
     reputation.ReputationStore: {"of_addresses", "record_errors", "sweep", "reinstate", "counts", "vetting"},
+    lease.LeaseStore: {"acquire", "release", "state"},
+    ratelimits.RateLimitStore: {"take", "sweep"},
 }
 
 

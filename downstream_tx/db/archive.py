@@ -1,5 +1,5 @@
 """Contract archiving: finished contracts older than ``contract_retention`` leave the hot
-``contracts`` table, their results kept per token in ``contract_totals`` (schema step 007).
+``contracts`` table, their results kept per token in ``contract_totals`` (schema step 008).
 
 Archiving *deletes* the rows after adding them into the totals: nothing reads a finished contract
 once it is past the retention except the per-farmer totals (``downstream-admin farmer show/list``,

@@ -247,7 +247,20 @@ class MysqlEngine(Engine):
             },
         }
 
+    #: seconds MariaDB lets a session sit idle inside a transaction before it ends the session and
+    #: rolls back (``idle_transaction_timeout``; None: the server's default). A paused process (SIGSTOP,
+    #: a stalled VM) in the middle of a transaction would otherwise hold its row locks, the jobs lease
+    #: row among them, until it resumes: no other instance could take the lease over. MySQL has no
+    #: such variable (the setting is skipped there).
+    idle_transaction_timeout: int | None = None
+
     def on_connect(self, conn: Any) -> None:
+        if self.idle_transaction_timeout is not None:
+            with conn.cursor() as cursor:
+                try:
+                    cursor.execute(f"SET SESSION idle_transaction_timeout = {int(self.idle_transaction_timeout)}")
+                except self.module.err.MySQLError:
+                    pass  # MySQL: unknown system variable
         # not part of init_command: SET TRANSACTION cannot be combined with other assignments, and
         # the variable's name differs between MariaDB (tx_isolation) and MySQL 8 (transaction_isolation)
         with conn.cursor() as cursor:

@@ -19,6 +19,12 @@ def get_txn(txn: Txn, name: str) -> bytes | None:
     return None if value is None else bytes(value)
 
 
+def locked_get_txn(txn: Txn, name: str) -> bytes | None:
+    """:func:`get_txn` with the row locked until the transaction ends (a marker read, then moved)."""
+    value = txn.scalar("SELECT value FROM node_meta WHERE name = ?" + txn.for_update(), (name,))
+    return None if value is None else bytes(value)
+
+
 def set_txn(txn: Txn, name: str, value: bytes) -> None:
     if txn.execute("UPDATE node_meta SET value = ? WHERE name = ?", (value, name)).rowcount == 0:
         if get_txn(txn, name) is None:

@@ -120,11 +120,22 @@ def pool_counts_txn(txn: Txn) -> dict[int, int]:
     ).fetchall()}
 
 
-def pool_add_txn(txn: Txn, chunks: Sequence[EncodedChunk], interval: int, now: float) -> int:
+def pool_add_txn(txn: Txn, chunks: Sequence[EncodedChunk], interval: int, now: float,
+                 cap: int | None = None) -> int:
     """Record encoded chunks (a ``seeded`` file row each) and put them in the pool. A chunk whose
-    file hash is already recorded is skipped, so a retried transaction adds nothing twice."""
+    file hash is already recorded is skipped, so a retried transaction adds nothing twice. ``cap``:
+    the pool holds at most that many chunks of each size afterwards (counted in this transaction:
+    two refills that overlap never over-fill it; the jobs' fence serialises them)."""
     rows = []
+    room: dict[int, int] = {}
     for chunk in chunks:
+        if cap is not None:
+            if chunk.size not in room:
+                room[chunk.size] = cap - int(txn.scalar("SELECT COUNT(*) FROM seeded_pool WHERE size = ?",
+                                                        (chunk.size,)))
+            if room[chunk.size] <= 0:
+                continue
+            room[chunk.size] -= 1
         if txn.scalar("SELECT COUNT(*) FROM files WHERE file_hash = ? AND removed IS NULL", (chunk.file_hash,)):
             continue
         file_id = files.insert_txn(txn, file_hash=chunk.file_hash, kind="seeded", size=chunk.size, redundancy=1,
@@ -301,7 +312,7 @@ def shift_for_downtime_txn(txn: Txn, start: float, end: float) -> int:
     window's end is stored in ``node_meta`` in the same transaction, and only the part of the window
     after a stored end is added (a retried or repeated call adds nothing twice). Returns the
     contracts moved."""
-    marker = meta.get_txn(txn, SHIFTED_UNTIL)
+    marker = meta.locked_get_txn(txn, SHIFTED_UNTIL)  # two shifts at once: the second waits, adds nothing
     done = float(marker.decode("ascii")) if marker else 0.0
     begin = max(start, done)
     if end <= begin:
@@ -419,8 +430,9 @@ class SeededStore:
     def pool_counts(self):
         return self.db.run("v1_pool_counts", pool_counts_txn)
 
-    def pool_add(self, chunks: Sequence[EncodedChunk], interval: int, now: float):
-        return self.db.run("v1_pool_add", pool_add_txn, chunks, interval, now)
+    def pool_add(self, chunks: Sequence[EncodedChunk], interval: int, now: float, cap: int | None = None):
+        """Fires with the chunks added (see :func:`pool_add_txn`)."""
+        return self.db.run("v1_pool_add", pool_add_txn, chunks, interval, now, cap)
 
     # --- farmer calls
     def take_chunks(self, token_hash: bytes, ip_hash: str | None, ip_limit: int, requested: int, now: float, *,

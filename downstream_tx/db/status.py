@@ -136,8 +136,9 @@ def update_uptime_txn(txn: Txn, now: float, since: float | None) -> int:
         ).fetchall())
     ids = sorted(hull)
     updates = []
+    # locked: a second summary at once waits, then reads the ends this one moved (adds nothing twice)
     for token_id, start, end in txn.select_in(
-        "SELECT id, uptime_start, uptime_end FROM tokens WHERE deleted IS NULL AND id IN {ids}", ids
+        "SELECT id, uptime_start, uptime_end FROM tokens WHERE deleted IS NULL AND id IN {ids}" + txn.for_update(), ids
     ):
         lo, hi = hull[token_id]
         window_start = lo if end is None else max(lo, float(end))

@@ -9,8 +9,10 @@ from downstream_tx.db.database import Database
 from downstream_tx.db.farmers import FarmerStore
 from downstream_tx.db.files import FileStore
 from downstream_tx.db.history import HistoryStore
+from downstream_tx.db.lease import LeaseStore
 from downstream_tx.db.meta import MetaStore
 from downstream_tx.db.overview import OverviewStore
+from downstream_tx.db.ratelimits import RateLimitStore
 from downstream_tx.db.reputation import DEFAULT_RULES, ReputationStore, Rules
 from downstream_tx.db.seeded import SeededStore
 from downstream_tx.db.stats import StatsStore
@@ -36,3 +38,5 @@ class Stores:
         self.reputation = ReputationStore(db, rules)
         # the stores that record challenge results and assign contracts apply the same rules
         self.contracts.rules = self.seeded.rules = rules
+        self.leases = LeaseStore(db)
+        self.ratelimits = RateLimitStore(db)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from downstream_tx.db import archive, reputation
+from downstream_tx.db import archive, ratelimits, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import end_where_txn
 
@@ -72,6 +72,8 @@ def use_from_ip_txn(txn: Txn, row: TokenRow, ip_hash: str | None, ip_limit: int,
     GeoIP ``location`` and ``country`` (looked up before the transaction; None when unknown)."""
     if ip_hash is None or row.ip_hash == ip_hash:
         return
+    if ip_limit:
+        ratelimits.lock_key_txn(txn, "ip:" + ip_hash)
     if ip_limit and count_by_ip_txn(txn, ip_hash) >= ip_limit:
         raise IpLimitReached()
     if move:
@@ -116,6 +118,10 @@ class TokenStore:
         Fires with the row id."""
 
         def body(txn: Txn) -> int:
+            # the counts below and the insert are one step for every instance (db/ratelimits.py)
+            ratelimits.lock_key_txn(txn, "address:" + ratelimits.digest(address), now)
+            if ip_hash:
+                ratelimits.lock_key_txn(txn, "ip:" + ip_hash, now)
             balance = txn.scalar("SELECT balance FROM addresses WHERE address = ? AND active = 1", (address,))
             admit(TokenFacts(
                 address=address,

@@ -11,7 +11,7 @@ from twisted.web.iweb import IRequest
 
 from downstream_tx.config import Config
 from downstream_tx.http.errors import ApiError
-from downstream_tx.http.ratelimit import RateLimiter, retry_after
+from downstream_tx.http.ratelimit import RateLimiter, SharedRateLimiter, retry_after
 
 log = Logger()
 
@@ -47,14 +47,16 @@ def _in(ip: str, networks) -> bool:
 class TokenRequestLimit:
     """Token requests per client address (``token_rate`` a minute, both protocols together)."""
 
-    def __init__(self, limiter: RateLimiter, hash_ip):
+    def __init__(self, limiter: RateLimiter | SharedRateLimiter, hash_ip):
         self.limiter = limiter
         self.hash_ip = hash_ip
 
-    def check(self, ip: str, body: dict[str, Any]) -> None:
+    async def check(self, ip: str, body: dict[str, Any]) -> None:
         """Count a token request of ``ip``; over the limit, a 429 with ``body`` and
         ``Retry-After`` (``{retry}`` in the body's message becomes the seconds to wait)."""
         wait = self.limiter.check(ip)
+        if not isinstance(wait, (int, float)):
+            wait = await wait
         if wait > 0:
             seconds = retry_after(wait)
             body = {k: v.replace("{retry}", str(seconds)) if isinstance(v, str) else v for k, v in body.items()}

@@ -25,10 +25,15 @@ class OpsRoutes:
 
     @app.route("/health", methods=["GET", "HEAD"], endpoint="health")
     async def health(self, request: IRequest):
-        """200 when the database answers ``SELECT 1`` within ``health_timeout`` seconds, else 503."""
+        """200 when the database answers ``SELECT 1`` within ``health_timeout`` seconds, else 503;
+        with the instance's ``role`` (leader: it runs the periodic jobs; follower) and the jobs
+        lease as it last saw it."""
         ping = await self.ping(self.config.health_timeout)
         body = {"status": "ok" if ping.ok else "unavailable", "version": __version__,
                 "database": ping.detail, "database_ms": round(ping.seconds * 1000, 1)}
+        leadership = getattr(self, "leadership", None)
+        if leadership is not None:
+            body.update(leadership())
         if not ping.ok:
             request.setHeader(b"Retry-After", b"5")
         return json_body(request, body, 200 if ping.ok else 503)

@@ -8,7 +8,9 @@ usually holds a whole /64, so per-address keys would be free to multiply).
 Memory is bounded: a bucket that has refilled completely is the same as no bucket and is dropped
 when it is next looked at or when old buckets are swept; past ``max_clients`` buckets the least
 recently used one is dropped (that client starts with a full bucket again: the limit fails open
-for it rather than refusing everyone). The state is per process and in memory: a restart forgets it.
+for it rather than refusing everyone). The state of :class:`RateLimiter` is per process and in
+memory: a restart forgets it. The daemon uses :class:`SharedRateLimiter`, the same rule with its
+buckets in the database (``db/ratelimits.py``), so N processes or machines enforce one limit.
 """
 
 from __future__ import annotations
@@ -82,6 +84,28 @@ class RateLimiter:
             if now - then < full_after - tokens / self.rate:
                 return
             del self._buckets[key]
+
+
+class SharedRateLimiter:
+    """:class:`RateLimiter`'s rule with the buckets in the database: ``store`` is the
+    :class:`~downstream_tx.db.ratelimits.RateLimitStore`; buckets are keyed by ``hash_key`` of the
+    client key (no client address is stored). ``check`` fires with the seconds to wait."""
+
+    def __init__(self, per_minute: int, clock: Any, store: Any, hash_key: Any):
+        self.per_minute = per_minute
+        self.clock = clock
+        self.store = store
+        self.hash_key = hash_key
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_minute > 0
+
+    async def check(self, ip: str | None) -> float:
+        if not self.enabled:
+            return 0.0
+        key = "rate:" + str(self.hash_key(client_key(ip or "")))
+        return await self.store.take(key, float(self.per_minute), self.per_minute / 60.0, self.clock.seconds())
 
 
 def retry_after(seconds: float) -> int:

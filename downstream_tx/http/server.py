@@ -16,7 +16,7 @@ from downstream_tx.http.clients import TokenRequestLimit
 from downstream_tx.http.dashboard import DashboardRoutes
 from downstream_tx.http.errors import error_body, json_body
 from downstream_tx.http.ops import OpsRoutes
-from downstream_tx.http.ratelimit import RateLimiter
+from downstream_tx.http.ratelimit import RateLimiter, SharedRateLimiter
 from downstream_tx.http.routing import app
 from downstream_tx.http.site import DownstreamSite
 from downstream_tx.http.status import StatusRoutes
@@ -32,7 +32,7 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRou
 
     def __init__(self, config: Config, clock: Any, v0: V0Farming, v1: V1Farming, status: Status,
                  ping: Callable[[float], defer.Deferred], hash_ip: Callable[[str | None], str | None],
-                 dashboard: DashboardData | None = None):
+                 dashboard: DashboardData | None = None, ratelimits: Any = None):
         self.config = config
         self.clock = clock
         self.v0 = v0
@@ -44,7 +44,13 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRou
         self.ping = ping
         self.max_body_size = config.max_body_size
         self.batch_body_size = max(config.max_batch_body_size, config.max_body_size)
-        self.token_limit = TokenRequestLimit(RateLimiter(config.token_rate, clock), hash_ip)
+        #: ``ratelimits`` (the database's RateLimitStore): the limit holds across every instance
+        #: sharing the database; without it (tests), in this process's memory
+        limiter = RateLimiter(config.token_rate, clock) if ratelimits is None else \
+            SharedRateLimiter(config.token_rate, clock, ratelimits, hash_ip)
+        self.token_limit = TokenRequestLimit(limiter, hash_ip)
+        #: the instance's role and the jobs lease as it last saw it (``/health``); the daemon sets it
+        self.leadership: Callable[[], dict[str, Any]] | None = None
         #: where farmers download stored chunks; the daemon sets it once its port is bound
         self.base_url = config.base_url
 

@@ -30,7 +30,7 @@ class V0Routes:
     @app.route("/api/downstream/new/<addr>", methods=["GET"])
     async def new_token(self, request: IRequest, addr: str):
         ip = client_ip(request, self.config)
-        self.token_limit.check(ip, RATE_LIMITED)
+        await self.token_limit.check(ip, RATE_LIMITED)
         token = await self.v0.create_token(check_address(addr), ip=ip)
         return json_body(request, {"token": token})
 

@@ -30,7 +30,7 @@ class V1Routes:
     @app.route(PREFIX + "/new/<address>", methods=["GET", "POST"], endpoint="v1_new")
     async def v1_new(self, request: IRequest, address: str):
         ip = client_ip(request, self.config)
-        self.token_limit.check(ip, RATE_LIMITED)
+        await self.token_limit.check(ip, RATE_LIMITED)
         message = signature = None
         if self.config.require_signature:
             if request.method != b"POST":

@@ -12,6 +12,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from downstream_tx.db.database import DatabaseUnavailable
+from downstream_tx.db.lease import LeaseLost
 
 log = Logger()
 
@@ -93,6 +94,12 @@ class PeriodicJob(service.Service):
     async def _call(self) -> Any:
         try:
             return await self.func()
+        except LeaseLost as e:
+            # another instance runs the jobs now (jobs/leader.py stops this one at its next check):
+            # the pass's transaction was rolled back, one line, no traceback
+            log.warn("periodic job {job} stopped: {reason}; its transaction changed nothing", job=self.name,
+                     reason=str(e))
+            return e
         except DatabaseUnavailable as e:
             # expected while the database is away (every tick): one line, no traceback
             log.warn("periodic job {job} skipped: {reason}", job=self.name, reason=str(e))

@@ -56,7 +56,7 @@ class SeededPool:
             while missing > 0 and budget > 0:
                 batch = max(1, min(missing, budget // size))
                 chunks = await self.core.blocking(self.encode_chunks, size, batch, self.core.now())
-                added += await seeded.pool_add(chunks, config.seeded_interval, self.core.now())
+                added += await seeded.pool_add(chunks, config.seeded_interval, self.core.now(), cap=want)
                 missing -= batch
                 budget -= batch * size
         return added

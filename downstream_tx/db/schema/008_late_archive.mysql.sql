@@ -1,4 +1,4 @@
--- Schema version 7: late answers (v0) and contract archiving.
+-- Schema version 8: late answers (v0) and contract archiving.
 -- contracts.prev_*: the previous window's challenge of a v0 contract when the timer turned the
 -- window while it was outstanding (prev_missed = 1 when that counted a miss), so that an answer to
 -- it that arrived in time, or within late_grace after its deadline, is still recognised
