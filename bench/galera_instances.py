@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--setup-timeout", type=float, default=300.0)
     ap.add_argument("--chunk-attempts", type=int, default=5,
                     help="/chunk requests a farmer makes for its contracts before it starts cycling")
+    # each instance is one process (bench/farmers.py's daemon_args reads ``workers``)
+    ap.set_defaults(workers=1)
     ap.add_argument("--keep-logs", metavar="DIR", help="copy each daemon's log to DIR/daemonN.log")
     args = ap.parse_args(argv)
     args.client, args.idle, args.challenge_batch = "raw", 0.2, 100
