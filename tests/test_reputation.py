@@ -219,6 +219,26 @@ def test_v0_containment_counts_the_miss_after_the_retries(make, clock, tmp_path)
     assert farmer.state(h)["misses"] == 1
 
 
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_pass_in_small_pages_counts_each_miss_once_in_the_reputation(make, clock, tmp_path, retries):
+    """Pages of the v0 pass hold answered contracts too, so one can end before the containment
+    step's page: the farmer's counted misses must still equal its contracts' misses."""
+    node = make(containment_retries=retries, max_failures=10)
+    files = [add_test_file(node, tmp_path, interval=INTERVAL) for _ in range(6)]
+    farmer = Farmer(node)
+    for _ in files:
+        farmer.chunk()
+    for h in files[:3]:
+        assert farmer.answer(h) == "pass"
+    contracts = node.core.stores.contracts
+    for _ in range(retries + 1):  # the deadlines pass unanswered (retries times asked again first)
+        clock.advance(INTERVAL)
+        while run(contracts.issue_due(clock.seconds(), 10, 2, None)).more:
+            pass
+    misses = sum(farmer.state(h)["misses"] for h in files)
+    assert misses == 3 and farmer.rep().misses == misses
+
+
 def test_v0_a_wrong_answer_in_containment_counts_at_once(make, clock, tmp_path):
     node = make(containment_retries=3)
     h = add_test_file(node, tmp_path, interval=INTERVAL)

@@ -196,8 +196,6 @@ def update_due_txn(
     pass re-reads them after this commit, finds them no longer due, and changes nothing; a page
     that is retried (rolled back, or committed and run again) likewise changes nothing twice.
     """
-    # containment first: missed challenges asked again leave the due range (reputation hook)
-    contained = reputation.contain_v0_txn(txn, rules, now, forgive, limit)
     # only the columns the rule needs (PyMySQL decodes every value in Python)
     rows = txn.execute(
         "SELECT id, file_id, run, deadline, interval_s, "
@@ -205,7 +203,10 @@ def update_due_txn(
         "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
-    result = TickResult(more=len(rows) == limit, contained=contained)
+    # containment first, on this page: missed challenges asked again are left alone (reputation hook)
+    contained = reputation.contain_v0_txn(txn, rules, now, forgive, [r[0] for r in rows if r[5]])
+    result = TickResult(more=len(rows) == limit, contained=len(contained))
+    rows = [r for r in rows if r[0] not in contained]
     failed: list[tuple[int, int]] = []  # (id, file_id)
     missed: list[int] = []  # ids whose misses and run go up by one (failed ones too)
     forgiven: list[int] = []
@@ -226,6 +227,7 @@ def update_due_txn(
     # misses and run change only for the missed contracts: one set-based statement per page of ids
     txn.update_in("UPDATE contracts SET misses = misses + 1, run = run + 1, prev_missed = 1 "
                   "WHERE id IN {ids} AND state = 'active'", missed)  # prev_missed: db/late.py
+    reputation.record_contracts_txn(txn, rules, now, misses=missed)  # the same misses, in the farmers' tallies
     txn.update_in("UPDATE contracts SET prev_missed = 0 WHERE id IN {ids}", forgiven)  # (after a downtime only)
     if failed:
         finish_txn(txn, failed, now, "failed", FAILED)

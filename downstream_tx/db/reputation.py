@@ -265,29 +265,29 @@ def _forgiven(forgive: tuple[float, float] | None, deadline: float, interval: fl
     return forgive is not None and forgive[0] < deadline <= forgive[1] + interval
 
 
-def contain_v0_txn(txn: Txn, rules: Rules, now: float, forgive: tuple[float, float] | None, limit: int) -> int:
-    """Before the v0 timer pass counts misses: a due contract whose challenge went unanswered is
-    asked the *same* challenge again in the current window (``contained`` + 1, an online failure,
-    no miss), until it was asked ``containment_retries`` times; then ``contained`` is reset and the
-    pass counts the miss (recorded here as a counted miss). A deadline the ``forgive`` window covers
-    is left to the pass (forgiven). Returns the contracts contained."""
-    rows = txn.execute(
-        "SELECT c.id, c.start, c.interval_s, c.seq, c.deadline, c.contained FROM contracts c "
-        "WHERE c.state = 'active' AND c.protocol = 0 AND c.deadline <= ? AND c.answered = 0 "
-        "AND c.challenge_id IS NOT NULL ORDER BY c.deadline LIMIT ?" + txn.for_update(),
-        (now, limit)).fetchall()
-    again, counted = [], []
+def contain_v0_txn(txn: Txn, rules: Rules, now: float, forgive: tuple[float, float] | None,
+                   ids: Sequence[int]) -> set[int]:
+    """In the v0 timer pass, for the due contracts among ``ids`` (the pass's page) whose challenge
+    went unanswered: one asked fewer than ``containment_retries`` times is asked the *same*
+    challenge again in the current window (``contained`` + 1, an online failure, no miss); the
+    others are left to the pass, which counts their miss (and the reputation's counted miss resets
+    ``contained``). A deadline the ``forgive`` window covers is left to the pass (forgiven). Returns
+    the ids asked again (the pass leaves them alone): deciding on the pass's own page means a
+    contract is never judged missed without its containment first, nor counted twice."""
+    if rules.containment_retries <= 0 or not ids:
+        return set()
+    rows = txn.select_in(
+        "SELECT id, start, interval_s, seq, deadline, contained FROM contracts WHERE id IN {ids} "
+        "AND state = 'active' AND protocol = 0 AND deadline <= ? AND answered = 0 AND challenge_id IS NOT NULL "
+        "AND contained < ?", sorted(ids), after=[now, rules.containment_retries])
+    again = []
     for cid, start, interval, seq, deadline, contained in rows:
-        if _forgiven(forgive, deadline, interval):
-            continue
-        if contained < rules.containment_retries:
+        if not _forgiven(forgive, deadline, interval):
             k = max(seq + 1, math.floor((now - start) / interval))
             again.append((cid, k, start + k * interval, start + (k + 1) * interval, contained + 1))
-        else:
-            counted.append(int(cid))
     txn.update_by_id("contracts", ["seq", "issued", "deadline", "contained"], again, where="state = 'active'")
-    record_contracts_txn(txn, rules, now, misses=counted, retries=[cid for cid, *_ in again])
-    return len(again)
+    record_contracts_txn(txn, rules, now, retries=[cid for cid, *_ in again])
+    return {int(cid) for cid, *_ in again}
 
 
 def contain_v1_txn(txn: Txn, rules: Rules, now: float, limit: int) -> tuple[int, list[int]]:
