@@ -63,6 +63,22 @@ def node(config, clock):
 
 
 @pytest.fixture
+def nodes(tmp_path, db_url, clock):
+    """A factory of nodes over the test's database (``support.make_config`` with the overrides
+    given), closed after the test."""
+    made = []
+
+    def factory(**overrides):
+        node = make_node(make_config(tmp_path, db_url, **overrides), clock)
+        made.append(node)
+        return node
+
+    yield factory
+    for node in made:
+        node.db.close()
+
+
+@pytest.fixture
 def seeded_nodes(tmp_path, db_url, clock):
     """A factory of nodes with a small seeded pool filled (``support.v1.make_seeded_node``; ``sub``:
     a node of its own database and node secret), closed after the test."""

@@ -18,6 +18,7 @@ from downstream_tx.http.site import DownstreamSite
 from support import (
     MYSQL_SKIP_REASON,
     MYSQL_URL,
+    RacingTxn,
     add_test_file,
     fresh_mysql_database,
     make_address,
@@ -29,6 +30,9 @@ from support import (
 )
 
 pytestmark = [pytest.mark.mysql, pytest.mark.skipif(not MYSQL_URL, reason=MYSQL_SKIP_REASON)]
+
+#: the write both racing transactions reach at the same moment
+TAKE_SLOT = 'UPDATE files SET replicas = replicas + 1'
 
 
 def token_id(node, token: str) -> int:
@@ -46,19 +50,6 @@ async def replicas_and_active(node, file_hash: str) -> tuple[int, int]:
     return replicas, sum(1 for c in contracts if c["file_hash"] == file_hash and c["state"] == "active")
 
 
-class RacingTxn(Txn):
-    """A Txn that waits at a barrier just before taking a replica slot, so both transactions have
-    read "one slot free" before either writes."""
-
-    def __init__(self, cursor, engine, barrier: threading.Barrier):
-        super().__init__(cursor, engine)
-        self._barrier = barrier
-
-    def execute(self, sql, args=()):
-        if sql.startswith("UPDATE files SET replicas = replicas + 1") and self._barrier is not None:
-            barrier, self._barrier = self._barrier, None
-            barrier.wait(timeout=10)
-        return super().execute(sql, args)
 
 
 def test_two_connections_race_for_the_last_slot(tmp_path, clock):
@@ -77,7 +68,8 @@ def test_two_connections_race_for_the_last_slot(tmp_path, clock):
             conn = engine.connect()
             try:
                 with conn.cursor() as cursor:
-                    results[tid] = contracts.assign_txn(RacingTxn(cursor, engine, barrier), tid, clock.seconds())
+                    racing = RacingTxn(cursor, engine, barrier, TAKE_SLOT)
+                    results[tid] = contracts.assign_txn(racing, tid, clock.seconds())
                 conn.commit()
             except BaseException as e:  # reported below
                 results[tid] = e

@@ -14,7 +14,7 @@ from downstream_tx.db.late import AnswerRow, Verdict, judge
 from downstream_tx.errors import NodeError
 from downstream_tx.http.routing import arrived_at
 from downstream_tx.http.site import DownstreamSite
-from support import ADDRESS, add_test_file, contract_row, make_config, make_node, run, stored_bytes, v0_answer
+from support import ADDRESS, add_test_file, contract_row, run, stored_bytes, v0_answer
 
 INTERVAL = 60
 GRACE = 5.0
@@ -70,17 +70,8 @@ def test_judge_without_grace_is_the_old_rule():
 # --- v0, clock-driven, both engines -------------------------------------------------------------------
 
 @pytest.fixture
-def make(tmp_path, db_url, clock):
-    nodes = []
-
-    def factory(**overrides):
-        node = make_node(make_config(tmp_path, db_url, **overrides), clock)
-        nodes.append(node)
-        return node
-
-    yield factory
-    for n in nodes:
-        n.db.close()
+def make(nodes):
+    return nodes
 
 
 class Farmer:

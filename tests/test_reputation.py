@@ -11,7 +11,7 @@ from downstream_tx.core.tokens import hash_token
 from downstream_tx.db import reputation
 from downstream_tx.db.reputation import INITIAL_ALPHA, Tally, coefficients, score, update
 from downstream_tx.errors import NodeError
-from support import ADDRESS, add_test_file, file_replicas, make_address, make_config, make_node, run, stored_bytes
+from support import ADDRESS, add_test_file, file_replicas, make_address, make_config, run, stored_bytes
 from support import v0_answer as honest_answer
 from support.v1 import INTERVAL as V1_INTERVAL
 from support.v1 import prove
@@ -62,17 +62,8 @@ def test_the_closed_form_is_successes_then_failures_one_at_a_time(k, m):
 # --- helpers ------------------------------------------------------------------------------------
 
 @pytest.fixture
-def make(tmp_path, db_url, clock):
-    nodes = []
-
-    def factory(**overrides):
-        node = make_node(make_config(tmp_path, db_url, **overrides), clock)
-        nodes.append(node)
-        return node
-
-    yield factory
-    for n in nodes:
-        n.db.close()
+def make(nodes):
+    return nodes
 
 
 class Farmer:

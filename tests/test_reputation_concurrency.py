@@ -12,12 +12,12 @@ import treq
 from twisted.internet import defer, endpoints
 
 from downstream_tx.db import contracts, reputation
-from downstream_tx.db.database import Txn
 from downstream_tx.db.engine import create_engine
 from downstream_tx.http.site import DownstreamSite
 from support import (
     MYSQL_SKIP_REASON,
     MYSQL_URL,
+    RacingTxn,
     fresh_mysql_database,
     make_address,
     make_config,
@@ -29,6 +29,9 @@ from support import (
 pytestmark = [pytest.mark.mysql, pytest.mark.skipif(not MYSQL_URL, reason=MYSQL_SKIP_REASON)]
 
 SHARE = 0.25
+
+#: the write both racing transactions reach at the same moment
+TAKE_SHARE = 'UPDATE vetting SET total = total + 1, unvetted'
 
 
 async def vet(node, address: str, passes: int) -> None:
@@ -81,19 +84,6 @@ async def test_the_vetting_share_holds_under_concurrent_chunk_requests(tmp_path)
         node.db.close()
 
 
-class RacingTxn(Txn):
-    """Waits at a barrier just before its vetting-share UPDATE, so two transactions take the last
-    unvetted share at the same moment."""
-
-    def __init__(self, cursor, engine, barrier: threading.Barrier):
-        super().__init__(cursor, engine)
-        self._barrier = barrier
-
-    def execute(self, sql, args=()):
-        if sql.startswith("UPDATE vetting SET total = total + 1, unvetted") and self._barrier is not None:
-            barrier, self._barrier = self._barrier, None
-            barrier.wait(timeout=10)
-        return super().execute(sql, args)
 
 
 def test_two_unvetted_farmers_race_for_the_last_share(tmp_path, clock):
@@ -115,7 +105,7 @@ def test_two_unvetted_farmers_race_for_the_last_share(tmp_path, clock):
             conn = engine.connect()
             try:
                 with conn.cursor() as cursor:
-                    results[n] = reputation.take_share_txn(RacingTxn(cursor, engine, barrier), rules,
+                    results[n] = reputation.take_share_txn(RacingTxn(cursor, engine, barrier, TAKE_SHARE), rules,
                                                            contracts.V0, False)
                 conn.commit()
             except BaseException as e:  # reported below

@@ -18,8 +18,6 @@ from support import (
     contract_row,
     file_replicas,
     make_address,
-    make_config,
-    make_node,
     run,
     stored_bytes,
     v0_answer,
@@ -30,17 +28,8 @@ EPS = 0.001
 
 
 @pytest.fixture
-def make(tmp_path, db_url, clock):
-    nodes = []
-
-    def factory(**overrides):
-        node = make_node(make_config(tmp_path, db_url, **overrides), clock)
-        nodes.append(node)
-        return node
-
-    yield factory
-    for n in nodes:
-        n.db.close()
+def make(nodes):
+    return nodes
 
 
 class Farmer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from twisted.python.failure import Failure
 from downstream_tx.config import Config, load_config
 from downstream_tx.core.tokens import hash_token
 from downstream_tx.db import schema
-from downstream_tx.db.database import Database
+from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.engine import create_engine
 from downstream_tx.db.tokens import TokenRow
 from downstream_tx.db.url import parse_db_url
@@ -254,3 +255,20 @@ class StubResponse:
 
     def __repr__(self) -> str:
         return f"<{self.code} {self.body[:200]!r}>"
+
+
+class RacingTxn(Txn):
+    """A Txn that waits at ``barrier`` just before its first statement that starts with ``before``,
+    so two transactions on two connections reach that write at the same moment (the MySQL race
+    tests: each has read what the other is about to change)."""
+
+    def __init__(self, cursor, engine, barrier: threading.Barrier, before: str):
+        super().__init__(cursor, engine)
+        self._barrier: threading.Barrier | None = barrier
+        self._before = before
+
+    def execute(self, sql, args=()):
+        if self._barrier is not None and sql.startswith(self._before):
+            barrier, self._barrier = self._barrier, None
+            barrier.wait(timeout=10)
+        return super().execute(sql, args)
