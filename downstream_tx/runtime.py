@@ -169,7 +169,7 @@ def contract_timer(services: Services) -> ContractTimer:
 
 def build_jobs(services: Services) -> list[PeriodicJob]:
     """The periodic jobs the lease holder runs, over ``services`` as given (unfenced: a single
-    process that runs them itself, tests); the daemon runs :func:`leader_jobs` under a lease."""
+    process that runs them itself, tests); the daemon runs them under a lease (:func:`jobs_leader`)."""
     config, clock = services.config, services.core.clock
     return [
         PeriodicJob(CONTRACT_TIMER, contract_timer(services), config.tick, clock),
