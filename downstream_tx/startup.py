@@ -10,13 +10,23 @@ Exit statuses (documented in docs/operations.md, "Exit statuses"):
 
 from __future__ import annotations
 
+import atexit
 import errno
+import os
 import re
+import signal
 import sqlite3
+import sys
 from collections.abc import Iterator
+from typing import Any
+
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
 from downstream_tx.config import Config, ConfigError
 from downstream_tx.db.url import InvalidDbUrl, parse_db_url
+
+log = Logger()
 
 EXIT_START_FAILED = 1
 EXIT_CONFIG = 2
@@ -149,3 +159,55 @@ def _os_error(e: OSError) -> str:
     elif e.errno in (errno.EACCES, errno.EPERM):
         hint = " (this user may not write there: check the owner and mode)"
     return f"{path + ': ' if path else ''}{e.strerror}{hint}"
+
+
+class DaemonProcess:
+    """The process side of a daemon service, shared by the node (``tap.NodeService``) and the
+    workers' supervisor (``workers.WorkerSupervisor``): the application's log observer, SIGTERM and
+    SIGHUP, and a start-up failure's one line and exit status. The service provides ``config``,
+    ``reactor``, ``logging`` and ``reload()``."""
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Attached to a twistd application: make our log observer the application's, which
+        ``twistd`` starts logging to (unless ``twistd --logger`` names another)."""
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
+            parent.setComponent(ILogObserver, self.logging.observer)
+        super().setServiceParent(parent)
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM is the normal way to stop (systemd): a clean stop with exit status 0, where the
+        reactor's own handler would re-raise the signal after shutdown. SIGHUP: ``reload()``."""
+        signal.signal(signal.SIGTERM, lambda signum, frame: self.reactor.callFromThread(self.reactor.stop))
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
+
+    def _fatal(self, failure: Any) -> None:
+        """One line naming what failed and what to check (a traceback only for the unexpected),
+        then stop with the documented exit status (1, or 2 for a setting)."""
+        explained = explain(failure.value, self.config)
+        if explained is not None:
+            reason, code = str(explained), explained.exit_code
+            log.critical("cannot start: {reason}", reason=reason)
+        else:
+            reason, code = f"unexpected error: {failure.getErrorMessage()} (traceback in the log)", EXIT_START_FAILED
+            log.failure("cannot start: unexpected error", failure)
+        if self.config.log_file:
+            sys.stderr.write(f"downstream: cannot start: {reason}\n")
+        self._stop_with(code)
+
+    def _stop_with(self, code: int) -> None:
+        """Stop the reactor; the exit status is set at interpreter exit, after twistd has removed
+        its pid file."""
+        atexit.register(_exit_now, code)
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import signal
 import sys
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.components import Componentized
 
 from downstream_tx import __version__
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config, public_url_for
-from downstream_tx.startup import EXIT_CONFIG, EXIT_START_FAILED, explain
+from downstream_tx.startup import EXIT_CONFIG, EXIT_START_FAILED, DaemonProcess, explain
 
 log = Logger()
 
@@ -69,7 +66,7 @@ def config_from_options(options: Options, environ=None) -> Config:
     return load_config(options.get("config"), environ, options.overrides())
 
 
-class NodeService(service.MultiService):
+class NodeService(DaemonProcess, service.MultiService):
     """Opens the node, then listens and tells systemd it is ready; on stop, stops listening, drains
     requests in flight and the running timer passes (bounded by ``shutdown_timeout``), then closes
     the pool."""
@@ -103,13 +100,6 @@ class NodeService(service.MultiService):
         else:
             self.notifier = Notifier(self.environ)
         self.metrics = Metrics(reactor) if config.metrics_listen else None
-
-    def setServiceParent(self, parent: Any) -> None:
-        """Attached to a twistd application: make our log observer the application's, which
-        ``twistd`` starts logging to (unless ``twistd --logger`` names another)."""
-        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
-            parent.setComponent(ILogObserver, self.logging.observer)
-        super().setServiceParent(parent)
 
     def startService(self) -> None:
         super().startService()
@@ -200,31 +190,6 @@ class NodeService(service.MultiService):
         log.info("SIGHUP: log file reopened")
         self.notifier.ready()
 
-    def _install_signal_handlers(self) -> None:
-        """SIGTERM is the normal way to stop (systemd): a clean stop with exit status 0, where the
-        reactor's own handler would re-raise the signal after shutdown."""
-        signal.signal(signal.SIGTERM, lambda signum, frame: self.reactor.callFromThread(self.reactor.stop))
-        signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
-
-    def _fatal(self, failure) -> None:
-        """One line naming what failed and what to check (a traceback only for the unexpected),
-        then stop with the documented exit status (1, or 2 for a setting). The status is set at
-        interpreter exit, after twistd has removed its pid file."""
-        explained = explain(failure.value, self.config)
-        if explained is not None:
-            reason, code = str(explained), explained.exit_code
-            log.critical("cannot start: {reason}", reason=reason)
-        else:
-            reason, code = f"unexpected error: {failure.getErrorMessage()} (traceback in the log)", EXIT_START_FAILED
-            log.failure("cannot start: unexpected error", failure)
-        if self.config.log_file:
-            sys.stderr.write(f"downstream: cannot start: {reason}\n")
-        atexit.register(_exit_now, code)
-        if self.reactor.running:
-            self.reactor.stop()
-        else:
-            self.reactor.callWhenRunning(self.reactor.stop)
-
     @defer.inlineCallbacks
     def stopService(self):
         self.notifier.stopping()
@@ -253,14 +218,6 @@ class NodeService(service.MultiService):
             yield self.metrics_port.stopListening()
         log.info("stopped")
 
-
-def _exit_now(code: int) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
 
 
 def _pause(port: Any) -> None:

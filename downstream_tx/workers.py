@@ -27,12 +27,11 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, protocol
-from twisted.logger import ILogObserver, Logger
-from twisted.python.components import Componentized
+from twisted.logger import Logger
 
 from downstream_tx import __version__
 from downstream_tx.config import Config, endpoint_parts
-from downstream_tx.startup import EXIT_START_FAILED, explain
+from downstream_tx.startup import EXIT_START_FAILED, DaemonProcess
 
 log = Logger()
 
@@ -139,7 +138,7 @@ class WorkerProcess(protocol.ProcessProtocol):
         self.supervisor.ended(self, getattr(value, "exitCode", None), getattr(value, "signal", None))
 
 
-class WorkerSupervisor(service.Service):
+class WorkerSupervisor(DaemonProcess, service.Service):
     """The parent of ``--workers N`` (see the module's docstring)."""
 
     def __init__(self, config: Config, reactor: Any, child_args: list[str], environ: Mapping[str, str] | None = None):
@@ -159,11 +158,6 @@ class WorkerSupervisor(service.Service):
         self.ready: defer.Deferred = defer.Deferred()
         self._all_ended: defer.Deferred | None = None
         self._watchdog_seen: set[int] = set()
-
-    def setServiceParent(self, parent: Any) -> None:
-        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
-            parent.setComponent(ILogObserver, self.logging.observer)
-        super().setServiceParent(parent)
 
     # --- start ----------------------------------------------------------------------------------
 
@@ -245,10 +239,6 @@ class WorkerSupervisor(service.Service):
 
     # --- signals and stop -------------------------------------------------------------------------
 
-    def _install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, lambda signum, frame: self.reactor.callFromThread(self.reactor.stop))
-        signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
-
     def reload(self) -> None:
         """SIGHUP: reopen the parent's log file and pass the signal to every worker (each reopens its own)."""
         self.notifier.reloading()
@@ -263,27 +253,6 @@ class WorkerSupervisor(service.Service):
                 worker.transport.signalProcess(signum)
             except Exception:  # already gone: processEnded follows
                 pass
-
-    def _fatal(self, failure: Any) -> None:
-        explained = explain(failure.value, self.config)
-        if explained is not None:
-            reason, code = str(explained), explained.exit_code
-            log.critical("cannot start: {reason}", reason=reason)
-        else:
-            reason, code = f"unexpected error: {failure.getErrorMessage()} (traceback in the log)", EXIT_START_FAILED
-            log.failure("cannot start: unexpected error", failure)
-        if self.config.log_file:
-            sys.stderr.write(f"downstream: cannot start: {reason}\n")
-        self._stop_with(code)
-
-    def _stop_with(self, code: int) -> None:
-        import atexit
-
-        atexit.register(_exit_now, code)
-        if self.reactor.running:
-            self.reactor.stop()
-        else:
-            self.reactor.callWhenRunning(self.reactor.stop)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -312,12 +281,4 @@ class WorkerSupervisor(service.Service):
         log.warn("{n} workers still running; killing them", n=len(self.workers))
         self._signal_all(signal.SIGKILL)
 
-
-def _exit_now(code: int) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
 
