@@ -18,13 +18,13 @@ from downstream_tx.http.site import DownstreamSite
 from support import (
     MYSQL_SKIP_REASON,
     MYSQL_URL,
-    RacingTxn,
     add_test_file,
     fresh_mysql_database,
     make_address,
     make_config,
     make_node,
     make_resource,
+    race,
     run,
     wait_until,
 )
@@ -60,28 +60,8 @@ def test_two_connections_race_for_the_last_slot(tmp_path, clock):
         holder = run(node.v0.create_token(make_address(0)))
         run(node.v0.get_chunk(holder))  # one slot left
         ids = [token_id(node, run(node.v0.create_token(make_address(i)))) for i in (1, 2)]
-        engine = create_engine(MYSQL_URL)
-        barrier = threading.Barrier(2)
-        results: dict[int, object] = {}
-
-        def farmer(tid: int) -> None:
-            conn = engine.connect()
-            try:
-                with conn.cursor() as cursor:
-                    racing = RacingTxn(cursor, engine, barrier, TAKE_SLOT)
-                    results[tid] = contracts.assign_txn(racing, tid, clock.seconds())
-                conn.commit()
-            except BaseException as e:  # reported below
-                results[tid] = e
-                conn.rollback()
-            finally:
-                conn.close()
-
-        threads = [threading.Thread(target=farmer, args=(tid,)) for tid in ids]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        results = race(create_engine(MYSQL_URL), TAKE_SLOT,
+                       {tid: (lambda txn, tid=tid: contracts.assign_txn(txn, tid, clock.seconds())) for tid in ids})
         assigned = [r for r in results.values() if isinstance(r, contracts.Assignment)]
         assert len(results) == 2 and not [r for r in results.values() if isinstance(r, BaseException)], results
         assert len(assigned) == 1 and assigned[0].file_hash == file_hash

@@ -4,8 +4,6 @@ counters match the contracts made."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import pytest_twisted
 import treq
@@ -17,12 +15,12 @@ from downstream_tx.http.site import DownstreamSite
 from support import (
     MYSQL_SKIP_REASON,
     MYSQL_URL,
-    RacingTxn,
     fresh_mysql_database,
     make_address,
     make_config,
     make_node,
     make_resource,
+    race,
     run,
 )
 
@@ -97,28 +95,8 @@ def test_two_unvetted_farmers_race_for_the_last_share(tmp_path, clock):
         # 3 vetted assignments counted: one unvetted may come next ((0 + 1) <= 0.3 (3 + 1)), not a second
         # ((1 + 1) > 0.3 (4 + 1))
         run(node.db.run("count", lambda txn: txn.execute("UPDATE vetting SET total = 3 WHERE protocol = 0")))
-        engine = create_engine(MYSQL_URL)
-        barrier = threading.Barrier(2)
-        results: dict[int, object] = {}
-
-        def farmer(n: int) -> None:
-            conn = engine.connect()
-            try:
-                with conn.cursor() as cursor:
-                    results[n] = reputation.take_share_txn(RacingTxn(cursor, engine, barrier, TAKE_SHARE), rules,
-                                                           contracts.V0, False)
-                conn.commit()
-            except BaseException as e:  # reported below
-                results[n] = e
-                conn.rollback()
-            finally:
-                conn.close()
-
-        threads = [threading.Thread(target=farmer, args=(n,)) for n in (1, 2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        results = race(create_engine(MYSQL_URL), TAKE_SHARE,
+                       {n: (lambda txn: reputation.take_share_txn(txn, rules, contracts.V0, False)) for n in (1, 2)})
         assert sorted(results.values(), key=str) == [False, True], results
         assert run(node.core.stores.reputation.vetting())[0] == (4.0, 1.0)
     finally:

@@ -272,3 +272,30 @@ class RacingTxn(Txn):
             barrier, self._barrier = self._barrier, None
             barrier.wait(timeout=10)
         return super().execute(sql, args)
+
+
+def race(engine, before: str, bodies: dict) -> dict:
+    """Run ``bodies`` (key -> ``body(txn)``) at once, each in its own thread, connection and
+    transaction (:class:`RacingTxn`: both reach the statement starting with ``before`` together).
+    Returns key -> the body's result, or the exception it raised (its transaction rolled back)."""
+    barrier = threading.Barrier(len(bodies))
+    results: dict = {}
+
+    def one(key) -> None:
+        conn = engine.connect()
+        try:
+            with conn.cursor() as cursor:
+                results[key] = bodies[key](RacingTxn(cursor, engine, barrier, before))
+            conn.commit()
+        except BaseException as e:  # the caller asserts on it
+            results[key] = e
+            conn.rollback()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=one, args=(key,)) for key in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
