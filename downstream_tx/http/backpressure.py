@@ -4,7 +4,7 @@ twisted.web answers pipelined requests one after the other without looking at th
 request is being answered it keeps reading the connection into a buffer, and once the answer is
 finished it starts on the next buffered request even when the socket cannot take any more output.
 A client that sends 120 KB of pipelined ``GET``\\ s of a 1 MB list and never reads made the node
-buffer every answer (800 MB in 50 s). :class:`BackpressureChannel` changes three things, through the
+buffer every answer (800 MB in 50 s). :class:`BackpressureChannel` changes four things, through the
 channel's public hooks (the transport's ``pauseProducing``/``resumeProducing`` of ``IPushProducer``
 and ``requestDone``):
 
@@ -71,7 +71,7 @@ class BackpressureChannel(http.HTTPChannel):
         super().resumeProducing()
         held, self._held = self._held, None
         if held is not None:
-            self._next_request(held)
+            self.requestDone(held)  # (held again if the output backed up once more meanwhile)
 
     # --- one request at a time, and only while the output drains
 
@@ -111,10 +111,8 @@ class BackpressureChannel(http.HTTPChannel):
             self._stall_timer = self.callLater(self._stall_after, self._stalled)
 
     def _disarm_stall(self) -> None:
-        if self._stall_timer is not None:
-            if self._stall_timer.active():
-                self._stall_timer.cancel()
-            self._stall_timer = None
+        cancel(self._stall_timer)
+        self._stall_timer = None
 
     def _stalled(self) -> None:
         self._stall_timer = None
@@ -138,3 +136,9 @@ class BackpressureChannel(http.HTTPChannel):
         notify = getattr(site, "output_stalled", None)
         if notify is not None:
             notify(self, stalled)
+
+
+def cancel(call: Any) -> None:
+    """Cancel a delayed call if it is still to run (None: nothing)."""
+    if call is not None and call.active():
+        call.cancel()

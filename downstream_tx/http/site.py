@@ -1,7 +1,8 @@
 """The HTTP site: body size caps enforced while the body arrives, a deadline for receiving each
-whole request, idle timeouts, no raw access log (request paths carry tokens; the request log below
-records route patterns and farmer ids instead), and tracking of requests in flight so a stop can
-wait for them."""
+whole request, idle timeouts, connections bounded in memory (backpressure.py) and in number per
+client (peers.py), no raw access log (request paths carry tokens; the request log below records
+route patterns and farmer ids instead), and tracking of requests in flight so a stop can wait for
+them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import server
 
-from downstream_tx.http.backpressure import BackpressureChannel
+from downstream_tx.http.backpressure import BackpressureChannel, cancel
 from downstream_tx.http.peers import ConnectionCap
 from downstream_tx.http.routing import farmer_of, mark_arrival, outcome_of, route_of
 from downstream_tx.logs import PREFORMATTED, escape_format
@@ -119,7 +120,7 @@ class DeadlineChannel(BackpressureChannel):
         try:
             super().connectionLost(reason)
         finally:
-            site = self.site
+            site = getattr(self, "site", None)
             if isinstance(site, DownstreamSite):
                 site.channel_lost(self)
 
@@ -129,10 +130,8 @@ class DeadlineChannel(BackpressureChannel):
             self._deadline = self.callLater(timeout, self._request_too_slow)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
+        cancel(self._deadline)
+        self._deadline = None
 
     def _request_too_slow(self) -> None:
         self._deadline = None
