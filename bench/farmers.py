@@ -354,9 +354,10 @@ def engine_version(db: str) -> str:
 
 
 def daemon_args(mode: str, args: argparse.Namespace, db: str, data_dir: str) -> list[str]:
+    # (the load generator is one client address holding a keep-alive connection per farmer)
     common = ["--db", db, "--data-dir", data_dir, "--max-tokens-per-ip", "0", "--token-rate", "0",
               "--max-tokens-per-address", "0", "--max-body-size", str(16 << 20), "--tick", str(args.tick),
-              "--max-failures", "1000", "--db-pool-size", str(args.pool_size)]
+              "--max-failures", "1000", "--db-pool-size", str(args.pool_size), "--max-connections-per-client", "0"]
     if args.workers > 1:
         common += ["--workers", str(args.workers)]
     if mode == "v1":

@@ -241,7 +241,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("request_timeout", _float(0.0), 30.0,
             "Seconds a client has to send a whole request (head and body) from its first byte; slower "
             "clients get 408 and are disconnected."),
-    Setting("idle_timeout", _float(0.0), 60.0, "Seconds an idle keep-alive connection is kept open."),
+    Setting("idle_timeout", _float(0.0), 60.0,
+            "Seconds an idle keep-alive connection is kept open, and a client that reads nothing of its "
+            "answers is kept connected."),
+    Setting("max_pipelined", _int(1, 10_000), 32,
+            "Requests a client may send on one connection ahead of their answers (HTTP pipelining); the "
+            "next is answered 429 and the connection closed."),
+    Setting("max_connections_per_client", _int(0, 1_000_000), 64,
+            "Open connections one client (IP address, IPv6 /64) may hold; more are closed at accept "
+            "(0 = no limit; trusted_proxies are not limited)."),
     Setting("trusted_proxies", _networks, (),
             "Peers (IPs or networks, comma separated) whose X-Forwarded-For header is trusted."),
     # tokens and addresses

@@ -44,6 +44,13 @@ class Metrics:
                                          ["route"], buckets=FAST_BUCKETS, registry=r)
         self.in_flight = Gauge("downstream_http_requests_in_flight", "Requests received and not yet answered.",
                                registry=r)
+        self.connections = Gauge("downstream_http_connections", "Open connections on the API listener.",
+                                 registry=r)
+        self.connections_stalled = Gauge("downstream_http_connections_stalled",
+                                         "Connections whose answers wait for their client to read them.", registry=r)
+        self.connections_closed = Counter("downstream_http_connections_closed",
+                                          "Connections the node closed for a connection limit, by limit.",
+                                          ["reason"], registry=r)
         # timers
         self.job_runs = Counter("downstream_timer_runs", "Passes of each periodic job.", ["job"], registry=r)
         self.job_failures = Counter("downstream_timer_failures", "Passes of each periodic job that raised.",
@@ -107,6 +114,9 @@ class Metrics:
         method = method if method in METHODS else "other"
         self.requests.labels(method, route, str(status)).inc()
         self.request_seconds.labels(route).observe(seconds)
+
+    def count_connection_closed(self, reason: str) -> None:
+        self.connections_closed.labels(reason).inc()
 
     def observe_job(self, name: str, seconds: float, ok: bool) -> None:
         self.job_runs.labels(name).inc()

@@ -178,7 +178,10 @@ class NodeService(DaemonProcess, service.MultiService):
         metrics.set_pool_targets(self.config.seeded_pool)
         services.core.results.observers.append(metrics.count_result)
         site.observers.append(metrics.observe_request)
+        site.connection_observers.append(metrics.count_connection_closed)
         metrics.in_flight.set_function(lambda: len(site.in_flight))
+        metrics.connections.set_function(lambda: len(site.channels))
+        metrics.connections_stalled.set_function(lambda: len(site.stalled))
         for job in jobs:
             previous = job.observer
             job.observer = metrics.observe_job if previous is None else _both(previous, metrics.observe_job)

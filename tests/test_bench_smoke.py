@@ -55,6 +55,12 @@ def test_farmers_bench(mode, figure):
 
 
 @pytest.mark.e2e
+def test_connections_bench():
+    out = run_bench("bench/connections.py", "--quick")
+    assert "pipeline (1 x GET" in out and "dashboard (4 x GET" in out and "after the connections closed" in out
+
+
+@pytest.mark.e2e
 def test_ceiling_bench():
     out = run_bench("bench/ceiling.py", "--quick")
     assert "bare twisted.web fixed JSON" in out and "v0 against the ceiling" in out

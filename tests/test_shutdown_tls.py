@@ -21,14 +21,6 @@ from support import make_config
 from support.daemon import Daemon
 
 
-def _metric(d: Daemon, name: str) -> float | None:
-    with urllib.request.urlopen(d.metrics_url) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return None
-
-
 def _wait_until(predicate, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -53,7 +45,7 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path):
         client = socket.create_connection(("127.0.0.1", d.port), timeout=10)
         # a request whose body is still arriving: headers and half the body
         client.sendall(b"GET / HTTP/1.1\r\nHost: node\r\nContent-Length: 10\r\nConnection: close\r\n\r\n12345")
-        _wait_until(lambda: _metric(d, "downstream_http_requests_in_flight") == 1.0)
+        _wait_until(lambda: d.metric("downstream_http_requests_in_flight") == 1.0)
         d.signal(signal.SIGTERM)
         d.wait_for_log(r"stopping: waiting for 1 requests in flight")
         assert _connect_refused(d.port)  # no longer accepting
@@ -80,7 +72,7 @@ def test_sigterm_stops_within_the_shutdown_timeout_when_a_client_stalls(tmp_path
     with Daemon(tmp_path, ["--shutdown-timeout", "1", "--metrics-listen", "tcp:0:interface=127.0.0.1"]) as d:
         client = socket.create_connection(("127.0.0.1", d.port), timeout=10)
         client.sendall(b"GET / HTTP/1.1\r\nHost: node\r\nContent-Length: 10\r\n\r\n123")
-        _wait_until(lambda: _metric(d, "downstream_http_requests_in_flight") == 1.0)
+        _wait_until(lambda: d.metric("downstream_http_requests_in_flight") == 1.0)
         started = time.monotonic()
         d.signal(signal.SIGTERM)
         d.proc.wait(10)

@@ -139,8 +139,9 @@ def test_slowloris_against_the_daemon(tmp_path):
     """50 connections that trickle a request head, 50 that send nothing: each is closed within
     ``request_timeout`` (+ margin), and a normal client is served throughout."""
     request_timeout = 2.0
+    # (100 connections from one address: over the per-client cap, which test_connections.py tests)
     with Daemon(tmp_path, ["--data-dir", str(tmp_path / "data"), "--request-timeout", str(request_timeout),
-                           "--seeded-pool", "4096:0"]) as node:
+                           "--seeded-pool", "4096:0", "--max-connections-per-client", "0"]) as node:
         slow: list[socket.socket] = []
         opened = time.monotonic()
         for i in range(100):

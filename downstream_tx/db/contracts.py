@@ -350,14 +350,18 @@ def answer_by_token_txn(txn: Txn, token_hash: bytes, file_hash: str, response: s
                              rules=rules)
 
 
-def token_contracts_txn(txn: Txn, token_id: int, protocol: int = V0) -> list[dict]:
-    """Active contracts of a token with their outstanding challenge (v0 /due)."""
-    rows = txn.execute(
-        "SELECT f.file_hash, ch.seed, c.deadline, c.answered, c.challenge_id FROM contracts c "
-        "JOIN files f ON f.id = c.file_id LEFT JOIN challenges ch ON ch.id = c.challenge_id "
-        "WHERE c.token_id = ? AND c.state = 'active' AND c.protocol = ? ORDER BY c.id",
-        (token_id, protocol),
-    ).fetchall()
+def token_contracts_txn(txn: Txn, token_id: int, limit: int | None = None, offset: int = 0,
+                        protocol: int = V0) -> list[dict]:
+    """A token's active contracts (oldest first; a page of ``limit`` from ``offset``, None: all)
+    with their outstanding challenge (v0 /due)."""
+    sql = ("SELECT f.file_hash, ch.seed, c.deadline, c.answered, c.challenge_id FROM contracts c "
+           "JOIN files f ON f.id = c.file_id LEFT JOIN challenges ch ON ch.id = c.challenge_id "
+           "WHERE c.token_id = ? AND c.state = 'active' AND c.protocol = ? ORDER BY c.id")
+    args: tuple = (token_id, protocol)
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        args += (limit, offset)
+    rows = txn.execute(sql, args).fetchall()
     return [
         {"file_hash": h, "challenge": None if seed is None else bytes(seed), "deadline": d,
          "answered": bool(a), "challenge_id": cid}
@@ -411,9 +415,9 @@ class ContractStore:
 
         return self.db.run("get_chunk", body).addErrback(refused)
 
-    def of_token(self, token_hash: bytes):
-        """Fires with ``(token row, active contracts)``: see :func:`token_contracts_txn`."""
-        return self._with_token("due", token_contracts_txn, token_hash, short=True)
+    def of_token(self, token_hash: bytes, limit: int | None = None, offset: int = 0):
+        """Fires with ``(token row, a page of its active contracts)``: see :func:`token_contracts_txn`."""
+        return self._with_token("due", token_contracts_txn, token_hash, limit, offset, short=True)
 
     def answer(self, token_hash: bytes, file_hash: str, response: str, now: float, max_failures: int,
                arrived: float | None = None, grace: float = 0.0):

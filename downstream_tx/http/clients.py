@@ -20,7 +20,7 @@ def client_ip(request: IRequest, config: Config) -> str:
     """The client's address: the peer, or the last untrusted X-Forwarded-For hop when the peer is
     a configured trusted proxy."""
     peer = getattr(request.getClientAddress(), "host", None) or ""
-    if not config.trusted_proxies or not _in(peer, config.trusted_proxies):
+    if not config.trusted_proxies or not in_networks(peer, config.trusted_proxies):
         return peer
     raw = request.getHeader(b"x-forwarded-for")
     if not raw:
@@ -28,7 +28,7 @@ def client_ip(request: IRequest, config: Config) -> str:
     header = raw.decode("latin-1") if isinstance(raw, bytes) else raw
     hops = [h.strip() for h in header.split(",") if h.strip()]
     for hop in reversed(hops):
-        if not _in(hop, config.trusted_proxies):
+        if not in_networks(hop, config.trusted_proxies):
             try:
                 return str(ipaddress.ip_address(hop))
             except ValueError:
@@ -36,7 +36,8 @@ def client_ip(request: IRequest, config: Config) -> str:
     return hops[0] if hops else peer
 
 
-def _in(ip: str, networks) -> bool:
+def in_networks(ip: str, networks) -> bool:
+    """Whether ``ip`` (text) is in one of ``networks``; False for anything that is not an IP address."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

@@ -20,6 +20,7 @@ from downstream_tx.dashboard import render
 from downstream_tx.dashboard.data import DEFAULT_LIMIT, MAX_LIMIT, MAX_SEARCH, DashboardData
 from downstream_tx.db.status import SORT_COLUMNS
 from downstream_tx.http.errors import ApiError, error_body
+from downstream_tx.http.query import bad_query, choice_arg, int_arg, query_arg
 from downstream_tx.http.routing import app
 
 CSP = (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -59,52 +60,19 @@ def _html(request, text: str) -> bytes:
     return _send(request, text.encode("utf-8"), b"text/html; charset=utf-8")
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, error_body("invalid_query", message))
-
-
-def _arg(request, name: str) -> str | None:
-    """The query parameter's last value, None when it is absent (an empty value is a value)."""
-    values = (request.args or {}).get(name.encode())
-    if not values:
-        return None
-    try:
-        return values[-1].decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise _bad(f"{name} is not UTF-8") from None
-
-
-def _int_arg(request, name: str, default: int, lo: int, hi: int) -> int:
-    text = _arg(request, name)
-    if text is None:
-        return default
-    if not text.isdigit() or not lo <= int(text) <= hi:
-        raise _bad(f"{name} must be an integer from {lo} to {hi}")
-    return int(text)
-
-
-def _choice_arg(request, name: str, default: str, choices) -> str:
-    text = _arg(request, name)
-    if text is None:
-        return default
-    if text not in choices:
-        raise _bad(f"{name} must be one of {', '.join(choices)}")
-    return text
-
-
 def list_query(request) -> dict:
     """The farmer list's query parameters, validated (absent: the default; given, even empty: checked)."""
-    sort = _choice_arg(request, "sort", "id", tuple(SORT_COLUMNS))
-    order = _choice_arg(request, "order", "asc", ("asc", "desc"))
-    search = _arg(request, "q") or ""
+    sort = choice_arg(request, "sort", "id", tuple(SORT_COLUMNS))
+    order = choice_arg(request, "order", "asc", ("asc", "desc"))
+    search = query_arg(request, "q") or ""
     if len(search) > MAX_SEARCH:
-        raise _bad(f"q must be at most {MAX_SEARCH} characters")
-    online = _arg(request, "online") or ""
+        raise bad_query(f"q must be at most {MAX_SEARCH} characters")
+    online = query_arg(request, "online") or ""
     if online not in ("", "0", "1"):
-        raise _bad("online must be 1 or 0")
+        raise bad_query("online must be 1 or 0")
     return {"sort": sort, "descending": order == "desc", "search": search, "online": online == "1",
-            "page": _int_arg(request, "page", 0, 0, 1_000_000),
-            "limit": _int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)}
+            "page": int_arg(request, "page", 0, 0, 1_000_000),
+            "limit": int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)}
 
 
 def _dashboard(server) -> DashboardData:
@@ -122,7 +90,7 @@ class DashboardRoutes:
     async def dashboard_page(self, request: IRequest):
         data = _dashboard(self)
         query = list_query(request)
-        refresh = _int_arg(request, "refresh", REFRESH, 0, 86400)
+        refresh = int_arg(request, "refresh", REFRESH, 0, 86400)
         overview = await data.overview()
         farmers = await data.farmers(**query)
         return _html(request, render.overview_page(overview, farmers, refresh))
@@ -130,7 +98,7 @@ class DashboardRoutes:
     @app.route("/farmers/<farmer_id>", methods=["GET", "HEAD"], endpoint="dashboard_farmer")
     async def dashboard_farmer(self, request: IRequest, farmer_id: str):
         data = _dashboard(self)
-        refresh = _int_arg(request, "refresh", REFRESH, 0, 86400)
+        refresh = int_arg(request, "refresh", REFRESH, 0, 86400)
         return _html(request, render.farmer_page(await data.farmer(farmer_id), refresh))
 
     @app.route("/dashboard/static/<name>", methods=["GET", "HEAD"], endpoint="dashboard_static")

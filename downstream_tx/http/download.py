@@ -9,7 +9,7 @@ from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from downstream_tx.http.errors import error_body, json_body
+from downstream_tx.http.errors import error_body, json_body, out_of_descriptors, render_error
 
 
 def parse_range(header: bytes | None, size: int) -> tuple[int, int] | None | bool:
@@ -127,9 +127,8 @@ class ChunkDownload(resource.Resource):
 
     def render_GET(self, request: IRequest) -> bytes | int:
         wanted = parse_range(request.getHeader(b"range"), self.size)
-        request.setHeader(b"Accept-Ranges", b"bytes")
-        request.setHeader(b"ETag", b'"%s"' % self.file_hash.encode())
         if wanted is False:
+            self._chunk_headers(request)
             request.setHeader(b"Content-Range", b"bytes */%d" % self.size)
             return json_body(request, error_body("range_not_satisfiable",
                                                  f"range is outside the chunk's {self.size} bytes"), 416)
@@ -137,6 +136,11 @@ class ChunkDownload(resource.Resource):
             handle = open(self.path, "rb")  # noqa: SIM115 - the producer closes it
         except FileNotFoundError:  # removed between the database check and now
             return json_body(request, error_body("no_hash", "no such file is monitored"), 404)
+        except OSError as e:
+            if not out_of_descriptors(e):
+                raise
+            return render_error(request, e)  # 503 with Retry-After
+        self._chunk_headers(request)
         request.setHeader(b"Content-Type", b"application/octet-stream")
         if wanted is None:
             first, last = 0, self.size - 1
@@ -151,3 +155,7 @@ class ChunkDownload(resource.Resource):
             return b""
         FileRangeProducer(request, handle, first, last - first + 1).start()
         return server.NOT_DONE_YET
+
+    def _chunk_headers(self, request: IRequest) -> None:
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        request.setHeader(b"ETag", b'"%s"' % self.file_hash.encode())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from klein import Klein
@@ -35,6 +37,17 @@ def error_body(status: str, message: str) -> dict[str, str]:
     return {"status": status, "message": message}
 
 
+#: what a request that needed a file descriptor gets when the process has none left (every
+#: connection holds one: it passes once some close)
+OUT_OF_DESCRIPTORS = ApiError(503, error_body("unavailable", "the node is out of file descriptors, try again soon"),
+                              {b"Retry-After": b"5"})
+
+
+def out_of_descriptors(e: BaseException) -> bool:
+    """Whether ``e`` is the process (EMFILE) or the system (ENFILE) being out of file descriptors."""
+    return isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE)
+
+
 def json_body(request: IRequest, obj: Any, code: int = 200) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")
@@ -44,8 +57,18 @@ def json_body(request: IRequest, obj: Any, code: int = 200) -> bytes:
     return body
 
 
-def as_api_error(e: Exception) -> ApiError:
-    """The HTTP form of an error a route let through (a NodeError's kind decides its status)."""
+def redirect_location(new_url: str, public_url: str | None) -> str:
+    """Where a redirect werkzeug built points: its path and query under the node's ``public_url``,
+    or relative (``/api/…``) without one — never under the request's ``Host`` header, which is the
+    client's to choose (a redirect to it sends the next request wherever that client said)."""
+    parts = urlsplit(new_url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return public_url.rstrip("/") + target if public_url else target
+
+
+def as_api_error(e: Exception, public_url: str | None = None) -> ApiError:
+    """The HTTP form of an error a route let through (a NodeError's kind decides its status);
+    redirects point under ``public_url`` (see :func:`redirect_location`)."""
     if isinstance(e, ApiError):
         return e
     if isinstance(e, NodeError):
@@ -58,16 +81,19 @@ def as_api_error(e: Exception) -> ApiError:
         return ApiError(405, error_body("method_not_allowed", "method not allowed on this route"), headers)
     if isinstance(e, RequestRedirect):
         # werkzeug's strict slashes (e.g. /status/list → /status/list/)
-        return ApiError(e.code, {"status": "redirect", "location": e.new_url}, {b"Location": e.new_url.encode()})
+        location = redirect_location(e.new_url, public_url)
+        return ApiError(e.code, {"status": "redirect", "location": location}, {b"Location": location.encode()})
     if isinstance(e, DatabaseUnavailable):
         return ApiError(503, error_body("unavailable", "the database is unavailable, try again soon"),
                         {b"Retry-After": b"5"})
+    if out_of_descriptors(e):
+        return OUT_OF_DESCRIPTORS
     return ApiError(500, error_body("error", "Internal Server Error"))
 
 
-def render_error(request: IRequest, e: Exception) -> bytes:
+def render_error(request: IRequest, e: Exception, public_url: str | None = None) -> bytes:
     """The one place an error becomes a response."""
-    api = as_api_error(e)
+    api = as_api_error(e, public_url)
     for name, value in api.headers.items():
         request.setHeader(name, value)
     return json_body(request, api.body, api.code)
@@ -84,7 +110,7 @@ def install_error_handlers(app: Klein, route_of) -> None:
 
     @app.handle_errors(ApiError, NodeError, NotFound, MethodNotAllowed, RequestRedirect)
     def expected(server, request, failure):
-        return render_error(request, failure.value)
+        return render_error(request, failure.value, getattr(getattr(server, "config", None), "public_url", None))
 
     @app.handle_errors(Exception)
     def unexpected(server, request, failure):

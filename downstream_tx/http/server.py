@@ -74,7 +74,9 @@ def open_site(config: Config, reactor: Any) -> DownstreamSite:
     return DownstreamSite(_Starting(), max_body_size=config.max_body_size,
                           timeout=config.idle_timeout, request_timeout=config.request_timeout,
                           batch_body_size=max(config.max_batch_body_size, config.max_body_size),
-                          batch_paths=tuple(p.encode() for p in BATCH_PATHS), reactor=reactor)
+                          batch_paths=tuple(p.encode() for p in BATCH_PATHS), max_pipelined=config.max_pipelined,
+                          max_connections_per_client=config.max_connections_per_client,
+                          trusted_proxies=config.trusted_proxies, reactor=reactor)
 
 
 class _Starting(Resource):

@@ -1,7 +1,8 @@
 """The HTTP site: body size caps enforced while the body arrives, a deadline for receiving each
-whole request, idle timeouts, no raw access log (request paths carry tokens; the request log below
-records route patterns and farmer ids instead), and tracking of requests in flight so a stop can
-wait for them."""
+whole request, idle timeouts, connections bounded in memory (backpressure.py) and in number per
+client (peers.py), no raw access log (request paths carry tokens; the request log below records
+route patterns and farmer ids instead), and tracking of requests in flight so a stop can wait for
+them."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typing import Any
 import orjson
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web import http, server
+from twisted.web import server
 
+from downstream_tx.http.backpressure import BackpressureChannel, cancel
+from downstream_tx.http.peers import ConnectionCap
 from downstream_tx.http.routing import farmer_of, mark_arrival, outcome_of, route_of
 from downstream_tx.logs import PREFORMATTED, escape_format
 
@@ -34,7 +37,14 @@ class CappedRequest(server.Request):
         if isinstance(site, DownstreamSite):
             site.request_started(self)
         super().gotLength(length)
-        if length is not None and length > self._cap():
+        over = getattr(self.channel, "over_pipeline_cap", None)
+        if over is not None and over():
+            if isinstance(site, DownstreamSite):
+                site.connection_closed("pipelined")
+            self._refuse(429, b"Too Many Requests", "too_many_pipelined",
+                         f"more than {self.channel.max_pipelined} requests were sent on one connection ahead of "
+                         "their answers; read the answers before sending more")
+        elif length is not None and length > self._cap():
             self._reject()
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -58,16 +68,21 @@ class CappedRequest(server.Request):
         return site.body_cap(getattr(self.channel, "_path", b"") or b"")
 
     def _reject(self) -> None:
+        self._refuse(413, b"Payload Too Large", "too_large", f"request body is over {self._cap()} bytes")
+
+    def _refuse(self, code: int, reason: bytes, status: str, message: str) -> None:
+        """Answer ``code`` with a JSON error before the request is processed (its body, if any, is
+        not read) and close the connection once the answer is written."""
         self._dtx_rejected = True
-        self.code = 413
-        body = orjson.dumps({"status": "too_large", "message": f"request body is over {self._cap()} bytes"})
-        head = (b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+        self.code = code
+        body = orjson.dumps({"status": status, "message": message})
+        head = (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (code, reason, len(body)))
         self.channel.transport.write(head + body)
         self.channel.loseConnection()
 
 
-class DeadlineChannel(http.HTTPChannel):
+class DeadlineChannel(BackpressureChannel):
     """An HTTP/1.1 connection that must deliver each request, head and body, within the site's
     ``request_timeout`` seconds of the request's first byte (of the connection's opening, for the
     first request).
@@ -81,6 +96,8 @@ class DeadlineChannel(http.HTTPChannel):
     """
 
     _deadline: Any = None
+    #: what the connection counts under in the site's per-client cap (None: not capped)
+    client_key: str | None = None
 
     def _request_timeout(self) -> float | None:
         return getattr(self.site, "request_timeout", None) or None
@@ -100,7 +117,12 @@ class DeadlineChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         self._disarm()
-        super().connectionLost(reason)
+        try:
+            super().connectionLost(reason)
+        finally:
+            site = getattr(self, "site", None)
+            if isinstance(site, DownstreamSite):
+                site.channel_lost(self)
 
     def _arm(self) -> None:
         timeout = self._request_timeout()
@@ -108,10 +130,8 @@ class DeadlineChannel(http.HTTPChannel):
             self._deadline = self.callLater(timeout, self._request_too_slow)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
+        cancel(self._deadline)
+        self._deadline = None
 
     def _request_too_slow(self) -> None:
         self._deadline = None
@@ -122,6 +142,7 @@ class DeadlineChannel(http.HTTPChannel):
         site = self.site
         if isinstance(site, DownstreamSite):
             site.timed_out += 1
+            site.connection_closed("request_timeout")
         body = orjson.dumps({"status": "request_timeout",
                              "message": f"the request was not complete within {self._request_timeout():g} seconds"})
         self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
@@ -150,8 +171,20 @@ class DownstreamSite(server.Site):
 
     def __init__(self, resource: Any, max_body_size: int = 1 << 20, timeout: float = 60.0,
                  request_timeout: float | None = 30.0, batch_body_size: int | None = None,
-                 batch_paths: tuple[bytes, ...] = (), **kwargs: Any):
+                 batch_paths: tuple[bytes, ...] = (), max_pipelined: int | None = None,
+                 max_connections_per_client: int = 0, trusted_proxies: tuple = (), **kwargs: Any):
         super().__init__(resource, timeout=timeout, **kwargs)
+        #: requests answered from one connection's buffered input in a row, most (backpressure.py)
+        self.max_pipelined = max_pipelined
+        #: open connections per client, capped at accept (peers.py)
+        self.connection_cap = ConnectionCap(max_connections_per_client, trusted_proxies, self.reactor)
+        #: connections whose output waits for their client to read (their input is not read meanwhile)
+        self.stalled: set[Any] = set()
+        #: connections closed for a connection limit, by limit: ``per_client`` (at accept),
+        #: ``pipelined``, ``stalled`` (read nothing for the idle timeout), ``request_timeout``
+        self.closed: dict[str, int] = {}
+        #: called with the limit's name for each of them (metrics)
+        self.connection_observers: list[Callable[[str], None]] = []
         self.max_body_size = max_body_size
         #: the cap of bodies whose path starts with one of ``batch_paths`` (batches of items)
         self.batch_body_size = batch_body_size or max_body_size
@@ -212,25 +245,45 @@ class DownstreamSite(server.Site):
             for d in waiters:
                 d.callback(None)
 
+    def connection_closed(self, reason: str) -> None:
+        """A connection closed for the limit ``reason`` (see :attr:`closed`)."""
+        self.closed[reason] = self.closed.get(reason, 0) + 1
+        for observer in self.connection_observers:
+            observer(reason)
+
+    def output_stalled(self, channel: Any, stalled: bool) -> None:
+        """A connection's output went above its transport's buffer bound (True) or drained."""
+        if stalled:
+            self.stalled.add(channel)
+        else:
+            self.stalled.discard(channel)
+
     def buildProtocol(self, addr: Any) -> Any:
+        key = self.connection_cap.key(addr)
+        if not self.connection_cap.admit(key):
+            self.connection_closed("per_client")
+            return None  # the listening port closes the new connection at once
         channel = super().buildProtocol(addr)
         if channel is None:
+            self.connection_cap.release(key)
             return None
+        channel.max_pipelined = self.max_pipelined
+        channel.client_key = key
         self.channels.add(channel)
-        lost = channel.connectionLost
-
-        def connection_lost(reason: Any) -> None:
-            self.channels.discard(channel)
-            try:
-                lost(reason)
-            finally:
-                if not self.channels:
-                    waiters, self._closed = self._closed, []
-                    for d in waiters:
-                        d.callback(None)
-
-        channel.connectionLost = connection_lost
         return channel
+
+    def channel_lost(self, channel: Any) -> None:
+        """A connection of this site closed (its channel says so: no closure here may refer to the
+        channel, or channel and transport, with any unsent answer, would live on in a reference
+        cycle until the next full garbage collection)."""
+        if channel not in self.channels:
+            return
+        self.channels.discard(channel)
+        self.connection_cap.release(getattr(channel, "client_key", None))
+        if not self.channels:
+            waiters, self._closed = self._closed, []
+            for d in waiters:
+                d.callback(None)
 
     def close_connections(self) -> defer.Deferred:
         """Close every connection after its pending output is written (idle keep-alive connections

@@ -11,8 +11,9 @@ from twisted.web.iweb import IRequest
 from downstream_tx.http.clients import client_ip
 from downstream_tx.http.download import ChunkDownload
 from downstream_tx.http.errors import ApiError, error_body, json_body
+from downstream_tx.http.query import int_arg
 from downstream_tx.http.routing import app, arrived_at, check_address, set_outcome
-from downstream_tx.v0.farming import LATE_PASS
+from downstream_tx.v0.farming import DUE_PAGE, LATE_PASS, MAX_DUE_PAGE
 
 RATE_LIMITED = error_body("rate_limited", "too many token requests from this address, try again in {retry} seconds")
 
@@ -50,7 +51,9 @@ class V0Routes:
 
     @app.route("/api/downstream/due/<token:token>", methods=["GET"])
     async def due(self, request: IRequest, token: str):
-        every, outstanding = await self.v0.due(token)
+        limit = int_arg(request, "limit", DUE_PAGE, 1, DUE_PAGE)
+        page = int_arg(request, "page", 0, 0, MAX_DUE_PAGE)
+        every, outstanding = await self.v0.due(token, limit, page)
         now = self.clock.seconds()
         return json_body(request, {
             "all_contracts": [{"hash": r["file_hash"]} for r in every],

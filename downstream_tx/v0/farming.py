@@ -32,6 +32,10 @@ log = Logger()
 
 #: the result of a pass that arrived after its challenge's deadline, within ``late_grace``
 LATE_PASS = "late_pass"
+#: contracts in a /due page without a limit, and the most a limit may ask for
+DUE_PAGE = 1000
+#: the last page number /due takes (an offset beyond every token's contracts)
+MAX_DUE_PAGE = 1_000_000
 
 
 def _invalid_address(facts: TokenFacts, config) -> NodeError:
@@ -96,9 +100,10 @@ class V0Farming:
         self.supply.top_up_soon([assignment.file_id])
         return assignment
 
-    async def due(self, token: str) -> tuple[list[dict], list[dict]]:
-        """``/due``: (all active contracts, those with an outstanding challenge) of a token."""
-        _, rows = await self._call(self.core.stores.contracts.of_token(token_hash_of(token)))
+    async def due(self, token: str, limit: int = DUE_PAGE, page: int = 0) -> tuple[list[dict], list[dict]]:
+        """``/due``: (a page of ``limit`` active contracts of a token, oldest first, and those of
+        them with an outstanding challenge)."""
+        _, rows = await self._call(self.core.stores.contracts.of_token(token_hash_of(token), limit, limit * page))
         now = self.core.now()
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
         return rows, outstanding

@@ -13,8 +13,11 @@ from downstream_tx.errors import NOT_FOUND
 from downstream_tx.geoip import location_from_json
 from downstream_tx.v1.wire import MSG_INVALID_SORT, NONEXISTENT_FARMER, iso_utc, v1_error
 
-#: the largest page size and offset the list passes to the database
-MAX_LIMIT, MAX_OFFSET = 1 << 31, 1 << 62
+#: farmers in a /status/list page without a limit, and the most a limit gets (a larger one is cut to
+#: it): an answer's size, and what a client that pipelines lists and never reads makes the node hold
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
+#: the largest offset the list passes to the database
+MAX_OFFSET = 1 << 62
 
 
 def farmer_dict(row: FarmerRow, reputation: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -37,10 +40,8 @@ class Status:
                       limit: int | None = None, page: int | None = None) -> list[dict[str, Any]]:
         if sort not in SORT_COLUMNS:
             raise v1_error(MSG_INVALID_SORT)
-        offset = 0
-        if limit is not None:
-            limit = min(limit, MAX_LIMIT)
-            offset = min(limit * (page or 0), MAX_OFFSET)
+        limit = DEFAULT_PAGE if limit is None else min(limit, MAX_PAGE)
+        offset = min(limit * (page or 0), MAX_OFFSET)
         rows = await self.core.stores.status.farmers(self.core.now(), online, sort, descending, limit, offset)
         reputation = await self._reputation([r.address for r in rows])
         return [farmer_dict(r, reputation[r.address]) for r in rows]

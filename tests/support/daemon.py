@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -46,7 +48,7 @@ class Daemon:
     def __init__(self, workdir: Path, args: list[str] | None = None, env: dict[str, str] | None = None,
                  tac: bool = False, listen: str = "tcp:0:interface=127.0.0.1", timeout: float = 30.0,
                  listen_socket: socket.socket | None = None, watchdog_self: bool = False, scheme: str = "http",
-                 log_file: Path | None = None):
+                 log_file: Path | None = None, nofile: int | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "daemon.log"
@@ -70,6 +72,8 @@ class Daemon:
             if log_file:
                 self.argv += ["--log-file", str(log_file)]
         self.env = daemon_env(extra)
+        #: the daemon's soft RLIMIT_NOFILE (its file descriptors), set in the child before it starts
+        self.nofile = nofile
         self.timeout = timeout
         self.scheme = scheme
         self.proc: subprocess.Popen | None = None
@@ -87,7 +91,8 @@ class Daemon:
     def start(self) -> Daemon:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, cwd=self.workdir, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, pass_fds=self.pass_fds)
+                                     stderr=subprocess.STDOUT, pass_fds=self.pass_fds,
+                                     preexec_fn=None if self.nofile is None else self._limit_descriptors)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             match = LISTENING.search(self.log())
@@ -101,6 +106,25 @@ class Daemon:
             time.sleep(0.05)  # polling a subprocess's log with a bound, not waiting on a timer
         self.stop()
         raise RuntimeError(f"daemon did not start listening within {self.timeout}s:\n{self.log()}")
+
+    def _limit_descriptors(self) -> None:
+        """(In the child, before exec.)"""
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
+
+    def open_descriptors(self) -> int:
+        """File descriptors the daemon holds now."""
+        assert self.proc is not None
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def metric(self, sample: str) -> float | None:
+        """The value of one sample of the daemon's /metrics (``--metrics-listen``), as written there
+        (``name`` or ``name{label="value"}``); None when it has none."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(sample + " "):
+                    return float(line.split()[-1])
+        return None
 
     def log(self) -> str:
         """The daemon's log so far (its --log-file when it has one, else its output)."""
