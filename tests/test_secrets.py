@@ -49,6 +49,8 @@ def error_paths(token: str, file_hash: str) -> list[tuple[str, str, bytes | None
         ("POST", f"/api/downstream/remove/{token}/{bad}", None),
         ("HEAD", f"/api/downstream/chunk/{token}", None),
         ("GET", f"/api/download/{token}", None),
+        ("GET", f"/api/download/{file_hash}?cap=1.{token}", None),
+        ("GET", f"/api/download/{bad}?cap=1.{token}", None),
         ("GET", f"/api/downstream/new/{token}", None),
         ("GET", f"{V1}/chunk/{token}/{token}", None),
         ("GET", f"{V1}/challenge/{token}/{token}", None),

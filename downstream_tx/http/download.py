@@ -9,7 +9,8 @@ from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from downstream_tx.http.errors import error_body, json_body
+from downstream_tx.http.errors import error_body, json_body, render_error
+from downstream_tx.v0.farming import no_download
 
 
 def parse_range(header: bytes | None, size: int) -> tuple[int, int] | None | bool:
@@ -136,7 +137,7 @@ class ChunkDownload(resource.Resource):
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - the producer closes it
         except FileNotFoundError:  # removed between the database check and now
-            return json_body(request, error_body("no_hash", "no such file is monitored"), 404)
+            return render_error(request, no_download())
         request.setHeader(b"Content-Type", b"application/octet-stream")
         if wanted is None:
             first, last = 0, self.size - 1
