@@ -269,6 +269,18 @@ def test_a_contract_that_is_over_downloads_nothing(api, tmp_path):
     assert removed.shown()["contracts"]["downloads_refused"] == 1
 
 
+def test_a_contract_made_before_download_keys_has_none(api, tmp_path):
+    """Contracts from before schema version 9 hold no key: no capability opens their file."""
+    node, client = api()
+    file_hash = add_test_file(node, tmp_path, size=SIZE)
+    token = new_token(client)
+    _, assignment = run(node.core.stores.contracts.assign(hashlib.sha256(bytes.fromhex(token)).digest(),
+                                                          node.core.now()))
+    for key in (b"\0" * 16, b"\xab" * 16):
+        r = client.get(f"/api/download/{file_hash}?cap={Capability(assignment.contract_id, key)}")
+        assert (r.code, r.json()) == (404, NOT_HERE)
+
+
 def test_the_key_is_not_in_the_database(api, tmp_path):
     """A copy of the database cannot mint a capability: it holds only the key's SHA-256."""
     node, client = api()
@@ -294,6 +306,8 @@ def test_the_operators_export_is_not_a_download(api, tmp_path, clock):
 
 def test_redownload_serves_again_and_counts(api, tmp_path, clock):
     node, client = api(redownload=True)
+    metrics = Metrics(task.Clock())
+    node.core.downloads.observers.append(metrics.count_download)
     file_hash = add_test_file(node, tmp_path, size=SIZE)
     farmer = V0Farmer(node, client)
     contract = farmer.chunk()
@@ -304,6 +318,8 @@ def test_redownload_serves_again_and_counts(api, tmp_path, clock):
     assert farmer.fetch(contract["url"]).body == data
     shown = farmer.shown()["contracts"]
     assert (shown["downloads"], shown["redownloads"], shown["downloads_refused"]) == (3, 2, 0)
+    assert [metrics.registry.get_sample_value("downstream_downloads_total", {"kind": kind})
+            for kind in ("first", "resume", "again")] == [1, None, 2]
     # a contract that is over is refused whatever the setting
     assert client.get(f"/api/downstream/remove/{farmer.token}/{file_hash}").code == 200
     assert farmer.fetch(contract["url"]).code == 404
@@ -313,6 +329,7 @@ def test_counts_in_farmer_show_and_the_metrics(api, tmp_path, clock):
     node, client = api()
     metrics = Metrics(task.Clock())
     node.core.downloads.observers.append(metrics.count_download)
+    metrics.bind_db(node.db, 1)
     file_hash = add_test_file(node, tmp_path, size=SIZE)
     farmer = V0Farmer(node, client)
     url = farmer.chunk()["url"]
@@ -337,6 +354,8 @@ def test_counts_in_farmer_show_and_the_metrics(api, tmp_path, clock):
     assert sample("downstream_download_refused_total", reason="missing") == 1
     assert sample("downstream_download_refused_total", reason="invalid") == 1
     assert sample("downstream_download_refused_total", reason="ended") == 1
+    assert metrics.registry.get_sample_value("downstream_db_transaction_duration_seconds_count",
+                                             {"transaction": "download"}) == 7  # a HEAD's too; none without a cap
     shown = farmer.shown()["contracts"]
     assert (shown["downloads"], shown["redownloads"], shown["downloads_refused"]) == (2, 0, 2)  # GETs only
     farmer_id = hashlib.sha256(bytes.fromhex(farmer.token)).hexdigest()[:20]

@@ -36,13 +36,13 @@ class DownloadRules(NamedTuple):
     #: seconds from the first download in which resumes and other ranges are served
     window: float
     #: serve a contract's download again after its window (the ``redownload`` setting)
-    redownload: bool = False
+    redownload: bool
 
 
 class Use(NamedTuple):
     outcome: str
-    #: the chunk's size in bytes (0 when refused)
-    size: int = 0
+    #: the chunk's size in bytes (0: no contract has this key)
+    size: int
 
 
 def judge(start: float | None, passes: int, now: float, rules: DownloadRules) -> str:
@@ -66,11 +66,11 @@ def use_txn(txn: Txn, contract_id: int, key_hash: bytes, file_hash: str, now: fl
         "SELECT c.download_key, c.state, c.download_start, c.passes, f.file_hash, f.size FROM contracts c "
         "JOIN files f ON f.id = c.file_id WHERE c.id = ? AND c.protocol = 0", (contract_id,)
     ).fetchone()
-    if row is None or row[0] is None:
-        return Use(INVALID)
+    if row is None or row[0] is None:  # no such v0 contract, or one made before keys (schema step 9)
+        return Use(INVALID, 0)
     stored, state, start, passes, contract_file, size = row
     if not hmac.compare_digest(bytes(stored), key_hash) or contract_file != file_hash:
-        return Use(INVALID)
+        return Use(INVALID, 0)
     outcome = judge(start, int(passes), now, rules) if state == "active" else ENDED
     if not record(int(size)):
         pass
@@ -80,7 +80,7 @@ def use_txn(txn: Txn, contract_id: int, key_hash: bytes, file_hash: str, now: fl
                     (int(outcome == AGAIN), now, contract_id))
     else:
         txn.execute("UPDATE contracts SET downloads_refused = downloads_refused + 1 WHERE id = ?", (contract_id,))
-    return Use(outcome, int(size) if outcome in SERVED else 0)
+    return Use(outcome, int(size))
 
 
 class DownloadStore:
