@@ -72,14 +72,14 @@ def use_txn(txn: Txn, contract_id: int, key_hash: bytes, file_hash: str, now: fl
     if not hmac.compare_digest(bytes(stored), key_hash) or contract_file != file_hash:
         return Use(INVALID, 0)
     outcome = judge(start, int(passes), now, rules) if state == "active" else ENDED
-    if not record(int(size)):
-        pass
-    elif outcome in SERVED:
-        txn.execute("UPDATE contracts SET downloads = downloads + 1, redownloads = redownloads + ?, "
-                    "download_start = COALESCE(download_start, ?) WHERE id = ?",
-                    (int(outcome == AGAIN), now, contract_id))
-    else:
-        txn.execute("UPDATE contracts SET downloads_refused = downloads_refused + 1 WHERE id = ?", (contract_id,))
+    if record(int(size)):
+        if outcome in SERVED:
+            txn.execute("UPDATE contracts SET downloads = downloads + 1, redownloads = redownloads + ?, "
+                        "download_start = COALESCE(download_start, ?) WHERE id = ?",
+                        (int(outcome == AGAIN), now, contract_id))
+        else:
+            txn.execute("UPDATE contracts SET downloads_refused = downloads_refused + 1 WHERE id = ?",
+                        (contract_id,))
     return Use(outcome, int(size))
 
 
