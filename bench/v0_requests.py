@@ -4,8 +4,10 @@ transport — no load generator, no timer pass, no other work on the node. What 
 alone costs, next to the bare twisted.web resource driven the same way.
 
 Measured: ``GET /due`` (the token's 30 contracts), ``GET /challenge`` answered right (a pass: the
-answer's update), the same answer again (409 ``not_due``: the error path). CPU is the process's (all
-threads) per request.
+answer's update), the same answer again (409 ``not_due``: the error path), and downloads of the 1 KiB
+chunks through each contract's URL: a ``HEAD`` (the capability checked, nothing written), the first
+``GET`` (checked, counted, the window started, the bytes streamed) and a ``GET`` without the
+capability (404, no database). CPU is the process's (all threads) per request.
 
 Usage: python bench/v0_requests.py [--farmers 50] [--contracts 30] [--rounds 4] [--db sqlite|mysql] [--quick]
 """
@@ -41,7 +43,7 @@ class Connection:
         self.proto.makeConnection(self.transport)
         self.waiter = waiter
 
-    async def get(self, path: str) -> tuple[int, bytes]:
+    async def get(self, path: str, method: bytes = b"GET") -> tuple[int, bytes]:
         from twisted.internet import defer
 
         d: defer.Deferred | None = None
@@ -49,7 +51,7 @@ class Connection:
             d = defer.Deferred()
             self.waiter.append(d)
         self.transport.clear()
-        self.proto.dataReceived(b"GET %s HTTP/1.1\r\nHost: node.test\r\n\r\n" % path.encode())
+        self.proto.dataReceived(b"%s %s HTTP/1.1\r\nHost: node.test\r\n\r\n" % (method, path.encode()))
         if d is not None:
             await d
         head, _, body = self.transport.value().partition(b"\r\n\r\n")
@@ -96,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                 content = f.read()
             data[await services.files.add(path, args.farmers, 3600)] = content
         tokens = []
-        for _ in range(args.farmers):
+        downloads = []  # (farmer index, the path of a contract's download URL)
+        for i in range(args.farmers):
             token = await services.v0.create_token(ADDRESS)
             for _ in range(args.contracts):
-                await services.v0.get_chunk(token)
+                a = await services.v0.get_chunk(token)
+                downloads.append((i, f"/api/download/{a.file_hash}?cap={a.capability}"))
             tokens.append(token)
         server = build_server(services)
         site = server.site(reactor)
@@ -132,6 +136,15 @@ def main(argv: list[str] | None = None) -> int:
                 with timed(name):
                     code, body = await conn.get(path)
                 assert code == expected, (code, body)
+        for name, method, expected in (("HEAD /api/download (capability)", b"HEAD", 200),
+                                       ("GET /api/download 1 KiB (first)", b"GET", 200),
+                                       ("GET /api/download, no capability", b"GET", 404)):
+            for i, path in downloads:
+                if expected == 404:
+                    path = path.partition("?")[0]
+                with timed(name):
+                    code, body = await conns[i].get(path, method)
+                assert code == expected, (code, body[:200])
         for conn in conns:
             conn.proto.connectionLost(None)
         services.core.stores.db.close()

@@ -231,6 +231,8 @@ def farmer_details(shown: dict, summary: Any) -> list[str]:
              ("protocol", (summary.protocol if summary else "") or "-"),
              ("contracts", f"{c.get('active', 0)} active, {c.get('ended', 0)} ended, {c.get('failed', 0)} failed"),
              ("passes", c.get("passes", 0)), ("fails", c.get("fails", 0)), ("misses", c.get("misses", 0)),
+             ("downloads", f"{c.get('downloads', 0)} served ({c.get('redownloads', 0)} after their window), "
+                           f"{c.get('downloads_refused', 0)} refused (v0: a chunk is served once per contract)"),
              ("heartbeats", f"{shown['heartbeats']} (v1 proofs accepted)"),
              ("last_seen", iso_utc(summary.last_seen) if summary else "-"),
              ("online", ("yes" if summary.online else "no") if summary else "no")]

@@ -285,6 +285,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds after a challenge's deadline (v0) or a contract's expiration (v1) in which an answer "
             "that arrived at the node still counts (v0: as a late pass); measured from when the request "
             "arrived, not when it was processed."),
+    # v0 downloads (docs/protocol-v0.md "Downloads")
+    Setting("download_window", _float(0.0, 30 * 86400.0), 3600.0,
+            "Seconds after a v0 contract's first download in which its URL still serves resumes and other "
+            "ranges (until the contract's first pass); then the download is refused."),
+    Setting("redownload", _bool, False,
+            "Trusted networks only: a v0 contract's URL keeps serving after its window (still counted); v0 "
+            "answers then no longer show that a farmer kept the bytes."),
     # farmer reputation (docs/operations.md "Reputation")
     Setting("dq_threshold", _float(0.0, 1.0, exclusive_min=False), 0.96,
             "A farmer (payout address) whose audit score falls below this is disqualified: its contracts end "

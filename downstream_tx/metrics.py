@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from downstream_tx import __version__
+from downstream_tx.db.downloads import SERVED
 from downstream_tx.db.stats import Counts
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -75,6 +76,11 @@ class Metrics:
         # domain
         self.results = Counter("downstream_challenge_results", "Challenge outcomes: pass, late_pass, fail or miss.",
                                ["protocol", "result"], registry=r)
+        self.downloads = Counter("downstream_downloads", "v0 downloads served: first, resume (inside the "
+                                 "window), again (after it, with redownload on).", ["kind"], registry=r)
+        self.downloads_refused = Counter("downstream_download_refused",
+                                         "v0 download requests refused: window_closed (403), ended, invalid, "
+                                         "missing (404).", ["reason"], registry=r)
         self.contracts = Gauge("downstream_contracts", "Contracts by state.", ["state"], registry=r)
         self.due = Gauge("downstream_challenges_due", "Outstanding challenges whose deadline is ahead.",
                          ["protocol"], registry=r)
@@ -136,6 +142,14 @@ class Metrics:
         timer may have counted a miss for it before), "fail" or "miss"."""
         if n:
             self.results.labels(PROTOCOLS.get(protocol, str(protocol)), result).inc(n)
+
+    def count_download(self, outcome: str) -> None:
+        """A download request's outcome (db/downloads.py): served ``first``, ``resume``, ``again``;
+        anything else is the reason it was refused."""
+        if outcome in SERVED:
+            self.downloads.labels(outcome).inc()
+        else:
+            self.downloads_refused.labels(outcome).inc()
 
     def set_counts(self, counts: Counts | None) -> None:
         if counts is None:

@@ -177,6 +177,7 @@ class NodeService(DaemonProcess, service.MultiService):
         metrics.bind_leader(self.leader, None if self.worker is None else self.worker.index)
         metrics.set_pool_targets(self.config.seeded_pool)
         services.core.results.observers.append(metrics.count_result)
+        services.core.downloads.observers.append(metrics.count_download)
         site.observers.append(metrics.observe_request)
         site.connection_observers.append(metrics.count_connection_closed)
         metrics.in_flight.set_function(lambda: len(site.in_flight))

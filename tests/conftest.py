@@ -1,7 +1,16 @@
 import pytest
 from twisted.internet import task
 
-from support import MYSQL_ENV, MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database, make_config, make_node
+from support import (
+    MYSQL_ENV,
+    MYSQL_SKIP_REASON,
+    MYSQL_URL,
+    StubClient,
+    fresh_mysql_database,
+    make_config,
+    make_node,
+    make_resource,
+)
 from support.v1 import make_seeded_node
 
 MYSQL_DESELECTED = pytest.StashKey[int]()
@@ -75,6 +84,23 @@ def nodes(tmp_path, db_url, clock):
 
     yield factory
     for node in made:
+        node.db.close()
+
+
+@pytest.fixture
+def make_v0_api(tmp_path, db_url, clock):
+    """``make_v0_api(**config_overrides) -> (node, client)``: a node and a StubTreq client of its
+    HTTP API; every node shares this test's database (as node processes share one)."""
+    nodes = []
+
+    def make(**overrides):
+        config = make_config(tmp_path, db_url, **overrides)
+        node = make_node(config, clock)
+        nodes.append(node)
+        return node, StubClient(make_resource(node, config))
+
+    yield make
+    for node in nodes:
         node.db.close()
 
 

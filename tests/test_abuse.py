@@ -83,7 +83,7 @@ def test_v0_one_farmer_cannot_touch_anothers_contract(v0, tmp_path):
         r = client.request(method, f"/api/downstream/remove/{mallory}/{file_hash}")
         assert (r.code, r.json()["status"]) == (404, "no_hash")
     assert client.get(f"/api/downstream/due/{mallory}").json() == {"all_contracts": [], "due_contracts": []}
-    assert client.get(f"/api/download/{file_hash}").code == 200  # the bytes are public; the contract is not
+    assert client.get(f"/api/download/{file_hash}").code == 404  # the bytes are for contract holders only
     assert snapshot(node) == before
     # alice's contract is intact and still answerable by her
     assert client.get(f"/api/downstream/challenge/{alice}/{file_hash}/{right}").json() == {"status": "pass"}
@@ -170,7 +170,10 @@ def daemon(tmp_path_factory):
     with Daemon(work / "run", ["--data-dir", str(work / "data"), "--max-body-size", str(CAP),
                                "--max-batch-body-size", str(CAP), "--seeded-pool", "4096:1",
                                "--seeded-challenges", "4"]) as d:
-        yield d, added.stdout.strip(), work
+        token = orjson.loads(raw_request(d, "GET", f"/api/downstream/new/{ADDRESS}".encode())[2])["token"]
+        url = orjson.loads(raw_request(d, "GET", f"/api/downstream/chunk/{token}".encode())[2])["url"]
+        assert url.startswith(f"{d.url}/api/download/{added.stdout.strip()}?cap="), url
+        yield d, url.removeprefix(d.url), work
 
 
 def raw_request(d: Daemon, method: str, target: bytes, headers: dict[str, str] | None = None,
@@ -215,14 +218,14 @@ TRAVERSALS = [
 @pytest.mark.e2e
 @pytest.mark.parametrize("target", TRAVERSALS, ids=lambda t: t.decode("latin-1")[:60])
 def test_download_path_traversal(daemon, target):
-    d, file_hash, _ = daemon
+    d, download, _ = daemon
     code, headers, body = raw_request(d, "GET", target)
     assert 400 <= code < 500, (code, body[:200])
     assert headers["content-type"] == "application/json"
     assert orjson.loads(body)["status"] in ("invalid_hash", "no_hash", "not_found", "invalid_url"), body
     assert b"root:" not in body
-    # the stored chunk itself is served only by its hash
-    assert raw_request(d, "GET", f"/api/download/{file_hash}".encode())[0] == 200
+    # the stored chunk itself is served only by its hash, to the holder of its contract's URL
+    assert raw_request(d, "GET", download.encode())[0] == 200
 
 
 @pytest.mark.e2e

@@ -12,15 +12,7 @@ from hypothesis import strategies as st
 from downstream_tx import admin
 from downstream_tx.db import schema
 from support import ADDRESS, MYSQL_ENV, run
-from support.admin import cli
-
-
-def dispatch(node, *argv) -> str:
-    out = io.StringIO()
-    args = admin.build_parser().parse_args(list(argv))
-    assert run(admin._dispatch(args, node, out)) == 0
-    return out.getvalue()
-
+from support.admin import cli, dispatch
 
 # --- in-process, on both engines ---------------------------------------------------------------
 

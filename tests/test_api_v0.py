@@ -9,14 +9,12 @@ import pytest
 from downstream_tx.db.database import DatabaseUnavailable
 from support import (
     ADDRESS,
-    StubClient,
     add_test_file,
+    assert_error,
     contract_row,
     file_replicas,
     make_address,
-    make_config,
-    make_node,
-    make_resource,
+    new_token,
     run,
     stored_bytes,
     token_row,
@@ -30,38 +28,13 @@ NO_SUCH_TOKEN = "cd" * 16
 
 
 @pytest.fixture
-def make_api(tmp_path, db_url, clock):
-    """``make_api(**config_overrides) -> (node, client)``; every node shares this test's database."""
-    nodes = []
-
-    def make(**overrides):
-        config = make_config(tmp_path, db_url, **overrides)
-        node = make_node(config, clock)
-        nodes.append(node)
-        return node, StubClient(make_resource(node, config))
-
-    yield make
-    for node in nodes:
-        node.db.close()
+def make_api(make_v0_api):
+    return make_v0_api
 
 
 @pytest.fixture
 def api(make_api):
     return make_api(public_url="https://node.example:8443/")
-
-
-def new_token(client, address=ADDRESS) -> str:
-    r = client.get(f"/api/downstream/new/{address}")
-    assert r.code == 200, r
-    return r.json()["token"]
-
-
-def assert_error(r, code: int, status: str) -> None:
-    assert r.code == code, r
-    body = r.json()
-    assert body["status"] == status
-    assert isinstance(body.get("message"), str) and body["message"]
-    assert "Traceback" not in r.body.decode()
 
 
 # --- /new ------------------------------------------------------------------------------------------
@@ -115,8 +88,11 @@ def test_chunk_gives_a_contract(api, tmp_path):
     r = client.get(f"/api/downstream/chunk/{token}")
     assert r.code == 200, r
     body = r.json()
-    assert body == {"url": f"https://node.example:8443/api/download/{file_hash}", "file_hash": file_hash,
+    assert body == {"url": body["url"], "file_hash": file_hash,
                     "challenge": body["challenge"], "interval": 60, "size": 5000, "due": 60}
+    # the contract's download capability travels in the query string (tests/test_downloads.py)
+    assert re.fullmatch(rf"https://node\.example:8443/api/download/{file_hash}\?cap=[1-9][0-9]*\.[0-9a-f]{{32}}",
+                        body["url"]), body["url"]
     assert HEX64.match(body["challenge"])
     assert file_replicas(node, file_hash) == 1
 
@@ -125,7 +101,7 @@ def test_chunk_url_defaults_to_the_listen_address(make_api, tmp_path):
     node, client = make_api(listen="tcp:7001:interface=0.0.0.0")
     file_hash = add_test_file(node, tmp_path)
     body = client.get(f"/api/downstream/chunk/{new_token(client)}").json()
-    assert body["url"] == f"http://127.0.0.1:7001/api/download/{file_hash}"
+    assert body["url"].startswith(f"http://127.0.0.1:7001/api/download/{file_hash}?cap=")
 
 
 def test_chunk_prefers_the_file_furthest_below_target_and_not_held(api, tmp_path):
@@ -305,14 +281,16 @@ def test_remove_errors(api, tmp_path):
 
 @pytest.fixture
 def stored(api, tmp_path):
+    """A stored file, and the path (with its query) of the download URL of a contract on it."""
     node, client = api
     file_hash = add_test_file(node, tmp_path, size=300_000)
-    return node, client, file_hash, stored_bytes(node, file_hash)
+    url = client.get(f"/api/downstream/chunk/{new_token(client)}").json()["url"]
+    return node, client, url.removeprefix("https://node.example:8443"), stored_bytes(node, file_hash), file_hash
 
 
 def test_download_whole_chunk(stored):
-    _, client, file_hash, data = stored
-    r = client.get(f"/api/download/{file_hash}")
+    _, client, path, data, _ = stored
+    r = client.get(path)
     assert r.code == 200
     assert r.body == data
     assert r.header("content-type") == "application/octet-stream"
@@ -321,8 +299,8 @@ def test_download_whole_chunk(stored):
 
 
 def test_download_head(stored):
-    _, client, file_hash, data = stored
-    r = client.request("HEAD", f"/api/download/{file_hash}")
+    _, client, path, data, _ = stored
+    r = client.request("HEAD", path)
     assert (r.code, r.body) == (200, b"")
     assert r.header("content-type") == "application/octet-stream"
     # (the HTTP client hides a HEAD reply's Content-Length; the end-to-end test checks it on the wire)
@@ -338,8 +316,8 @@ def test_download_head(stored):
     (" BYTES = 5 - 6 ", 5, 6),
 ])
 def test_download_range(stored, header, first, last):
-    _, client, file_hash, data = stored
-    r = client.get(f"/api/download/{file_hash}", headers={"Range": header})
+    _, client, path, data, _ = stored
+    r = client.get(path, headers={"Range": header})
     assert r.code == 206, r
     assert r.body == data[first:last + 1]
     assert r.header("content-range") == f"bytes {first}-{last}/{len(data)}"
@@ -348,32 +326,32 @@ def test_download_range(stored, header, first, last):
 
 @pytest.mark.parametrize("header", ["bytes=300000-", "bytes=300000-300010", "bytes=-0"])
 def test_download_unsatisfiable_range(stored, header):
-    _, client, file_hash, data = stored
-    r = client.get(f"/api/download/{file_hash}", headers={"Range": header})
+    _, client, path, data, _ = stored
+    r = client.get(path, headers={"Range": header})
     assert_error(r, 416, "range_not_satisfiable")
     assert r.header("content-range") == f"bytes */{len(data)}"
 
 
 @pytest.mark.parametrize("header", ["items=0-5", "bytes=5-2", "bytes=a-b", "bytes=0-1,5-6", "bytes=-", "bytes"])
 def test_download_ignores_a_range_it_does_not_honour(stored, header):
-    _, client, file_hash, data = stored
-    r = client.get(f"/api/download/{file_hash}", headers={"Range": header})
+    _, client, path, data, _ = stored
+    r = client.get(path, headers={"Range": header})
     assert (r.code, r.body) == (200, data)
 
 
 def test_download_errors(stored):
-    node, client, file_hash, _ = stored
+    node, client, path, _, file_hash = stored
     assert_error(client.get(f"/api/download/{NO_SUCH_HASH}"), 404, "no_hash")
     assert_error(client.get("/api/download/xyz"), 400, "invalid_hash")
     run(node.files.remove(file_hash))
-    assert_error(client.get(f"/api/download/{file_hash}"), 404, "no_hash")
-    assert client.request("HEAD", f"/api/download/{file_hash}").code == 404
+    assert_error(client.get(path), 404, "no_hash")
+    assert client.request("HEAD", path).code == 404
 
 
 def test_download_of_a_vanished_chunk_is_no_hash(stored):
-    node, client, file_hash, _ = stored
+    node, client, path, _, file_hash = stored
     node.chunks.delete(file_hash)
-    assert_error(client.get(f"/api/download/{file_hash}"), 404, "no_hash")
+    assert_error(client.get(path), 404, "no_hash")
 
 
 # --- any route -------------------------------------------------------------------------------------

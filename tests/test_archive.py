@@ -175,9 +175,10 @@ def test_the_job_runs_bounded_batches_per_pass_and_does_nothing_with_retention_z
 
 def test_totals_merge_and_latest():
     t = Totals()
-    t.merge([1, 2, 3, 4, 5, 6, 7, 1, 0, 10.0, None, 30.0])
-    t.merge([1, 0, 0, 0, 0, 0, 1, 0, 1, 5.0, 20.0, None])
+    t.merge([1, 2, 3, 4, 5, 6, 7, 2, 0, 1, 1, 0, 10.0, None, 30.0])
+    t.merge([1, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 1, 5.0, 20.0, None])
     assert (t.ended, t.failed, t.passes, t.size, t.v0, t.v1) == (2, 2, 3, 8, 1, 1)
+    assert (t.downloads, t.redownloads, t.downloads_refused) == (3, 1, 1)
     assert (t.last_start, t.last_answered, t.last_due, t.contracts) == (10.0, 20.0, 30.0, 4)
     assert latest(None, 3.0, 2.0) == 3.0 and latest(None, None) is None
 

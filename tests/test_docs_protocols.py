@@ -47,7 +47,8 @@ def names(reference: str, heading: str) -> bool:
 def test_both_documents_exist_with_their_sections():
     for doc in DOCS.values():
         assert doc.is_file(), f"{doc.relative_to(ROOT)} is missing"
-    assert {"Timing", "Downtime rule", "Hash challenges", "Error messages"} <= headings(DOCS["protocol-v0.md"])
+    assert {"What v0 proves", "Downloads", "Timing", "Downtime rule", "Hash challenges",
+            "Error messages"} <= headings(DOCS["protocol-v0.md"])
     assert {"Expiry", "Downtime rule", "Merkle heartbeat", "RandomIO", "KeyedPRF", "Signatures", "Status API",
             "Error messages"} <= headings(DOCS["protocol-v1.md"])
 

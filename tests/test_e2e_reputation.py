@@ -133,7 +133,8 @@ async def test_a_disqualified_farmers_files_reach_their_redundancy_on_other_farm
         # the well-behaved farmer: nothing changed
         assert show(good) == good_before
         assert good_before["contracts"] == {"active": FILES, "ended": 0, "failed": 0, "passes": 1, "fails": 0,
-                                            "misses": 0}
+                                            "misses": 0, "downloads": FILES, "redownloads": 0,
+                                            "downloads_refused": 0}
 
         # the operator reinstates the farmer (its address): new contracts again when a slot is free
         assert admin(db_args, "farmer", "reinstate", bad.address) == f"farmer {bad.address} reinstated " \

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import http.client
 import os
+import re
 import subprocess
 import sys
 import time
@@ -78,6 +79,7 @@ class Farmer:
         body = await response.content()
         ctype = (response.headers.getRawHeaders("content-type") or [""])[0]
         shown_path = path.replace(self.token, self.token[:8] + "…") if self.token else path
+        shown_path = re.sub(r"(cap=[0-9]+\.[0-9a-f]{8})[0-9a-f]+", r"\1…", shown_path)  # a capability, too
         if ctype == "application/json":
             value: Any = orjson.loads(body)
             shown = body.decode()
@@ -169,13 +171,19 @@ async def test_farmer_session_end_to_end(tmp_path: Path, db_url: str, request):
         a = Farmer("farmer A", daemon.url, transcript, reactor)
         await a.new(make_address(1))
         contract = await a.chunk()
-        assert contract == {"url": f"{daemon.url}/api/download/{file_hash}", "file_hash": file_hash,
-                            "challenge": contract["challenge"], "interval": INTERVAL,
-                            "size": 256 * 1024 + 123, "due": INTERVAL}
-        data = await a.download(contract["url"], file_hash)
-        _, part = await a.call("GET", f"/api/download/{file_hash}", expect=206, headers={"Range": "bytes=100-199"})
-        assert part == data[100:200]
-        assert head_content_length(daemon.port, f"/api/download/{file_hash}") == (200, str(len(data)))
+        size = 256 * 1024 + 123
+        assert contract == {"url": contract["url"], "file_hash": file_hash, "challenge": contract["challenge"],
+                            "interval": INTERVAL, "size": size, "due": INTERVAL}
+        # the seed's path, the contract's capability in the query string
+        assert re.fullmatch(rf"{daemon.url}/api/download/{file_hash}\?cap=[0-9]+\.[0-9a-f]{{32}}", contract["url"])
+        download = contract["url"].removeprefix(daemon.url)
+        assert head_content_length(daemon.port, download) == (200, str(size))
+        assert head_content_length(daemon.port, f"/api/download/{file_hash}")[0] == 404  # no capability
+        # the download is interrupted after 100,000 bytes and resumed with a Range
+        _, first = await a.call("GET", download, expect=206, headers={"Range": "bytes=0-99999"})
+        _, rest = await a.call("GET", download, expect=206, headers={"Range": "bytes=100000-"})
+        data = a.data[file_hash] = first + rest
+        assert hashlib.sha256(data).hexdigest() == file_hash
 
         # -- correct answers over several intervals; /due shows exactly the outstanding challenge --
         answered: set[str] = set()
@@ -192,6 +200,11 @@ async def test_farmer_session_end_to_end(tmp_path: Path, db_url: str, request):
             assert await a.answer(file_hash, challenge) == {"status": "pass"}
             answered.add(challenge)
             assert (await a.due())["due_contracts"] == []
+
+        # -- the contract passed: its URL serves no more (a farmer keeps the bytes it was given) --------
+        assert (await a.call("GET", download, expect=403))[1]["status"] == "download_closed"
+        shown = orjson.loads(admin("farmer", "show", a.token, "--json"))["contracts"]
+        assert (shown["downloads"], shown["redownloads"], shown["downloads_refused"]) == (2, 0, 1)
 
         # -- a wrong answer is a fail, and there is one attempt per challenge ---------------------------
         body = await a.poll_due(lambda b: bool(b["due_contracts"]) and b["due_contracts"][0]["challenge"]

@@ -54,7 +54,9 @@ def make_world(tmp_path, db_url, clock):
     file_hash = add_test_file(node, tmp_path, redundancy=2, size=3000)
     code, _, body = http.call("GET", f"/api/downstream/new/{ADDRESS}")
     v0_token = orjson.loads(body)["token"]
-    assert http.call("GET", f"/api/downstream/chunk/{v0_token}")[0] == 200
+    code, _, body = http.call("GET", f"/api/downstream/chunk/{v0_token}")
+    url = orjson.loads(body)["url"]
+    download = url[url.index("/api/download/"):]  # with the contract's capability
     code, _, body = http.call("GET", f"{V1}/new/{ADDRESS}")
     v1_token = orjson.loads(body)["token"]
     code, _, body = http.call("GET", f"{V1}/chunk/{v1_token}/8192")
@@ -67,6 +69,7 @@ def make_world(tmp_path, db_url, clock):
     w = World()
     w.node, w.http, w.file_hash, w.v0_token, w.v1_token, w.contracts = (node, http, file_hash, v0_token, v1_token,
                                                                        contracts)
+    w.download = download
 
     def check(method, path, data=None, headers=None, json=True):
         before = snapshot(node)
@@ -129,6 +132,16 @@ def test_v0_path_parameters(world, token, file_hash, response, address):
     world.check("GET", f"/api/downstream/challenge/{t}/{h}/{r}")
     world.check("DELETE", f"/api/downstream/remove/{t}/{h}")
     world.check("GET", f"/api/download/{h}", json=False)
+
+
+@FUZZ
+@given(cap=st.one_of(junk_text, near_hex, st.text(HEX + ".", max_size=60)), method=st.sampled_from(["GET", "HEAD"]))
+def test_download_capabilities(world, cap, method):
+    """Anything but the contract's capability in the query is the 404 of an unknown file, and
+    changes nothing."""
+    real = world.download.partition("?cap=")[2]
+    code, _, body = world.check(method, f"/api/download/{world.file_hash}?cap={segment(cap)}", json=False)
+    assert code == (200 if cap.lower() == real else 404), (cap, code, body[:200])
 
 
 @FUZZ
@@ -344,8 +357,7 @@ def test_download_ranges(world, header, method):
     assume(not any(c < 0x20 or c == 0x7F for c in header))
     with open(world.node.chunks.path_for(world.file_hash), "rb") as f:
         data = f.read()
-    code, headers, body = world.check(method, f"/api/download/{world.file_hash}", headers={"Range": header},
-                                      json=False)
+    code, headers, body = world.check(method, world.download, headers={"Range": header}, json=False)
     assert code in (200, 206, 416), (header, code, body)
     expected_body = lambda b: b if method == "GET" else b""  # noqa: E731
     if code == 200:

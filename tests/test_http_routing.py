@@ -71,10 +71,11 @@ def test_405_allow_lists_exactly_the_routes_methods(client, method, path, allow)
 
 
 def test_head_where_declared(client, node, tmp_path):
-    from support import add_test_file
+    from support import add_test_file, new_token
 
-    file_hash = add_test_file(node, tmp_path, size=100)
-    r = client.request("HEAD", f"/api/download/{file_hash}")
+    add_test_file(node, tmp_path, size=100)
+    url = client.get(f"/api/downstream/chunk/{new_token(client)}").json()["url"]
+    r = client.request("HEAD", url[url.index("/api/download/"):])
     assert r.code == 200 and r.body == b""
 
 

@@ -460,18 +460,20 @@ def test_a_resume_from_inside_a_write_does_not_start_a_second_loop():
 
 
 def test_a_range_download_through_the_server(node, tmp_path):
-    from support import StubClient, add_test_file, make_resource
+    from support import StubClient, add_test_file, make_resource, new_token
 
     file_hash = add_test_file(node, tmp_path, size=1000)
     client = StubClient(make_resource(node))
-    r = client.get(f"/api/download/{file_hash}")
+    url = client.get(f"/api/downstream/chunk/{new_token(client)}").json()["url"]
+    path = url[url.index("/api/download/"):]  # the contract's download URL, with its capability
+    r = client.get(path)
     data = r.body  # the chunk as stored
     assert (r.code, len(data), r.header("etag")) == (200, 1000, f'"{file_hash}"')
-    r = client.get(f"/api/download/{file_hash}", headers={"Range": "bytes=-10"})
+    r = client.get(path, headers={"Range": "bytes=-10"})
     assert (r.code, r.body, r.length) == (206, data[-10:], 10)
     assert (r.header("content-range"), r.header("accept-ranges"), r.header("etag")) == (
         "bytes 990-999/1000", "bytes", f'"{file_hash}"')
-    r = client.get(f"/api/download/{file_hash}", headers={"Range": "bytes=1000-"})
+    r = client.get(path, headers={"Range": "bytes=1000-"})
     assert (r.code, r.header("content-range")) == (416, "bytes */1000")
 
 
@@ -483,4 +485,4 @@ def test_a_chunk_removed_before_its_download_is_a_404(tmp_path):
     request = DummyRequest([b""])
     body = ChunkDownload(str(tmp_path / "gone.bin"), 10, HASH).render_GET(request)
     assert request.responseCode == 404
-    assert body == b'{"status":"no_hash","message":"no such file is monitored"}'
+    assert body == b'{"status":"no_hash","message":"no such file is stored on this node"}'

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from treq.testing import StubTreq
 
-from downstream_tx.db import contracts, late
+from downstream_tx.db import contracts, downloads, late
 from downstream_tx.db.database import DatabaseUnavailable
 from downstream_tx.heartbeat import merkle
 from support import ADDRESS, add_test_file, make_config, make_node, make_resource, run
@@ -49,6 +49,8 @@ def error_paths(token: str, file_hash: str) -> list[tuple[str, str, bytes | None
         ("POST", f"/api/downstream/remove/{token}/{bad}", None),
         ("HEAD", f"/api/downstream/chunk/{token}", None),
         ("GET", f"/api/download/{token}", None),
+        ("GET", f"/api/download/{file_hash}?cap=1.{token}", None),
+        ("GET", f"/api/download/{bad}?cap=1.{token}", None),
         ("GET", f"/api/downstream/new/{token}", None),
         ("GET", f"{V1}/chunk/{token}/{token}", None),
         ("GET", f"{V1}/challenge/{token}/{token}", None),
@@ -106,12 +108,14 @@ def test_no_secret_in_a_500_or_503_body(setup, monkeypatch):
 
 
 def test_secret_comparisons_are_constant_time():
-    """The v0 answer and the v1 proof/state checks use hmac.compare_digest; tokens are found by
+    """The v0 answer, a download's key and the v1 proof/state checks use hmac.compare_digest; tokens are found by
     their SHA-256 (an index lookup on a hash reveals nothing usable about the token)."""
     # the v0 answer is judged by db/late.py (current and previous challenge), called by answer_txn
     assert "late.judge(" in inspect.getsource(contracts.answer_txn)
     assert "hmac.compare_digest(response" in inspect.getsource(late._matches)
     assert "==" not in inspect.getsource(late._matches)
+    # a download capability's key (its SHA-256 against the stored one; db/downloads.py)
+    assert "hmac.compare_digest(bytes(stored), key_hash)" in inspect.getsource(downloads.use_txn)
     source = inspect.getsource(merkle)
     assert source.count("hmac.compare_digest") >= 3
     assert "self.key ==" not in source and "key) ==" not in source

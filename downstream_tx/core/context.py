@@ -25,16 +25,31 @@ async def drain(fetch_page: Callable[[], Awaitable[Any]], total: Any) -> Any:
             return total
 
 
-class Results:
-    """Challenge outcomes as they are counted; observers (metrics) get ``(result, n, protocol)``
-    with result ``pass``, ``fail`` or ``miss``."""
+class Observed:
+    """Events of the node that observers (metrics) are told about, as they happen."""
 
     def __init__(self) -> None:
-        self.observers: list[Callable[[str, int, int], None]] = []
+        self.observers: list[Callable[..., None]] = []
+
+    def _tell(self, *event: Any) -> None:
+        for observer in self.observers:
+            observer(*event)
+
+
+class Results(Observed):
+    """Challenge outcomes as they are counted; observers get ``(result, n, protocol)`` with result
+    ``pass``, ``fail`` or ``miss``."""
 
     def count(self, result: str, n: int, protocol: int = 0) -> None:
-        for observer in self.observers:
-            observer(result, n, protocol)
+        self._tell(result, n, protocol)
+
+
+class Downloads(Observed):
+    """Download requests as they are decided; observers get the outcome (db/downloads.py: ``first``,
+    ``resume``, ``again`` served; ``window_closed``, ``ended``, ``invalid``, ``missing`` refused)."""
+
+    def count(self, outcome: str) -> None:
+        self._tell(outcome)
 
 
 @dataclass
@@ -46,6 +61,7 @@ class Core:
     blocking: Blocking
     keys: NodeKeys
     results: Results = field(default_factory=Results)
+    downloads: Downloads = field(default_factory=Downloads)
     #: GeoIP (the ``geoip`` setting; None when it is off): looked up when a token is created or
     #: moves to a new IP, the only moments the IP is known before it is hashed
     locator: Locator | None = None

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from downstream_tx.db.database import Database, Txn
 
 #: the per-token totals kept, in ``contract_totals`` column order after ``token_id``
-SUMS = ("ended", "failed", "passes", "fails", "misses", "late_passes", "size")
+SUMS = ("ended", "failed", "passes", "fails", "misses", "late_passes", "size", "downloads", "redownloads",
+        "downloads_refused")
 MAXES = ("v0", "v1", "last_start", "last_answered", "last_due")
 
 #: the window start of a contract's latest answered challenge (as farmer list's "last seen")
@@ -49,6 +50,10 @@ class Totals:
     misses: int = 0
     late_passes: int = 0
     size: int = 0
+    #: v0 downloads served, served after their window, refused (db/downloads.py)
+    downloads: int = 0
+    redownloads: int = 0
+    downloads_refused: int = 0
     v0: int = 0
     v1: int = 0
     last_start: float | None = None
@@ -93,7 +98,8 @@ def archive_txn(txn: Txn, before: float, limit: int) -> ArchiveResult:
     for row in txn.select_in(
         "SELECT c.token_id, SUM(CASE WHEN c.state = 'failed' THEN 0 ELSE 1 END), "
         "SUM(CASE WHEN c.state = 'failed' THEN 1 ELSE 0 END), SUM(c.passes), SUM(c.fails), SUM(c.misses), "
-        "SUM(c.late_passes), SUM(f.size), MAX(CASE WHEN c.protocol = 0 THEN 1 ELSE 0 END), "
+        "SUM(c.late_passes), SUM(f.size), SUM(c.downloads), SUM(c.redownloads), SUM(c.downloads_refused), "
+        "MAX(CASE WHEN c.protocol = 0 THEN 1 ELSE 0 END), "
         f"MAX(CASE WHEN c.protocol = 1 THEN 1 ELSE 0 END), MAX(c.start), MAX({ANSWERED_AT}), "
         "MAX(COALESCE(c.due, c.deadline)) FROM contracts c JOIN files f ON f.id = c.file_id "
         "WHERE c.id IN {ids} GROUP BY c.token_id", candidates

@@ -30,13 +30,18 @@ class Assignment:
     interval: int
     challenge: bytes
     deadline: float
+    #: the contract's download capability (``<contract id>.<key>``, v0/capability.py); set by the
+    #: service, which made the key (the database holds only its hash)
+    capability: str = ""
 
 
-def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_first: bool = True) -> Assignment | None:
+def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_first: bool = True,
+               download_key: bytes | None = None) -> Assignment | None:
     """Give the token a contract on the stored file furthest below its redundancy target that the
     token does not already hold (ties: oldest file); with ``urgent_first`` false (a farmer not
     preferred by its reputation), the one closest to its target instead. The replica slot is taken
-    with a guarded update, so concurrent requests never push a file over its target."""
+    with a guarded update, so concurrent requests never push a file over its target.
+    ``download_key``: the SHA-256 of the contract's download key (db/downloads.py)."""
     for _ in range(attempts):
         row = txn.execute(
             "SELECT f.id, f.file_hash, f.size, f.interval_s FROM files f "
@@ -62,8 +67,8 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_fi
         deadline = now + interval
         txn.execute(
             "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, challenge_id, "
-            "issued, deadline, answered) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0)",
-            (token_id, file_id, now, interval, challenge_id, now, deadline),
+            "issued, deadline, answered, download_key) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0, ?)",
+            (token_id, file_id, now, interval, challenge_id, now, deadline, download_key),
         )
         return Assignment(txn.lastrowid, file_id, file_hash, int(size), int(interval), seed, deadline)
     return None
@@ -393,7 +398,7 @@ class ContractStore:
 
         return (self.db.run_short if short else self.db.run)(desc, body)
 
-    def assign(self, token_hash: bytes, now: float):
+    def assign(self, token_hash: bytes, now: float, download_key: bytes | None = None):
         """Fires with ``(token row, Assignment or None)``: see :func:`assign_txn`. A farmer that may
         get no new contracts is refused first (:class:`~downstream_tx.db.reputation.NotEligible`);
         one not vetted yet gets its contract only within the vetting share (else None)."""
@@ -404,7 +409,7 @@ class ContractStore:
             preferred = reputation.eligible_txn(txn, rules, row.address)
             # the files in most danger go to preferred farmers first; the others get the least urgent
             urgent_first = preferred or not reputation.anyone_vetted_txn(txn, rules)
-            assignment = assign_txn(txn, row.id, now, urgent_first=urgent_first)
+            assignment = assign_txn(txn, row.id, now, urgent_first=urgent_first, download_key=download_key)
             if assignment is not None and not reputation.take_share_txn(txn, rules, V0, preferred):
                 raise _ShareUsed(row)  # roll the assignment back
             return row, assignment

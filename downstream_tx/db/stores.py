@@ -6,6 +6,7 @@ from downstream_tx.db.archive import ArchiveStore
 from downstream_tx.db.challenges import ChallengeStore
 from downstream_tx.db.contracts import ContractStore
 from downstream_tx.db.database import Database
+from downstream_tx.db.downloads import DownloadStore
 from downstream_tx.db.farmers import FarmerStore
 from downstream_tx.db.files import FileStore
 from downstream_tx.db.history import HistoryStore
@@ -29,6 +30,7 @@ class Stores:
         self.files = FileStore(db)
         self.challenges = ChallengeStore(db)
         self.contracts = ContractStore(db)
+        self.downloads = DownloadStore(db)
         self.seeded = SeededStore(db)
         self.status = StatusStore(db)
         self.stats = StatsStore(db)

@@ -89,18 +89,19 @@ def delete_txn(txn: Txn, token_id: int, now: float) -> int:
 
 
 def summary_for_tokens_txn(txn: Txn, token_ids: Sequence[int]) -> dict[str, int]:
-    """Counts of contracts by state and heartbeat counters over some tokens (admin farmer show)."""
-    out = {"active": 0, "ended": 0, "failed": 0, "passes": 0, "fails": 0, "misses": 0}
-    for state, n, p, f, m in txn.select_in(
-        "SELECT state, COUNT(*), SUM(passes), SUM(fails), SUM(misses) FROM contracts WHERE token_id IN {ids} "
-        "GROUP BY state", token_ids
+    """Counts of contracts by state, heartbeat counters and v0 download counts (db/downloads.py)
+    over some tokens (admin farmer show)."""
+    counters = ("passes", "fails", "misses", "downloads", "redownloads", "downloads_refused")
+    out = {"active": 0, "ended": 0, "failed": 0, **dict.fromkeys(counters, 0)}
+    for state, n, *sums in txn.select_in(
+        f"SELECT state, COUNT(*), {', '.join(f'SUM({c})' for c in counters)} FROM contracts "
+        "WHERE token_id IN {ids} GROUP BY state", token_ids
     ):
         out[state] = out.get(state, 0) + int(n)
-        out["passes"] += int(p or 0)
-        out["fails"] += int(f or 0)
-        out["misses"] += int(m or 0)
+        for key, value in zip(counters, sums):
+            out[key] += int(value or 0)
     for archived in archive.totals_txn(txn, token_ids).values():  # contracts archiving moved out
-        for key in ("ended", "failed", "passes", "fails", "misses"):
+        for key in ("ended", "failed") + counters:
             out[key] += getattr(archived, key)
     return out
 

@@ -10,6 +10,7 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from downstream_tx.http.errors import error_body, json_body, out_of_descriptors, render_error
+from downstream_tx.v0.farming import no_download
 
 
 def parse_range(header: bytes | None, size: int) -> tuple[int, int] | None | bool:
@@ -135,7 +136,7 @@ class ChunkDownload(resource.Resource):
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - the producer closes it
         except FileNotFoundError:  # removed between the database check and now
-            return json_body(request, error_body("no_hash", "no such file is monitored"), 404)
+            return render_error(request, no_download())
         except OSError as e:
             if not out_of_descriptors(e):
                 raise

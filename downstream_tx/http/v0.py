@@ -9,11 +9,12 @@ import os
 from twisted.web.iweb import IRequest
 
 from downstream_tx.http.clients import client_ip
-from downstream_tx.http.download import ChunkDownload
-from downstream_tx.http.errors import ApiError, error_body, json_body
+from downstream_tx.http.download import ChunkDownload, parse_range
+from downstream_tx.http.errors import error_body, json_body
 from downstream_tx.http.query import int_arg
 from downstream_tx.http.routing import app, arrived_at, check_address, set_outcome
-from downstream_tx.v0.farming import DUE_PAGE, LATE_PASS, MAX_DUE_PAGE
+from downstream_tx.v0.capability import PARAMETER
+from downstream_tx.v0.farming import DUE_PAGE, LATE_PASS, MAX_DUE_PAGE, no_download
 
 RATE_LIMITED = error_body("rate_limited", "too many token requests from this address, try again in {retry} seconds")
 
@@ -39,7 +40,7 @@ class V0Routes:
     async def chunk(self, request: IRequest, token: str):
         a = await self.v0.get_chunk(token)
         return json_body(request, {
-            "url": f"{self.base_url}/api/download/{a.file_hash}", "file_hash": a.file_hash,
+            "url": f"{self.base_url}/api/download/{a.file_hash}?{PARAMETER}={a.capability}", "file_hash": a.file_hash,
             "challenge": a.challenge.hex(), "interval": a.interval, "size": a.size,
             "due": seconds_left(a.deadline, self.clock.seconds()),
         })
@@ -72,7 +73,14 @@ class V0Routes:
 
     @app.route("/api/download/<hash:file_hash>", methods=["GET", "HEAD"])
     async def download(self, request: IRequest, file_hash: str):
-        path, size = await self.v0.download(file_hash)
+        """The chunk for the holder of a contract's capability (``?cap=``, docs/protocol-v0.md
+        "Downloads"); a HEAD is checked the same way but neither counted nor starts the window."""
+        values = (request.args or {}).get(PARAMETER.encode())
+        # the last value, as the dashboard's parameters; not ASCII: no capability can match it
+        capability = None if not values else values[-1].decode("ascii", "replace")
+        wanted = request.getHeader(b"range")
+        path, size = await self.v0.download(  # counted: a GET that gets bytes (not a HEAD, not a 416)
+            file_hash, capability, lambda size: request.method != b"HEAD" and parse_range(wanted, size) is not False)
         if not os.path.isfile(path):
-            raise ApiError(404, error_body("no_hash", "no such file is stored on this node"))
+            raise no_download()
         return ChunkDownload(path, size, file_hash)

@@ -3,6 +3,9 @@ answer, ending a contract, the chunk's bytes."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 from twisted.logger import Logger
 
 from downstream_tx import bitcoin
@@ -20,10 +23,13 @@ from downstream_tx.core.tokens import (
     ip_limit_message,
     is_token,
 )
+from downstream_tx.db import downloads
 from downstream_tx.db.contracts import Assignment
+from downstream_tx.db.downloads import DownloadRules
 from downstream_tx.db.reputation import NotEligible
 from downstream_tx.db.tokens import TokenFacts, UnknownToken
 from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND, NodeError
+from downstream_tx.v0.capability import Capability, key_hash, new_key, parse_capability
 from downstream_tx.v0.challenges import ChallengeSupply
 from downstream_tx.v0.chunkstore import ChunkStore
 from downstream_tx.v0.hashes import parse_file_hash, parse_response
@@ -36,6 +42,16 @@ LATE_PASS = "late_pass"
 DUE_PAGE = 1000
 #: the last page number /due takes (an offset beyond every token's contracts)
 MAX_DUE_PAGE = 1_000_000
+
+#: a download request without a capability (db/downloads.py has the other outcomes)
+MISSING = "missing"
+
+
+def no_download() -> NodeError:
+    """The one answer to every download refused as if the file were unknown (no capability, a
+    wrong or forged one, another contract's, a contract that is over, a seeded or unknown file):
+    it never tells whether a file with this hash is stored here."""
+    return NodeError(NOT_FOUND, "no_hash", "no such file is stored on this node")
 
 
 def _invalid_address(facts: TokenFacts, config) -> NodeError:
@@ -90,15 +106,16 @@ class V0Farming:
     async def get_chunk(self, token: str) -> Assignment:
         """``/chunk``: a contract on the file furthest below its redundancy target (403 for a farmer
         disqualified, suspended or in containment; none beyond the vetting share)."""
+        key = new_key()  # made before the transaction, so that a retry stores the same one
         try:
-            _, assignment = await self._call(self.core.stores.contracts.assign(token_hash_of(token),
-                                                                               self.core.now()))
+            _, assignment = await self._call(self.core.stores.contracts.assign(
+                token_hash_of(token), self.core.now(), key_hash(key)))
         except NotEligible as e:
             raise refusal(e) from None
         if assignment is None:
             raise NodeError(NOT_FOUND, "no_chunks", "no chunk needs another farmer right now")
         self.supply.top_up_soon([assignment.file_id])
-        return assignment
+        return dataclasses.replace(assignment, capability=str(Capability(assignment.contract_id, key)))
 
     async def due(self, token: str, limit: int = DUE_PAGE, page: int = 0) -> tuple[list[dict], list[dict]]:
         """``/due``: (a page of ``limit`` active contracts of a token, oldest first, and those of
@@ -143,11 +160,29 @@ class V0Farming:
         if not ended:
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
 
-    async def download(self, file_hash: str) -> tuple[str, int]:
-        """``/api/download``: (path, size) of a monitored stored file's bytes."""
-        row = await self.core.stores.files.get_active(parse_file_hash(file_hash))
-        if row is None:
-            raise NodeError(NOT_FOUND, "no_hash", "no such file is monitored")
-        if row.kind != "stored":
-            raise NodeError(NOT_FOUND, "no_hash", "no such file is stored on this node")
-        return self.chunks.path_for(row.file_hash), row.size
+    async def download(self, file_hash: str, capability: str | None,
+                       record: Callable[[int], bool] = lambda size: True) -> tuple[str, int]:
+        """``/api/download``: (path, size) of a stored chunk's bytes, for the holder of a contract's
+        download capability (``cap``) within its window (db/downloads.py). ``record(size)``: the
+        request will get bytes of a chunk of that size (a GET, not a HEAD, not a range past the
+        end): it is counted, and the first one starts the window. Refused: 403 ``download_closed``
+        to the contract's holder, else the 404 of an unknown file."""
+        file_hash = parse_file_hash(file_hash)
+        cap = parse_capability(capability)
+        if cap is None:
+            outcome, size = MISSING if capability is None else downloads.INVALID, 0
+        else:
+            config = self.core.config
+            outcome, size = await self.core.stores.downloads.use(
+                cap.contract_id, cap.key_hash, file_hash, self.core.now(),
+                DownloadRules(config.download_window, config.redownload), record)
+        if outcome not in downloads.SERVED or record(size):
+            self.core.downloads.count(outcome)
+        if outcome == downloads.CLOSED:
+            raise NodeError(FORBIDDEN, "download_closed",
+                            "this contract's download was served already: a chunk is served once per contract "
+                            "(with its resumes, until the contract's first pass or the end of its download "
+                            "window); keep the bytes")
+        if outcome not in downloads.SERVED:
+            raise no_download()
+        return self.chunks.path_for(file_hash), size

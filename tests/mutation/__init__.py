@@ -122,6 +122,9 @@ for _module in ("downstream_tx/http/bodies.py", "downstream_tx/http/routing.py")
 TESTS_FOR["downstream_tx/http/download.py"] = [
     "tests/test_mutation_pins_parsers.py", "tests/test_http_routing.py", "tests/test_api_v0.py",
     "tests/test_fuzz_http.py"]
+#: v0 download capabilities: the rule and its counts, the capability's text
+for _module in ("downstream_tx/db/downloads.py", "downstream_tx/v0/capability.py"):
+    TESTS_FOR[_module] = ["tests/test_downloads.py", "tests/test_api_v0.py", "tests/test_fuzz_http.py"]
 
 # --wider: the whole suite that runs without MySQL and without starting daemons
 WIDER_TESTS = ["tests"]

@@ -189,6 +189,22 @@ def add_test_file(node: Services, tmp_path, redundancy: int = 1, interval: int =
     return run(node.files.add(str(path), redundancy, interval))
 
 
+def new_token(client: StubClient, address: str = ADDRESS) -> str:
+    """A v0 token through the API (``client``: a :class:`StubClient`)."""
+    r = client.get(f"/api/downstream/new/{address}")
+    assert r.code == 200, r
+    return r.json()["token"]
+
+
+def assert_error(r: StubResponse, code: int, status: str) -> None:
+    """``r`` is the node's JSON error ``status`` with HTTP ``code`` and a message."""
+    assert r.code == code, r
+    body = r.json()
+    assert body["status"] == status
+    assert isinstance(body.get("message"), str) and body["message"]
+    assert "Traceback" not in r.body.decode()
+
+
 def contract_row(node: Services, token: str, file_hash: str) -> dict | None:
     """The newest contract of a token on a file, as a dict (through the contract store)."""
     return run(node.core.stores.contracts.latest(hash_token(token), file_hash))
