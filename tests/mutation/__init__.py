@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # (with -x the run stops at the first failure: quick, pointed files first)
 _HEARTBEAT = [
     "tests/test_heartbeat_mutation_pins.py",
+    "tests/test_heartbeat_forgery.py",
     "tests/test_heartbeat_merkle.py",
     "tests/test_heartbeat_vectors.py",
     "tests/test_heartbeat_props.py",

@@ -73,11 +73,16 @@ def answer(api, token, pairs, headers=None):
     return api.post(f"{V1}/answer/{token}", body, headers=headers or {"Content-Encoding": "gzip"})
 
 
-def heartbeats(api, token) -> int:
+def farmer_status(api, token) -> dict:
+    """The status API's object of the token's farmer (``/status/show/<farmer id>``)."""
     farmer_id = hashlib.sha256(bytes.fromhex(token)).hexdigest()[:20]
     code, body = api.get(f"{V1}/status/show/{farmer_id}")
     assert code == 200, body
-    return body["heartbeats"]
+    return body
+
+
+def heartbeats(api, token) -> int:
+    return farmer_status(api, token)["heartbeats"]
 
 
 def chunks(api, token, size=16384):
