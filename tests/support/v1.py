@@ -8,6 +8,7 @@ import hashlib
 import orjson
 from treq.testing import StubTreq
 
+from downstream_tx import bitcoin
 from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag
 from support import ADDRESS, make_config, make_node, make_resource, run
 
@@ -17,6 +18,11 @@ SIGNATURE = "HyzVUenXXo4pa+kgm1vS8PNJM83eIXFC5r0q86FGbqFcdla6rcw72/ciXiEPfjli3EN
 TESTNET = "mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn"
 INTERVAL = 60
 NONEXISTENT = {"status": "error", "message": "Nonexistent token."}
+
+
+def sign(message: str, secret: bytes = b"\x01" * 32) -> tuple[str, str]:
+    """(address, signature) of ``message`` signed with the key ``secret``."""
+    return bitcoin.sign_message(secret, message)
 
 
 class Api:
