@@ -74,6 +74,7 @@ def test_a_signature_naming_this_node_gets_a_token(make, message):
     "token for https://evil.example/https://node.example.org",
     "token for node.example.org",
     "token for xhttps://node.example.org",
+    "token for Xhttps://node.example.org",
 ])
 def test_a_lookalike_of_this_node_is_not_this_node(make, message):
     node, api = make(public_url=NODE)
@@ -107,6 +108,15 @@ def test_with_signature_names_node_off_any_signed_message_gets_a_token(make):
 
 
 # --------------------------------------------------------------------------- the URL rule
+
+
+def test_what_names_a_node():
+    assert node_key("HTTPS://Node.Example.:443/storj/") == ("https", "node.example", 443, "/storj")
+    assert node_key("http://[::1]:5000") == ("http", "::1", 5000, "")
+    for url in ("https:///storj", "ftp://node.example", "https://user@node.example", "https://:pw@node.example",
+                "https://node.example:99999", "https://node.example:x", "https://node.example?q",
+                "https://node.example#f", "https://[::1", "node.example", ""):
+        assert node_key(url) is None, url
 
 labels = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
 hosts = st.lists(labels, min_size=1, max_size=3).map(".".join)
