@@ -344,10 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         node.start(port)
         sys.path.insert(0, str(ROOT))
         from downstream_tx.bitcoin import sign_message
-        for i in range(args.farmers):
-            address, signature = sign_message(bytes([i + 1]) * 32, SIGNED_MESSAGE.format(url=node.url))
-            identity = (SIGNED_MESSAGE.format(url=node.url), signature) if args.signed else None
-            farmers.append(Farmer(work, i, address, identity, args.size))
+        message = SIGNED_MESSAGE.format(url=node.url)
+        for i in range(args.farmers):  # each farmer its own key (and so its own address)
+            address, signature = sign_message(bytes([i + 1]) * 32, message)
+            farmers.append(Farmer(work, i, address, (message, signature) if args.signed else None, args.size))
         watch = StallWatch()
         watch.start()
         for f in farmers:
