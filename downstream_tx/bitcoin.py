@@ -43,6 +43,7 @@ __all__ = [
     "is_valid_address",
     "message_digest",
     "ripemd160",
+    "sign_message",
     "varint",
     "verify_message",
 ]
@@ -295,6 +296,18 @@ def _decode_signature(signature: object) -> tuple[int, int] | None:
     if not (0 < r < _N and 0 < s < _N):
         return None
     return r, s
+
+
+def sign_message(secret: bytes, message: str) -> tuple[str, str]:
+    """``(address, signature)``: ``message`` signed with the private key ``secret`` (32 bytes) as a
+    bitcoin wallet signs a message, for the address of its compressed public key. The node never
+    signs; farmers' tools and the tests do (the header byte says "compressed key" and carries the
+    recovery id, as wallets write it, though :func:`verify_message` ignores it)."""
+    key = coincurve.PrivateKey(secret)
+    signed = key.sign_recoverable(message_digest(message), hasher=None)  # r ‖ s ‖ recovery id
+    header = 27 + 4 + signed[64]
+    address = address_from_pubkey(key.public_key.format(compressed=True))
+    return address, base64.b64encode(bytes([header]) + signed[:64]).decode("ascii")
 
 
 def verify_message(address: str, message: str, signature: str) -> bool:

@@ -185,7 +185,7 @@ def _public_url(value: Any) -> str | None:
         parts.port  # noqa: B018 - raises for a port that is not a number
     except ValueError:
         raise ValueError("the port is not a number") from None
-    if not parts.hostname or parts.query or parts.fragment or parts.username:
+    if not (parts.hostname or "").rstrip(".") or parts.query or parts.fragment or "@" in parts.netloc:
         raise ValueError("must be scheme://host[:port][/path], without user, query or fragment")
     return text
 
@@ -259,6 +259,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("whitelist", _bool, False, "Only whitelisted addresses may get tokens."),
     Setting("min_balance", _int(0), 10000, "Minimum whitelist balance when the whitelist is on."),
     Setting("require_signature", _bool, False, "v1 /new requires a posted bitcoin signed message."),
+    Setting("signature_names_node", _bool, True,
+            "With require_signature: the signed message must name this node's public_url (which must be set), "
+            "so a signature made for another node or seen elsewhere cannot get tokens here."),
     # stored files and v0 challenges
     Setting("max_file_size", _int(1, 1 << 40), 1 * GiB, "Largest file `downstream-admin file add` accepts."),
     Setting("tick", _float(0.0), 1.0, "Seconds between timer passes."),
@@ -515,6 +518,9 @@ def _apply(setting: Setting, raw: Any, where: str) -> Any:
 
 
 def _check_together(config: Config) -> None:
+    if config.require_signature and config.signature_names_node and config.public_url is None:
+        raise ConfigError("signature_names_node: signed messages must name this node's public_url, which is not "
+                          "set: set public_url (the URL farmers reach the node at) or signature_names_node = false")
     if config.challenge_low_water >= config.challenge_batch:
         raise ConfigError(
             f"challenge_low_water: must be smaller than challenge_batch ({config.challenge_batch})"

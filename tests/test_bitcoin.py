@@ -181,6 +181,16 @@ def test_own_signature_verifies(compressed):
     assert verify_message(addr, message + ".", sig) is False
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.text(max_size=200), st.integers(1, N - 1))
+def test_sign_message_signs_as_a_wallet_does(message, secret):
+    """bitcoin.sign_message (for farmers' tools and tests) is the construction above, compressed key."""
+    key = make_key(secret)
+    assert bitcoin.sign_message(key.secret, message) == (address_of(key), sign(key, message))
+    address, signature = bitcoin.sign_message(key.secret, message)
+    assert verify_message(address, message, signature) is True
+
+
 def test_compressed_and_uncompressed_addresses_differ_and_both_verify():
     message = "either form"
     sig = sign(KEY, message)

@@ -90,6 +90,9 @@ def test_sources_name_where_each_value_came_from(tmp_path):
     ({"DOWNSTREAM_PUBLIC_URL": "node.example:5000"}, "public_url: must be an http:// or https:// URL"),
     ({"DOWNSTREAM_PUBLIC_URL": "http://node.example:50x0"}, "public_url: the port is not a number"),
     ({"DOWNSTREAM_PUBLIC_URL": "ftp://node.example"}, "public_url: must be an http:// or https:// URL"),
+    ({"DOWNSTREAM_PUBLIC_URL": "http://:pw@node.example"}, "public_url: must be scheme://host[:port][/path]"),
+    ({"DOWNSTREAM_REQUIRE_SIGNATURE": "true"}, "signature_names_node: signed messages must name this node's "
+                                               "public_url, which is not set: set public_url"),
     ({"DOWNSTREAM_DB": "mysql://u:p@h:port/d"}, "db: the port is not a number"),
 ])
 def test_listeners_sizes_and_urls_are_checked_when_loaded(source, message):
@@ -105,6 +108,9 @@ def test_good_listeners_and_urls_pass():
         assert load_config(None, {"DOWNSTREAM_LISTEN": listen}).listen == listen
     for url in ("http://node.example:5000", "https://node.example/downstream", "http://127.0.0.1:5000/"):
         assert load_config(None, {"DOWNSTREAM_PUBLIC_URL": url}).public_url == url
+    # signatures naming this node need its public URL; without that check, none is needed
+    assert load_config(None, {"DOWNSTREAM_REQUIRE_SIGNATURE": "true", "DOWNSTREAM_PUBLIC_URL": "http://n.example"})
+    assert load_config(None, {"DOWNSTREAM_REQUIRE_SIGNATURE": "true", "DOWNSTREAM_SIGNATURE_NAMES_NODE": "false"})
 
 
 def test_db_password_file_keeps_the_password_out_of_the_url(tmp_path):

@@ -308,7 +308,8 @@ signatureish = st.one_of(
 
 @pytest.fixture
 def signed(tmp_path, clock):
-    config = make_config(tmp_path, None, require_signature=True, max_tokens_per_ip=0, token_rate=0)
+    config = make_config(tmp_path, None, require_signature=True, signature_names_node=False, max_tokens_per_ip=0,
+                         token_rate=0)
     node = make_node(config, clock)
     yield node, Http(node, config)
     node.db.close()

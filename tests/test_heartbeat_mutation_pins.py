@@ -443,6 +443,27 @@ def test_every_from_dict_turns_a_stray_exception_into_a_format_error(monkeypatch
         Merkle.from_dict({"key": "", "check_fraction": 10**400})
 
 
+def test_proofs_as_farmers_send_them_take_the_fast_parse() -> None:
+    """Proof.from_dict's fast path takes every well-formed proof (index 0, a blob of exactly 512
+    characters or of 64 bytes, both cells of a row) and gives what the checked parse gives; a string
+    over 512 characters goes to the checked parse, which refuses it, though it decodes to 3 bytes."""
+    from downstream_tx.heartbeat.merkle import _fast_proof
+
+    valid = _valid()
+    assert valid["leaf"]["index"] == 0 and len(valid["branch"]["rows"]) == 1
+    sent = {"leaf": valid["leaf"], "branch": valid["branch"]}
+    edge = {"leaf": {"index": 0, "blob": "!" * 508 + "QUFB"}, "branch": valid["branch"]}
+    largest = {"leaf": {"index": 0, "blob": _b64(b"x" * 64)}, "branch": valid["branch"]}
+    for d in (sent, edge, largest):
+        fast = _fast_proof(d)
+        assert fast is not None and fast == Proof._checked(d)
+    assert _fast_proof(edge).leaf.blob == b"AAA"
+    over = {"leaf": {"index": 0, "blob": "!" * 509 + "QUFB"}, "branch": valid["branch"]}
+    assert _fast_proof(over) is None
+    with pytest.raises(HeartbeatFormatError, match="^blob must be a short base64 string$"):
+        Proof.from_dict(over)
+
+
 def test_from_dict_keeps_its_name() -> None:
     assert MerkleLeaf.from_dict.__qualname__ == "MerkleLeaf.from_dict"
     assert Tag.from_dict.__name__ == "from_dict"

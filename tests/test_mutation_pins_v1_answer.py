@@ -176,7 +176,7 @@ def refused(d) -> NodeError:
 
 @pytest.mark.parametrize("message, signature", [("m", None), (None, SIGNATURE), (None, None)])
 def test_a_signed_new_token_needs_both_message_and_signature(make, message, signature):
-    node = make(require_signature=True)
+    node = make(require_signature=True, signature_names_node=False)
     e = refused(node.v1.new_token(ADDRESS, IP, message, signature))
     assert (e.kind, e.status, e.message) == ("invalid", "error", wire.MSG_POST_JSON)
 
@@ -286,7 +286,7 @@ def test_max_size_per_address_counts_live_contracts_of_every_token(make, clock):
 
 
 def test_a_signed_message_of_exactly_the_size_limit_is_allowed(make):
-    node = make(require_signature=True)
+    node = make(require_signature=True, signature_names_node=False)
     limit = bitcoin.MAX_MESSAGE_LENGTH
     # the size is checked first, then the signature's length
     e = refused(node.v1.new_token(ADDRESS, IP, "a" * limit, "short"))

@@ -76,7 +76,7 @@ def test_new_bad_address_is_400(v1, address):
 
 
 def test_new_signature_checks_in_order(make_api):
-    api = make_api(require_signature=True)
+    api = make_api(require_signature=True, signature_names_node=False)
     url = f"{V1}/new/{ADDRESS}"
 
     def err(message):

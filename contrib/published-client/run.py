@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -44,10 +45,8 @@ SHIM_DEPS = ["cryptography", "coincurve", "base58"]
 REAL_SDISTS = ["storj-heartbeat==0.1.10", "RandomIO==0.2.1", "siggy==0.1.0"]
 REAL_DEPS = ["pycryptodome", "pycoin==0.52"]
 
-#: the bitcoin signed-message test vector (docs/protocol-v1.md, Signatures): address, message, signature
-SIGNED_ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
-SIGNED_MESSAGE = "test message"
-SIGNED_SIGNATURE = "HyzVUenXXo4pa+kgm1vS8PNJM83eIXFC5r0q86FGbqFcdla6rcw72/ciXiEPfjli3ENfwWuESHhv6K9esI0dl5I="
+#: what each farmer signs with --signed: a message naming the node (docs/protocol-v1.md, Signatures)
+SIGNED_MESSAGE = "downstream-tx token for {url}"
 
 LISTENING = re.compile(r"listening on [0-9a-fA-F.:]*?:(\d+) ")
 #: client log lines that mean "this contract was dropped", with the reason captured where there is one
@@ -63,6 +62,12 @@ DROPPED = re.compile(r"Contract (\S+) not (?:successfully submitted|updated), dr
                      r"|Proof for contract (\S+) will not be submitted before expiration")
 RETRIED = re.compile(r"(Submission error|Update error|Get contracts failed): ")
 EXPECTED_DROP = "no more challenges"  # end of a contract's challenges: the client drops it, as designed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def log(msg: str) -> None:
@@ -193,15 +198,17 @@ class Node:
 
 
 class Farmer:
-    def __init__(self, work: Path, index: int, address: str, signed: bool, size: int):
+    def __init__(self, work: Path, index: int, address: str, identity: tuple[str, str] | None, size: int):
+        """``identity``: the (message, signature) of the farmer's identity file, or none."""
         self.name = f"farmer{index}"
         self.dir = work / self.name
         (self.dir / "data").mkdir(parents=True, exist_ok=True)  # the client only mkdirs data/chunks
         self.address = address
         self.size = size
-        if signed:
+        if identity is not None:
+            message, signature = identity
             (self.dir / "data" / "identities.json").write_text(json.dumps(
-                {address: {"message": SIGNED_MESSAGE, "signature": SIGNED_SIGNATURE}}))
+                {address: {"message": message, "signature": signature}}))
         self.proc: subprocess.Popen | None = None
         self.log_path = self.dir / "farmer.log"
         self.runs = 0
@@ -305,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--challenges", type=int, default=64, help="node --seeded-challenges")
     ap.add_argument("--size", type=int, default=1179648, help="each client's --size (bytes to farm)")
     ap.add_argument("--signed", action="store_true",
-                    help="node requires signatures; every farmer uses the signed-message test vector's identity")
+                    help="node requires signatures (naming the node, the default); each farmer's identity file "
+                         "holds a message naming the node's URL, signed with its own key")
     ap.add_argument("--restart-client", action="store_true",
                     help="stop the clients half way and start them again (token from history.json, "
                          "GET /heartbeat/<token>)")
@@ -328,20 +336,18 @@ def main(argv: list[str] | None = None) -> int:
         venv, env = make_client_venv(work, args.python, args.libs)
         node_args = ["--seeded-interval", str(args.interval), "--seeded-pool", args.pool,
                      "--seeded-challenges", str(args.challenges), "--tick", "0.5"]
-        if args.signed:
-            node_args += ["--require-signature", "true"]
+        port = None
+        if args.signed:  # the signed messages name the node's public URL, so its port is chosen first
+            port = free_port()
+            node_args += ["--require-signature", "true", "--public-url", f"http://127.0.0.1:{port}"]
         node = Node(work, node_args + args.node_arg)
-        node.start()
-        if args.signed:
-            addresses = [SIGNED_ADDRESS] * args.farmers
-        else:
-            sys.path.insert(0, str(ROOT))
-            import coincurve
-
-            from downstream_tx.bitcoin import address_from_pubkey
-            addresses = [address_from_pubkey(coincurve.PrivateKey(bytes([i + 1]) * 32).public_key.format())
-                         for i in range(args.farmers)]
-        farmers = [Farmer(work, i, a, args.signed, args.size) for i, a in enumerate(addresses)]
+        node.start(port)
+        sys.path.insert(0, str(ROOT))
+        from downstream_tx.bitcoin import sign_message
+        message = SIGNED_MESSAGE.format(url=node.url)
+        for i in range(args.farmers):  # each farmer its own key (and so its own address)
+            address, signature = sign_message(bytes([i + 1]) * 32, message)
+            farmers.append(Farmer(work, i, address, (message, signature) if args.signed else None, args.size))
         watch = StallWatch()
         watch.start()
         for f in farmers:

@@ -57,6 +57,7 @@ MAX_ORDER = 20  # tree order => at most 2^20 challenges per tag
 MAX_BRANCH_ROWS = 64
 MAX_INDEX = 1 << 32
 MAX_SIZE = 1 << 63
+LEAF_SIZE = hashlib.sha256().digest_size  # a leaf's blob is an HMAC-SHA256 of its window
 _READ_PIECE = 1 << 20
 
 
@@ -252,6 +253,11 @@ def chunk_hash(reader: Reader, seed: bytes, filesz: int, chunksz: int) -> bytes:
     return mac.digest()
 
 
+def tree_order(leaves: int) -> int:
+    """Levels below the root of the tree of ``leaves`` leaves: ceil(log2(leaves)) (0 for one)."""
+    return (leaves - 1).bit_length()
+
+
 # --------------------------------------------------------------------------- tree objects
 
 
@@ -315,7 +321,7 @@ class MerkleTree:
     def build(cls, leaves: list[MerkleLeaf]) -> MerkleTree:
         if not leaves:
             raise ValueError("a Merkle tree needs at least one leaf")
-        order = (len(leaves) - 1).bit_length()  # ceil(log2(len))
+        order = tree_order(len(leaves))
         n = 1 << order
         nodes = [b""] * (2 * n)
         for j, leaf in enumerate(leaves):
@@ -333,14 +339,17 @@ class MerkleTree:
         n = 1 << self.order
         if not 0 <= index < n:
             raise IndexError("leaf index out of range")
-        j = index + n - 1
+        return self.path_from(index + n - 1)
+
+    def path_from(self, node: int) -> MerkleBranch:
+        """The sibling pairs from ``node``'s level up to the root's children (none for the root)."""
         rows = []
-        for _ in range(self.order):
-            if j % 2 == 1:
-                rows.append((self.nodes[j], self.nodes[j + 1]))
+        while node > 0:
+            if node % 2 == 1:
+                rows.append((self.nodes[node], self.nodes[node + 1]))
             else:
-                rows.append((self.nodes[j - 1], self.nodes[j]))
-            j = (j + 1) // 2 - 1
+                rows.append((self.nodes[node - 1], self.nodes[node]))
+            node = (node + 1) // 2 - 1
         return MerkleBranch(rows)
 
     def stripped(self) -> MerkleTree:
@@ -625,15 +634,38 @@ class Merkle:
         return Proof(MerkleLeaf(challenge.index, blob), branch)
 
     def verify(self, proof: Proof, challenge: Challenge, state: State) -> bool:
-        """Server side.  Raises HeartbeatError if the state signature is bad."""
+        """Server side: does ``proof`` answer ``challenge``, the challenge ``state`` issued last?
+        Raises HeartbeatError if the state signature is bad.
+
+        Only the holder of the bytes can pass: the proof is bound to the leaf slot the challenge
+        names, not merely to some path up to the root (the tag holds every node, so a shorter path
+        from an inner node whose children's bytes end in the index's digits would otherwise pass:
+        docs/protocol-v1.md, Merkle heartbeat). The challenge is the state's (its seed, index + 1 =
+        the state's index) and below ``n``; the leaf is of that index, with an HMAC-SHA256 blob; the
+        branch has one row per level of the tree of ``n`` leaves, each holding the running hash on
+        the side the index's bit at that level names."""
         self._require_valid(state)
-        if proof.leaf.index != challenge.index:
+        index = challenge.index
+        if index != state.index - 1:
             return False
-        h = proof.leaf.get_hash()
-        for left, right in proof.branch.rows:
-            if h != left and h != right:
+        if not hmac.compare_digest(challenge.seed, state.seed):
+            return False
+        if not index < state.n:
+            return False
+        leaf = proof.leaf
+        if leaf.index != index:
+            return False
+        if len(leaf.blob) != LEAF_SIZE:
+            return False
+        rows = proof.branch.rows
+        if len(rows) != tree_order(state.n):
+            return False
+        h = leaf.get_hash()
+        for left, right in rows:
+            if (right if index & 1 else left) != h:
                 return False
             h = _sha256(left + right)
+            index >>= 1
         return hmac.compare_digest(h, state.root)
 
 

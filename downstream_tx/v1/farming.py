@@ -18,10 +18,12 @@ from downstream_tx.db.seeded import SHORT_BATCH, IssuedChallenge, PoolChunk, Ref
 from downstream_tx.db.tokens import IpLimitReached, UnknownToken
 from downstream_tx.errors import INVALID, NOT_FOUND
 from downstream_tx.heartbeat import Challenge, HeartbeatError, HeartbeatFormatError, Merkle, Proof, State
+from downstream_tx.v1.signatures import names_node, node_key
 from downstream_tx.v1.wire import (
     DEFAULT_CHUNK_SIZE,
     MSG_BAD_ADDRESS,
     MSG_MESSAGE_SIZE,
+    MSG_NODE_NOT_NAMED,
     MSG_POST_JSON,
     MSG_SIGNATURE_INVALID,
     MSG_SIGNATURE_LENGTH,
@@ -80,6 +82,9 @@ class V1Farming:
         self.core = core
         self.tokens = tokens
         self.merkle = make_merkle(core)
+        config = core.config
+        #: the node a signed message must name (None: any message)
+        self.named = node_key(config.public_url) if config.require_signature and config.signature_names_node else None
 
     def _token_hash(self, token: str, kind: str = INVALID) -> bytes:
         """Anything that is not a token is a nonexistent one."""
@@ -103,8 +108,9 @@ class V1Farming:
 
     async def new_token(self, address: str, ip: str | None, message: str | None = None,
                         signature: str | None = None) -> dict[str, Any]:
-        """After the route's method and body checks: message size, signature length, signature
-        (a bad or testnet address is a 400 here), then the token rules."""
+        """After the route's method and body checks: message size, signature length, that the
+        message names this node (``signature_names_node``), signature (a bad or testnet address is
+        a 400 here), then the token rules."""
         config = self.core.config
         if config.require_signature:
             if message is None or signature is None:
@@ -113,6 +119,8 @@ class V1Farming:
                 raise v1_error(MSG_MESSAGE_SIZE)
             if len(signature) != bitcoin.SIGNATURE_LENGTH:
                 raise v1_error(MSG_SIGNATURE_LENGTH)
+            if self.named is not None and not names_node(message, self.named):
+                raise v1_error(MSG_NODE_NOT_NAMED.format(url=config.public_url))
             try:
                 valid = await self.core.blocking(bitcoin.verify_message, address, message, signature)
             except bitcoin.InvalidAddress:

@@ -42,6 +42,8 @@ MSG_SIGNATURE_LENGTH = "Your signature is the wrong length.  It should be 88byte
 MSG_SIGNATURE_INVALID = "Signature invalid."
 MSG_BAD_ADDRESS = "Invalid address given: address is not a valid SJCX address."
 MSG_NOT_WHITELISTED = "Invalid address given: address must be in whitelist."
+#: added here (``signature_names_node``)
+MSG_NODE_NOT_NAMED = "The signed message must name this node: {url}"
 MSG_INVALID_SORT = "Invalid sort."
 
 

@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # (with -x the run stops at the first failure: quick, pointed files first)
 _HEARTBEAT = [
     "tests/test_heartbeat_mutation_pins.py",
+    "tests/test_heartbeat_forgery.py",
     "tests/test_heartbeat_merkle.py",
     "tests/test_heartbeat_vectors.py",
     "tests/test_heartbeat_props.py",
@@ -69,6 +70,8 @@ _V1_ANSWER = [  # the v1 answer path: pool, challenge, answer, verify, expiry, s
     "tests/test_db_stores.py",
     "tests/test_v1_status.py",
     "tests/test_v1_api.py",
+    "tests/test_v1_forged_proofs.py",
+    "tests/test_v1_signatures.py",
 ]
 _PARSERS = [  # request parsing: bodies, routing and path parameters, the protocol routes
     "tests/test_http_bodies.py",
@@ -112,6 +115,7 @@ TESTS_FOR: dict[str, list[str]] = {
         ["downstream_tx/v0/challenges.py", "downstream_tx/db/contracts.py", "downstream_tx/jobs/contracts.py"],
         ["tests/test_mutation_pins_v0_timer.py", *_V0_TIMER]),
     "downstream_tx/bitcoin.py": ["tests/test_bitcoin.py"],
+    "downstream_tx/v1/signatures.py": ["tests/test_v1_signatures.py"],
 }
 # the pins of the v1 answer path and of the request parsers (issue 16): quick, so run first
 for _module in ("downstream_tx/v1/farming.py", "downstream_tx/v1/wire.py", "downstream_tx/db/seeded.py"):

@@ -8,6 +8,7 @@ import hashlib
 import orjson
 from treq.testing import StubTreq
 
+from downstream_tx import bitcoin
 from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag
 from support import ADDRESS, make_config, make_node, make_resource, run
 
@@ -17,6 +18,11 @@ SIGNATURE = "HyzVUenXXo4pa+kgm1vS8PNJM83eIXFC5r0q86FGbqFcdla6rcw72/ciXiEPfjli3EN
 TESTNET = "mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn"
 INTERVAL = 60
 NONEXISTENT = {"status": "error", "message": "Nonexistent token."}
+
+
+def sign(message: str, secret: bytes = b"\x01" * 32) -> tuple[str, str]:
+    """(address, signature) of ``message`` signed with the key ``secret``."""
+    return bitcoin.sign_message(secret, message)
 
 
 class Api:
@@ -73,11 +79,16 @@ def answer(api, token, pairs, headers=None):
     return api.post(f"{V1}/answer/{token}", body, headers=headers or {"Content-Encoding": "gzip"})
 
 
-def heartbeats(api, token) -> int:
+def farmer_status(api, token) -> dict:
+    """The status API's object of the token's farmer (``/status/show/<farmer id>``)."""
     farmer_id = hashlib.sha256(bytes.fromhex(token)).hexdigest()[:20]
     code, body = api.get(f"{V1}/status/show/{farmer_id}")
     assert code == 200, body
-    return body["heartbeats"]
+    return body
+
+
+def heartbeats(api, token) -> int:
+    return farmer_status(api, token)["heartbeats"]
 
 
 def chunks(api, token, size=16384):
