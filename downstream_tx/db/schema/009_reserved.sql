@@ -1,0 +1,2 @@
+-- Schema version 9: no change. The number is kept for a step of another change made at the same
+-- time; when both are in, this file goes and the steps are numbered without a gap.
