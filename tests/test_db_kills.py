@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def test_connections_killed_under_load_never_make_an_answer_differ_from_the_data
     args = db_args + ["--tick", "0.2", "--seeded-interval", str(INTERVAL), "--seeded-pool", "4096:8",
                       "--seeded-challenges", "64", "--token-rate", "0", "--max-tokens-per-ip", "0",
                       "--challenge-batch", "40", "--challenge-low-water", "10", "--db-pool-size", "3",
-                      "--late-grace", "0"]
+                      "--late-grace", "0", "--metrics-listen", "tcp:0:interface=127.0.0.1"]
     node = Daemon(tmp_path / "node", args).start()
     addresses = (make_address(n) for n in itertools.count(1000))
     lock = threading.Lock()
@@ -132,6 +133,8 @@ def test_connections_killed_under_load_never_make_an_answer_differ_from_the_data
         for t in threads:
             t.stop()
         assert node.proc.poll() is None, "the daemon died"
+        with urllib.request.urlopen(node.metrics_url, timeout=10) as r:
+            metrics = r.read().decode()
     finally:
         killer.stopping.set()
         for t in threads:
@@ -231,5 +234,8 @@ def test_connections_killed_under_load_never_make_an_answer_differ_from_the_data
             problems.append(f"{farmer.name}: {stored} tokens stored, 1 given")
 
     assert problems == [], problems
+    scraped = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^downstream_db_lost_commits_total\{outcome="(\w+)"\} (\S+)$', metrics, re.M)}
+    assert scraped["committed"] == committed and scraped["unknown"] == 0
     assert db.consistency_problems() == []
     assert "Unhandled error" not in log

@@ -18,6 +18,7 @@ from downstream_tx.db import database, lease, outcomes
 from downstream_tx.db.database import DatabaseUnavailable
 from downstream_tx.db.engine import create_engine
 from downstream_tx.jobs.outcomes import purge_pass
+from downstream_tx.metrics import Metrics
 from support import run
 from support.lost_commits import faulty_db, settle
 
@@ -74,6 +75,9 @@ def test_an_acknowledgement_lost_after_the_commit_returns_the_committed_result(l
     assert faults.injected == [(1, "after")]
     assert body.runs == 1 and tokens(db) == 1
     assert db.lost_commits == {"committed": 1, "rolled_back": 0, "unknown": 0}
+    metrics = Metrics(db.clock)
+    metrics.bind_db(db, 1)
+    assert 'downstream_db_lost_commits_total{outcome="committed"} 1.0' in metrics.render().decode()
 
 
 def test_a_connection_lost_before_the_commit_reached_the_server_runs_the_body_again(lossy):
