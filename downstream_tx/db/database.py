@@ -323,12 +323,12 @@ class Database:
             cursor.execute("BEGIN IMMEDIATE")
         if outcome is None:
             return func(Txn(cursor, self.engine), *args, **kwargs)
+        outcome.finished = None
         txn = Txn(cursor, self.engine, track=True)
         if outcome.uncertain:
             committed = committed_attempt_txn(txn, outcome.id)
             if committed is not None:
                 raise _Committed(committed)
-        outcome.finished = None
         result = func(txn, *args, **kwargs)
         # a schema change commits on its own on a server (and may create the table): not recorded;
         # schema upgrades are idempotent by their version check
@@ -384,7 +384,9 @@ class Database:
                 yield task.deferLater(self.clock, self.backoff * attempt, lambda: None)
                 continue
             if outcome is not None and outcome.uncertain:
-                self.lost_commits["rolled_back"] += 1  # this attempt looked: the lost one had not committed
+                # this attempt looked first: the lost commit had not happened
+                self.lost_commits["rolled_back"] += 1
+                log.info("transaction {desc}: its lost commit had not happened; run again", desc=desc)
             self._observe(desc, started, True)
             self.last_success = self.clock.seconds()
             return result
@@ -415,6 +417,7 @@ class Database:
                 continue
             if committed is None:
                 self.lost_commits["rolled_back"] += 1
+                log.info("transaction {desc}: its lost commit had not happened", desc=desc)
             return committed
 
     def _lookup(self, cursor: Any, txn_id: bytes) -> int | None:
