@@ -22,8 +22,6 @@ import itertools
 import os
 import random
 import re
-import subprocess
-import sys
 import threading
 import urllib.request
 from collections import Counter
@@ -34,12 +32,12 @@ import pytest
 
 from downstream_tx.db.url import parse_db_url
 from support import MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database, make_address, wait_until
-from support.daemon import Daemon, daemon_env
+from support.admin import cli
+from support.daemon import Daemon
 from support.fault_load import DbView, V0Churner, V0Farmer, V1Churner, V1Farmer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.mysql]
 
-ADMIN = [sys.executable, "-c", "from downstream_tx.admin import entry; entry()"]
 INTERVAL = 4
 KILL_EVERY = 0.25
 KILLS = 100
@@ -96,9 +94,7 @@ def test_connections_killed_under_load_never_make_an_answer_differ_from_the_data
     for n in range(3):
         chunk = tmp_path / f"chunk{n}.bin"
         chunk.write_bytes(os.urandom(16 * 1024))
-        done = subprocess.run(ADMIN + db_args + ["file", "add", str(chunk), "--redundancy", "4", "--interval",
-                                                 str(INTERVAL)], env=daemon_env(), capture_output=True, text=True,
-                              timeout=60)
+        done = cli(tmp_path, "file", "add", str(chunk), "--redundancy", "4", "--interval", str(INTERVAL), db=MYSQL_URL)
         assert done.returncode == 0, done.stderr
     args = db_args + ["--tick", "0.2", "--seeded-interval", str(INTERVAL), "--seeded-pool", "4096:8",
                       "--seeded-challenges", "64", "--token-rate", "0", "--max-tokens-per-ip", "0",

@@ -205,10 +205,8 @@ def http_post(url: str, data: Any, timeout: float = 10) -> tuple[int, Any]:
             return e.code, raw
 
 
-class V0Churner(FarmerThread):
-    """v0 farmers one after another, each through every call that writes: ``/new`` (a new address
-    each time), ``/chunk``, one answer, ``/remove``. A call answered 503 is made again (the same
-    answer, the same contract); every answer is in ``told``."""
+class Churner(FarmerThread):
+    """Farmers one after another, each with a token for a new address; every answer is in ``told``."""
 
     def __init__(self, name: str, base: str, addresses: Any):
         super().__init__(name)
@@ -216,21 +214,33 @@ class V0Churner(FarmerThread):
         self.addresses = addresses
         self.told = Told()
         self.token = ""
+
+    def new_token(self, call: str, prefix: str) -> None:
+        """``GET <prefix>/new/<a new address>``: the next farmer's token, when the node gives one."""
+        address = next(self.addresses)
+        code, body = self.told.get(call, address, f"{prefix}/new/{address}")
+        if code == 200:
+            self.token = body["token"]
+
+
+class V0Churner(Churner):
+    """v0 farmers through every call that writes: ``/new``, ``/chunk``, one answer, ``/remove``. A
+    call answered 503 is made again (the same answer, the same contract)."""
+
+    def __init__(self, name: str, base: str, addresses: Any):
+        super().__init__(name, base, addresses)
         self.contract: tuple[str, bytes, str] | None = None  # file hash, data, challenge
         self.answered = False
 
     def step(self) -> None:
-        told, base = self.told, self.base
+        told, v0 = self.told, f"{self.base}/api/downstream"
         if not self.token:
-            address = next(self.addresses)
-            code, body = told.get("new", address, f"{base}/api/downstream/new/{address}")
-            if code == 200:
-                self.token = body["token"]
+            self.new_token("new", v0)
             return
         if self.contract is None:
-            code, body = told.get("chunk", self.token, f"{base}/api/downstream/chunk/{self.token}")
+            code, body = told.get("chunk", self.token, f"{v0}/chunk/{self.token}")
             if code == 200:
-                url = body["url"].replace(body["url"].split("/api/")[0], base)
+                url = body["url"].replace(body["url"].split("/api/")[0], self.base)
                 with urllib.request.urlopen(url, timeout=10) as r:
                     self.contract = (body["file_hash"], r.read(), body["challenge"])
                 self.answered = False
@@ -241,25 +251,20 @@ class V0Churner(FarmerThread):
         if not self.answered:
             response = hmac.new(bytes.fromhex(challenge), data, hashlib.sha256).hexdigest()
             code, _ = told.get("answer", (self.token, file_hash),
-                               f"{base}/api/downstream/challenge/{self.token}/{file_hash}/{response}")
+                               f"{v0}/challenge/{self.token}/{file_hash}/{response}")
             self.answered = code in (200, 409)
             return
-        code, _ = told.get("remove", (self.token, file_hash), f"{base}/api/downstream/remove/{self.token}/{file_hash}")
+        code, _ = told.get("remove", (self.token, file_hash), f"{v0}/remove/{self.token}/{file_hash}")
         if code in (200, 404):
             self.token, self.contract = "", None
 
 
-class V1Churner(FarmerThread):
-    """v1 farmers one after another: ``/new`` (a new address each time), ``/chunk`` (one chunk),
-    one answer to it; every answer is in ``told``."""
+class V1Churner(Churner):
+    """v1 farmers through ``/new``, ``/chunk`` (one chunk of ``size`` bytes) and one answer to it."""
 
     def __init__(self, name: str, base: str, addresses: Any, size: int):
-        super().__init__(name)
-        self.base = base
-        self.addresses = addresses
+        super().__init__(name, base, addresses)
         self.size = size
-        self.told = Told()
-        self.token = ""
         self.chunk: dict | None = None
 
     def step(self) -> None:
@@ -267,10 +272,7 @@ class V1Churner(FarmerThread):
 
         told, v1 = self.told, f"{self.base}/api/downstream/v1"
         if not self.token:
-            address = next(self.addresses)
-            code, body = told.get("v1 new", address, f"{v1}/new/{address}")
-            if code == 200:
-                self.token = body["token"]
+            self.new_token("v1 new", v1)
             return
         if self.chunk is None:
             code, body = told.get("v1 chunk", self.token, f"{v1}/chunk/{self.token}/{self.size}")
