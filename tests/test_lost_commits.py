@@ -192,10 +192,13 @@ def test_an_earlier_attempt_that_commits_late_wins_over_the_retry(lossy, monkeyp
 
     def late(txn):
         if body.runs == 1:  # the retry, after its lookup: attempt 0's commit lands now
-            with other.cursor() if db.engine.name == "mysql" else _closing(other.cursor()) as cursor:
+            cursor = other.cursor()
+            try:
                 cursor.execute(db.engine.convert("INSERT INTO tokens (token_hash, farmer_id, address, created) "
                                                  "VALUES (?, 'f', 'a', 0)"), (bytes([1]) * 32,))
                 cursor.execute(db.engine.convert("INSERT INTO txn_outcomes (id, attempt) VALUES (?, 0)"), (fixed,))
+            finally:
+                cursor.close()
             other.commit()
         return body(txn)
 
@@ -206,17 +209,6 @@ def test_an_earlier_attempt_that_commits_late_wins_over_the_retry(lossy, monkeyp
         other.close()
     assert body.runs == 2 and tokens(db) == 1 and kept(db) == [(fixed, 0)]
     assert db.lost_commits["committed"] == 1
-
-
-class _closing:
-    def __init__(self, cursor):
-        self.cursor = cursor
-
-    def __enter__(self):
-        return self.cursor
-
-    def __exit__(self, *exc):
-        self.cursor.close()
 
 
 # --- jobs under the lease ---------------------------------------------------------------------------

@@ -51,5 +51,5 @@ class OutcomeStore:
         return self.db.run("purge_outcomes", purge_txn, before, limit)
 
     def count(self):
-        """Fires with the ids kept (tests, admin)."""
+        """Fires with the number of ids kept."""
         return self.db.run("count_outcomes", lambda txn: int(txn.scalar("SELECT COUNT(*) FROM txn_outcomes")))

@@ -2,7 +2,7 @@
 ``db.outcomes.KEEP`` (``db/outcomes.py``), :data:`BATCH` at a time, each batch its own
 transaction, at most :data:`BATCHES` per pass (the next pass takes the rest). Deleting ids that are
 gone already changes nothing, so a retried or repeated pass is harmless. On SQLite the table stays
-empty and a pass is one indexed read.
+empty and a pass is one indexed read (and the lease's fence).
 """
 
 from __future__ import annotations
