@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from downstream_tx import __version__
@@ -73,6 +74,8 @@ class Metrics:
         self.pool_busy = Gauge("downstream_db_pool_busy", "Pool threads running a transaction now.", registry=r)
         self.pool_waiting = Gauge("downstream_db_pool_waiting", "Transactions queued for a free pool thread.",
                                   registry=r)
+        self.lost_commits = _LostCommits()
+        r.register(self.lost_commits)
         # domain
         self.results = Counter("downstream_challenge_results", "Challenge outcomes: pass, late_pass, fail or miss.",
                                ["protocol", "result"], registry=r)
@@ -186,6 +189,7 @@ class Metrics:
         if threadpool is not None:
             self.pool_busy.set_function(lambda: len(threadpool.working))
             self.pool_waiting.set_function(lambda: threadpool._queue.qsize())
+        self.lost_commits.db = db
 
     def bind_leader(self, leader: Any, worker: int | None = None) -> None:
         """Label this process (``leader.holder``, the worker index or ``-``) and read the jobs
@@ -201,3 +205,23 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LostCommits:
+    """``downstream_db_lost_commits_total``, read from the bound database wrapper's own counts
+    (``Database.lost_commits``) at each scrape."""
+
+    OUTCOMES = ("committed", "rolled_back", "unknown")
+
+    def __init__(self) -> None:
+        self.db: Any = None
+
+    def collect(self) -> list[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "downstream_db_lost_commits",
+            "Transactions whose COMMIT acknowledgement was lost, by what the lookup of their id found: "
+            "committed, rolled_back or unknown.", labels=["outcome"])
+        counts = getattr(self.db, "lost_commits", None) or {}
+        for outcome in self.OUTCOMES:
+            family.add_metric([outcome], counts.get(outcome, 0))
+        return [family]

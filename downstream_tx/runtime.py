@@ -34,6 +34,7 @@ from downstream_tx.jobs.archive import archive_job
 from downstream_tx.jobs.contracts import NAME as CONTRACT_TIMER
 from downstream_tx.jobs.contracts import ContractTimer
 from downstream_tx.jobs.leader import JobsLeader, default_instance_name, poll_interval
+from downstream_tx.jobs.outcomes import outcomes_job
 from downstream_tx.jobs.periodic import PeriodicJob
 from downstream_tx.startup import MissingDatabase
 from downstream_tx.v0.challenges import ChallengeSupply
@@ -178,6 +179,7 @@ def build_jobs(services: Services) -> list[PeriodicJob]:
         PeriodicJob("uptime", services.status.update_uptime,
                     max(config.tick, min(UPTIME_PERIOD, config.seeded_interval)), clock),
         archive_job(services.core.stores.archive, config, clock),
+        outcomes_job(services.core.stores.outcomes, clock),
     ]
 
 

@@ -13,9 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_bench(*args: str, timeout: float = 240.0) -> str:
+def run_bench(*args: str, timeout: float = 240.0, extra_env: dict[str, str] | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOWNSTREAM_") or k == "DOWNSTREAM_TEST_MYSQL_URL"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra_env or {})
     done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -45,6 +46,17 @@ def test_v1_cycle_bench():
 def test_timers_bench_sqlite():
     out = run_bench("bench/timers.py", "--quick", "--mysql", "")
     assert "sqlite" in out and "tick s" in out
+
+
+@pytest.mark.mysql
+def test_lost_commits_bench():
+    """MariaDB only (SQLite records nothing); in a database of its own next to the test database."""
+    from downstream_tx.db.url import parse_db_url
+    from support import MYSQL_URL
+
+    out = run_bench("bench/lost_commits.py", "--quick",
+                    extra_env={"DOWNSTREAM_BENCH_DB": parse_db_url(MYSQL_URL).database + "_bench"})
+    assert "answer shape  difference" in out and "batch of 50   difference" in out and "node CPU" in out
 
 
 @pytest.mark.e2e

@@ -73,7 +73,8 @@ def sync_db(url: str, clock=None) -> Database:
     from support import InlinePool
 
     engine = create_engine(url)
-    return Database(engine, InlinePool(engine), clock or task.Clock(), backoff=0)
+    # the tests' own tables only (no txn_outcomes): nothing recorded
+    return Database(engine, InlinePool(engine), clock or task.Clock(), backoff=0, record_outcomes=False)
 
 
 def result_of(d, clock: task.Clock):
@@ -158,6 +159,52 @@ def test_certification_conflict_is_retried(cluster: galera.Cluster):
         other.close()
     assert len(attempts) == 2
     assert cluster.sql(3, "SET SESSION wsrep_sync_wait = 1; SELECT v FROM dtx_gal_conflict.t") == [["11"]]
+
+
+def test_a_commit_whose_acknowledgement_was_lost_is_found_through_another_node(cluster: galera.Cluster):
+    """A transaction commits through node 1 and the connection dies before the acknowledgement
+    arrives; that node is then passed over (it failed lately), so the retry's lookup of the
+    transaction's id runs on another node. The read is causal: it finds the id, and the result of
+    the committed attempt is returned without running the body again. Then the connection is lost
+    before COMMIT: the lookup through a third node finds nothing and the body runs again there."""
+    from support.lost_commits import faulty_db, settle
+
+    url = fresh(cluster, "dtx_gal_lost")
+    clock = task.Clock()
+    db, faults = faulty_db(url, clock)
+    engine = db.engine
+    lost = faults.lost
+    ports: list[int] = []
+
+    def lost_with_its_node():
+        engine._mark_failed("127.0.0.1", ports[-1])  # the node of the connection that died
+        return lost()
+
+    faults.lost = lost_with_its_node
+
+    def add(txn: Txn) -> int:
+        ports.append(int(txn.scalar("SELECT @@port")))
+        txn.execute("INSERT INTO tokens (token_hash, farmer_id, address, created) VALUES (?, 'f', 'a', 0)",
+                    (os.urandom(32),))
+        return ports[-1]
+
+    try:
+        faults.arm("after")
+        committed_on = settle(db.run("add", add), clock)
+        assert ports == [committed_on]
+        looked_up_on = run_sync(db, "SELECT @@port")  # the lookup's connection
+        assert looked_up_on != committed_on
+        faults.arm("before")
+        port = settle(db.run("add", add), clock)
+        assert ports[1:] == [looked_up_on, port] and len({committed_on, looked_up_on, port}) == 3
+        assert db.lost_commits == {"committed": 1, "rolled_back": 1, "unknown": 0}
+    finally:
+        db.pool.close()
+    assert cluster.sql(3, "SET SESSION wsrep_sync_wait = 1; SELECT COUNT(*) FROM dtx_gal_lost.tokens") == [["2"]]
+
+
+def run_sync(db: Database, sql: str):
+    return result_of(db.run("read", lambda txn: txn.scalar(sql)), db.clock)
 
 
 def test_sessions_read_causally(cluster: galera.Cluster):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +21,11 @@ log = Logger()
 IN_BATCH = 500
 
 
+#: the first words of statements that change rows, and of those that change the schema
+ROW_CHANGES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
+SCHEMA_CHANGES = frozenset({"CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE"})
+
+
 class DatabaseUnavailable(Exception):
     """The database could not be reached (after retries)."""
 
@@ -30,20 +36,35 @@ class Txn:
     Transaction functions (``*_txn``) receive one of these and nothing else.
     """
 
-    __slots__ = ("_cursor", "_engine", "engine_name")
+    __slots__ = ("_cursor", "_engine", "engine_name", "_track", "wrote", "ddl")
 
-    def __init__(self, cursor: Any, engine: Engine):
+    def __init__(self, cursor: Any, engine: Engine, track: bool = False):
         self._cursor = cursor
         self._engine = engine
         self.engine_name = engine.name
+        #: with ``track``: whether a statement changed rows (``wrote``) or the schema (``ddl``)
+        self._track = track
+        self.wrote = False
+        self.ddl = False
+
+    def _note(self, sql: str) -> None:
+        word = sql.split(None, 1)[0].upper() if sql else ""
+        if word in ROW_CHANGES:
+            self.wrote = True
+        elif word in SCHEMA_CHANGES:
+            self.ddl = True
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Txn:
+        if self._track:
+            self._note(sql)
         self._cursor.execute(self._engine.convert(sql), tuple(args))
         return self
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = [tuple(r) for r in rows]
         if rows:
+            if self._track:
+                self._note(sql)
             self._cursor.executemany(self._engine.convert(sql), rows)
 
     def fetchone(self) -> tuple | None:
@@ -147,6 +168,7 @@ class Txn:
 
     def script(self, text: str) -> None:
         """Run a schema script: statements separated by ``;`` at line ends."""
+        self.ddl = True
         for statement in split_statements(text):
             self._cursor.execute(statement)
 
@@ -154,6 +176,48 @@ class Txn:
 def split_statements(text: str) -> list[str]:
     lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";").strip()]
+
+
+def outcome_id(now: float) -> bytes:
+    """A new transaction id (table ``txn_outcomes``): milliseconds since the epoch (8 bytes,
+    big-endian: ids sort by time) and 8 random bytes."""
+    return int(now * 1000).to_bytes(8, "big") + os.urandom(8)
+
+
+def record_outcome_txn(txn: Txn, txn_id: bytes, attempt: int) -> None:
+    """Write the transaction's id in its own commit (its last statement)."""
+    txn.execute("INSERT INTO txn_outcomes (id, attempt) VALUES (?, ?)", (txn_id, attempt))
+
+
+def committed_attempt_txn(txn: Txn, txn_id: bytes) -> int | None:
+    """The attempt of transaction ``txn_id`` that committed, or None. The read locks: a commit of
+    that id still under way on the server (its connection lost) is waited for, not missed."""
+    row = txn.execute("SELECT attempt FROM txn_outcomes WHERE id = ?" + txn.for_update(), (txn_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+class _Outcome:
+    """The attempts of one :meth:`Database.run` on an engine whose commits can be lost: the
+    transaction's id, each attempt's result (kept until the transaction's outcome is known), and
+    whether an attempt's commit outcome is unknown (``uncertain``: from then on every attempt
+    first looks the id up)."""
+
+    __slots__ = ("id", "results", "finished", "uncertain")
+
+    def __init__(self, txn_id: bytes):
+        self.id = txn_id
+        self.results: dict[int, Any] = {}
+        #: the attempt whose body finished and recorded the id (its COMMIT was being sent)
+        self.finished: int | None = None
+        self.uncertain = False
+
+
+class _Committed(Exception):
+    """An earlier attempt of the transaction committed: its result is the transaction's."""
+
+    def __init__(self, attempt: int):
+        super().__init__(f"attempt {attempt} committed")
+        self.attempt = attempt
 
 
 class _Dbapi:
@@ -194,16 +258,24 @@ class Database:
     """An adbapi pool (or anything with the same ``runInteraction``) plus retry policy.
 
     ``run(desc, func, *args)`` runs ``func(txn, *args)`` in one transaction on a pool thread and
-    re-runs it (the bodies are idempotent) after a lost connection or deadlock, with a short back-off
-    on ``clock``.
+    re-runs it after a lost connection or deadlock, with a short back-off on ``clock``. A body
+    may be re-run only when its earlier run is known not to have committed: where the engine's
+    commits can be lost (:attr:`Engine.commit_can_be_lost`, a server), a transaction that changed
+    rows writes its id to ``txn_outcomes`` in its own commit, and when the acknowledgement of a
+    COMMIT is lost the next attempt first looks the id up. Found: the transaction committed, and
+    the result of the attempt that committed is returned (the body is not run again). Not found:
+    it rolled back, and the body runs again. The client is told what was committed.
     """
 
     #: inline commits after which the pool's connection is asked for a passive WAL checkpoint
     CHECKPOINT_EVERY = 1000
 
     def __init__(self, engine: Engine, pool: Any, clock: Any, retries: int = 3, backoff: float = 0.2,
-                 inline: bool = False):
+                 inline: bool = False, record_outcomes: bool = True):
         self.engine = engine
+        #: whether write transactions record their id (the engine's commits can be lost, and the
+        #: schema has ``txn_outcomes``: off only for tests that build an older schema)
+        self.record_outcomes = record_outcomes and engine.commit_can_be_lost
         self.pool = pool
         self.clock = clock
         self.retries = retries
@@ -221,6 +293,8 @@ class Database:
         self.inline_runs = 0
         self.inline_busy = 0
         self._since_checkpoint = 0
+        #: transactions whose COMMIT acknowledgement was lost, by what the lookup found
+        self.lost_commits = {"committed": 0, "rolled_back": 0, "unknown": 0}
 
     @classmethod
     def connect(cls, engine: Engine, reactor: Any, pool_size: int = 5, retries: int = 3) -> Database:
@@ -240,30 +314,67 @@ class Database:
         pool.downstream_engine = engine
         return cls(engine, pool, reactor, retries=retries, inline=engine.inline)
 
-    def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict) -> T:
+    def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict,
+              outcome: _Outcome | None = None, attempt: int = 0) -> T:
         if self.inline and not cursor.connection.in_transaction:
             # the inline connection writes too: a pooled transaction takes the write lock before
             # its first read (Python's sqlite3 would begin only at the first write, so what the
             # body read could change under it before it writes)
             cursor.execute("BEGIN IMMEDIATE")
-        return func(Txn(cursor, self.engine), *args, **kwargs)
+        if outcome is None:
+            return func(Txn(cursor, self.engine), *args, **kwargs)
+        outcome.finished = None
+        txn = Txn(cursor, self.engine, track=True)
+        if outcome.uncertain:
+            committed = committed_attempt_txn(txn, outcome.id)
+            if committed is not None:
+                raise _Committed(committed)
+        result = func(txn, *args, **kwargs)
+        # a schema change commits on its own on a server (and may create the table): not recorded;
+        # schema upgrades are idempotent by their version check
+        if txn.wrote and not txn.ddl:
+            try:
+                record_outcome_txn(txn, outcome.id, attempt)
+            except self.engine.module.IntegrityError:
+                # the id is there after all: an earlier attempt committed (on a Galera cluster, its
+                # commit may have been under way on another node when this attempt looked)
+                committed = committed_attempt_txn(txn, outcome.id)
+                if committed is None:
+                    raise
+                raise _Committed(committed) from None
+            outcome.results[attempt] = result
+            outcome.finished = attempt
+        return result
 
     @defer.inlineCallbacks
     def run(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any):
+        outcome = _Outcome(outcome_id(self.clock.seconds())) if self.record_outcomes else None
         attempt = 0
         while True:
             started = time.monotonic()
             try:
                 self.pooled += 1
                 try:
-                    result = yield self.pool.runInteraction(self._body, func, args, kwargs)
+                    result = yield self.pool.runInteraction(self._body, func, args, kwargs, outcome, attempt)
                 finally:
                     self.pooled -= 1
+            except _Committed as committed:
+                self._observe(desc, started, True)
+                return self._committed_result(desc, outcome, committed.attempt)
             except Exception as e:
                 # a body that refused its input (bad token, …) rolled back on a healthy database
                 self._observe(desc, started, not self.engine.is_db_error(e))
+                if outcome is not None and outcome.finished == attempt and self.engine.commit_outcome_unknown(e):
+                    if not outcome.uncertain:
+                        log.warn("transaction {desc}: the acknowledgement of its commit was lost ({error}); "
+                                 "looking up whether it committed", desc=desc, error=e.__class__.__name__)
+                    outcome.uncertain = True
                 transient = self.engine.is_transient(e)
                 if not transient or attempt >= self.retries:
+                    if outcome is not None and outcome.uncertain:
+                        committed_attempt = yield self._resolve(desc, outcome)
+                        if committed_attempt is not None:
+                            return self._committed_result(desc, outcome, committed_attempt)
                     if self.engine.is_connection_error(e):
                         raise DatabaseUnavailable(f"{desc}: database unavailable ({e.__class__.__name__})") from e
                     raise
@@ -272,9 +383,45 @@ class Database:
                          desc=desc, error=e.__class__.__name__, attempt=attempt, retries=self.retries)
                 yield task.deferLater(self.clock, self.backoff * attempt, lambda: None)
                 continue
+            if outcome is not None and outcome.uncertain:
+                # this attempt looked first: the lost commit had not happened
+                self.lost_commits["rolled_back"] += 1
+                log.info("transaction {desc}: its lost commit had not happened; run again", desc=desc)
             self._observe(desc, started, True)
             self.last_success = self.clock.seconds()
             return result
+
+    def _committed_result(self, desc: str, outcome: _Outcome, attempt: int) -> Any:
+        self.lost_commits["committed"] += 1
+        self.last_success = self.clock.seconds()
+        log.info("transaction {desc}: its commit had happened (attempt {attempt}); its result stands",
+                 desc=desc, attempt=attempt + 1)
+        return outcome.results[attempt]
+
+    @defer.inlineCallbacks
+    def _resolve(self, desc: str, outcome: _Outcome):
+        """The attempt that committed (None: none did) of a transaction that gave up with a commit
+        outcome unknown, looked up in transactions of their own (retried as :meth:`run` retries);
+        :class:`DatabaseUnavailable` when the database cannot say."""
+        for tries in range(self.retries + 1):
+            try:
+                committed = yield self.pool.runInteraction(self._lookup, outcome.id)
+            except Exception as e:
+                if not self.engine.is_transient(e) or tries >= self.retries:
+                    self.lost_commits["unknown"] += 1
+                    log.error("transaction {desc}: whether it committed is unknown ({error})", desc=desc,
+                              error=e.__class__.__name__)
+                    raise DatabaseUnavailable(f"{desc}: database unavailable, the outcome of its commit is "
+                                              f"unknown ({e.__class__.__name__})") from e
+                yield task.deferLater(self.clock, self.backoff * (tries + 1), lambda: None)
+                continue
+            if committed is None:
+                self.lost_commits["rolled_back"] += 1
+                log.info("transaction {desc}: its lost commit had not happened", desc=desc)
+            return committed
+
+    def _lookup(self, cursor: Any, txn_id: bytes) -> int | None:
+        return committed_attempt_txn(Txn(cursor, self.engine), txn_id)
 
     def run_short(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred:
         """:meth:`run` for a transaction of a few indexed statements (a farmer's single call).

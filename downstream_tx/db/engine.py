@@ -25,6 +25,11 @@ class Engine:
     batch_updates = False
     #: True where short transactions may run on the calling thread (:meth:`connect_inline`)
     inline = False
+    #: True where the acknowledgement of a COMMIT can be lost while the commit itself happened (a
+    #: server at the other end of a connection): write transactions then record their id in their
+    #: own commit (table ``txn_outcomes``), so a retry can learn what was committed
+    #: (:class:`~downstream_tx.db.database.Database`)
+    commit_can_be_lost = False
 
     def __init__(self, url: DbUrl):
         self.url = url
@@ -49,6 +54,13 @@ class Engine:
     def drops_connection(self, exc: BaseException) -> bool:
         """True when the connection that raised ``exc`` must not be used again (the pool closes it
         quietly and the next transaction on its thread opens a new one)."""
+        return False
+
+    def commit_outcome_unknown(self, exc: BaseException) -> bool:
+        """True when ``exc``, raised while committing, leaves it unknown whether the transaction was
+        committed: the connection died while the server may have committed it. False for an
+        answer from the server that says it rolled back (a deadlock, a Galera certification
+        failure, a node not ready) and for an engine whose commits cannot be lost."""
         return False
 
     def is_db_error(self, exc: BaseException) -> bool:
@@ -145,12 +157,16 @@ class MysqlEngine(Engine):
     name = "mysql"
     dbapi_name = "pymysql"
     batch_updates = True
+    commit_can_be_lost = True
 
     #: lost connection, server gone, can't connect, server shutdown, connection killed, inactive
     #: client dropped; 1047: a Galera node not ready (outside the primary component, or joining)
     CONNECTION_ERRORS = {2003, 2006, 2013, 2014, 2055, 1053, 1927, 4031, 1047}
     #: lock wait timeout, deadlock (on Galera also a certification conflict)
     TRANSIENT_ERRORS = {1205, 1213} | CONNECTION_ERRORS
+    #: connection errors that are the server's answer to the COMMIT itself, which it refused (the
+    #: transaction is rolled back): a Galera node that is not ready
+    REFUSED_COMMIT_ERRORS = {1047}
     #: a server that failed to connect (or was not ready) is tried after the others for this long
     FAILED_HOST_SECONDS = 30.0
 
@@ -283,6 +299,11 @@ class MysqlEngine(Engine):
 
     def drops_connection(self, exc: BaseException) -> bool:
         return self.is_connection_error(exc)
+
+    def commit_outcome_unknown(self, exc: BaseException) -> bool:
+        """A connection lost (or killed, or a server shutting down) during COMMIT: the server may
+        have committed before the acknowledgement was lost, or not."""
+        return self.is_connection_error(exc) and self._code(exc) not in self.REFUSED_COMMIT_ERRORS
 
     def describe(self) -> str:
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.url.hosts)

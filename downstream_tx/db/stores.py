@@ -12,6 +12,7 @@ from downstream_tx.db.files import FileStore
 from downstream_tx.db.history import HistoryStore
 from downstream_tx.db.lease import LeaseStore
 from downstream_tx.db.meta import MetaStore
+from downstream_tx.db.outcomes import OutcomeStore
 from downstream_tx.db.overview import OverviewStore
 from downstream_tx.db.ratelimits import RateLimitStore
 from downstream_tx.db.reputation import DEFAULT_RULES, ReputationStore, Rules
@@ -42,3 +43,4 @@ class Stores:
         self.contracts.rules = self.seeded.rules = rules
         self.leases = LeaseStore(db)
         self.ratelimits = RateLimitStore(db)
+        self.outcomes = OutcomeStore(db)

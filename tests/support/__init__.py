@@ -41,15 +41,24 @@ class InlinePool:
         try:
             result = func(cursor, *args, **kwargs)
             self.conn.commit()
-        except BaseException:
+        except BaseException as e:
             failure = Failure()
             try:
                 self.conn.rollback()
             except Exception:
                 pass
+            if self.engine.drops_connection(e):  # as the node's pool: the next transaction reconnects
+                try:
+                    self.conn.close()
+                except Exception:
+                    pass
+                self.conn = self.engine.connect()
             return defer.fail(failure)
         finally:
-            cursor.close()
+            try:
+                cursor.close()
+            except Exception:  # its connection was lost (and closed)
+                pass
         return defer.succeed(result)
 
     def close(self):
@@ -103,7 +112,8 @@ def open_test_db(config: Config, clock, schema_dir: str | None = None, upgrade: 
     engine = create_engine(config.db_url)
     if engine.name == "sqlite":
         os.makedirs(os.path.dirname(os.path.abspath(engine.url.path)), exist_ok=True)
-    db = Database(engine, InlinePool(engine), clock, backoff=0)
+    # a test that builds an older schema itself has no txn_outcomes table (schema step 10)
+    db = Database(engine, InlinePool(engine), clock, backoff=0, record_outcomes=upgrade)
     if upgrade:
         run(db.run("schema", schema.upgrade_txn, schema.load_steps(engine.name, schema_dir)))
     return db
@@ -222,10 +232,13 @@ def snapshot(node: Services) -> dict:
 class StubClient:
     """Synchronous HTTP against the Klein resource through ``treq.testing.StubTreq``."""
 
-    def __init__(self, resource):
+    def __init__(self, resource, pump=None):
         from treq.testing import StubTreq
 
         self.treq = StubTreq(resource)
+        #: called between flushes while a response is awaited (e.g. a Clock's advance(0): the
+        #: database wrapper's retries wait on the clock)
+        self.pump = pump
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None, data: bytes | None = None,
                 allow_redirects: bool = True):
@@ -236,6 +249,8 @@ class StubClient:
                 if out:
                     break
                 self.treq.flush()
+                if self.pump is not None:
+                    self.pump()
             if not out:
                 raise AssertionError(f"{method} {path}: no response")
             if isinstance(out[0], Failure):

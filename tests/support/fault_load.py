@@ -152,6 +152,144 @@ class V1Farmer(FarmerThread):
         return self.client.heartbeats
 
 
+class Told:
+    """Every answer a load thread got, by call and key (an address, a token, a contract), to hold
+    the database to afterwards; ``unknown``: the calls whose answer never arrived (the client's
+    side failed), where the database may hold either outcome."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, Any, int, Any]] = []
+        self.unknown: list[tuple[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def get(self, call: str, key: Any, url: str, data: Any = None) -> tuple[int, Any]:
+        """GET ``url`` (POST with ``data``: JSON); the answer is recorded (the client's errors too)."""
+        try:
+            if data is None:
+                code, body, _ = http_get(url)
+            else:
+                code, body = http_post(url, data)
+        except OSError:
+            with self.lock:
+                self.unknown.append((call, key))
+            raise
+        with self.lock:
+            self.answers.append((call, key, code, body))
+        return code, body
+
+    def of(self, call: str, code: int | None = None) -> list[tuple[Any, Any]]:
+        """(key, body) of the answers to ``call`` (with status ``code``)."""
+        with self.lock:
+            return [(k, b) for c, k, s, b in self.answers if c == call and (code is None or s == code)]
+
+    def codes(self) -> Counter[int]:
+        with self.lock:
+            return Counter(s for _, _, s, _ in self.answers)
+
+    def unknown_keys(self, call: str) -> set:
+        with self.lock:
+            return {k for c, k in self.unknown if c == call}
+
+
+def http_post(url: str, data: Any, timeout: float = 10) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=json.dumps(data).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, raw
+
+
+class Churner(FarmerThread):
+    """Farmers one after another, each with a token for a new address; every answer is in ``told``."""
+
+    def __init__(self, name: str, base: str, addresses: Any):
+        super().__init__(name)
+        self.base = base
+        self.addresses = addresses
+        self.told = Told()
+        self.token = ""
+
+    def new_token(self, call: str, prefix: str) -> None:
+        """``GET <prefix>/new/<a new address>``: the next farmer's token, when the node gives one."""
+        address = next(self.addresses)
+        code, body = self.told.get(call, address, f"{prefix}/new/{address}")
+        if code == 200:
+            self.token = body["token"]
+
+
+class V0Churner(Churner):
+    """v0 farmers through every call that writes: ``/new``, ``/chunk``, one answer, ``/remove``. A
+    call answered 503 is made again (the same answer, the same contract)."""
+
+    def __init__(self, name: str, base: str, addresses: Any):
+        super().__init__(name, base, addresses)
+        self.contract: tuple[str, bytes, str] | None = None  # file hash, data, challenge
+        self.answered = False
+
+    def step(self) -> None:
+        told, v0 = self.told, f"{self.base}/api/downstream"
+        if not self.token:
+            self.new_token("new", v0)
+            return
+        if self.contract is None:
+            code, body = told.get("chunk", self.token, f"{v0}/chunk/{self.token}")
+            if code == 200:
+                url = body["url"].replace(body["url"].split("/api/")[0], self.base)
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    self.contract = (body["file_hash"], r.read(), body["challenge"])
+                self.answered = False
+            elif code == 404:  # no file needs another farmer now: the next farmer
+                self.token = ""
+            return
+        file_hash, data, challenge = self.contract
+        if not self.answered:
+            response = hmac.new(bytes.fromhex(challenge), data, hashlib.sha256).hexdigest()
+            code, _ = told.get("answer", (self.token, file_hash),
+                               f"{v0}/challenge/{self.token}/{file_hash}/{response}")
+            self.answered = code in (200, 409)
+            return
+        code, _ = told.get("remove", (self.token, file_hash), f"{v0}/remove/{self.token}/{file_hash}")
+        if code in (200, 404):
+            self.token, self.contract = "", None
+
+
+class V1Churner(Churner):
+    """v1 farmers through ``/new``, ``/chunk`` (one chunk of ``size`` bytes) and one answer to it."""
+
+    def __init__(self, name: str, base: str, addresses: Any, size: int):
+        super().__init__(name, base, addresses)
+        self.size = size
+        self.chunk: dict | None = None
+
+    def step(self) -> None:
+        from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag
+
+        told, v1 = self.told, f"{self.base}/api/downstream/v1"
+        if not self.token:
+            self.new_token("v1 new", v1)
+            return
+        if self.chunk is None:
+            code, body = told.get("v1 chunk", self.token, f"{v1}/chunk/{self.token}/{self.size}")
+            if code == 200 and body["chunks"]:
+                self.chunk = body["chunks"][0]
+            elif code == 200:
+                self.token = ""
+            return
+        chunk = self.chunk
+        proof = Merkle(0.01, b"").prove(RandomIO(chunk["seed"], chunk["size"]), Challenge.from_dict(chunk["challenge"]),
+                                        Tag.from_dict(chunk["tag"])).to_dict()
+        code, _ = told.get("v1 answer", (self.token, chunk["file_hash"]), f"{v1}/answer/{self.token}",
+                           {"proofs": [{"file_hash": chunk["file_hash"], "proof": proof}]})
+        if code == 200:
+            self.token, self.chunk = "", None
+
+
 # --- the database, read directly ---------------------------------------------------------------------
 
 class DbView:
