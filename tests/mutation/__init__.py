@@ -108,6 +108,7 @@ TESTS_FOR: dict[str, list[str]] = {
     "downstream_tx/http/ratelimit.py": ["tests/test_mutation_pins_tokens.py", "tests/test_abuse_tokens.py",
                                         "tests/test_abuse.py"],
     "downstream_tx/core/tokens.py": ["tests/test_mutation_pins_tokens.py", *_TOKENS],
+    "downstream_tx/core/clients.py": ["tests/test_core_clients.py", "tests/test_abuse_tokens.py"],
     **dict.fromkeys(
         ["downstream_tx/v0/challenges.py", "downstream_tx/db/contracts.py", "downstream_tx/jobs/contracts.py"],
         ["tests/test_mutation_pins_v0_timer.py", *_V0_TIMER]),
