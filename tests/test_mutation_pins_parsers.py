@@ -56,14 +56,14 @@ def test_read_body_reads_at_most_limit_plus_one_and_keeps_limit():
     assert bodies.read_body(Body(None), 5) == b""
 
 
-def test_plain_body_only_inflates_what_starts_with_the_gzip_magic():
+def test_inflate_only_inflates_what_starts_with_the_gzip_magic():
     data = b'{"proofs": [1]}'
     packed = gzip.compress(data)
-    assert bodies.plain_body(None, packed, 100) == data
+    assert bodies.inflate(packed, 100, 16) == data
     # one byte of the magic is not enough
-    assert bodies.plain_body(None, b"\x1f" + packed[2:], 100) == b"\x1f" + packed[2:]
-    assert bodies.plain_body(None, b"\x1f", 100) == b"\x1f"
-    assert bodies.plain_body(None, b"", 100) == b""
+    assert bodies.inflate(b"\x1f" + packed[2:], 100, 16) == b"\x1f" + packed[2:]
+    assert bodies.inflate(b"\x1f", 100, 16) == b"\x1f"
+    assert bodies.inflate(b"", 100, 16) == b""
 
 
 def test_parse_object():

@@ -124,6 +124,11 @@ class V1Farming:
         token = await self.tokens.create(address, ip, TOKEN_RULES, message, signature)
         return heartbeat_body(token, config.seeded_check_fraction)
 
+    async def check_token(self, token: str) -> None:
+        """Refuse an unknown token (400 ``Nonexistent token.``): a request whose body costs work to
+        read asks this first, so that anyone without a token costs the node no more than the lookup."""
+        await self._call(self.core.stores.tokens.get(self._token_hash(token)))
+
     async def heartbeat(self, token: str) -> dict[str, Any]:
         """An unknown token is a 404 here."""
         await self._call(self.core.stores.tokens.get(self._token_hash(token, NOT_FOUND)), NOT_FOUND)
