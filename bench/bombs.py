@@ -12,9 +12,18 @@ answer latency and what it was told (``ok`` or anything else), and the bomb requ
 
   python bench/bombs.py [--senders 4] [--duration 20] [--valid-token] [--tree DIR]
   python bench/bombs.py --senders 0          # the same without bombs (the baseline)
+  python bench/bombs.py --valid-token --plain   # a farmer uploading the inflated 16 MiB itself
 
 ``--tree DIR`` runs the daemon from another checkout (e.g. ``git archive`` of main) for a before /
 after comparison; the farmer and the senders are this tree's.
+
+  python bench/bombs.py --parse              # what reading an honest batch costs, three ways
+
+``--parse`` measures, in this process on a real reactor, honest ``/answer`` bodies of 50 to 5,000
+proofs read three ways: orjson on the reactor thread (the node's path up to 128 KiB), the streaming
+parser on a worker thread (its path above), and the same parser fed to the reactor a slice per
+reactor turn (cooperative). For each: CPU of the process, wall time, and the reactor's longest
+stall while it ran (a 1 ms LoopingCall records its largest gap).
 """
 
 from __future__ import annotations
@@ -142,6 +151,69 @@ def farmer(port: int, token: str, contracts: list[dict], stop_at: float, results
             time.sleep(max(0.05, due_at - time.monotonic()))
 
 
+def honest_body(proofs: int) -> bytes:
+    from downstream_tx.heartbeat import Merkle, RandomIO
+
+    merkle = Merkle(0.01, b"k")
+    seed = os.urandom(32).hex()
+    tag, state = merkle.encode(RandomIO(seed, CHUNK), 64, timestamp=1)
+    proof = merkle.prove(RandomIO(seed, CHUNK), merkle.gen_challenge(state), tag).to_dict()
+    return orjson.dumps({"proofs": [{"file_hash": i, "proof": proof} for i in range(proofs)]})
+
+
+def measure_parsing(sizes: list[int], rounds: int) -> None:
+    from twisted.internet import defer, reactor, task, threads
+
+    from downstream_tx.http.bodies import SLICE, ItemScanner, decode_items
+
+    async def inline(raw: bytes) -> int:
+        return len(orjson.loads(raw)["proofs"])
+
+    async def worker(raw: bytes) -> int:
+        items = await threads.deferToThreadPool(reactor, reactor.getThreadPool(), decode_items, raw, "proofs",
+                                                len(raw), 16)
+        return len(items)
+
+    async def cooperative(raw: bytes) -> int:
+        scanner = ItemScanner("proofs")
+        for start in range(0, len(raw), SLICE):
+            if scanner.feed(raw[start:start + SLICE]):
+                break
+            await task.deferLater(reactor, 0, lambda: None)
+        scanner.close()
+        return len(scanner.items)
+
+    async def run_all() -> None:
+        gaps = {"last": time.monotonic(), "max": 0.0}
+
+        def tick() -> None:
+            now = time.monotonic()
+            gaps["max"] = max(gaps["max"], now - gaps["last"])
+            gaps["last"] = now
+
+        ticker = task.LoopingCall(tick)
+        ticker.start(0.001)
+        print(f"{'proofs':>6} {'bytes':>10}  {'way':<12} {'CPU ms':>8} {'wall ms':>8} {'longest stall ms':>17}")
+        for n in sizes:
+            raw = honest_body(n)
+            for name, way in (("inline", inline), ("worker", worker), ("cooperative", cooperative)):
+                cpu, wall, stall = [], [], []
+                for _ in range(rounds):
+                    await task.deferLater(reactor, 0.01, lambda: None)
+                    gaps["max"], gaps["last"] = 0.0, time.monotonic()
+                    c0, w0 = time.process_time(), time.monotonic()
+                    assert await way(raw) == n
+                    cpu.append(time.process_time() - c0)
+                    wall.append(time.monotonic() - w0)
+                    stall.append(max(gaps["max"], time.monotonic() - gaps["last"]))
+                print(f"{n:>6} {len(raw):>10,}  {name:<12} {statistics.median(cpu) * 1e3:>8.1f} "
+                      f"{statistics.median(wall) * 1e3:>8.1f} {statistics.median(stall) * 1e3:>17.1f}")
+        ticker.stop()
+
+    sys.setswitchinterval(0.0005)  # as the daemon (NodeService.startService)
+    task.react(lambda _: defer.ensureDeferred(run_all()))
+
+
 def quantile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -157,13 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=int, default=3, help="the v1 challenge interval, s")
     ap.add_argument("--inflated", type=int, default=16 << 20, help="bytes each bomb inflates to")
     ap.add_argument("--valid-token", action="store_true", help="the senders use a real token")
+    ap.add_argument("--plain", action="store_true", help="send the inflated body itself (no gzip)")
     ap.add_argument("--tree", help="run the daemon from this checkout's code")
+    ap.add_argument("--parse", action="store_true", help="measure reading honest batches, three ways")
+    ap.add_argument("--rounds", type=int, default=7, help="--parse: rounds per figure (the median is shown)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
-        args.senders, args.duration, args.contracts, args.inflated = 1, 3.0, 2, 1 << 20
+        args.senders, args.duration, args.contracts, args.inflated, args.rounds = 1, 3.0, 2, 1 << 20, 1
+    if args.parse:
+        measure_parsing([50, 100] if args.quick else [50, 100, 500, 5000], args.rounds)
+        return 0
 
-    body = bomb(args.inflated)
+    body = gzip.decompress(bomb(args.inflated)) if args.plain else bomb(args.inflated)
     env = {"PYTHONPATH": str(Path(args.tree).resolve())} if args.tree else None
     with tempfile.TemporaryDirectory(prefix="dtx-bombs-") as tmp:
         daemon = Spawned.daemon(Path(tmp), [
@@ -209,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.monotonic() - started
             cpu = daemon.cpu() - cpu0
     who = "with a real token" if args.valid_token else "with random tokens"
-    print(f"bombs: {args.senders} senders {who}, {len(body):,} B gzip -> {args.inflated:,} B each, "
+    what = f"{len(body):,} B plain" if args.plain else f"{len(body):,} B gzip -> {args.inflated:,} B"
+    print(f"bombs: {args.senders} senders {who}, {what} each, "
           f"{wall:.1f} s, daemon CPU {cpu:.1f} s ({cpu / wall:.0%} of a core)"
           + (f", daemon code from {args.tree}" if args.tree else ""))
     print(f"  /health: {len(latencies)} answered, median {statistics.median(latencies) * 1e3:.1f} ms, "

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
 
-from downstream_tx.http.bodies import MAX_STREAM_DEPTH, _items_before_error
+from downstream_tx.http.bodies import MAX_STREAM_DEPTH, ItemScanner, _items_before_error
 from support import ADDRESS, add_test_file, make_config, make_node, make_resource, run, snapshot
 
 V1 = "/api/downstream/v1"
@@ -281,6 +281,21 @@ def test_fallback_parser_matches_ijson_items(value, cut, extra):
     raw = orjson.dumps({"x": 1, "hashes": value if isinstance(value, list) else [value]})
     raw = raw[:cut] + extra
     assert _items_before_error(raw, "hashes") == reference_items(raw, "hashes")
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=json_values, cut=st.integers(min_value=0, max_value=400), extra=st.binary(max_size=5),
+       splits=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+def test_the_scanner_gives_the_same_items_however_the_body_is_sliced(value, cut, extra, splits):
+    """The streaming parser keeps its state between slices: any slicing gives the one-piece answer."""
+    raw = orjson.dumps({"x": 1, "hashes": value if isinstance(value, list) else [value]})[:cut] + extra
+    scanner = ItemScanner("hashes")
+    bounds = [0, *sorted(min(s, len(raw)) for s in splits), len(raw)]
+    for start, end in zip(bounds, bounds[1:]):
+        if scanner.feed(raw[start:end]):
+            break
+    scanner.close()
+    assert scanner.items == reference_items(raw, "hashes")
 
 
 def test_fallback_parser_bounds_nesting():

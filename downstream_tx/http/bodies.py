@@ -6,7 +6,7 @@ No body costs the reactor thread more than a small, fixed slice, however large o
 (docs/protocol-v1.md, "Request bodies"): a gzip body inflates only up to ``max_inflate_ratio`` times
 its size (and the route's cap; past either it is refused with 413); a body of at most
 :data:`INLINE_PARSE` bytes is parsed on the reactor thread by orjson (about 0.3 ms for an honest
-batch of 100 proofs, ~3 ms for the worst such body); anything larger, and any body that is not valid
+batch of 100 proofs, ~2 ms for the costliest such body); anything larger, and any body that is not valid
 JSON, is inflated and read by the streaming parser on a worker thread, which hands its C scanner
 :data:`SLICE` bytes at a time so that the reactor thread gets the interpreter back between them
 (orjson would hold it for the whole parse: 0.3 s for 16 MiB of ``[{},{},…``). The routes look the
@@ -14,7 +14,6 @@ token up before they touch a body at all."""
 
 from __future__ import annotations
 
-import io
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -107,18 +106,62 @@ def decode_items(raw: bytes, key: str, limit: int, ratio: int) -> list[Any]:
 def _items_before_error(raw: bytes, key: str) -> list[Any]:
     """What ``ijson.items(raw, key + ".item")`` yields before the first parse error, built from
     ijson's prefix-free events with a bounded nesting depth and at most ``MAX_ITEMS`` items."""
-    items: list[Any] = []
-    depth = 0  # containers open
-    top_is_map = False  # pragma: no mutate (always set by the first event that opens depth 1, before use)
-    current_key: str | None = None
-    collecting = False  # inside a top-level ``key`` array (depth 2)
-    builder: ijson.common.ObjectBuilder | None = None
-    try:
-        for event, value in ijson.basic_parse(io.BytesIO(raw), buf_size=SLICE):
+    scanner = ItemScanner(key)
+    for start in range(0, len(raw), SLICE):
+        if scanner.feed(raw[start:start + SLICE]):
+            return scanner.items
+    scanner.close()
+    return scanner.items
+
+
+class ItemScanner:
+    """:func:`_items_before_error` fed :data:`SLICE` bytes at a time (``feed`` until it says it is
+    done, then ``close``): each slice is one bounded piece of work, whoever drives it."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.items: list[Any] = []
+        self.done = False
+        self._depth = 0  # containers open
+        self._top_is_map = False  # pragma: no mutate (set by the first event that opens depth 1, before use)
+        self._current_key: str | None = None
+        self._collecting = False  # inside a top-level ``key`` array (depth 2)
+        self._builder: ijson.common.ObjectBuilder | None = None
+        self._events = ijson.utils.sendable_list()
+        self._parser = ijson.basic_parse_coro(self._events)
+
+    def feed(self, piece: bytes) -> bool:
+        """Scan the next piece of the body; True once the list is complete (nothing more to read)."""
+        if self.done or not piece:  # (an empty piece would tell the parser the body has ended)
+            return self.done
+        try:
+            self._parser.send(piece)
+        except Exception:  # any parse error silently ends the list, as in the original
+            self.done = True
+        self._scan()
+        return self.done
+
+    def close(self) -> None:
+        """The body ended: a document left open is a parse error (it ends the list where it is)."""
+        if not self.done:
+            try:
+                self._parser.close()
+            except Exception:
+                pass
+            self._scan()
+            self.done = True
+
+    def _scan(self) -> None:
+        events = self._events
+        items, key = self.items, self.key
+        depth, top_is_map, current_key = self._depth, self._top_is_map, self._current_key
+        collecting, builder = self._collecting, self._builder
+        for event, value in events:
             opens, closes = event in ("start_map", "start_array"), event in ("end_map", "end_array")
             if opens:
                 depth += 1
                 if depth > MAX_STREAM_DEPTH:
+                    self.done = True
                     break
                 if depth == 1:
                     top_is_map = event == "start_map"
@@ -142,10 +185,11 @@ def _items_before_error(raw: bytes, key: str) -> list[Any]:
             if closes:
                 depth -= 1
             if len(items) >= MAX_ITEMS:
+                self.done = True
                 break
-    except Exception:  # any parse error silently ends the list, as in the original
-        pass
-    return items
+        del events[:]
+        self._depth, self._top_is_map, self._current_key = depth, top_is_map, current_key
+        self._collecting, self._builder = collecting, builder
 
 
 def parse_object(raw: bytes) -> Any:
