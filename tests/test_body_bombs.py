@@ -17,11 +17,12 @@ from typing import Any
 
 import orjson
 import pytest
+from treq.testing import StubTreq
 from twisted.internet import defer
 
 from downstream_tx.http import bodies
 from downstream_tx.http.server import DownstreamServer
-from support import ADDRESS, MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database, make_address, run, snapshot
+from support import ADDRESS, make_address, run, snapshot
 from support.daemon import Daemon
 from support.farmer_v1 import Farmer
 from support.v1 import V1, Api, build, chunks, prove
@@ -35,14 +36,6 @@ def bomb(inflated: int) -> bytes:
     return gzip.compress(b'{"x": [' + b"0," * ((inflated - 8) // 2), 9)
 
 
-@pytest.fixture
-def node_api(tmp_path, db_url, clock):
-    node, api = build(tmp_path, db_url, clock, max_tokens_per_ip=0)
-    run(node.pool.refill())
-    yield node, api
-    node.db.close()
-
-
 class Untouchable:
     """Stands in for a module the body readers use: any use of it is a failure."""
 
@@ -53,8 +46,8 @@ class Untouchable:
         raise AssertionError(f"the body was read ({self.name}.{attr}) before the token was known")
 
 
-def test_an_unknown_token_is_refused_before_its_body_is_touched(node_api, monkeypatch):
-    node, api = node_api
+def test_an_unknown_token_is_refused_before_its_body_is_touched(v1_node_api, monkeypatch):
+    node, api = v1_node_api
     for name in ("zlib", "ijson", "orjson"):
         monkeypatch.setattr(bodies, name, Untouchable(name))
     body = bomb(1 << 20)
@@ -63,8 +56,8 @@ def test_an_unknown_token_is_refused_before_its_body_is_touched(node_api, monkey
         assert api.post(path, raw=body, headers=GZIP) == (400, NONEXISTENT), path
 
 
-def test_a_gzip_bomb_with_a_real_token_is_refused_with_413_and_changes_nothing(node_api):
-    node, api = node_api
+def test_a_gzip_bomb_with_a_real_token_is_refused_with_413_and_changes_nothing(v1_node_api):
+    node, api = v1_node_api
     token = api.new_token()
     before = snapshot(node)
     body = bomb(2 << 20)
@@ -75,8 +68,8 @@ def test_a_gzip_bomb_with_a_real_token_is_refused_with_413_and_changes_nothing(n
     assert snapshot(node) == before
 
 
-def test_an_honest_gzip_body_is_still_inflated(node_api):
-    node, api = node_api
+def test_an_honest_gzip_body_is_still_inflated(v1_node_api):
+    node, api = v1_node_api
     token = api.new_token()
     contracts = chunks(api, token, 2 * 4096)
     body = orjson.dumps({"proofs": [{"file_hash": c["file_hash"], "proof": prove(c)} for c in contracts]})
@@ -102,14 +95,12 @@ def recording_api(node) -> tuple[Api, Recording]:
     server = DownstreamServer(core.config, core.clock, node.v0, node.v1, node.status, ping=None,
                               hash_ip=core.keys.hash_ip, blocking=blocking)
     api = Api(node, core.config)
-    from treq.testing import StubTreq
-
     api.treq = StubTreq(server.resource())
     return api, blocking
 
 
-def test_small_honest_bodies_stay_on_the_reactor_and_large_or_broken_ones_go_to_a_worker(node_api):
-    node, _ = node_api
+def test_small_honest_bodies_stay_on_the_reactor_and_large_or_broken_ones_go_to_a_worker(v1_node_api):
+    node, _ = v1_node_api
     api, blocking = recording_api(node)
     token = api.new_token()
     contracts = chunks(api, token, 3 * 4096)
@@ -161,16 +152,6 @@ INTERVAL = 3
 CHUNK = 16384
 CONTRACTS = 4
 HEARTBEATS_EACH = 4
-
-
-@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
-def daemon_db(request):
-    if request.param == "sqlite":
-        return []
-    if not MYSQL_URL:
-        pytest.skip(MYSQL_SKIP_REASON)
-    fresh_mysql_database(MYSQL_URL)
-    return ["--db", MYSQL_URL]
 
 
 def post_forever(port: int, path: str, body: bytes, stop: threading.Event, told: dict[str, int]) -> None:
