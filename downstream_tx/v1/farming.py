@@ -124,14 +124,15 @@ class V1Farming:
         token = await self.tokens.create(address, ip, TOKEN_RULES, message, signature)
         return heartbeat_body(token, config.seeded_check_fraction)
 
-    async def check_token(self, token: str) -> None:
-        """Refuse an unknown token (400 ``Nonexistent token.``): a request whose body costs work to
-        read asks this first, so that anyone without a token costs the node no more than the lookup."""
-        await self._call(self.core.stores.tokens.get(self._token_hash(token)))
+    async def check_token(self, token: str, kind: str = INVALID) -> None:
+        """Refuse an unknown token (``Nonexistent token.``, 400 unless ``kind`` says otherwise): a
+        request whose body costs work to read asks this first, so that anyone without a token
+        costs the node no more than the lookup."""
+        await self._call(self.core.stores.tokens.get(self._token_hash(token, kind)), kind)
 
     async def heartbeat(self, token: str) -> dict[str, Any]:
         """An unknown token is a 404 here."""
-        await self._call(self.core.stores.tokens.get(self._token_hash(token, NOT_FOUND)), NOT_FOUND)
+        await self.check_token(token, NOT_FOUND)
         return heartbeat_body(token.lower(), self.core.config.seeded_check_fraction)
 
     # --- /chunk
