@@ -22,8 +22,10 @@ from twisted.internet import address, defer
 from twisted.internet.testing import StringTransport
 from twisted.web import http as twisted_http
 
+from downstream_tx.core.tokens import hash_token
 from downstream_tx.http import bodies
 from downstream_tx.http.server import DownstreamServer
+from downstream_tx.v1.farming import KNOWN_TOKEN_SECONDS
 from support import ADDRESS, make_address, make_server, run, snapshot
 from support.daemon import Daemon
 from support.farmer_v1 import Farmer
@@ -77,6 +79,28 @@ def test_an_honest_gzip_body_is_still_inflated(v1_node_api):
     body = orjson.dumps({"proofs": [{"file_hash": c["file_hash"], "proof": prove(c)} for c in contracts]})
     code, answer = api.post(f"{V1}/answer/{token}", raw=gzip.compress(body), headers=GZIP)
     assert code == 200 and [r["status"] for r in answer["report"]] == ["ok", "ok"], answer
+
+
+def test_a_live_token_is_looked_up_once_a_minute_and_a_deleted_one_is_still_refused(v1_node_api, clock):
+    """The lookup before the body costs an active farmer one transaction a minute, not one a batch;
+    it decides only whether the body is read: the answer's own transaction refuses a token deleted
+    meanwhile."""
+    node, api = v1_node_api
+    lookups: list[str] = []
+    node.db.observers.append(lambda desc, seconds, ok: desc == "get_token" and lookups.append(desc))
+    token = api.new_token()
+    contract = chunks(api, token, 4096)[0]
+    body = {"proofs": [{"file_hash": contract["file_hash"], "proof": prove(contract)}]}
+    assert api.post(f"{V1}/answer/{token}", {"proofs": []})[0] == 200
+    assert api.post(f"{V1}/challenge/{token}", {"hashes": []})[0] == 200
+    assert len(lookups) == 1
+    clock.advance(KNOWN_TOKEN_SECONDS)
+    assert api.post(f"{V1}/challenge/{token}", {"hashes": []})[0] == 200
+    assert len(lookups) == 2
+    run(node.core.stores.tokens.delete(hash_token(token), clock.seconds()))
+    assert api.post(f"{V1}/answer/{token}", body) == (400, NONEXISTENT)
+    assert api.post(f"{V1}/challenge/{token}", {"hashes": [contract["file_hash"]]}) == (400, NONEXISTENT)
+    assert len(lookups) == 2  # known: not looked up again, refused by the calls themselves
 
 
 class Recording:

@@ -62,7 +62,7 @@ class V1Routes:
         if contract_id is not None:
             items: list[Any] | None = [contract_id]
         elif request.method == b"POST":
-            await self.v1.check_token(token)  # an unknown token costs no body parse
+            await self.v1.check_token_before_body(token)  # an unknown token costs no body parse
             items = await self.bodies.items(read_body(request, self.batch_body_size), "hashes", self.batch_body_size)
         else:
             items = None  # GET: every active contract of the token
@@ -71,7 +71,7 @@ class V1Routes:
     @app.route(PREFIX + "/answer/<v1token:token>", methods=["POST"], endpoint="v1_answer")
     @app.route(PREFIX + "/answer/<v1token:token>/<unsigned:contract_id>", methods=["POST"], endpoint="v1_answer_one")
     async def v1_answer(self, request: IRequest, token: str, contract_id: int | None = None):
-        await self.v1.check_token(token)  # an unknown token costs no body parse
+        await self.v1.check_token_before_body(token)  # an unknown token costs no body parse
         cap = self.batch_body_size
         raw = read_body(request, cap)
         if contract_id is None:
