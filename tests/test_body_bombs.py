@@ -141,13 +141,13 @@ def test_small_honest_bodies_stay_on_the_reactor_and_large_or_broken_ones_go_to_
     padded = orjson.dumps({"proofs": proofs[1:2], "pad": "x" * (bodies.INLINE_PARSE + 1)})
     code, answer = api.post(f"{V1}/answer/{token}", raw=padded, headers=GZIP)
     assert code == 200 and answer["report"] == [{"file_hash": proofs[1]["file_hash"], "status": "ok"}], answer
-    assert blocking.calls == ["decode_items"]
+    assert blocking.calls == ["read_items"]
     # a gzip body that may inflate past the inline size: inflated and read on a worker thread too
     packed = gzip.compress(orjson.dumps({"proofs": proofs[2:3], "pad": os.urandom(8 << 10).hex()}))
     assert bodies.inflate_limit(len(packed), 1 << 30, node.config.max_inflate_ratio) > bodies.INLINE_PARSE
     code, answer = api.post(f"{V1}/answer/{token}", raw=packed, headers=GZIP)
     assert code == 200 and answer["report"] == [{"file_hash": proofs[2]["file_hash"], "status": "ok"}], answer
-    assert blocking.calls == ["decode_items", "decode_items"]
+    assert blocking.calls == ["read_items", "decode_items"]
     # a small body that is not JSON: its items before the error, streamed on a worker thread
     broken = orjson.dumps({"hashes": [proofs[0]["file_hash"]]})[:-2] + b", x"
     code, answer = api.post(f"{V1}/challenge/{token}", raw=broken)

@@ -7,7 +7,7 @@ No body costs the reactor thread more than a small, fixed slice, however large o
 its size (and the route's cap; past either it is refused with 413); a body of at most
 :data:`INLINE_PARSE` bytes is parsed on the reactor thread by orjson (about 0.3 ms for an honest
 batch of 100 proofs, ~2 ms for the costliest such body); anything larger, and any body that is not valid
-JSON, is inflated and read by the streaming parser on a worker thread, which hands its C scanner
+JSON, is read, inflated and parsed by the streaming parser on a worker thread, which hands its C scanner
 :data:`SLICE` bytes at a time so that the reactor thread gets the interpreter back between them
 (orjson would hold it for the whole parse: 0.3 s for 16 MiB of ``[{},{},…``). The routes look the
 token up before they touch a body at all."""
@@ -34,7 +34,22 @@ SLICE = 16 << 10
 
 
 def read_body(request: Any, limit: int) -> bytes:
-    return request.content.read(limit + 1)[:limit] if request.content is not None else b""
+    return read_content(request.content, limit)
+
+
+def read_content(content: Any, limit: int) -> bytes:
+    """At most ``limit`` bytes of a request's body (its ``content`` file; None: no body)."""
+    return content.read(limit + 1)[:limit] if content is not None else b""
+
+
+def received(request: Any) -> int:
+    """The size of the body a request holds, without reading it."""
+    content = request.content
+    if content is None:
+        return 0
+    size = content.seek(0, 2)
+    content.seek(0)
+    return size
 
 
 def too_large(message: str) -> ApiError:
@@ -101,6 +116,12 @@ def stream_items(raw: bytes, key: str) -> list[Any]:
 def decode_items(raw: bytes, key: str, limit: int, ratio: int) -> list[Any]:
     """:func:`inflate`, then :func:`stream_items` (run on a worker thread for a large body)."""
     return stream_items(inflate(raw, limit, ratio), key)
+
+
+def read_items(content: Any, key: str, limit: int, ratio: int) -> list[Any]:
+    """:func:`decode_items` of a body still to be read from its ``content`` file (on a worker
+    thread: reading 16 MiB takes milliseconds too)."""
+    return decode_items(read_content(content, limit), key, limit, ratio)
 
 
 def _items_before_error(raw: bytes, key: str) -> list[Any]:
@@ -207,13 +228,14 @@ class BodyReader:
         self.blocking = blocking
         self.inflate_ratio = inflate_ratio
 
-    async def items(self, raw: bytes, key: str, limit: int) -> list[Any]:
-        """The items of ``body[key]`` (:func:`stream_items`) of a body capped at ``limit`` bytes,
-        inflated first if it is gzip (413 past the ratio or the cap)."""
+    async def items(self, request: Any, key: str, limit: int) -> list[Any]:
+        """The items of ``body[key]`` (:func:`stream_items`) of a request's body capped at ``limit``
+        bytes, inflated first if it is gzip (413 past the ratio or the cap)."""
         ratio = self.inflate_ratio
-        small = len(raw) <= INLINE_PARSE and (raw[:2] != GZIP_MAGIC or
-                                              inflate_limit(len(raw), limit, ratio) <= INLINE_PARSE)
-        if not small:
+        if received(request) > INLINE_PARSE:
+            return await self.blocking(read_items, request.content, key, limit, ratio)
+        raw = read_body(request, limit)
+        if raw[:2] == GZIP_MAGIC and inflate_limit(len(raw), limit, ratio) > INLINE_PARSE:
             return await self.blocking(decode_items, raw, key, limit, ratio)
         data = inflate(raw, limit, ratio)
         keyed = keyed_list(data, key)
