@@ -74,6 +74,7 @@ _PARSERS = [  # request parsing: bodies, routing and path parameters, the protoc
     "tests/test_http_bodies.py",
     "tests/test_http_routing.py",
     "tests/test_batch_bodies.py",
+    "tests/test_body_bombs.py",
     "tests/test_fuzz_http.py",
     "tests/test_v1_api.py",
     "tests/test_api_v0.py",
