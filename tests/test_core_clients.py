@@ -66,6 +66,12 @@ def test_what_is_no_address_parses_to_none_and_is_its_own_key(text):
 
 def test_loopback_and_unspecified_ipv6_are_not_read_as_ipv4():
     assert client_key("::1") == client_key("::") == "::/64"
+    assert client_key("::2") == "0.0.0.2"  # the first v4-compatible address
+
+
+def test_ports_up_to_65535():
+    assert client_key("203.0.113.7:65535") == client_key("[::ffff:203.0.113.7]:0") == "203.0.113.7"
+    assert parse_address("203.0.113.7:65536") is None and parse_address("[2001:db8::1]:65536") is None
 
 
 def test_the_stored_hash_is_the_hash_of_the_key():
