@@ -4,6 +4,7 @@ bounds (issue 16, survivors 8-10)."""
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zlib
 
@@ -140,3 +141,24 @@ def test_stream_items_prefers_valid_json():
 def test_the_fallback_parser_stops_at_max_items():
     raw = b'{"hashes": [' + b"1, " * 6000 + b"x"
     assert len(bodies._items_before_error(raw, "hashes")) == 5000
+
+
+def test_the_documented_bounds():
+    assert (bodies.INLINE_PARSE, bodies.INFLATE_FLOOR, bodies.SLICE) == (128 << 10, 64 << 10, 16 << 10)
+
+
+def test_received_is_the_body_size_and_leaves_it_unread():
+    class Request:
+        def __init__(self, content):
+            self.content = content
+
+    assert bodies.received(Request(None)) == 0
+    body = io.BytesIO(b"0123456789")
+    assert bodies.received(Request(body)) == 10 and body.tell() == 0
+
+
+def test_the_scanner_is_done_at_the_first_parse_error():
+    scanner = bodies.ItemScanner("hashes")
+    assert scanner.feed(b'{"hashes": [1, 2') is False
+    assert scanner.feed(b", x, 3]}") is True
+    assert scanner.feed(b"anything") is True and scanner.items == [1, 2]
