@@ -113,12 +113,13 @@ def stream_items(raw: bytes, key: str) -> list[Any]:
     return _items_before_error(raw, key)
 
 
-def decode_items(raw: bytes, key: str, limit: int, ratio: int) -> list[Any]:
-    """:func:`inflate`, then :func:`stream_items` (run on a worker thread for a large body)."""
-    return stream_items(inflate(raw, limit, ratio), key)
+def decode_items(raw: bytes, key: str, limit: int, ratio: int | None) -> list[Any]:
+    """:func:`inflate` (unless ``ratio`` is None: the route reads gzip as the bytes they are), then
+    :func:`stream_items` (run on a worker thread for a large body)."""
+    return stream_items(raw if ratio is None else inflate(raw, limit, ratio), key)
 
 
-def read_items(content: Any, key: str, limit: int, ratio: int) -> list[Any]:
+def read_items(content: Any, key: str, limit: int, ratio: int | None) -> list[Any]:
     """:func:`decode_items` of a body still to be read from its ``content`` file (on a worker
     thread: reading 16 MiB takes milliseconds too)."""
     return decode_items(read_content(content, limit), key, limit, ratio)
@@ -228,16 +229,18 @@ class BodyReader:
         self.blocking = blocking
         self.inflate_ratio = inflate_ratio
 
-    async def items(self, request: Any, key: str, limit: int) -> list[Any]:
+    async def items(self, request: Any, key: str, limit: int, inflate_gzip: bool = False) -> list[Any]:
         """The items of ``body[key]`` (:func:`stream_items`) of a request's body capped at ``limit``
-        bytes, inflated first if it is gzip (413 past the ratio or the cap)."""
-        ratio = self.inflate_ratio
+        bytes; with ``inflate_gzip`` (/answer), inflated first if it is gzip (413 past the ratio or
+        the cap)."""
+        ratio = self.inflate_ratio if inflate_gzip else None
         if received(request) > INLINE_PARSE:
             return await self.blocking(read_items, request.content, key, limit, ratio)
         raw = read_body(request, limit)
-        if raw[:2] == GZIP_MAGIC and inflate_limit(len(raw), limit, ratio) > INLINE_PARSE:
+        gzipped = ratio is not None and raw[:2] == GZIP_MAGIC
+        if gzipped and inflate_limit(len(raw), limit, ratio) > INLINE_PARSE:
             return await self.blocking(decode_items, raw, key, limit, ratio)
-        data = inflate(raw, limit, ratio)
+        data = inflate(raw, limit, ratio) if gzipped else raw
         keyed = keyed_list(data, key)
         if keyed is not None:
             return keyed

@@ -73,7 +73,7 @@ class V1Routes:
     async def v1_answer(self, request: IRequest, token: str, contract_id: int | None = None):
         await self.v1.check_token_before_body(token)  # an unknown token costs no body parse
         if contract_id is None:
-            items = await self.bodies.items(request, "proofs", self.batch_body_size)
+            items = await self.bodies.items(request, "proofs", self.batch_body_size, inflate_gzip=True)
         else:
             body = self.bodies.object(read_body(request, INLINE_PARSE + 1), inflate_gzip=True)
             items = [{"file_hash": contract_id, "proof": body.get("proof")}] if isinstance(body, dict) else []
