@@ -238,6 +238,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_batch_body_size", _int(1024, 256 << 20), 16 << 20,
             "Largest body of a v1 /challenge or /answer batch, in bytes (the node reads up to 5,000 items: "
             "a proof is about 1 KiB)."),
+    Setting("max_inflate_ratio", _int(1, 1000), 16,
+            "A gzip request body may inflate to at most this many times its size (and at least to 64 KiB, "
+            "and never past its route's body cap); past that it is refused with 413."),
     Setting("request_timeout", _float(0.0), 30.0,
             "Seconds a client has to send a whole request (head and body) from its first byte; slower "
             "clients get 408 and are disconnected."),

@@ -217,4 +217,4 @@ def build_server(services: Services) -> DownstreamServer:
     return DownstreamServer(
         core.config, core.clock, services.v0, services.v1, services.status,
         ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout), hash_ip=core.keys.hash_ip,
-        dashboard=dashboard_data(services), ratelimits=core.stores.ratelimits)
+        blocking=core.blocking, dashboard=dashboard_data(services), ratelimits=core.stores.ratelimits)

@@ -10,8 +10,9 @@ from support import (
     make_config,
     make_node,
     make_resource,
+    run,
 )
-from support.v1 import make_seeded_node
+from support.v1 import build, make_seeded_node
 
 MYSQL_DESELECTED = pytest.StashKey[int]()
 
@@ -118,3 +119,25 @@ def seeded_nodes(tmp_path, db_url, clock):
     yield factory
     for node in made:
         node.db.close()
+
+
+@pytest.fixture
+def v1_node_api(tmp_path, db_url, clock):
+    """A v1 node (its seeded pool filled, no per-IP token limit) and its StubTreq API
+    (``support.v1.build``), closed after the test."""
+    node, api = build(tmp_path, db_url, clock, max_tokens_per_ip=0)
+    run(node.pool.refill())
+    yield node, api
+    node.db.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def daemon_db(request):
+    """The ``--db`` arguments of an end-to-end daemon: none (SQLite in its data directory), or the
+    test MySQL/MariaDB database, dropped and re-created."""
+    if request.param == "sqlite":
+        return []
+    if not MYSQL_URL:
+        pytest.skip(MYSQL_SKIP_REASON)
+    fresh_mysql_database(MYSQL_URL)
+    return ["--db", MYSQL_URL]

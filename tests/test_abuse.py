@@ -28,7 +28,7 @@ from support import (
 )
 from support.admin import cli
 from support.daemon import Daemon
-from support.v1 import V1, answer, build, chunks, prove
+from support.v1 import V1, answer, chunks, prove
 
 # --- v0 ---------------------------------------------------------------------------------------------
 
@@ -92,11 +92,8 @@ def test_v0_one_farmer_cannot_touch_anothers_contract(v0, tmp_path):
 # --- v1 ---------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def v1(tmp_path, db_url, clock):
-    node, api = build(tmp_path, db_url, clock, max_tokens_per_ip=0)
-    run(node.pool.refill())
-    yield node, api
-    node.db.close()
+def v1(v1_node_api):
+    return v1_node_api
 
 
 def v1_heartbeats(node, token: str) -> int:

@@ -138,13 +138,70 @@ def test_tokens_per_ip_ignores_x_forwarded_for_from_an_untrusted_peer(client, ro
     assert c.tokens_of_ip("10.0.0.1") == 0
 
 
-@pytest.mark.parametrize("forwarded", ["not-an-ip", "", " , ", "10.0.0.1 junk", "999.1.1.1", "[::1]"])
+@pytest.mark.parametrize("forwarded", ["not-an-ip", "", " , ", "10.0.0.1 junk", "999.1.1.1", "[::1", "1.2.3.4.5",
+                                       "256.000.0.1", "2001:db8::1::2"])
 @pytest.mark.parametrize("route", ROUTES)
 def test_junk_x_forwarded_for_from_a_trusted_proxy_falls_back_to_the_peer(client, route, forwarded):
     c = client(token_rate=0, max_tokens_per_ip=1, trusted_proxies="127.0.0.1")
     assert c.new(route, 1, forwarded=forwarded)[0] == 200
     assert c.new(route, 2, forwarded=forwarded)[0] in (400, 429)
     assert c.tokens_of_ip("127.0.0.1") == 1
+
+
+# --- max_tokens_per_ip counts by the client key ------------------------------------------------------
+
+#: other spellings of 203.0.113.7, as a proxy may write them
+V4_SPELLINGS = ["::ffff:203.0.113.7", "::FFFF:203.0.113.7", "::ffff:cb00:7107", "0:0:0:0:0:ffff:cb00:7107",
+                "::ffff:0:203.0.113.7", "203.000.113.007", "0203.0.113.7", "[::ffff:203.0.113.7]",
+                "[::ffff:203.0.113.7]:4312", "203.0.113.7:4312", " 203.0.113.7 ", "64:ff9b::cb00:7107",
+                "::203.0.113.7", "2002:cb00:7107::1", "2002:cb00:7107:ffff::2",
+                "2001:0:4136:e378:8000:63bf:34ff:8ef8"]
+#: other addresses and spellings in the /64 of 2001:db8:1:2::1
+V6_SAME_64 = ["2001:DB8:1:2::3", "2001:0db8:0001:0002:0000:0000:0000:0004", "2001:db8:1:2:ffff:ffff:ffff:ffff",
+              "[2001:db8:1:2::5]", "[2001:db8:1:2::6]:443", "2001:db8:1:2::7%eth0"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_tokens_per_ip_counts_every_spelling_of_an_ipv4_client_as_one(client, route):
+    c = client(token_rate=0, max_tokens_per_ip=2, trusted_proxies="127.0.0.1")
+    assert c.new(route, 1, forwarded="203.0.113.7")[0] == 200
+    assert c.new(route, 2, forwarded="::ffff:203.0.113.7")[0] == 200
+    for n, spelling in enumerate(["203.0.113.7"] + V4_SPELLINGS, start=3):
+        code, body, _ = c.new(route, n, forwarded=spelling)
+        assert code in (400, 429) and "2 tokens are permitted per IP" in body["message"], (spelling, code, body)
+    assert c.tokens_of_ip("203.0.113.7") == 2
+    assert all(c.tokens_of_ip(spelling) == 2 for spelling in V4_SPELLINGS)
+    assert c.new(route, 99, forwarded="203.0.113.8")[0] == 200  # the neighbour is another client
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_tokens_per_ip_counts_an_ipv6_client_by_its_64(client, route):
+    c = client(token_rate=0, max_tokens_per_ip=2, trusted_proxies="127.0.0.1")
+    assert c.new(route, 1, forwarded="2001:db8:1:2::1")[0] == 200
+    assert c.new(route, 2, forwarded="2001:db8:1:2::2")[0] == 200
+    for n, spelling in enumerate(V6_SAME_64, start=3):
+        code, body, _ = c.new(route, n, forwarded=spelling)
+        assert code in (400, 429) and "2 tokens are permitted per IP" in body["message"], (spelling, code, body)
+    assert c.tokens_of_ip("2001:db8:1:2::abcd") == 2
+    assert c.new(route, 99, forwarded="2001:db8:1:3::1")[0] == 200  # the next /64 is another client
+
+
+def test_a_token_used_from_another_address_of_its_client_does_not_move(tmp_path, db_url, clock):
+    """v1 /chunk moves a token to a new client (and checks the cap there); another address of the
+    same /64, or another spelling, is the same client: no move, no refusal at the cap."""
+    from support.v1 import V1, build
+
+    node, api = build(tmp_path, db_url, clock, max_tokens_per_ip=1, token_rate=0)
+    try:
+        run(node.pool.refill())
+        token = api.new_token(forwarded="2001:db8:1:2::1")
+        code, body = api.get(f"{V1}/chunk/{token}/4096", forwarded="2001:db8:1:2:aaaa::9")
+        assert code == 200 and len(body["chunks"]) == 1, body
+        v4 = api.new_token(address=make_address(2), forwarded="203.0.113.7")
+        code, body = api.get(f"{V1}/chunk/{v4}/4096", forwarded="::ffff:203.0.113.7")
+        assert code == 200 and len(body["chunks"]) == 1, body
+    finally:
+        node.db.close()
 
 
 # --- the limiter itself ---------------------------------------------------------------------------

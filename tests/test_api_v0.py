@@ -220,6 +220,51 @@ def test_challenge_errors(api, tmp_path):
     assert client.get(f"/api/downstream/chunk/{token}").code == 200
 
 
+def errors_of(node, address=ADDRESS) -> int:
+    reps = run(node.core.stores.reputation.of_addresses([address]))
+    return reps[address].errors if address in reps else 0
+
+
+def test_a_malformed_answer_is_refused_and_counted_against_the_farmer(api, tmp_path):
+    """A farmer's token and file hash are good, its response is not 64 hex characters: 400
+    ``invalid_response`` as always, and one error on the farmer's unknown-error score. A malformed
+    or unknown token, or a malformed file hash, names no farmer: refused, nothing counted."""
+    node, client = api
+    file_hash = add_test_file(node, tmp_path)
+    token = new_token(client)
+    assert client.get(f"/api/downstream/chunk/{token}").code == 200
+    before = contract_row(node, token, file_hash)
+    for bad in ("0" * 63, "z" * 64, "0" * 65, "0" * 64 + "%0A", "%20" + "0" * 64):
+        assert_error(client.get(f"/api/downstream/challenge/{token}/{file_hash}/{bad}"), 400, "invalid_response")
+    assert errors_of(node) == 5
+    assert_error(client.get(f"/api/downstream/challenge/{token.upper()}/{file_hash.upper()}/xyz"), 400,
+                 "invalid_response")
+    assert errors_of(node) == 6  # the token and hash in either case name the farmer
+    assert_error(client.get(f"/api/downstream/challenge/{NO_SUCH_TOKEN}/{file_hash}/xyz"), 400, "invalid_response")
+    assert_error(client.get(f"/api/downstream/challenge/{token}/xyz/xyz"), 400, "invalid_hash")
+    assert_error(client.get(f"/api/downstream/challenge/xyz/{file_hash}/xyz"), 400, "invalid_token")
+    assert errors_of(node) == 6
+    # the contract and its challenge are untouched: the right answer still passes
+    after = contract_row(node, token, file_hash)
+    assert {k: after[k] for k in ("fails", "passes", "misses", "state", "answered")} == \
+        {k: before[k] for k in ("fails", "passes", "misses", "state", "answered")}
+    challenge = client.get(f"/api/downstream/due/{token}").json()["due_contracts"][0]["challenge"]
+    answer = v0_answer(stored_bytes(node, file_hash), challenge)
+    assert client.get(f"/api/downstream/challenge/{token}/{file_hash}/{answer}").json() == {"status": "pass"}
+
+
+def test_repeated_malformed_answers_suspend_a_v0_farmer(make_api, tmp_path):
+    """The rule that ends in suspension holds for requests as farmers send them."""
+    node, client = make_api(suspension_threshold=0.99905)
+    file_hash = add_test_file(node, tmp_path)
+    token = new_token(client)
+    assert client.get(f"/api/downstream/chunk/{token}").code == 200
+    assert_error(client.get(f"/api/downstream/challenge/{token}/{file_hash}/not-an-answer"), 400,
+                 "invalid_response")
+    add_test_file(node, tmp_path)
+    assert_error(client.get(f"/api/downstream/chunk/{token}"), 403, "suspended")
+
+
 def test_challenge_after_the_deadline_and_its_grace_is_not_due(api, tmp_path, clock):
     node, client = api
     file_hash = add_test_file(node, tmp_path, interval=60)

@@ -13,6 +13,7 @@ from downstream_tx.config import overdue_grace
 from downstream_tx.db.archive import Totals, latest
 from downstream_tx.jobs.archive import ArchivePass, archive_job, archive_pass
 from downstream_tx.runtime import build_jobs
+from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, add_test_file, make_address, run, stored_bytes, v0_answer
 from support.v1 import prove
 
@@ -38,23 +39,23 @@ def v0_history(node, tmp_path, clock, address=ADDRESS) -> str:
     for _ in range(3):  # three removed contracts on one file, each with a pass
         a = run(node.v0.get_chunk(token))
         right = v0_answer(stored_bytes(node, a.file_hash), a.challenge)
-        assert run(node.v0.answer(token, a.file_hash, right)) == "pass"
+        assert run(node.v0.answer(token, a.file_hash, parse_response(right))) == "pass"
         run(node.v0.end_contract(token, a.file_hash))
     held = [run(node.v0.get_chunk(token)).file_hash for _ in files]  # one contract on every file
     assert sorted(held) == sorted(files)
     # wrong answers on the first held file: fails it (max_failures 2) over two windows
-    assert run(node.v0.answer(token, held[0], "0" * 64)) == "fail"
+    assert run(node.v0.answer(token, held[0], parse_response("0" * 64))) == "fail"
     # a right answer on the last one
     last = held[-1]
     _, due = run(node.v0.due(token))
     challenge = {r["file_hash"]: r["challenge"] for r in due}[last]
-    assert run(node.v0.answer(token, last, v0_answer(stored_bytes(node, last), challenge))) == "pass"
+    assert run(node.v0.answer(token, last, parse_response(v0_answer(stored_bytes(node, last), challenge)))) == "pass"
     clock.advance(INTERVAL)
     run(node.supply.issue_due())  # the others miss once
     _, due = run(node.v0.due(token))
     for r in due:
         if r["file_hash"] == held[0]:
-            run(node.v0.answer(token, held[0], "0" * 64))  # second fail: the contract fails
+            run(node.v0.answer(token, held[0], parse_response("0" * 64)))  # second fail: the contract fails
     clock.advance(INTERVAL)
     run(node.supply.issue_due())  # second miss: those contracts fail
     return token

@@ -90,3 +90,14 @@ def test_archive_bench():
     out = run_bench("bench/archive.py", "--quick")
     assert "phase A1 (archiving off)" in out and "phase B1 (archiving on)" in out
     assert "unchanged: True" in out and "archive batch" in out
+
+
+def test_bombs_parse_bench():
+    out = run_bench("bench/bombs.py", "--parse", "--quick")
+    assert "inline" in out and "worker" in out and "cooperative" in out and "longest stall ms" in out
+
+
+@pytest.mark.e2e
+def test_bombs_bench():
+    out = run_bench("bench/bombs.py", "--quick")
+    assert "/health:" in out and "honest farmer:" in out and "bomb requests:" in out

@@ -4,11 +4,14 @@ bounds (issue 16, survivors 8-10)."""
 from __future__ import annotations
 
 import gzip
+import io
+import os
 import zlib
 
 import pytest
 
 from downstream_tx.http import bodies
+from downstream_tx.http.errors import ApiError
 
 
 class FakeRequest:
@@ -32,35 +35,61 @@ def test_is_json(value, parsed):
 # --- the gzip guard ----------------------------------------------------------------------------------
 
 def test_a_plain_body_with_a_gzip_header_is_kept():
-    assert bodies.plain_body(None, b'{"proofs": []}', 100) == b'{"proofs": []}'
+    assert bodies.inflate(b'{"proofs": []}', 100, 16) == b'{"proofs": []}'
 
 
 def test_a_gzip_body_is_inflated():
     data = b'{"proofs": [1, 2, 3]}'
-    assert bodies.plain_body(None, gzip.compress(data), 1000) == data
+    assert bodies.inflate(gzip.compress(data), 1000, 16) == data
 
 
 def test_a_truncated_gzip_body_is_not_inflated():
     data = b'{"proofs": [' + b"1, " * 2000 + b"1]}"
     raw = gzip.compress(data)
     for cut in (len(raw) - 4, len(raw) - 8, len(raw) // 2):
-        assert bodies.plain_body(None, raw[:cut], 10**6) == raw[:cut]
+        assert bodies.inflate(raw[:cut], 10**6, 16) == raw[:cut]
 
 
 def test_a_corrupt_gzip_body_is_kept_as_sent():
     raw = b"\x1f\x8b" + b"\x00" * 30
-    assert bodies.plain_body(None, raw, 1000) == raw
+    assert bodies.inflate(raw, 1000, 16) == raw
 
 
-def test_the_inflated_size_cap_is_inclusive():
+def test_the_inflated_size_cap_is_inclusive_and_past_it_is_a_413():
     limit = 4096
     exact = b"a" * limit
-    assert bodies.plain_body(None, gzip.compress(exact), limit) == exact
+    assert bodies.inflate(gzip.compress(exact), limit, 1000) == exact
     over = b"a" * (limit + 1)
-    assert bodies.plain_body(None, gzip.compress(over), limit) == gzip.compress(over)
+    with pytest.raises(ApiError) as e:
+        bodies.inflate(gzip.compress(over), limit, 1000)
+    assert (e.value.code, e.value.body["status"]) == (413, "too_large")
+    assert e.value.body["message"] == f"the gzip body inflates to more than {limit} bytes"
     # a raw deflate stream is not what the header says: kept
     raw = zlib.compress(exact)
-    assert bodies.plain_body(None, raw, limit) == raw
+    assert bodies.inflate(raw, limit, 1000) == raw
+
+
+def test_inflation_is_bounded_by_ratio_above_the_floor():
+    """A small body may inflate to the floor (64 KiB) whatever its ratio; above the floor, to
+    ``ratio`` times its size; the cap bounds both."""
+    floor = bodies.INFLATE_FLOOR
+    at_floor = gzip.compress(b" " * floor)
+    assert len(at_floor) * 16 < floor
+    assert bodies.inflate(at_floor, 1 << 30, 16) == b" " * floor
+    over = gzip.compress(b" " * (floor + 1))
+    with pytest.raises(ApiError) as e:
+        bodies.inflate(over, 1 << 30, 16)
+    assert e.value.code == 413
+    assert e.value.body["message"] == (f"the gzip body inflates to more than {floor} bytes (16 times its "
+                                       f"{len(over)} bytes, at least {floor})")
+    data = os.urandom(100_000).hex().encode()  # compresses about 2:1
+    packed = gzip.compress(data)
+    assert bodies.inflate(packed, 1 << 30, 3) == data
+    with pytest.raises(ApiError):
+        bodies.inflate(packed, 1 << 30, 1)
+    assert bodies.inflate_limit(1000, 10 << 20, 16) == floor
+    assert bodies.inflate_limit(10_000, 10 << 20, 16) == 160_000
+    assert bodies.inflate_limit(10_000, 100_000, 16) == 100_000
 
 
 # --- the fallback parser -----------------------------------------------------------------------------
@@ -112,3 +141,24 @@ def test_stream_items_prefers_valid_json():
 def test_the_fallback_parser_stops_at_max_items():
     raw = b'{"hashes": [' + b"1, " * 6000 + b"x"
     assert len(bodies._items_before_error(raw, "hashes")) == 5000
+
+
+def test_the_documented_bounds():
+    assert (bodies.INLINE_PARSE, bodies.INFLATE_FLOOR, bodies.SLICE) == (128 << 10, 64 << 10, 16 << 10)
+
+
+def test_received_is_the_body_size_and_leaves_it_unread():
+    class Request:
+        def __init__(self, content):
+            self.content = content
+
+    assert bodies.received(Request(None)) == 0
+    body = io.BytesIO(b"0123456789")
+    assert bodies.received(Request(body)) == 10 and body.tell() == 0
+
+
+def test_the_scanner_is_done_at_the_first_parse_error():
+    scanner = bodies.ItemScanner("hashes")
+    assert scanner.feed(b'{"hashes": [1, 2') is False
+    assert scanner.feed(b", x, 3]}") is True
+    assert scanner.feed(b"anything") is True and scanner.items == [1, 2]

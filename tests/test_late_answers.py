@@ -14,6 +14,7 @@ from downstream_tx.db.late import AnswerRow, Verdict, judge
 from downstream_tx.errors import NodeError
 from downstream_tx.http.routing import arrived_at
 from downstream_tx.http.site import DownstreamSite
+from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, add_test_file, contract_row, run, stored_bytes, v0_answer
 
 INTERVAL = 60
@@ -87,7 +88,7 @@ class Farmer:
 
     def answer(self, challenge: str, arrived: float | None = None, right: bool = True) -> str:
         response = v0_answer(stored_bytes(self.node, self.file_hash), challenge) if right else "0" * 64
-        return run(self.node.v0.answer(self.token, self.file_hash, response, arrived))
+        return run(self.node.v0.answer(self.token, self.file_hash, parse_response(response), arrived))
 
     def state(self) -> dict:
         return contract_row(self.node, self.token, self.file_hash)

@@ -11,6 +11,7 @@ import pytest
 from downstream_tx.db.lease import JOBS
 from downstream_tx.jobs.leader import JobsLeader, poll_interval
 from downstream_tx.runtime import jobs_leader
+from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, add_test_file, contract_row, make_config, make_node, run, snapshot, stored_bytes, v0_answer
 
 TTL = 3.0
@@ -118,7 +119,7 @@ def test_the_downtime_rule_covers_only_the_gap_without_a_leader(pair, clock, tmp
     token = run(a.v0.create_token(ADDRESS))
     assignment = run(a.v0.get_chunk(token))
     data = stored_bytes(a, file_hash)
-    assert run(a.v0.answer(token, file_hash, v0_answer(data, assignment.challenge))) == "pass"
+    assert run(a.v0.answer(token, file_hash, parse_response(v0_answer(data, assignment.challenge)))) == "pass"
     la.startService()
     crash(la)  # the only instance dies; its challenge's deadline passes while no instance runs
     clock.advance(3 * INTERVAL)

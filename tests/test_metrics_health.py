@@ -15,6 +15,7 @@ from downstream_tx.db import stats
 from downstream_tx.http.ops import MetricsResource
 from downstream_tx.jobs.stats import overdue_grace, stats_job
 from downstream_tx.metrics import Metrics
+from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, make_resource, run
 from support.daemon import Daemon
 
@@ -76,7 +77,7 @@ def test_results_transactions_and_jobs_are_counted(node, clock, contract, config
     metrics = Metrics(task.Clock())
     metrics.bind_db(node.db, config.db_pool_size)
     node.core.results.observers.append(metrics.count_result)
-    assert run(node.v0.answer(token, file_hash, "0" * 64)) == "fail"
+    assert run(node.v0.answer(token, file_hash, parse_response("0" * 64))) == "fail"
     assert _sample(metrics, "downstream_challenge_results_total", protocol="v0", result="fail") == 1
     assert _sample(metrics, "downstream_db_transaction_duration_seconds_count", transaction="answer") == 1
     job = stats_job(node.core.stores.stats, config, clock, metrics)

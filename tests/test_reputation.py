@@ -11,6 +11,7 @@ from downstream_tx.core.tokens import hash_token
 from downstream_tx.db import reputation
 from downstream_tx.db.reputation import INITIAL_ALPHA, Tally, coefficients, score, update
 from downstream_tx.errors import NodeError
+from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, add_test_file, file_replicas, make_address, make_config, run, stored_bytes
 from support import v0_answer as honest_answer
 from support.v1 import INTERVAL as V1_INTERVAL
@@ -82,7 +83,7 @@ class Farmer:
     def answer(self, file_hash: str, right: bool = True) -> str:
         challenge = self.outstanding()[file_hash]
         response = honest_answer(stored_bytes(self.node, file_hash), challenge) if right else "0" * 64
-        return run(self.node.v0.answer(self.token, file_hash, response))
+        return run(self.node.v0.answer(self.token, file_hash, parse_response(response)))
 
     def state(self, file_hash: str) -> dict:
         return run(self.node.core.stores.contracts.latest(hash_token(self.token), file_hash))
@@ -159,9 +160,10 @@ def test_a_malformed_v0_answer_counts_as_an_error_of_the_farmer(make, tmp_path):
     add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     h = farmer.chunk()
-    assert refused(node.v0.answer(farmer.token, h, "not hex")).status == "invalid_response"
+    assert refused(node.v0.answer(farmer.token, h, parse_response("not hex"))).status == "invalid_response"
     assert farmer.rep().errors == 1 and farmer.rep().passes == 0
-    assert refused(node.v0.answer("z" * 32, h, "not hex")).status == "invalid_response"  # no token: not counted
+    # no token: not counted
+    assert refused(node.v0.answer("z" * 32, h, parse_response("not hex"))).status == "invalid_response"
 
 
 # --- containment --------------------------------------------------------------------------------
@@ -346,7 +348,7 @@ def test_suspension_recovery_and_disqualification_after_the_grace(make, clock, t
     add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     h = farmer.chunk()
-    refused(node.v0.answer(farmer.token, h, "bad"))  # unknown score 0.999 < 0.99905: suspended
+    refused(node.v0.answer(farmer.token, h, parse_response("bad")))  # unknown score 0.999 < 0.99905: suspended
     assert farmer.rep().status == "suspended"
     add_test_file(node, tmp_path, interval=INTERVAL)
     assert refused(node.v0.get_chunk(farmer.token)).status == "suspended"
@@ -356,8 +358,8 @@ def test_suspension_recovery_and_disqualification_after_the_grace(make, clock, t
     assert farmer.rep().status == "ok" and farmer.rep().status_reason is None
     assert farmer.chunk()
     # suspended again, and this time it does not recover within the grace: disqualified
-    refused(node.v0.answer(farmer.token, h, "bad"))
-    refused(node.v0.answer(farmer.token, h, "bad"))
+    refused(node.v0.answer(farmer.token, h, parse_response("bad")))
+    refused(node.v0.answer(farmer.token, h, parse_response("bad")))
     assert farmer.rep().status == "suspended"
     clock.advance(999)
     assert run(node.reputation.sweep()).expired == []

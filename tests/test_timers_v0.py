@@ -12,6 +12,7 @@ import pytest
 
 from downstream_tx.errors import NodeError
 from downstream_tx.runtime import build_jobs, contract_timer
+from downstream_tx.v0.hashes import parse_response
 from support import (
     ADDRESS,
     add_test_file,
@@ -52,10 +53,11 @@ class Farmer:
     def answer(self, file_hash: str, right: bool = True) -> str:
         challenge = self.outstanding()[file_hash]
         response = v0_answer(stored_bytes(self.node, file_hash), challenge) if right else "0" * 64
-        return run(self.node.v0.answer(self.token, file_hash, response))
+        return run(self.node.v0.answer(self.token, file_hash, parse_response(response)))
 
     def answer_stale(self, file_hash: str, challenge: str) -> str:
-        return run(self.node.v0.answer(self.token, file_hash, v0_answer(stored_bytes(self.node, file_hash), challenge)))
+        return run(self.node.v0.answer(self.token, file_hash,
+                                       parse_response(v0_answer(stored_bytes(self.node, file_hash), challenge))))
 
     def state(self, file_hash: str) -> dict:
         return contract_row(self.node, self.token, file_hash)

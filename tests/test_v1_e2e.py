@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from support import ADDRESS, MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database
+from support import ADDRESS
 from support.daemon import Daemon
 from support.farmer_v1 import Farmer
 
@@ -25,16 +25,6 @@ def get_json(url: str):
     with urllib.request.urlopen(url, timeout=10) as resp:
         assert resp.status == 200
         return json.loads(resp.read())
-
-
-@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
-def daemon_db(request, tmp_path):
-    if request.param == "sqlite":
-        return []
-    if not MYSQL_URL:
-        pytest.skip(MYSQL_SKIP_REASON)
-    fresh_mysql_database(MYSQL_URL)
-    return ["--db", MYSQL_URL]
 
 
 def test_farmer_018_heartbeats(tmp_path, daemon_db):

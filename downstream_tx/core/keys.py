@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from downstream_tx.core.clients import client_key
+
 
 class NodeKeys:
     def __init__(self, secret: bytes):
@@ -22,7 +24,9 @@ class NodeKeys:
         return hmac.new(self._secret, b"heartbeat-key", hashlib.sha256).digest()
 
     def hash_ip(self, ip: str | None) -> str | None:
-        """What the node keeps of a client address (never the address)."""
+        """What the node keeps of a client address (never the address): a keyed hash of its client
+        key (``core/clients.py``), so every spelling of one client, and every address of one IPv6
+        /64, is one value (the per-IP token cap and the rate limit count by it)."""
         if not ip:
             return None
-        return hmac.new(self._secret, b"ip:" + ip.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._secret, b"ip:" + client_key(ip).encode(), hashlib.sha256).hexdigest()

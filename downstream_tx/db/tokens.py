@@ -144,7 +144,7 @@ class TokenStore:
 
     def get(self, token_hash: bytes):
         """Fires with the live :class:`TokenRow` of ``token_hash`` (or fails with UnknownToken)."""
-        return self.db.run("get_token", lookup_txn, token_hash)
+        return self.db.run_short("get_token", lookup_txn, token_hash)
 
     def delete(self, token_hash: bytes, now: float):
         """Delete a token; its active contracts end. Fires with ``(row, contracts ended)``."""

@@ -10,6 +10,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from downstream_tx.config import Config
+from downstream_tx.core.clients import parse_address
 from downstream_tx.http.errors import ApiError
 from downstream_tx.http.ratelimit import RateLimiter, SharedRateLimiter, retry_after
 
@@ -18,7 +19,8 @@ log = Logger()
 
 def client_ip(request: IRequest, config: Config) -> str:
     """The client's address: the peer, or the last untrusted X-Forwarded-For hop when the peer is
-    a configured trusted proxy."""
+    a configured trusted proxy (any spelling ``core/clients.py`` reads, given in its canonical
+    form; a hop that is no address falls back to the peer). Limits count it by its client key."""
     peer = getattr(request.getClientAddress(), "host", None) or ""
     if not config.trusted_proxies or not in_networks(peer, config.trusted_proxies):
         return peer
@@ -29,19 +31,19 @@ def client_ip(request: IRequest, config: Config) -> str:
     hops = [h.strip() for h in header.split(",") if h.strip()]
     for hop in reversed(hops):
         if not in_networks(hop, config.trusted_proxies):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer
+            address = parse_address(hop)
+            return peer if address is None else str(address)
     return hops[0] if hops else peer
 
 
 def in_networks(ip: str, networks) -> bool:
-    """Whether ``ip`` (text) is in one of ``networks``; False for anything that is not an IP address."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
+    """Whether ``ip`` (any spelling ``core/clients.py`` reads) is in one of ``networks``; False for
+    anything that is not an IP address."""
+    address = parse_address(ip)
+    if address is None:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket's spelling of an IPv4 peer
     return any(address in net for net in networks)
 
 

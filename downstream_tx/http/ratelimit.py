@@ -2,8 +2,9 @@
 
 Each client address has a bucket of ``per_minute`` requests that refills continuously at
 ``per_minute / 60`` requests a second, so a client may burst ``per_minute`` requests and then
-gets one more every ``60 / per_minute`` seconds. IPv6 clients are keyed by their /64 (one host
-usually holds a whole /64, so per-address keys would be free to multiply).
+gets one more every ``60 / per_minute`` seconds. Buckets are keyed by the client key
+(``core/clients.py``: an IPv6 client by its /64, every spelling of an IPv4 address as one), the key
+the per-IP token cap counts by too.
 
 Memory is bounded: a bucket that has refilled completely is the same as no bucket and is dropped
 when it is next looked at or when old buckets are swept; past ``max_clients`` buckets the least
@@ -15,26 +16,14 @@ buckets in the database (``db/ratelimits.py``), so N processes or machines enfor
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections import OrderedDict
 from typing import Any
 
+from downstream_tx.core.clients import client_key
+
 #: default bound on the clients tracked at once (about 100 bytes each)
 MAX_CLIENTS = 100_000
-
-
-def client_key(ip: str) -> str:
-    """The bucket key of a client address: the address, or its /64 for IPv6."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
-    return str(address)
 
 
 class RateLimiter:
@@ -89,7 +78,8 @@ class RateLimiter:
 class SharedRateLimiter:
     """:class:`RateLimiter`'s rule with the buckets in the database: ``store`` is the
     :class:`~downstream_tx.db.ratelimits.RateLimitStore`; buckets are keyed by ``hash_key`` of the
-    client key (no client address is stored). ``check`` fires with the seconds to wait."""
+    client address, which must hash its client key (``NodeKeys.hash_ip`` does; no client address is
+    stored). ``check`` fires with the seconds to wait."""
 
     def __init__(self, per_minute: int, clock: Any, store: Any, hash_key: Any):
         self.per_minute = per_minute
@@ -104,7 +94,7 @@ class SharedRateLimiter:
     async def check(self, ip: str | None) -> float:
         if not self.enabled:
             return 0.0
-        key = "rate:" + str(self.hash_key(client_key(ip or "")))
+        key = "rate:" + str(self.hash_key(ip or ""))
         return await self.store.take(key, float(self.per_minute), self.per_minute / 60.0, self.clock.seconds())
 
 

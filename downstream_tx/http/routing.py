@@ -27,7 +27,7 @@ from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule, ValidationErr
 
 from downstream_tx.core.tokens import is_token
 from downstream_tx.http.errors import ApiError, error_body, install_error_handlers, json_body
-from downstream_tx.v0.hashes import is_hex64
+from downstream_tx.v0.hashes import Malformed, Response, is_hex64, parse_response
 from downstream_tx.v1.wire import NONEXISTENT_TOKEN, v1_error
 
 #: Base58 alphabet, 25-byte payload: bitcoin-style addresses are 26 to 35 characters
@@ -59,12 +59,15 @@ class HashConverter(BaseConverter):
 
 
 class ResponseConverter(BaseConverter):
-    """A v0 hash response: 64 hex characters, else 400 ``invalid_response``."""
+    """A v0 hash response, parsed once: a :class:`~downstream_tx.v0.hashes.Response` (64 hex
+    characters, given lowercase) or the :class:`~downstream_tx.v0.hashes.Malformed` marker. A
+    malformed one is not refused here: the farming service answers it 400 ``invalid_response`` and
+    counts it against the farmer whose token and file hash the path names."""
 
-    def to_python(self, value: str) -> str:
-        if not is_hex64(value):
-            raise _refuse("invalid_response", "hash response must be 64 hexadecimal characters")
-        return value.lower()
+    def to_python(self, value: str) -> Response | Malformed:
+        if not value:  # werkzeug's rule never matches an empty segment: neither does the fast table
+            raise ValidationError()
+        return parse_response(value)
 
 
 def check_address(value: str) -> str:

@@ -11,7 +11,9 @@ from twisted.internet import defer
 from twisted.web.resource import Resource
 
 from downstream_tx.config import Config
+from downstream_tx.core.context import Blocking
 from downstream_tx.dashboard.data import DashboardData
+from downstream_tx.http.bodies import BodyReader
 from downstream_tx.http.clients import TokenRequestLimit
 from downstream_tx.http.dashboard import DashboardRoutes
 from downstream_tx.http.errors import error_body, json_body
@@ -32,7 +34,7 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRou
 
     def __init__(self, config: Config, clock: Any, v0: V0Farming, v1: V1Farming, status: Status,
                  ping: Callable[[float], defer.Deferred], hash_ip: Callable[[str | None], str | None],
-                 dashboard: DashboardData | None = None, ratelimits: Any = None):
+                 blocking: Blocking, dashboard: DashboardData | None = None, ratelimits: Any = None):
         self.config = config
         self.clock = clock
         self.v0 = v0
@@ -44,6 +46,8 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRou
         self.ping = ping
         self.max_body_size = config.max_body_size
         self.batch_body_size = max(config.max_batch_body_size, config.max_body_size)
+        #: reads bodies whose cost grows with their size (large ones on ``blocking``'s worker threads)
+        self.bodies = BodyReader(blocking, config.max_inflate_ratio)
         #: ``ratelimits`` (the database's RateLimitStore): the limit holds across every instance
         #: sharing the database; without it (tests), in this process's memory
         limiter = RateLimiter(config.token_rate, clock) if ratelimits is None else \
@@ -76,7 +80,11 @@ def open_site(config: Config, reactor: Any) -> DownstreamSite:
                           batch_body_size=max(config.max_batch_body_size, config.max_body_size),
                           batch_paths=tuple(p.encode() for p in BATCH_PATHS), max_pipelined=config.max_pipelined,
                           max_connections_per_client=config.max_connections_per_client,
-                          trusted_proxies=config.trusted_proxies, reactor=reactor)
+                          trusted_proxies=config.trusted_proxies, reactor=reactor,
+                          # no route reads form fields: twisted.web would parse a form body (up to
+                          # the cap) on the reactor thread before any route or token check (a 1 MiB
+                          # ``a&a&…`` took 2 s)
+                          parsePOSTFormSubmission=False)
 
 
 class _Starting(Resource):

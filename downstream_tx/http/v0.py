@@ -15,6 +15,7 @@ from downstream_tx.http.query import int_arg
 from downstream_tx.http.routing import app, arrived_at, check_address, set_outcome
 from downstream_tx.v0.capability import PARAMETER
 from downstream_tx.v0.farming import DUE_PAGE, LATE_PASS, MAX_DUE_PAGE, no_download
+from downstream_tx.v0.hashes import Malformed, Response
 
 RATE_LIMITED = error_body("rate_limited", "too many token requests from this address, try again in {retry} seconds")
 
@@ -64,7 +65,7 @@ class V0Routes:
 
     @app.route("/api/downstream/challenge/<token:token>/<hash:file_hash>/<response:hash_response>",
                methods=["GET"])
-    async def challenge(self, request: IRequest, token: str, file_hash: str, hash_response: str):
+    async def challenge(self, request: IRequest, token: str, file_hash: str, hash_response: Response | Malformed):
         status = await self.v0.answer(token, file_hash, hash_response, arrived_at(request, self.clock))
         set_outcome(request, status)  # the request log tells a pass from a fail
         if status == LATE_PASS:  # a pass to the 2014 client; "late" for those who look

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from downstream_tx.http.bodies import is_json, parse_object, plain_body, read_body, stream_items
+from downstream_tx.http.bodies import INLINE_PARSE, is_json, read_body
 from downstream_tx.http.clients import client_ip
 from downstream_tx.http.errors import json_body
 from downstream_tx.http.routing import app, arrived_at, report_outcome, set_outcome
@@ -21,7 +21,8 @@ RATE_LIMITED = {"status": "error", "message": "Too many token requests, try agai
 
 class V1Routes:
     """Mixed into :class:`~downstream_tx.http.server.DownstreamServer` (its ``v1``, ``config``,
-    ``token_limit``, ``max_body_size`` and ``batch_body_size``)."""
+    ``token_limit``, ``batch_body_size`` and ``bodies``). A route with a body
+    looks its token up first, then reads the body through ``bodies`` (http/bodies.py)."""
 
     @app.route(PREFIX + "/", methods=["GET"], endpoint="v1_index")
     def v1_index(self, request: IRequest):
@@ -35,7 +36,7 @@ class V1Routes:
         if self.config.require_signature:
             if request.method != b"POST":
                 raise v1_error(MSG_POST_REQUIRED)
-            body = parse_object(read_body(request, self.max_body_size)) if is_json(request) else None
+            body = self.bodies.object(read_body(request, INLINE_PARSE + 1)) if is_json(request) else None
             if not (isinstance(body, dict) and "signature" in body and "message" in body):
                 raise v1_error(MSG_POST_JSON)
             message, signature = body["message"], body["signature"]
@@ -61,7 +62,8 @@ class V1Routes:
         if contract_id is not None:
             items: list[Any] | None = [contract_id]
         elif request.method == b"POST":
-            items = stream_items(read_body(request, self.batch_body_size), "hashes")
+            await self.v1.check_token_before_body(token)  # an unknown token costs no body parse
+            items = await self.bodies.items(request, "hashes", self.batch_body_size)
         else:
             items = None  # GET: every active contract of the token
         return json_body(request, {"challenges": await self.v1.challenges(token, items)})
@@ -69,12 +71,11 @@ class V1Routes:
     @app.route(PREFIX + "/answer/<v1token:token>", methods=["POST"], endpoint="v1_answer")
     @app.route(PREFIX + "/answer/<v1token:token>/<unsigned:contract_id>", methods=["POST"], endpoint="v1_answer_one")
     async def v1_answer(self, request: IRequest, token: str, contract_id: int | None = None):
-        cap = self.batch_body_size
-        raw = plain_body(request, read_body(request, cap), cap)
+        await self.v1.check_token_before_body(token)  # an unknown token costs no body parse
         if contract_id is None:
-            items = stream_items(raw, "proofs")
+            items = await self.bodies.items(request, "proofs", self.batch_body_size, inflate_gzip=True)
         else:
-            body = parse_object(raw)
+            body = self.bodies.object(read_body(request, INLINE_PARSE + 1), inflate_gzip=True)
             items = [{"file_hash": contract_id, "proof": body.get("proof")}] if isinstance(body, dict) else []
         report = await self.v1.answer(token, client_ip(request, self.config), items, arrived_at(request, self.clock))
         set_outcome(request, report_outcome(report))  # the request log tells passes from fails

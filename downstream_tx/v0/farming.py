@@ -32,7 +32,7 @@ from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND,
 from downstream_tx.v0.capability import Capability, key_hash, new_key, parse_capability
 from downstream_tx.v0.challenges import ChallengeSupply
 from downstream_tx.v0.chunkstore import ChunkStore
-from downstream_tx.v0.hashes import parse_file_hash, parse_response
+from downstream_tx.v0.hashes import Malformed, Response, malformed_response, parse_file_hash
 
 log = Logger()
 
@@ -125,21 +125,21 @@ class V0Farming:
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
         return rows, outstanding
 
-    async def answer(self, token: str, file_hash: str, response: str, arrived: float | None = None) -> str:
+    async def answer(self, token: str, file_hash: str, response: Response | Malformed,
+                     arrived: float | None = None) -> str:
         """``/challenge``: check an answer, ``"pass"``, ``"late_pass"`` (it arrived after the deadline,
         within ``late_grace``) or ``"fail"`` (one attempt per challenge). ``arrived``: when the
         request reached the node (default now); it is judged by that time (db/late.py). A malformed
-        answer from a live token counts against its farmer's unknown-error score."""
-        try:
-            response = parse_response(response)
-            file_hash = parse_file_hash(file_hash)
-        except NodeError:
+        response (400 ``invalid_response``) from a live token counts against its farmer's
+        unknown-error score; a malformed token or file hash is not attributable and counts nothing."""
+        file_hash = parse_file_hash(file_hash)
+        if isinstance(response, Malformed):
             if is_token(token):
                 await self.core.stores.reputation.record_errors(hash_token(token), 1, self.core.now())
-            raise
+            raise malformed_response()
         token_hash = token_hash_of(token)
         row, result = await self._call(self.core.stores.contracts.answer(
-            token_hash, file_hash, response, self.core.now(), self.core.config.max_failures,
+            token_hash, file_hash, response.hex, self.core.now(), self.core.config.max_failures,
             arrived, self.core.config.late_grace))
         if result.status == "no_hash":
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")

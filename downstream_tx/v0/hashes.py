@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from downstream_tx.errors import INVALID, NodeError
 
-HEX64_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def is_hex64(text: object) -> bool:
-    return isinstance(text, str) and HEX64_RE.match(text) is not None
+    return isinstance(text, str) and HEX64_RE.fullmatch(text) is not None
 
 
 def parse_file_hash(file_hash: str) -> str:
@@ -19,7 +20,26 @@ def parse_file_hash(file_hash: str) -> str:
     return file_hash.lower()
 
 
-def parse_response(response: str) -> str:
-    if not is_hex64(response):
-        raise NodeError(INVALID, "invalid_response", "response must be 64 hexadecimal characters")
-    return response.lower()
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A well-formed hash response: 64 lowercase hexadecimal characters."""
+
+    hex: str
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A hash response that is not 64 hexadecimal characters. It is not refused where it is parsed:
+    the farming service refuses it and counts it against the farmer of a live token."""
+
+
+MALFORMED = Malformed()
+
+
+def parse_response(text: str) -> Response | Malformed:
+    """What a farmer sent as its answer, parsed once (by the route's converter)."""
+    return Response(text.lower()) if is_hex64(text) else MALFORMED
+
+
+def malformed_response() -> NodeError:
+    return NodeError(INVALID, "invalid_response", "hash response must be 64 hexadecimal characters")

@@ -4,6 +4,7 @@ seeded pool, challenges and answers in batches, the tags of a farmer's contracts
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -77,6 +78,12 @@ def make_merkle(core: Core) -> Merkle:
     return Merkle(core.config.seeded_check_fraction, core.keys.heartbeat_key())
 
 
+#: seconds a token found live stays known to :meth:`V1Farming.check_token_before_body`
+KNOWN_TOKEN_SECONDS = 60.0
+#: tokens it remembers at most (about 100 bytes each; the least recently used go first)
+KNOWN_TOKENS = 10_000
+
+
 class V1Farming:
     def __init__(self, core: Core, tokens: Tokens):
         self.core = core
@@ -85,6 +92,8 @@ class V1Farming:
         config = core.config
         #: the node a signed message must name (None: any message)
         self.named = node_key(config.public_url) if config.require_signature and config.signature_names_node else None
+        #: token hash -> when it was last found live (see :meth:`check_token_before_body`)
+        self._known: OrderedDict[bytes, float] = OrderedDict()
 
     def _token_hash(self, token: str, kind: str = INVALID) -> bytes:
         """Anything that is not a token is a nonexistent one."""
@@ -132,9 +141,31 @@ class V1Farming:
         token = await self.tokens.create(address, ip, TOKEN_RULES, message, signature)
         return heartbeat_body(token, config.seeded_check_fraction)
 
+    async def check_token(self, token: str, kind: str = INVALID) -> None:
+        """Refuse an unknown token (``Nonexistent token.``, 400 unless ``kind`` says otherwise)."""
+        await self._call(self.core.stores.tokens.get(self._token_hash(token, kind)), kind)
+
+    async def check_token_before_body(self, token: str) -> None:
+        """:meth:`check_token`, asked by a request whose body costs work to read before it reads
+        it, so that anyone without a token costs the node no more than the lookup. A token found
+        live in the last :data:`KNOWN_TOKEN_SECONDS` is not looked up again (a farmer's batches
+        cost no extra transaction): this decides only whether the body is read, never an answer —
+        the call that follows checks its token in its own transaction, so a token deleted
+        meanwhile is still refused."""
+        token_hash = self._token_hash(token)
+        now = self.core.now()
+        seen = self._known.get(token_hash)
+        if seen is not None and now - seen < KNOWN_TOKEN_SECONDS:
+            return
+        await self._call(self.core.stores.tokens.get(token_hash))
+        self._known[token_hash] = now
+        self._known.move_to_end(token_hash)
+        while len(self._known) > KNOWN_TOKENS:
+            self._known.popitem(last=False)
+
     async def heartbeat(self, token: str) -> dict[str, Any]:
         """An unknown token is a 404 here."""
-        await self._call(self.core.stores.tokens.get(self._token_hash(token, NOT_FOUND)), NOT_FOUND)
+        await self.check_token(token, NOT_FOUND)
         return heartbeat_body(token.lower(), self.core.config.seeded_check_fraction)
 
     # --- /chunk

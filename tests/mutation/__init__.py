@@ -77,6 +77,7 @@ _PARSERS = [  # request parsing: bodies, routing and path parameters, the protoc
     "tests/test_http_bodies.py",
     "tests/test_http_routing.py",
     "tests/test_batch_bodies.py",
+    "tests/test_body_bombs.py",
     "tests/test_fuzz_http.py",
     "tests/test_v1_api.py",
     "tests/test_api_v0.py",
@@ -111,6 +112,7 @@ TESTS_FOR: dict[str, list[str]] = {
     "downstream_tx/http/ratelimit.py": ["tests/test_mutation_pins_tokens.py", "tests/test_abuse_tokens.py",
                                         "tests/test_abuse.py"],
     "downstream_tx/core/tokens.py": ["tests/test_mutation_pins_tokens.py", *_TOKENS],
+    "downstream_tx/core/clients.py": ["tests/test_core_clients.py", "tests/test_abuse_tokens.py"],
     **dict.fromkeys(
         ["downstream_tx/v0/challenges.py", "downstream_tx/db/contracts.py", "downstream_tx/jobs/contracts.py"],
         ["tests/test_mutation_pins_v0_timer.py", *_V0_TIMER]),

@@ -133,7 +133,8 @@ def make_server(node: Services, config: Config | None = None) -> DownstreamServe
     config = config or node.config
     return DownstreamServer(config, core.clock, node.v0, node.v1, node.status,
                             ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout),
-                            hash_ip=core.keys.hash_ip, dashboard=dashboard_data(node) if config.dashboard else None)
+                            hash_ip=core.keys.hash_ip, blocking=core.blocking,
+                            dashboard=dashboard_data(node) if config.dashboard else None)
 
 
 def make_resource(node: Services, config: Config | None = None):
