@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from downstream_tx import __version__
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
 from downstream_tx.errors import NOT_FOUND, UNAVAILABLE, NodeError
+from downstream_tx.version import full_version
 
 #: commands that set up a node, and so may create its database; every other one refuses a
 #: database that does not exist (a typo in --data-dir, or run from another directory)
@@ -35,11 +35,22 @@ class BadInput(Exception):
     """Bad input detected by the command line itself (exit status 2)."""
 
 
+class VersionAction(argparse.Action):
+    """``--version``: the release and the commit (``version.full_version``), found only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"downstream-admin (downstream-tx) {full_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="downstream-admin", description="Operate a downstream-tx node.",
                                 epilog="Give the same --config / --db / --data-dir as the daemon (or run in its "
                                        "directory). Exit status: 0 ok, 2 bad input, 1 other failure.")
-    p.add_argument("--version", action="version", version=f"downstream-admin (downstream-tx) {__version__}")
+    p.add_argument("--version", action=VersionAction, help="print the version (release and commit) and exit")
     p.add_argument("--config", help="TOML configuration file (as for the daemon)")
     for s in SETTINGS:
         if s.name in ("db", "data_dir", "chunk_dir", "max_file_size", "challenge_batch", "challenge_low_water",

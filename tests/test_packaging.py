@@ -117,6 +117,19 @@ def test_twistd_help_shows_the_defaults(tmp_path):
 def test_admin_version():
     result = subprocess.run([sys.executable, "-c", "from downstream_tx.admin import entry; entry()", "--version"],
                             env=daemon_env(), capture_output=True, text=True, timeout=60)
-    from downstream_tx import __version__
+    from downstream_tx.version import full_version
 
-    assert result.returncode == 0 and result.stdout.strip() == f"downstream-admin (downstream-tx) {__version__}"
+    assert result.returncode == 0 and result.stdout.strip() == f"downstream-admin (downstream-tx) {full_version()}"
+
+
+def test_twistd_version_names_the_commit_of_a_checkout(tmp_path):
+    """Two builds tell themselves apart: the release plus the commit (this checkout's, at run time)."""
+    from downstream_tx.version import git_commit
+
+    result = subprocess.run(TWISTD + ["downstream", "--version"], cwd=tmp_path, env=daemon_env(), capture_output=True,
+                            text=True, timeout=60)
+    commit = git_commit(str(ROOT))
+    assert result.returncode == 0
+    assert re.fullmatch(r"downstream-tx \d+\.\d+\.\d+\S*", result.stdout.strip()), result.stdout
+    if commit is not None:
+        assert result.stdout.strip().endswith("+" + commit)

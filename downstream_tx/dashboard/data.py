@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from downstream_tx import __version__
 from downstream_tx.config import overdue_grace
 from downstream_tx.core.context import Core
 from downstream_tx.db import overview
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.v1.status import Status, farmer_dict
+from downstream_tx.version import full_version
 
 DAY = 24 * HOUR
 #: farmers per page unless the page asks for another number (1..MAX_LIMIT)
@@ -116,7 +116,7 @@ class DashboardData:
         targets = dict(config.seeded_pool)
         sizes = sorted(set(targets) | set(counts.pool))
         result = Overview(
-            version=__version__, now=now, uptime=max(0.0, now - self.started),
+            version=full_version(), now=now, uptime=max(0.0, now - self.started),
             farmers_online=read.farmers_online, farmers_active=counts.farmers_active,
             farmers_total=read.farmers_total,
             contracts={s: counts.contracts.get(s, 0) for s in ("active", "ended", "failed")},
