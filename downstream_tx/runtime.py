@@ -27,6 +27,7 @@ from downstream_tx.db import schema
 from downstream_tx.db.database import Database
 from downstream_tx.db.engine import create_engine
 from downstream_tx.db.lease import Fence, FencedDatabase
+from downstream_tx.db.lock import DaemonLock
 from downstream_tx.db.stores import Stores
 from downstream_tx.health import ping_database
 from downstream_tx.http.server import DownstreamServer
@@ -35,6 +36,7 @@ from downstream_tx.jobs.contracts import NAME as CONTRACT_TIMER
 from downstream_tx.jobs.contracts import ContractTimer
 from downstream_tx.jobs.leader import JobsLeader, default_instance_name, poll_interval
 from downstream_tx.jobs.periodic import PeriodicJob
+from downstream_tx.private import make_private_dirs
 from downstream_tx.startup import MissingDatabase
 from downstream_tx.v0.challenges import ChallengeSupply
 from downstream_tx.v0.chunkstore import ChunkStore
@@ -113,18 +115,35 @@ def _missing(config: Config, where: str) -> MissingDatabase:
 
 
 async def open_database(config: Config, reactor: Any, schema_dir: str | None = None,
-                        create: bool = True) -> Database:
+                        create: bool = True, daemon: bool = False) -> Database:
     """Open (``create``: also create) and upgrade the database. With ``create=False`` a database
     that does not exist yet (no SQLite file, or a MySQL database without the node's tables) is
-    refused with :class:`~downstream_tx.startup.MissingDatabase` before anything is written."""
+    refused with :class:`~downstream_tx.startup.MissingDatabase` before anything is written.
+    ``daemon``: a SQLite file is locked for the daemon's life first (``db/lock.py``: a second
+    daemon on it is refused before it touches anything); ``Database.close`` releases it."""
     engine = create_engine(config.db_url)
     if engine.name == "mysql":
         # a process paused inside a transaction must not hold the jobs lease's lock past its TTL
         engine.idle_transaction_timeout = max(math.ceil(config.lease_ttl), 5)
     steps = schema.load_steps(engine.name, schema_dir)
-    latest = steps[-1].version
     if not create and engine.name == "sqlite" and not os.path.exists(engine.url.path):
         raise _missing(config, os.path.abspath(engine.url.path))
+    lock = None
+    if daemon and engine.name == "sqlite":
+        make_private_dirs(os.path.dirname(os.path.abspath(engine.url.path)))
+        lock = DaemonLock(engine.url.path)
+        lock.acquire()
+    try:
+        return await _open(config, reactor, engine, steps, create, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+async def _open(config: Config, reactor: Any, engine: Any, steps: list, create: bool, lock: Any) -> Database:
+    """:func:`open_database` once the daemon's lock (if any) is held."""
+    latest = steps[-1].version
     if engine.name == "sqlite":
         found = schema.sqlite_version_of(engine.url.path)
         schema.check_version(found, latest)
@@ -132,6 +151,7 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
             backup = schema.backup_sqlite(engine.url.path, found)
             log.info("backed up schema version {found} database to {backup}", found=found, backup=backup)
     db = Database.connect(engine, reactor, pool_size=config.db_pool_size, retries=config.db_retries)
+    db.lock = lock
     try:
         if not create and engine.name != "sqlite" and await db.run("schema_version", schema.current_version_txn) == 0:
             raise _missing(config, engine.describe())
@@ -147,14 +167,15 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
 
 
 async def open_services(config: Config, reactor: Any, schema_dir: str | None = None,
-                        create: bool = True) -> Services:
+                        create: bool = True, daemon: bool = False) -> Services:
     """The node's services over its database. ``create``: a node being set up (the daemon, ``file
     add``, ``whitelist import``): an unwritable chunk directory fails first, before a database is
-    created for nothing; otherwise a missing database is refused (``open_database``)."""
+    created for nothing; otherwise a missing database is refused (``open_database``). ``daemon``:
+    see :func:`open_database`."""
     chunks = ChunkStore(config.chunk_path)
     if create:
         chunks.ensure()
-    db = await open_database(config, reactor, schema_dir, create)
+    db = await open_database(config, reactor, schema_dir, create, daemon)
     try:
         return build_services(await open_core(db, config, reactor, thread_runner(reactor)), chunks)
     except BaseException:

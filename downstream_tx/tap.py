@@ -130,7 +130,7 @@ class NodeService(DaemonProcess, service.MultiService):
             self.metrics_port = await server_endpoint(self.reactor, config.metrics_listen, self.environ).listen(
                 metrics_site(self.metrics))
             _pause(self.metrics_port)
-        self.node = services = await open_services(config, self.reactor)
+        self.node = services = await open_services(config, self.reactor, daemon=True)
         stats = services.core.stores.stats
         self.server = server = build_server(services)
         server.serve(site)

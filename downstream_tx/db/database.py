@@ -221,6 +221,8 @@ class Database:
         self.inline_runs = 0
         self.inline_busy = 0
         self._since_checkpoint = 0
+        #: the daemon's lock on its SQLite file (``db/lock.py``), released when the pool is closed
+        self.lock: Any = None
 
     @classmethod
     def connect(cls, engine: Engine, reactor: Any, pool_size: int = 5, retries: int = 3) -> Database:
@@ -337,3 +339,5 @@ class Database:
         close = getattr(self.pool, "close", None)
         if close is not None and getattr(self.pool, "running", True):
             close()
+        if self.lock is not None:
+            self.lock.release()
