@@ -23,8 +23,9 @@ from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
 from downstream_tx.errors import NOT_FOUND, UNAVAILABLE, NodeError
 from downstream_tx.version import full_version
 
-#: commands that set up a node, and so may create its database; every other one refuses a
-#: database that does not exist (a typo in --data-dir, or run from another directory)
+#: commands that set up a node, and so may create its database where --config, --db or --data-dir
+#: (or their DOWNSTREAM_* variables) name it; every other one refuses a database that does not exist
+#: (a typo in --data-dir, or run from another directory)
 CREATING_COMMANDS = {("file", "add"), ("whitelist", "import")}
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -275,7 +276,9 @@ async def run_command(args: argparse.Namespace, config: Config, reactor: Any, ou
     from downstream_tx.runtime import open_services
 
     check_arguments(args)
-    create = (args.group, args.cmd) in CREATING_COMMANDS
+    # a node is set up only where the operator said (the daemon's --config, --db or --data-dir): never
+    # silently under the directory the command happens to run in
+    create = (args.group, args.cmd) in CREATING_COMMANDS and config.location_given
     created = new_sqlite_path(config) if create else None
     services = await open_services(config, reactor, create=create)
     if created is not None:

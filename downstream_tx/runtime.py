@@ -109,9 +109,12 @@ async def open_core(db: Database, config: Config, clock: Any, blocking: Blocking
 
 def _missing(config: Config, where: str) -> MissingDatabase:
     source = config.source_of("db") if config.values.get("db") else f"data_dir from {config.source_of('data_dir')}"
+    if not config.location_given and config.config_file:
+        source += f": {config.config_file} sets neither data_dir nor db"
     return MissingDatabase(
         f"no downstream-tx database at {where} ({source}); run where the node runs or give the node's "
-        f"--config, --db or --data-dir (only `file add` and `whitelist import` create a new database)")
+        f"--config, --db or --data-dir (only `file add` and `whitelist import` create a new database, and only "
+        f"where one of these names it)")
 
 
 async def open_database(config: Config, reactor: Any, schema_dir: str | None = None,
@@ -134,14 +137,15 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
         lock = DaemonLock(engine.url.path)
         lock.acquire()
     try:
-        return await _open(config, reactor, engine, steps, create, lock)
+        return await _open(config, reactor, engine, steps, create, lock, daemon)
     except BaseException:
         if lock is not None:
             lock.release()
         raise
 
 
-async def _open(config: Config, reactor: Any, engine: Any, steps: list, create: bool, lock: Any) -> Database:
+async def _open(config: Config, reactor: Any, engine: Any, steps: list, create: bool, lock: Any,
+                daemon: bool) -> Database:
     """:func:`open_database` once the daemon's lock (if any) is held."""
     latest = steps[-1].version
     if engine.name == "sqlite":
@@ -163,7 +167,21 @@ async def _open(config: Config, reactor: Any, engine: Any, steps: list, create: 
         log.info("database schema {action} version {after} ({db})",
                  action="created at" if before == 0 else f"upgraded from version {before} to",
                  after=after, db=engine.describe())
+    if before == 0 and daemon:
+        _mention_other_databases(config, engine)
     return db
+
+
+def _mention_other_databases(config: Config, engine: Any) -> None:
+    """A daemon that made a new, empty node while its data dir holds another node's database says so,
+    once (an operator who switched ``db`` expects the farmers to follow: they do only by ``copy``)."""
+    mine = engine.url.path if engine.name == "sqlite" else None
+    for path, version in schema.node_databases(config.data_dir, exclude=mine):
+        log.warn("started a new, empty node on {db}, but the data dir holds another node's database, {path} "
+                 "(schema version {version}): its farmers, files and contracts are not here; to move them, stop "
+                 "this daemon, re-create this database empty and run downstream-admin --db sqlite:///{path} copy --to "
+                 "<this database> (docs/operations.md, \"Moving to MariaDB\")",
+                 db=engine.describe(), path=path, version=version)
 
 
 async def open_services(config: Config, reactor: Any, schema_dir: str | None = None,

@@ -124,3 +124,25 @@ def sqlite_version_of(path: str) -> int:
         return int(value[0]) if value else 0
     finally:
         conn.close()
+
+
+def node_databases(directory: str, exclude: str | None = None) -> list[tuple[str, int]]:
+    """``(path, schema version)`` of the SQLite node databases (``*.db`` files with a schema) in
+    ``directory``, other than ``exclude``: what a daemon that starts a new node should mention."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    skip = os.path.abspath(exclude) if exclude else None
+    found = []
+    for name in names:
+        path = os.path.abspath(os.path.join(directory, name))
+        if not name.endswith(".db") or path == skip or not os.path.isfile(path):
+            continue
+        try:
+            version = sqlite_version_of(path)
+        except sqlite3.Error:  # not a SQLite file, or unreadable: not a node database we can name
+            continue
+        if version > 0:
+            found.append((path, version))
+    return found
