@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
+from downstream_tx.console import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, BadInput, ProgressBar
 from downstream_tx.errors import NOT_FOUND, UNAVAILABLE, NodeError
 from downstream_tx.version import full_version
 
@@ -28,12 +29,10 @@ from downstream_tx.version import full_version
 #: (a typo in --data-dir, or run from another directory)
 CREATING_COMMANDS = {("file", "add"), ("whitelist", "import")}
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+#: commands that move the whole node (``admin_lifecycle.py``): they open databases their own way
+LIFECYCLE = ("copy", "backup", "restore")
+
 MAX_WHITELIST_BYTES = 64 << 20
-
-
-class BadInput(Exception):
-    """Bad input detected by the command line itself (exit status 2)."""
 
 
 class VersionAction(argparse.Action):
@@ -102,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "every token of it)")
     reinstate.add_argument("farmer", metavar="FARMER", help="farmer id (20 hex), token (32 hex) or SJCX address")
 
+    copy = sub.add_parser("copy", help="copy the node's whole state into another, empty database (SQLite to "
+                                       "MySQL/MariaDB or back), read as of one moment, checked table by table")
+    copy.add_argument("--to", required=True, metavar="URL", dest="to",
+                      help="the empty target: sqlite:///path/file.db or mysql://user:password@host:port/dbname")
+    copy.add_argument("--to-password-file", metavar="FILE",
+                      help="file holding the target's MySQL password (first line), kept out of the URL")
+    backup = sub.add_parser("backup", help="write the node's whole state (every table and the chunk store) to a new "
+                                           "file (mode 0600), while the node runs")
+    backup.add_argument("path", metavar="PATH")
+    restore = sub.add_parser("restore", help="restore a backup into the configured database, which must be empty, "
+                                             "and its chunks into the chunk directory")
+    restore.add_argument("path", metavar="PATH")
+    for single in (copy, backup, restore):
+        single.set_defaults(cmd="")
+
     cfg = sub.add_parser("config", help="print the settings this invocation resolves, with their sources")
     cfg.add_argument("--json", action="store_true", help="machine-readable output")
     return p
@@ -136,33 +150,6 @@ def parse_whitelist(path: str) -> list[tuple[str, int]]:
             raise BadInput(f"{path}:{number}: balance must be a whole number >= 0")
         rows.append((address, int(balance)))
     return rows
-
-
-class ProgressBar:
-    """A progress bar (tqdm) on standard error for work that takes more than a moment, only when
-    standard error is a terminal; silent otherwise (pipes, logs, cron)."""
-
-    def __init__(self, label: str, stream=None, delay: float = 0.5):
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.delay = delay
-        self._bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=self.label, unit="B", unit_scale=True, unit_divisor=1024,
-                             file=self.stream, delay=self.delay, leave=True, dynamic_ncols=True)
-        self._bar.update(done - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 def iso_utc(t: float | None) -> str:
@@ -276,6 +263,10 @@ async def run_command(args: argparse.Namespace, config: Config, reactor: Any, ou
     from downstream_tx.runtime import open_services
 
     check_arguments(args)
+    if args.group in LIFECYCLE:
+        from downstream_tx.admin_lifecycle import run_lifecycle
+
+        return await run_lifecycle(args, config, reactor, out, err or sys.stderr)
     # a node is set up only where the operator said (the daemon's --config, --db or --data-dir): never
     # silently under the directory the command happens to run in
     create = (args.group, args.cmd) in CREATING_COMMANDS and config.location_given
