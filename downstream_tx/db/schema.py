@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 
 from downstream_tx.db.database import Txn
+from downstream_tx.private import create_private_file
 
 _STEP = re.compile(r"^(\d{3})_[a-z0-9_]+(?:\.(sqlite|mysql))?\.sql$")
 
@@ -98,6 +98,7 @@ def backup_sqlite(path: str, version: int) -> str | None:
     if not os.path.exists(path):
         return None
     target = f"{path}.v{version}.bak"
+    create_private_file(target)  # 0600 from the start: it holds the node secret and the chunks' keys
     src = sqlite3.connect(path)
     try:
         dst = sqlite3.connect(target)
@@ -107,7 +108,6 @@ def backup_sqlite(path: str, version: int) -> str | None:
             dst.close()
     finally:
         src.close()
-    shutil.copymode(path, target)
     return target
 
 
