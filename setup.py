@@ -46,13 +46,21 @@ setup(
         "twisted.plugins": ["downstream_plugin.py"],
     },
     include_package_data=True,
-    # <prefix>/share/doc/downstream-tx/: the systemd unit's Documentation= points here
-    # (/opt/downstream/share/doc/downstream-tx/operations.md in the documented virtualenv)
-    data_files=[("share/doc/downstream-tx", ["README.md", "LICENSE", "docs/operations.md", "docs/protocol-v0.md",
-                                             "docs/protocol-v1.md", "docs/openapi.yaml"]),
-                ("share/doc/downstream-tx/systemd", ["contrib/systemd/downstream.service",
-                                                     "contrib/systemd/downstream.socket",
-                                                     "contrib/systemd/downstream-socket-activated.conf"])],
+    # <prefix>/share/doc/downstream-tx/ keeps the checkout's layout, so the README's and the docs'
+    # relative links work there too; the systemd units' Documentation= points at docs/operations.md in
+    # it (/opt/downstream/share/doc/downstream-tx/docs/operations.md in the documented virtualenv).
+    # <prefix>/share/downstream-tx/downstream.tac: `twistd -n -y` it (docs/operations.md, "Install").
+    data_files=[("share/doc/downstream-tx", ["README.md", "LICENSE"]),
+                ("share/doc/downstream-tx/docs", ["docs/operations.md", "docs/protocol-v0.md", "docs/protocol-v1.md",
+                                                  "docs/performance.md", "docs/testing.md", "docs/openapi.yaml",
+                                                  "docs/dashboard.png"]),
+                ("share/doc/downstream-tx/contrib/systemd", ["contrib/systemd/downstream.service",
+                                                             "contrib/systemd/downstream@.service",
+                                                             "contrib/systemd/downstream.socket",
+                                                             "contrib/systemd/downstream-socket-activated.conf"]),
+                ("share/doc/downstream-tx/contrib/prometheus", ["contrib/prometheus/alerts.yml"]),
+                ("share/doc/downstream-tx/contrib/loadbalancer", ["contrib/loadbalancer/haproxy.cfg"]),
+                ("share/downstream-tx", ["downstream.tac"])],
     install_requires=[
         "Twisted[tls]>=24.3,<27",
         "klein>=24.8,<26",
