@@ -21,7 +21,9 @@ from typing import Any
 
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
 from downstream_tx.console import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, BadInput, ProgressBar
-from downstream_tx.errors import NOT_FOUND, UNAVAILABLE, NodeError
+from downstream_tx.core.reputation import standing_sentence, standing_word, threshold_note
+from downstream_tx.db.reputation import DEFAULT_RULES, Rules
+from downstream_tx.errors import NOT_FOUND, REFUSED, UNAVAILABLE, NodeError
 from downstream_tx.version import full_version
 
 #: commands that set up a node, and so may create its database where --config, --db or --data-dir
@@ -187,23 +189,11 @@ FARMER_COLUMNS = ("farmer_id", "address", "protocol", "contracts", "passes", "fa
                   "online", "audit", "standing")
 
 
-def standing_label(rep: dict | None) -> str:
-    """A farmer's standing in one word: disqualified, suspended, contained, vetting (not vetted yet)
-    or ok."""
-    if rep is None:
-        return "-"
-    if rep["reputation"] != "ok":
-        return rep["reputation"]
-    if rep["contained"]:
-        return "contained"
-    return "ok" if rep["vetted"] else "vetting"
-
-
 def farmer_table_row(f: Any, rep: dict | None = None) -> str:
     audit = f"{rep['audit_score']:.4f}" if rep else "-"
     return (f"{f.farmer_id:20}  {f.address:34}  {f.protocol or '-':8}  {f.contracts:>9}  {f.passes:>7}  "
             f"{f.fails:>5}  {f.misses:>6}  {iso_utc(f.last_seen):20}  {'yes' if f.online else 'no':6}  "
-            f"{audit:>6}  {standing_label(rep)}")
+            f"{audit:>6}  {standing_word(rep)}")
 
 
 def farmer_table_head() -> str:
@@ -211,18 +201,24 @@ def farmer_table_head() -> str:
             f"{'misses':>6}  {'last_seen (UTC)':20}  {'online':6}  {'audit':>6}  standing")
 
 
-def reputation_lines(rep: dict) -> list[tuple[str, Any]]:
-    """The reputation part of ``farmer show`` (the farmer's address: shared by its tokens)."""
+def reputation_lines(rep: dict, rules: Rules) -> list[tuple[str, Any]]:
+    """The reputation part of ``farmer show`` (the farmer's address: shared by its tokens): each score
+    says where it stands against its threshold, the standing why and since when."""
     a = rep["audits"]
-    return [("standing", standing_label(rep)), ("audit_score", f"{rep['audit_score']:.6f} (disqualified below the "
-                                                         "dq_threshold)"),
-            ("online_score", f"{rep['online_score']:.6f}"), ("unknown_score", f"{rep['unknown_score']:.6f}"),
+    audit = threshold_note(rep["audit_score"], rules.dq_threshold, "dq_threshold")
+    unknown = threshold_note(rep["unknown_score"], rules.suspension_threshold, "suspension_threshold")
+    return [("standing", standing_sentence(rep, rules)),
+            ("audit_score", f"{rep['audit_score']:.6f} ({audit})"),
+            ("online_score", f"{rep['online_score']:.6f}"),
+            ("unknown_score", f"{rep['unknown_score']:.6f} ({unknown})"),
             ("audits", f"{a['passes']} passes, {a['fails']} fails, {a['misses']} misses, {a['retries']} asked "
                        f"again in containment, {a['errors']} errors"),
-            ("vetted", "yes" if rep["vetted"] else "no"), ("contained", f"{rep['contained']} contracts")]
+            ("vetted", f"yes ({a['passes']} passes)" if rep["vetted"]
+             else f"no ({a['passes']} of {rules.vetting_audits} passes)"),
+            ("contained", f"{rep['contained']} contracts")]
 
 
-def farmer_details(shown: dict, summary: Any) -> list[str]:
+def farmer_details(shown: dict, summary: Any, rules: Rules | None = None) -> list[str]:
     """``farmer show`` for people: one ``name  value`` line each, times in ISO 8601 UTC."""
     c = shown["contracts"]
     lines = [("farmer_id", shown["farmer_id"]), ("address", shown["address"]),
@@ -234,8 +230,8 @@ def farmer_details(shown: dict, summary: Any) -> list[str]:
              ("last_seen", iso_utc(summary.last_seen) if summary else "-"),
              ("online", ("yes" if summary.online else "no") if summary else "no")]
     if shown.get("reputation"):
-        lines += reputation_lines(shown["reputation"])
-    return [f"{name:11} {value}" for name, value in lines]
+        lines += reputation_lines(shown["reputation"], rules or DEFAULT_RULES)
+    return [f"{name:13} {value}" for name, value in lines]
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -380,7 +376,7 @@ async def _farmer_show(args, services, out) -> None:
     for number, item in enumerate(shown):
         if number:
             print(file=out)
-        for line in farmer_details(item, summaries.get(item["farmer_id"])):
+        for line in farmer_details(item, summaries.get(item["farmer_id"]), services.core.stores.reputation.rules):
             print(line, file=out)
 
 
@@ -452,7 +448,7 @@ def _react(main_coroutine: Callable[[Any], Any], err, config: Config | None = No
         try:
             result["code"] = await main_coroutine(reactor)
         except (NodeError, BadInput) as e:
-            unavailable = isinstance(e, NodeError) and e.kind == UNAVAILABLE
+            unavailable = isinstance(e, NodeError) and e.kind in (UNAVAILABLE, REFUSED)
             print(f"downstream-admin: {e}", file=err)
             result["code"] = EXIT_FAILURE if unavailable else EXIT_BAD_INPUT
         except Exception as e:

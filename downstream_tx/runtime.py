@@ -20,7 +20,7 @@ from downstream_tx.config import Config
 from downstream_tx.core.context import Blocking, Core
 from downstream_tx.core.farmers import Farmers
 from downstream_tx.core.keys import NodeKeys
-from downstream_tx.core.reputation import ReputationService, rules_of
+from downstream_tx.core.reputation import ReputationService, announce, rules_of
 from downstream_tx.core.tokens import Tokens
 from downstream_tx.dashboard.data import DashboardData
 from downstream_tx.db import schema
@@ -102,6 +102,7 @@ def build_services(core: Core, chunks: ChunkStore | None = None) -> Services:
 async def open_core(db: Database, config: Config, clock: Any, blocking: Blocking) -> Core:
     """The core context over an open database (on a first start: the node secret is made)."""
     stores = Stores(db, rules_of(config))
+    db.note_observers.append(announce)  # each change of a farmer's standing, one log line
     secret = await stores.meta.secret(os.urandom(32))
     return Core(config=config, stores=stores, clock=clock, blocking=blocking, keys=NodeKeys(secret),
                 locator=geoip.locator_from_config(config))

@@ -110,6 +110,10 @@ class _NoAccept(protocol.ServerFactory):
 
     noisy = False
 
+    def logPrefix(self) -> str:
+        """How Twisted names the listener in its "… starting on <port>" line (else the class name)."""
+        return "downstream-tx listener shared by the workers"
+
     def buildProtocol(self, addr: Any) -> None:
         return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer, task
@@ -30,12 +30,20 @@ class Txn:
     Transaction functions (``*_txn``) receive one of these and nothing else.
     """
 
-    __slots__ = ("_cursor", "_engine", "engine_name")
+    __slots__ = ("_cursor", "_engine", "engine_name", "notes")
 
     def __init__(self, cursor: Any, engine: Engine):
         self._cursor = cursor
         self._engine = engine
         self.engine_name = engine.name
+        #: what the body asked to announce once the transaction commits (:meth:`note`)
+        self.notes: list[Any] = []
+
+    def note(self, event: Any) -> None:
+        """Announce ``event`` (a farmer's change of standing, say) to the database's note observers
+        once this transaction has committed: a body has no side effects outside the database, so
+        a transaction rolled back or retried announces nothing twice (a retried body notes again)."""
+        self.notes.append(event)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Txn:
         self._cursor.execute(self._engine.convert(sql), tuple(args))
@@ -156,6 +164,13 @@ def split_statements(text: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";").strip()]
 
 
+class _Noted(NamedTuple):
+    """A transaction's result and the events it noted."""
+
+    result: Any
+    notes: list[Any]
+
+
 class _Dbapi:
     """The DB-API module as the pool sees it, with ``connect`` going through the engine (which
     picks a server of a multi-server URL, see :meth:`Engine.open_connection`)."""
@@ -210,6 +225,8 @@ class Database:
         self.backoff = backoff
         #: observers called with (desc, seconds, ok) after every transaction (metrics)
         self.observers: list[Callable[[str, float, bool], None]] = []
+        #: called with each event a committed transaction noted (:meth:`Txn.note`), in order
+        self.note_observers: list[Callable[[Any], None]] = []
         self.last_success: float | None = None
         #: whether :meth:`run_short` may run transactions on the calling thread (the engine's
         #: :meth:`~Engine.connect_inline` connection, opened at the first use)
@@ -242,13 +259,30 @@ class Database:
         pool.downstream_engine = engine
         return cls(engine, pool, reactor, retries=retries, inline=engine.inline)
 
-    def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict) -> T:
+    def _txn(self, cursor: Any) -> Txn:
         if self.inline and not cursor.connection.in_transaction:
             # the inline connection writes too: a pooled transaction takes the write lock before
             # its first read (Python's sqlite3 would begin only at the first write, so what the
             # body read could change under it before it writes)
             cursor.execute("BEGIN IMMEDIATE")
-        return func(Txn(cursor, self.engine), *args, **kwargs)
+        return Txn(cursor, self.engine)
+
+    def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict) -> T:
+        """One transaction's body on a pool thread (tools and tests call it on a pool directly)."""
+        return func(self._txn(cursor), *args, **kwargs)
+
+    def _noted_body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict) -> _Noted:
+        """:meth:`_body`, with what it noted (:meth:`Txn.note`), for :meth:`run` to announce."""
+        txn = self._txn(cursor)
+        return _Noted(func(txn, *args, **kwargs), txn.notes)
+
+    def _announce(self, notes: list[Any]) -> None:
+        for note in notes:
+            for observer in self.note_observers:
+                try:
+                    observer(note)
+                except Exception:
+                    log.failure("a note observer failed on {note!r}", note=note)
 
     @defer.inlineCallbacks
     def run(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any):
@@ -258,9 +292,10 @@ class Database:
             try:
                 self.pooled += 1
                 try:
-                    result = yield self.pool.runInteraction(self._body, func, args, kwargs)
+                    out = yield self.pool.runInteraction(self._noted_body, func, args, kwargs)
                 finally:
                     self.pooled -= 1
+                result, notes = (out.result, out.notes) if isinstance(out, _Noted) else (out, [])
             except Exception as e:
                 # a body that refused its input (bad token, …) rolled back on a healthy database
                 self._observe(desc, started, not self.engine.is_db_error(e))
@@ -276,6 +311,7 @@ class Database:
                 continue
             self._observe(desc, started, True)
             self.last_success = self.clock.seconds()
+            self._announce(notes)
             return result
 
     def run_short(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred:
@@ -304,8 +340,9 @@ class Database:
                          error=e.__class__.__name__)
             self.inline_busy += 1
             return self.run(desc, func, *args, **kwargs)
+        txn = Txn(conn.cursor(), self.engine)
         try:
-            result = func(Txn(conn.cursor(), self.engine), *args, **kwargs)
+            result = func(txn, *args, **kwargs)
             conn.execute("COMMIT")
         except Exception as e:
             try:
@@ -320,6 +357,7 @@ class Database:
         self.inline_runs += 1
         self._observe(desc, started, True)
         self.last_success = self.clock.seconds()
+        self._announce(txn.notes)
         self._since_checkpoint += 1
         if self._since_checkpoint >= self.CHECKPOINT_EVERY:
             self._since_checkpoint = 0
