@@ -104,8 +104,11 @@ async def open_core(db: Database, config: Config, clock: Any, blocking: Blocking
     stores = Stores(db, rules_of(config))
     db.note_observers.append(announce)  # each change of a farmer's standing, one log line
     secret = await stores.meta.secret(os.urandom(32))
+    # the lease holder's name: the instance's name and a random part, so two processes given one name
+    # (two containers with the same host name and pid) can never both believe they hold the lease
+    instance = f"{config.instance_name or default_instance_name()}~{os.urandom(3).hex()}"
     return Core(config=config, stores=stores, clock=clock, blocking=blocking, keys=NodeKeys(secret),
-                locator=geoip.locator_from_config(config))
+                locator=geoip.locator_from_config(config), instance=instance)
 
 
 def _missing(config: Config, where: str) -> MissingDatabase:
@@ -233,11 +236,8 @@ def jobs_leader(services: Services, observer=None) -> JobsLeader:
     """The lease-holding service that runs :func:`build_jobs` over fenced services, one term at a
     time, on the one instance holding the ``jobs`` lease."""
     config, core = services.config, services.core
-    # the lease holder: the instance's name and a random part, so two processes given one name (two
-    # containers with the same host name and pid) can never both believe they hold the lease
-    holder = f"{config.instance_name or default_instance_name()}~{os.urandom(3).hex()}"
     return JobsLeader(core.stores.leases, lambda fence: build_jobs(fenced_services(services, fence)), core.clock,
-                      holder, config.lease_ttl, poll_interval(config.lease_ttl, config.tick), observer)
+                      core.instance, config.lease_ttl, poll_interval(config.lease_ttl, config.tick), observer)
 
 
 def dashboard_data(services: Services) -> DashboardData | None:
@@ -246,7 +246,8 @@ def dashboard_data(services: Services) -> DashboardData | None:
     core = services.core
     if not core.config.dashboard:
         return None
-    return DashboardData(core, services.status, core.now(), cache_seconds=min(core.config.stats_interval, 10.0))
+    return DashboardData(core, services.status, services.farmers, services.reputation, core.now(),
+                         cache_seconds=min(core.config.stats_interval, 10.0))
 
 
 def build_server(services: Services) -> DownstreamServer:

@@ -1,5 +1,12 @@
-"""Farmers as the operator sees them (``downstream-admin farmer list/show``): one row per live token
-with its contracts and counters, paged by token id so memory stays flat however many there are."""
+"""Farmers as the operator sees them (``downstream-admin farmer list/show``, the dashboard's farmer
+list and farmer page): one row per token with its contracts' activity — protocols, contracts,
+passes, fails, misses, when it was last seen, whether it is online — paged by token id so memory
+stays flat however many there are.
+
+This is the one place that says what a farmer's activity is: every view of it goes through
+:func:`list_txn` or :func:`by_farmer_ids_txn`, which share ``_SELECT`` and :func:`last_seen_of`. To
+change what ``last_seen`` means (the node recording each farmer's last request, say), change those
+two, and every view follows."""
 
 from __future__ import annotations
 
@@ -49,11 +56,18 @@ _SELECT = (
 _GROUP = " GROUP BY t.id, t.farmer_id, t.address, t.created"
 
 
+def last_seen_of(created: float, *signs: float | None) -> float:
+    """What ``last_seen`` means: the latest sign of life the database holds — the token's creation, a
+    contract's start, or the challenge window of its latest answered challenge (archived contracts
+    included). The node does not record every request."""
+    return max(float(x) for x in (created, *signs) if x is not None)
+
+
 def _row(r: Sequence[Any]) -> FarmerSummary:
     (token_id, farmer_id, address, created, active, total, passes, fails, misses, v0, v1, started, answered,
      online, a_total, a_passes, a_fails, a_misses, a_v0, a_v1, a_started, a_answered) = r
     protocols = "+".join(name for flag, name in ((v0 or a_v0, "v0"), (v1 or a_v1, "v1")) if flag)
-    seen = max(float(x) for x in (created, started, answered, a_started, a_answered) if x is not None)
+    seen = last_seen_of(created, started, answered, a_started, a_answered)
     return FarmerSummary(int(token_id), farmer_id, address, protocols, int(active or 0),
                          int(total or 0) + int(a_total or 0), int(passes) + int(a_passes or 0),
                          int(fails) + int(a_fails or 0), int(misses) + int(a_misses or 0), float(created), seen,
