@@ -306,6 +306,11 @@ def test_v0_farmers_uptime_and_activity_are_real(nodes, clock, tmp_path):
     kept, left = rows[farmer_id(good)], rows[farmer_id(gone)]
     assert float(kept["uptime"]) >= 90.0 and int(kept["passes"]) == 10 and kept["misses"] == "0"
     assert float(left["uptime"]) <= 40.0 and int(left["passes"]) == 3 and int(left["misses"]) >= 6
+    # last seen: the window it last answered in, even while a new challenge is outstanding (it was the
+    # contract's start whenever the current challenge was not answered yet)
+    now = clock.seconds()
+    assert now - 2 * interval <= float(kept["last-seen"]) <= now
+    assert float(left["last-seen"]) == now - 10 * interval + 2 * interval  # its third window
     _, shown = api.get(f"{V1}/status/show/{farmer_id(good)}")
     assert shown["uptime"] == float(kept["uptime"])  # the status API says the same
 

@@ -12,7 +12,7 @@ the dashboard's history as the stats job writes them. Nothing is made up afterwa
 dashboard shows is what the node computed.
 
     python contrib/demo/populate.py DATA_DIR [--farmers 300] [--days 30] [--seed 2026]
-    twistd -n downstream --data-dir DATA_DIR        # then http://127.0.0.1:5000/dashboard
+    twistd -n downstream --config DATA_DIR/demo.toml   # then http://127.0.0.1:5000/dashboard
 
 The README's picture (docs/dashboard.png) is a node built by this script with its defaults
 (tests/test_dashboard_browser.py takes it with DTX_UPDATE_DOCS_SCREENSHOT=1). The default month
@@ -181,13 +181,18 @@ async def populate(reactor, data_dir: str, farmers: int, days: int, seed: int, v
     start = end - days * 86400
     clock = task.Clock()
     clock.advance(start)
-    # the operator's choices: a node that vets a farmer after 30 passed audits and does not limit the
-    # share of new contracts going to farmers not vetted yet (vetting_share 1: a young network that
-    # needs every farmer; with the default 5 % a farmer asking while the vetted ones are full waits)
-    config = load_config(None, environ={}, overrides={
-        "data_dir": data_dir, "seeded_pool": f"{CHUNK}:{max(8, v1_count)}", "seeded_challenges": 40,
-        "seeded_interval": STEP, "max_tokens_per_ip": 0, "token_rate": 0, "vetting_audits": 30,
-        "vetting_share": 1.0})
+    # the operator's choices, written to DATA_DIR/demo.toml for the daemon that serves the node: a node
+    # that vets a farmer after 30 passed audits and does not limit the share of new contracts going to
+    # farmers not vetted yet (vetting_share 1: a young network that needs every farmer; with the
+    # default 5 % a farmer asking while the vetted ones are full waits), small v1 chunks
+    settings = {"data_dir": os.path.abspath(data_dir), "seeded_pool": f"{CHUNK}:{max(8, v1_count)}",
+                "seeded_challenges": 40, "seeded_interval": STEP, "max_tokens_per_ip": 0, "token_rate": 0,
+                "vetting_audits": 30, "vetting_share": 1.0}
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    with open(os.path.join(data_dir, "demo.toml"), "w", encoding="utf-8") as f:
+        f.write("# written by contrib/demo/populate.py: twistd -n downstream --config <this file>\n")
+        f.writelines(f"{k} = {v!r}\n".replace("'", '"') for k, v in settings.items())
+    config = load_config(None, environ={}, overrides=settings)
     db = await open_database(config, reactor)
     node = build_services(await open_core(db, config, clock, thread_runner(reactor)))
     history = History(clock)
@@ -205,7 +210,7 @@ async def populate(reactor, data_dir: str, farmers: int, days: int, seed: int, v
                 with open(node.chunks.path_for(file_hash), "rb") as stored:
                     data[file_hash] = stored.read()
 
-    await add_files(max(20, farmers // 3))
+    await add_files(max(20, farmers // 4))
     people = make_farmers(rng, farmers, v1_count, start, end)
     steps = int((end - start) // STEP)
     for step in range(steps):
@@ -223,8 +228,8 @@ async def populate(reactor, data_dir: str, farmers: int, days: int, seed: int, v
             if f.token and online(f, now, rng):
                 await (farm_v1(node, f) if f.v1 else farm_v0(node, f, rng, data, end))
         await node.status.update_uptime()
-        if step % 24 == 23:
-            await add_files(max(2, farmers // 20))
+        if rng.random() < max(2, farmers // 40) / 24:  # the operator adds data now and then
+            await add_files(1)
         if step % 24 == 0:
             print(f"day {step // 24 + 1} of {days}: {sum(1 for f in people if f.token)} farmers", file=sys.stderr)
     await node.core.stores.history.record("demo-populate".ljust(16, "0")[:16], history.rows())
@@ -233,7 +238,8 @@ async def populate(reactor, data_dir: str, farmers: int, days: int, seed: int, v
     for f in people:
         kinds["v1" if f.v1 else f.kind] += 1
     print(f"{data_dir}: {len(people)} farmers ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}), "
-          f"{len(data)} stored files, {days} days ending {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(end))}")
+          f"{len(data)} stored files, {days} days ending {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(end))}; "
+          f"serve it with: twistd -n downstream --config {os.path.join(data_dir, 'demo.toml')}")
 
 
 def main(argv: list[str] | None = None) -> int:
