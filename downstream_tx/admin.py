@@ -15,10 +15,10 @@ import io
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
+from downstream_tx import times
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
 from downstream_tx.console import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, BadInput, ProgressBar
 from downstream_tx.core.reputation import standing_sentence, standing_word, threshold_note
@@ -156,9 +156,7 @@ def parse_whitelist(path: str) -> list[tuple[str, int]]:
 
 def iso_utc(t: float | None) -> str:
     """``2026-11-30T21:50:07Z`` (tables and ``farmer show``; ``--json`` keeps the Unix seconds)."""
-    if t is None:
-        return "-"
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return times.iso_utc(t) or "-"
 
 
 def farmer_token_or_address(text: str) -> tuple[str, str]:
