@@ -42,8 +42,11 @@ def test_a_second_daemon_on_one_sqlite_file_is_refused(tmp_path):
     data = str(tmp_path / "data")
     with Daemon(tmp_path / "one", ["--data-dir", data]) as first:
         second = Daemon(tmp_path / "two", ["--data-dir", data])
-        with pytest.raises(RuntimeError, match="exited with 1"):
-            second.start()
+        try:
+            with pytest.raises(RuntimeError, match="exited with 1"):
+                second.start()
+        finally:
+            second.kill()  # (when it did start: never left running)
         line = [x for x in second.log().splitlines() if "cannot start" in x]
         assert len(line) == 1 and "Traceback" not in second.log(), second.log()
         assert (f"cannot start: database {data}/downstream.db is in use by another downstream-tx daemon "
