@@ -77,6 +77,8 @@ def test_the_format_is_the_documented_one(node, tmp_path, clock):
     assert manifest["engine"] == node.db.engine.name and manifest["node_version"]
     tables = {t["name"]: t for t in manifest["tables"]}
     assert set(tables) == set(canonical_tables(node.config.db_url))
+    kinds = {kind for t in manifest["tables"] for _, kind in t["columns"]}
+    assert kinds == {"integer", "real", "text", "char", "blob"}  # the documented names, every one in use
     assert tables["tokens"]["rows"] == len(tokens) == 2 and len(tables["tokens"]["checksum"]) == 64
     assert tables["tokens"]["next_id"] == 3 and tables["history"]["next_id"] is None
     columns = [c for c, _ in tables["tokens"]["columns"]]
@@ -203,8 +205,12 @@ def test_restore_refuses_what_it_cannot_trust_and_leaves_the_database_empty(node
     def chunk_bytes(name, data):
         return data[:-1] + bytes([data[-1] ^ 1]) if name.startswith(CHUNKS) else data
 
+    def rename_table(m):
+        m["tables"][0]["name"] = "not_a_table"
+
     cases = [
         (manifest(lambda m: m.update(schema_version=99)), "schema version 99, newer than this downstream-tx knows"),
+        (manifest(rename_table), "the tables differ from schema version .*: not_a_table unknown here: .* missing$"),
         (manifest(lambda m: m.update(format="something else")), "not a downstream-tx backup"),
         (tokens_row, "table tokens holds 2 rows .* its manifest says 2"),
         (chunk_bytes, f"chunk {made['file_hash']} does not hash to its name"),

@@ -51,7 +51,7 @@ def node(seeded_nodes):
     ("INTEGER", INTEGER), ("BIGINT", INTEGER), ("bigint(20)", INTEGER), ("int(11)", INTEGER),
     ("DOUBLE", REAL), ("double", REAL), ("TEXT", TEXT), ("mediumtext", TEXT), ("VARCHAR(64)", TEXT),
     ("varchar(64)", TEXT), ("CHAR(20)", CHAR), ("char(64)", CHAR), ("BLOB", BLOB), ("VARBINARY(32)", BLOB),
-    ("varbinary(1024)", BLOB), ("", BLOB)])
+    ("varbinary(1024)", BLOB), ("", BLOB), ("CLOB", TEXT), ("NCHAR(8)", CHAR), ("FLOAT", REAL)])
 def test_column_kinds_of_both_engines(declared, kind):
     assert kind_of(declared) == kind
 
@@ -333,3 +333,21 @@ def test_tables_added_by_later_schema_steps_are_copied(tmp_path, db_url):
         assert len(canonical_tables(target)["download_counts"]) >= 1
     finally:
         node.db.close()
+
+
+def test_a_source_that_does_not_exist_is_refused_and_not_made(tmp_path):
+    missing = tmp_path / "none" / "downstream.db"
+    with pytest.raises(TransferError, match=f"no database at {missing}"):
+        open_snapshot(sqlite_url(missing))
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_the_stored_chunks_of_a_snapshot_are_read_in_pages(node, tmp_path):
+    from support import add_test_file
+
+    made = sorted(add_test_file(node, tmp_path, size=1024) for _ in range(5))
+    snapshot = open_snapshot(node.config.db_url)
+    try:
+        assert sorted(snapshot.stored_chunks(page=2)) == made == sorted(snapshot.stored_chunks())
+    finally:
+        snapshot.close()
