@@ -55,7 +55,7 @@ def measure_prepared(db: Path, due: int, seconds: float, tree: str | None = None
 
 def run_daemon(tmp: Path, seconds: float, tree: str | None = None) -> dict:
     """Start the daemon on ``tmp/data``, let its timers run for ``seconds`` while /health is asked
-    once a second; its peak and final RSS, the 503s, and the challenge pass lines it logged."""
+    once a second; its peak and final RSS, the 503s, and the contract timer lines it logged."""
     daemon = Spawned.daemon(tmp / "run", ["--data-dir", str(tmp / "data"), "--tick", "1", "--seeded-pool", "4096:0",
                                           "--stats-interval", "5", "--challenge-low-water", "0"],
                             env={"PYTHONPATH": tree} if tree else None).start()
@@ -70,8 +70,8 @@ def run_daemon(tmp: Path, seconds: float, tree: str | None = None) -> dict:
             time.sleep(1)
         peak = daemon.peak_rss() or 0
         current = proc_status(daemon.pid, "VmRSS") or 0
-        passes = [line.split("challenge pass: ", 1)[1] for line in daemon.log().splitlines()
-                  if "challenge pass: " in line]
+        passes = [line.split("timer contracts: ", 1)[1] for line in daemon.log().splitlines()
+                  if "timer contracts: " in line]
     finally:
         daemon.stop()
     return {"peak_mib": peak / MIB, "rss_mib": current / MIB, "unhealthy": unhealthy, "passes": passes}

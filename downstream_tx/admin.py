@@ -15,31 +15,44 @@ import io
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
-from downstream_tx import __version__
+from downstream_tx import times
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
-from downstream_tx.errors import NOT_FOUND, UNAVAILABLE, NodeError
+from downstream_tx.console import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, BadInput, ProgressBar
+from downstream_tx.core.reputation import standing_sentence, standing_word, threshold_note
+from downstream_tx.db.reputation import DEFAULT_RULES, Rules
+from downstream_tx.errors import NOT_FOUND, REFUSED, UNAVAILABLE, NodeError
+from downstream_tx.version import full_version
 
-#: commands that set up a node, and so may create its database; every other one refuses a
-#: database that does not exist (a typo in --data-dir, or run from another directory)
+#: commands that set up a node, and so may create its database where --config, --db or --data-dir
+#: (or their DOWNSTREAM_* variables) name it; every other one refuses a database that does not exist
+#: (a typo in --data-dir, or run from another directory)
 CREATING_COMMANDS = {("file", "add"), ("whitelist", "import")}
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+#: commands that move the whole node (``admin_lifecycle.py``): they open databases their own way
+LIFECYCLE = ("copy", "backup", "restore")
+
 MAX_WHITELIST_BYTES = 64 << 20
 
 
-class BadInput(Exception):
-    """Bad input detected by the command line itself (exit status 2)."""
+class VersionAction(argparse.Action):
+    """``--version``: the release and the commit (``version.full_version``), found only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"downstream-admin (downstream-tx) {full_version()}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="downstream-admin", description="Operate a downstream-tx node.",
                                 epilog="Give the same --config / --db / --data-dir as the daemon (or run in its "
                                        "directory). Exit status: 0 ok, 2 bad input, 1 other failure.")
-    p.add_argument("--version", action="version", version=f"downstream-admin (downstream-tx) {__version__}")
+    p.add_argument("--version", action=VersionAction, help="print the version (release and commit) and exit")
     p.add_argument("--config", help="TOML configuration file (as for the daemon)")
     for s in SETTINGS:
         if s.name in ("db", "data_dir", "chunk_dir", "max_file_size", "challenge_batch", "challenge_low_water",
@@ -90,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "every token of it)")
     reinstate.add_argument("farmer", metavar="FARMER", help="farmer id (20 hex), token (32 hex) or SJCX address")
 
+    copy = sub.add_parser("copy", help="copy the node's whole state into another, empty database (SQLite to "
+                                       "MySQL/MariaDB or back), read as of one moment, checked table by table")
+    copy.add_argument("--to", required=True, metavar="URL", dest="to",
+                      help="the empty target: sqlite:///path/file.db or mysql://user:password@host:port/dbname")
+    copy.add_argument("--to-password-file", metavar="FILE",
+                      help="file holding the target's MySQL password (first line), kept out of the URL")
+    backup = sub.add_parser("backup", help="write the node's whole state (every table and the chunk store) to a new "
+                                           "file (mode 0600), while the node runs")
+    backup.add_argument("path", metavar="PATH")
+    restore = sub.add_parser("restore", help="restore a backup into the configured database, which must be empty, "
+                                             "and its chunks into the chunk directory")
+    restore.add_argument("path", metavar="PATH")
+    for single in (copy, backup, restore):
+        single.set_defaults(cmd="")
+
     cfg = sub.add_parser("config", help="print the settings this invocation resolves, with their sources")
     cfg.add_argument("--json", action="store_true", help="machine-readable output")
     return p
@@ -126,38 +154,9 @@ def parse_whitelist(path: str) -> list[tuple[str, int]]:
     return rows
 
 
-class ProgressBar:
-    """A progress bar (tqdm) on standard error for work that takes more than a moment, only when
-    standard error is a terminal; silent otherwise (pipes, logs, cron)."""
-
-    def __init__(self, label: str, stream=None, delay: float = 0.5):
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.delay = delay
-        self._bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=self.label, unit="B", unit_scale=True, unit_divisor=1024,
-                             file=self.stream, delay=self.delay, leave=True, dynamic_ncols=True)
-        self._bar.update(done - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
 def iso_utc(t: float | None) -> str:
     """``2026-11-30T21:50:07Z`` (tables and ``farmer show``; ``--json`` keeps the Unix seconds)."""
-    if t is None:
-        return "-"
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return times.iso_utc(t) or "-"
 
 
 def farmer_token_or_address(text: str) -> tuple[str, str]:
@@ -188,23 +187,11 @@ FARMER_COLUMNS = ("farmer_id", "address", "protocol", "contracts", "passes", "fa
                   "online", "audit", "standing")
 
 
-def standing_label(rep: dict | None) -> str:
-    """A farmer's standing in one word: disqualified, suspended, contained, vetting (not vetted yet)
-    or ok."""
-    if rep is None:
-        return "-"
-    if rep["reputation"] != "ok":
-        return rep["reputation"]
-    if rep["contained"]:
-        return "contained"
-    return "ok" if rep["vetted"] else "vetting"
-
-
 def farmer_table_row(f: Any, rep: dict | None = None) -> str:
     audit = f"{rep['audit_score']:.4f}" if rep else "-"
     return (f"{f.farmer_id:20}  {f.address:34}  {f.protocol or '-':8}  {f.contracts:>9}  {f.passes:>7}  "
             f"{f.fails:>5}  {f.misses:>6}  {iso_utc(f.last_seen):20}  {'yes' if f.online else 'no':6}  "
-            f"{audit:>6}  {standing_label(rep)}")
+            f"{audit:>6}  {standing_word(rep)}")
 
 
 def farmer_table_head() -> str:
@@ -212,18 +199,24 @@ def farmer_table_head() -> str:
             f"{'misses':>6}  {'last_seen (UTC)':20}  {'online':6}  {'audit':>6}  standing")
 
 
-def reputation_lines(rep: dict) -> list[tuple[str, Any]]:
-    """The reputation part of ``farmer show`` (the farmer's address: shared by its tokens)."""
+def reputation_lines(rep: dict, rules: Rules) -> list[tuple[str, Any]]:
+    """The reputation part of ``farmer show`` (the farmer's address: shared by its tokens): each score
+    says where it stands against its threshold, the standing why and since when."""
     a = rep["audits"]
-    return [("standing", standing_label(rep)), ("audit_score", f"{rep['audit_score']:.6f} (disqualified below the "
-                                                         "dq_threshold)"),
-            ("online_score", f"{rep['online_score']:.6f}"), ("unknown_score", f"{rep['unknown_score']:.6f}"),
+    audit = threshold_note(rep["audit_score"], rules.dq_threshold, "dq_threshold")
+    unknown = threshold_note(rep["unknown_score"], rules.suspension_threshold, "suspension_threshold")
+    return [("standing", standing_sentence(rep, rules)),
+            ("audit_score", f"{rep['audit_score']:.6f} ({audit})"),
+            ("online_score", f"{rep['online_score']:.6f}"),
+            ("unknown_score", f"{rep['unknown_score']:.6f} ({unknown})"),
             ("audits", f"{a['passes']} passes, {a['fails']} fails, {a['misses']} misses, {a['retries']} asked "
                        f"again in containment, {a['errors']} errors"),
-            ("vetted", "yes" if rep["vetted"] else "no"), ("contained", f"{rep['contained']} contracts")]
+            ("vetted", f"yes ({a['passes']} passes)" if rep["vetted"]
+             else f"no ({a['passes']} of {rules.vetting_audits} passes)"),
+            ("contained", f"{rep['contained']} contracts")]
 
 
-def farmer_details(shown: dict, summary: Any) -> list[str]:
+def farmer_details(shown: dict, summary: Any, rules: Rules | None = None) -> list[str]:
     """``farmer show`` for people: one ``name  value`` line each, times in ISO 8601 UTC."""
     c = shown["contracts"]
     lines = [("farmer_id", shown["farmer_id"]), ("address", shown["address"]),
@@ -237,8 +230,8 @@ def farmer_details(shown: dict, summary: Any) -> list[str]:
              ("last_seen", iso_utc(summary.last_seen) if summary else "-"),
              ("online", ("yes" if summary.online else "no") if summary else "no")]
     if shown.get("reputation"):
-        lines += reputation_lines(shown["reputation"])
-    return [f"{name:11} {value}" for name, value in lines]
+        lines += reputation_lines(shown["reputation"], rules or DEFAULT_RULES)
+    return [f"{name:13} {value}" for name, value in lines]
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -266,7 +259,13 @@ async def run_command(args: argparse.Namespace, config: Config, reactor: Any, ou
     from downstream_tx.runtime import open_services
 
     check_arguments(args)
-    create = (args.group, args.cmd) in CREATING_COMMANDS
+    if args.group in LIFECYCLE:
+        from downstream_tx.admin_lifecycle import run_lifecycle
+
+        return await run_lifecycle(args, config, reactor, out, err or sys.stderr)
+    # a node is set up only where the operator said (the daemon's --config, --db or --data-dir): never
+    # silently under the directory the command happens to run in
+    create = (args.group, args.cmd) in CREATING_COMMANDS and config.location_given
     created = new_sqlite_path(config) if create else None
     services = await open_services(config, reactor, create=create)
     if created is not None:
@@ -377,7 +376,7 @@ async def _farmer_show(args, services, out) -> None:
     for number, item in enumerate(shown):
         if number:
             print(file=out)
-        for line in farmer_details(item, summaries.get(item["farmer_id"])):
+        for line in farmer_details(item, summaries.get(item["farmer_id"]), services.core.stores.reputation.rules):
             print(line, file=out)
 
 
@@ -449,7 +448,7 @@ def _react(main_coroutine: Callable[[Any], Any], err, config: Config | None = No
         try:
             result["code"] = await main_coroutine(reactor)
         except (NodeError, BadInput) as e:
-            unavailable = isinstance(e, NodeError) and e.kind == UNAVAILABLE
+            unavailable = isinstance(e, NodeError) and e.kind in (UNAVAILABLE, REFUSED)
             print(f"downstream-admin: {e}", file=err)
             result["code"] = EXIT_FAILURE if unavailable else EXIT_BAD_INPUT
         except Exception as e:

@@ -360,6 +360,8 @@ class Config:
     sources: Mapping[str, str] = field(default_factory=dict)
     #: the password read from ``db_password_file`` (never shown)
     db_password: str | None = field(default=None, repr=False)
+    #: the TOML file read (``--config`` or ``DOWNSTREAM_CONFIG``), if any
+    config_file: str | None = None
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -384,10 +386,17 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         sources = {**self.sources, **{name: "derived at start" for name in changes}}
-        return Config({**self.values, **changes}, sources, self.db_password)
+        return Config({**self.values, **changes}, sources, self.db_password, self.config_file)
 
     def source_of(self, name: str) -> str:
         return self.sources.get(name, DEFAULT)
+
+    @property
+    def location_given(self) -> bool:
+        """Whether the database's place was named (``db`` or ``data_dir`` set by a file, the
+        environment or an option), rather than the default ``./downstream-data`` under whatever
+        directory the command runs in."""
+        return self.source_of("db") != DEFAULT or self.source_of("data_dir") != DEFAULT
 
     def describe(self) -> list[tuple[str, str]]:
         """(name, value) pairs for display, secrets masked."""
@@ -451,7 +460,7 @@ def load_config(
         setting = SETTINGS_BY_NAME[name.replace("-", "_")]
         values[setting.name] = _apply(setting, raw, "--" + setting.option)
         sources[setting.name] = f"{FLAG} --{setting.option}"
-    config = Config(values, sources, _read_password(values, sources))
+    config = Config(values, sources, _read_password(values, sources), path or None)
     _check_together(config)
     return config
 

@@ -12,6 +12,7 @@ FORBIDDEN = "forbidden"  # 403 / exit 2
 LIMIT = "limit"  # 429 / exit 2
 CONFLICT = "conflict"  # 409 / exit 2
 UNAVAILABLE = "unavailable"  # 503 / exit 1
+REFUSED = "refused"  # what was asked does not fit the node's state (reinstate an ok farmer): 409 / exit 1
 
 
 class NodeError(Exception):

@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from downstream_tx import __version__
 from downstream_tx.db.downloads import SERVED
 from downstream_tx.db.stats import Counts
+from downstream_tx.version import full_version
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}
@@ -36,7 +36,7 @@ class Metrics:
         self.clock = clock
         r = self.registry = CollectorRegistry(auto_describe=True)
         Gauge("downstream_build_info", "Version of the running node (always 1).", ["version"],
-              registry=r).labels(__version__).set(1)
+              registry=r).labels(full_version()).set(1)
         Gauge("downstream_start_time_seconds", "Unix time the node started.", registry=r).set(clock.seconds())
         # HTTP
         self.requests = Counter("downstream_http_requests", "Finished HTTP requests by route pattern and status.",

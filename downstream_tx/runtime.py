@@ -20,13 +20,14 @@ from downstream_tx.config import Config
 from downstream_tx.core.context import Blocking, Core
 from downstream_tx.core.farmers import Farmers
 from downstream_tx.core.keys import NodeKeys
-from downstream_tx.core.reputation import ReputationService, rules_of
+from downstream_tx.core.reputation import ReputationService, announce, rules_of
 from downstream_tx.core.tokens import Tokens
 from downstream_tx.dashboard.data import DashboardData
 from downstream_tx.db import schema
 from downstream_tx.db.database import Database
 from downstream_tx.db.engine import create_engine
 from downstream_tx.db.lease import Fence, FencedDatabase
+from downstream_tx.db.lock import DaemonLock
 from downstream_tx.db.stores import Stores
 from downstream_tx.health import ping_database
 from downstream_tx.http.server import DownstreamServer
@@ -36,6 +37,7 @@ from downstream_tx.jobs.contracts import ContractTimer
 from downstream_tx.jobs.leader import JobsLeader, default_instance_name, poll_interval
 from downstream_tx.jobs.outcomes import outcomes_job
 from downstream_tx.jobs.periodic import PeriodicJob
+from downstream_tx.private import make_private_dirs
 from downstream_tx.startup import MissingDatabase
 from downstream_tx.v0.challenges import ChallengeSupply
 from downstream_tx.v0.chunkstore import ChunkStore
@@ -101,31 +103,56 @@ def build_services(core: Core, chunks: ChunkStore | None = None) -> Services:
 async def open_core(db: Database, config: Config, clock: Any, blocking: Blocking) -> Core:
     """The core context over an open database (on a first start: the node secret is made)."""
     stores = Stores(db, rules_of(config))
+    db.note_observers.append(announce)  # each change of a farmer's standing, one log line
     secret = await stores.meta.secret(os.urandom(32))
+    # the lease holder's name: the instance's name and a random part, so two processes given one name
+    # (two containers with the same host name and pid) can never both believe they hold the lease
+    instance = f"{config.instance_name or default_instance_name()}~{os.urandom(3).hex()}"
     return Core(config=config, stores=stores, clock=clock, blocking=blocking, keys=NodeKeys(secret),
-                locator=geoip.locator_from_config(config))
+                locator=geoip.locator_from_config(config), instance=instance)
 
 
 def _missing(config: Config, where: str) -> MissingDatabase:
     source = config.source_of("db") if config.values.get("db") else f"data_dir from {config.source_of('data_dir')}"
+    if not config.location_given and config.config_file:
+        source += f": {config.config_file} sets neither data_dir nor db"
     return MissingDatabase(
         f"no downstream-tx database at {where} ({source}); run where the node runs or give the node's "
-        f"--config, --db or --data-dir (only `file add` and `whitelist import` create a new database)")
+        f"--config, --db or --data-dir (only `file add` and `whitelist import` create a new database, and only "
+        f"where one of these names it)")
 
 
 async def open_database(config: Config, reactor: Any, schema_dir: str | None = None,
-                        create: bool = True) -> Database:
+                        create: bool = True, daemon: bool = False) -> Database:
     """Open (``create``: also create) and upgrade the database. With ``create=False`` a database
     that does not exist yet (no SQLite file, or a MySQL database without the node's tables) is
-    refused with :class:`~downstream_tx.startup.MissingDatabase` before anything is written."""
+    refused with :class:`~downstream_tx.startup.MissingDatabase` before anything is written.
+    ``daemon``: a SQLite file is locked for the daemon's life first (``db/lock.py``: a second
+    daemon on it is refused before it touches anything); ``Database.close`` releases it."""
     engine = create_engine(config.db_url)
     if engine.name == "mysql":
         # a process paused inside a transaction must not hold the jobs lease's lock past its TTL
         engine.idle_transaction_timeout = max(math.ceil(config.lease_ttl), 5)
     steps = schema.load_steps(engine.name, schema_dir)
-    latest = steps[-1].version
     if not create and engine.name == "sqlite" and not os.path.exists(engine.url.path):
         raise _missing(config, os.path.abspath(engine.url.path))
+    lock = None
+    if daemon and engine.name == "sqlite":
+        make_private_dirs(os.path.dirname(os.path.abspath(engine.url.path)))
+        lock = DaemonLock(engine.url.path)
+        lock.acquire()
+    try:
+        return await _open(config, reactor, engine, steps, create, lock, daemon)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+async def _open(config: Config, reactor: Any, engine: Any, steps: list, create: bool, lock: Any,
+                daemon: bool) -> Database:
+    """:func:`open_database` once the daemon's lock (if any) is held."""
+    latest = steps[-1].version
     if engine.name == "sqlite":
         found = schema.sqlite_version_of(engine.url.path)
         schema.check_version(found, latest)
@@ -133,6 +160,7 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
             backup = schema.backup_sqlite(engine.url.path, found)
             log.info("backed up schema version {found} database to {backup}", found=found, backup=backup)
     db = Database.connect(engine, reactor, pool_size=config.db_pool_size, retries=config.db_retries)
+    db.lock = lock
     try:
         if not create and engine.name != "sqlite" and await db.run("schema_version", schema.current_version_txn) == 0:
             raise _missing(config, engine.describe())
@@ -144,18 +172,33 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
         log.info("database schema {action} version {after} ({db})",
                  action="created at" if before == 0 else f"upgraded from version {before} to",
                  after=after, db=engine.describe())
+    if before == 0 and daemon:
+        _mention_other_databases(config, engine)
     return db
 
 
+def _mention_other_databases(config: Config, engine: Any) -> None:
+    """A daemon that made a new, empty node while its data dir holds another node's database says so,
+    once (an operator who switched ``db`` expects the farmers to follow: they do only by ``copy``)."""
+    mine = engine.url.path if engine.name == "sqlite" else None
+    for path, version in schema.node_databases(config.data_dir, exclude=mine):
+        log.warn("started a new, empty node on {db}, but the data dir holds another node's database, {path} "
+                 "(schema version {version}): its farmers, files and contracts are not here; to move them, stop "
+                 "this daemon, re-create this database empty and run downstream-admin --db sqlite:///{path} copy --to "
+                 "<this database> (docs/operations.md, \"Moving to MariaDB\")",
+                 db=engine.describe(), path=path, version=version)
+
+
 async def open_services(config: Config, reactor: Any, schema_dir: str | None = None,
-                        create: bool = True) -> Services:
+                        create: bool = True, daemon: bool = False) -> Services:
     """The node's services over its database. ``create``: a node being set up (the daemon, ``file
     add``, ``whitelist import``): an unwritable chunk directory fails first, before a database is
-    created for nothing; otherwise a missing database is refused (``open_database``)."""
+    created for nothing; otherwise a missing database is refused (``open_database``). ``daemon``:
+    see :func:`open_database`."""
     chunks = ChunkStore(config.chunk_path)
     if create:
         chunks.ensure()
-    db = await open_database(config, reactor, schema_dir, create)
+    db = await open_database(config, reactor, schema_dir, create, daemon)
     try:
         return build_services(await open_core(db, config, reactor, thread_runner(reactor)), chunks)
     except BaseException:
@@ -195,11 +238,8 @@ def jobs_leader(services: Services, observer=None) -> JobsLeader:
     """The lease-holding service that runs :func:`build_jobs` over fenced services, one term at a
     time, on the one instance holding the ``jobs`` lease."""
     config, core = services.config, services.core
-    # the lease holder: the instance's name and a random part, so two processes given one name (two
-    # containers with the same host name and pid) can never both believe they hold the lease
-    holder = f"{config.instance_name or default_instance_name()}~{os.urandom(3).hex()}"
     return JobsLeader(core.stores.leases, lambda fence: build_jobs(fenced_services(services, fence)), core.clock,
-                      holder, config.lease_ttl, poll_interval(config.lease_ttl, config.tick), observer)
+                      core.instance, config.lease_ttl, poll_interval(config.lease_ttl, config.tick), observer)
 
 
 def dashboard_data(services: Services) -> DashboardData | None:
@@ -208,7 +248,8 @@ def dashboard_data(services: Services) -> DashboardData | None:
     core = services.core
     if not core.config.dashboard:
         return None
-    return DashboardData(core, services.status, core.now(), cache_seconds=min(core.config.stats_interval, 10.0))
+    return DashboardData(core, services.status, services.farmers, services.reputation, core.now(),
+                         cache_seconds=min(core.config.stats_interval, 10.0))
 
 
 def build_server(services: Services) -> DownstreamServer:

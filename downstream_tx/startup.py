@@ -57,11 +57,14 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def explain(exc: BaseException, config: Config | None = None) -> StartupError | None:
     """A :class:`StartupError` for a failure whose cause is known, else None (the caller then
     logs the traceback: an unexpected failure is a bug worth its details)."""
+    from downstream_tx.db.lock import DatabaseLocked
     from downstream_tx.db.schema import SchemaError
 
     for e in _chain(exc):
         if isinstance(e, StartupError):
             return e
+        if isinstance(e, DatabaseLocked):
+            return StartupError(str(e))
         if isinstance(e, ConfigError):
             return StartupError(f"configuration error: {e}", EXIT_CONFIG)
         if isinstance(e, SchemaError):

@@ -11,9 +11,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
-from downstream_tx import __version__
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config, public_url_for
 from downstream_tx.startup import EXIT_CONFIG, EXIT_START_FAILED, DaemonProcess, explain
+from downstream_tx.version import full_version
 
 log = Logger()
 
@@ -46,7 +46,7 @@ class Options(usage.Options):
     ]
 
     def opt_version(self) -> None:
-        print(f"downstream-tx {__version__}")
+        print(f"downstream-tx {full_version()}")
         sys.exit(0)
 
     def parseOptions(self, options: list[str] | None = None) -> None:
@@ -130,7 +130,7 @@ class NodeService(DaemonProcess, service.MultiService):
             self.metrics_port = await server_endpoint(self.reactor, config.metrics_listen, self.environ).listen(
                 metrics_site(self.metrics))
             _pause(self.metrics_port)
-        self.node = services = await open_services(config, self.reactor)
+        self.node = services = await open_services(config, self.reactor, daemon=True)
         stats = services.core.stores.stats
         self.server = server = build_server(services)
         server.serve(site)
@@ -159,7 +159,7 @@ class NodeService(DaemonProcess, service.MultiService):
             job.setServiceParent(self)
         leader.setServiceParent(self)
         if self.worker is None:
-            log.info("downstream-tx {version} listening on {address} ({db})", version=__version__,
+            log.info("downstream-tx {version} listening on {address} ({db})", version=full_version(),
                      address=_host_port(self.port.getHost()), db=services.db.engine.describe())
         else:
             log.info("worker {index} of {count} ({instance}) serving {address}", index=self.worker.index,

@@ -29,9 +29,9 @@ from twisted.application import service
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
-from downstream_tx import __version__
 from downstream_tx.config import Config, endpoint_parts
 from downstream_tx.startup import EXIT_START_FAILED, DaemonProcess
+from downstream_tx.version import full_version
 
 log = Logger()
 
@@ -109,6 +109,10 @@ class _NoAccept(protocol.ServerFactory):
     """The parent never accepts (its listening port is paused); the workers do."""
 
     noisy = False
+
+    def logPrefix(self) -> str:
+        """How Twisted names the listener in its "… starting on <port>" line (else the class name)."""
+        return "downstream-tx listener shared by the workers"
 
     def buildProtocol(self, addr: Any) -> None:
         return None
@@ -201,7 +205,7 @@ class WorkerSupervisor(DaemonProcess, service.Service):
                 self.started = True
                 host = self.port.getHost()
                 log.info("downstream-tx {version} listening on {address} ({n} workers, pids {pids}; {db})",
-                         version=__version__, address=f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}",
+                         version=full_version(), address=f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}",
                          n=len(self.workers), pids=" ".join(str(w.pid) for w in self.workers.values()),
                          db=self.db_description)
                 self.notifier.ready()

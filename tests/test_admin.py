@@ -240,7 +240,7 @@ def test_farmer_list_show_and_times(node, tmp_path, clock):
     assert len(dispatch(node, "farmer", "list", "--json", "--limit", "1").splitlines()) == 1
     by_id = dispatch(node, "farmer", "show", first["farmer_id"])
     assert by_id == dispatch(node, "farmer", "show", first["token"])  # a token works as well as an id
-    assert "created     2023-11-14T22:13:20Z" in by_id and "contracts   1 active, 0 ended, 0 failed" in by_id
+    assert "created       2023-11-14T22:13:20Z" in by_id and "contracts     1 active, 0 ended, 0 failed" in by_id
     assert first["token"] not in by_id
     by_address = json.loads(dispatch(node, "farmer", "show", ADDRESS, "--json"))
     assert [x["farmer_id"] for x in by_address] == [first["farmer_id"], second["farmer_id"]]
@@ -300,12 +300,19 @@ def test_farmer_show_list_and_reinstate_the_reputation(node, tmp_path, clock):
     shown = json.loads(dispatch(node, "farmer", "show", first["farmer_id"], "--json"))
     assert shown["reputation"] == {"audit_score": 1.0, "online_score": 1.0, "unknown_score": 1.0,
                                    "reputation": "ok", "vetted": False, "contained": 0,
-                                   "audits": {"passes": 0, "fails": 0, "misses": 0, "retries": 0, "errors": 0}}
+                                   "audits": {"passes": 0, "fails": 0, "misses": 0, "retries": 0, "errors": 0},
+                                   "status_since": None, "status_reason": None}
+    text = dispatch(node, "farmer", "show", first["token"])
+    # a farmer in good standing reads as one: its score stands at or above the threshold
+    assert "standing      ok, not vetted yet (0 of 100 passes)\n" in text
+    assert "audit_score   1.000000 (at or above the dq_threshold, 0.96)\n" in text
+    assert "unknown_score 1.000000 (at or above the suspension_threshold, 0.6)\n" in text
     rules = node.core.stores.reputation.rules
     run(node.db.run("results", reputation.record_txn, rules, clock.seconds(),
                     {ADDRESS: reputation.Tally(passes=1, fails=41)}))  # 41 fails: below 0.96
     text = dispatch(node, "farmer", "show", first["token"])
-    assert "standing    disqualified" in text and "audit_score 0.95" in text
+    assert "standing      disqualified since 2023-11-14T22:13:20Z: audit score below 0.96\n" in text
+    assert "audit_score   0.959809 (below the dq_threshold, 0.96)\n" in text
     assert "1 passes, 41 fails, 0 misses, 0 asked again in containment, 0 errors" in text
     [line] = dispatch(node, "farmer", "list").splitlines()[1:]
     assert line.split()[-2:] == ["0.9598", "disqualified"]
@@ -313,7 +320,6 @@ def test_farmer_show_list_and_reinstate_the_reputation(node, tmp_path, clock):
     assert listed["reputation"]["reputation"] == "disqualified"
     done = dispatch(node, "farmer", "reinstate", first["farmer_id"])
     assert done == f"farmer {ADDRESS} reinstated (was disqualified)\n"
-    assert dispatch(node, "farmer", "reinstate", ADDRESS) == f"farmer {ADDRESS} reinstated (was ok)\n"
     assert json.loads(dispatch(node, "farmer", "show", ADDRESS, "--json"))[0]["reputation"]["audit_score"] == 1.0
 
 
@@ -321,8 +327,10 @@ def test_farmer_reinstate_cli(tmp_path):
     assert cli(tmp_path, "whitelist", "import", str(_csv(tmp_path))).returncode == 0
     created = cli(tmp_path, "token", "create", ADDRESS)
     assert created.returncode == 0, created.stderr
+    # a farmer in good standing: refused, one line, exit 1, its scores untouched
     done = cli(tmp_path, "farmer", "reinstate", ADDRESS)
-    assert done.returncode == 0 and done.stdout == f"farmer {ADDRESS} reinstated (was ok)\n"
+    assert done.returncode == 1 and done.stdout == "" and done.stderr.count("\n") == 1
+    assert f"farmer {ADDRESS} is not disqualified or suspended (its status is ok): nothing to reinstate" in done.stderr
     unknown = cli(tmp_path, "farmer", "reinstate", "0" * 20)
     assert unknown.returncode == 2 and "unknown farmer id" in unknown.stderr
     assert cli(tmp_path, "farmer", "reinstate", "nonsense").returncode == 2

@@ -22,10 +22,12 @@ LAYERS = [
     ["downstream_tx.db"],
     ["downstream_tx.core", "downstream_tx.health"],
     ["downstream_tx.v0", "downstream_tx.v1", "downstream_tx.dashboard.data"],
-    ["downstream_tx.jobs", "downstream_tx.http", "downstream_tx.metrics", "downstream_tx.dashboard"],
+    ["downstream_tx.jobs", "downstream_tx.http", "downstream_tx.metrics", "downstream_tx.dashboard",
+     "downstream_tx.lifecycle"],
     # startup explains start-up failures for runtime (a missing database), tap and admin
     ["downstream_tx.runtime", "downstream_tx.startup"],
-    ["downstream_tx.tap", "downstream_tx.admin", "downstream_tx.listeners", "downstream_tx.workers"],
+    ["downstream_tx.tap", "downstream_tx.admin", "downstream_tx.admin_lifecycle", "downstream_tx.listeners",
+     "downstream_tx.workers"],
 ]
 #: packages of one layer that must not import each other
 APART = [("downstream_tx.v0", "downstream_tx.v1")]

@@ -29,11 +29,13 @@ def test_the_template_unit_is_the_single_unit_per_instance():
     template, single = directives(TEMPLATE.read_text()), directives(SINGLE.read_text())
     # the same hardening and lifecycle as the single unit: only the per-instance paths differ
     differ = {k for k in single if template.get(k) != single[k]}
-    assert differ == {"Description", "EnvironmentFile", "StateDirectory", "LogsDirectory"}
+    assert differ == {"Description", "ExecStart", "EnvironmentFile", "StateDirectory", "LogsDirectory"}
     assert template["StateDirectory"] == "downstream/%i" and template["LogsDirectory"] == "downstream/%i"
     assert template["EnvironmentFile"] == "-/etc/downstream/%i.env"
     text = TEMPLATE.read_text()
-    assert "--config /etc/downstream/%i.toml" in text and "--data-dir /var/lib/downstream/%i" in text
+    # every setting in the instance's file (data_dir too): downstream-admin given it sees the same node
+    assert template["ExecStart"].endswith("downstream --config /etc/downstream/%i.toml")
+    assert 'data_dir = "/var/lib/downstream/NAME"' in text
     assert "downstream@.service" in DOC and "contrib/loadbalancer/haproxy.cfg" in DOC
 
 

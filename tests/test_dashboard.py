@@ -93,10 +93,15 @@ def test_dashboard_shows_the_status_api_numbers(setup, clock):
     assert value(page, "contracts-active") == "3"
     rows = {r["id"]: r for r in table_rows(page)}
     assert set(rows) == {f["id"] for f in listed["farmers"]}
+    activity = {a.farmer_id: a for a in run(node.farmers.summaries(list(rows)))}
     for f in listed["farmers"]:
-        r = rows[f["id"]]
-        assert (r["uptime"], r["heartbeats"], r["contracts"], r["size"], r["online"]) == (
-            str(f["uptime"]), str(f["heartbeats"]), str(f["contracts"]), str(f["size"]), "1" if f["online"] else "0")
+        r, a = rows[f["id"]], activity[f["id"]]
+        assert (r["uptime"], r["contracts"], r["size"], r["online"]) == (
+            str(f["uptime"]), str(f["contracts"]), str(f["size"]), "1" if f["online"] else "0")
+        # passes, fails, misses and last seen as downstream-admin farmer list shows them (one definition)
+        assert (r["passes"], r["fails"], r["misses"], r["last-seen"]) == (
+            str(a.passes), str(a.fails), str(a.misses), f"{a.last_seen:.0f}")
+        assert (r["standing"], r["audit"]) == ("vetting", f"{f['audit_score']:.6f}")
     # the farmer page equals /status/show
     _, shown = api.get(f"{V1}/status/show/{farmer_id(t1)}")
     resp, fpage = raw_get(api, f"/farmers/{farmer_id(t1)}")
@@ -115,8 +120,8 @@ def test_dashboard_shows_the_status_api_numbers(setup, clock):
 def test_sorting_paging_and_search(setup):
     node, api = setup
     three_farmers(api)
-    _, by_hb = api.get(f"{V1}/status/list/by/d/heartbeats")
-    _, page = raw_get(api, "/dashboard?sort=heartbeats&order=desc")
+    _, by_hb = api.get(f"{V1}/status/list/by/d/contracts")
+    _, page = raw_get(api, "/dashboard?sort=contracts&order=desc")
     assert [r["id"] for r in table_rows(page)] == [f["id"] for f in by_hb["farmers"]]
     assert 'aria-sort="descending"' in page
     _, p0 = api.get(f"{V1}/status/list/by/address/2/0")
@@ -131,7 +136,8 @@ def test_sorting_paging_and_search(setup):
     assert [r["id"] for r in table_rows(found)] == [f["id"] for f in by_hb["farmers"] if f["address"] == target]
     _, online = raw_get(api, "/dashboard?online=1")
     assert len(table_rows(online)) == 2
-    for bad in ("sort=ip_hash", "order=up", "page=-1", "limit=0", "limit=201", "online=yes", "q=" + "a" * 65,
+    for bad in ("sort=ip_hash", "sort=heartbeats", "order=up", "page=-1", "limit=0", "limit=201", "online=yes",
+                "q=" + "a" * 65,
                 "page=", "sort=", "order=", "limit=", "refresh="):  # given empty is not absent
         code, body = api.get(f"/dashboard?{bad}")
         assert code == 400 and body["status"] == "invalid_query", bad
@@ -267,3 +273,110 @@ def test_a_failed_history_write_is_retried_with_the_next(setup, clock):
     recorder.count("miss", 1)
     assert [r.misses for r in recorder.take()] == [1]
     assert len(recorder.hours) == 1  # hours before the previous one are forgotten
+
+
+# --- issue 23: v0 activity, standing, the node panel -------------------------------------------------
+
+def test_v0_farmers_uptime_and_activity_are_real(nodes, clock, tmp_path):
+    """A v0 farmer that passes every challenge shows its uptime and passes (it used to show 0 %
+    and 0 heartbeats, the v1-only figures); one that stops answering shows it."""
+    from support import add_test_file, stored_bytes, v0_answer
+    from support import make_server as server_of
+    from support.v1 import Api
+
+    node = nodes(max_failures=100)
+    interval = 60
+    h = add_test_file(node, tmp_path, interval=interval, redundancy=2)
+    good, gone = (run(node.v0.create_token(make_address(i))) for i in (1, 2))
+    for token in (good, gone):
+        run(node.v0.get_chunk(token))
+    data = stored_bytes(node, h)
+    run(node.status.update_uptime())
+    for window in range(10):
+        for token in (good, gone) if window < 3 else (good,):
+            _, due = run(node.v0.due(token))
+            if due:
+                assert run(node.v0.answer(token, h, v0_answer(data, due[0]["challenge"]))) == "pass"
+        clock.advance(interval)
+        run(node.supply.issue_due())
+        run(node.status.update_uptime())
+    api = Api(node, node.config)
+    assert server_of(node) is not None
+    rows = {r["id"]: r for r in table_rows(raw_get(api, "/dashboard")[1])}
+    kept, left = rows[farmer_id(good)], rows[farmer_id(gone)]
+    assert float(kept["uptime"]) >= 90.0 and int(kept["passes"]) == 10 and kept["misses"] == "0"
+    assert float(left["uptime"]) <= 40.0 and int(left["passes"]) == 3 and int(left["misses"]) >= 6
+    # last seen: the window it last answered in, even while a new challenge is outstanding (it was the
+    # contract's start whenever the current challenge was not answered yet)
+    now = clock.seconds()
+    assert now - 2 * interval <= float(kept["last-seen"]) <= now
+    assert float(left["last-seen"]) == now - 10 * interval + 2 * interval  # its third window
+    _, shown = api.get(f"{V1}/status/show/{farmer_id(good)}")
+    assert shown["uptime"] == float(kept["uptime"])  # the status API says the same
+
+
+def test_standing_scores_and_containment_on_the_list_and_the_farmer_page(nodes, clock, tmp_path):
+    from downstream_tx.db.reputation import Tally, record_txn
+    from support import add_test_file
+    from support.v1 import Api
+
+    node = nodes(containment_retries=2)
+    add_test_file(node, tmp_path, interval=60)
+    addresses = [make_address(i) for i in range(1, 5)]
+    tokens = [run(node.v0.create_token(a)) for a in addresses]
+    rules = node.core.stores.reputation.rules
+    run(node.v0.get_chunk(tokens[0]))  # (before anyone is vetted: the vetting share does not hold it back)
+    run(node.db.run("t", record_txn, rules, clock.seconds(), {addresses[1]: Tally(passes=1, fails=45),
+                                                                addresses[2]: Tally(errors=1000),
+                                                                addresses[3]: Tally(passes=150)}))
+    clock.advance(61)
+    run(node.supply.issue_due())  # its challenge unanswered: asked again, contained
+    api = Api(node, node.config)
+    _, page = raw_get(api, "/dashboard?sort=standing&order=desc")
+    rows = table_rows(page)
+    assert [r["standing"] for r in rows] == ["disqualified", "suspended", "contained", "ok"]
+    assert [r["id"] for r in rows][:2] == [farmer_id(tokens[1]), farmer_id(tokens[2])]
+    _, by_audit = raw_get(api, "/dashboard?sort=audit")
+    assert table_rows(by_audit)[0]["id"] == farmer_id(tokens[1]) and float(table_rows(by_audit)[0]["audit"]) < 0.96
+    _, fpage = raw_get(api, f"/farmers/{farmer_id(tokens[1])}")
+    assert value(fpage, "farmer-standing") == "disqualified"
+    assert "disqualified since 2023-11-14T22:13:20Z: audit score below 0.96" in fpage
+    assert "below the dq_threshold, 0.96" in fpage and "at or above the suspension_threshold, 0.6" in fpage
+    _, cpage = raw_get(api, f"/farmers/{farmer_id(tokens[0])}")
+    assert value(cpage, "farmer-standing") == "contained" and value(cpage, "farmer-contained") == "1"
+    activity = run(node.farmers.summaries([farmer_id(tokens[0])]))[0]
+    assert value(cpage, "farmer-last-seen") == f"{activity.last_seen:.0f}"  # as downstream-admin farmer show
+    assert "Last due" not in cpage and "UTC</dd>" not in cpage  # one time format: ISO 8601, "…Z"
+
+
+def test_the_node_panel_says_who_runs_the_jobs_and_who_made_the_page(nodes, clock):
+    from downstream_tx.db.lease import JOBS
+    from support.v1 import Api
+
+    node = nodes()
+    api = Api(node, node.config)
+    _, page = raw_get(api, "/dashboard")
+    assert value(page, "node-leader") == ""  # nobody holds the lease: said so
+    assert "nobody (no instance holds the jobs lease" in page
+    assert value(page, "node-instance") == node.core.instance and "~" in node.core.instance
+    assert value(page, "node-generated") == f"{clock.seconds():.0f}" and float(value(page, "node-db-ms")) >= 0
+    run(node.core.stores.leases.acquire(JOBS, "node-b:77~abc123", clock.seconds(), 15.0))
+    clock.advance(4)
+    _, page = raw_get(api, "/dashboard")
+    assert value(page, "node-leader") == "node-b:77~abc123" and float(value(page, "node-lease-age")) == 4.0
+    assert value(page, "node-generation") == "1"
+    run(node.core.stores.leases.acquire(JOBS, node.core.instance, clock.seconds() + 20, 15.0))
+    clock.advance(21)
+    _, fpage_list = raw_get(api, "/dashboard")
+    assert f"{node.core.instance} (this process)" in fpage_list
+    assert "dtx-test" not in fpage_list and "mysql://" not in fpage_list  # nothing of the database's address
+
+
+def test_charts_have_titles_and_whole_number_axes(setup, clock):
+    node, api = setup
+    run(node.core.stores.history.record("t" * 16, [HourRow(int(clock.seconds() // HOUR), 5, 0, 0)]))
+    _, page = raw_get(api, "/dashboard")
+    assert '<figcaption id="h-chart-hours">Per hour, last 24 hours (UTC)</figcaption>' in page
+    assert '<figcaption id="h-chart-days">Per day, last 30 days (UTC)</figcaption>' in page
+    ticks = re.findall(r'text-anchor="end">([^<]+)</text>', page)
+    assert ticks and all(t.isdigit() for t in ticks)

@@ -1,12 +1,15 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright through
 ``executable_path``: nothing downloads a browser), against the real daemon with farmers that farm
 over HTTP (tests/support/farmer_v1.py), a farmer that stops answering, history rows and a farmer whose
-address is full of HTML metacharacters.
+address is full of HTML metacharacters; and against a node built by ``contrib/demo/populate.py``.
 
-Checks: the numbers on the page equal the status API's, sorting, paging and search, no console
-errors, escaping, the page without JavaScript, the refresh with it, and axe-core (no critical
-violations). Screenshots of both pages are saved under ``$DTX_TEST_ARTIFACTS`` (default: the test's
-temporary directory); docs/dashboard.png is one of them.
+Checks: the numbers on the page equal the status API's and (passes, fails, misses, last seen,
+standing) ``downstream-admin``'s, sorting (by standing too), paging and search, the node panel, the
+charts' titles and whole-number axes, ids and addresses on one line, the farmer page's standing, no
+console errors, escaping, the page without JavaScript, the refresh with it, and axe-core (no
+critical or serious violations). Screenshots are saved under ``$DTX_TEST_ARTIFACTS`` (default: the
+test's temporary directory); ``DTX_UPDATE_DOCS_SCREENSHOT=1`` builds the demo node at its full size
+and copies its overview to docs/dashboard.png.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import pytest
 from twisted.internet import task
 
+from downstream_tx.core.reputation import standing_word
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.db.stores import Stores
 from downstream_tx.geoip import Location, stored_location
@@ -153,6 +157,7 @@ def node(tmp_path_factory):
             daemon.evil_id = evil_id
             daemon.farming = farming
             daemon.lazy = lazy
+            daemon.root = root
             yield daemon
 
 
@@ -193,16 +198,37 @@ def table(pg) -> list[dict]:
         id: r.dataset.farmerId,
         address: r.querySelector('.c-address').textContent,
         uptime: Number(r.querySelector('.c-uptime').dataset.value),
-        heartbeats: Number(r.querySelector('.c-heartbeats').dataset.value),
         contracts: Number(r.querySelector('.c-contracts').dataset.value),
         size: Number(r.querySelector('.c-size').dataset.value),
         online: r.querySelector('.c-online').dataset.value === '1',
     }))""")
 
 
+def activity(pg) -> list[dict]:
+    """The farmer list's activity columns: what downstream-admin farmer list shows for each token."""
+    return pg.eval_on_selector_all("#farmers tbody tr[data-farmer-id]", """rows => rows.map(r => ({
+        farmer_id: r.dataset.farmerId,
+        passes: Number(r.querySelector('.c-passes').dataset.value),
+        fails: Number(r.querySelector('.c-fails').dataset.value),
+        misses: Number(r.querySelector('.c-misses').dataset.value),
+        last_seen: Number(r.querySelector('.c-last-seen').dataset.value),
+        standing: r.querySelector('.c-standing').dataset.value,
+    }))""")
+
+
+def admin_rows(node) -> list[dict]:
+    """``downstream-admin farmer list --json`` on the daemon's database, in the dashboard's terms."""
+    from support.admin import cli
+
+    done = cli(node.root, "farmer", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    return [{"farmer_id": r["farmer_id"], "passes": r["passes"], "fails": r["fails"], "misses": r["misses"],
+             "last_seen": round(r["last_seen"]), "standing": standing_word(r["reputation"])} for r in rows]
+
+
 def api_rows(body) -> list[dict]:
-    return [{k: f[k] for k in ("id", "address", "uptime", "heartbeats", "contracts", "size", "online")}
-            for f in body["farmers"]]
+    return [{k: f[k] for k in ("id", "address", "uptime", "contracts", "size", "online")} for f in body["farmers"]]
 
 
 def consistent(read_api, read_page, attempts: int = 30):
@@ -228,8 +254,12 @@ def test_overview_numbers_sorting_paging_search(node, page, artifacts):
             return table(page)
         return read
 
-    # the farmer table equals /status/list (all fields the table shows)
+    # the farmer table equals /status/list (all fields the table shows), its activity columns
+    # downstream-admin farmer list (one definition of passes, fails, misses, last seen)
     consistent(lambda: api_rows(get_json(base + "/")), read_page())
+    consistent(lambda: sorted(admin_rows(node), key=lambda r: r["farmer_id"]),
+               lambda: (page.goto(node.url + "/dashboard?refresh=0"),
+                        sorted(activity(page), key=lambda r: r["farmer_id"]))[1])
     # the summary equals the status API's counts
     consistent(lambda: (len(get_json(base + "/")["farmers"]), len(get_json(base + "/online/")["farmers"])),
                lambda: (page.goto(node.url + "/dashboard?refresh=0"),
@@ -242,20 +272,25 @@ def test_overview_numbers_sorting_paging_search(node, page, artifacts):
     assert page.locator("#chart-hours g.bar").count() == 24
     assert page.locator("#chart-days g.bar").count() == 30
     assert page.locator("#chart-hours rect.pass").count() >= 23
-    page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
-    if os.environ.get("DTX_UPDATE_DOCS_SCREENSHOT"):
-        shutil.copyfile(artifacts / "dashboard.png", Path(__file__).resolve().parent.parent / "docs" / "dashboard.png")
+    page.screenshot(path=str(artifacts / "dashboard-test-node.png"), full_page=True)
 
-    # sorting: click the heartbeats heading (ascending), then again (descending)
-    page.click("#farmers thead a[data-sort=heartbeats]")
-    assert "sort=heartbeats" in page.url
+    # sorting: click the contracts heading (ascending), then again (descending)
+    page.click("#farmers thead a[data-sort=contracts]")
+    assert "sort=contracts" in page.url
     assert page.get_attribute("#farmers thead th[aria-sort]", "aria-sort") == "ascending"
-    consistent(lambda: [f["id"] for f in get_json(base + "/by/heartbeats")["farmers"]],
+    consistent(lambda: [f["id"] for f in get_json(base + "/by/contracts")["farmers"]],
                lambda: (page.reload(), [r["id"] for r in table(page)])[1])
-    page.click("#farmers thead a[data-sort=heartbeats]")
+    page.click("#farmers thead a[data-sort=contracts]")
     assert page.get_attribute("#farmers thead th[aria-sort]", "aria-sort") == "descending"
-    consistent(lambda: [f["id"] for f in get_json(base + "/by/d/heartbeats")["farmers"]],
+    consistent(lambda: [f["id"] for f in get_json(base + "/by/d/contracts")["farmers"]],
                lambda: (page.reload(), [r["id"] for r in table(page)])[1])
+    # by standing: the worst first (the lazy farmer's failed contract did not disqualify it: all ok here)
+    page.click("#farmers thead a[data-sort=standing]")
+    page.click("#farmers thead a[data-sort=standing]")
+    assert page.get_attribute("#farmers thead th[aria-sort]", "aria-sort") == "descending"
+    rank = {"disqualified": 0, "suspended": 1}
+    shown = [rank.get(r["standing"], 2) for r in activity(page)]
+    assert shown == sorted(shown)
 
     # paging, two per page, by address (a stable order): next, next, previous
     page.goto(node.url + "/dashboard?sort=address&limit=2&refresh=0")
@@ -348,3 +383,89 @@ def test_accessibility_no_critical_violations(node, page):
         serious = [(v["id"], v["help"]) for v in violations if v.get("impact") == "serious"]
         assert serious == [], serious
 
+
+
+def test_the_node_panel_the_chart_titles_and_one_line_per_farmer(node, page):
+    """The parts an operator of several processes asks for: who runs the jobs and how fresh their
+    lease is, the database's answer time, which process made the page and when; each chart's title
+    on the page; ids and addresses on one line each."""
+    page.goto(node.url + "/dashboard?refresh=0")
+    health = get_json(node.url + "/health")
+    assert page.text_content("#node-leader") == f"{health['instance']} (this process)"  # one process: the leader
+    assert 0 <= float(stat(page, "node-lease-age")) < 15  # lease_ttl
+    assert stat(page, "node-instance") == health["instance"]
+    assert abs(float(stat(page, "node-generated")) - time.time()) < 60
+    assert float(stat(page, "node-db-ms")) < 5000
+    assert page.is_visible("#h-chart-hours") and page.text_content("#h-chart-hours") == "Per hour, last 24 hours (UTC)"
+    assert page.is_visible("#h-chart-days") and page.text_content("#h-chart-days") == "Per day, last 30 days (UTC)"
+    ticks = page.eval_on_selector_all("svg.chart text[text-anchor=end]", "ts => ts.map(t => t.textContent)")
+    assert ticks and all(t.isdigit() for t in ticks)  # whole numbers only
+    heights = page.eval_on_selector_all("#farmers tbody tr[data-farmer-id]", """rows => rows.map(r => [
+        r.querySelector('.c-id').getBoundingClientRect().height,
+        r.querySelector('.c-address').getBoundingClientRect().height,
+        r.querySelector('.c-online').getBoundingClientRect().height])""")
+    line = page.eval_on_selector("#farmers tbody tr[data-farmer-id] .c-online", "e => e.scrollHeight")
+    for id_h, address_h, online_h in heights:
+        assert id_h == address_h == online_h and online_h <= line + 12  # one line each, no wrap
+
+
+def test_the_farmer_page_shows_its_standing_as_downstream_admin_does(node, page):
+    from support.admin import cli
+
+    farmer = node.farming.farmers[0]
+    page.goto(f"{node.url}/farmers/{farmer.farmer_id}?refresh=0")
+    shown = json.loads(cli(node.root, "farmer", "show", farmer.farmer_id, "--json").stdout)
+    assert stat(page, "farmer-standing") == standing_word(shown["reputation"])
+    # the word, and under it why: the farmer has not passed vetting_audits challenges yet
+    assert page.text_content("#farmer-standing .note").startswith("ok, not vetted yet (")
+    assert "at or above the dq_threshold, 0.96" in page.text_content("#farmer-audit-score")
+    # the one last_seen: what farmer show says (the farmer farms on meanwhile: read until it holds still)
+    consistent(lambda: round(json.loads(cli(node.root, "farmer", "show", farmer.farmer_id, "--json").stdout)
+                             ["last_seen"]),
+               lambda: (page.goto(f"{node.url}/farmers/{farmer.farmer_id}?refresh=0"),
+                        round(float(stat(page, "farmer-last-seen"))))[1])
+    assert page.text_content("#farmer-last-seen").endswith("Z")
+    assert page.locator("text=Last due").count() == 0
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A node built by contrib/demo/populate.py (small here; its defaults, a few hundred farmers in a
+    month, for the README's picture with DTX_UPDATE_DOCS_SCREENSHOT=1), served by the real daemon."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("demo")
+    script = Path(__file__).resolve().parent.parent / "contrib" / "demo" / "populate.py"
+    size = [] if os.environ.get("DTX_UPDATE_DOCS_SCREENSHOT") else ["--farmers", "40", "--days", "3",
+                                                                     "--v1-farmers", "5"]
+    done = subprocess.run([sys.executable, str(script), str(root / "data"), *size], capture_output=True, text=True,
+                          timeout=1800)
+    assert done.returncode == 0, done.stderr
+    with Daemon(root / "node", ["--config", str(root / "data" / "demo.toml")]) as daemon:
+        yield daemon
+
+
+def test_a_realistic_node_for_the_readme(demo, page, artifacts):
+    """No test strings: valid addresses, GeoIP countries, farmers in mixed standing; the picture in
+    docs/dashboard.png is this page (at the script's full size)."""
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(demo.url + "/dashboard?refresh=0&sort=standing&order=desc&limit=30")  # every standing in view
+    page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+    if os.environ.get("DTX_UPDATE_DOCS_SCREENSHOT"):
+        shutil.copyfile(artifacts / "dashboard.png", Path(__file__).resolve().parent.parent / "docs" / "dashboard.png")
+    page.goto(demo.url + "/dashboard?refresh=0&sort=standing&order=desc&limit=25")
+    rows = activity(page)
+    assert len(rows) == 25 and int(stat(page, "farmers-total")) >= 40
+    assert len({r["standing"] for r in rows}) >= 3  # mixed standing on the first page
+    addresses = page.eval_on_selector_all("#farmers .c-address", "cs => cs.map(c => c.textContent)")
+    from downstream_tx import bitcoin
+
+    for address in addresses:
+        bitcoin.decode_address(address)  # every one a valid SJCX address
+    assert page.locator("#countries tbody tr").count() >= 3
+    assert page.locator("#chart-days rect.pass").count() >= 3
+    from axe_playwright_python.sync_playwright import Axe
+
+    violations = Axe().run(page).response["violations"]
+    assert [(v["id"], v["help"]) for v in violations if v.get("impact") in ("critical", "serious")] == []

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from downstream_tx import geoip
 from downstream_tx.dashboard import charts, render
 from downstream_tx.dashboard.data import Bucket, FarmerList, buckets
@@ -19,8 +24,24 @@ def test_formats():
     assert render.esc("<a href='x'>&\"") == "&lt;a href=&#x27;x&#x27;&gt;&amp;&quot;"
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 10**9))
+def test_the_y_axis_counts_in_whole_numbers(peak):
+    """Whole counts get whole ticks (never 1.25 or 3.75): a whole step of 1, 2, 2.5 or 5 × 10^k, the
+    top the first multiple of it at or above the peak, two to five ticks."""
+    top, step = charts.whole_axis(peak)
+    assert isinstance(top, int) and isinstance(step, int) and step >= 1
+    assert top >= max(peak, 1) and top % step == 0 and top - step < max(peak, 1)
+    assert 1 <= top // step <= 4
+    assert str(step).rstrip("0") in ("1", "2", "25", "5")
+
+
 def test_chart_scales_and_labels():
-    assert [charts._nice_max(v) for v in (0, 1, 2, 3, 7, 10, 11, 120, 501)] == [1, 1, 2, 5, 10, 10, 20, 200, 1000]
+    assert [charts.whole_axis(v) for v in (0, 1, 3, 5, 7, 10, 100, 523)] == [
+        (1, 1), (1, 1), (3, 1), (6, 2), (8, 2), (10, 5), (100, 25), (600, 200)]
+    svg = charts.results_chart("c", "t", [Bucket(0, passes=5)], str)
+    assert [int(v) for v in re.findall(r'text-anchor="end">(\d+)</text>', svg)] == [0, 2, 4, 6]
+    assert re.findall(r'text-anchor="end">([^<]*[.][^<]*)</text>', svg) == []  # no fractional tick
     rows = [Bucket(3600 * i, passes=i, misses=1 if i == 2 else 0, fails=0) for i in range(4)]
     svg = charts.results_chart("c", "A <title>", rows, lambda t: f"h{int(t // 3600)}", every=2)
     assert svg.startswith('<svg id="c"') and svg.count('<g class="bar"') == 4

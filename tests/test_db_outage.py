@@ -105,7 +105,7 @@ def test_database_outage_under_load(tmp_path: Path):
                    "answering again after the outage")
         recovered = min(r[0] + r[2] for r in prober.results if r[0] >= restored_at and r[1] == 200) - restored_at
         # the timers survived: a pass after the outage notices it and applies the downtime rule
-        node.wait_for_log(r"no challenge pass ran for [0-9.]+s", timeout=10)
+        node.wait_for_log(r"no timer run for [0-9.]+s", timeout=10)
         timer_back = time.monotonic() - restored_at
         wait_until(lambda: all(f.passes >= before[f.name] + 2 for f in v0)
                    and all(f.heartbeats >= before[f.name] + 2 for f in v1), 25, "farming after the outage")

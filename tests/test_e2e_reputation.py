@@ -145,4 +145,5 @@ async def test_a_disqualified_farmers_files_reach_their_redundancy_on_other_farm
         status = daemon.stop()
     assert status == 0, daemon.log()
     log = daemon.log()
-    assert f"farmer {make_address(1)} is disqualified: {FILES} contracts ended" in log
+    assert f"farmer {make_address(1)} is disqualified (audit score below " in log  # the change, as it happens
+    assert f"farmer {make_address(1)} (disqualified): {FILES} contracts ended" in log  # the reputation job's work

@@ -254,4 +254,4 @@ async def test_farmer_session_end_to_end(tmp_path: Path, db_url: str, request):
         print(f"\n--- farmer session transcript ({engine}) ---\n{out}")
     assert status == 0, daemon.log()
     log = daemon.log()
-    assert "challenge pass:" in log and "contracts failed" in log
+    assert "timer contracts:" in log and "contracts failed" in log

@@ -205,16 +205,16 @@ def test_the_operators_batch_request_refusals_in_words():
 
 def test_a_pass_summary_in_words():
     assert PassSummary().describe() == ""
-    assert PassSummary(1, 2, 3, 4, 5, 6, 7, 8, 9).describe() == (
-        "challenge pass: 1 issued, 2 missed, 3 forgiven, 4 contracts failed, 5 starved, 6 files topped up; "
-        "v1: 7 ended, 8 failed, 9 extended over the downtime")
+    assert PassSummary(1, 2, 3, 4, 5, 6, 7, 8, 9, 0.0, 10, 11).describe() == (
+        "1 issued, 2 missed, 10 asked again in containment, 3 forgiven, 4 contracts failed, 5 starved, 6 files "
+        "topped up; v1: 7 ended, 8 failed, 11 asked again in containment, 9 extended over the downtime")
     for name in ("issued", "missed", "forgiven", "failed", "starved", "topped_up", "v1_ended", "v1_failed",
-                 "v1_extended"):
-        assert PassSummary(**{name: 1}).describe().startswith("challenge pass: ")
+                 "v1_extended", "contained", "v1_contained"):
+        assert PassSummary(**{name: 1}).describe().startswith("0 issued" if name != "issued" else "1 issued")
     assert PassSummary(downtime=12.34).describe() == (
-        "challenge pass: 0 issued, 0 missed, 0 forgiven, 0 contracts failed, 0 starved, 0 files topped up; "
-        "v1: 0 ended, 0 failed, 0 extended over the downtime (no challenge pass ran for 12.3s (node down or "
-        "unhealthy): deadlines in that window are not counted as misses)")
+        "0 issued, 0 missed, 0 asked again in containment, 0 forgiven, 0 contracts failed, 0 starved, 0 files "
+        "topped up; v1: 0 ended, 0 failed, 0 asked again in containment, 0 extended over the downtime (no timer run "
+        "for 12.3s (node down or unhealthy): deadlines in that window are not counted as misses)")
     assert FAILED_LINES == 20
 
 

@@ -80,9 +80,11 @@ def test_heartbeat_body():
 
 
 def test_iso_utc():
-    assert wire.iso_utc(None) is None
-    assert wire.iso_utc(0) == "1970-01-01T00:00:00Z"
-    assert wire.iso_utc(1_700_000_000.9) == "2023-11-14T22:13:20Z"
+    from downstream_tx.times import iso_utc
+
+    assert iso_utc(None) is None
+    assert iso_utc(0) == "1970-01-01T00:00:00Z"
+    assert iso_utc(1_700_000_000.9) == "2023-11-14T22:13:20Z"
 
 
 @pytest.mark.parametrize("item, value", [(7, 7), ("8", 8), (" 9 ", 9), (True, 1), (Decimal("3.9"), 3), (2.5, 2)])

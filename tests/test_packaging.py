@@ -77,9 +77,9 @@ def test_the_service_user_can_read_its_configuration():
 def test_documentation_link_points_at_a_file_the_install_creates():
     unit = unit_settings(UNIT)
     [link] = unit["Documentation"]
-    assert link == "file:///opt/downstream/share/doc/downstream-tx/operations.md"
+    assert link == "file:///opt/downstream/share/doc/downstream-tx/docs/operations.md"
     setup = (ROOT / "setup.py").read_text()
-    assert '("share/doc/downstream-tx", [' in setup and '"docs/operations.md"' in setup
+    assert '("share/doc/downstream-tx/docs", [' in setup and '"docs/operations.md"' in setup
     assert "python3 -m venv /opt/downstream" in DOC  # the prefix the link assumes
 
 
@@ -117,6 +117,43 @@ def test_twistd_help_shows_the_defaults(tmp_path):
 def test_admin_version():
     result = subprocess.run([sys.executable, "-c", "from downstream_tx.admin import entry; entry()", "--version"],
                             env=daemon_env(), capture_output=True, text=True, timeout=60)
-    from downstream_tx import __version__
+    from downstream_tx.version import full_version
 
-    assert result.returncode == 0 and result.stdout.strip() == f"downstream-admin (downstream-tx) {__version__}"
+    assert result.returncode == 0 and result.stdout.strip() == f"downstream-admin (downstream-tx) {full_version()}"
+
+
+def test_twistd_version_names_the_commit_of_a_checkout(tmp_path):
+    """Two builds tell themselves apart: the release plus the commit (this checkout's, at run time)."""
+    from downstream_tx.version import git_commit
+
+    result = subprocess.run(TWISTD + ["downstream", "--version"], cwd=tmp_path, env=daemon_env(), capture_output=True,
+                            text=True, timeout=60)
+    commit = git_commit(str(ROOT))
+    assert result.returncode == 0
+    assert re.fullmatch(r"downstream-tx \d+\.\d+\.\d+\S*", result.stdout.strip()), result.stdout
+    if commit is not None:
+        assert result.stdout.strip().endswith("+" + commit)
+
+
+def test_what_the_readme_and_docs_link_to_is_installed_beside_them():
+    """The install keeps the checkout's layout under share/doc/downstream-tx, so every relative link
+    of the README and the docs resolves there as it does here; and downstream.tac is installed."""
+    import ast
+
+    setup = ast.parse((ROOT / "setup.py").read_text())
+    [files] = [k.value for n in ast.walk(setup) if isinstance(n, ast.Call) for k in n.keywords
+               if k.arg == "data_files"]
+    installed = {}
+    for pair in ast.literal_eval(files):
+        for source in pair[1]:
+            assert (ROOT / source).is_file(), source
+            installed[source] = pair[0]
+    for source, where in installed.items():
+        if where.startswith("share/doc/downstream-tx"):
+            assert where == "/".join(["share/doc/downstream-tx", *source.split("/")[:-1]]), source  # same layout
+    assert installed["downstream.tac"] == "share/downstream-tx"
+    for doc in ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]:
+        assert doc in installed, doc
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", (ROOT / doc).read_text()):
+            linked = (ROOT / doc).parent.joinpath(target).resolve().relative_to(ROOT).as_posix()
+            assert linked in installed, f"{doc} links to {target}, which the install leaves out"

@@ -1,5 +1,8 @@
 """Versioned schema on both engines: create, upgrade, refuse newer, idempotent."""
 
+import os
+import stat
+
 import pytest
 
 from downstream_tx.db import schema
@@ -107,7 +110,12 @@ def test_sqlite_backup_copy(tmp_path, clock):
     path = config.db_url[len("sqlite:///"):]
     db.close()
     assert schema.sqlite_version_of(path) == len(schema.load_steps("sqlite"))
-    backup = schema.backup_sqlite(path, 1)
+    old = os.umask(0)
+    try:
+        backup = schema.backup_sqlite(path, 1)
+    finally:
+        os.umask(old)
     assert backup.endswith(".v1.bak")
+    assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600  # it holds the node secret: created private
     assert schema.sqlite_version_of(backup) == schema.sqlite_version_of(path)
     assert schema.sqlite_version_of(str(tmp_path / "none.db")) == 0

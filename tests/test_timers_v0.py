@@ -312,7 +312,7 @@ def test_the_job_runs_every_tick_and_stops_cleanly(make, clock, tmp_path):
     assert farmer.state(h)["misses"] == 1  # the deadline at +2 s
     assert asdict(job.last_result) == {"issued": 1, "missed": 1, "forgiven": 0, "failed": 0, "starved": 0,
                                        "topped_up": 0, "v1_ended": 0, "v1_failed": 0, "v1_extended": 0,
-                                       "downtime": 0.0}  # the tick at +2 s
+                                       "downtime": 0.0, "contained": 0, "v1_contained": 0}  # the tick at +2 s
     assert job.stopService() is None  # nothing running: stops at once
     clock.advance(10)
     assert job.runs == 5
@@ -515,7 +515,7 @@ def test_at_most_twenty_failed_contracts_are_named_per_pass(node, clock):
         globalLogPublisher.removeObserver(events.append)
     assert (summary.failed, summary.v1_failed) == (15, 10)
     assert asked == [list(range(1, 16)) + list(range(101, 106))]
-    lines = [formatEvent(e) for e in events if "failed" in formatEvent(e) and "challenge pass" not in formatEvent(e)]
+    lines = [formatEvent(e) for e in events if "failed" in formatEvent(e) and "timer contracts" not in formatEvent(e)]
     assert len(lines) == 21 and lines[-1] == "… and 5 more contracts failed in this pass"
     assert lines[0].startswith("contract 1 failed (3 consecutive misses or fails)") and lines[0].endswith("(v0)")
     assert lines[19].startswith("contract 105 failed (challenge not answered before it was due)")

@@ -74,3 +74,10 @@ def test_a_worker_notifies_its_parent_through_a_pipe():
     finally:
         os.close(read)
         os.close(write)
+
+
+def test_the_parents_listener_is_named_for_what_it_is():
+    """Twisted logs "<factory's log prefix> starting on <port>": not an internal class name."""
+    from downstream_tx.workers import _NoAccept
+
+    assert _NoAccept().logPrefix() == "downstream-tx listener shared by the workers"

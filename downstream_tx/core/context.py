@@ -65,6 +65,9 @@ class Core:
     #: GeoIP (the ``geoip`` setting; None when it is off): looked up when a token is created or
     #: moves to a new IP, the only moments the IP is known before it is hashed
     locator: Locator | None = None
+    #: this process among the instances sharing the database: its name in the jobs lease (``instance_name``
+    #: or host:pid, then ``~`` and a random part made at each start), on /health and the dashboard
+    instance: str = ""
 
     def now(self) -> float:
         return self.clock.seconds()

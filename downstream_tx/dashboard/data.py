@@ -1,20 +1,29 @@
-"""What the dashboard shows, gathered through the node's stores: the status API's queries for
-farmers (``StatusStore``, the same rows and the same JSON fields as ``v1/status.py``), the gauges'
-counts (``db/stats.py``), the per-hour history (``db/history.py``) and a few bounded extras
-(``OverviewStore``). Every list is a page; nothing here loads all contracts or all farmers.
+"""What the dashboard shows, gathered through the node's stores and services: the status API's
+queries for farmers (``StatusStore``, the same rows and the same JSON fields as ``v1/status.py``),
+each farmer's activity as ``downstream-admin`` shows it (``core/farmers.py``: passes, fails, misses,
+last seen — one definition for both), its address's standing (``core/reputation.py``), the gauges'
+counts (``db/stats.py``), the per-hour history (``db/history.py``), the jobs lease and a few bounded
+extras (``OverviewStore``). Every list is a page; nothing here loads all contracts or all farmers.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from downstream_tx import __version__
 from downstream_tx.config import overdue_grace
 from downstream_tx.core.context import Core
+from downstream_tx.core.farmers import Farmers
+from downstream_tx.core.reputation import ReputationService
 from downstream_tx.db import overview
+from downstream_tx.db.farmers import FarmerSummary
 from downstream_tx.db.history import HOUR, HourRow
+from downstream_tx.db.lease import JOBS
+from downstream_tx.db.reputation import Rules
+from downstream_tx.db.status import SORT_COLUMNS, STANDING_SORTS
 from downstream_tx.v1.status import Status, farmer_dict
+from downstream_tx.version import full_version
 
 DAY = 24 * HOUR
 #: farmers per page unless the page asks for another number (1..MAX_LIMIT)
@@ -22,6 +31,9 @@ DEFAULT_LIMIT = 25
 MAX_LIMIT = 200
 #: longest address search text
 MAX_SEARCH = 64
+#: the farmer list's sort keys: the status list's (but ``heartbeats``, a v1-only count: the list shows
+#: every farmer's passes) and the standing's
+SORTS = tuple(k for k in SORT_COLUMNS if k != "heartbeats") + tuple(STANDING_SORTS)
 
 
 @dataclass(frozen=True)
@@ -59,8 +71,17 @@ class Overview:
 
 
 @dataclass
+class Farmer:
+    """One farmer (a token) as the dashboard shows it."""
+
+    status: dict[str, Any]  # the status API's object
+    activity: FarmerSummary | None  # as downstream-admin farmer list shows it
+    standing: dict[str, Any]  # its address's reputation (core/reputation.py: ``ReputationService.of``)
+
+
+@dataclass
 class FarmerList:
-    farmers: list[dict[str, Any]]  # the status API's objects
+    farmers: list[Farmer]
     sort: str = "id"
     descending: bool = False
     page: int = 0
@@ -76,6 +97,26 @@ class FarmerDetail:
     results: dict[str, int]
     at_risk: list[overview.ContractRow] = field(default_factory=list)
     now: float = 0.0
+    activity: FarmerSummary | None = None
+    standing: dict[str, Any] = field(default_factory=dict)
+    rules: Rules = field(default_factory=Rules)
+
+
+@dataclass
+class NodePanel:
+    """Who runs what, read at each page: the jobs lease, the database's answer time, this process."""
+
+    now: float  # when the page was made
+    instance: str  # the process that made it
+    leader: str | None  # the instance holding the jobs lease (None: nobody holds it now)
+    generation: int | None
+    lease_age: float | None  # seconds since the holder last renewed it
+    lease_ttl: float
+    db_ms: float  # the database's answer to SELECT 1, in milliseconds
+
+    @property
+    def leading(self) -> bool:
+        return self.leader == self.instance
 
 
 def buckets(rows: list[HourRow], first_hour: int, count: int, hours_each: int) -> list[Bucket]:
@@ -96,9 +137,12 @@ class DashboardData:
     The overview is kept for ``cache_seconds`` (it counts contracts like the stats job does), so a
     page reloaded by many browsers costs one set of queries per period."""
 
-    def __init__(self, core: Core, status: Status, started: float, cache_seconds: float = 10.0):
+    def __init__(self, core: Core, status: Status, farmers: Farmers, reputation: ReputationService, started: float,
+                 cache_seconds: float = 10.0):
         self.core = core
         self.status = status
+        self.farmers_service = farmers
+        self.reputation = reputation
         self.started = started
         self.cache_seconds = cache_seconds
         self._cached: tuple[float, Overview] | None = None
@@ -116,7 +160,7 @@ class DashboardData:
         targets = dict(config.seeded_pool)
         sizes = sorted(set(targets) | set(counts.pool))
         result = Overview(
-            version=__version__, now=now, uptime=max(0.0, now - self.started),
+            version=full_version(), now=now, uptime=max(0.0, now - self.started),
             farmers_online=read.farmers_online, farmers_active=counts.farmers_active,
             farmers_total=read.farmers_total,
             contracts={s: counts.contracts.get(s, 0) for s in ("active", "ended", "failed")},
@@ -135,12 +179,32 @@ class DashboardData:
         """A page of the status list (same query, same objects), optionally searched by address."""
         rows = await self.core.stores.status.farmers(self.core.now(), online, sort, descending, limit + 1,
                                                      page * limit, search or None)
-        return FarmerList([farmer_dict(r) for r in rows[:limit]], sort, descending, page, limit, search,
-                          online, has_next=len(rows) > limit)
+        more, rows = len(rows) > limit, rows[:limit]
+        activity = {a.farmer_id: a for a in await self.farmers_service.summaries([r.farmer_id for r in rows])}
+        standing = await self.reputation.of(sorted({r.address for r in rows}))
+        return FarmerList([Farmer(farmer_dict(r), activity.get(r.farmer_id), standing[r.address]) for r in rows],
+                          sort, descending, page, limit, search, online, has_next=more)
 
     async def farmer(self, farmer_id: str) -> FarmerDetail:
-        """The farmer's /status/show object (404 as there for an unknown id) and its contracts."""
+        """The farmer's /status/show object (404 as there for an unknown id), its contracts, activity
+        and standing."""
         shown = await self.status.farmer(farmer_id)
-        standing = await self.core.stores.overview.farmer(shown["id"])
-        return FarmerDetail(shown, standing.results, standing.at_risk, self.core.now())
+        results = await self.core.stores.overview.farmer(shown["id"])
+        [activity] = await self.farmers_service.summaries([shown["id"]]) or [None]
+        standing = (await self.reputation.of([shown["address"]]))[shown["address"]]
+        return FarmerDetail(shown, results.results, results.at_risk, self.core.now(), activity, standing,
+                            self.core.stores.reputation.rules)
+
+    async def node(self) -> NodePanel:
+        """The node panel: read at every page (two small queries), never cached."""
+        stores = self.core.stores
+        started = time.monotonic()
+        await stores.stats.ping()
+        db_ms = (time.monotonic() - started) * 1000
+        lease = await stores.leases.state(JOBS)
+        now = self.core.now()
+        held = lease is not None and bool(lease.holder) and lease.expires > now
+        return NodePanel(now, self.core.instance, lease.holder if held else None,
+                         lease.generation if lease is not None else None,
+                         max(0.0, now - lease.renewed) if held else None, self.core.config.lease_ttl, db_ms)
 

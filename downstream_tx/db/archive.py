@@ -20,14 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from downstream_tx.db.database import Database, Txn
+from downstream_tx.db.farmers import SIGN_OF_LIFE
 
 #: the per-token totals kept, in ``contract_totals`` column order after ``token_id``
 SUMS = ("ended", "failed", "passes", "fails", "misses", "late_passes", "size", "downloads", "redownloads",
         "downloads_refused")
 MAXES = ("v0", "v1", "last_start", "last_answered", "last_due")
 
-#: the window start of a contract's latest answered challenge (as farmer list's "last seen")
-ANSWERED_AT = "CASE WHEN c.answered = 1 THEN (CASE WHEN c.protocol = 1 THEN c.due - c.interval_s ELSE c.issued END) END"
+#: when the farmer last showed itself on the contract (the one definition: ``db/farmers.py``)
+ANSWERED_AT = SIGN_OF_LIFE
 
 
 @dataclass

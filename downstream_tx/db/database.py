@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer, task
@@ -36,7 +36,7 @@ class Txn:
     Transaction functions (``*_txn``) receive one of these and nothing else.
     """
 
-    __slots__ = ("_cursor", "_engine", "engine_name", "_track", "wrote", "ddl")
+    __slots__ = ("_cursor", "_engine", "engine_name", "_track", "wrote", "ddl", "notes")
 
     def __init__(self, cursor: Any, engine: Engine, track: bool = False):
         self._cursor = cursor
@@ -46,6 +46,15 @@ class Txn:
         self._track = track
         self.wrote = False
         self.ddl = False
+        #: what the body asked to announce once the transaction commits (:meth:`note`)
+        self.notes: list[Any] = []
+
+    def note(self, event: Any) -> None:
+        """Announce ``event`` (a farmer's change of standing, say) to the database's note observers
+        once this transaction has committed: a body has no side effects outside the database, so
+        a transaction rolled back or retried announces nothing twice (a retried body notes again;
+        a commit found by the lost-commit lookup announces what its own attempt noted)."""
+        self.notes.append(event)
 
     def _note(self, sql: str) -> None:
         word = sql.split(None, 1)[0].upper() if sql else ""
@@ -212,6 +221,13 @@ class _Outcome:
         self.uncertain = False
 
 
+class _Noted(NamedTuple):
+    """A transaction's result and the events it noted."""
+
+    result: Any
+    notes: list[Any]
+
+
 class _Committed(Exception):
     """An earlier attempt of the transaction committed: its result is the transaction's."""
 
@@ -295,6 +311,10 @@ class Database:
         self._since_checkpoint = 0
         #: transactions whose COMMIT acknowledgement was lost, by what the lookup found
         self.lost_commits = {"committed": 0, "rolled_back": 0, "unknown": 0}
+        #: called with each event a committed transaction noted (:meth:`Txn.note`), in order
+        self.note_observers: list[Callable[[Any], None]] = []
+        #: the daemon's lock on its SQLite file (``db/lock.py``), released when the pool is closed
+        self.lock: Any = None
 
     @classmethod
     def connect(cls, engine: Engine, reactor: Any, pool_size: int = 5, retries: int = 3) -> Database:
@@ -314,15 +334,21 @@ class Database:
         pool.downstream_engine = engine
         return cls(engine, pool, reactor, retries=retries, inline=engine.inline)
 
-    def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict,
-              outcome: _Outcome | None = None, attempt: int = 0) -> T:
+    def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict) -> T:
+        """One transaction's body on a pool thread, its result alone (tests call it on a pool)."""
+        return self._attempt(cursor, func, args, kwargs).result
+
+    def _attempt(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict,
+                 outcome: _Outcome | None = None, attempt: int = 0) -> _Noted:
+        """One attempt of a transaction on a pool thread: the body's result and what it noted."""
         if self.inline and not cursor.connection.in_transaction:
             # the inline connection writes too: a pooled transaction takes the write lock before
             # its first read (Python's sqlite3 would begin only at the first write, so what the
             # body read could change under it before it writes)
             cursor.execute("BEGIN IMMEDIATE")
         if outcome is None:
-            return func(Txn(cursor, self.engine), *args, **kwargs)
+            txn = Txn(cursor, self.engine)
+            return _Noted(func(txn, *args, **kwargs), txn.notes)
         outcome.finished = None
         txn = Txn(cursor, self.engine, track=True)
         if outcome.uncertain:
@@ -342,9 +368,9 @@ class Database:
                 if committed is None:
                     raise
                 raise _Committed(committed) from None
-            outcome.results[attempt] = result
+            outcome.results[attempt] = _Noted(result, txn.notes)
             outcome.finished = attempt
-        return result
+        return _Noted(result, txn.notes)
 
     @defer.inlineCallbacks
     def run(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any):
@@ -355,7 +381,7 @@ class Database:
             try:
                 self.pooled += 1
                 try:
-                    result = yield self.pool.runInteraction(self._body, func, args, kwargs, outcome, attempt)
+                    result, notes = yield self.pool.runInteraction(self._attempt, func, args, kwargs, outcome, attempt)
                 finally:
                     self.pooled -= 1
             except _Committed as committed:
@@ -389,14 +415,25 @@ class Database:
                 log.info("transaction {desc}: its lost commit had not happened; run again", desc=desc)
             self._observe(desc, started, True)
             self.last_success = self.clock.seconds()
+            self._announce(notes)
             return result
+
+    def _announce(self, notes: list[Any]) -> None:
+        for note in notes:
+            for observer in self.note_observers:
+                try:
+                    observer(note)
+                except Exception:
+                    log.failure("a note observer failed on {note!r}", note=note)
 
     def _committed_result(self, desc: str, outcome: _Outcome, attempt: int) -> Any:
         self.lost_commits["committed"] += 1
         self.last_success = self.clock.seconds()
         log.info("transaction {desc}: its commit had happened (attempt {attempt}); its result stands",
                  desc=desc, attempt=attempt + 1)
-        return outcome.results[attempt]
+        result, notes = outcome.results[attempt]
+        self._announce(notes)
+        return result
 
     @defer.inlineCallbacks
     def _resolve(self, desc: str, outcome: _Outcome):
@@ -449,8 +486,9 @@ class Database:
                          error=e.__class__.__name__)
             self.inline_busy += 1
             return self.run(desc, func, *args, **kwargs)
+        txn = Txn(conn.cursor(), self.engine)
         try:
-            result = func(Txn(conn.cursor(), self.engine), *args, **kwargs)
+            result = func(txn, *args, **kwargs)
             conn.execute("COMMIT")
         except Exception as e:
             try:
@@ -465,6 +503,7 @@ class Database:
         self.inline_runs += 1
         self._observe(desc, started, True)
         self.last_success = self.clock.seconds()
+        self._announce(txn.notes)
         self._since_checkpoint += 1
         if self._since_checkpoint >= self.CHECKPOINT_EVERY:
             self._since_checkpoint = 0
@@ -484,3 +523,5 @@ class Database:
         close = getattr(self.pool, "close", None)
         if close is not None and getattr(self.pool, "running", True):
             close()
+        if self.lock is not None:
+            self.lock.release()

@@ -1,5 +1,12 @@
-"""Farmers as the operator sees them (``downstream-admin farmer list/show``): one row per live token
-with its contracts and counters, paged by token id so memory stays flat however many there are."""
+"""Farmers as the operator sees them (``downstream-admin farmer list/show``, the dashboard's farmer
+list and farmer page): one row per token with its contracts' activity — protocols, contracts,
+passes, fails, misses, when it was last seen, whether it is online — paged by token id so memory
+stays flat however many there are.
+
+This is the one place that says what a farmer's activity is: every view of it goes through
+:func:`list_txn` or :func:`by_farmer_ids_txn`, which share ``_SELECT``, :data:`SIGN_OF_LIFE` and
+:func:`last_seen_of`. To change what ``last_seen`` means (the node recording each farmer's last
+request, say), change those, and every view follows."""
 
 from __future__ import annotations
 
@@ -33,13 +40,23 @@ class FarmerSummary:
         return asdict(self)
 
 
+#: when the farmer last showed itself on a contract ``c``, from what the contract row keeps (a SQL
+#: expression; archiving keeps its maximum per token, ``db/archive.py``). v1: the farmer fetched the
+#: current challenge after the previous one was due (``due`` - one interval per window, those asked
+#: again in containment too). v0: the current window's start when its challenge is answered; else,
+#: once it has passed any, the start of the last window it passed (before the ``run`` of misses or
+#: fails and the windows asked again in containment).
+SIGN_OF_LIFE = ("CASE WHEN c.protocol = 1 THEN c.due - (c.contained + 1) * c.interval_s "
+                "WHEN c.answered = 1 THEN c.issued "
+                "WHEN c.passes > 0 THEN c.issued - (c.run + c.contained + 1) * c.interval_s END")
+
 _SELECT = (
     "SELECT t.id, t.farmer_id, t.address, t.created, "
     "SUM(CASE WHEN c.state = 'active' THEN 1 ELSE 0 END), COUNT(c.id), "
     "COALESCE(SUM(c.passes), 0), COALESCE(SUM(c.fails), 0), COALESCE(SUM(c.misses), 0), "
     "MAX(CASE WHEN c.protocol = 0 THEN 1 ELSE 0 END), MAX(CASE WHEN c.protocol = 1 THEN 1 ELSE 0 END), "
     "MAX(c.start), "
-    "MAX(CASE WHEN c.answered = 1 THEN (CASE WHEN c.protocol = 1 THEN c.due - c.interval_s ELSE c.issued END) END), "
+    f"MAX({SIGN_OF_LIFE}), "
     "MAX(CASE WHEN c.state = 'active' AND c.run = 0 THEN 1 ELSE 0 END), "
     # what archiving moved out of contracts (db/archive.py): one row per token, so MAX is its value
     "MAX(a.ended + a.failed), MAX(a.passes), MAX(a.fails), MAX(a.misses), MAX(a.v0), MAX(a.v1), "
@@ -49,11 +66,18 @@ _SELECT = (
 _GROUP = " GROUP BY t.id, t.farmer_id, t.address, t.created"
 
 
+def last_seen_of(created: float, *signs: float | None) -> float:
+    """What ``last_seen`` means: the latest sign of life the database holds — the token's creation, a
+    contract's start, or a contract's :data:`SIGN_OF_LIFE` (archived contracts included). The node
+    does not record every request."""
+    return max(float(x) for x in (created, *signs) if x is not None)
+
+
 def _row(r: Sequence[Any]) -> FarmerSummary:
     (token_id, farmer_id, address, created, active, total, passes, fails, misses, v0, v1, started, answered,
      online, a_total, a_passes, a_fails, a_misses, a_v0, a_v1, a_started, a_answered) = r
     protocols = "+".join(name for flag, name in ((v0 or a_v0, "v0"), (v1 or a_v1, "v1")) if flag)
-    seen = max(float(x) for x in (created, started, answered, a_started, a_answered) if x is not None)
+    seen = last_seen_of(created, started, answered, a_started, a_answered)
     return FarmerSummary(int(token_id), farmer_id, address, protocols, int(active or 0),
                          int(total or 0) + int(a_total or 0), int(passes) + int(a_passes or 0),
                          int(fails) + int(a_fails or 0), int(misses) + int(a_misses or 0), float(created), seen,

@@ -88,6 +88,14 @@ def remove_txn(txn: Txn, file_id: int, now: float) -> int:
     return ended
 
 
+def stored_chunks_txn(txn: Txn, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str]]:
+    """``(id, file_hash)`` of the active stored files (whose bytes are in the chunk store) with ids
+    above ``after_id``, a page at a time: the chunk files a backup must hold."""
+    return [(int(i), str(h)) for i, h in txn.execute(
+        "SELECT id, file_hash FROM files WHERE kind = 'stored' AND removed IS NULL AND id > ? ORDER BY id LIMIT ?",
+        (after_id, limit)).fetchall()]
+
+
 def list_active_txn(txn: Txn, kind: str | None = "stored", after_id: int = 0, limit: int = 1000) -> list[dict]:
     """Active files with replica counts and unused challenges, a page at a time (by id)."""
     where = "f.removed IS NULL AND f.id > ?"

@@ -135,6 +135,9 @@ def reputation_txn(txn: Txn, rules: reputation.Rules, now: float, token_id: int,
     a fail that replaces the miss moves the count only (its audit failure is already in the score)."""
     if verdict.status == NOT_DUE:
         return
+    if row.contained and verdict.which == CURRENT:  # the challenge asked again is answered: out of containment
+        address = txn.scalar("SELECT address FROM tokens WHERE id = ?", (token_id,))
+        reputation.note_left_txn(txn, rules, str(address), 0, [(row.id, verdict.status)])
     taken_back = verdict.which == PREVIOUS and row.prev_missed
     if verdict.status == PASS:
         reputation.record_token_txn(txn, rules, now, token_id, reputation.Tally(passes=1))

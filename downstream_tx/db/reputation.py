@@ -127,13 +127,60 @@ def _below(a: tuple[str, list], b: tuple[str, list], threshold: str, negate: boo
     return f"{a[0]} {op} ? * ({a[0]} + {b[0]})", [*a[1], threshold, *a[1], *b[1]]
 
 
+@dataclass(frozen=True)
+class StandingChange:
+    """A farmer's status changed (noted on the transaction, announced once it commits)."""
+
+    address: str
+    before: str
+    after: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class ContainmentChange:
+    """Contracts of one farmer entered containment (``entered``: their missed challenge is asked
+    again for the first time) or left it (``left``: contract id → ``pass``, ``fail`` or ``miss``, the
+    result that ended it)."""
+
+    address: str
+    protocol: int | None = None
+    entered: tuple[int, ...] = ()
+    left: tuple[tuple[int, str], ...] = ()
+    retries: int = 0
+
+
+def _record(txn: Txn, rules: Rules, now: float, tally: Tally, where: str, arg: Any) -> bool:
+    """Apply one farmer's tally (the farmer: ``WHERE <where>`` with ``arg``); False when it has no
+    reputation row yet. A change of status is noted on the transaction (:class:`StandingChange`).
+
+    Only audit failures and errors can disqualify or suspend, and only answers can lift a suspension:
+    a tally without failures or errors on a farmer that is not suspended — nearly every one — is the
+    one statement it always was; the others read the status before and after."""
+    audit_failures = tally.fails + tally.misses
+    if not audit_failures and not tally.errors:
+        sql, args = _statement(rules, now, tally, f"{where} AND status <> '{SUSPENDED}'", recover=False)
+        if txn.execute(sql, [*args, arg]).rowcount:
+            return True
+    row = txn.execute(f"SELECT address, status FROM reputation WHERE {where}" + txn.for_update(), (arg,)).fetchone()
+    if row is None:
+        return False
+    sql, args = _statement(rules, now, tally, "address = ?")
+    txn.execute(sql, [*args, row[0]])
+    status, reason = txn.execute("SELECT status, status_reason FROM reputation WHERE address = ?",
+                                 (row[0],)).fetchone()
+    if status != row[1]:
+        txn.note(StandingChange(str(row[0]), str(row[1]), str(status), reason))
+    return True
+
+
 def record_token_txn(txn: Txn, rules: Rules, now: float, token_id: int, tally: Tally) -> None:
-    """Record one token's results (the v0 answer: one statement, the farmer found by a subquery);
-    the caller ends the contract's containment itself."""
-    sql, args = _statement(rules, now, tally, "address = (SELECT address FROM tokens WHERE id = ?)")
-    if not txn.execute(sql, [*args, token_id]).rowcount:  # no reputation row yet
+    """Record one token's results (the v0 answer: the farmer found by a subquery); the caller ends
+    the contract's containment itself."""
+    where = "address = (SELECT address FROM tokens WHERE id = ?)"
+    if not _record(txn, rules, now, tally, where, token_id):  # no reputation row yet
         ensure_txn(txn, [txn.scalar("SELECT address FROM tokens WHERE id = ?", (token_id,))])
-        txn.execute(sql, [*args, token_id])
+        _record(txn, rules, now, tally, where, token_id)
 
 
 def record_txn(txn: Txn, rules: Rules, now: float, tallies: Mapping[str, Tally]) -> None:
@@ -143,23 +190,22 @@ def record_txn(txn: Txn, rules: Rules, now: float, tallies: Mapping[str, Tally])
     the audit score). Farmers in address order (one lock order for every transaction)."""
     for address in sorted(tallies):
         if tallies[address]:
-            sql, args = _statement(rules, now, tallies[address], "address = ?")
-            txn.execute(sql, [*args, address])
+            _record(txn, rules, now, tallies[address], "address = ?", address)
 
 
 COUNTS = ("passes", "fails", "misses", "retries", "errors")
 
 
-def _statement(rules: Rules, now: float, t: Tally, where: str) -> tuple[str, list[Any]]:
+def _statement(rules: Rules, now: float, t: Tally, where: str, recover: bool = True) -> tuple[str, list[Any]]:
     """The UPDATE for a tally and its values (the ``where`` value to add last). Only what the tally
     can change is in it: a score without results, a count of 0 and a status change the results
-    cannot cause (no audit failure: no disqualification; no error: no suspension; no answer: no
-    recovery) are left out."""
+    cannot cause (no audit failure: no disqualification; no error: no suspension; no answer, or
+    ``recover`` false: no recovery) are left out."""
     dims = dimensions(t)
     changing = tuple(name for name, (s, f) in dims.items() if s or f)
     counts = tuple(c for c in COUNTS if getattr(t, c))
-    sql, names = _update_statement(where, dims["audit"][1] > 0, t.errors > 0, dims["unknown"][0] > 0, changing,
-                                   counts)
+    sql, names = _update_statement(where, dims["audit"][1] > 0, t.errors > 0, recover and dims["unknown"][0] > 0,
+                                   changing, counts)
     values: dict[str, Any] = {"now": now, "dq": rules.dq_threshold, "st": rules.suspension_threshold,
                               "why_dq": f"audit score below {rules.dq_threshold:g}",
                               "why_suspended": f"unknown-error score below {rules.suspension_threshold:g}"}
@@ -241,7 +287,44 @@ def record_contracts_txn(txn: Txn, rules: Rules, now: float, passes: Sequence[in
     settled = {int(i) for i in (*passes, *fails, *misses)}
     txn.update_in("UPDATE contracts SET contained = 0 WHERE id IN {ids} AND contained > 0",
                   sorted(int(cid) for cid, _, contained, _ in rows if contained and int(cid) in settled))
+    _note_containment(txn, rules, rows, {int(i): "pass" for i in passes} | {int(i): "fail" for i in fails}
+                      | {int(i): "miss" for i in misses}, {int(i) for i in retries})
     record_txn(txn, rules, now, tallies)
+
+
+def contained_among_txn(txn: Txn, token_id: int, ids: Iterable[int]) -> list[int]:
+    """The ids among ``ids`` of the token's contracts that are in containment now (read before an
+    answer ends it, to note that it did)."""
+    wanted = {int(i) for i in ids}
+    if not wanted:
+        return []
+    return sorted(int(r[0]) for r in txn.execute(
+        "SELECT id FROM contracts WHERE contained > 0 AND token_id = ?", (token_id,)).fetchall() if int(r[0]) in wanted)
+
+
+def note_left_txn(txn: Txn, rules: Rules, address: str, protocol: int, results: Iterable[tuple[int, str]]) -> None:
+    """Note that an answer took contracts of ``address`` out of containment (``results``: contract id,
+    ``pass`` or ``fail``)."""
+    left = tuple(sorted(results))
+    if left:
+        txn.note(ContainmentChange(address, protocol, (), left, rules.containment_retries))
+
+
+def _note_containment(txn: Txn, rules: Rules, rows: Sequence[Sequence[Any]], settled: Mapping[int, str],
+                      retried: set[int]) -> None:
+    """Note, per farmer, the contracts that entered containment (asked again for the first time:
+    ``contained`` is 1 after the re-ask) and those a result took out of it."""
+    entered: dict[str, list[int]] = defaultdict(list)
+    left: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for cid, address, contained, _ in rows:
+        cid, contained = int(cid), int(contained or 0)
+        if cid in retried and contained == 1:
+            entered[address].append(cid)
+        elif cid in settled and contained > 0:
+            left[address].append((cid, settled[cid]))
+    for address in sorted(set(entered) | set(left)):
+        txn.note(ContainmentChange(address, None, tuple(sorted(entered.get(address, ()))),
+                                   tuple(sorted(left.get(address, ()))), rules.containment_retries))
 
 
 def move_counts_token_txn(txn: Txn, token_id: int, fails: int = 0, misses: int = 0) -> None:
@@ -417,10 +500,11 @@ def sweep_txn(txn: Txn, rules: Rules, now: float, limit: int = 50) -> SweepResul
 
 def reinstate_txn(txn: Txn, address: str, now: float) -> str | None:
     """The operator lifts a disqualification or suspension: status ok, audit and unknown scores
-    fresh (counts and the online score kept). Returns the status before, None for no such farmer."""
+    fresh (counts and the online score kept). Returns the status before, None for no such farmer; a
+    farmer that is neither disqualified nor suspended is left as it is."""
     before = txn.scalar("SELECT status FROM reputation WHERE address = ?" + txn.for_update(), (address,))
-    if before is None:
-        return None
+    if before is None or before not in (DISQUALIFIED, SUSPENDED):
+        return before
     txn.execute("UPDATE reputation SET status = 'ok', status_since = ?, status_reason = ?, pending_end = 0, "
                 "audit_alpha = ?, audit_beta = 0, unknown_alpha = ?, unknown_beta = 0 WHERE address = ?",
                 (now, "reinstated by the operator", INITIAL_ALPHA, INITIAL_ALPHA, address))

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 
 from downstream_tx.db.database import Txn
+from downstream_tx.private import create_private_file
 
 _STEP = re.compile(r"^(\d{3})_[a-z0-9_]+(?:\.(sqlite|mysql))?\.sql$")
 
@@ -98,6 +98,7 @@ def backup_sqlite(path: str, version: int) -> str | None:
     if not os.path.exists(path):
         return None
     target = f"{path}.v{version}.bak"
+    create_private_file(target)  # 0600 from the start: it holds the node secret and the chunks' keys
     src = sqlite3.connect(path)
     try:
         dst = sqlite3.connect(target)
@@ -107,7 +108,6 @@ def backup_sqlite(path: str, version: int) -> str | None:
             dst.close()
     finally:
         src.close()
-    shutil.copymode(path, target)
     return target
 
 
@@ -124,3 +124,25 @@ def sqlite_version_of(path: str) -> int:
         return int(value[0]) if value else 0
     finally:
         conn.close()
+
+
+def node_databases(directory: str, exclude: str | None = None) -> list[tuple[str, int]]:
+    """``(path, schema version)`` of the SQLite node databases (``*.db`` files with a schema) in
+    ``directory``, other than ``exclude``: what a daemon that starts a new node should mention."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    skip = os.path.abspath(exclude) if exclude else None
+    found = []
+    for name in names:
+        path = os.path.abspath(os.path.join(directory, name))
+        if not name.endswith(".db") or path == skip or not os.path.isfile(path):
+            continue
+        try:
+            version = sqlite_version_of(path)
+        except sqlite3.Error:  # not a SQLite file, or unreadable: not a node database we can name
+            continue
+        if version > 0:
+            found.append((path, version))
+    return found

@@ -482,8 +482,11 @@ class SeededStore:
         def body(txn: Txn, careful: bool):
             row = lookup_txn(txn, token_hash)
             use_from_ip_txn(txn, row, ip_hash, ip_limit, move=False)
+            contained = reputation.contained_among_txn(txn, row.id, passes)
             counted, lost = record_answers_txn(txn, row.id, passes, fails, now, careful)
             reputation.record_txn(txn, rules, now, {row.address: reputation.Tally(passes=counted, fails=len(fails))})
+            gone = {x.id for x in lost}
+            reputation.note_left_txn(txn, rules, row.address, 1, [(c, "pass") for c in contained if c not in gone])
             return counted, lost
 
         def contended(failure):

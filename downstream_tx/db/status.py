@@ -24,6 +24,16 @@ SORT_COLUMNS = {
     "online": "online",
 }
 
+#: sort keys the dashboard adds (its farmer list also orders by the farmer's standing): the reputation
+#: of the token's address, joined only for these
+STANDING_SORTS = {
+    # disqualified, suspended, contained (a contract of the address is asked a missed challenge again), the rest
+    "standing": "CASE COALESCE(r.status, 'ok') WHEN 'disqualified' THEN 3 WHEN 'suspended' THEN 2 ELSE "
+                "CASE WHEN EXISTS (SELECT 1 FROM contracts cc JOIN tokens ct ON ct.id = cc.token_id "
+                "WHERE cc.contained > 0 AND cc.state = 'active' AND ct.address = t.address) THEN 1 ELSE 0 END END",
+    "audit": "COALESCE(r.audit_alpha / (r.audit_alpha + r.audit_beta), 1)",
+}
+
 _UPTIME = ("CASE WHEN t.uptime_end IS NOT NULL AND t.uptime_start IS NOT NULL AND t.uptime_end > t.uptime_start "
            "THEN t.upsum / (t.uptime_end - t.uptime_start) ELSE 0 END")
 
@@ -51,8 +61,10 @@ def farmers_txn(txn: Txn, now: float, online_only: bool, sort: str, descending: 
                 offset: int, search: str | None = None) -> list[FarmerRow]:
     """One row per live token. ``contracts``/``size`` count online contracts (active, not expired);
     the online filter and ``search`` (a case-sensitive substring of the address, for the dashboard)
-    apply before LIMIT/OFFSET."""
-    order = SORT_COLUMNS[sort] + (" DESC" if descending else "")
+    apply before LIMIT/OFFSET. ``sort``: a key of :data:`SORT_COLUMNS` or (the dashboard) of
+    :data:`STANDING_SORTS`."""
+    standing = sort in STANDING_SORTS
+    order = (STANDING_SORTS[sort] if standing else SORT_COLUMNS[sort]) + (" DESC" if descending else "")
     sql = (
         f"SELECT t.farmer_id, t.address, t.location, {_UPTIME} AS uptime, t.hbcount, "
         "COALESCE(s.n, 0) AS contracts, COALESCE(s.size, 0) AS size, "
@@ -61,7 +73,9 @@ def farmers_txn(txn: Txn, now: float, online_only: bool, sort: str, descending: 
         "a.last_due "  # of the archived contracts (db/archive.py)
         "FROM tokens t LEFT JOIN (SELECT c.token_id AS token_id, COUNT(*) AS n, SUM(f.size) AS size FROM contracts c "
         "JOIN files f ON f.id = c.file_id WHERE c.state = 'active' AND c.deadline > ? GROUP BY c.token_id) s "
-        "ON s.token_id = t.id LEFT JOIN contract_totals a ON a.token_id = t.id WHERE t.deleted IS NULL"
+        "ON s.token_id = t.id LEFT JOIN contract_totals a ON a.token_id = t.id"
+        + (" LEFT JOIN reputation r ON r.address = t.address" if standing else "")
+        + " WHERE t.deleted IS NULL"
     )
     args: list[Any] = [now]
     if online_only:
@@ -104,8 +118,18 @@ def uptime_since_txn(txn: Txn) -> float | None:
     return None if value is None else float(value)
 
 
+#: until when a contract shows its farmer online. v1: its expiration (the due time while unanswered, one
+#: interval later once answered). v0, from what the node stores of its answers: the current window's
+#: deadline while no challenge is outstanding past its deadline (``run`` 0: the last one was passed;
+#: ``contained`` 0: none is being asked again), else the start of the first window it missed or failed
+#: (``run`` + ``contained`` windows of ``interval_s`` before the current one).
+ONLINE_UNTIL = ("(CASE WHEN protocol = 1 OR run + contained = 0 THEN deadline "
+                "ELSE issued - (run + contained) * interval_s END)")
+
+
 def update_uptime_txn(txn: Txn, now: float, since: float | None) -> int:
-    """Add each token's online time since its last summary, then move every summary's end to now.
+    """Add each token's online time since its last summary, then move every summary's end to now. Both
+    protocols: a contract is online from its start until :data:`ONLINE_UNTIL`.
 
     Online time in the window ``[uptime_end, now]`` is measured on the hull of the token's
     contracts that overlap the window (earliest start to latest expiration, clipped): grouped in
@@ -125,13 +149,12 @@ def update_uptime_txn(txn: Txn, now: float, since: float | None) -> int:
             hull[token_id] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
 
     merge(txn.execute(
-        "SELECT token_id, MIN(start), MAX(deadline) FROM contracts WHERE state = 'active' AND protocol = 1 "
-        "GROUP BY token_id"
+        f"SELECT token_id, MIN(start), MAX({ONLINE_UNTIL}) FROM contracts WHERE state = 'active' GROUP BY token_id"
     ).fetchall())
     if since is not None:
         merge(txn.execute(
-            "SELECT token_id, MIN(start), MAX(CASE WHEN ended < deadline THEN ended ELSE deadline END) FROM contracts "
-            "WHERE ended > ? AND state <> 'active' AND protocol = 1 GROUP BY token_id",
+            f"SELECT token_id, MIN(start), MAX(CASE WHEN ended < {ONLINE_UNTIL} THEN ended ELSE {ONLINE_UNTIL} END) "
+            "FROM contracts WHERE ended > ? AND state <> 'active' GROUP BY token_id",
             (since,),
         ).fetchall())
     ids = sorted(hull)

@@ -17,8 +17,7 @@ from importlib import resources
 from twisted.web.iweb import IRequest
 
 from downstream_tx.dashboard import render
-from downstream_tx.dashboard.data import DEFAULT_LIMIT, MAX_LIMIT, MAX_SEARCH, DashboardData
-from downstream_tx.db.status import SORT_COLUMNS
+from downstream_tx.dashboard.data import DEFAULT_LIMIT, MAX_LIMIT, MAX_SEARCH, SORTS, DashboardData
 from downstream_tx.http.errors import ApiError, error_body
 from downstream_tx.http.query import bad_query, choice_arg, int_arg, query_arg
 from downstream_tx.http.routing import app
@@ -62,7 +61,7 @@ def _html(request, text: str) -> bytes:
 
 def list_query(request) -> dict:
     """The farmer list's query parameters, validated (absent: the default; given, even empty: checked)."""
-    sort = choice_arg(request, "sort", "id", tuple(SORT_COLUMNS))
+    sort = choice_arg(request, "sort", "id", tuple(SORTS))
     order = choice_arg(request, "order", "asc", ("asc", "desc"))
     search = query_arg(request, "q") or ""
     if len(search) > MAX_SEARCH:
@@ -93,13 +92,14 @@ class DashboardRoutes:
         refresh = int_arg(request, "refresh", REFRESH, 0, 86400)
         overview = await data.overview()
         farmers = await data.farmers(**query)
-        return _html(request, render.overview_page(overview, farmers, refresh))
+        return _html(request, render.overview_page(overview, farmers, await data.node(), refresh))
 
     @app.route("/farmers/<farmer_id>", methods=["GET", "HEAD"], endpoint="dashboard_farmer")
     async def dashboard_farmer(self, request: IRequest, farmer_id: str):
         data = _dashboard(self)
         refresh = int_arg(request, "refresh", REFRESH, 0, 86400)
-        return _html(request, render.farmer_page(await data.farmer(farmer_id), refresh))
+        detail = await data.farmer(farmer_id)
+        return _html(request, render.farmer_page(detail, await data.node(), refresh))
 
     @app.route("/dashboard/static/<name>", methods=["GET", "HEAD"], endpoint="dashboard_static")
     def dashboard_static(self, request: IRequest, name: str):

@@ -20,7 +20,7 @@ log = Logger()
 
 #: the HTTP status of each kind of node error
 HTTP_STATUS = {"invalid": 400, "not_found": 404, "forbidden": 403, "limit": 429, "conflict": 409,
-               "unavailable": 503}
+               "refused": 409, "unavailable": 503}
 
 
 class ApiError(Exception):

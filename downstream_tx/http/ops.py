@@ -8,9 +8,9 @@ from typing import Any
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 
-from downstream_tx import __version__
 from downstream_tx.http.errors import json_body
 from downstream_tx.http.routing import app
+from downstream_tx.version import full_version
 
 PROTOCOLS = ["v0", "v1"]
 
@@ -21,7 +21,7 @@ class OpsRoutes:
 
     @app.route("/", methods=["GET", "HEAD"], endpoint="index")
     def index(self, request: IRequest):
-        return json_body(request, {"name": "downstream-tx", "version": __version__, "protocols": PROTOCOLS})
+        return json_body(request, {"name": "downstream-tx", "version": full_version(), "protocols": PROTOCOLS})
 
     @app.route("/health", methods=["GET", "HEAD"], endpoint="health")
     async def health(self, request: IRequest):
@@ -29,7 +29,7 @@ class OpsRoutes:
         with the instance's ``role`` (leader: it runs the periodic jobs; follower) and the jobs
         lease as it last saw it."""
         ping = await self.ping(self.config.health_timeout)
-        body = {"status": "ok" if ping.ok else "unavailable", "version": __version__,
+        body = {"status": "ok" if ping.ok else "unavailable", "version": full_version(),
                 "database": ping.detail, "database_ms": round(ping.seconds * 1000, 1)}
         leadership = getattr(self, "leadership", None)
         if leadership is not None:

@@ -53,19 +53,23 @@ class PassSummary:
     v1_extended: int = 0
     #: seconds of downtime this pass applied the rule to
     downtime: float = 0.0
+    #: missed challenges asked again in containment (v0, v1): not misses yet
+    contained: int = 0
+    v1_contained: int = 0
 
     def describe(self) -> str:
-        """One line for the log, "" for a pass that changed nothing."""
+        """One line for the log (after ``timer contracts:``), "" for a run that changed nothing."""
         counts = (self.issued, self.missed, self.forgiven, self.failed, self.starved, self.topped_up,
-                  self.v1_ended, self.v1_failed, self.v1_extended)
+                  self.v1_ended, self.v1_failed, self.v1_extended, self.contained, self.v1_contained)
         if not any(counts) and not self.downtime:
             return ""
-        line = (f"challenge pass: {self.issued} issued, {self.missed} missed, {self.forgiven} forgiven, "
-                f"{self.failed} contracts failed, {self.starved} starved, {self.topped_up} files topped up; "
-                f"v1: {self.v1_ended} ended, {self.v1_failed} failed, {self.v1_extended} extended over the downtime")
+        line = (f"{self.issued} issued, {self.missed} missed, {self.contained} asked again in containment, "
+                f"{self.forgiven} forgiven, {self.failed} contracts failed, {self.starved} starved, "
+                f"{self.topped_up} files topped up; v1: {self.v1_ended} ended, {self.v1_failed} failed, "
+                f"{self.v1_contained} asked again in containment, {self.v1_extended} extended over the downtime")
         if self.downtime:
-            line += (f" (no challenge pass ran for {self.downtime:.1f}s (node down or unhealthy): deadlines in "
-                     "that window are not counted as misses)")
+            line += (f" (no timer run for {self.downtime:.1f}s (node down or unhealthy): deadlines in that window "
+                     "are not counted as misses)")
         return line
 
 
@@ -109,8 +113,8 @@ class ContractTimer:
         v0 = await self.supply.issue_due(forgive=self.downtime)
         expired = await self.expiry.expire()
         summary.issued, summary.missed, summary.forgiven = v0.issued, v0.missed, v0.forgiven
-        summary.failed, summary.starved = v0.failed, v0.starved
-        summary.v1_ended, summary.v1_failed = expired.ended, expired.failed
+        summary.failed, summary.starved, summary.contained = v0.failed, v0.starved, v0.contained
+        summary.v1_ended, summary.v1_failed, summary.v1_contained = expired.ended, expired.failed, expired.contained
         if first:
             summary.topped_up = await self.supply.top_up(None)
         await self.meta.mark_alive(now)

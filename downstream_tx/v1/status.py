@@ -11,7 +11,8 @@ from downstream_tx.core.tokens import FARMER_ID_RE
 from downstream_tx.db.status import SORT_COLUMNS, FarmerRow
 from downstream_tx.errors import NOT_FOUND
 from downstream_tx.geoip import location_from_json
-from downstream_tx.v1.wire import MSG_INVALID_SORT, NONEXISTENT_FARMER, iso_utc, v1_error
+from downstream_tx.times import iso_utc
+from downstream_tx.v1.wire import MSG_INVALID_SORT, NONEXISTENT_FARMER, v1_error
 
 #: farmers in a /status/list page without a limit, and the most a limit gets (a larger one is cut to
 #: it): an answer's size, and what a client that pipelines lists and never reads makes the node hold

@@ -8,7 +8,6 @@ original's text (400 unless noted), rendered as ``{"status": "error", "message":
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -73,12 +72,6 @@ TOKEN_RULES = TokenRules(
 def heartbeat_body(token: str, check_fraction: float) -> dict[str, Any]:
     """The answer of /new and /heartbeat: the token and the (keyless) heartbeat object."""
     return {"token": token, "type": HEARTBEAT_TYPE, "heartbeat": {"key": "", "check_fraction": check_fraction}}
-
-
-def iso_utc(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def as_int(item: Any) -> int:

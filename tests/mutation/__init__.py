@@ -118,6 +118,11 @@ TESTS_FOR: dict[str, list[str]] = {
         ["tests/test_mutation_pins_v0_timer.py", *_V0_TIMER]),
     "downstream_tx/bitcoin.py": ["tests/test_bitcoin.py"],
     "downstream_tx/v1/signatures.py": ["tests/test_v1_signatures.py"],
+    # the node's state moved whole (issue 23): copy, backup, restore
+    **dict.fromkeys(
+        ["downstream_tx/db/transfer.py", "downstream_tx/lifecycle/copy.py", "downstream_tx/lifecycle/backup.py",
+         "downstream_tx/lifecycle/restore.py"], ["tests/test_transfer.py", "tests/test_backup.py"]),
+    "downstream_tx/dashboard/charts.py": ["tests/test_dashboard_render.py", "tests/test_dashboard.py"],
 }
 # the pins of the v1 answer path and of the request parsers (issue 16): quick, so run first
 for _module in ("downstream_tx/v1/farming.py", "downstream_tx/v1/wire.py", "downstream_tx/db/seeded.py"):
