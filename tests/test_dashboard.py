@@ -14,6 +14,7 @@ from downstream_tx import geoip
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.jobs.history import HourlyResults, write_history
 from downstream_tx.jobs.stats import history_recorder, stats_job
+from downstream_tx.v0.hashes import parse_response
 from support import make_address, run, token_row
 from support.v1 import V1, answer, build, chunks, prove
 
@@ -296,7 +297,7 @@ def test_v0_farmers_uptime_and_activity_are_real(nodes, clock, tmp_path):
         for token in (good, gone) if window < 3 else (good,):
             _, due = run(node.v0.due(token))
             if due:
-                assert run(node.v0.answer(token, h, v0_answer(data, due[0]["challenge"]))) == "pass"
+                assert run(node.v0.answer(token, h, parse_response(v0_answer(data, due[0]["challenge"])))) == "pass"
         clock.advance(interval)
         run(node.supply.issue_due())
         run(node.status.update_uptime())

@@ -11,6 +11,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from downstream_tx.db.reputation import Tally, record_txn
 from downstream_tx.runtime import contract_timer
+from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, add_test_file, run, stored_bytes, v0_answer
 from support.v1 import prove
 
@@ -55,7 +56,8 @@ def test_v0_containment_in_the_log_and_the_timer_summary(nodes, clock, tmp_path,
     assert run(timer()).contained == 1
     assert len(about(lines, ADDRESS)) == 1  # asked again, still contained: not a change
     _, due = run(node.v0.due(token))
-    assert run(node.v0.answer(token, h, v0_answer(stored_bytes(node, h), due[0]["challenge"]))) == "pass"
+    right = parse_response(v0_answer(stored_bytes(node, h), due[0]["challenge"]))
+    assert run(node.v0.answer(token, h, right)) == "pass"
     assert about(lines, ADDRESS)[1] == (f"farmer {ADDRESS}: contract {contract} (v0) answered the challenge asked "
                                         "again: pass; out of containment")
 

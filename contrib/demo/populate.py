@@ -44,6 +44,7 @@ from downstream_tx.db.history import HOUR, HourRow  # noqa: E402
 from downstream_tx.errors import NodeError  # noqa: E402
 from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag  # noqa: E402
 from downstream_tx.runtime import build_services, contract_timer, open_core, open_database, thread_runner  # noqa: E402
+from downstream_tx.v0.hashes import parse_response  # noqa: E402
 
 INTERVAL = 2 * HOUR  # v0 files: a challenge every two hours
 STEP = HOUR  # the simulation's step: farmers look at their due challenges once an hour
@@ -136,13 +137,13 @@ async def farm_v0(node, f: Farmer, rng: random.Random, data: dict[str, bytes], e
         right = hmac.new(item["challenge"], data[file_hash], hashlib.sha256).hexdigest()
         wrong = f.kind == "broken" and rng.random() < 0.12
         try:
-            await node.v0.answer(f.token, file_hash, "0" * 64 if wrong else right)
+            await node.v0.answer(f.token, file_hash, parse_response("0" * 64 if wrong else right))
         except NodeError:
             pass
     if f.kind == "sloppy" and now > end - 14 * 86400:
         for _ in range(2):  # a broken client: answers that are not even hex
             try:
-                await node.v0.answer(f.token, due[0]["file_hash"] if due else "0" * 64, "not-an-answer")
+                await node.v0.answer(f.token, due[0]["file_hash"] if due else "0" * 64, parse_response("not-an-answer"))
             except NodeError:
                 pass
     held, _ = await node.v0.due(f.token)

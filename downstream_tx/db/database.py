@@ -381,9 +381,11 @@ class Database:
             try:
                 self.pooled += 1
                 try:
-                    result, notes = yield self.pool.runInteraction(self._attempt, func, args, kwargs, outcome, attempt)
+                    out = yield self.pool.runInteraction(self._attempt, func, args, kwargs, outcome, attempt)
                 finally:
                     self.pooled -= 1
+                # (a stand-in pool of the tests answers with a bare result)
+                result, notes = (out.result, out.notes) if isinstance(out, _Noted) else (out, [])
             except _Committed as committed:
                 self._observe(desc, started, True)
                 return self._committed_result(desc, outcome, committed.attempt)

@@ -9,6 +9,7 @@ from downstream_tx.db.engine import create_engine
 from downstream_tx.db.history import HourRow
 from downstream_tx.db.reputation import Tally, record_txn
 from downstream_tx.db.transfer import catalogue_txn, pages_txn
+from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, MYSQL_URL, fresh_mysql_database, make_address, run, v0_answer
 from support.v1 import Api, chunks, prove
 
@@ -24,7 +25,7 @@ def populate(node, tmp_path, clock) -> dict:
     v0_token = run(node.v0.create_token(ADDRESS))
     chunk = run(node.v0.get_chunk(v0_token))
     data = open(node.chunks.path_for(file_hash), "rb").read()
-    assert run(node.v0.answer(v0_token, file_hash, v0_answer(data, chunk.challenge))) == "pass"
+    assert run(node.v0.answer(v0_token, file_hash, parse_response(v0_answer(data, chunk.challenge)))) == "pass"
     v1_token = api.new_token(make_address(3), forwarded="203.0.113.9")
     held = chunks(api, v1_token, 4096)
     code, body = api.post(f"/api/downstream/v1/answer/{v1_token}",
