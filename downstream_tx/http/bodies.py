@@ -10,7 +10,7 @@ from typing import Any
 import ijson
 import orjson
 
-from downstream_tx.v1.wire import MAX_ITEMS
+from downstream_tx.wire import MAX_ITEMS
 
 
 def read_body(request: Any, limit: int) -> bytes:
