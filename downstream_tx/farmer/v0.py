@@ -30,6 +30,8 @@ POLL_DELAY = 1.0
 #: /due at most this often, and at least this often
 MIN_POLL = 1.0
 MAX_POLL = 60.0
+#: seconds before asking for a chunk again after the node offered one this farmer gave back before
+DECLINED_WAIT = 600.0
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -48,6 +50,8 @@ class V0Session(Session):
         self.next_fill = 0.0
         #: the smallest chunk the node offered that did not fit: no new one until there is that room
         self.too_big = 0
+        #: files given back: the node offers them again (the token holds them no more); not taken again
+        self.declined: set[str] = set()
 
     def resume(self) -> None:
         for c in self.book.of("v0"):
@@ -65,12 +69,17 @@ class V0Session(Session):
         node = self.node
         if not node.ready():
             return node.open_at
-        while self.downloads and self.downloading < DOWNLOADS:
+        # each queue is looked at once a step (work that fails at once goes back to its end)
+        for _ in range(len(self.downloads)):
+            if self.downloading >= DOWNLOADS or not node.ready():
+                break
             c = self.downloads.popleft()
             if self.book.get("v0", c.id) is c:
                 self.downloading += 1
                 self.spawn(self._download, c)
-        while self.answers and self.answering < node.farm.threads * 2:
+        for _ in range(len(self.answers)):
+            if self.answering >= node.farm.threads * 2 or not node.ready():
+                break
             c = self.answers.popleft()
             if self.book.get("v0", c.id) is c and not c.busy:
                 self.answering += 1
@@ -118,6 +127,10 @@ class V0Session(Session):
                          url=a["url"], interval=a["interval"], added=now)
             self.book.add(c)
             self.node.save_soon()
+            if c.id in self.declined:
+                self.give_up(c, "it was given back before")
+                self.next_fill = now + max(DECLINED_WAIT, self.node.farm.chunk_retry)
+                return
             if c.size > room:
                 self.too_big = c.size
                 self.give_up(c, f"its {c.size} bytes do not fit in the {room} bytes left to farm")
@@ -132,6 +145,8 @@ class V0Session(Session):
     def give_up(self, c: Contract, why: str) -> None:
         """End a contract the farmer cannot hold: ``/remove`` it (the slot goes to another farmer)."""
         c.problem = why
+        self.declined.add(c.id)
+        self.next_fill = max(self.next_fill, self.clock.seconds() + self.node.farm.chunk_retry)
         self.node.dirty()
         self.removals.append((c, why))
         self.kick()
@@ -209,6 +224,7 @@ class V0Session(Session):
                  size=c.size)
         if not c.answered and c.due_at > self.clock.seconds():
             self.answers.append(c)
+        self.next_poll = min(self.next_poll, self._next_poll_time())
 
     def _retry_download(self, c: Contract, e: NodeUnavailable) -> None:
         self.node.unavailable(e)
@@ -338,6 +354,7 @@ class V0Session(Session):
                 self.answers.append(c)
             return
         c.answered = True
+        self.next_poll = min(self.next_poll, self._next_poll_time())
         if isinstance(a, dict) and a.get("status") == wire.V0_PASS:
             c.passed += 1
             self.node.count(self.protocol, passed=1)

@@ -107,7 +107,9 @@ class V1Session(Session):
 
     def _start_jobs(self) -> None:
         limit = self.node.farm.threads * 2
-        while self.jobs and self.working < limit:
+        for _ in range(len(self.jobs) + limit):  # a write done at once queues its proof: look at that too
+            if not self.jobs or self.working >= limit:
+                break
             kind, c = self.jobs.popleft()
             if self.book.get("v1", c.id) is not c:
                 continue
