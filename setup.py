@@ -17,10 +17,11 @@ setup(
     # <prefix>/share/doc/downstream-tx/: the systemd unit's Documentation= points here
     # (/opt/downstream/share/doc/downstream-tx/operations.md in the documented virtualenv)
     data_files=[("share/doc/downstream-tx", ["README.md", "LICENSE", "docs/operations.md", "docs/protocol-v0.md",
-                                             "docs/protocol-v1.md", "docs/openapi.yaml"]),
+                                             "docs/protocol-v1.md", "docs/openapi.yaml", "docs/farmer.md"]),
                 ("share/doc/downstream-tx/systemd", ["contrib/systemd/downstream.service",
                                                      "contrib/systemd/downstream.socket",
-                                                     "contrib/systemd/downstream-socket-activated.conf"])],
+                                                     "contrib/systemd/downstream-socket-activated.conf",
+                                                     "contrib/systemd/downstream-farmer.service"])],
     install_requires=[
         "Twisted[tls]>=24.3,<27",
         "klein>=24.8,<26",
@@ -49,7 +50,8 @@ setup(
             "mmdb-writer>=0.2,<0.3",
         ],
     },
-    entry_points={"console_scripts": ["downstream-admin = downstream_tx.admin:entry"]},
+    entry_points={"console_scripts": ["downstream-admin = downstream_tx.admin:entry",
+                                      "downstream-farmer = downstream_tx.farmer.main:entry"]},
     license="MIT",
     classifiers=["Framework :: Twisted", "Programming Language :: Python :: 3.11",
                  "License :: OSI Approved :: MIT License"],

@@ -21,9 +21,17 @@ def _when(event: dict[str, Any]) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.get("log_time") or time.time()))
 
 
+#: the levels, lowest first
+LEVELS = (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)
+
+
 def _level(event: dict[str, Any]) -> LogLevel:
     level = event.get("log_level")
-    return level if isinstance(level, LogLevel) else LogLevel.info
+    return level if level in LEVELS else LogLevel.info
+
+
+def at_least(event: dict[str, Any], minimum: LogLevel) -> bool:
+    return LEVELS.index(_level(event)) >= LEVELS.index(minimum)
 
 
 def message_of(event: dict[str, Any]) -> str:
@@ -46,13 +54,19 @@ def json_line(event: dict[str, Any]) -> str:
     return orjson.dumps(out, default=str).decode() + "\n"
 
 
+def ours(event: dict[str, Any]) -> bool:
+    """The farmer's own events, and the libraries' warnings and errors (not their chatter: a
+    connection pool's "Starting factory", the reactor's "Main loop terminated")."""
+    return str(event.get("log_namespace", "")).startswith("downstream_tx") or at_least(event, LogLevel.warn)
+
+
 def observer(stream: IO[str], json: bool, minimum: LogLevel = LogLevel.info) -> Callable[[dict[str, Any]], None]:
     """An observer writing each event of at least ``minimum`` level to ``stream``."""
     format_line = json_line if json else text_line
 
     @provider(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
-        if _level(event) < minimum:
+        if not at_least(event, minimum) or not ours(event):
             return
         stream.write(format_line(event))
         stream.flush()
@@ -65,7 +79,7 @@ def warnings_to(note: Callable[[str], None]) -> Callable[[dict[str, Any]], None]
 
     @provider(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
-        if _level(event) >= LogLevel.warn:
+        if at_least(event, LogLevel.warn):
             note(f"{_when(event)} {formatEvent(event)}")
 
     return observe

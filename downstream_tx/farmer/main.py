@@ -49,7 +49,10 @@ def main(argv: list[str]) -> int:
     # SIGTERM and SIGINT stop the reactor; the farm's stop runs first and is waited for
     reactor.addSystemEventTrigger("before", "shutdown", farm.stop)
     reactor.addSystemEventTrigger("before", "shutdown", view.stop)
-    farm.done.addCallback(lambda _: reactor.stop() if reactor.running else None)
+    stopping = []
+    reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
+    # a farm that ends on its own (--number reached, no node left) stops the reactor
+    farm.done.addCallback(lambda _: None if stopping else reactor.stop())
     reactor.callWhenRunning(farm.start)
     reactor.callWhenRunning(view.start)
     reactor.run()

@@ -100,8 +100,14 @@ class Session:
         d.addBoth(done)
         return d
 
+    def finish(self) -> None:
+        """Start what must not wait for the next run (answers ready to send); called by ``stop``."""
+
     async def stop(self, timeout: float) -> None:
-        """Stop starting work; give what is under way ``timeout`` seconds (then cancel it)."""
+        """Send the answers that are ready, stop starting work, give what is under way ``timeout``
+        seconds (then cancel it)."""
+        if self.running and timeout > 0 and self.node.ready():
+            self.finish()
         self.running = False
         if self._call is not None and self._call.active():
             self._call.cancel()

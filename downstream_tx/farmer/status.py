@@ -73,11 +73,11 @@ def uptime_text(s: float) -> str:
 def render(table: list[Row], uptime: float, passed: int, last: str, width: int = 100) -> str:
     head = f"downstream-farmer {__version__} · up {uptime_text(uptime)} · {passed} proofs passed · Ctrl-C stops"
     lines = [head[:width], ""]
-    cols = f"{'node':<32} {'proto':5} {'state':10} {'contracts':>9} {'stored':>10} {'passed':>7} {'failed':>6} " \
+    cols = f"{'node':<28} {'proto':5} {'state':10} {'contracts':>9} {'stored':>10} {'passed':>7} {'failed':>6} " \
            f"{'lost':>5} {'next due':>9}"
     lines.append(cols[:width])
     for r in table:
-        line = f"{r.url[:32]:<32} {r.protocol:5} {r.state[:10]:10} {r.contracts:>9} {size_text(r.stored):>10} " \
+        line = f"{r.url[:28]:<28} {r.protocol:5} {r.state[:10]:10} {r.contracts:>9} {size_text(r.stored):>10} " \
                f"{r.passed:>7} {r.failed:>6} {r.lost:>5} {seconds_text(r.next_deadline):>9}"
         lines.append(line[:width])
         if r.note:

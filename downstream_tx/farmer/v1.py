@@ -103,6 +103,11 @@ class V1Session(Session):
                 wanted.append(self.next_fill)
         return min(wanted) if wanted else None
 
+    def finish(self) -> None:
+        if self.ready and not self.submitting:
+            self.submitting = True
+            self.spawn(self._submit)
+
     # --- local work on the worker threads
 
     def _start_jobs(self) -> None:
