@@ -329,3 +329,29 @@ def test_stop_gives_up_on_a_node_that_never_answers_after_the_bound(tmp_path, cl
     assert resource.held
     assert farm.stop() == 0  # within the 3 s bound, the request under way cancelled
     assert os.path.exists(os.path.join(farmer.book.directory, "state.json"))
+
+
+def test_a_farmer_back_after_a_missed_due_time_answers_the_challenge_asked_again(tmp_path, clock, seeded_nodes):
+    """Containment: the node asks a missed challenge again one interval later; a farmer that was away
+    over the due time answers it then instead of giving the contract up."""
+    node = seeded_nodes(containment_retries=3, seeded_challenges=8)
+    resource = FaultyNode(make_resource(node))
+    farm = start(tmp_path, node, clock, resource, stop_timeout=1.0)
+    farm.pump(INTERVAL + 5, step=1)  # the second challenges are out and answered
+    resource.mode, resource.only = "hold", "/answer/"  # the third ones' answers never get there
+    farm.pump(INTERVAL, step=1)
+    assert resource.held
+    assert farm.stop() == 0
+    resource.mode, resource.held = None, []
+    for _ in range(INTERVAL):  # away over the due time: only the node's timer runs
+        clock.advance(1)
+        run(node.expiry.expire())
+    again = farm.restarted()
+    again.start()
+    again.pump(INTERVAL / 2, step=0.5)
+    farmer = again.farmer
+    assert len(farmer.book) == 4 and farmer.state == "farming"
+    assert farmer.results["v1"][0] == 4  # each challenge asked again, answered
+    audits = node_status(node, farmer.token)["audits"]
+    assert audits["retries"] == 4 and audits["misses"] == 0 and audits["fails"] == 0
+    again.stop()

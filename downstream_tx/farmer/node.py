@@ -72,6 +72,9 @@ class NodeFarmer:
         self.state = "starting"
         self.error: str | None = None
         self.disk_full = False
+        #: with both protocols, the node's stored (v0) chunks are taken first and seeded (v1) ones fill
+        #: the rest: v1 asks for chunks once v0 has had its first answer from /chunk
+        self.v0_first = True
         #: per protocol: (proofs passed, proofs failed) since the start
         self.results: dict[str, tuple[int, int]] = {}
         self._save_call: Any = None
@@ -149,6 +152,7 @@ class NodeFarmer:
         self.history.remember(self.url, self.token, self.address)
         await self.blocking(self.history.save)
         self.sessions = [self.kinds[p](self) for p in self.protocols]
+        self.v0_first = "v0" in self.protocols
         log.info("{node}: farming with {protocols} as farmer {farmer_id} for {address}", node=self.url,
                  protocols="+".join(self.protocols), farmer_id=self.farmer_id, address=self.address)
 

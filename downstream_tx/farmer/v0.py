@@ -107,40 +107,46 @@ class V0Session(Session):
 
     async def _fill(self, room: int) -> None:
         try:
-            try:
-                a = await self.node.request("GET", self._path("chunk"))
-            except NodeRefused as e:
-                if self.refused_token(e):
-                    raise TokenLost() from None
-                if e.status != wire.V0_NO_CHUNKS:
-                    log.warn("{node} v0: no chunk: {message}", node=self.node.url, message=e.message)
-                self.next_fill = self.clock.seconds() + self.node.farm.chunk_retry
-                return
-            except NodeUnavailable:
-                return
-            if not _contract_ok(a):
-                log.error("{node} v0: malformed /chunk answer; asking again later", node=self.node.url)
-                self.next_fill = self.clock.seconds() + self.node.farm.chunk_retry
-                return
-            now = self.clock.seconds()
-            c = Contract("v0", a["file_hash"].lower(), a["size"], a["challenge"].lower(), now + float(a["due"]),
-                         url=a["url"], interval=a["interval"], added=now)
-            self.book.add(c)
-            self.node.save_soon()
-            if c.id in self.declined:
-                self.give_up(c, "it was given back before")
-                self.next_fill = now + max(DECLINED_WAIT, self.node.farm.chunk_retry)
-                return
-            if c.size > room:
-                self.too_big = c.size
-                self.give_up(c, f"its {c.size} bytes do not fit in the {room} bytes left to farm")
-                return
-            self.too_big = 0
-            log.info("{node} v0: new contract {cid}, {size} bytes, a challenge every {interval} s",
-                     node=self.node.url, cid=c.id, size=c.size, interval=c.interval)
-            self.downloads.append(c)
+            await self._take(room)
         finally:
             self.filling = False
+            if self.next_fill > self.clock.seconds():  # no more chunks for now: seeded ones may fill the rest
+                self.node.v0_first = False
+
+    async def _take(self, room: int) -> None:
+        """One /chunk: a contract to download, or when to ask again."""
+        try:
+            a = await self.node.request("GET", self._path("chunk"))
+        except NodeRefused as e:
+            if self.refused_token(e):
+                raise TokenLost() from None
+            if e.status != wire.V0_NO_CHUNKS:
+                log.warn("{node} v0: no chunk: {message}", node=self.node.url, message=e.message)
+            self.next_fill = self.clock.seconds() + self.node.farm.chunk_retry
+            return
+        except NodeUnavailable:
+            return
+        if not _contract_ok(a):
+            log.error("{node} v0: malformed /chunk answer; asking again later", node=self.node.url)
+            self.next_fill = self.clock.seconds() + self.node.farm.chunk_retry
+            return
+        now = self.clock.seconds()
+        c = Contract("v0", a["file_hash"].lower(), a["size"], a["challenge"].lower(), now + float(a["due"]),
+                     url=a["url"], interval=a["interval"], added=now)
+        self.book.add(c)
+        self.node.save_soon()
+        if c.id in self.declined:
+            self.give_up(c, "it was given back before")
+            self.next_fill = now + max(DECLINED_WAIT, self.node.farm.chunk_retry)
+            return
+        if c.size > room:
+            self.too_big = c.size
+            self.give_up(c, f"its {c.size} bytes do not fit in the {room} bytes left to farm")
+            return
+        self.too_big = 0
+        log.info("{node} v0: new contract {cid}, {size} bytes, a challenge every {interval} s",
+                 node=self.node.url, cid=c.id, size=c.size, interval=c.interval)
+        self.downloads.append(c)
 
     def give_up(self, c: Contract, why: str) -> None:
         """End a contract the farmer cannot hold: ``/remove`` it (the slot goes to another farmer)."""

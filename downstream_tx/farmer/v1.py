@@ -29,9 +29,10 @@ log = Logger()
 BATCH = 500
 #: seconds after a due time before the next challenge is asked for (the node's clock and timer)
 UPDATE_DELAY = 1.0
-#: seconds before asking again about a contract the node called expired: a missed challenge may be
-#: asked again (containment), which needs the node's timer to pass first
-EXPIRED_RECHECK = 15.0
+#: seconds after which a contract the node called expired is asked about again, then given up: the
+#: node may still bring it back -- its first timer pass after a restart gives the downtime back, and
+#: containment asks a missed challenge again after the node's late_grace (5 s by default) and a tick
+EXPIRED_RECHECKS = (1.0, 3.0, 8.0)
 #: seconds ready proofs wait so that they go in one request
 BATCH_DELAY = 0.2
 ENDS = {wire.CONTRACT_EXPIRED, wire.ANSWER_EXPIRED}
@@ -50,7 +51,8 @@ class V1Session(Session):
         self._seq = itertools.count()
         self.filling = self.submitting = self.updating = False
         self.next_fill = 0.0
-        self.expired_once: set[Any] = set()
+        #: contract id -> how many times in a row the node called it expired
+        self.expired: dict[Any, int] = {}
 
     # --- where each contract goes
 
@@ -93,7 +95,7 @@ class V1Session(Session):
                 self.spawn(self._update)
             else:
                 wanted.append(self.waiting[0][0])
-        if not self.filling and not self.jobs and self.working == 0:
+        if not self.filling and not self.jobs and self.working == 0 and not node.v0_first:
             if now >= self.next_fill:
                 room = node.room()
                 if room > 0:
@@ -277,19 +279,20 @@ class V1Session(Session):
 
     def _answered(self, c: Contract) -> None:
         c.answered = True
-        self.expired_once.discard(c.id)
+        self.expired.pop(c.id, None)
         self.wait(c, c.due_at + UPDATE_DELAY)
 
     def _expired(self, c: Contract, error: str) -> None:
-        """The node says the contract expired: maybe for good, maybe until its timer asks the missed
-        challenge again (containment). Ask once more a little later before giving it up."""
-        if c.id in self.expired_once:
-            self.expired_once.discard(c.id)
+        """The node says the contract expired: for good, or until its timer gives it back (the
+        downtime rule, containment). Ask again a few times over some seconds before giving it up."""
+        times = self.expired.get(c.id, 0)
+        if times >= len(EXPIRED_RECHECKS):
+            self.expired.pop(c.id, None)
             self.drop(c, error)
             return
-        self.expired_once.add(c.id)
+        self.expired[c.id] = times + 1
         c.answered = False
-        self.wait(c, self.clock.seconds() + EXPIRED_RECHECK)
+        self.wait(c, self.clock.seconds() + EXPIRED_RECHECKS[times])
 
     async def _update(self) -> None:
         now = self.clock.seconds()
@@ -356,7 +359,7 @@ class V1Session(Session):
             log.error("{node} v1: malformed challenge for contract {cid}", node=self.node.url, cid=c.id)
             self.wait(c, now + UPDATE_DELAY)
             return
-        self.expired_once.discard(c.id)
+        self.expired.pop(c.id, None)
         c.due_at = now + due
         if answered:  # asked before it was due: ask again then
             c.answered = True

@@ -5,7 +5,11 @@ timer would."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +20,7 @@ from twisted.web.server import NOT_DONE_YET
 from downstream_tx.farmer.farm import Farm
 from downstream_tx.farmer.settings import NodeSettings, Settings
 from support import ADDRESS, inline_blocking, make_resource, run
+from support.daemon import daemon_env
 
 URL = "http://node.test"
 
@@ -153,3 +158,70 @@ class FaultyNode(Resource):
             if result is not NOT_DONE_YET:
                 request.write(result)
                 request.finish()
+
+
+FARMER = [sys.executable, "-m", "downstream_tx.farmer"]
+
+
+class FarmerProcess:
+    """``downstream-farmer`` as a subprocess in ``workdir`` (its 0.1.8 default paths are relative to
+    it), logging JSON lines to its output."""
+
+    def __init__(self, workdir, args: list[str]):
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.args = list(args)
+        self.out = self.workdir / "farmer.out"
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    def start(self, extra: list[str] | None = None) -> FarmerProcess:
+        argv = FARMER + self.args + list(extra or []) + ["--print-log", "--json-log", "--log-path", ""]
+        with open(self.out, "ab") as out:
+            self.proc = subprocess.Popen(argv, cwd=self.workdir, env=daemon_env(), stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.runs += 1
+        return self
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, as systemd stops it; its exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"the farmer did not stop within {timeout}s:\n{self.text()}") from None
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace") if self.out.exists() else ""
+
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"level": "raw", "message": line})
+        return out
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [e["message"] for e in self.events() if level is None or e.get("level") == level]
+
+    def answered(self) -> int:
+        """Challenges answered in every run so far (each run says so when it stops)."""
+        said = [m for m in self.messages() if "downstream-farmer stopped: " in m]
+        return sum(int(m.split("stopped: ")[1].split()[0]) for m in said)
+
+    def state(self) -> dict:
+        """The contract state of the (one) node the farmer farms."""
+        [directory] = [p for p in (self.workdir / "data" / "chunks").iterdir() if p.is_dir()]
+        return json.loads((directory / "state.json").read_text())
