@@ -72,3 +72,10 @@ def test_archive_bench():
     out = run_bench("bench/archive.py", "--quick")
     assert "phase A1 (archiving off)" in out and "phase B1 (archiving on)" in out
     assert "unchanged: True" in out and "archive batch" in out
+
+
+@pytest.mark.e2e
+def test_farmer_client_bench():
+    out = run_bench("bench/farmer.py", "--quick")
+    assert "one proof alone" in out and "proofs/CPU-s" in out and "RSS MiB" in out
+    assert out.strip().splitlines()[-1].split()[-1] == "yes"  # every challenge answered in time

@@ -79,6 +79,7 @@ def test_both_protocols_across_node_and_farmer_restarts(tmp_path, name, signed):
     engine = database(name, tmp_path)
     port_args = node_args(tmp_path, engine, *(["--require-signature", "true"] if signed else []))
     node = Daemon(tmp_path / "node", port_args).start()
+    farmer = None
     try:
         added = subprocess.run(ADMIN + engine[:2] + ["--data-dir", str(tmp_path / "node" / "data"), "file", "add",
                                                      _random_file(tmp_path), "--redundancy", "1", "--interval",
@@ -124,12 +125,15 @@ def test_both_protocols_across_node_and_farmer_restarts(tmp_path, name, signed):
         status = shown(node, token)
         assert status["contracts"] == 5 and status["online"] is True  # every contract, all alive
     finally:
+        if farmer is not None:
+            farmer.kill()
         node.stop()
 
 
 def test_a_deleted_chunk_is_failed_by_the_node_not_by_a_crash_of_the_farmer(tmp_path, engine):
     node = Daemon(tmp_path / "node", node_args(tmp_path, engine, "--containment-retries", "0")).start()
     address = make_address(7)
+    farmer = None
     try:
         farmer = FarmerProcess(tmp_path / "farmer", [node.url, "--address", address, "--protocol", "v1", "--size",
                                                      str(3 * CHUNK), "--chunk-retry", "300"]).start()
@@ -151,6 +155,8 @@ def test_a_deleted_chunk_is_failed_by_the_node_not_by_a_crash_of_the_farmer(tmp_
         assert f"contract {cid}: the chunk file is missing; it will not be answered" in said
         assert shown(node, token)["audits"]["fails"] == 0  # no proof it could not back was sent
     finally:
+        if farmer is not None:
+            farmer.kill()
         node.stop()
 
 

@@ -243,3 +243,15 @@ def test_version_help_and_a_bad_option(tmp_path):
 def test_main_returns_2_for_a_bad_setting(capsys):
     assert main(["http://a", "-t", "nope"]) == 2
     assert capsys.readouterr().err == "downstream-farmer: error: token: expected 32 hexadecimal characters\n"
+
+
+def test_every_option_and_config_key_is_in_docs_farmer_md():
+    from downstream_tx.farmer.settings import NODE_KEYS, SCALARS, parser
+
+    doc = (ROOT / "docs" / "farmer.md").read_text()
+    for action in parser()._actions:
+        for option in action.option_strings:
+            if option not in ("-h", "--help"):
+                assert f"`{option}" in doc, option
+    for key in [*SCALARS, *NODE_KEYS]:
+        assert f"`{key}`" in doc, key

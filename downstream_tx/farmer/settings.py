@@ -151,7 +151,7 @@ SCALARS: dict[str, Any] = {
     "chunk_retry": _number(float, 0.1, "chunk_retry"),
     "request_timeout": _number(float, 0.1, "request_timeout"),
     "summary_interval": _number(float, 0, "summary_interval"),
-    "min_free": lambda v: parse_size(v, "min_free") if v != 0 else 0,
+    "min_free": lambda v: 0 if v in (0, "0") else parse_size(v, "min_free"),
 }
 #: settings a ``[[node]]`` table may hold (the top level may set the last four for every node)
 NODE_KEYS = {"url", "address", "token", "size", "protocol", "message", "signature"}
@@ -205,6 +205,12 @@ def parser() -> argparse.ArgumentParser:
                    help="Seconds to wait before asking again when a node has no chunk to give. Default: 30.")
     p.add_argument("--request-timeout", type=float, dest="request_timeout",
                    help="Seconds a node may take to answer a request. Default: 30.")
+    p.add_argument("--summary-interval", type=float, dest="summary_interval",
+                   help="Seconds between status lines in the log when there is no status view (0: none). "
+                        "Default: 60.")
+    p.add_argument("--min-free", dest="min_free",
+                   help="Disk space left free in the data directory: no new chunk past it (bytes, or 500MB, "
+                        "1GiB; 0: none). Default: 64MiB.")
     return p
 
 
