@@ -9,8 +9,10 @@ Every wait is bounded polling of the node's HTTP status (never a fixed sleep for
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -20,6 +22,7 @@ import pytest
 from support import ADDRESS, MYSQL_SKIP_REASON, MYSQL_URL, fresh_mysql_database, make_address, wait_until
 from support.daemon import Daemon, daemon_env
 from support.farmer import FarmerProcess
+from support.tls import self_signed
 from support.v1 import SIG_MESSAGE, SIGNATURE
 
 pytestmark = pytest.mark.e2e
@@ -50,15 +53,14 @@ def node_args(tmp_path, engine: list[str], *extra: str) -> list[str]:
             "--seeded-pool", f"{CHUNK}:6", "--seeded-challenges", "200", "--max-tokens-per-ip", "0", *engine, *extra]
 
 
-def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as r:
+def get(url: str, context: ssl.SSLContext | None = None) -> dict:
+    with urllib.request.urlopen(url, timeout=10, context=context) as r:
         return json.loads(r.read())
 
 
-def shown(node: Daemon, token: str) -> dict:
-    import hashlib
+def shown(node: Daemon, token: str, context: ssl.SSLContext | None = None) -> dict:
     farmer_id = hashlib.sha256(bytes.fromhex(token)).hexdigest()[:20]
-    return get(f"{node.url}/api/downstream/v1/status/show/{farmer_id}")
+    return get(f"{node.url}/api/downstream/v1/status/show/{farmer_id}", context)
 
 
 def token_of(farmer: FarmerProcess, url: str) -> str:
@@ -164,3 +166,27 @@ def _random_file(tmp_path) -> str:
     path = tmp_path / "v0-chunk.bin"
     path.write_bytes(os.urandom(V0_SIZE))  # stored encrypted (AES-CTR): the same size
     return str(path)
+
+
+def test_a_tls_node_with_a_certificate_of_its_own_is_farmed_with_ssl_no_verify(tmp_path):
+    key, cert = self_signed(tmp_path)
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    args = node_args(tmp_path, database("sqlite", tmp_path))
+    with Daemon(tmp_path / "node", args, listen=listen, scheme="https") as node:
+        strict = FarmerProcess(tmp_path / "strict", [node.url, "--address", ADDRESS, "--protocol", "v1"]).start()
+        try:
+            wait_until(lambda: "could not be verified" in strict.text(), 60, "told the certificate is not trusted")
+            assert "--ssl-no-verify accepts any certificate" in strict.text()
+            assert strict.stop() == 0
+        finally:
+            strict.kill()
+        farmer = FarmerProcess(tmp_path / "farmer", [node.url, "--address", ADDRESS, "--protocol", "v1",
+                                                     "--size", str(2 * CHUNK), "--ssl-no-verify"]).start()
+        try:
+            wait_until(lambda: (farmer.workdir / "data" / "history.json").exists(), 60, "given a token")
+            token = token_of(farmer, node.url)
+            context = ssl.create_default_context(cafile=str(cert))
+            wait_until(lambda: shown(node, token, context)["heartbeats"] >= 2, 60, "farming over TLS")
+            assert farmer.stop() == 0
+        finally:
+            farmer.kill()

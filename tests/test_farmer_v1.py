@@ -355,3 +355,11 @@ def test_a_farmer_back_after_a_missed_due_time_answers_the_challenge_asked_again
     audits = node_status(node, farmer.token)["audits"]
     assert audits["retries"] == 4 and audits["misses"] == 0 and audits["fails"] == 0
     again.stop()
+
+
+def test_a_token_given_with_t_that_the_node_does_not_know_is_said_and_not_replaced(tmp_path, clock, faulty):
+    node, resource = faulty
+    farm = start(tmp_path, node, clock, resource, per_node={"token": "cd" * 16})
+    farm.pump(2, step=1)
+    assert farm.farmer.state == "failed" and "does not know the token of farmer" in farm.farmer.error
+    assert "--forcenew" in farm.farmer.error and not resource.paths("/new/")

@@ -19,7 +19,13 @@ from twisted.internet import defer, error
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone, ResponseFailed
+from twisted.web.client import (
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
 from twisted.web.http import PotentialDataLoss
 
 #: the most a JSON reply may hold (a /due list of 10,000 contracts is about 1.5 MB)
@@ -129,8 +135,11 @@ class BodyReader(TwistedProtocol):
 
 
 def _describe(failure: Failure) -> str:
-    if failure.check(ResponseFailed):
+    if failure.check(ResponseFailed, ResponseNeverReceived, RequestTransmissionFailed):
         reasons = [f.getErrorMessage() or f.type.__name__ for f in failure.value.reasons]
+        if any("certificate verify failed" in r for r in reasons):
+            return ("the node's TLS certificate could not be verified (" + "; ".join(reasons) + "); "
+                    "--ssl-no-verify accepts any certificate")
         return "the connection broke (" + "; ".join(reasons) + ")"
     if failure.check(defer.CancelledError, error.TimeoutError):
         return "no answer in time"
@@ -141,7 +150,8 @@ def _describe(failure: Failure) -> str:
 
 #: request failures that mean "the node is not answering now"
 NETWORK_ERRORS = (error.ConnectError, error.ConnectionLost, error.ConnectionDone, error.DNSLookupError,
-                  error.TimeoutError, defer.CancelledError, ResponseFailed, error.ConnectingCancelledError)
+                  error.TimeoutError, defer.CancelledError, ResponseFailed, ResponseNeverReceived,
+                  RequestTransmissionFailed, RequestNotSent, error.ConnectingCancelledError)
 
 
 class NodeClient:
