@@ -134,8 +134,9 @@ def test_a_node_down_or_busy_is_waited_for_with_backoff_and_no_contract_is_lost(
     resource.mode = None
     farm.pump(INTERVAL, step=0.5)
     assert farmer.down is None
-    # the node's own downtime rule would give the time back; here the node never went away, so the
-    # contracts whose due time passed meanwhile are judged by it; none was dropped by the farmer
+    # here only the farmer's requests were refused (the node's timer ran on), so due times passed
+    # meanwhile count at the node: what the farmer counted, the node counted (a real node restart,
+    # with its downtime given back and no contract dropped: tests/test_farmer_e2e.py)
     assert heartbeats_at_node(node, farmer.token) == farmer.results["v1"][0] > 0
     farm.stop()
 
@@ -363,3 +364,18 @@ def test_a_token_given_with_t_that_the_node_does_not_know_is_said_and_not_replac
     farm.pump(2, step=1)
     assert farm.farmer.state == "failed" and "does not know the token of farmer" in farm.farmer.error
     assert "--forcenew" in farm.farmer.error and not resource.paths("/new/")
+
+
+def test_a_state_file_that_is_not_the_farmers_stops_that_node_with_its_name(tmp_path, clock, faulty):
+    node, resource = faulty
+    farm = start(tmp_path, node, clock, resource)
+    farm.pump(3, step=1)
+    assert farm.stop() == 0
+    state = os.path.join(farm.farmer.book.directory, "state.json")
+    with open(state, "w") as fh:
+        fh.write("{half a state")
+    again = farm.restarted()
+    again.start()
+    again.pump(2, step=1)
+    assert again.farmer.state == "failed" and f"Couldn't parse '{state}'" in again.farmer.error
+    assert len(os.listdir(again.farmer.book.directory)) == 9  # nothing removed: the files wait for a look

@@ -19,7 +19,7 @@ from downstream_tx import wire
 from .backoff import Backoff
 from .client import HttpClient, NodeClient, NodeRefused, NodeUnavailable
 from .contracts import ContractBook, node_directory
-from .files import History, Identities, SignedMessage, check_signature
+from .files import FarmerFileError, History, Identities, SignedMessage, check_signature
 from .session import Session
 from .settings import NodeSettings, Settings
 
@@ -100,8 +100,11 @@ class NodeFarmer:
         return result
 
     def unavailable(self, e: NodeUnavailable) -> None:
+        now = self.clock.seconds()
+        if now < self.open_at and e.retry_after is None:
+            return  # another request under way failed already: one step of backoff per try
         wait = self.backoff.failed(e.retry_after)
-        self.open_at = max(self.open_at, self.clock.seconds() + wait)
+        self.open_at = max(self.open_at, now + wait)
         if self.down is None:
             log.warn("{node}: {reason}; the contracts are kept, trying again in {wait:.1f} s", node=self.url,
                      reason=e.reason, wait=wait)
@@ -125,10 +128,14 @@ class NodeFarmer:
         """Connect (protocols, token), then farm until stopped; a failure is kept in ``error``."""
         try:
             await self._connect()
-        except NodeFailed as e:
+        except (NodeFailed, FarmerFileError) as e:
             self.fail(str(e))
             return
         except defer.CancelledError:
+            return
+        except Exception as e:
+            log.failure("{node}: cannot start farming", node=self.url)
+            self.fail(f"cannot start farming: {e}")
             return
         if self._stopping:
             return

@@ -110,8 +110,10 @@ class V0Session(Session):
             await self._take(room)
         finally:
             self.filling = False
-            if self.next_fill > self.clock.seconds():  # no more chunks for now: seeded ones may fill the rest
-                self.node.v0_first = False
+            if self.next_fill > self.clock.seconds() and self.node.v0_first:
+                self.node.v0_first = False  # no more stored chunks for now: seeded ones may fill the rest
+                for session in self.node.sessions:
+                    session.kick()
 
     async def _take(self, room: int) -> None:
         """One /chunk: a contract to download, or when to ask again."""

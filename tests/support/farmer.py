@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -20,7 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 from downstream_tx.farmer.farm import Farm
 from downstream_tx.farmer.settings import NodeSettings, Settings
 from support import ADDRESS, inline_blocking, make_resource, run
-from support.daemon import daemon_env
+from support.daemon import daemon_env, sigterm
 
 URL = "http://node.test"
 
@@ -186,15 +185,7 @@ class FarmerProcess:
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, as systemd stops it; its exit status."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"the farmer did not stop within {timeout}s:\n{self.text()}") from None
-        return self.proc.returncode
+        return sigterm(self.proc, timeout, lambda: f"the farmer did not stop within {timeout}s:\n{self.text()}")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
