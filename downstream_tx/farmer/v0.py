@@ -3,6 +3,10 @@ once from the contract's ``url`` exactly as given (resumed with ``Range`` if int
 fetched again to answer), each challenge answered with the HMAC over the stored bytes (checked
 against the file hash in the same pass), ``/due`` polled when the next challenge is expected, and
 ``/remove`` for a contract the farmer gives up.
+
+A download is written to its ``.part`` file as it arrives, on the reactor thread (buffered writes of
+the pieces the connection delivers); checking it (SHA-256) and every answer (HMAC) run on the worker
+threads.
 """
 
 from __future__ import annotations
