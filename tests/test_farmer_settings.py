@@ -255,3 +255,13 @@ def test_every_option_and_config_key_is_in_docs_farmer_md():
                 assert f"`{option}" in doc, option
     for key in [*SCALARS, *NODE_KEYS]:
         assert f"`{key}`" in doc, key
+
+
+def test_the_command_line_overrides_a_node_table_too(tmp_path):
+    config = tmp_path / "farmer.toml"
+    config.write_text('size = "1MiB"\n[[node]]\nurl = "http://a:5000"\nsize = "2MiB"\nprotocol = "v0"\n'
+                      'message = "m"\nsignature = "s"\n')
+    [node] = load_settings(["-c", str(config)]).nodes
+    assert (node.size, node.protocol) == (2 << 20, "v0")  # the table over the file's top level
+    [node] = load_settings(["-c", str(config), "-s", "3MiB", "--message", "n", "--signature", "t"]).nodes
+    assert (node.size, node.protocol, node.signed) == (3 << 20, "v0", SignedMessage("n", "t"))

@@ -224,11 +224,13 @@ def load_toml(path: str) -> dict[str, Any]:
         raise SettingsError(f"config {path}: {e}") from None
 
 
-def _node_from(table: dict[str, Any], defaults: dict[str, Any], where: str) -> NodeSettings:
+def _node_from(table: dict[str, Any], file_defaults: dict[str, Any], given: dict[str, Any],
+               where: str) -> NodeSettings:
+    """A ``[[node]]`` table over the file's top level, under the command line."""
     unknown = set(table) - NODE_KEYS
     if unknown:
         raise SettingsError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
-    values = {**defaults, **table}
+    values = {**file_defaults, **table, **given}
     if "url" not in values:
         raise SettingsError(f"{where}: a node needs a url")
     return node_settings(values)
@@ -259,7 +261,8 @@ def load_settings(argv: list[str] | None = None) -> Settings:
     toml: dict[str, Any] = load_toml(args.config) if args.config else {}
     where = f"config {args.config}"
     scalars: dict[str, Any] = {}
-    node_defaults: dict[str, Any] = {}
+    file_defaults: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     tables: list[dict[str, Any]] = []
     for key, value in toml.items():
         if key == "node":
@@ -269,7 +272,7 @@ def load_settings(argv: list[str] | None = None) -> Settings:
         elif key in SCALARS:
             scalars[key] = SCALARS[key](value)
         elif key in NODE_KEYS - {"url"}:
-            node_defaults[key] = value
+            file_defaults[key] = value
         else:
             raise SettingsError(f"{where}: unknown setting {key!r}")
     # the command line over the file
@@ -280,20 +283,23 @@ def load_settings(argv: list[str] | None = None) -> Settings:
     for key in ("address", "token", "size", "protocol", "message", "signature"):
         value = getattr(args, key)
         if value is not None:
-            node_defaults[key] = value
+            given[key] = value
+    if "message" in given or "signature" in given:  # the pair goes together, from one place
+        file_defaults.pop("message", None)
+        file_defaults.pop("signature", None)
     urls = list(args.node_url)
     if urls:
-        nodes = tuple(node_settings({**node_defaults, "url": url}) for url in urls)
+        nodes = tuple(node_settings({**file_defaults, **given, "url": url}) for url in urls)
     else:
-        nodes = tuple(_node_from(t, node_defaults, f"{where}, node {n + 1}") for n, t in enumerate(tables))
-    if node_defaults.get("token") is not None and len(nodes) > 1:
+        nodes = tuple(_node_from(t, file_defaults, given, f"{where}, node {n + 1}") for n, t in enumerate(tables))
+    if ("token" in given or "token" in file_defaults) and len(nodes) > 1:
         raise SettingsError("--token names the token of one node: give one node URL with it")
     if len({n.url for n in nodes}) != len(nodes):
         raise SettingsError("a node URL is given twice")
     settings = Settings(nodes=nodes, explicit_nodes=bool(nodes), **scalars)
     if not nodes:
         # the last node of the history file (0.1.8's default) is filled in when the history is read
-        settings = replace(settings, nodes=(NodeSettings(url="", **_node_kwargs(node_defaults)),))
+        settings = replace(settings, nodes=(NodeSettings(url="", **_node_kwargs({**file_defaults, **given})),))
     return settings
 
 

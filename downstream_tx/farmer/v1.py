@@ -48,6 +48,8 @@ class V1Session(Session):
         self.ready: dict[Any, tuple[Contract, dict[str, Any]]] = {}
         self.ready_since: float | None = None
         self.waiting: list[tuple[float, int, Contract]] = []
+        #: contract id -> the time it waits for in ``waiting`` (older heap entries are stale)
+        self.wait_at: dict[Any, float] = {}
         self._seq = itertools.count()
         self.filling = self.submitting = self.updating = False
         self.next_fill = 0.0
@@ -67,10 +69,16 @@ class V1Session(Session):
         elif not c.stored:
             self.jobs.append(("write", c))
         else:
-            self.jobs.append(("prove", c))
+            self.prove_next(c)
 
     def wait(self, c: Contract, at: float) -> None:
+        """Ask the node about ``c`` at ``at`` (an earlier entry for it in the heap no longer counts)."""
+        self.wait_at[c.id] = at
         heapq.heappush(self.waiting, (at, next(self._seq), c))
+
+    def prove_next(self, c: Contract) -> None:
+        self.wait_at.pop(c.id, None)
+        self.jobs.append(("prove", c))
 
     # --- the step
 
@@ -298,8 +306,9 @@ class V1Session(Session):
         now = self.clock.seconds()
         batch: dict[Any, Contract] = {}
         while self.waiting and self.waiting[0][0] <= now and len(batch) < BATCH:
-            _, _, c = heapq.heappop(self.waiting)
-            if self.book.get("v1", c.id) is c:
+            at, _, c = heapq.heappop(self.waiting)
+            if self.wait_at.get(c.id) == at and self.book.get("v1", c.id) is c:
+                del self.wait_at[c.id]
                 batch[c.id] = c
         try:
             if not batch:
@@ -370,7 +379,7 @@ class V1Session(Session):
         if c.problem is not None:
             self.wait(c, c.due_at + UPDATE_DELAY)
         else:
-            self.jobs.append(("prove", c))
+            self.prove_next(c)
 
 
 def _entry_contract(entry: Any, contracts: dict[Any, Contract]) -> Contract | None:
