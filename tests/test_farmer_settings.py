@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -265,3 +266,31 @@ def test_the_command_line_overrides_a_node_table_too(tmp_path):
     assert (node.size, node.protocol) == (2 << 20, "v0")  # the table over the file's top level
     [node] = load_settings(["-c", str(config), "-s", "3MiB", "--message", "n", "--signature", "t"]).nodes
     assert (node.size, node.protocol, node.signed) == (3 << 20, "v0", SignedMessage("n", "t"))
+
+
+def test_on_a_terminal_the_status_view_redraws_and_sigterm_stops_it_with_0(tmp_path):
+    import os
+    import pty
+    import select
+    import signal
+
+    main_fd, tty = pty.openpty()
+    proc = subprocess.Popen(FARMER + ["http://127.0.0.1:1", "--address", ADDRESS, "--log-path", ""], cwd=tmp_path,
+                            env=daemon_env(), stdin=tty, stdout=tty, stderr=subprocess.PIPE)
+    os.close(tty)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (seen.count(b"\x1b[H\x1b[J") >= 2 and b"node down" in seen):
+            ready, _, _ = select.select([main_fd], [], [], 0.5)
+            if ready:
+                seen += os.read(main_fd, 65536)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main_fd)
+    text = seen.decode(errors="replace")
+    assert text.count("\x1b[H\x1b[J") >= 2 and "http://127.0.0.1:1" in text and "node down" in text
+    assert "retrying: connection refused" in text and "[info]" not in text  # the view, not log lines

@@ -97,14 +97,16 @@ class V0Session(Session):
             if now >= self.next_poll:
                 self.polling = True
                 self.spawn(self._poll)
-            else:
-                room = node.room()
-                if room > 0 and room >= self.too_big and not self.downloads and self.downloading == 0:
-                    if now >= self.next_fill:
+            elif not self.downloads and self.downloading == 0:
+                if now < self.next_fill:
+                    wanted.append(self.next_fill)
+                else:
+                    room = node.room()
+                    if room > 0 and room >= self.too_big:
                         self.filling = True
                         self.spawn(self._fill, room)
-                    else:
-                        wanted.append(self.next_fill)
+                    else:  # full: look again later (room is a sum over the contracts)
+                        self.next_fill = now + node.farm.chunk_retry
         return min(wanted)
 
     # --- contracts

@@ -109,6 +109,8 @@ class V1Session(Session):
                 if room > 0:
                     self.filling = True
                     self.spawn(self._fill, room)
+                else:  # full: look again later (room is a sum over the contracts)
+                    self.next_fill = now + node.farm.chunk_retry
             else:
                 wanted.append(self.next_fill)
         return min(wanted) if wanted else None
