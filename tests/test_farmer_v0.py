@@ -51,8 +51,6 @@ def test_a_v0_farmer_downloads_once_and_answers_every_challenge(tmp_path, clock,
 def test_the_download_url_is_followed_exactly_with_its_query_string(tmp_path, clock, v0node):
     """A node that hands out capability URLs (``?cap=...``) gets them back as given."""
     node, file_hash, resource = v0node
-    inner = resource.render
-
     def capability(request):
         path = request.path.decode()
         if path.startswith("/api/download/") and parse_qs(urlsplit(request.uri.decode()).query) != {"cap": ["k3y"]}:
@@ -63,9 +61,9 @@ def test_the_download_url_is_followed_exactly_with_its_query_string(tmp_path, cl
             request.setHeader(b"Content-Type", b"application/json")
             answer["url"] += "?cap=k3y"
             return orjson.dumps(answer)
-        return inner(request)
+        return None
 
-    resource.render = capability
+    resource.override = capability
     farm = start(tmp_path, node, clock, resource)
     farm.pump(INTERVAL, step=0.5)
     assert farm.farmer.book.get("v0", file_hash).stored
@@ -100,16 +98,13 @@ def test_an_interrupted_download_is_resumed_with_range(tmp_path, clock, v0node):
 
 def test_a_download_that_is_refused_gives_the_contract_back(tmp_path, clock, v0node):
     node, file_hash, resource = v0node
-    resource.only = "/api/download/"
-    inner = resource.render
-
     def gone(request):
         if request.path.startswith(b"/api/download/"):
             request.setResponseCode(410)
             return b'{"status": "gone", "message": "downloaded already"}'
-        return inner(request)
+        return None
 
-    resource.render = gone
+    resource.override = gone
     farm = start(tmp_path, node, clock, resource)
     farm.pump(5, step=0.5)
     assert farm.farmer.book.get("v0", file_hash) is None
@@ -188,3 +183,34 @@ def test_a_v0_node_that_forgot_the_token_says_what_to_do(tmp_path, clock, v0node
     farm.pump(INTERVAL + 2, step=0.5)
     assert farm.farmer.state == "failed" and "--forcenew" in farm.farmer.error
     assert run(farm.farm.done) == 1
+
+
+def test_a_give_back_is_finished_after_a_restart_and_the_file_not_taken_again(tmp_path, clock, v0node):
+    node, file_hash, resource = v0node
+
+    def refuse(request):
+        path = request.path.decode()
+        if path.startswith("/api/download/"):
+            request.setResponseCode(410)
+            return b'{"status": "gone", "message": "downloaded already"}'
+        if "/remove/" in path and refuse.busy:
+            request.setResponseCode(503)
+            request.setHeader(b"Retry-After", b"1000")
+            return b'{"status": "unavailable", "message": "try again soon"}'
+        return None
+
+    refuse.busy = True
+    resource.override = refuse
+    farm = start(tmp_path, node, clock, resource, chunk_retry=1.0)
+    farm.pump(5, step=0.5)
+    assert farm.farmer.book.get("v0", file_hash).given_back and len(resource.paths("/remove/")) == 1
+    assert farm.stop() == 0
+    refuse.busy = False
+    again = farm.restarted()
+    again.start()
+    again.pump(10, step=0.5)
+    assert len(resource.paths("/remove/")) >= 2 and again.farmer.book.get("v0", file_hash) is None
+    assert contract_row(node, again.farmer.token, file_hash)["state"] == "ended"
+    # offered again, it is given back at once, not downloaded
+    assert len(resource.paths("/api/download/")) == 1
+    again.stop()

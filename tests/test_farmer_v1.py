@@ -257,16 +257,14 @@ def test_a_node_without_a_protocol_list_is_farmed_with_v1(tmp_path, clock, seede
     """The 2015 node has no ``GET /`` protocol list: the farmer falls back to v1."""
     node = seeded_nodes()
     resource = FaultyNode(make_resource(node))
-    resource.only, resource.mode = "/?", None
-    original = resource.render
 
     def no_index(request):
         if request.path == b"/":
             request.setResponseCode(404)
             return b"<html>Not Found</html>"
-        return original(request)
+        return None
 
-    resource.render = no_index
+    resource.override = no_index
     farm = start(tmp_path, node, clock, resource, protocol="auto")
     farm.pump(3, step=1)
     assert farm.farmer.protocols == ["v1"] and farm.farmer.state == "farming"
@@ -276,15 +274,14 @@ def test_a_node_without_a_protocol_list_is_farmed_with_v1(tmp_path, clock, seede
 def test_asking_for_a_protocol_the_node_does_not_speak_says_so(tmp_path, clock, seeded_nodes):
     node = seeded_nodes()
     resource = FaultyNode(make_resource(node))
-    original = resource.render
 
     def v1_only(request):
         if request.path == b"/":
             request.setHeader(b"Content-Type", b"application/json")
             return b'{"name": "a node", "protocols": ["v1"]}'
-        return original(request)
+        return None
 
-    resource.render = v1_only
+    resource.override = v1_only
     farm = start(tmp_path, node, clock, resource, protocol="v0")
     farm.pump(2, step=1)
     assert farm.farmer.state == "failed" and "speaks v1, not v0" in farm.farmer.error

@@ -27,7 +27,9 @@ STATE_VERSION = 1
 _SAFE = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
 #: what a contract record keeps on disk (the rest is the session's bookkeeping)
 SAVED = ("protocol", "id", "size", "challenge", "due_at", "answered", "stored", "problem", "passed", "failed",
-         "seed", "tag", "url", "interval", "added")
+         "seed", "tag", "url", "interval", "added", "given_back")
+#: v0 files given back that are remembered (not taken again when the node offers them)
+DECLINED_KEPT = 1000
 
 
 def node_directory(data_dir: str, url: str) -> str:
@@ -60,6 +62,7 @@ class Contract:
     url: str | None = None  # v0: where the data is downloaded from, as the node gave it
     interval: int | None = None  # v0: seconds between challenges
     added: float = 0.0
+    given_back: bool = False  # v0: being given back with /remove (asked again after a restart)
     #: the session's own, never saved: work under way for this contract
     busy: bool = field(default=False, compare=False)
 
@@ -90,6 +93,13 @@ class ContractBook:
         self.url = url
         self.farmer_id: str | None = None
         self.contracts: dict[tuple[str, Any], Contract] = {}
+        #: v0 files given back (the newest ``DECLINED_KEPT``): not taken again
+        self.declined: dict[str, None] = {}
+
+    def decline(self, file_hash: str) -> None:
+        self.declined[file_hash] = None
+        while len(self.declined) > DECLINED_KEPT:
+            del self.declined[next(iter(self.declined))]
 
     def path(self, contract: Contract, suffix: str) -> str:
         return os.path.join(self.directory, contract.name + suffix)
@@ -121,7 +131,8 @@ class ContractBook:
 
     def snapshot(self) -> bytes:
         """The state file's bytes (one record at a time: no list of every record's dict)."""
-        head = orjson.dumps({"version": STATE_VERSION, "url": self.url, "farmer_id": self.farmer_id})
+        head = orjson.dumps({"version": STATE_VERSION, "url": self.url, "farmer_id": self.farmer_id,
+                             "declined": list(self.declined)})
         body = b",".join(orjson.dumps(c.record()) for c in self.contracts.values())
         return head[:-1] + b',"contracts":[' + body + b"]}"
 
@@ -143,3 +154,4 @@ class ContractBook:
             raise FarmerFileError(f"Couldn't parse '{path}': {e}") from None
         self.farmer_id = data.get("farmer_id")
         self.contracts = {c.key: c for c in contracts}
+        self.declined = dict.fromkeys(h for h in data.get("declined", []) if isinstance(h, str))

@@ -54,12 +54,12 @@ class V0Session(Session):
         self.next_fill = 0.0
         #: the smallest chunk the node offered that did not fit: no new one until there is that room
         self.too_big = 0
-        #: files given back: the node offers them again (the token holds them no more); not taken again
-        self.declined: set[str] = set()
 
     def resume(self) -> None:
         for c in self.book.of("v0"):
-            if c.problem is None and not c.stored:
+            if c.given_back:
+                self.removals.append((c, c.problem or "given back"))
+            elif c.problem is None and not c.stored:
                 self.downloads.append(c)
         self.next_poll = self.clock.seconds()
 
@@ -143,7 +143,7 @@ class V0Session(Session):
                      url=a["url"], interval=a["interval"], added=now)
         self.book.add(c)
         self.node.save_soon()
-        if c.id in self.declined:
+        if c.id in self.book.declined:
             self.give_up(c, "it was given back before")
             self.next_fill = now + max(DECLINED_WAIT, self.node.farm.chunk_retry)
             return
@@ -159,7 +159,8 @@ class V0Session(Session):
     def give_up(self, c: Contract, why: str) -> None:
         """End a contract the farmer cannot hold: ``/remove`` it (the slot goes to another farmer)."""
         c.problem = why
-        self.declined.add(c.id)
+        c.given_back = True
+        self.book.decline(c.id)
         self.next_fill = max(self.next_fill, self.clock.seconds() + self.node.farm.chunk_retry)
         self.node.dirty()
         self.removals.append((c, why))

@@ -97,7 +97,8 @@ class FaultyNode(Resource):
     ``mode`` makes the node look busy (``"503"``, with ``Retry-After``), gone (``"drop"``: the
     connection is cut before an answer), or stalled (``"hold"``: no answer until ``release()``);
     ``only`` limits the fault to paths containing it; ``cut_after`` cuts a reply after that many body
-    bytes (once)."""
+    bytes (once); ``override(request)`` may answer a recorded request in the node's place (its bytes,
+    or None to let the node answer)."""
 
     isLeaf = True
 
@@ -110,6 +111,7 @@ class FaultyNode(Resource):
         self.cut_after: int | None = None
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         self.held: list[Any] = []
+        self.override: Any = None
 
     def paths(self, part: str = "") -> list[str]:
         return [p for _, p, _, _ in self.requests if part in p]
@@ -120,6 +122,10 @@ class FaultyNode(Resource):
         headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
         path = request.uri.decode()
         self.requests.append((request.method.decode(), path, headers, body))
+        if self.override is not None:
+            answer = self.override(request)
+            if answer is not None:
+                return answer
         if self.mode and (self.only is None or self.only in path):
             if self.mode == "503":
                 request.setResponseCode(503)
