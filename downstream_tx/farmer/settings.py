@@ -101,20 +101,20 @@ def _number(kind: type, low: float, name: str):
     return check
 
 
-def _text(name: str):
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise SettingsError(f"{name}: expected text, got {value!r}")
+def _of_type(kind: type, expected: str, name: str):
+    def check(value: Any) -> Any:
+        if not isinstance(value, kind):
+            raise SettingsError(f"{name}: expected {expected}, got {value!r}")
         return value
     return check
+
+
+def _text(name: str):
+    return _of_type(str, "text", name)
 
 
 def _flag(name: str):
-    def check(value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise SettingsError(f"{name}: expected true or false, got {value!r}")
-        return value
-    return check
+    return _of_type(bool, "true or false", name)
 
 
 def _protocol(value: Any) -> str:
