@@ -132,7 +132,7 @@ def test_a_node_down_or_busy_is_waited_for_with_backoff_and_no_contract_is_lost(
     farm.pump(INTERVAL, step=0.5)
     assert 2 <= len(resource.requests) - n <= 12
     resource.mode = None
-    farm.pump(INTERVAL, step=0.5)
+    farm.pump(2 * INTERVAL, step=0.5)  # the backoff's last wait (at most 64 s after 7 failures) ends
     assert farmer.down is None
     # here only the farmer's requests were refused (the node's timer ran on), so due times passed
     # meanwhile count at the node: what the farmer counted, the node counted (a real node restart,

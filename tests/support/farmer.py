@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from dataclasses import replace
@@ -45,7 +46,7 @@ class InProcessFarm:
         self.treq = StubTreq(resource if resource is not None else make_resource(node))
         self.settings = settings or farmer_settings(tmp_path, **kw)
         self.timers = timers
-        self.farm = Farm(self.settings, self.treq, clock, inline_blocking)
+        self.farm = Farm(self.settings, self.treq, clock, inline_blocking, random.Random(7))  # the same jitter each run
 
     @property
     def farmer(self):
