@@ -1,6 +1,8 @@
 """The layout's rules, checked on the source: no import cycle in ``downstream_tx``, no module
 importing from a layer above its own, the two protocols apart, SQL only in ``db/``, HTTP only in
-``http/``, the global reactor only in ``tap.py``.
+``http/`` (and the farmer client), the global reactor only in the entry points (``tap.py``, the
+farmer's ``main.py``), the farmer beside the server sharing only the heartbeat, signing and wire
+formats.
 
 Run alone: ``python -m pytest tests/test_architecture.py``.
 """
@@ -17,7 +19,7 @@ PACKAGE = ROOT / "downstream_tx"
 #: lowest first; a module may import from its own layer or any below it
 LAYERS = [
     ["downstream_tx", "downstream_tx.errors", "downstream_tx.private", "downstream_tx.bitcoin",
-     "downstream_tx.heartbeat", "downstream_tx.db.url"],
+     "downstream_tx.heartbeat", "downstream_tx.db.url", "downstream_tx.wire"],
     ["downstream_tx.config", "downstream_tx.logs", "downstream_tx.systemd", "downstream_tx.geoip"],
     ["downstream_tx.db"],
     ["downstream_tx.core", "downstream_tx.health"],
@@ -28,7 +30,16 @@ LAYERS = [
     ["downstream_tx.runtime", "downstream_tx.startup"],
     ["downstream_tx.tap", "downstream_tx.admin", "downstream_tx.admin_lifecycle", "downstream_tx.listeners",
      "downstream_tx.workers"],
+    # the farmer client stands beside the server: see FARMER_SHARES
+    ["downstream_tx.farmer"],
 ]
+#: all the farmer client may import of the package: the heartbeat maths, bitcoin signed messages,
+#: the wire formats both ends share, and the package's version
+FARMER = "downstream_tx.farmer"
+FARMER_SHARES = ("downstream_tx", "downstream_tx.heartbeat", "downstream_tx.bitcoin", "downstream_tx.wire",
+                 "downstream_tx.version")
+#: the modules that may use the global reactor (console and twistd entry points)
+ENTRY_POINTS = ("downstream_tx.tap", "downstream_tx.farmer.main")
 #: packages of one layer that must not import each other
 APART = [("downstream_tx.v0", "downstream_tx.v1")]
 
@@ -129,11 +140,28 @@ def test_sql_only_in_db():
                 assert not _SQL.search(node.value), (name, node.value[:80])
 
 
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_the_farmer_shares_only_heartbeat_signing_and_wire_formats():
+    for name, deps in graph().items():
+        if _within(name, FARMER):
+            wrong = [d for d in deps if not _within(d, FARMER) and d != "downstream_tx"
+                     and not any(_within(d, shared) for shared in FARMER_SHARES[1:])]
+            assert not wrong, (name, wrong)
+        else:
+            assert not [d for d in deps if _within(d, FARMER)], (name, deps)
+
+
 def test_http_only_in_http():
-    web = ("klein", "werkzeug", "twisted.web", "treq")
+    server_web = ("klein", "werkzeug", "twisted.web", "treq")
+    # the farmer is an HTTP client of its own (treq, twisted.web.client), never a server
+    client_web = ("klein", "werkzeug", "twisted.web.server", "twisted.web.resource")
     for name, path in modules().items():
         if name.startswith(("downstream_tx.http", "downstream_tx.tap")):
             continue
+        web = client_web if _within(name, FARMER) else server_web
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
@@ -144,7 +172,7 @@ def test_the_global_reactor_only_in_the_entry_points():
     for name, path in modules().items():
         text = path.read_text(encoding="utf-8")
         if re.search(r"from twisted\.internet import (.*\b)?reactor\b|twisted\.internet\.reactor", text):
-            assert name == "downstream_tx.tap", name
+            assert name in ENTRY_POINTS, name
 
 
 def test_no_test_imports_another_test_module():

@@ -9,7 +9,7 @@ import orjson
 from twisted.internet import address
 from twisted.internet.testing import StringTransport
 
-from downstream_tx.v1.wire import MAX_ITEMS
+from downstream_tx.wire import MAX_ITEMS
 from support import ADDRESS, make_config, make_node, make_server, run
 from support.v1 import prove
 

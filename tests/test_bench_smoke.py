@@ -101,3 +101,10 @@ def test_bombs_parse_bench():
 def test_bombs_bench():
     out = run_bench("bench/bombs.py", "--quick")
     assert "/health:" in out and "honest farmer:" in out and "bomb requests:" in out
+
+
+@pytest.mark.e2e
+def test_farmer_client_bench():
+    out = run_bench("bench/farmer.py", "--quick")
+    assert "one proof alone" in out and "proofs/CPU-s" in out and "RSS MiB" in out
+    assert out.strip().splitlines()[-1].split()[-1] == "yes"  # every challenge answered in time

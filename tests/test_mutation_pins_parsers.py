@@ -13,12 +13,12 @@ from klein import Klein
 from treq.testing import StubTreq
 from werkzeug.routing import Map, ValidationError
 
+from downstream_tx import wire as shared
 from downstream_tx.errors import NodeError
 from downstream_tx.http import bodies, routing
 from downstream_tx.http.download import parse_range
 from downstream_tx.http.errors import ApiError
 from downstream_tx.v0.hashes import MALFORMED, Response
-from downstream_tx.v1 import wire
 from support import run
 
 TOKEN = "ab" * 16
@@ -113,7 +113,7 @@ def test_fallback_parser_counts_depth_down_as_containers_close():
 
 def test_fallback_parser_max_items_counts_nested_items_too():
     raw = b'{"hashes": [' + b"[1], " * 5100 + b"x"
-    assert len(bodies._items_before_error(raw, "hashes")) == wire.MAX_ITEMS
+    assert len(bodies._items_before_error(raw, "hashes")) == shared.MAX_ITEMS
 
 
 @pytest.mark.parametrize("value, parsed", [
@@ -177,7 +177,7 @@ def test_v1_token_converter(status, kind):
     assert conv.to_python(TOKEN.upper()) == TOKEN.upper()  # as sent: the services lower it
     with pytest.raises(NodeError) as e:
         conv.to_python("xyz")
-    assert (e.value.kind, e.value.status, e.value.message) == (kind, "error", wire.NONEXISTENT_TOKEN)
+    assert (e.value.kind, e.value.status, e.value.message) == (kind, "error", shared.NONEXISTENT_TOKEN)
 
 
 def test_unsigned_converter():

@@ -12,6 +12,7 @@ import pytest
 from twisted.logger import LogLevel, formatEvent
 
 from downstream_tx import bitcoin
+from downstream_tx import wire as shared
 from downstream_tx.core import tokens
 from downstream_tx.db.seeded import PoolChunk, V1Contract
 from downstream_tx.db.tokens import TokenFacts
@@ -28,12 +29,12 @@ BAD = "1BoatSLRHtKNngkdXEeobR76b53LETtpyX"  # a checksum error
 # --- wire ----------------------------------------------------------------------------------------------
 
 def test_wire_constants():
-    assert wire.PREFIX == "/api/downstream/v1"
-    assert wire.HEARTBEAT_TYPE == "Merkle"
+    assert shared.V1_PREFIX == "/api/downstream/v1"
+    assert shared.HEARTBEAT_TYPE == wire.HEARTBEAT_TYPE == "Merkle"
     # /chunk without a size asks for 32 MiB (the original's default)
-    assert wire.DEFAULT_CHUNK_SIZE == 32 * 1024 * 1024
+    assert shared.DEFAULT_CHUNK_SIZE == 32 * 1024 * 1024
     assert inspect.signature(V1Farming.chunks).parameters["size"].default == 32 * 1024 * 1024
-    assert wire.MAX_ITEMS == 5000
+    assert shared.MAX_ITEMS == wire.MAX_ITEMS == 5000
 
 
 def refusal(facts: TokenFacts, config) -> NodeError:
@@ -61,7 +62,7 @@ def test_v1_token_rules_words(tmp_path):
 
 
 def test_v1_messages():
-    assert wire.NONEXISTENT_TOKEN == "Nonexistent token."
+    assert shared.NONEXISTENT_TOKEN == "Nonexistent token."
     assert wire.NONEXISTENT_FARMER == "Nonexistant farmer id."
     assert wire.MSG_BAD_ADDRESS == "Invalid address given: address is not a valid SJCX address."
     assert wire.MSG_NOT_WHITELISTED == "Invalid address given: address must be in whitelist."

@@ -157,3 +157,29 @@ def test_what_the_readme_and_docs_link_to_is_installed_beside_them():
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", (ROOT / doc).read_text()):
             linked = (ROOT / doc).parent.joinpath(target).resolve().relative_to(ROOT).as_posix()
             assert linked in installed, f"{doc} links to {target}, which the install leaves out"
+
+
+
+def test_the_farmer_unit_is_installed_and_verifies(tmp_path):
+    unit_path = ROOT / "contrib" / "systemd" / "downstream-farmer.service"
+    unit = unit_settings(unit_path)
+    setup = (ROOT / "setup.py").read_text()
+    assert '"contrib/systemd/downstream-farmer.service"' in setup and '"docs/farmer.md"' in setup
+    assert "downstream-farmer = downstream_tx.farmer.main:entry" in setup
+    assert unit["Documentation"] == ["file:///opt/downstream-farmer/share/doc/downstream-tx/docs/farmer.md"]
+    assert unit["User"] == ["downstream-farmer"] and unit["WorkingDirectory"] == ["/var/lib/downstream-farmer"]
+    assert unit["StateDirectory"] == ["downstream-farmer"] and unit["KillSignal"] == ["SIGTERM"]
+    assert "--config /etc/downstream-farmer/farmer.toml" in " ".join(unit["ExecStart"])
+    doc = (ROOT / "docs" / "farmer.md").read_text()
+    assert "python3 -m venv /opt/downstream-farmer" in doc  # the prefix the unit's paths assume
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed")
+    farmer = shutil.which("downstream-farmer", path=str(ROOT / ".venv" / "bin")) or "/bin/true"
+    (tmp_path / unit_path.name).write_text(unit_path.read_text().replace("/opt/downstream-farmer/bin/downstream-farmer",
+                                                                         farmer))
+    result = subprocess.run([tool, "verify", "--man=no", str(tmp_path / unit_path.name)], capture_output=True,
+                            text=True, timeout=60)
+    problems = [line for line in result.stderr.splitlines()
+                if "Unknown" in line or "Failed" in line or "not executable" in line or "Invalid" in line]
+    assert result.returncode == 0 and not problems, result.stderr

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import json
 import signal
 import socket
@@ -19,6 +17,7 @@ from downstream_tx.jobs.periodic import PeriodicJob
 from downstream_tx.tap import NodeService
 from support import make_config
 from support.daemon import Daemon
+from support.tls import self_signed
 
 
 def _wait_until(predicate, timeout: float = 10.0) -> None:
@@ -148,34 +147,9 @@ def test_stop_waits_for_the_running_timer_pass_bounded_by_shutdown_timeout(tmp_p
     assert stopped2.called
 
 
-def _self_signed(tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "downstream test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                    x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
-
-
 @pytest.mark.e2e
 def test_tls_listener_from_an_endpoint_string(tmp_path):
-    key, cert = _self_signed(tmp_path)
+    key, cert = self_signed(tmp_path)
     listen = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     with Daemon(tmp_path / "node", listen=listen, scheme="https") as d:
         context = ssl.create_default_context(cafile=str(cert))

@@ -9,6 +9,7 @@ import pytest
 from twisted.internet import task
 from twisted.internet.defer import succeed
 
+from downstream_tx import wire as shared
 from downstream_tx.errors import NodeError
 from downstream_tx.metrics import Metrics
 from downstream_tx.v1 import wire
@@ -60,7 +61,7 @@ def test_new_token_and_heartbeat(node):
 def test_unknown_or_malformed_token_is_nonexistent_404(node, call):
     for token in ("0" * 32, "not a token"):
         e = refused(getattr(node.v1, call)(token))
-        assert (e.kind, e.status, e.message) == ("not_found", "error", wire.NONEXISTENT_TOKEN)
+        assert (e.kind, e.status, e.message) == ("not_found", "error", shared.NONEXISTENT_TOKEN)
 
 
 @pytest.mark.parametrize("call", ["chunks", "challenges", "answer"])
@@ -68,7 +69,7 @@ def test_unknown_token_is_nonexistent_400_on_farming_calls(node, call):
     args = {"chunks": (None,), "challenges": (None,), "answer": (None, [])}[call]
     for token in ("0" * 32, "xyz"):
         e = refused(getattr(node.v1, call)(token, *args))
-        assert (e.kind, e.status, e.message) == ("invalid", "error", wire.NONEXISTENT_TOKEN)
+        assert (e.kind, e.status, e.message) == ("invalid", "error", shared.NONEXISTENT_TOKEN)
 
 
 def test_chunks_fit_the_requested_size(node, clock):
@@ -284,7 +285,7 @@ def test_v1_results_are_counted_once_per_proof(node):
 # --- at most 5,000 items of one /challenge or /answer are looked at (issue 16, survivor 4) ---------
 
 def test_contract_ids_looks_at_exactly_max_items():
-    assert wire.MAX_ITEMS == 5000
+    assert shared.MAX_ITEMS == 5000
     ids = wire.contract_ids(range(1, 5002), lambda item: item)
     assert len(ids) == 5000 and ids[-1] == (5000, 5000, 5000)
     assert [cid for _, cid, _ in wire.contract_ids(range(1, 5001), lambda item: item)][-1] == 5000
@@ -301,19 +302,19 @@ def test_contract_ids_ends_at_the_first_item_that_is_not_a_number():
 def test_the_5001st_item_of_an_answer_is_ignored(node):
     token = new_token(node)
     [c] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 4096))))
-    filler = [{"file_hash": 10_000_000 + n, "proof": {}} for n in range(wire.MAX_ITEMS - 1)]
+    filler = [{"file_hash": 10_000_000 + n, "proof": {}} for n in range(shared.MAX_ITEMS - 1)]
     last = {"file_hash": c["file_hash"], "proof": prove(c)}
     report = run(node.v1.answer(token, IP, [*filler, {"file_hash": 9_999_999, "proof": {}}, last]))
-    assert len(report) == wire.MAX_ITEMS and c["file_hash"] not in [r["file_hash"] for r in report]
+    assert len(report) == shared.MAX_ITEMS and c["file_hash"] not in [r["file_hash"] for r in report]
     report = run(node.v1.answer(token, IP, [*filler, last]))
-    assert len(report) == wire.MAX_ITEMS and report[-1] == {"file_hash": c["file_hash"], "status": "ok"}
+    assert len(report) == shared.MAX_ITEMS and report[-1] == {"file_hash": c["file_hash"], "status": "ok"}
 
 
 def test_the_5001st_item_of_a_challenge_request_is_ignored(node):
     token = new_token(node)
     [c] = run(node.v1.chunks(token, IP, 4096))
-    filler = list(range(10_000_000, 10_000_000 + wire.MAX_ITEMS - 1))
+    filler = list(range(10_000_000, 10_000_000 + shared.MAX_ITEMS - 1))
     got = run(node.v1.challenges(token, [*filler, 9_999_999, c["file_hash"]]))
-    assert len(got) == wire.MAX_ITEMS and got[-1] == {"file_hash": 9_999_999, "error": "contract not found"}
+    assert len(got) == shared.MAX_ITEMS and got[-1] == {"file_hash": 9_999_999, "error": "contract not found"}
     got = run(node.v1.challenges(token, [*filler, c["file_hash"]]))
-    assert len(got) == wire.MAX_ITEMS and got[-1]["file_hash"] == c["file_hash"] and "challenge" in got[-1]
+    assert len(got) == shared.MAX_ITEMS and got[-1]["file_hash"] == c["file_hash"] and "challenge" in got[-1]

@@ -1,7 +1,7 @@
 """Proof-of-storage primitives: RandomIO data, KeyedPRF, the storj-heartbeat Merkle
 scheme (protocol v1) and v0 hash challenges."""
 
-from .hashchal import answer, batch_answers, derive_seeds, merkle_root
+from .hashchal import answer, answer_and_digest, batch_answers, derive_seeds, merkle_root
 from .merkle import (
     BytesReader,
     Challenge,
@@ -42,6 +42,7 @@ __all__ = [
     "State",
     "Tag",
     "answer",
+    "answer_and_digest",
     "batch_answers",
     "chunk_hash",
     "derive_seeds",

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any, BinaryIO
 
-__all__ = ["answer", "batch_answers", "derive_seeds", "merkle_root"]
+__all__ = ["answer", "answer_and_digest", "batch_answers", "derive_seeds", "merkle_root"]
 
 _BUFSIZE = 1 << 20
 
@@ -71,6 +71,15 @@ def answer(seed: bytes, data: Any) -> str:
     """Hex answer to one challenge over ``data`` (bytes, a ``read_at`` reader, a path or
     a binary file object)."""
     return batch_answers([seed], data)[0]
+
+
+def answer_and_digest(seed: bytes, source: Any, bufsize: int = _BUFSIZE) -> tuple[str, str]:
+    """The hex answer to one challenge and the hex SHA-256 of the same bytes, from ONE read pass
+    (a farmer checks what it holds against the file hash while it answers)."""
+    mac = hmac.new(seed, digestmod=hashlib.sha256)
+    digest = hashlib.sha256()
+    _feed([mac, digest], source, bufsize)
+    return mac.hexdigest(), digest.hexdigest()
 
 
 def batch_answers(seeds: Iterable[bytes], source: Any, bufsize: int = _BUFSIZE) -> list[str]:

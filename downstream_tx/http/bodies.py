@@ -22,7 +22,7 @@ import ijson
 import orjson
 
 from downstream_tx.http.errors import ApiError, error_body
-from downstream_tx.v1.wire import MAX_ITEMS
+from downstream_tx.wire import MAX_ITEMS
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: bodies up to this size are parsed on the reactor thread (orjson); larger ones on a worker thread

@@ -11,8 +11,7 @@ from twisted.web.iweb import IRequest
 from downstream_tx.http.errors import json_body
 from downstream_tx.http.routing import app
 from downstream_tx.version import full_version
-
-PROTOCOLS = ["v0", "v1"]
+from downstream_tx.wire import PROTOCOLS
 
 
 class OpsRoutes:
@@ -21,7 +20,7 @@ class OpsRoutes:
 
     @app.route("/", methods=["GET", "HEAD"], endpoint="index")
     def index(self, request: IRequest):
-        return json_body(request, {"name": "downstream-tx", "version": full_version(), "protocols": PROTOCOLS})
+        return json_body(request, {"name": "downstream-tx", "version": full_version(), "protocols": list(PROTOCOLS)})
 
     @app.route("/health", methods=["GET", "HEAD"], endpoint="health")
     async def health(self, request: IRequest):

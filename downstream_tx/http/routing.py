@@ -28,7 +28,8 @@ from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule, ValidationErr
 from downstream_tx.core.tokens import is_token
 from downstream_tx.http.errors import ApiError, error_body, install_error_handlers, json_body
 from downstream_tx.v0.hashes import Malformed, Response, is_hex64, parse_response
-from downstream_tx.v1.wire import NONEXISTENT_TOKEN, v1_error
+from downstream_tx.v1.wire import v1_error
+from downstream_tx.wire import INVALID_PROOF, NONEXISTENT_TOKEN
 
 #: Base58 alphabet, 25-byte payload: bitcoin-style addresses are 26 to 35 characters
 ADDRESS_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{26,35}$")
@@ -467,7 +468,7 @@ def report_outcome(report: list[dict[str, Any]]) -> str:
     for item in report:
         if item.get("status") == "ok":
             counts["pass"] += 1
-        elif item.get("error") == "Invalid proof":
+        elif item.get("error") == INVALID_PROOF:
             counts["fail"] += 1
         else:
             counts["other"] += 1

@@ -9,7 +9,7 @@ from twisted.web.iweb import IRequest
 
 from downstream_tx.http.errors import json_body
 from downstream_tx.http.routing import app
-from downstream_tx.v1.wire import PREFIX
+from downstream_tx.wire import V1_PREFIX as PREFIX
 
 LIST = PREFIX + "/status/list"
 

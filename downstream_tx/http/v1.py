@@ -12,7 +12,9 @@ from downstream_tx.http.bodies import INLINE_PARSE, is_json, read_body
 from downstream_tx.http.clients import client_ip
 from downstream_tx.http.errors import json_body
 from downstream_tx.http.routing import app, arrived_at, report_outcome, set_outcome
-from downstream_tx.v1.wire import DEFAULT_CHUNK_SIZE, MSG_POST_JSON, MSG_POST_REQUIRED, PREFIX, v1_error
+from downstream_tx.v1.wire import MSG_POST_JSON, MSG_POST_REQUIRED, v1_error
+from downstream_tx.wire import DEFAULT_CHUNK_SIZE
+from downstream_tx.wire import V1_PREFIX as PREFIX
 
 #: routes whose bodies are batches of up to 5,000 items (their cap is ``max_batch_body_size``)
 BATCH_PATHS = (PREFIX + "/challenge/", PREFIX + "/answer/")

@@ -21,14 +21,12 @@ from downstream_tx.errors import INVALID, NOT_FOUND
 from downstream_tx.heartbeat import Challenge, HeartbeatError, HeartbeatFormatError, Merkle, Proof, State
 from downstream_tx.v1.signatures import names_node, node_key
 from downstream_tx.v1.wire import (
-    DEFAULT_CHUNK_SIZE,
     MSG_BAD_ADDRESS,
     MSG_MESSAGE_SIZE,
     MSG_NODE_NOT_NAMED,
     MSG_POST_JSON,
     MSG_SIGNATURE_INVALID,
     MSG_SIGNATURE_LENGTH,
-    NONEXISTENT_TOKEN,
     TOKEN_RULES,
     contract_ids,
     heartbeat_body,
@@ -36,14 +34,25 @@ from downstream_tx.v1.wire import (
     proof_key,
     v1_error,
 )
+from downstream_tx.wire import (
+    ALREADY_ANSWERED,
+    ANSWER_EXPIRED,
+    CONTRACT_EXPIRED,
+    CONTRACT_NOT_FOUND,
+    DEFAULT_CHUNK_SIZE,
+    INVALID_PROOF,
+    NO_MORE_CHALLENGES,
+    NONEXISTENT_TOKEN,
+    PROOF_CORRUPTED,
+)
 
 log = Logger()
 
 #: what a stored heartbeat state that cannot be used raises
 UNUSABLE = (HeartbeatError, HeartbeatFormatError, orjson.JSONDecodeError, ValueError)
 
-EXPIRED = "Answer failed: contract expired."
-ANSWERED = "Challenge already answered."
+EXPIRED = ANSWER_EXPIRED
+ANSWERED = ALREADY_ANSWERED
 #: the report entry of a verified proof whose contract changed before it could be recorded
 LOST = {"expired": EXPIRED, "answered": ANSWERED}
 
@@ -218,14 +227,14 @@ class V1Farming:
         for sent, cid in sent_ids:
             c = found.get(cid)
             if c is None:
-                entries.append({"file_hash": plain(sent), "error": "contract not found"})
+                entries.append({"file_hash": plain(sent), "error": CONTRACT_NOT_FOUND})
             elif c.state != "active" or now >= c.deadline:
-                entries.append({"file_hash": cid, "error": "contract expired"})
+                entries.append({"file_hash": cid, "error": CONTRACT_EXPIRED})
             elif c.due is not None and now < c.due:
                 try:
                     text = challenge_json(unseal(c)[1])
                 except UNUSABLE:
-                    entries.append({"file_hash": cid, "status": "no more challenges"})
+                    entries.append({"file_hash": cid, "status": NO_MORE_CHALLENGES})
                     continue
                 entries.append({"file_hash": cid, "challenge": orjson.Fragment(text), "due": c.due - now,
                                 "answered": c.answered})
@@ -234,7 +243,7 @@ class V1Farming:
                     state = unseal(c)[0]
                     challenge = self.merkle.gen_challenge(state)
                 except UNUSABLE:
-                    entries.append({"file_hash": cid, "status": "no more challenges"})
+                    entries.append({"file_hash": cid, "status": NO_MORE_CHALLENGES})
                     continue
                 old_due = c.due if c.due is not None else now
                 new_due = old_due + c.interval
@@ -270,12 +279,12 @@ class V1Farming:
                 if entry.get("status") == "ok" and entry["file_hash"] in why:
                     entry.pop("status")
                     entry["error"] = why[entry["file_hash"]]
-        corrupted = sum(1 for r in report if r.get("error") == "Proof corrupted")
+        corrupted = sum(1 for r in report if r.get("error") == PROOF_CORRUPTED)
         if corrupted:  # an error on the farmer's side, not a proof: its unknown-error score
             await self.core.stores.reputation.record_errors(token_hash, corrupted, now)
         results = self.core.results
         results.count("pass", sum(1 for r in report if r.get("status") == "ok"), protocol=1)
-        results.count("fail", sum(1 for r in report if r.get("error") == "Invalid proof"), protocol=1)
+        results.count("fail", sum(1 for r in report if r.get("error") == INVALID_PROOF), protocol=1)
         return report
 
     def _plan_answers(self, wanted, found: dict[int, V1Contract],
@@ -286,12 +295,12 @@ class V1Farming:
         for sent, cid, item in wanted:
             c = found.get(cid)
             if c is None:
-                report.append({"file_hash": plain(sent), "error": "contract not found"})
+                report.append({"file_hash": plain(sent), "error": CONTRACT_NOT_FOUND})
                 continue
             try:
                 proof = Proof.from_dict(item.get("proof"))
             except HeartbeatFormatError:
-                report.append({"file_hash": cid, "error": "Proof corrupted"})
+                report.append({"file_hash": cid, "error": PROOF_CORRUPTED})
                 continue
             if c.state != "active" or now >= c.deadline:
                 report.append({"file_hash": cid, "error": EXPIRED})
@@ -301,7 +310,7 @@ class V1Farming:
                 report.append({"file_hash": cid, "status": "ok"})
                 passes.append(cid)
             else:
-                report.append({"file_hash": cid, "error": "Invalid proof"})
+                report.append({"file_hash": cid, "error": INVALID_PROOF})
                 fails.append(cid)
         return report, passes, fails
 

@@ -24,15 +24,8 @@ from downstream_tx.core.tokens import (
 )
 from downstream_tx.db.tokens import TokenFacts
 from downstream_tx.errors import INVALID, NodeError
+from downstream_tx.wire import HEARTBEAT_TYPE, MAX_ITEMS
 
-#: where every v1 route lives
-PREFIX = "/api/downstream/v1"
-HEARTBEAT_TYPE = "Merkle"
-DEFAULT_CHUNK_SIZE = 33554432
-#: items of one /challenge or /answer body looked at; the rest are ignored
-MAX_ITEMS = 5000
-
-NONEXISTENT_TOKEN = "Nonexistent token."
 NONEXISTENT_FARMER = "Nonexistant farmer id."  # sic: the original's text
 MSG_POST_REQUIRED = "New token requests must include posted signature proving ownership of farming address"
 MSG_POST_JSON = 'Posted data must be JSON encoded object including "signature" and "message"'

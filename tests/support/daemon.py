@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -33,6 +34,20 @@ AS_SYSTEMD = [sys.executable, "-c", (
     "os.environ.pop('DTX_TEST_WATCHDOG_PID', None)\n"
     "os.execv(sys.executable, [sys.executable, '-c', 'from twisted.scripts.twistd import run; run()'] + sys.argv[1:])\n"
 )]
+
+
+def sigterm(proc: subprocess.Popen, timeout: float, failure: Callable[[], str]) -> int:
+    """Stop ``proc`` with SIGTERM (as systemd does) and return its exit status; if it is still
+    running after ``timeout`` seconds, kill it and fail with ``failure()``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(failure()) from None
+    return proc.returncode
 
 
 def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -155,16 +170,9 @@ class Daemon:
         """SIGTERM and wait; returns the exit status (kills and fails after ``timeout``)."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"daemon did not stop within {timeout}s:\n{self.log()}") from None
+        code = sigterm(self.proc, timeout, lambda: f"daemon did not stop within {timeout}s:\n{self.log()}")
         self._log.close()
-        return self.proc.returncode
+        return code
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
