@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.logger import LogLevel
 
-from downstream_tx import __version__
 from downstream_tx.farmer import logs, status
 from downstream_tx.farmer.backoff import Backoff
 from downstream_tx.farmer.client import MAX_RETRY_AFTER, retry_after
@@ -26,6 +25,7 @@ from downstream_tx.farmer.farm import Farm
 from downstream_tx.farmer.files import SignedMessage
 from downstream_tx.farmer.main import main
 from downstream_tx.farmer.settings import DEFAULT_SIZE, SettingsError, load_settings, parse_size
+from downstream_tx.version import full_version
 from support import ADDRESS, inline_blocking, make_address
 from support.daemon import ROOT, daemon_env
 
@@ -229,7 +229,7 @@ def farmer(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_version_help_and_a_bad_option(tmp_path):
-    assert farmer("--version").stdout.strip() == f"downstream-farmer {__version__}"
+    assert farmer("--version").stdout.strip() == f"downstream-farmer {full_version()}"
     text = " ".join(farmer("--help").stdout.split())
     for option in ("-n NUMBER, --number NUMBER", "-p HISTORY, --history HISTORY", "-s SIZE, --size SIZE",
                    "-a ADDRESS, --address ADDRESS", "-t TOKEN, --token TOKEN", "-f, --forcenew",

@@ -12,12 +12,15 @@ import os
 import orjson
 import pytest
 
+from downstream_tx import bitcoin
 from downstream_tx.farmer import v1 as farmer_v1
 from downstream_tx.farmer.chunks import RandomIO
 from downstream_tx.farmer.files import SignedMessage
 from support import ADDRESS, StubClient, make_resource, run
 from support.farmer import FaultyNode, InProcessFarm
 from support.v1 import INTERVAL, SIG_MESSAGE, SIGNATURE
+
+NAMED_NODE = "http://node.example:5000"
 
 CHUNK = 4096
 
@@ -231,21 +234,38 @@ def test_number_stops_after_that_many_answers(tmp_path, clock, faulty):
 
 
 def test_signed_token_from_the_identity_file(tmp_path, clock, seeded_nodes):
-    node = seeded_nodes(require_signature=True)
+    """The identity file's message names the node (its public URL), as a node requiring signatures
+    asks by default (``signature_names_node``): the farmer sends it as it is and farms."""
+    node = seeded_nodes(require_signature=True, public_url=NAMED_NODE)
+    message = f"I farm for {NAMED_NODE}"
+    address, signature = bitcoin.sign_message(bytes(range(1, 33)), message)
+    ids = tmp_path / "farmer" / "identities.json"
+    ids.parent.mkdir()
+    ids.write_text(json.dumps({address: {"message": message, "signature": signature}}))
+    resource = FaultyNode(make_resource(node))
+    farm = start(tmp_path, node, clock, resource, address=None)  # the identity file's address
+    farm.pump(5, step=1)
+    assert farm.farmer.state == "farming" and farm.farmer.address == address
+    [(method, _, headers, body)] = [r for r in resource.requests if "/new/" in r[1]]
+    assert method == "POST" and json.loads(body) == {"message": message, "signature": signature}
+    farm.stop()
+
+
+def test_a_signed_message_naming_no_node_is_refused_by_a_node_that_asks_for_its_name(tmp_path, clock,
+                                                                                     seeded_nodes):
+    node = seeded_nodes(require_signature=True, public_url=NAMED_NODE)
     ids = tmp_path / "farmer" / "identities.json"
     ids.parent.mkdir()
     ids.write_text(json.dumps({ADDRESS: {"message": SIG_MESSAGE, "signature": SIGNATURE}}))
     resource = FaultyNode(make_resource(node))
-    farm = start(tmp_path, node, clock, resource, address=None)  # the identity file's address
+    farm = start(tmp_path, node, clock, resource, address=None)
     farm.pump(5, step=1)
-    assert farm.farmer.state == "farming" and farm.farmer.address == ADDRESS
-    [(method, _, headers, body)] = [r for r in resource.requests if "/new/" in r[1]]
-    assert method == "POST" and json.loads(body) == {"message": SIG_MESSAGE, "signature": SIGNATURE}
+    assert farm.farmer.state == "failed" and NAMED_NODE in farm.farmer.error  # the node says what to sign
     farm.stop()
 
 
 def test_a_signature_that_does_not_match_is_refused_before_it_is_sent(tmp_path, clock, seeded_nodes):
-    node = seeded_nodes(require_signature=True)
+    node = seeded_nodes(require_signature=True, signature_names_node=False)
     resource = FaultyNode(make_resource(node))
     farm = start(tmp_path, node, clock, resource, per_node={"signed": SignedMessage("test messagf", SIGNATURE)})
     farm.pump(2, step=1)
