@@ -61,15 +61,6 @@ def test_the_download_url_is_followed_exactly_with_its_query_string(tmp_path, cl
     farm.stop()
 
 
-class StubNode:
-    def __init__(self, resource):
-        from support import StubClient
-        self.client = StubClient(resource)
-
-    def get(self, path):
-        return self.client.get(path).json()
-
-
 def test_an_interrupted_download_is_resumed_with_range(tmp_path, clock, v0node):
     node, file_hash, resource = v0node
     resource.only, resource.cut_after = "/api/download/", 20_000
