@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from downstream_tx.config import load_config
     from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag
     from downstream_tx.runtime import open_services
+    from downstream_tx.v1.reports import ProofOutcome
 
     counted = {"refresh": 0.0, "answer": 0.0, "proofs": 0}
 
@@ -81,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                     byid[e["file_hash"]][0], Challenge.from_dict(e["challenge"]), byid[e["file_hash"]][1]).to_dict()}
                     for e in entries]
                 report = await call("answer", v1.answer(token, "127.0.0.1", orjson.loads(orjson.dumps(proofs))))
-                ok = sum(1 for x in report if x.get("status") == "ok")
+                ok = report.count(ProofOutcome.OK)
                 if ok != len(proofs):
-                    raise SystemExit(f"round {r}: {len(proofs) - ok} proofs not ok: {report[:3]}")
+                    raise SystemExit(f"round {r}: {len(proofs) - ok} proofs not ok: {report.entries[:3]}")
                 if r == 0:  # the first round (first answers only) is not counted
                     counted.update(refresh=0.0, answer=0.0)
                 else:
