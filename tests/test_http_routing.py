@@ -283,3 +283,35 @@ def test_a_client_that_goes_away_cancels_the_handler_of_a_table_route(node):
         d.errback(Failure(ConnectionDone()))
     assert len(cancelled) == 1
     assert request.written == [] and request.finished == 0
+
+
+def test_services_get_the_typed_values_the_converters_made(node, monkeypatch):
+    """The token is checked and hashed once, by the route's converter, and the v0 answer parsed
+    once: the services are handed the typed values and take them as they are."""
+    from downstream_tx.core.tokens import parse_token
+    from downstream_tx.v0.farming import V0Farming
+    from downstream_tx.v1.farming import V1Farming
+
+    seen = []
+
+    def spy(cls, name):
+        real = getattr(cls, name)
+
+        async def call(self, *args, **kwargs):
+            seen.append(args)
+            return await real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, call)
+
+    spy(V0Farming, "answer")
+    spy(V0Farming, "due")
+    spy(V1Farming, "heartbeat")
+    client = StubClient(make_resource(node))
+    token = Token(TOKEN, hash_token(TOKEN))
+    assert client.get(f"/api/downstream/challenge/{TOKEN.upper()}/{HASH.upper()}/{HASH.upper()}").code == 404
+    assert seen.pop(0)[:3] == (token, FileHash(HASH), Response(HASH))
+    assert client.get(f"/api/downstream/due/{TOKEN}").code == 404
+    assert seen.pop(0) == (token, 1000, 0)
+    assert client.get(f"{V1}/heartbeat/{TOKEN}").code == 404
+    assert seen.pop(0) == (token,)
+    assert parse_token(token) is token and parse_token(TOKEN.upper()) == token and parse_token("x" * 32) is None
