@@ -1,8 +1,14 @@
-"""Routing: path parameters checked by converters before any handler runs, the matched route
-pattern recorded on each request (for logs and metrics, which must never see the raw path), and
-``HEAD`` only where a route declares it.
+"""Routing: path parameters checked by converters before any handler runs and handed to the
+services as typed values (a :class:`~downstream_tx.core.tokens.Token` checked and hashed once, a
+:class:`~downstream_tx.v0.hashes.FileHash`, the v0 :class:`~downstream_tx.v0.hashes.Response`), the
+matched route pattern recorded in each request's facts (for logs and metrics, which must never see
+the raw path), and ``HEAD`` only where a route declares it.
 
-Every route of the server is declared on :data:`app` (see ``server.py``).
+Every route of the server is declared on :data:`app` (see ``server.py``), a Klein app. The root
+resource (:class:`Router`) answers the farmers' hot routes itself from a dict table built from
+the app's rules, and hands every other request to Klein's resource. Only the public APIs of Klein
+(``Klein``, ``klein.resource.KleinResource``) and werkzeug (``werkzeug.routing``'s ``Map``,
+``BaseConverter``, ``ValidationError`` and the public attributes of its ``Rule``) are used.
 """
 
 from __future__ import annotations
@@ -332,8 +338,8 @@ class Router(Resource):
         #: the object the handlers are methods of (None: plain functions)
         self.server = server
         self._bound = () if server is None else (server,)
+        self.app = app
         self.klein = KleinResource(app)
-        self.table = app.fast_table()
 
     def render(self, request: IRequest):
         try:
@@ -342,8 +348,10 @@ class Router(Resource):
         except UnicodeDecodeError:
             return json_body(request, error_body("invalid_url", "the URL is not UTF-8 after percent-decoding"), 400)
         # werkzeug refuses a Host that IDNA cannot encode (only a non-ASCII one may fail): its answer
-        found = table_match(self.table, "/" + path if path else "", request.method.decode("ascii", "replace").upper()) \
-            if host.isascii() else None
+        found = None
+        if host.isascii():
+            method = request.method.decode("ascii", "replace").upper()
+            found = table_match(self.app.fast_table(), "/" + path if path else "", method)
         if found is None:
             return self.klein.render(request)
         route, values = found

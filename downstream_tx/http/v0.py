@@ -16,13 +16,13 @@ from downstream_tx.http.facts import arrived_at, set_outcome
 from downstream_tx.http.query import int_arg
 from downstream_tx.http.routing import app, check_address
 from downstream_tx.v0.capability import PARAMETER
-from downstream_tx.v0.farming import DUE_PAGE, MAX_DUE_PAGE, Verdict, no_download
+from downstream_tx.v0.farming import DUE_PAGE, MAX_DUE_PAGE, AnswerOutcome, no_download
 from downstream_tx.v0.hashes import FileHash, Malformed, Response
 
 RATE_LIMITED = error_body("rate_limited", "too many token requests from this address, try again in {retry} seconds")
 #: the body of each verdict of an answer: a late pass is a pass to the 2014 client, "late" for those who look
-VERDICT_BODY = {Verdict.PASS: {"status": "pass"}, Verdict.LATE_PASS: {"status": "pass", "late": True},
-                Verdict.FAIL: {"status": "fail"}}
+OUTCOME_BODY = {AnswerOutcome.PASS: {"status": "pass"}, AnswerOutcome.LATE_PASS: {"status": "pass", "late": True},
+                AnswerOutcome.FAIL: {"status": "fail"}}
 
 
 def seconds_left(deadline: float, now: float) -> int:
@@ -74,7 +74,7 @@ class V0Routes:
                         hash_response: Response | Malformed):
         verdict = await self.v0.answer(token, file_hash, hash_response, arrived_at(request, self.clock))
         set_outcome(request, verdict.value)  # the request log tells a pass from a fail
-        return json_body(request, VERDICT_BODY[verdict])
+        return json_body(request, OUTCOME_BODY[verdict])
 
     @app.route("/api/download/<hash:file_hash>", methods=["GET", "HEAD"])
     async def download(self, request: IRequest, file_hash: FileHash):

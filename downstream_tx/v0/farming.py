@@ -38,8 +38,7 @@ from downstream_tx.v0.hashes import FileHash, Malformed, Response, malformed_res
 log = Logger()
 
 
-
-class Verdict(StrEnum):
+class AnswerOutcome(StrEnum):
     """What :meth:`V0Farming.answer` decided of an answer (the route renders it)."""
 
     PASS = "pass"
@@ -48,7 +47,6 @@ class Verdict(StrEnum):
     FAIL = "fail"
 
 
-LATE_PASS = Verdict.LATE_PASS
 #: contracts in a /due page without a limit, and the most a limit may ask for
 DUE_PAGE = 1000
 #: the last page number /due takes (an offset beyond every token's contracts)
@@ -140,8 +138,8 @@ class V0Farming:
         return rows, outstanding
 
     async def answer(self, token: Token | str, file_hash: FileHash | str, response: Response | Malformed,
-                     arrived: float | None = None) -> Verdict:
-        """``/challenge``: check an answer: a :class:`Verdict`, pass, late pass (it arrived after the
+                     arrived: float | None = None) -> AnswerOutcome:
+        """``/challenge``: check an answer: a :class:`AnswerOutcome`, pass, late pass (it arrived after the
         deadline, within ``late_grace``) or fail (one attempt per challenge). ``arrived``: when the
         request reached the node (default now); it is judged by that time (db/late.py). A malformed
         response (400 ``invalid_response``) from a live token counts against its farmer's
@@ -160,7 +158,7 @@ class V0Farming:
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
         if result.status == "not_due":
             raise NodeError(CONFLICT, "not_due", "no challenge is outstanding on this contract")
-        status = Verdict.LATE_PASS if result.late else Verdict(result.status)
+        status = AnswerOutcome.LATE_PASS if result.late else AnswerOutcome(result.status)
         self.core.results.count(status.value, 1)
         if result.failed_contract:
             log.info("contract of farmer {farmer_id} on {file_hash} failed", farmer_id=row.farmer_id,
