@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag
     from downstream_tx.runtime import open_services
     from downstream_tx.v1.reports import ProofOutcome
+    from downstream_tx.v1.wire import challenge_entries
 
     counted = {"refresh": 0.0, "answer": 0.0, "proofs": 0}
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             return await d
         finally:
             counted[name] += time.process_time() - started
+
+    async def rendered(challenges):  # the report as the route renders it (counted, as the route's work)
+        return challenge_entries(await challenges)
 
     async def measure(reactor, tmp: str) -> None:
         db = f"sqlite:///{tmp}/data/downstream.db"
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds + 1):
                 if r:
                     await task.deferLater(reactor, args.interval + 0.05, lambda: None)
-                    entries = orjson.loads(orjson.dumps(await call("refresh", v1.challenges(token, None))))
+                    entries = orjson.loads(orjson.dumps(await call("refresh", rendered(v1.challenges(token, None)))))
                 proofs = [{"file_hash": e["file_hash"], "proof": farmer.prove(
                     byid[e["file_hash"]][0], Challenge.from_dict(e["challenge"]), byid[e["file_hash"]][1]).to_dict()}
                     for e in entries]

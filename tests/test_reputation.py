@@ -12,7 +12,17 @@ from downstream_tx.db import reputation
 from downstream_tx.db.reputation import INITIAL_ALPHA, Tally, coefficients, score, update
 from downstream_tx.errors import NodeError
 from downstream_tx.v0.hashes import parse_response
-from support import ADDRESS, add_test_file, file_replicas, make_address, make_config, report_of, run, stored_bytes
+from support import (
+    ADDRESS,
+    add_test_file,
+    challenges_of,
+    file_replicas,
+    make_address,
+    make_config,
+    report_of,
+    run,
+    stored_bytes,
+)
 from support import v0_answer as honest_answer
 from support.v1 import INTERVAL as V1_INTERVAL
 from support.v1 import prove
@@ -280,7 +290,7 @@ def test_v1_unanswered_challenge_is_asked_again_in_containment(make, clock):
     result = run(node.expiry.expire())
     assert (result.contained, result.failed) == (2, 0)
     # /challenge gives the same challenge again, due one interval later; an honest proof passes
-    again = run(node.v1.challenges(token, None))
+    again = challenges_of(node.v1.challenges(token, None))
     assert [orjson.loads(orjson.dumps(e["challenge"])) for e in again] == [a["challenge"], b["challenge"]]
     assert all(e["due"] == V1_INTERVAL for e in again)
     token2 = run(node.v1.new_token(ADDRESS, None))["token"]  # no escape with a new token

@@ -13,7 +13,7 @@ from downstream_tx import wire as shared
 from downstream_tx.errors import NodeError
 from downstream_tx.metrics import Metrics
 from downstream_tx.v1 import wire
-from support import ADDRESS, make_address, report_of, run
+from support import ADDRESS, challenges_of, make_address, report_of, run
 from support.v1 import INTERVAL, prove
 
 IP = "10.1.2.3"
@@ -87,7 +87,7 @@ def test_challenge_then_answer_then_tags(node, clock):
     token = new_token(node)
     [c] = run(node.v1.chunks(token, IP, 4096))
     cid = c["file_hash"]
-    [entry] = orjson.loads(orjson.dumps(run(node.v1.challenges(token, [cid]))))
+    [entry] = orjson.loads(orjson.dumps(challenges_of(node.v1.challenges(token, [cid]))))
     assert entry["file_hash"] == cid and entry["answered"] is False
     assert entry["challenge"] == orjson.loads(orjson.dumps(c["challenge"]))
     proof = prove(orjson.loads(orjson.dumps(c)))
@@ -102,7 +102,7 @@ def test_challenge_then_answer_then_tags(node, clock):
     # another token sees none of it
     other = new_token(node, make_address(3))
     assert run(node.v1.tags(other)) == []
-    assert run(node.v1.challenges(other, [cid])) == [{"file_hash": cid, "error": "contract not found"}]
+    assert challenges_of(node.v1.challenges(other, [cid])) == [{"file_hash": cid, "error": "contract not found"}]
 
 
 def test_answer_report_entries(node, clock):
@@ -200,7 +200,7 @@ def test_a_contract_stored_before_schema_step_5_keeps_farming_and_becomes_sealed
     report = report_of(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in (a, b)]))
     assert [r.get("status") for r in report] == ["ok", "ok"]
     clock.advance(INTERVAL)
-    fresh = orjson.loads(orjson.dumps(run(node.v1.challenges(token, None))))
+    fresh = orjson.loads(orjson.dumps(challenges_of(node.v1.challenges(token, None))))
     assert [e["file_hash"] for e in fresh] == [a["file_hash"], b["file_hash"]]
     stored = run(seeded.stored_state(a["file_hash"]))
     assert stored[0] == seq + 1 and stored[1] is not None and stored[2:] == (None, None)
@@ -314,7 +314,7 @@ def test_the_5001st_item_of_a_challenge_request_is_ignored(node):
     token = new_token(node)
     [c] = run(node.v1.chunks(token, IP, 4096))
     filler = list(range(10_000_000, 10_000_000 + shared.MAX_ITEMS - 1))
-    got = run(node.v1.challenges(token, [*filler, 9_999_999, c["file_hash"]]))
+    got = challenges_of(node.v1.challenges(token, [*filler, 9_999_999, c["file_hash"]]))
     assert len(got) == shared.MAX_ITEMS and got[-1] == {"file_hash": 9_999_999, "error": "contract not found"}
-    got = run(node.v1.challenges(token, [*filler, c["file_hash"]]))
+    got = challenges_of(node.v1.challenges(token, [*filler, c["file_hash"]]))
     assert len(got) == shared.MAX_ITEMS and got[-1]["file_hash"] == c["file_hash"] and "challenge" in got[-1]

@@ -51,14 +51,9 @@ def farmer_of(request: Any) -> str | None:
     return None if facts is None else facts.farmer
 
 
-def mark_arrival(request: Any, now: float) -> None:
-    """Record when the request arrived (the site calls it once its head is read, before the
-    request waits for the reactor, a pool thread or the database)."""
-    facts_of(request).arrived = now
-
-
 def arrived_at(request: Any, clock: Any) -> float:
-    """When the request arrived at the node (see :func:`mark_arrival`); ``clock``'s now for a
+    """When the request arrived at the node (the site records it once the request's head is read,
+    before it waits for the reactor, a pool thread or the database); ``clock``'s now for a
     request that did not come through the site (tests driving the resource directly)."""
     facts = getattr(request, ATTRIBUTE, None)
     arrived = None if facts is None else facts.arrived

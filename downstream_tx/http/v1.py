@@ -14,7 +14,7 @@ from downstream_tx.http.clients import client_ip
 from downstream_tx.http.errors import json_body
 from downstream_tx.http.facts import arrived_at, set_outcome
 from downstream_tx.http.routing import app, report_outcome
-from downstream_tx.v1.wire import MSG_POST_JSON, MSG_POST_REQUIRED, answer_entries, v1_error
+from downstream_tx.v1.wire import MSG_POST_JSON, MSG_POST_REQUIRED, answer_entries, challenge_entries, v1_error
 from downstream_tx.wire import DEFAULT_CHUNK_SIZE
 from downstream_tx.wire import V1_PREFIX as PREFIX
 
@@ -70,7 +70,7 @@ class V1Routes:
             items = await self.bodies.items(request, "hashes", self.batch_body_size)
         else:
             items = None  # GET: every active contract of the token
-        return json_body(request, {"challenges": await self.v1.challenges(token, items)})
+        return json_body(request, {"challenges": challenge_entries(await self.v1.challenges(token, items))})
 
     @app.route(PREFIX + "/answer/<v1token:token>", methods=["POST"], endpoint="v1_answer")
     @app.route(PREFIX + "/answer/<v1token:token>/<unsigned:contract_id>", methods=["POST"], endpoint="v1_answer_one")

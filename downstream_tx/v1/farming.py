@@ -19,7 +19,14 @@ from downstream_tx.db.seeded import SHORT_BATCH, IssuedChallenge, PoolChunk, Ref
 from downstream_tx.db.tokens import IpLimitReached, UnknownToken
 from downstream_tx.errors import INVALID, NOT_FOUND
 from downstream_tx.heartbeat import Challenge, HeartbeatError, HeartbeatFormatError, Merkle, Proof, State
-from downstream_tx.v1.reports import AnswerReport, ProofOutcome, ProofResult
+from downstream_tx.v1.reports import (
+    AnswerReport,
+    ChallengeOutcome,
+    ChallengeResult,
+    ChallengesReport,
+    ProofOutcome,
+    ProofResult,
+)
 from downstream_tx.v1.signatures import names_node, node_key
 from downstream_tx.v1.wire import (
     MSG_BAD_ADDRESS,
@@ -31,15 +38,11 @@ from downstream_tx.v1.wire import (
     TOKEN_RULES,
     contract_ids,
     heartbeat_body,
-    plain,
     proof_key,
     v1_error,
 )
 from downstream_tx.wire import (
-    CONTRACT_EXPIRED,
-    CONTRACT_NOT_FOUND,
     DEFAULT_CHUNK_SIZE,
-    NO_MORE_CHALLENGES,
     NONEXISTENT_TOKEN,
 )
 
@@ -206,7 +209,7 @@ class V1Farming:
 
     # --- /challenge
 
-    async def challenges(self, token: Token | str, items: Iterable[Any] | None) -> list[dict[str, Any]]:
+    async def challenges(self, token: Token | str, items: Iterable[Any] | None) -> ChallengesReport:
         """For ``items`` (as sent; the list ends at the first that is not a number) or, with None,
         for every active contract of the token: the outstanding challenge, or a new one once the
         current one is due."""
@@ -214,7 +217,7 @@ class V1Farming:
         wanted = None if items is None else contract_ids(items, lambda item: item)
         now = self.core.now()
 
-        def plan(ids: list[int], found: dict[int, V1Contract]) -> tuple[list[dict[str, Any]], list[Refresh]]:
+        def plan(ids: list[int], found: dict[int, V1Contract]) -> tuple[ChallengesReport, list[Refresh]]:
             sent_ids = [(i, i) for i in ids] if wanted is None else [(sent, cid) for sent, cid, _ in wanted]
             return self._plan_challenges(sent_ids, found, now)
 
@@ -222,36 +225,35 @@ class V1Farming:
         return await self._call(self.core.stores.seeded.refresh_challenges(token_hash, ids, plan))
 
     def _plan_challenges(self, sent_ids, found: dict[int, V1Contract],
-                         now: float) -> tuple[list[dict[str, Any]], list[Refresh]]:
-        entries: list[dict[str, Any]] = []
+                         now: float) -> tuple[ChallengesReport, list[Refresh]]:
+        entries: list[ChallengeResult] = []
         refreshes: list[Refresh] = []
         for sent, cid in sent_ids:
             c = found.get(cid)
             if c is None:
-                entries.append({"file_hash": plain(sent), "error": CONTRACT_NOT_FOUND})
+                entries.append(ChallengeResult(sent, ChallengeOutcome.NOT_FOUND))
             elif c.state != "active" or now >= c.deadline:
-                entries.append({"file_hash": cid, "error": CONTRACT_EXPIRED})
+                entries.append(ChallengeResult(cid, ChallengeOutcome.EXPIRED))
             elif c.due is not None and now < c.due:
                 try:
                     text = challenge_json(unseal(c)[1])
                 except UNUSABLE:
-                    entries.append({"file_hash": cid, "status": NO_MORE_CHALLENGES})
+                    entries.append(ChallengeResult(cid, ChallengeOutcome.NO_MORE))
                     continue
-                entries.append({"file_hash": cid, "challenge": orjson.Fragment(text), "due": c.due - now,
-                                "answered": c.answered})
+                entries.append(ChallengeResult(cid, ChallengeOutcome.CHALLENGE, text, c.due - now, c.answered))
             else:
                 try:
                     state = unseal(c)[0]
                     challenge = self.merkle.gen_challenge(state)
                 except UNUSABLE:
-                    entries.append({"file_hash": cid, "status": NO_MORE_CHALLENGES})
+                    entries.append(ChallengeResult(cid, ChallengeOutcome.NO_MORE))
                     continue
                 old_due = c.due if c.due is not None else now
                 new_due = old_due + c.interval
                 refreshes.append(Refresh(seal(state), challenge.index, new_due, old_due, cid, c.due, c.sealed is None))
-                entries.append({"file_hash": cid, "challenge": orjson.Fragment(challenge_json(challenge)),
-                                "due": new_due - now, "answered": False})
-        return entries, refreshes
+                entries.append(ChallengeResult(cid, ChallengeOutcome.CHALLENGE, challenge_json(challenge),
+                                               new_due - now, False))
+        return ChallengesReport(entries), refreshes
 
     # --- /answer
 

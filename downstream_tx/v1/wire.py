@@ -24,14 +24,16 @@ from downstream_tx.core.tokens import (
 )
 from downstream_tx.db.tokens import TokenFacts
 from downstream_tx.errors import INVALID, NodeError
-from downstream_tx.v1.reports import AnswerReport, ProofOutcome
+from downstream_tx.v1.reports import AnswerReport, ChallengeOutcome, ChallengesReport, ProofOutcome
 from downstream_tx.wire import (
     ALREADY_ANSWERED,
     ANSWER_EXPIRED,
+    CONTRACT_EXPIRED,
     CONTRACT_NOT_FOUND,
     HEARTBEAT_TYPE,
     INVALID_PROOF,
     MAX_ITEMS,
+    NO_MORE_CHALLENGES,
     PROOF_CORRUPTED,
 )
 
@@ -141,4 +143,22 @@ def answer_entries(report: AnswerReport) -> list[dict[str, Any]]:
     for file_hash, outcome in report.entries:
         key, text = ANSWER_ENTRY[outcome]
         out.append({"file_hash": plain(file_hash) if outcome is ProofOutcome.NOT_FOUND else file_hash, key: text})
+    return out
+
+
+def challenge_entries(report: ChallengesReport) -> list[dict[str, Any]]:
+    """A ``/challenge`` report as the wire has it: ``{"file_hash", "challenge", "due", "answered"}``
+    per contract with a challenge, else ``{"file_hash", "error": "contract not found" | "contract
+    expired"}`` or ``{"file_hash", "status": "no more challenges"}`` (the original's texts)."""
+    out: list[dict[str, Any]] = []
+    for e in report.entries:
+        if e.outcome is ChallengeOutcome.CHALLENGE:
+            out.append({"file_hash": e.file_hash, "challenge": orjson.Fragment(e.challenge), "due": e.due,
+                        "answered": e.answered})
+        elif e.outcome is ChallengeOutcome.NOT_FOUND:
+            out.append({"file_hash": plain(e.file_hash), "error": CONTRACT_NOT_FOUND})
+        elif e.outcome is ChallengeOutcome.EXPIRED:
+            out.append({"file_hash": e.file_hash, "error": CONTRACT_EXPIRED})
+        else:
+            out.append({"file_hash": e.file_hash, "status": NO_MORE_CHALLENGES})
     return out
