@@ -315,3 +315,56 @@ def test_services_get_the_typed_values_the_converters_made(node, monkeypatch):
     assert client.get(f"{V1}/heartbeat/{TOKEN}").code == 404
     assert seen.pop(0) == (token,)
     assert parse_token(token) is token and parse_token(TOKEN.upper()) == token and parse_token("x" * 32) is None
+
+
+def test_rule_segments_arguments_and_overlaps():
+    from downstream_tx.http.routing import _arguments, _may_overlap, _segments
+
+    assert _segments("/a/<token:t>/<v1token(404):u>", True) == [
+        (False, "a", None, None), (True, "t", "token", None), (True, "u", "v1token", "404")]
+    assert _segments("/a/<x>", True) is None  # werkzeug's default converter is not one of ours
+    for converter in ("", "default:", "string:", "token:"):
+        assert _segments(f"/a/<{converter}x>", False) == [(False, "a", None, None),
+                                                          (True, "x", converter[:-1] or None, None)]
+    for text in ("/a/<int:x>", "/a/<path:x>", "/a/b<x>", "/a/<x>b"):
+        assert _segments(text, False) is None, text
+    assert _arguments(None) == () and _arguments("") == () and _arguments("404") == (404,)
+    assert _arguments("1,2") == (1, 2)
+    fast = _segments("/a/<token:t>", True)
+    assert _may_overlap(fast, _segments("/a/<x>", False), "/a/<x>")
+    assert _may_overlap(fast, _segments("/a/b/", False), "/a/b/")  # /a/b would redirect to it
+    assert not _may_overlap(fast, _segments("/b/<x>", False), "/b/<x>")
+    assert not _may_overlap(fast, _segments("/a/<x>/c", False), "/a/<x>/c")
+    assert not _may_overlap(fast, _segments("/a", False), "/a")
+    # a rule that is not plain segments overlaps unless its leading static text differs
+    assert _may_overlap(fast, None, "/a/<path:p>") and not _may_overlap(fast, None, "/b/<path:p>")
+    assert _may_overlap(fast, None, "/a/b/c") and _may_overlap(fast, None, "/a")
+    assert not _may_overlap(fast, None, "/c/d")
+
+
+def test_only_plain_rules_of_their_own_endpoint_are_in_the_table():
+    m = RoutedKlein()
+
+    def handler(request, **values):
+        return b""
+
+    m.route("/plain/<token:t>", endpoint="plain", methods=["GET"])(handler)
+    m.route("/any/<hash:h>", endpoint="any")(handler)
+    m.route("/defaults/<token:t>", endpoint="defaults", defaults={"x": 1})(handler)
+    m.route("/built/<token:t>", endpoint="built", build_only=True)(handler)
+    m.route("/moved/<token:t>", endpoint="moved", redirect_to="/plain/<t>")(handler)
+    m.route("/alias/<token:t>", endpoint="alias", alias=True)(handler)
+    m.route("/two/<token:t>", endpoint="two")(handler)
+    m.route("/two/<token:t>/<hash:h>", endpoint="two")(handler)
+    m.route("/tail/<token:t>/x", endpoint="tail")(handler)
+    m.route("/theirs/<int:n>", endpoint="theirs")(handler)
+    table = m.fast_table()
+    assert {r.endpoint for c in table.values() for r in c} == {"plain", "any"}
+    [plain] = table[("plain",)]
+    assert (plain.rule, plain.pattern, plain.methods, plain.segments) == ("/plain/<token:t>", "/plain/<t>",
+                                                                        frozenset({"GET"}), 2)
+    assert table[("any",)][0].methods is None
+    assert table_match(table, "/any/" + HASH, "PATCH")[0].endpoint == "any"
+    assert table_match(table, "/plain/" + TOKEN, "POST") is None
+    assert table_match(table, "/plain/" + TOKEN + "/x", "GET") is None
+    assert table_match(table, "/plain/" + TOKEN, "GET")[1] == {"t": Token(TOKEN, hash_token(TOKEN))}
