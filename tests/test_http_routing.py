@@ -279,6 +279,8 @@ def test_a_client_that_goes_away_cancels_the_handler_of_a_table_route(node):
     request.isSecure = lambda: False
     assert make_resource(node).render(request) is server.NOT_DONE_YET
     assert route_of(request) == "/api/downstream/due/<token>" and not cancelled
+    # the whole path was matched, as Klein records it
+    assert (request.prepath, request.postpath) == (f"api/downstream/due/{TOKEN}".encode().split(b"/"), [])
     for d in request._finishedDeferreds:
         d.errback(Failure(ConnectionDone()))
     assert len(cancelled) == 1
@@ -368,3 +370,17 @@ def test_only_plain_rules_of_their_own_endpoint_are_in_the_table():
     assert table_match(table, "/plain/" + TOKEN, "POST") is None
     assert table_match(table, "/plain/" + TOKEN + "/x", "GET") is None
     assert table_match(table, "/plain/" + TOKEN, "GET")[1] == {"t": Token(TOKEN, hash_token(TOKEN))}
+
+
+def test_a_route_klein_serves_records_its_pattern_and_farmer():
+    """Routes outside the table (here: a static tail) are Klein's; they record the same facts."""
+    m = RoutedKlein()
+
+    @m.route("/k/<token:token>/x", methods=["GET"])
+    def tail(request, token):
+        facts = facts_of(request)
+        return f"{facts.route} {facts.farmer}".encode()
+
+    assert m.fast_table() == {}
+    r = StubClient(m.resource()).get(f"/k/{TOKEN}/x")
+    assert (r.code, r.body.decode()) == (200, f"/k/<token>/x {hash_token(TOKEN).hex()[:20]}")
