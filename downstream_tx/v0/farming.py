@@ -26,8 +26,8 @@ from downstream_tx.core.tokens import (
 from downstream_tx.db import downloads
 from downstream_tx.db.contracts import Assignment
 from downstream_tx.db.downloads import DownloadRules
-from downstream_tx.db.reputation import NotEligible
 from downstream_tx.db.tokens import TokenFacts, UnknownToken
+from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND, NodeError
 from downstream_tx.v0.capability import Capability, key_hash, new_key, parse_capability
 from downstream_tx.v0.challenges import ChallengeSupply
