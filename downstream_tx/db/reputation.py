@@ -9,7 +9,7 @@ The rules are the domain's (``downstream_tx/domain/``): the score arithmetic (``
 standing changes (``standing``), containment (``containment``), eligibility and the vetting share
 (``vetting``). The functions here read the rows a rule needs, call it, and write what it decided in
 the same transaction. Two writes stay set-based for speed, with every value they use computed by
-the domain (tests/test_db_reputation_agreement.py checks SQL and function agree on both engines):
+the domain (tests/test_db_agreement.py checks SQL and function agree on both engines):
 the results of a farmer that can change no standing are one linear ``UPDATE`` (``column * scale +
 add``, the coefficients of :func:`~downstream_tx.domain.scores.changes`), and the vetting share is
 one guarded ``UPDATE`` of its counter row (:func:`~downstream_tx.domain.vetting.within_share`).
