@@ -1,5 +1,6 @@
 """The layout's rules, checked on the source: no import cycle in ``downstream_tx``, no module
-importing from a layer above its own, the two protocols apart, SQL only in ``db/``, HTTP only in
+importing from a layer above its own, ``domain/`` pure (no framework, only the base layer), the two
+protocols apart, SQL only in ``db/``, HTTP only in
 ``http/`` (and the farmer client), the global reactor only in the entry points (``tap.py``, the
 farmer's ``main.py``), the farmer beside the server sharing only the heartbeat, signing and wire
 formats.

@@ -254,7 +254,7 @@ class _ShareUsed(Exception):
 class AnswerResult:
     status: str  # pass | fail | no_hash | not_due
     failed_contract: bool = False
-    #: a pass that arrived after its challenge's deadline, within ``late_grace`` (db/late.py)
+    #: a pass that arrived after its challenge's deadline, within ``late_grace`` (domain/verdicts.py)
     late: bool = False
 
 
