@@ -24,6 +24,8 @@ from downstream_tx.domain.verdicts import (
     judge,
     judge_due,
     run_after,
+    v1_at_expiry,
+    v1_unrecorded,
 )
 
 GRACE = 5.0
@@ -167,3 +169,22 @@ def test_judge_due(outstanding, run_, forgive, verdict):
 
 def test_a_due_contract_as_the_pass_reads_it():
     assert Due._fields == ("id", "file_id", "run", "deadline", "interval", "outstanding")
+
+
+# --- v1 ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("active, deadline, answered, seq, proved, why", [
+    (True, 100.0, False, 3, 3, None),
+    (True, 99.9, False, 3, 3, "expired"),  # expired at 99.9, the proof at 100
+    (True, 100.0, True, 3, 3, "answered"),
+    (True, 100.0, False, 4, 3, "answered"),  # the challenge moved on
+    (False, 200.0, False, 3, 3, "expired"),  # ended
+    (False, 200.0, True, 4, 3, "expired"),  # an ended contract is expired, whatever else
+])
+def test_why_a_verified_v1_proof_is_not_recorded(active, deadline, answered, seq, proved, why):
+    assert v1_unrecorded(active, deadline, answered, seq, proved, 99.9) == why
+
+
+def test_a_v1_contract_at_its_expiration():
+    assert v1_at_expiry(True) == Verdict(N)
+    assert v1_at_expiry(False) == Verdict(M, failed=True)

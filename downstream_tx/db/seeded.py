@@ -23,7 +23,7 @@ from downstream_tx.db import files, meta, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import retire_v1_txn
 from downstream_tx.db.tokens import lookup_txn, use_from_ip_txn
-from downstream_tx.domain import containment
+from downstream_tx.domain import containment, verdicts
 from downstream_tx.domain.rules import Rules
 from downstream_tx.domain.scores import Tally
 
@@ -274,12 +274,11 @@ def record_answers_txn(txn: Txn, token_id: int, passes: dict[int, int], fails: S
                              "protocol = 1 AND id IN {ids}" + txn.for_update(), _wanted(passes), before=[token_id])
         verified, passes = passes, {}
         for cid, seq, answered, state, deadline in rows:
-            if state != "active" or now >= deadline:
-                lost.append(AnswerLost(cid, "expired"))
-            elif answered or seq != verified[cid]:
-                lost.append(AnswerLost(cid, "answered"))
-            else:
+            why = verdicts.v1_unrecorded(state == "active", deadline, bool(answered), seq, verified[cid], now)
+            if why is None:
                 passes[cid] = seq
+            else:
+                lost.append(AnswerLost(cid, why))
     counted = txn.update_matching(
         "contracts", ["answered = 1", "deadline = due + interval_s", "passes = passes + 1", "run = 0", "contained = 0"],
         ["id", "seq", "token_id"], [(cid, seq, token_id) for cid, seq in passes.items()],
@@ -362,8 +361,9 @@ def expire_txn(txn: Txn, rules: Rules, now: float, limit: int = 5000) -> ExpireR
         (now, limit),
     ).fetchall()
     result = ExpireResult(more=len(rows) == limit, contained=contained)
-    ended = [int(cid) for cid, _, answered, _ in rows if answered]
-    failed = [int(cid) for cid, _, answered, _ in rows if not answered]
+    judged = [(int(cid), verdicts.v1_at_expiry(bool(answered))) for cid, _, answered, _ in rows]
+    ended = [cid for cid, verdict in judged if not verdict.failed]
+    failed = [cid for cid, verdict in judged if verdict.failed]
     result.ended, result.failed = len(ended), len(failed)
     result.failed_ids = failed
     # set-based; ``ended = deadline``: each contract ends at its own expiration

@@ -180,3 +180,29 @@ def judge_due(due: Due, max_failures: int, forgive: tuple[float, float] | None) 
     else:
         status = MISS if outstanding else NOT_DUE
     return Verdict(status, failed=due.run + (status == MISS) >= max_failures)
+
+
+# --- v1 ---------------------------------------------------------------------------------------------
+
+#: why a verified v1 proof was not recorded: its contract ended or expired, or its challenge was
+#: answered already (or moved on)
+EXPIRED, ANSWERED = "expired", "answered"
+
+
+def v1_unrecorded(active: bool, deadline: float, answered: bool, seq: int, proved_seq: int,
+                  now: float) -> str | None:
+    """Does a verified proof of challenge ``proved_seq`` count as a pass of its contract at ``now``
+    (None), or why not (:data:`EXPIRED`, :data:`ANSWERED`)? (The store writes it with one guarded
+    UPDATE of the same condition, and asks this only when the guard left a contract out.)"""
+    if not active or now >= deadline:
+        return EXPIRED
+    if answered or seq != proved_seq:
+        return ANSWERED
+    return None
+
+
+def v1_at_expiry(answered: bool) -> Verdict:
+    """A v1 contract at its expiration, after containment: its last challenge answered, nothing is
+    outstanding (the farmer stopped asking, or the challenges ran out: the contract ends); else a
+    miss that fails it."""
+    return Verdict(NOT_DUE) if answered else Verdict(MISS, failed=True)
