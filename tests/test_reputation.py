@@ -8,9 +8,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from downstream_tx.config import load_config
+from downstream_tx.core.reputation import rules_of
 from downstream_tx.core.tokens import hash_token
 from downstream_tx.db import reputation
 from downstream_tx.domain import vetting
+from downstream_tx.domain.rules import Rules
 from downstream_tx.domain.scores import Tally
 from downstream_tx.errors import NodeError
 from downstream_tx.v0.hashes import parse_response
@@ -20,6 +23,11 @@ from support.v1 import INTERVAL as V1_INTERVAL
 from support.v1 import prove
 
 INTERVAL = 60
+
+def test_the_rules_have_one_default_the_configurations(tmp_path):
+    """``Rules()`` is what a node with the default settings runs by (``core.reputation.rules_of``)."""
+    assert rules_of(load_config(None, environ={}, overrides={"data_dir": str(tmp_path)})) == Rules()
+
 
 # --- helpers ------------------------------------------------------------------------------------
 
