@@ -124,9 +124,9 @@ TESTS_FOR: dict[str, list[str]] = {
          "downstream_tx/lifecycle/restore.py"], ["tests/test_transfer.py", "tests/test_backup.py"]),
     "downstream_tx/dashboard/charts.py": ["tests/test_dashboard_render.py", "tests/test_dashboard.py"],
     # the rules as pure decisions (issue 22): their own tests first (no database), then the stores'
-    "downstream_tx/domain/rules.py": ["tests/test_domain_scores.py", "tests/test_domain_standing.py",
-                                     "tests/test_domain_vetting.py", "tests/test_domain_containment.py",
-                                     "tests/test_reputation.py"],
+    "downstream_tx/domain/rules.py": ["tests/test_domain_rules.py", "tests/test_domain_scores.py",
+                                     "tests/test_domain_standing.py", "tests/test_domain_vetting.py",
+                                     "tests/test_domain_containment.py", "tests/test_reputation.py"],
     "downstream_tx/domain/scores.py": ["tests/test_domain_scores.py", "tests/test_domain_standing.py",
                                        "tests/test_db_agreement.py", "tests/test_reputation.py"],
     "downstream_tx/domain/standing.py": ["tests/test_domain_standing.py", "tests/test_db_agreement.py",
