@@ -63,6 +63,13 @@ def test_answers_leaving_containment_are_one_change():
     assert left("a", 0, [], RULES) is None
 
 
+def test_the_containment_values_are_frozen():
+    with pytest.raises(AttributeError):
+        ReAsk(1, 2.0, 3.0, 1).contained = 2  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        ContainmentChange("a", 0, (), (), 3).left = ()  # type: ignore[misc]
+
+
 def test_the_changes_per_farmer():
     rows = [(1, "b", 1), (2, "b", 2), (3, "a", 1), (4, "a", 0), (5, "a", 2), (6, "c", 0)]
     settled = {3: PASS, 4: MISS, 5: FAIL, 6: PASS}

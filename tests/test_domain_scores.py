@@ -85,6 +85,7 @@ def test_a_score_without_any_result_is_one():
     assert score(0.0, 0.0) == 1.0
     assert score(1.0, 0.0) == 1.0
     assert score(1.0, 3.0) == 0.25
+    assert score(0.0, 0.5) == 0.0  # a small sum is a score all the same
 
 
 @given(alpha=st.floats(0, 1e6), beta=st.floats(0, 1e6), threshold=st.floats(0, 1))
@@ -134,7 +135,17 @@ def test_apply_changes_only_the_scores_with_results():
                                                          unknown=(251.0, 250.0))
 
 
+def test_scores_are_frozen():
+    with pytest.raises(AttributeError):
+        Scores().audit = (1.0, 0.0)  # type: ignore[misc]
+
+
 def test_a_new_farmers_scores():
     assert Scores() == Scores(audit=(INITIAL_ALPHA, 0.0), online=(INITIAL_ALPHA, 0.0), unknown=(INITIAL_ALPHA, 0.0))
     assert SCORES == ("audit", "online", "unknown")
     assert COUNTS == ("passes", "fails", "misses", "retries", "errors")
+
+
+def test_the_closed_form_is_cached():
+    """The stores ask for it per farmer and transaction, with few distinct tallies."""
+    assert coefficients.cache_info().maxsize == 4096

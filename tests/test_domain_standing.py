@@ -14,6 +14,7 @@ from downstream_tx.domain.standing import (
     REINSTATABLE,
     REINSTATED_REASON,
     Standing,
+    StandingChange,
     decide,
     dq_reason,
     grace_cutoff,
@@ -94,6 +95,14 @@ def test_a_standing_changes_only_as_documented(status, counts, audit, unknown, d
         assert status == OK and tally.errors and below(*after.unknown, st_)
     else:
         assert status == SUSPENDED and tally.passes + tally.fails and not below(*after.unknown, st_)
+
+
+def test_the_decisions_are_frozen():
+    for value in (Standing(OK, None), StandingChange("a", OK, SUSPENDED, "why")):
+        with pytest.raises(AttributeError):
+            value.status = DISQUALIFIED  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            value.after = DISQUALIFIED  # type: ignore[misc]
 
 
 def test_a_suspension_ends_in_disqualification_after_its_grace():

@@ -63,6 +63,11 @@ def test_how_an_assignment_counts():
     assert share(False, False) == Share(1, False)  # no one to prefer: served, counted
 
 
+def test_a_share_is_frozen():
+    with pytest.raises(AttributeError):
+        share(True, True).guarded = True  # type: ignore[misc]
+
+
 def test_the_share_edges():
     assert within_share(3, 0, RULES)  # 1 <= 0.25 * 4
     assert not within_share(2, 0, RULES)

@@ -369,7 +369,7 @@ class ContractStore:
 
     def assign(self, token_hash: bytes, now: float, download_key: bytes | None = None):
         """Fires with ``(token row, Assignment or None)``: see :func:`assign_txn`. A farmer that may
-        get no new contracts is refused first (:class:`~downstream_tx.db.reputation.NotEligible`);
+        get no new contracts is refused first (:class:`~downstream_tx.domain.vetting.NotEligible`);
         one not vetted yet gets its contract only within the vetting share (else None)."""
         rules = self.rules
 

@@ -29,10 +29,11 @@ class ContainmentChange:
     result that ended it)."""
 
     address: str
-    protocol: int | None = None
-    entered: tuple[int, ...] = ()
-    left: tuple[tuple[int, str], ...] = ()
-    retries: int = 0
+    protocol: int | None
+    entered: tuple[int, ...]
+    left: tuple[tuple[int, str], ...]
+    #: the node's ``containment_retries``
+    retries: int
 
 
 @dataclass(frozen=True)
