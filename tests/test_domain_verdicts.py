@@ -39,7 +39,7 @@ def row(**kw) -> AnswerRow:
     """A contract whose challenge 2 (answer "cur") is outstanding from 100 to 160; challenge 1
     (answer "prev", deadline 100) was missed."""
     values = dict(id=1, challenge_id=2, answered=False, issued=100.0, deadline=160.0, run=1, expected="cur",
-                  prev_challenge_id=1, prev_deadline=100.0, prev_missed=True, prev_expected="prev")
+                  prev_challenge_id=1, prev_deadline=100.0, prev_missed=True, prev_expected="prev", contained=0)
     values.update(kw)
     return AnswerRow(**values)
 
@@ -55,11 +55,18 @@ TABLE = [
     ({}, "wrong", 120.0, Verdict(F, CUR)),
     ({}, "wrong", 160.0, Verdict(N)),  # after the deadline a wrong answer is not a fail
     ({}, "prev", 99.0, Verdict(P, PREV)),  # arrived in time; the timer turned the window before it ran
+    ({}, "prev", 100.0, Verdict(P, PREV, late=True)),  # at the previous deadline: late
     ({}, "prev", 102.0, Verdict(P, PREV, late=True)),
     ({}, "prev", 105.0, Verdict(F, CUR)),  # past the previous grace: judged against the current one
     ({}, "wrong", 99.0, Verdict(F, PREV)),  # arrived in the previous window: its miss becomes a fail
     ({"prev_challenge_id": None, "prev_expected": None}, "prev", 102.0, Verdict(F, CUR)),  # nothing kept
     ({"prev_challenge_id": None, "prev_expected": None}, "wrong", 99.0, Verdict(N)),
+    ({"prev_challenge_id": None}, "prev", 99.0, Verdict(N)),  # no previous challenge: nothing to match
+    ({"prev_deadline": None}, "prev", 99.0, Verdict(N)),
+    ({"issued": 110.0}, "wrong", 100.0, Verdict(N)),  # between the windows: at the previous deadline, before this
+    ({"answered": True, "issued": 90.0}, "wrong", 95.0, Verdict(N)),  # after the current one was issued
+    ({"answered": True, "issued": 95.0}, "wrong", 95.0, Verdict(N)),  # at its issue
+    ({"answered": True, "issued": 95.0}, "wrong", 94.9, Verdict(F, PREV)),  # just before it
     ({"answered": True}, "cur", 120.0, Verdict(N)),  # one attempt per challenge
     ({"answered": True}, "prev", 101.0, Verdict(P, PREV, late=True)),
     ({"challenge_id": None, "expected": None, "answered": True}, "prev", 101.0, Verdict(P, PREV, late=True)),
@@ -85,6 +92,12 @@ def test_the_verdict_words():
     assert Verdict(FG).forgiven and not Verdict(FG).missed
     with pytest.raises(AttributeError):
         Verdict().status = P  # frozen
+
+
+def test_the_verdict_values_are_frozen():
+    for value in (Verdict(), row(), AnswerEffect(Tally())):
+        with pytest.raises(AttributeError):
+            value.late = True  # type: ignore[misc]
 
 
 def test_a_reasked_challenge_is_outstanding_since_its_first_window():

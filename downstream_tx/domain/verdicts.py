@@ -69,7 +69,7 @@ class AnswerRow:
     prev_missed: bool
     prev_expected: str | None
     #: times the current challenge was asked again (containment); 0: not contained
-    contained: int = 0
+    contained: int
 
 
 def _matches(response: str, expected: str | None) -> bool:
