@@ -438,3 +438,11 @@ def test_a_result_for_a_farmer_without_a_reputation_row_makes_one(make, tmp_path
     run(node.db.run("drop", lambda txn: txn.execute("DELETE FROM reputation")))
     assert farmer.answer(h) == "pass"
     assert farmer.rep().passes == 1 and farmer.rep().audit_score == 1.0
+
+
+def test_an_error_of_a_farmer_without_a_reputation_row_makes_one(make, clock):
+    node = make()
+    farmer = Farmer(node)
+    run(node.db.run("drop", lambda txn: txn.execute("DELETE FROM reputation")))
+    assert run(node.core.stores.reputation.record_errors(hash_token(farmer.token), 2, clock.seconds())) == ADDRESS
+    assert (farmer.rep().errors, farmer.rep().unknown_score) == (2, pytest.approx(998.001 / 1000.0))
