@@ -446,3 +446,23 @@ def test_an_error_of_a_farmer_without_a_reputation_row_makes_one(make, clock):
     run(node.db.run("drop", lambda txn: txn.execute("DELETE FROM reputation")))
     assert run(node.core.stores.reputation.record_errors(hash_token(farmer.token), 2, clock.seconds())) == ADDRESS
     assert (farmer.rep().errors, farmer.rep().unknown_score) == (2, pytest.approx(998.001 / 1000.0))
+
+
+def test_a_share_given_back_leaves_the_counters_as_they_were(make):
+    """An assignment that did not happen (the v1 pool ran dry, a chunk was unusable) gives its share
+    back in the same transaction."""
+    node = make()
+    rules = node.core.stores.reputation.rules
+
+    def body(txn):
+        counters = "SELECT total, unvetted FROM vetting WHERE protocol = 1"
+        txn.execute("UPDATE vetting SET total = 10, unvetted = 1 WHERE protocol = 1")
+        seen = []
+        for preferred in (True, False):
+            assert reputation.take_share_txn(txn, rules, 1, preferred)
+            seen.append(tuple(float(x) for x in txn.execute(counters).fetchone()))
+            reputation.untake_share_txn(txn, 1, preferred)
+            seen.append(tuple(float(x) for x in txn.execute(counters).fetchone()))
+        return seen
+
+    assert run(node.db.run("share", body)) == [(11.0, 1.0), (10.0, 1.0), (11.0, 2.0), (10.0, 1.0)]
