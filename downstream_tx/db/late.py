@@ -23,9 +23,9 @@ PREV_SETS = ("prev_challenge_id = CASE WHEN challenge_id IS NOT NULL AND answere
              "prev_missed = CASE WHEN challenge_id IS NOT NULL AND answered = 0 THEN prev_missed ELSE 0 END")
 
 
-def record_txn(txn: Txn, row: AnswerRow, verdict: Verdict) -> int:
-    """Write ``verdict`` (a pass or a fail) on the contract. Returns the run of consecutive
-    misses/fails after it (:func:`~downstream_tx.domain.verdicts.run_after`)."""
+def record_txn(txn: Txn, row: AnswerRow, verdict: Verdict) -> None:
+    """Write ``verdict`` (a pass or a fail) on the contract, with the run of consecutive misses and
+    fails after it (:func:`~downstream_tx.domain.verdicts.run_after`)."""
     late = int(verdict.late)
     run = run_after(row, verdict)
     if verdict.which == CURRENT:
@@ -36,14 +36,13 @@ def record_txn(txn: Txn, row: AnswerRow, verdict: Verdict) -> int:
         else:
             txn.execute("UPDATE contracts SET answered = 1, fails = fails + 1, run = ?, contained = 0 WHERE id = ? "
                         "AND answered = 0 AND challenge_id = ?", (run, row.id, row.challenge_id))
-        return run
+        return
     # the previous challenge: the timer counted a miss for it (prev_missed) and moved on
     missed = int(row.prev_missed)
     passed = int(verdict.status == PASS)
     txn.execute("UPDATE contracts SET passes = passes + ?, fails = fails + ?, late_passes = late_passes + ?, "
                 "misses = misses - ?, run = ?, prev_challenge_id = NULL WHERE id = ? AND prev_challenge_id = ?",
                 (passed, 1 - passed, late, missed, run, row.id, row.prev_challenge_id))
-    return run
 
 
 def reputation_txn(txn: Txn, rules: Rules, now: float, token_id: int, row: AnswerRow, verdict: Verdict) -> None:
