@@ -217,7 +217,7 @@ class DownstreamSite(server.Site):
     def request_started(self, request: server.Request) -> None:
         facts = facts_of(request)
         facts.started = time.monotonic()
-        facts.arrived = self.reactor.seconds()  # late answers are judged by it (db/late.py)
+        facts.arrived = self.reactor.seconds()  # late answers are judged by it (domain/verdicts.py)
         self.in_flight.add(request)
         request.notifyFinish().addBoth(lambda result: self.request_finished(request, result))
 
