@@ -332,6 +332,12 @@ def mysql_url(name: str = BENCH_DB) -> str:
         cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     conn.close()
+    spider_dir = os.environ.get("DOWNSTREAM_TEST_SPIDER")
+    if spider_dir:  # the node's schema sharded over that Spider cluster (docs/capacity.md)
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from support.spider import Cluster
+
+        Cluster.load(spider_dir).shard(name)
     return f"mysql://{u.user}:{u.password}@{u.host}:{u.port}/{name}"
 
 

@@ -252,6 +252,15 @@ max_connections=300
                 raise ClusterError(f"{server.name} did not come up:\n{self.log_tail(server.name)}")
             time.sleep(0.2)
 
+    def _wait_engine(self, timeout: float) -> None:
+        """The head answers before its Spider engine is ready (it sets itself up in the background:
+        until then a Spider table is "Unknown storage engine 'SPIDER'")."""
+        deadline = time.monotonic() + timeout
+        while self.sql("head", "SELECT SUPPORT FROM information_schema.ENGINES WHERE ENGINE = 'SPIDER'") != [["YES"]]:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the head's Spider engine is not ready:\n{self.log_tail('head')}")
+            time.sleep(0.2)
+
     def start(self, timeout: float = 120.0, stop_at_exit: bool = False) -> Cluster:
         """Create and start every server; the backends' link account, the head's servers and the
         node's database and user on the head. ``stop_at_exit``: as for the Galera cluster."""
@@ -285,6 +294,7 @@ max_connections=300
                 self._spawn(server)
             for server in self.servers:
                 self._wait_up(server, timeout)
+            self._wait_engine(timeout)
             for b in self.backend_servers:
                 self.sql(b.name, f"""
 CREATE USER IF NOT EXISTS '{LINK_USER}'@'127.0.0.%' IDENTIFIED BY '{LINK_PASSWORD}';
