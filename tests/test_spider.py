@@ -8,7 +8,10 @@ unique across shards through one head; a unique key is enforced per shard only; 
 UPDATE`` through the head locks the backend's row; a transaction over both backends is not atomic
 without ``spider_internal_xa`` (a COMMIT that fails when a backend dies leaves the other backend's
 half committed) and is with it; and a schema step through the head (ALTER TABLE … ADD COLUMN)
-changes only the head's definition, so the table is unusable until every backend is altered too.
+changes only the head's definition, so the table is unusable until every backend is altered too,
+and an upgrade step whose new table references a sharded one fails; ``INSTR`` returns nothing (it
+is sent to the backends with its arguments swapped); a DELETE on a partitioned table reports no
+rows though it deleted them.
 
 These tests need ``mariadb-server``, ``mariadb-plugin-spider`` and root; without them they are
 skipped with the reason (Spider is not part of CI: the node does not run on it, see the doc).
@@ -155,7 +158,14 @@ def _two_shard_commit_with_a_backend_killed(cluster: spider.Cluster, xa: bool) -
             txn.commit()
     finally:
         cluster.start_server("b2")
-    after = dict(query(connect(cluster), f"SELECT id, hbcount FROM tokens WHERE id IN ({a}, {b})"))
+    read = f"SELECT id, hbcount FROM tokens WHERE id IN ({a}, {b})"
+    try:
+        after = dict(query(connect(cluster), read))
+    except pymysql.err.OperationalError as e:
+        # the head keeps its backend connections (spider_conn_recycle_mode=1): the first statement
+        # that takes the one to the restarted backend finds it dead, once
+        assert e.args[0] == 12701, e
+        after = dict(query(connect(cluster), read))
     return after[on_b1], after[on_b2]
 
 
@@ -183,3 +193,35 @@ def test_a_schema_step_through_the_head_changes_only_the_head(cluster: spider.Cl
         assert cluster.spider_tables(DATABASE)["probe_step"] == "InnoDB"
     finally:
         query(conn, "DROP TABLE probe_step")
+
+
+def test_an_upgrade_step_referencing_a_sharded_table_fails(cluster: spider.Cluster):
+    """Schema step 2's CREATE TABLE (``file_id … REFERENCES files (id)``) through the head, as an
+    upgrade from version 1 runs it: ``files`` is a Spider table now."""
+    from downstream_tx.db import schema
+    from downstream_tx.db.database import split_statements
+
+    create = next(s for s in split_statements(schema.load_steps("mysql")[1].sql) if "CREATE TABLE" in s)
+    with pytest.raises(pymysql.err.OperationalError, match="errno: 150"):
+        query(connect(cluster), create.replace("seeded_pool", "seeded_pool_again"))
+
+
+def test_instr_is_sent_to_the_backends_with_its_arguments_swapped(cluster: spider.Cluster):
+    query(connect(cluster), "INSERT INTO tokens (token_hash, farmer_id, address, created) "
+                            "VALUES ('instr', 'f', 'instr-probe-address', 0)")
+    conn = connect(cluster)
+    assert query(conn, "SELECT COUNT(*) FROM tokens WHERE address LIKE '%probe-addr%'") == ((1,),)
+    # the node's address search (db/status.py): INSTR(address, ?) becomes locate(address, ?)
+    assert query(conn, "SELECT COUNT(*) FROM tokens WHERE INSTR(address, 'probe-addr') > 0") == ((0,),)
+    counts = [on(cluster, b, "SELECT COUNT(*) FROM tokens WHERE INSTR(address, 'probe-addr') > 0")[0][0]
+              for b in ("b1", "b2")]
+    assert sorted(counts) == ["0", "1"]
+
+
+def test_a_delete_on_a_partitioned_table_reports_no_rows(cluster: spider.Cluster):
+    conn = connect(cluster)
+    query(conn, "INSERT INTO contracts (token_id, file_id, state, start, interval_s) VALUES (7, 1, 'ended', 0, 60)")
+    contract = query(conn, "SELECT LAST_INSERT_ID()")[0][0]
+    with conn.cursor() as cur:
+        assert cur.execute("DELETE FROM contracts WHERE id = %s AND state <> 'active'", (contract,)) == 0
+    assert query(conn, "SELECT COUNT(*) FROM contracts WHERE id = %s", (contract,)) == ((0,),)  # yet deleted
