@@ -334,10 +334,10 @@ def mysql_url(name: str = BENCH_DB) -> str:
     conn.close()
     spider_dir = os.environ.get("DOWNSTREAM_TEST_SPIDER")
     if spider_dir:  # the node's schema sharded over that Spider cluster (docs/capacity.md)
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from support.spider import Cluster
+        import subprocess
 
-        Cluster.load(spider_dir).shard(name)
+        script = Path(__file__).resolve().parent.parent / "contrib" / "spider" / "cluster.sh"
+        subprocess.run([str(script), "shard", spider_dir, name], check=True, stdout=subprocess.DEVNULL)
     return f"mysql://{u.user}:{u.password}@{u.host}:{u.port}/{name}"
 
 
