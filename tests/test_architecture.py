@@ -21,6 +21,8 @@ LAYERS = [
     ["downstream_tx", "downstream_tx.errors", "downstream_tx.private", "downstream_tx.bitcoin",
      "downstream_tx.heartbeat", "downstream_tx.db.url", "downstream_tx.wire"],
     ["downstream_tx.config", "downstream_tx.logs", "downstream_tx.systemd", "downstream_tx.geoip"],
+    # the reputation rules as pure functions: no framework, no database
+    ["downstream_tx.domain"],
     ["downstream_tx.db"],
     ["downstream_tx.core", "downstream_tx.health"],
     ["downstream_tx.v0", "downstream_tx.v1", "downstream_tx.dashboard.data"],

@@ -10,6 +10,7 @@ import pytest
 from downstream_tx.core.tokens import hash_token
 from downstream_tx.db import reputation
 from downstream_tx.db.reputation import INITIAL_ALPHA, Tally, coefficients, score, update
+from downstream_tx.domain import assignments
 from downstream_tx.errors import NodeError
 from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, add_test_file, file_replicas, make_address, make_config, run, stored_bytes
@@ -152,7 +153,8 @@ def test_v1_results_and_expiry_are_recorded(make, clock):
     # (containment is off here)
     run(node.expiry.expire())
     rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
-    assert (rep.misses, rep.retries) == (2, 0) and rep.online_score < 1.0
+    # the farmer was active (it answered): audit misses; the online score counts windows, not misses
+    assert (rep.misses, rep.retries) == (2, 0) and rep.online_score == 1.0
 
 
 def test_a_malformed_v0_answer_counts_as_an_error_of_the_farmer(make, tmp_path):
@@ -181,7 +183,7 @@ def test_v0_offline_across_a_challenge_is_contained_asked_the_same_challenge_and
     state = farmer.state(h)
     assert (state["misses"], state["run"], state["state"]) == (0, 0, "active")
     rep = farmer.rep()
-    assert (rep.contained, rep.retries, rep.misses, rep.audit_score) == (1, 1, 0, 1.0) and rep.online_score < 1.0
+    assert (rep.contained, rep.retries, rep.misses, rep.audit_score) == (1, 1, 0, 1.0)
     # no escape: a new token for the same address gets no contract while contained
     again = Farmer(node)
     assert refused(node.v0.get_chunk(again.token)).status == "contained"
@@ -344,7 +346,7 @@ def test_a_disqualified_v1_farmer_gets_no_chunks_and_its_contracts_end(make, clo
 # --- suspension ---------------------------------------------------------------------------------
 
 def test_suspension_recovery_and_disqualification_after_the_grace(make, clock, tmp_path):
-    node = make(suspension_threshold=0.99905, suspension_grace=1000)
+    node = make(suspension_threshold=0.99905, suspension_grace=1000, unknown_lambda=0.999)
     add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     h = farmer.chunk()
@@ -388,9 +390,10 @@ def test_unvetted_farmers_get_at_most_the_vetting_share(make, clock, tmp_path):
         except NodeError as e:
             assert e.status == "no_chunks"
     total, unvetted = run(node.core.stores.reputation.vetting())[0]
-    # the first contract went to a farmer not vetted then (nobody was): counted as unvetted
-    assert (total, unvetted) == (sum(got.values()), got["new"] + 1)
-    assert unvetted <= 0.25 * total and got["new"] == 2
+    # the first contract went to a farmer not vetted then (nobody was): not counted at all; the
+    # counters forget 1/vetting_window per assignment
+    assert total == pytest.approx(sum(got.values()) - 1, rel=0.01) and unvetted == pytest.approx(got["new"], rel=0.01)
+    assert unvetted <= 0.25 * total and got["new"] == 3
 
 
 def test_the_files_in_most_danger_go_to_preferred_farmers(make, clock, tmp_path):
@@ -420,14 +423,24 @@ def test_a_vetted_farmer_on_probation_shares_the_vetting_share(make, clock, tmp_
     assert good.chunk()
 
 
-def test_the_vetting_counters_are_halved_past_their_window(make, clock):
-    node = make()
-    run(node.db.run("set", lambda txn: txn.execute("UPDATE vetting SET total = 10000, unvetted = 300 "
-                                                   "WHERE protocol = 0")))
-    run(node.reputation.sweep())
-    assert run(node.core.stores.reputation.vetting()) == {0: (5000.0, 150.0), 1: (0.0, 0.0)}
-    run(node.reputation.sweep())
-    assert run(node.core.stores.reputation.vetting())[0] == (5000.0, 150.0)
+@pytest.mark.parametrize(("total", "unvetted", "preferred"), [(10000.0, 300.0, True), (40.0, 1.0, False),
+                                                            (40.0, 3.0, False), (0.0, 0.0, False)])
+def test_the_vetting_counters_forget_as_the_rule_says(make, clock, tmp_path, total, unvetted, preferred):
+    """The guarded UPDATE and domain/assignments.py agree: what it counts, and whether it allows."""
+    node = make(vetting_window=100, vetting_share=0.05)
+    rules = node.core.stores.reputation.rules
+    vetted = Farmer(node, make_address(1))
+    run(node.db.run("vet", reputation.record_txn, rules, clock.seconds(), {vetted.address: Tally(passes=100)}))
+    run(node.db.run("set", lambda txn: txn.execute("UPDATE vetting SET total = ?, unvetted = ? WHERE protocol = 0",
+                                                   (total, unvetted))))
+    took = run(node.db.run("take", reputation.take_share_txn, rules, 0, preferred))
+    allowed = preferred or assignments.allows(total, unvetted, rules.vetting)
+    assert took == allowed
+    want = assignments.counted(total, unvetted, not preferred, rules.vetting) if allowed else (total, unvetted)
+    assert run(node.core.stores.reputation.vetting())[0] == pytest.approx(want)
+    if took:  # given back: as before
+        run(node.db.run("untake", reputation.untake_share_txn, rules, 0, preferred))
+        assert run(node.core.stores.reputation.vetting())[0] == pytest.approx((total, unvetted), abs=1e-9)
 
 
 def test_the_upgrade_gives_existing_farmers_their_counts(tmp_path, db_url, clock):

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from downstream_tx.db import challenges, late, reputation
+from downstream_tx.db import challenges, late, online, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import FAILED, end_where_txn, finish_txn
-from downstream_tx.db.tokens import TOKEN_COLUMNS, TokenRow, UnknownToken, lookup_txn
+from downstream_tx.db.tokens import TOKEN_COLUMNS, TokenRow, UnknownToken, lookup_txn, seen_txn
 
 V0 = 0
 
@@ -208,8 +208,12 @@ def update_due_txn(
         "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
+    # a farmer that made no request in an unanswered challenge's window was offline (db/online.py):
+    # no containment, and the contract's miss is not an audit failure (its online windows count it)
+    offline = online.offline_among_txn(txn, rules.online, [(r[0], r[3], r[4]) for r in rows if r[5]])
     # containment first, on this page: missed challenges asked again are left alone (reputation hook)
-    contained = reputation.contain_v0_txn(txn, rules, now, forgive, [r[0] for r in rows if r[5]])
+    contained = reputation.contain_v0_txn(txn, rules, now, forgive,
+                                          [r[0] for r in rows if r[5] and r[0] not in offline])
     result = TickResult(more=len(rows) == limit, contained=len(contained))
     rows = [r for r in rows if r[0] not in contained]
     failed: list[tuple[int, int]] = []  # (id, file_id)
@@ -232,7 +236,8 @@ def update_due_txn(
     # misses and run change only for the missed contracts: one set-based statement per page of ids
     txn.update_in("UPDATE contracts SET misses = misses + 1, run = run + 1, prev_missed = 1 "
                   "WHERE id IN {ids} AND state = 'active'", missed)  # prev_missed: db/late.py
-    reputation.record_contracts_txn(txn, rules, now, misses=missed)  # the same misses, in the farmers' tallies
+    # the same misses in the farmers' tallies, but for those of farmers that were offline
+    reputation.record_contracts_txn(txn, rules, now, misses=[cid for cid in missed if cid not in offline])
     txn.update_in("UPDATE contracts SET prev_missed = 0 WHERE id IN {ids}", forgiven)  # (after a downtime only)
     if failed:
         finish_txn(txn, failed, now, "failed", FAILED)
@@ -349,7 +354,7 @@ def answer_by_token_txn(txn: Txn, token_hash: bytes, file_hash: str, response: s
     if joined is None:
         raise UnknownToken()
     width = len(TOKEN_COLUMNS.split(", "))
-    token = TokenRow(*joined[:width])
+    token = seen_txn(txn, TokenRow(*joined[:width]), now, rules.online)
     contract = None if joined[width] is None else tuple(joined[width:])
     return token, answer_txn(txn, token.id, file_hash, response, now, max_failures, arrived, grace, row=contract,
                              rules=rules)
@@ -391,9 +396,11 @@ class ContractStore:
     def __init__(self, db: Database):
         self.db = db
 
-    def _with_token(self, desc: str, func, token_hash: bytes, *args, short: bool = False):
+    def _with_token(self, desc: str, func, token_hash: bytes, *args, short: bool = False, now: float | None = None):
+        online = self.rules.online
+
         def body(txn: Txn):
-            row = lookup_txn(txn, token_hash)
+            row = lookup_txn(txn, token_hash, now, online)
             return row, func(txn, row.id, *args)
 
         return (self.db.run_short if short else self.db.run)(desc, body)
@@ -405,8 +412,8 @@ class ContractStore:
         rules = self.rules
 
         def body(txn: Txn):
-            row = lookup_txn(txn, token_hash)
-            preferred = reputation.eligible_txn(txn, rules, row.address)
+            row = lookup_txn(txn, token_hash, now, rules.online)
+            preferred = reputation.eligible_txn(txn, rules, row.address, now)
             # the files in most danger go to preferred farmers first; the others get the least urgent
             urgent_first = preferred or not reputation.anyone_vetted_txn(txn, rules)
             assignment = assign_txn(txn, row.id, now, urgent_first=urgent_first, download_key=download_key)
@@ -420,9 +427,10 @@ class ContractStore:
 
         return self.db.run("get_chunk", body).addErrback(refused)
 
-    def of_token(self, token_hash: bytes, limit: int | None = None, offset: int = 0):
-        """Fires with ``(token row, a page of its active contracts)``: see :func:`token_contracts_txn`."""
-        return self._with_token("due", token_contracts_txn, token_hash, limit, offset, short=True)
+    def of_token(self, token_hash: bytes, limit: int | None = None, offset: int = 0, now: float | None = None):
+        """Fires with ``(token row, a page of its active contracts)``: see :func:`token_contracts_txn`
+        (``now``: the farmer's request, its last_seen)."""
+        return self._with_token("due", token_contracts_txn, token_hash, limit, offset, short=True, now=now)
 
     def answer(self, token_hash: bytes, file_hash: str, response: str, now: float, max_failures: int,
                arrived: float | None = None, grace: float = 0.0):
@@ -442,7 +450,7 @@ class ContractStore:
             reputation.record_contracts_txn(txn, rules, now, misses=contained)
             return end_one_txn(txn, token_id, file_hash, now)
 
-        return self._with_token("end_contract", body, token_hash, short=True)
+        return self._with_token("end_contract", body, token_hash, short=True, now=now)
 
     def issue_due(self, now: float, max_failures: int, limit: int, forgive: tuple[float, float] | None):
         """One page of the v0 timer pass: see :func:`update_due_txn`."""

@@ -31,8 +31,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from downstream_tx.db import meta
+from downstream_tx.db import online as online_db
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import FAILED, end_where_txn
+from downstream_tx.domain import assignments, online
+from downstream_tx.domain.assignments import VettingRules
+from downstream_tx.domain.online import DEFAULT_ONLINE, OnlineRules
 
 #: the forgetting factor and the weight of one result
 LAMBDA = 0.999
@@ -41,9 +46,8 @@ WEIGHT = 1.0
 INITIAL_ALPHA = 1000.0
 
 OK, SUSPENDED, DISQUALIFIED = "ok", "suspended", "disqualified"
-#: the vetting counters are halved once this many assignments were counted, so the share is over
-#: the recent assignments (a burst after a long time cannot use up a share of everything ever)
-VETTING_WINDOW = 10_000.0
+#: suspended for being offline (domain/online.py): no new contracts, never disqualified for it
+OFFLINE = online.OFFLINE
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,16 @@ class Rules:
     vetting_audits: int = 100
     vetting_share: float = 0.05
     lam: float = LAMBDA
+    #: the unknown-error score's own forgetting factor (``unknown_lambda``)
+    unknown_lam: float = 0.98
+    vetting_window: float = 1000.0
+    vetting_min_age: float = 0.0
+    online: OnlineRules = DEFAULT_ONLINE
+
+    @property
+    def vetting(self) -> VettingRules:
+        return VettingRules(self.vetting_audits, self.vetting_share, self.vetting_window, self.vetting_min_age,
+                            self.dq_threshold)
 
 
 DEFAULT_RULES = Rules()
@@ -102,18 +116,30 @@ def score(alpha: float, beta: float) -> float:
 
 
 def dimensions(t: Tally) -> dict[str, tuple[int, int]]:
-    """(successes, failures) of each score for a tally."""
+    """(successes, failures) of each score a tally changes. The online score is not one of them: it
+    counts online windows, once per farmer (domain/online.py, :func:`downstream_tx.db.online.windows_txn`)."""
     answered = t.passes + t.fails
-    return {"audit": (t.passes, t.fails + t.misses), "online": (answered, t.misses + t.retries),
-            "unknown": (answered, t.errors)}
+    return {"audit": (t.passes, t.fails + t.misses), "unknown": (answered, t.errors)}
+
+
+def lam_of(rules: Rules, name: str) -> float:
+    """The forgetting factor of a score: the unknown-error score has its own."""
+    return rules.unknown_lam if name == "unknown" else rules.lam
+
+
+def initial_alpha(lam: float) -> float:
+    """A fresh score's alpha: 1 / (1 - λ), the steady state of a farmer that always succeeds."""
+    return 1.0 / (1.0 - lam) if lam < 1 else INITIAL_ALPHA
 
 
 # --- recording --------------------------------------------------------------------------------
 
-def ensure_txn(txn: Txn, addresses: Iterable[str]) -> None:
+def ensure_txn(txn: Txn, addresses: Iterable[str], rules: Rules | None = None) -> None:
     """A reputation row (fresh scores) for each address that has none."""
     verb = "INSERT OR IGNORE" if txn.engine_name == "sqlite" else "INSERT IGNORE"
-    txn.executemany(f"{verb} INTO reputation (address) VALUES (?)", [(a,) for a in sorted(set(addresses))])
+    unknown = initial_alpha((rules or DEFAULT_RULES).unknown_lam)
+    txn.executemany(f"{verb} INTO reputation (address, unknown_alpha) VALUES (?, ?)",
+                    [(a, unknown) for a in sorted(set(addresses))])
 
 
 def _linear(column: str, name: str) -> tuple[str, list[str]]:
@@ -179,7 +205,7 @@ def record_token_txn(txn: Txn, rules: Rules, now: float, token_id: int, tally: T
     the contract's containment itself."""
     where = "address = (SELECT address FROM tokens WHERE id = ?)"
     if not _record(txn, rules, now, tally, where, token_id):  # no reputation row yet
-        ensure_txn(txn, [txn.scalar("SELECT address FROM tokens WHERE id = ?", (token_id,))])
+        ensure_txn(txn, [txn.scalar("SELECT address FROM tokens WHERE id = ?", (token_id,))], rules)
         _record(txn, rules, now, tally, where, token_id)
 
 
@@ -212,7 +238,8 @@ def _statement(rules: Rules, now: float, t: Tally, where: str, recover: bool = T
     for c in counts:
         values[c] = getattr(t, c)
     for name in changing:
-        values[f"{name}_scale"], values[f"{name}_alpha"], values[f"{name}_beta"] = coefficients(*dims[name], rules.lam)
+        values[f"{name}_scale"], values[f"{name}_alpha"], values[f"{name}_beta"] = coefficients(
+            *dims[name], lam_of(rules, name))
     return sql, [values[n] for n in names]
 
 
@@ -277,7 +304,7 @@ def record_contracts_txn(txn: Txn, rules: Rules, now: float, passes: Sequence[in
         "LEFT JOIN reputation r ON r.address = t.address WHERE c.id IN {ids}"
         + ("" if token_id is None else " AND c.token_id = ?"), ids, after=() if token_id is None else (token_id,))
     address_of = {int(cid): address for cid, address, _, _ in rows}
-    ensure_txn(txn, [address for _, address, _, known in rows if known is None])
+    ensure_txn(txn, [address for _, address, _, known in rows if known is None], rules)
     tallies: dict[str, Tally] = defaultdict(Tally)
     for column, group in kinds:
         for cid in group:
@@ -338,7 +365,7 @@ def move_counts_token_txn(txn: Txn, token_id: int, fails: int = 0, misses: int =
 
 def record_errors_txn(txn: Txn, rules: Rules, now: float, address: str, errors: int) -> None:
     """Count ``errors`` malformed requests or errors on the farmer's side (the unknown score)."""
-    ensure_txn(txn, [address])
+    ensure_txn(txn, [address], rules)
     record_txn(txn, rules, now, {address: Tally(errors=errors)})
 
 
@@ -351,7 +378,8 @@ def _forgiven(forgive: tuple[float, float] | None, deadline: float, interval: fl
 def contain_v0_txn(txn: Txn, rules: Rules, now: float, forgive: tuple[float, float] | None,
                    ids: Sequence[int]) -> set[int]:
     """In the v0 timer pass, for the due contracts among ``ids`` (the pass's page) whose challenge
-    went unanswered: one asked fewer than ``containment_retries`` times is asked the *same*
+    went unanswered while their farmer was active (the pass leaves out those of farmers that were
+    offline: db/online.py): one asked fewer than ``containment_retries`` times is asked the *same*
     challenge again in the current window (``contained`` + 1, an online failure, no miss); the
     others are left to the pass, which counts their miss (and the reputation's counted miss resets
     ``contained``). A deadline the ``forgive`` window covers is left to the pass (forgiven). Returns
@@ -374,7 +402,8 @@ def contain_v0_txn(txn: Txn, rules: Rules, now: float, forgive: tuple[float, flo
 
 
 def contain_v1_txn(txn: Txn, rules: Rules, now: float, limit: int) -> tuple[int, list[int]]:
-    """Before v1 expiry fails unanswered contracts: one whose challenge went unanswered gets the
+    """Before v1 expiry fails unanswered contracts: one whose challenge went unanswered while its
+    farmer was active (db/online.py) gets the
     *same* challenge due one more interval later (``contained`` + 1, an online failure), until it
     was asked ``containment_retries`` times; then the expiry fails it (recorded here as a counted
     miss). Returns (contracts contained, ids whose miss counts)."""
@@ -382,8 +411,14 @@ def contain_v1_txn(txn: Txn, rules: Rules, now: float, limit: int) -> tuple[int,
         "SELECT id, due, interval_s, contained FROM contracts WHERE state = 'active' AND protocol = 1 "
         "AND deadline <= ? AND answered = 0 ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit)).fetchall()
+    # a farmer that made no request in the challenge's window was offline: no containment, and the
+    # expiry's miss is not an audit failure (its online windows count it: domain/online.py)
+    offline = online_db.offline_among_txn(txn, rules.online, [(cid, due, interval) for cid, due, interval, _ in rows
+                                                              if due is not None])
     again, counted = [], []
     for cid, due, interval, contained in rows:
+        if int(cid) in offline:
+            continue
         if due is not None and contained < rules.containment_retries:
             windows = max(1, math.floor((now - due) / interval) + 1)
             new_due = due + windows * interval
@@ -398,7 +433,8 @@ def contain_v1_txn(txn: Txn, rules: Rules, now: float, limit: int) -> tuple[int,
 # --- who gets new contracts -------------------------------------------------------------------
 
 class NotEligible(Exception):
-    """The farmer may get no new contracts now (``reason``: disqualified, suspended, contained)."""
+    """The farmer may get no new contracts now (``reason``: disqualified, suspended, offline,
+    contained)."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -409,24 +445,40 @@ class NotEligible(Exception):
 def probation_mark(rules: Rules) -> float:
     """The audit score under which a vetted farmer is treated as not vetted (halfway from the
     disqualification threshold to 1: 0.98 at the default 0.96)."""
-    return (1.0 + rules.dq_threshold) / 2
+    return assignments.probation_mark(rules.dq_threshold)
 
 
-def eligible_txn(txn: Txn, rules: Rules, address: str) -> bool:
-    """Raise :class:`NotEligible` for a disqualified, suspended or contained farmer. Otherwise
-    return whether it is *preferred*: vetted (``vetting_audits`` passes) with an audit score at or
-    above :func:`probation_mark`; the others share the vetting share."""
-    row = txn.execute("SELECT status, passes, audit_alpha, audit_beta FROM reputation WHERE address = ?",
-                      (address,)).fetchone()
-    status, passes, alpha, beta = (OK, 0, INITIAL_ALPHA, 0.0) if row is None else row
+def vetted_of(rules: Rules, passes: int, alpha: float, beta: float, first_token: float | None,
+              now: float | None) -> bool:
+    """The vetting rule (domain/assignments.py) on a reputation row; ``first_token``: when the
+    address's first token was made (``now`` None: the age is not checked)."""
+    age = math.inf if now is None or first_token is None else now - float(first_token)
+    return assignments.vetted(int(passes), score(float(alpha), float(beta)), age, rules.vetting)
+
+
+def eligible_txn(txn: Txn, rules: Rules, address: str, now: float | None = None) -> bool:
+    """Raise :class:`NotEligible` for a disqualified, suspended (errors or offline) or contained
+    farmer. Otherwise return whether it is *preferred*: vetted (domain/assignments.py: passes, an
+    audit score at or above :func:`probation_mark`, the minimum age); the others share the vetting
+    share. The verdict is kept in the row's ``vetted`` (what ``farmer show`` reports)."""
+    row = txn.execute("SELECT r.status, r.passes, r.audit_alpha, r.audit_beta, r.vetted, "
+                      "(SELECT MIN(t.created) FROM tokens t WHERE t.address = r.address) "
+                      "FROM reputation r WHERE r.address = ?", (address,)).fetchone()
+    status, passes, alpha, beta, was, first = (OK, 0, INITIAL_ALPHA, 0.0, None, None) if row is None else row
     if status == DISQUALIFIED:
         raise NotEligible(DISQUALIFIED, "this farmer is disqualified: its audit score fell below the threshold")
     if status == SUSPENDED:
         raise NotEligible(SUSPENDED, "this farmer is suspended (repeated malformed requests or errors)")
+    if status == OFFLINE:
+        raise NotEligible(OFFLINE, "this farmer is suspended for being offline: its online score is below the "
+                                   "offline_threshold; it is lifted once the score is back")
     if txn.scalar("SELECT c.id FROM contracts c JOIN tokens t ON t.id = c.token_id WHERE c.contained > 0 "
                   "AND c.state = 'active' AND t.address = ? LIMIT 1", (address,)) is not None:
         raise NotEligible("contained", "this farmer is in containment: answer the outstanding challenge first")
-    return int(passes) >= rules.vetting_audits and score(float(alpha), float(beta)) >= probation_mark(rules)
+    preferred = vetted_of(rules, passes, alpha, beta, first, now)
+    if was is not None and bool(was) != preferred:
+        txn.execute("UPDATE reputation SET vetted = ? WHERE address = ?", (int(preferred), address))
+    return preferred
 
 
 def anyone_vetted_txn(txn: Txn, rules: Rules) -> bool:
@@ -439,23 +491,31 @@ def take_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool) -> bo
     """Count one newly assigned contract of ``protocol``; for a farmer that is not preferred (not
     vetted yet, or on probation: see :func:`eligible_txn`) only while their share stays within
     ``vetting_share`` (one guarded UPDATE of the counter row: concurrent assignments queue on its
-    row lock, so the share holds). While no farmer is vetted at all there is no one to prefer:
-    the others are counted and served. False: not now."""
+    row lock, so the share holds). The counters forget (domain/assignments.py: the share is over
+    about the last ``vetting_window`` assignments). While no farmer is vetted at all there is no one
+    to prefer: the others are served and nothing is counted (so new farmers are not starved by the
+    start). False: not now."""
+    keep = assignments.keep(rules.vetting)
     if preferred:
-        txn.execute("UPDATE vetting SET total = total + 1 WHERE protocol = ?", (protocol,))
+        txn.execute("UPDATE vetting SET total = total * ? + 1, unvetted = unvetted * ? WHERE protocol = ?",
+                    (keep, keep, protocol))
         return True
     if not anyone_vetted_txn(txn, rules):
-        txn.execute("UPDATE vetting SET total = total + 1, unvetted = unvetted + 1 WHERE protocol = ?", (protocol,))
         return True
+    # the same test as assignments.allows, on the locked row
     return txn.execute(
-        "UPDATE vetting SET total = total + 1, unvetted = unvetted + 1 WHERE protocol = ? "
-        "AND unvetted + 1 <= ? * (total + 1)", (protocol, rules.vetting_share)).rowcount > 0
+        "UPDATE vetting SET total = total * ? + 1, unvetted = unvetted * ? + 1 WHERE protocol = ? "
+        "AND unvetted * ? + 1 <= ? * (total * ? + 1)",
+        (keep, keep, protocol, keep, rules.vetting_share, keep)).rowcount > 0
 
 
-def untake_share_txn(txn: Txn, protocol: int, preferred: bool) -> None:
+def untake_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool) -> None:
     """Give back a share taken for an assignment that did not happen (same transaction)."""
-    txn.execute("UPDATE vetting SET total = total - 1, unvetted = unvetted - ? WHERE protocol = ?",
-                (0 if preferred else 1, protocol))
+    if not preferred and not anyone_vetted_txn(txn, rules):
+        return  # nothing was counted
+    keep = assignments.keep(rules.vetting)
+    txn.execute("UPDATE vetting SET total = (total - 1) / ?, unvetted = (unvetted - ?) / ? WHERE protocol = ?",
+                (keep, 0 if preferred else 1, keep, protocol))
 
 
 # --- the reputation job -----------------------------------------------------------------------
@@ -466,13 +526,15 @@ class SweepResult:
     expired: list[str] = field(default_factory=list)
     #: disqualified farmers whose contracts were ended, and how many
     ended: dict[str, int] = field(default_factory=dict)
+    #: farmers whose online windows were counted; more are left to count
+    online: int = 0
+    online_more: bool = False
 
 
 def sweep_txn(txn: Txn, rules: Rules, now: float, limit: int = 50) -> SweepResult:
     """Disqualify farmers suspended for longer than ``suspension_grace``; end every active contract
     of (at most ``limit``) disqualified farmers that still hold some (their files' replica slots are
-    freed: the repair path gives them to other farmers); halve the vetting counters past their
-    window."""
+    freed: the repair path gives them to other farmers)."""
     result = SweepResult()
     result.expired = [r[0] for r in txn.execute(
         "SELECT address FROM reputation WHERE status = ? AND status_since <= ? ORDER BY address" + txn.for_update(),
@@ -492,13 +554,11 @@ def sweep_txn(txn: Txn, rules: Rules, now: float, limit: int = 50) -> SweepResul
         txn.update_in("UPDATE files SET replicas = 0, removed = ? WHERE id IN {ids} AND removed IS NULL",
                       [int(f) for _, f in v1], before=[now])
         txn.execute("UPDATE reputation SET pending_end = 0 WHERE address = ?", (address,))
-    if float(txn.scalar("SELECT MAX(total) FROM vetting") or 0) >= VETTING_WINDOW:  # read first: no lock
-        txn.execute("UPDATE vetting SET total = total / 2, unvetted = unvetted / 2 WHERE total >= ?",
-                    (VETTING_WINDOW,))
+    result.online, result.online_more = online_windows_txn(txn, rules, now, limit)
     return result
 
 
-def reinstate_txn(txn: Txn, address: str, now: float) -> str | None:
+def reinstate_txn(txn: Txn, address: str, now: float, rules: Rules | None = None) -> str | None:
     """The operator lifts a disqualification or suspension: status ok, audit and unknown scores
     fresh (counts and the online score kept). Returns the status before, None for no such farmer; a
     farmer that is neither disqualified nor suspended is left as it is."""
@@ -507,8 +567,58 @@ def reinstate_txn(txn: Txn, address: str, now: float) -> str | None:
         return before
     txn.execute("UPDATE reputation SET status = 'ok', status_since = ?, status_reason = ?, pending_end = 0, "
                 "audit_alpha = ?, audit_beta = 0, unknown_alpha = ?, unknown_beta = 0 WHERE address = ?",
-                (now, "reinstated by the operator", INITIAL_ALPHA, INITIAL_ALPHA, address))
+                (now, "reinstated by the operator", INITIAL_ALPHA, initial_alpha((rules or DEFAULT_RULES).unknown_lam),
+                 address))
     return str(before)
+
+
+# --- online windows ---------------------------------------------------------------------------
+
+#: node_meta: the online window of the reputation job's last pass (a window without one: the node
+#: was not running, and farmers are not counted offline for it)
+ONLINE_SWEPT = "online_swept"
+
+
+def online_windows_txn(txn: Txn, rules: Rules, now: float, limit: int = 500) -> tuple[int, bool]:
+    """Count the finished online windows of (at most ``limit``) farmers not counted up to the last
+    one (domain/online.py ``count_windows``): each window once per farmer, online when it made a
+    request in it, offline otherwise, in the online score; then the offline suspension or its end
+    (``offline_change``) and the node's vetted verdict. Farmers without an active contract are not
+    counted (nothing of theirs is at stake), only moved on. Windows the node itself did not run
+    through are not counted for anyone. Returns (farmers counted, more left)."""
+    o = rules.online
+    last = online.window_of(now, o) - 1
+    swept = meta.get_txn(txn, ONLINE_SWEPT)
+    if swept is None or int(swept) < last:
+        txn.execute("UPDATE reputation SET online_window = ? WHERE online_window IS NULL OR online_window < ?",
+                    (last, last))
+    if swept is None or int(swept) != last + 1:
+        meta.set_txn(txn, ONLINE_SWEPT, str(last + 1).encode("ascii"))
+    rows = txn.execute(
+        "SELECT r.address, r.online_alpha, r.online_beta, r.online_window, r.status, r.passes, r.audit_alpha, "
+        "r.audit_beta, MAX(t.last_seen), MIN(t.created), "
+        "MAX(CASE WHEN EXISTS (SELECT 1 FROM contracts c WHERE c.token_id = t.id AND c.state = 'active') "
+        "THEN 1 ELSE 0 END) FROM reputation r JOIN tokens t ON t.address = r.address "
+        "WHERE (r.online_window IS NULL OR r.online_window < ?) GROUP BY r.address, r.online_alpha, r.online_beta, r.online_window, r.status, "
+        "r.passes, r.audit_alpha, r.audit_beta ORDER BY r.address LIMIT ?", (last, limit)).fetchall()
+    idle = [str(r[0]) for r in rows if not r[10]]
+    txn.update_in("UPDATE reputation SET online_window = ? WHERE address IN {ids}", idle, before=[last])
+    for address, alpha, beta, counted, status, passes, a_alpha, a_beta, seen, first, _ in (
+            r for r in rows if r[10]):
+        seen = None if seen is None else float(seen)
+        w = online.count_windows(None if counted is None else int(counted), seen, now, o)
+        alpha, beta = online.decay(float(alpha), float(beta), w.successes, w.failures, o.lam)
+        change = online.offline_change(str(status), online.score(alpha, beta), seen, now, o)
+        preferred = vetted_of(rules, passes, a_alpha, a_beta, first, now)
+        sets, args = "online_alpha = ?, online_beta = ?, online_window = ?, vetted = ?", [alpha, beta, w.counted,
+                                                                                          int(preferred)]
+        if change is not None:
+            reason = f"online score below {o.threshold:g}" if change == OFFLINE else "online score back"
+            sets += ", status = ?, status_since = ?, status_reason = ?"
+            args += [change, now, reason]
+            txn.note(StandingChange(str(address), str(status), change, reason))
+        txn.execute(f"UPDATE reputation SET {sets} WHERE address = ? AND status = ?", [*args, address, status])
+    return len(rows) - len(idle), len(rows) == limit
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -532,6 +642,10 @@ class Reputation:
     status_reason: str | None
     #: active contracts in containment now
     contained: int = 0
+    #: the node's own verdict (:func:`eligible_txn`, the online windows pass)
+    vetted: bool = False
+    #: the latest request of any of the address's tokens (None: none recorded)
+    last_seen: float | None = None
 
     @property
     def audit_score(self) -> float:
@@ -547,13 +661,13 @@ class Reputation:
 
     def as_dict(self, vetting_audits: int) -> dict[str, Any]:
         out = asdict(self)
-        out.update(audit_score=self.audit_score, online_score=self.online_score, unknown_score=self.unknown_score,
-                   vetted=self.passes >= vetting_audits)
+        out.update(audit_score=self.audit_score, online_score=self.online_score, unknown_score=self.unknown_score)
         return out
 
 
 _COLUMNS = ("address, audit_alpha, audit_beta, online_alpha, online_beta, unknown_alpha, unknown_beta, passes, "
-            "fails, misses, retries, errors, status, status_since, status_reason")
+            "fails, misses, retries, errors, status, status_since, status_reason, vetted, "
+            "(SELECT MAX(t.last_seen) FROM tokens t WHERE t.address = reputation.address)")
 
 
 def of_addresses_txn(txn: Txn, addresses: Sequence[str]) -> dict[str, Reputation]:
@@ -565,7 +679,8 @@ def of_addresses_txn(txn: Txn, addresses: Sequence[str]) -> dict[str, Reputation
     out = {}
     for r in txn.select_in(f"SELECT {_COLUMNS} FROM reputation WHERE address IN {{ids}}", wanted):
         out[r[0]] = Reputation(r[0], *(float(x) for x in r[1:7]), *(int(x) for x in r[7:12]), r[12],
-                               None if r[13] is None else float(r[13]), r[14], contained.get(r[0], 0))
+                               None if r[13] is None else float(r[13]), r[14], contained.get(r[0], 0),
+                               bool(r[15]), None if r[16] is None else float(r[16]))
     return out
 
 
@@ -612,7 +727,7 @@ class ReputationStore:
 
     def reinstate(self, address: str, now: float):
         """Fires with the status before, or None: see :func:`reinstate_txn`."""
-        return self.db.run("reputation_reinstate", reinstate_txn, address, now)
+        return self.db.run("reputation_reinstate", reinstate_txn, address, now, self.rules)
 
     def counts(self):
         """Fires with farmers by standing: see :func:`counts_txn`."""

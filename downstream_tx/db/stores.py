@@ -41,6 +41,7 @@ class Stores:
         self.reputation = ReputationStore(db, rules)
         # the stores that record challenge results and assign contracts apply the same rules
         self.contracts.rules = self.seeded.rules = rules
+        self.tokens.rules = rules
         self.leases = LeaseStore(db)
         self.ratelimits = RateLimitStore(db)
         self.outcomes = OutcomeStore(db)

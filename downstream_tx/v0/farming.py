@@ -120,8 +120,9 @@ class V0Farming:
     async def due(self, token: str, limit: int = DUE_PAGE, page: int = 0) -> tuple[list[dict], list[dict]]:
         """``/due``: (a page of ``limit`` active contracts of a token, oldest first, and those of
         them with an outstanding challenge)."""
-        _, rows = await self._call(self.core.stores.contracts.of_token(token_hash_of(token), limit, limit * page))
         now = self.core.now()
+        _, rows = await self._call(self.core.stores.contracts.of_token(token_hash_of(token), limit, limit * page,
+                                                                       now))
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
         return rows, outstanding
 
