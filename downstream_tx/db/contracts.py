@@ -36,21 +36,26 @@ class Assignment:
 
 
 def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_first: bool = True,
-               download_key: bytes | None = None) -> Assignment | None:
-    """Give the token a contract on the stored file furthest below its redundancy target that the
-    token does not already hold (ties: oldest file); with ``urgent_first`` false (a farmer not
-    preferred by its reputation), the one closest to its target instead. The replica slot is taken
-    with a guarded update, so concurrent requests never push a file over its target.
+               download_key: bytes | None = None, address: str | None = None,
+               network: str | None = None) -> Assignment | None:
+    """Give the token a contract on the stored file furthest below its redundancy target that its
+    farmer may hold (ties: oldest file); with ``urgent_first`` false (a farmer not preferred by its
+    reputation), the one closest to its target instead. A file's replicas are on distinct farmers
+    and networks (domain/placement.py ``may_hold``): not one the token holds, nor (``address``) one
+    any token of its payout address holds, nor (``network``, the key of the client's network; None:
+    not compared) one held from the same network. The repair path is this one: a file whose replica
+    was lost comes back here, under the same rule. The replica slot is taken with a guarded update,
+    so concurrent requests never push a file over its target.
     ``download_key``: the SHA-256 of the contract's download key (db/downloads.py)."""
     for _ in range(attempts):
         row = txn.execute(
             "SELECT f.id, f.file_hash, f.size, f.interval_s FROM files f "
             "WHERE f.removed IS NULL AND f.kind = 'stored' AND f.replicas < f.redundancy "
-            "AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.file_id = f.id AND c.token_id = ? "
-            "AND c.state = 'active') "
+            "AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.file_id = f.id AND c.state = 'active' "
+            "AND (c.token_id = ? OR c.network = ? OR c.token_id IN (SELECT t.id FROM tokens t WHERE t.address = ?))) "
             "AND EXISTS (SELECT 1 FROM challenges ch WHERE ch.file_id = f.id AND ch.used = 0) "
             "ORDER BY f.redundancy - f.replicas " + ("DESC" if urgent_first else "ASC") + ", f.id LIMIT 1",
-            (token_id,),
+            (token_id, network, address),
         ).fetchone()
         if row is None:
             return None
@@ -67,8 +72,8 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_fi
         deadline = now + interval
         txn.execute(
             "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, challenge_id, "
-            "issued, deadline, answered, download_key) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0, ?)",
-            (token_id, file_id, now, interval, challenge_id, now, deadline, download_key),
+            "issued, deadline, answered, download_key, network) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0, ?, ?)",
+            (token_id, file_id, now, interval, challenge_id, now, deadline, download_key, network),
         )
         return Assignment(txn.lastrowid, file_id, file_hash, int(size), int(interval), seed, deadline)
     return None
@@ -405,7 +410,7 @@ class ContractStore:
 
         return (self.db.run_short if short else self.db.run)(desc, body)
 
-    def assign(self, token_hash: bytes, now: float, download_key: bytes | None = None):
+    def assign(self, token_hash: bytes, now: float, download_key: bytes | None = None, network: str | None = None):
         """Fires with ``(token row, Assignment or None)``: see :func:`assign_txn`. A farmer that may
         get no new contracts is refused first (:class:`~downstream_tx.db.reputation.NotEligible`);
         one not vetted yet gets its contract only within the vetting share (else None)."""
@@ -416,7 +421,8 @@ class ContractStore:
             preferred = reputation.eligible_txn(txn, rules, row.address, now)
             # the files in most danger go to preferred farmers first; the others get the least urgent
             urgent_first = preferred or not reputation.anyone_vetted_txn(txn, rules)
-            assignment = assign_txn(txn, row.id, now, urgent_first=urgent_first, download_key=download_key)
+            assignment = assign_txn(txn, row.id, now, urgent_first=urgent_first, download_key=download_key,
+                                    address=row.address, network=network)
             if assignment is not None and not reputation.take_share_txn(txn, rules, V0, preferred):
                 raise _ShareUsed(row)  # roll the assignment back
             return row, assignment

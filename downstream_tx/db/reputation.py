@@ -599,8 +599,9 @@ def online_windows_txn(txn: Txn, rules: Rules, now: float, limit: int = 500) -> 
         "r.audit_beta, MAX(t.last_seen), MIN(t.created), "
         "MAX(CASE WHEN EXISTS (SELECT 1 FROM contracts c WHERE c.token_id = t.id AND c.state = 'active') "
         "THEN 1 ELSE 0 END) FROM reputation r JOIN tokens t ON t.address = r.address "
-        "WHERE (r.online_window IS NULL OR r.online_window < ?) GROUP BY r.address, r.online_alpha, r.online_beta, r.online_window, r.status, "
-        "r.passes, r.audit_alpha, r.audit_beta ORDER BY r.address LIMIT ?", (last, limit)).fetchall()
+        "WHERE (r.online_window IS NULL OR r.online_window < ?) "
+        "GROUP BY r.address, r.online_alpha, r.online_beta, r.online_window, r.status, r.passes, r.audit_alpha, "
+        "r.audit_beta ORDER BY r.address LIMIT ?", (last, limit)).fetchall()
     idle = [str(r[0]) for r in rows if not r[10]]
     txn.update_in("UPDATE reputation SET online_window = ? WHERE address IN {ids}", idle, before=[last])
     for address, alpha, beta, counted, status, passes, a_alpha, a_beta, seen, first, _ in (

@@ -10,7 +10,7 @@ from twisted.logger import Logger
 
 from downstream_tx import bitcoin
 from downstream_tx.core.context import Core
-from downstream_tx.core.reputation import refusal
+from downstream_tx.core.reputation import placement_of, refusal
 from downstream_tx.core.tokens import (
     ADDRESS_LIMIT,
     INVALID_ADDRESS,
@@ -28,6 +28,7 @@ from downstream_tx.db.contracts import Assignment
 from downstream_tx.db.downloads import DownloadRules
 from downstream_tx.db.reputation import NotEligible
 from downstream_tx.db.tokens import TokenFacts, UnknownToken
+from downstream_tx.domain import placement
 from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND, NodeError
 from downstream_tx.v0.capability import Capability, key_hash, new_key, parse_capability
 from downstream_tx.v0.challenges import ChallengeSupply
@@ -91,6 +92,7 @@ class V0Farming:
         self.chunks = chunks
         self.supply = supply
         self.tokens = tokens
+        self.placement = placement_of(core.config)
 
     async def _call(self, call):
         """A store call for a token: an unknown token is 404 ``no_token``."""
@@ -103,13 +105,16 @@ class V0Farming:
         """``/new``: a token for ``address`` (also ``downstream-admin token create``)."""
         return await self.tokens.create(address, ip, TOKEN_RULES)
 
-    async def get_chunk(self, token: str) -> Assignment:
-        """``/chunk``: a contract on the file furthest below its redundancy target (403 for a farmer
-        disqualified, suspended or in containment; none beyond the vetting share)."""
+    async def get_chunk(self, token: str, ip: str | None = None) -> Assignment:
+        """``/chunk``: a contract on the file furthest below its redundancy target that the farmer
+        may hold — a file's replicas on distinct payout addresses and, unless ``distinct_networks``
+        is off, distinct networks of the client address ``ip`` (403 for a farmer disqualified,
+        suspended or in containment; none beyond the vetting share)."""
         key = new_key()  # made before the transaction, so that a retry stores the same one
+        network = placement.network_key(ip, self.placement)
         try:
             _, assignment = await self._call(self.core.stores.contracts.assign(
-                token_hash_of(token), self.core.now(), key_hash(key)))
+                token_hash_of(token), self.core.now(), key_hash(key), network))
         except NotEligible as e:
             raise refusal(e) from None
         if assignment is None:
