@@ -243,6 +243,10 @@ def update_due_txn(
                   "WHERE id IN {ids} AND state = 'active'", missed)  # prev_missed: db/late.py
     # the same misses in the farmers' tallies, but for those of farmers that were offline
     reputation.record_contracts_txn(txn, rules, now, misses=[cid for cid in missed if cid not in offline])
+    # a farmer asked again in containment that went offline: its containment is over (the miss
+    # counts for the contract, not as an audit failure)
+    txn.update_in("UPDATE contracts SET contained = 0 WHERE id IN {ids} AND contained > 0",
+                  sorted(cid for cid in missed if cid in offline))
     txn.update_in("UPDATE contracts SET prev_missed = 0 WHERE id IN {ids}", forgiven)  # (after a downtime only)
     if failed:
         finish_txn(txn, failed, now, "failed", FAILED)
@@ -420,10 +424,10 @@ class ContractStore:
             row = lookup_txn(txn, token_hash, now, rules.online)
             preferred = reputation.eligible_txn(txn, rules, row.address, now)
             # the files in most danger go to preferred farmers first; the others get the least urgent
-            urgent_first = preferred or not reputation.anyone_vetted_txn(txn, rules)
+            urgent_first = preferred or not reputation.anyone_vetted_txn(txn, rules, now)
             assignment = assign_txn(txn, row.id, now, urgent_first=urgent_first, download_key=download_key,
                                     address=row.address, network=network)
-            if assignment is not None and not reputation.take_share_txn(txn, rules, V0, preferred):
+            if assignment is not None and not reputation.take_share_txn(txn, rules, V0, preferred, now):
                 raise _ShareUsed(row)  # roll the assignment back
             return row, assignment
 

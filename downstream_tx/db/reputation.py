@@ -137,9 +137,10 @@ def initial_alpha(lam: float) -> float:
 def ensure_txn(txn: Txn, addresses: Iterable[str], rules: Rules | None = None) -> None:
     """A reputation row (fresh scores) for each address that has none."""
     verb = "INSERT OR IGNORE" if txn.engine_name == "sqlite" else "INSERT IGNORE"
-    unknown = initial_alpha((rules or DEFAULT_RULES).unknown_lam)
-    txn.executemany(f"{verb} INTO reputation (address, unknown_alpha) VALUES (?, ?)",
-                    [(a, unknown) for a in sorted(set(addresses))])
+    rules = rules or DEFAULT_RULES
+    unknown, online_alpha = initial_alpha(rules.unknown_lam), initial_alpha(rules.online.lam)
+    txn.executemany(f"{verb} INTO reputation (address, unknown_alpha, online_alpha) VALUES (?, ?, ?)",
+                    [(a, unknown, online_alpha) for a in sorted(set(addresses))])
 
 
 def _linear(column: str, name: str) -> tuple[str, list[str]]:
@@ -481,13 +482,19 @@ def eligible_txn(txn: Txn, rules: Rules, address: str, now: float | None = None)
     return preferred
 
 
-def anyone_vetted_txn(txn: Txn, rules: Rules) -> bool:
-    """Is any farmer in good standing vetted? (If not, there is no one to prefer.)"""
+def anyone_vetted_txn(txn: Txn, rules: Rules, now: float | None = None) -> bool:
+    """Is any farmer in good standing vetted (its passes and, with a ``vetting_min_age`` and
+    ``now``, its age)? If not, there is no one to prefer."""
+    if rules.vetting_min_age > 0 and now is not None:
+        return txn.scalar(
+            "SELECT r.address FROM reputation r WHERE r.status = 'ok' AND r.passes >= ? AND EXISTS "
+            "(SELECT 1 FROM tokens t WHERE t.address = r.address AND t.created <= ?) LIMIT 1",
+            (rules.vetting_audits, now - rules.vetting_min_age)) is not None
     return txn.scalar("SELECT address FROM reputation WHERE status = 'ok' AND passes >= ? LIMIT 1",
                       (rules.vetting_audits,)) is not None
 
 
-def take_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool) -> bool:
+def take_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool, now: float | None = None) -> bool:
     """Count one newly assigned contract of ``protocol``; for a farmer that is not preferred (not
     vetted yet, or on probation: see :func:`eligible_txn`) only while their share stays within
     ``vetting_share`` (one guarded UPDATE of the counter row: concurrent assignments queue on its
@@ -500,7 +507,7 @@ def take_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool) -> bo
         txn.execute("UPDATE vetting SET total = total * ? + 1, unvetted = unvetted * ? WHERE protocol = ?",
                     (keep, keep, protocol))
         return True
-    if not anyone_vetted_txn(txn, rules):
+    if not anyone_vetted_txn(txn, rules, now):
         return True
     # the same test as assignments.allows, on the locked row
     return txn.execute(
@@ -509,9 +516,9 @@ def take_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool) -> bo
         (keep, keep, protocol, keep, rules.vetting_share, keep)).rowcount > 0
 
 
-def untake_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool) -> None:
+def untake_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool, now: float | None = None) -> None:
     """Give back a share taken for an assignment that did not happen (same transaction)."""
-    if not preferred and not anyone_vetted_txn(txn, rules):
+    if not preferred and not anyone_vetted_txn(txn, rules, now):
         return  # nothing was counted
     keep = assignments.keep(rules.vetting)
     txn.execute("UPDATE vetting SET total = (total - 1) / ?, unvetted = (unvetted - ?) / ? WHERE protocol = ?",
@@ -583,9 +590,9 @@ def online_windows_txn(txn: Txn, rules: Rules, now: float, limit: int = 500) -> 
     """Count the finished online windows of (at most ``limit``) farmers not counted up to the last
     one (domain/online.py ``count_windows``): each window once per farmer, online when it made a
     request in it, offline otherwise, in the online score; then the offline suspension or its end
-    (``offline_change``) and the node's vetted verdict. Farmers without an active contract are not
-    counted (nothing of theirs is at stake), only moved on. Windows the node itself did not run
-    through are not counted for anyone. Returns (farmers counted, more left)."""
+    (``offline_change``) and the node's vetted verdict. A farmer suspended for being offline loses
+    nothing more while away (``counted_for``). Windows the node itself did not run through are not
+    counted for anyone. Returns (farmers counted, more left)."""
     o = rules.online
     last = online.window_of(now, o) - 1
     swept = meta.get_txn(txn, ONLINE_SWEPT)
@@ -596,18 +603,14 @@ def online_windows_txn(txn: Txn, rules: Rules, now: float, limit: int = 500) -> 
         meta.set_txn(txn, ONLINE_SWEPT, str(last + 1).encode("ascii"))
     rows = txn.execute(
         "SELECT r.address, r.online_alpha, r.online_beta, r.online_window, r.status, r.passes, r.audit_alpha, "
-        "r.audit_beta, MAX(t.last_seen), MIN(t.created), "
-        "MAX(CASE WHEN EXISTS (SELECT 1 FROM contracts c WHERE c.token_id = t.id AND c.state = 'active') "
-        "THEN 1 ELSE 0 END) FROM reputation r JOIN tokens t ON t.address = r.address "
+        "r.audit_beta, MAX(t.last_seen), MIN(t.created) FROM reputation r JOIN tokens t ON t.address = r.address "
         "WHERE (r.online_window IS NULL OR r.online_window < ?) "
         "GROUP BY r.address, r.online_alpha, r.online_beta, r.online_window, r.status, r.passes, r.audit_alpha, "
         "r.audit_beta ORDER BY r.address LIMIT ?", (last, limit)).fetchall()
-    idle = [str(r[0]) for r in rows if not r[10]]
-    txn.update_in("UPDATE reputation SET online_window = ? WHERE address IN {ids}", idle, before=[last])
-    for address, alpha, beta, counted, status, passes, a_alpha, a_beta, seen, first, _ in (
-            r for r in rows if r[10]):
+    for address, alpha, beta, counted, status, passes, a_alpha, a_beta, seen, first in rows:
         seen = None if seen is None else float(seen)
-        w = online.count_windows(None if counted is None else int(counted), seen, now, o)
+        w = online.counted_for(str(status), online.count_windows(None if counted is None else int(counted), seen,
+                                                                 now, o))
         alpha, beta = online.decay(float(alpha), float(beta), w.successes, w.failures, o.lam)
         change = online.offline_change(str(status), online.score(alpha, beta), seen, now, o)
         preferred = vetted_of(rules, passes, a_alpha, a_beta, first, now)
@@ -619,7 +622,7 @@ def online_windows_txn(txn: Txn, rules: Rules, now: float, limit: int = 500) -> 
             args += [change, now, reason]
             txn.note(StandingChange(str(address), str(status), change, reason))
         txn.execute(f"UPDATE reputation SET {sets} WHERE address = ? AND status = ?", [*args, address, status])
-    return len(rows) - len(idle), len(rows) == limit
+    return len(rows), len(rows) == limit
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -386,16 +386,16 @@ def _take_chunks_txn(txn: Txn, token_hash: bytes, ip_hash: str | None, ip_limit:
     out: list[NewContract] = []
     total = 0
     while (max_chunks == 0 or len(out) < max_chunks) and total < size:
-        if not reputation.take_share_txn(txn, rules, 1, preferred):
+        if not reputation.take_share_txn(txn, rules, 1, preferred, now):
             break  # not vetted yet, and the unvetted share is used up
         chunk = pool_take_txn(txn, size - total)
         if chunk is None:
-            reputation.untake_share_txn(txn, rules, 1, preferred)
+            reputation.untake_share_txn(txn, rules, 1, preferred, now)
             break
         issued = issue(chunk)
         if issued is None:  # this chunk can never be verified (e.g. the node secret changed)
             discard_file_txn(txn, chunk.file_id, now)
-            reputation.untake_share_txn(txn, rules, 1, preferred)
+            reputation.untake_share_txn(txn, rules, 1, preferred, now)
             continue
         due = now + interval
         contract_id = insert_contract_txn(txn, row.id, chunk.file_id, now, interval, issued.index, due,

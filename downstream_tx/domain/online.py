@@ -106,6 +106,13 @@ def count_windows(counted: int | None, last_seen: float | None, now: float, rule
     return Windows(successes, last - first + 1 - successes, last)
 
 
+def counted_for(status: str, windows: Windows) -> Windows:
+    """What a farmer's count of windows does to its online score: a farmer already suspended for
+    being offline loses nothing more while it stays away (else a long absence would cost as long a
+    return), its online windows still count."""
+    return Windows(windows.successes, 0, windows.counted) if status == OFFLINE else windows
+
+
 def offline_change(status: str, online_score: float, last_seen: float | None, now: float,
                    rules: OnlineRules) -> str | None:
     """The offline status change a new online score causes, or None: ok → offline when the score is
