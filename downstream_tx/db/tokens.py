@@ -152,8 +152,8 @@ class TokenStore:
             ))
             txn.execute(
                 "INSERT INTO tokens (token_hash, farmer_id, address, ip_hash, location, country, message, signature, "
-                "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (token_hash, farmer_id, address, ip_hash, location, country, message, signature, now),
+                "created, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # asking for it: a request
+                (token_hash, farmer_id, address, ip_hash, location, country, message, signature, now, now),
             )
             token_id = txn.lastrowid
             reputation.ensure_txn(txn, [address], self.rules)  # the farmer (its address) has a reputation

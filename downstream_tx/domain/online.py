@@ -91,14 +91,14 @@ class Windows:
 
 
 def count_windows(counted: int | None, last_seen: float | None, now: float, rules: OnlineRules) -> Windows:
-    """The finished online windows after ``counted`` (None: only the last finished one) up to the
-    one before ``now``'s: window k was online when the farmer was seen in it or later
+    """The finished online windows after ``counted`` (None: a farmer not counted yet, whose count
+    starts now: nothing) up to the one before ``now``'s: window k was online when the farmer was seen in it or later
     (``last_seen`` ≥ its start: every first request of a window writes), offline otherwise. Those
     seen come first in time, the offline ones last."""
     last = window_of(now, rules) - 1
-    first = last if counted is None else counted + 1
-    if first > last:
+    if counted is None or counted >= last:
         return Windows(0, 0, last if counted is None else counted)
+    first = counted + 1
     if last_seen is None:
         return Windows(0, last - first + 1, last)
     seen_until = window_of(last_seen, rules)  # windows up to this one were seen (or are unknown)
