@@ -314,7 +314,8 @@ def test_reputation_store(stores, clock):
     errors = run(rep.of_addresses([ADDRESS]))[ADDRESS]
     # a new farmer's unknown score starts at its steady state (α = 1 / (1 - 0.98)): two errors, 0.98²
     assert errors.errors == 2 and round(errors.unknown_score, 6) == 0.9604
-    assert run(rep.counts()) == {"ok": 2, "suspended": 0, "disqualified": 0, "contained": 0, "unvetted": 2}
+    assert run(rep.counts()) == {"ok": 2, "suspended": 0, "offline": 0, "disqualified": 0, "contained": 0,
+                                 "unvetted": 2}
     assert run(rep.vetting()) == {0: (0.0, 0.0), 1: (0.0, 0.0)}
     # disqualified by hand: the sweep ends its contracts (none here) once, reinstate lifts it
     run(stores.db.run("dq", lambda txn: txn.execute(

@@ -106,9 +106,8 @@ def coefficients(successes: int, failures: int, lam: float = LAMBDA) -> tuple[fl
     """``(scale, alpha_add, beta_add)`` such that ``successes`` successes then ``failures``
     failures (weight 1) turn ``(alpha, beta)`` into ``(scale·alpha + alpha_add, scale·beta +
     beta_add)``: ``scale = λ^(k+m)``, ``alpha_add = λ^m·(1 - λ^k)/(1 - λ)``, ``beta_add = (1 - λ^m)/(1 - λ)``."""
-    k, m = successes, failures
-    geometric = (lambda n: float(n)) if lam == 1 else (lambda n: (1 - lam ** n) / (1 - lam))
-    return lam ** (k + m), lam ** m * geometric(k), geometric(m)
+    alpha_add, beta_add = online.decay(0.0, 0.0, successes, failures, lam)  # the one closed form (domain/)
+    return lam ** (successes + failures), alpha_add, beta_add
 
 
 def score(alpha: float, beta: float) -> float:
@@ -690,7 +689,7 @@ def of_addresses_txn(txn: Txn, addresses: Sequence[str]) -> dict[str, Reputation
 
 def counts_txn(txn: Txn, vetting_audits: int) -> dict[str, int]:
     """Farmers by standing (the metrics): ok, suspended, disqualified, contained, unvetted."""
-    out = {OK: 0, SUSPENDED: 0, DISQUALIFIED: 0}
+    out = {OK: 0, SUSPENDED: 0, OFFLINE: 0, DISQUALIFIED: 0}
     for status, n in txn.execute("SELECT status, COUNT(*) FROM reputation GROUP BY status").fetchall():
         out[str(status)] = int(n)
     out["contained"] = int(txn.scalar(
