@@ -27,7 +27,8 @@ SORT_COLUMNS = {
 #: sort keys the dashboard adds (its farmer list also orders by the farmer's standing): the reputation
 #: of the token's address, joined only for these
 STANDING_SORTS = {
-    # disqualified, suspended (errors or offline), contained (a contract of the address is asked a missed challenge again), the rest
+    # disqualified, suspended (errors or offline), contained (a contract of the address is asked a missed
+    # challenge again), the rest
     "standing": "CASE COALESCE(r.status, 'ok') WHEN 'disqualified' THEN 3 WHEN 'suspended' THEN 2 "
                 "WHEN 'offline' THEN 2 ELSE "
                 "CASE WHEN EXISTS (SELECT 1 FROM contracts cc JOIN tokens ct ON ct.id = cc.token_id "
