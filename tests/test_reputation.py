@@ -634,3 +634,15 @@ def test_replicas_go_to_distinct_addresses_and_networks(make, clock, tmp_path):
     off = make(distinct_networks=False)  # a single-network setup (the same database): only addresses count
     tokens = [run(off.v0.create_token(make_address(i))) for i in (8, 9)]
     assert [run(off.v0.get_chunk(t, "203.0.113.5")).file_hash for t in tokens] == [h, h]
+
+
+def test_the_repair_of_a_lost_replica_follows_the_same_rule(make, clock, tmp_path):
+    node = make(distinct_networks=True)
+    h = add_test_file(node, tmp_path, redundancy=2)
+    tokens = {n: run(node.v0.create_token(make_address(n))) for n in range(1, 5)}
+    assert run(node.v0.get_chunk(tokens[1], "203.0.113.5")).file_hash == h
+    assert run(node.v0.get_chunk(tokens[2], "198.51.100.1")).file_hash == h
+    run(node.v0.end_contract(tokens[2], h))  # a replica is lost: the file is below its target again
+    assert file_replicas(node, h) == 1
+    assert refused(node.v0.get_chunk(tokens[3], "203.0.113.200")).status == "no_chunks"  # the holder's /24
+    assert run(node.v0.get_chunk(tokens[4], "192.0.2.1")).file_hash == h
