@@ -600,6 +600,10 @@ def online_windows_txn(txn: Txn, rules: Rules, now: float, limit: int = 500) -> 
                     (last, last))
     if swept is None or int(swept) != last + 1:
         meta.set_txn(txn, ONLINE_SWEPT, str(last + 1).encode("ascii"))
+    # nearly every pass (every tick) has nothing to count: two index lookups say so
+    if txn.scalar("SELECT address FROM reputation WHERE online_window < ? LIMIT 1", (last,)) is None and \
+            txn.scalar("SELECT address FROM reputation WHERE online_window IS NULL LIMIT 1") is None:
+        return 0, False
     rows = txn.execute(
         "SELECT r.address, r.online_alpha, r.online_beta, r.online_window, r.status, r.passes, r.audit_alpha, "
         "r.audit_beta, MAX(t.last_seen), MIN(t.created) FROM reputation r JOIN tokens t ON t.address = r.address "
