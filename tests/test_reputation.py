@@ -646,3 +646,23 @@ def test_the_repair_of_a_lost_replica_follows_the_same_rule(make, clock, tmp_pat
     assert file_replicas(node, h) == 1
     assert refused(node.v0.get_chunk(tokens[3], "203.0.113.200")).status == "no_chunks"  # the holder's /24
     assert run(node.v0.get_chunk(tokens[4], "192.0.2.1")).file_hash == h
+
+
+def test_v1_a_silent_farmer_is_offline_not_failing(make, clock):
+    node = make(seeded_pool="4096:4", seeded_challenges=4, seeded_interval=V1_INTERVAL, max_tokens_per_ip=0,
+                containment_retries=1, late_grace=0, last_seen_every=5)
+    run(node.pool.refill())
+    silent = run(node.v1.new_token(ADDRESS, None))["token"]
+    active = run(node.v1.new_token(make_address(2), None))["token"]
+    run(node.v1.chunks(silent, None, 4096))
+    run(node.v1.chunks(active, None, 4096))
+    clock.advance(V1_INTERVAL)  # both fetched their chunk in the window: both contained
+    assert run(node.expiry.expire()).contained == 2
+    clock.advance(V1_INTERVAL / 2)
+    run(node.v1.challenges(active, None))  # the active one asks for its challenge, never answers
+    clock.advance(V1_INTERVAL / 2)
+    result = run(node.expiry.expire())
+    assert (result.contained, result.failed) == (0, 2)  # both contracts fail
+    reps = run(node.core.stores.reputation.of_addresses([ADDRESS, make_address(2)]))
+    assert (reps[ADDRESS].misses, reps[ADDRESS].audit_score) == (0, 1.0)  # offline: no audit failure
+    assert reps[make_address(2)].misses == 1 and reps[make_address(2)].audit_score < 1.0
