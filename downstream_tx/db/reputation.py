@@ -606,7 +606,7 @@ def online_windows_txn(txn: Txn, rules: Rules, now: float, limit: int = 500) -> 
         return 0, False
     rows = txn.execute(
         "SELECT r.address, r.online_alpha, r.online_beta, r.online_window, r.status, r.passes, r.audit_alpha, "
-        "r.audit_beta, MAX(t.last_seen), MIN(t.created) FROM reputation r JOIN tokens t ON t.address = r.address "
+        "r.audit_beta, MAX(t.last_seen), MIN(t.created) FROM reputation r LEFT JOIN tokens t ON t.address = r.address "
         "WHERE (r.online_window IS NULL OR r.online_window < ?) "
         "GROUP BY r.address, r.online_alpha, r.online_beta, r.online_window, r.status, r.passes, r.audit_alpha, "
         "r.audit_beta ORDER BY r.address LIMIT ?", (last, limit)).fetchall()
