@@ -46,8 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from downstream_tx.config import load_config  # noqa: E402
 from downstream_tx.core.reputation import rules_of  # noqa: E402
-from downstream_tx.db.reputation import coefficients, initial_alpha, score  # noqa: E402
 from downstream_tx.domain import online  # noqa: E402
+from downstream_tx.domain.rules import initial_alpha  # noqa: E402
+from downstream_tx.domain.scores import coefficients, score  # noqa: E402
 
 DAY, HOUR, WEEK = 86400.0, 3600.0, 7 * 86400.0
 

@@ -1,5 +1,5 @@
-"""The fair-verdict rules as pure functions (downstream_tx/domain: online.py, placement.py,
-assignments.py): no database, no reactor."""
+"""The fair-verdict rules as pure functions (downstream_tx/domain: online.py, placement.py, and
+vetting.py's share of recent assignments): no database, no reactor."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from downstream_tx.domain import assignments, online, placement
-from downstream_tx.domain.online import OFFLINE, OK, OnlineRules
+from downstream_tx.domain import online, placement, vetting
+from downstream_tx.domain.rules import OFFLINE, OK, OnlineRules, Rules
 
 W = OnlineRules(window=100.0, lam=0.9, threshold=0.5, grace=300.0, seen_every=10.0)
 
@@ -121,15 +121,30 @@ def test_may_hold_distinct_addresses_and_networks():
 
 # --- vetting by a share of recent assignments -------------------------------------------------------
 
-V = assignments.VettingRules(audits=100, share=0.05, window=1000, min_age=3600, dq_threshold=0.96)
+V = Rules(vetting_audits=100, vetting_share=0.05, vetting_window=1000, vetting_min_age=3600, dq_threshold=0.96)
 
 
-def test_vetted_needs_passes_the_probation_mark_and_the_age():
-    assert assignments.vetted(100, 0.98, 3600, V)
-    assert not assignments.vetted(99, 1.0, 1e9, V)
-    assert not assignments.vetted(100, 0.979, 1e9, V)
-    assert not assignments.vetted(100, 1.0, 3599, V)
-    assert assignments.probation_mark(0.96) == pytest.approx(0.98)
+def test_preferred_needs_passes_the_probation_mark_and_the_age():
+    def pref(passes, score, age):  # an audit score as (alpha, beta)
+        return vetting.preferred(passes, score * 1000, (1 - score) * 1000, age, V)
+
+    assert pref(100, 0.98, 3600)
+    assert not pref(99, 1.0, 1e9)
+    assert not pref(100, 0.979, 1e9)
+    assert not pref(100, 1.0, 3599)
+    assert vetting.probation_mark(V) == pytest.approx(0.98)
+
+
+def test_an_offline_farmer_is_not_eligible():
+    with pytest.raises(vetting.NotEligible) as e:
+        vetting.eligible(OFFLINE, 500, 1000.0, 0.0, False, V)
+    assert e.value.reason == OFFLINE
+
+
+def test_nothing_is_counted_while_nobody_is_vetted():
+    assert vetting.share(False, anyone_vetted=False) == vetting.Share(0, False, counted=False)
+    assert vetting.share(False, anyone_vetted=True) == vetting.Share(1, True)
+    assert vetting.share(True, anyone_vetted=True) == vetting.Share(0, False)
 
 
 @given(st.integers(1, 5000))
@@ -138,12 +153,12 @@ def test_a_new_farmer_gets_a_contract_within_about_one_over_share_assignments(n_
     share lets one through after at most ~1/share more."""
     total, unvetted = 0.0, 0.0
     for _ in range(n_vetted):
-        total, unvetted = assignments.counted(total, unvetted, False, V)
+        total, unvetted = vetting.counted(total, unvetted, False, V)
     waited = 0
-    while not assignments.allows(total, unvetted, V):
-        total, unvetted = assignments.counted(total, unvetted, False, V)
+    while not vetting.within_share(total, unvetted, V):
+        total, unvetted = vetting.counted(total, unvetted, False, V)
         waited += 1
-    assert waited <= math.ceil(1 / V.share)
+    assert waited <= math.ceil(1 / V.vetting_share)
 
 
 @given(st.lists(st.booleans(), max_size=3000))
@@ -152,7 +167,7 @@ def test_the_share_of_recent_assignments_holds(wants):
     forgetting counters."""
     total = unvetted = 0.0
     for to_unvetted in wants:
-        if to_unvetted and not assignments.allows(total, unvetted, V):
+        if to_unvetted and not vetting.within_share(total, unvetted, V):
             continue
-        total, unvetted = assignments.counted(total, unvetted, to_unvetted, V)
-        assert unvetted <= V.share * total + 1e-9
+        total, unvetted = vetting.counted(total, unvetted, to_unvetted, V)
+        assert unvetted <= V.vetting_share * total + 1e-9

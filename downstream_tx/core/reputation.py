@@ -8,19 +8,12 @@ from typing import Any
 from twisted.logger import Logger
 
 from downstream_tx.config import Config
-from downstream_tx.db.reputation import (
-    DISQUALIFIED,
-    OFFLINE,
-    SUSPENDED,
-    ContainmentChange,
-    NotEligible,
-    Reputation,
-    Rules,
-    StandingChange,
-    SweepResult,
-)
-from downstream_tx.domain.online import OnlineRules
+from downstream_tx.db.reputation import Reputation, SweepResult
+from downstream_tx.domain.containment import ContainmentChange
 from downstream_tx.domain.placement import PlacementRules
+from downstream_tx.domain.rules import DISQUALIFIED, OFFLINE, SUSPENDED, OnlineRules, Rules
+from downstream_tx.domain.standing import REINSTATABLE, StandingChange
+from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import FORBIDDEN, NOT_FOUND, REFUSED, NodeError
 from downstream_tx.times import iso_utc
 
@@ -181,7 +174,7 @@ class ReputationService:
         before = await self.core.stores.reputation.reinstate(address, self.core.now())
         if before is None:
             raise NodeError(NOT_FOUND, "no_farmer", f"no farmer has address {address}")
-        if before not in (DISQUALIFIED, SUSPENDED):
+        if before not in REINSTATABLE:
             raise NodeError(REFUSED, "not_disqualified", f"farmer {address} is not disqualified or suspended (its "
                                                          f"status is {before}): nothing to reinstate, nothing changed")
         log.info("farmer {address} reinstated by the operator (was {before})", address=address, before=before)

@@ -13,6 +13,7 @@ from downstream_tx.db import archive, ratelimits, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import end_where_txn
 from downstream_tx.domain.online import DEFAULT_ONLINE, OnlineRules, should_record
+from downstream_tx.domain.rules import Rules
 
 TOKEN_COLUMNS = "id, farmer_id, address, ip_hash, hbcount, created, location, last_seen"
 
@@ -122,12 +123,10 @@ def summary_for_tokens_txn(txn: Txn, token_ids: Sequence[int]) -> dict[str, int]
 
 
 class TokenStore:
-    #: the node's reputation rules (``Stores`` sets them): when a request writes last_seen, a new
-    #: farmer's scores
-    rules: reputation.Rules = reputation.DEFAULT_RULES
-
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, rules: Rules | None = None):
         self.db = db
+        #: the node's reputation rules: when a request writes last_seen, a new farmer's scores
+        self.rules = rules or Rules()
 
     def create(self, token_hash: bytes, farmer_id: str, address: str, ip_hash: str | None, now: float,
                admit: Callable[[TokenFacts], None], message: str | None = None, signature: str | None = None,

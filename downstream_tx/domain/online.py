@@ -25,24 +25,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-OK, OFFLINE = "ok", "offline"
+from downstream_tx.domain.rules import DEFAULT_ONLINE, OFFLINE, OK, OnlineRules
+from downstream_tx.domain.scores import coefficients, score
 
-
-@dataclass(frozen=True)
-class OnlineRules:
-    #: seconds per online window (``online_window``)
-    window: float = 3600.0
-    #: forgetting factor of the online score per window (``online_lambda``)
-    lam: float = 0.97
-    #: online score under which a farmer unseen for ``grace`` is suspended (``offline_threshold``; 0: never)
-    threshold: float = 0.5
-    #: seconds a farmer must be unseen before an offline suspension (``offline_grace``)
-    grace: float = 4 * 3600.0
-    #: the least seconds between two writes of one token's last_seen (``last_seen_every``)
-    seen_every: float = 60.0
-
-
-DEFAULT_ONLINE = OnlineRules()
+__all__ = ["DEFAULT_ONLINE", "OFFLINE", "OK", "OnlineRules", "Windows", "count_windows", "counted_for", "decay",
+           "offline_change", "score", "should_record", "was_active", "window_of"]
 
 
 def window_of(t: float, rules: OnlineRules) -> int:
@@ -67,17 +54,9 @@ def was_active(last_seen: float | None, deadline: float, interval: float, rules:
 
 def decay(alpha: float, beta: float, successes: int, failures: int, lam: float) -> tuple[float, float]:
     """``successes`` successes, then ``failures`` failures (weight 1 each) applied to a beta
-    reputation ``(alpha, beta)`` with forgetting factor ``lam``, in closed form."""
-    def geometric(n: int) -> float:
-        return float(n) if lam == 1 else (1 - lam ** n) / (1 - lam)
-
-    alpha = alpha * lam ** (successes + failures) + lam ** failures * geometric(successes)
-    beta = beta * lam ** (successes + failures) + geometric(failures)
-    return alpha, beta
-
-
-def score(alpha: float, beta: float) -> float:
-    return alpha / (alpha + beta) if alpha + beta > 0 else 1.0
+    reputation ``(alpha, beta)`` with forgetting factor ``lam`` (the closed form of domain/scores.py)."""
+    scale, alpha_add, beta_add = coefficients(successes, failures, lam)
+    return alpha * scale + alpha_add, beta * scale + beta_add
 
 
 @dataclass(frozen=True)

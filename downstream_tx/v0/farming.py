@@ -26,9 +26,9 @@ from downstream_tx.core.tokens import (
 from downstream_tx.db import downloads
 from downstream_tx.db.contracts import Assignment
 from downstream_tx.db.downloads import DownloadRules
-from downstream_tx.db.reputation import NotEligible
 from downstream_tx.db.tokens import TokenFacts, UnknownToken
 from downstream_tx.domain import placement
+from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND, NodeError
 from downstream_tx.v0.capability import Capability, key_hash, new_key, parse_capability
 from downstream_tx.v0.challenges import ChallengeSupply
@@ -125,9 +125,9 @@ class V0Farming:
     async def due(self, token: str, limit: int = DUE_PAGE, page: int = 0) -> tuple[list[dict], list[dict]]:
         """``/due``: (a page of ``limit`` active contracts of a token, oldest first, and those of
         them with an outstanding challenge)."""
-        now = self.core.now()
         _, rows = await self._call(self.core.stores.contracts.of_token(token_hash_of(token), limit, limit * page,
-                                                                       now))
+                                                                       self.core.now()))
+        now = self.core.now()
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
         return rows, outstanding
 
@@ -135,7 +135,7 @@ class V0Farming:
                      arrived: float | None = None) -> str:
         """``/challenge``: check an answer, ``"pass"``, ``"late_pass"`` (it arrived after the deadline,
         within ``late_grace``) or ``"fail"`` (one attempt per challenge). ``arrived``: when the
-        request reached the node (default now); it is judged by that time (db/late.py). A malformed
+        request reached the node (default now); it is judged by that time (domain/verdicts.py). A malformed
         response (400 ``invalid_response``) from a live token counts against its farmer's
         unknown-error score; a malformed token or file hash is not attributable and counts nothing."""
         file_hash = parse_file_hash(file_hash)
