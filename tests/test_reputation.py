@@ -396,7 +396,7 @@ def test_a_vetted_farmer_on_probation_shares_the_vetting_share(make, clock, tmp_
 @pytest.mark.parametrize(("total", "unvetted", "preferred"), [(10000.0, 300.0, True), (40.0, 1.0, False),
                                                             (40.0, 3.0, False), (0.0, 0.0, False)])
 def test_the_vetting_counters_forget_as_the_rule_says(make, clock, tmp_path, total, unvetted, preferred):
-    """The guarded UPDATE and domain/assignments.py agree: what it counts, and whether it allows."""
+    """The guarded UPDATE and domain/vetting.py agree: what it counts, and whether it allows."""
     node = make(vetting_window=100, vetting_share=0.05)
     rules = node.core.stores.reputation.rules
     vetted = Farmer(node, make_address(1))
