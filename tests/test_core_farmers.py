@@ -64,6 +64,7 @@ def test_delete_token(node):
 def test_last_seen_is_the_farmers_last_request_on_both_protocols(tmp_path, db_url, clock):
     """Not the contract's start while a challenge is unanswered: any request of the farmer, v0 or v1
     (recorded at most every last_seen_every seconds)."""
+    from downstream_tx.core.tokens import hash_token
     from support import add_test_file
 
     node = make_node(make_config(tmp_path, db_url, seeded_pool="4096:2", seeded_challenges=4,
@@ -82,3 +83,6 @@ def test_last_seen_is_the_farmers_last_request_on_both_protocols(tmp_path, db_ur
     clock.advance(3)  # within last_seen_every: not written again
     run(node.v0.due(v0))
     assert run(node.farmers.summaries([farmer_id(v0)]))[0].last_seen == clock.seconds() - 3
+    clock.advance(10)  # a malformed answer is a request of the farmer too
+    run(node.core.stores.reputation.record_errors(hash_token(v0), 1, clock.seconds()))
+    assert run(node.farmers.summaries([farmer_id(v0)]))[0].last_seen == clock.seconds()

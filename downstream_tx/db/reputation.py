@@ -505,10 +505,14 @@ class ReputationStore:
         no live token: nothing is counted)."""
 
         def body(txn: Txn) -> str | None:
-            address = txn.scalar("SELECT address FROM tokens WHERE token_hash = ? AND deleted IS NULL", (token_hash,))
-            if address is not None:
-                record_errors_txn(txn, self.rules, now, address, errors)
-            return address
+            row = txn.execute("SELECT id, address, last_seen FROM tokens WHERE token_hash = ? AND deleted IS NULL",
+                              (token_hash,)).fetchone()
+            if row is None:
+                return None
+            if online.should_record(None if row[2] is None else float(row[2]), now, self.rules.online):
+                txn.execute("UPDATE tokens SET last_seen = ? WHERE id = ?", (now, row[0]))  # a request too
+            record_errors_txn(txn, self.rules, now, str(row[1]), errors)
+            return str(row[1])
 
         return self.db.run("reputation_errors", body)
 
