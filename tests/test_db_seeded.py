@@ -8,9 +8,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from downstream_tx.errors import NodeError
 from downstream_tx.heartbeat import HeartbeatError
-from support import ADDRESS, challenges_of, make_address, report_of, run
+from support import ADDRESS, challenges_of, make_address, refused, report_of, run
 from support.v1 import INTERVAL, prove
 
 IP = "10.1.2.3"
@@ -24,12 +23,6 @@ def make(seeded_nodes):
 @pytest.fixture
 def node(make):
     return make()
-
-
-def refused(d) -> NodeError:
-    with pytest.raises(NodeError) as e:
-        run(d)
-    return e.value
 
 
 # --- ids, the pool, the limits -------------------------------------------------------------------------

@@ -13,11 +13,10 @@ from twisted.logger import LogLevel, formatEvent
 from downstream_tx import bitcoin
 from downstream_tx import wire as shared
 from downstream_tx.db.seeded import PoolChunk, V1Contract
-from downstream_tx.errors import NodeError
 from downstream_tx.heartbeat import Proof
 from downstream_tx.metrics import Metrics
 from downstream_tx.v1 import farming, wire
-from support import ADDRESS, challenges_of, make_address, report_of, run
+from support import ADDRESS, challenges_of, make_address, refused, report_of, run
 from support.v1 import INTERVAL, SIGNATURE, prove
 
 IP = "10.1.2.3"
@@ -35,12 +34,6 @@ def node(make):
 
 def new_token(node, address=ADDRESS, ip=IP) -> str:
     return run(node.v1.new_token(address, ip))["token"]
-
-
-def refused(d) -> NodeError:
-    with pytest.raises(NodeError) as e:
-        run(d)
-    return e.value
 
 
 def contract(node, cid: int) -> dict:
