@@ -24,7 +24,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from downstream_tx.db import reputation
+from downstream_tx.db import counters, reputation
 from downstream_tx.db.database import Txn
 
 #: what the v0 timer keeps of a window it turns (its issuing UPDATE puts these first, so that they
@@ -102,12 +102,15 @@ def record_txn(txn: Txn, row: AnswerRow, verdict: Verdict) -> int:
     late = int(verdict.late)
     if verdict.which == CURRENT:
         if verdict.status == PASS:
-            txn.execute("UPDATE contracts SET answered = 1, passes = passes + 1, late_passes = late_passes + ?, "
-                        "run = 0, contained = 0 WHERE id = ? AND answered = 0 AND challenge_id = ?",
-                        (late, row.id, row.challenge_id))
+            changed = txn.execute("UPDATE contracts SET answered = 1, passes = passes + 1, "
+                                  "late_passes = late_passes + ?, run = 0, contained = 0 "
+                                  "WHERE id = ? AND answered = 0 AND challenge_id = ?",
+                                  (late, row.id, row.challenge_id)).rowcount
+            txn.count({counters.unanswered(0): -changed})  # (the row is an active v0 contract)
             return 0
-        txn.execute("UPDATE contracts SET answered = 1, fails = fails + 1, run = run + 1, contained = 0 WHERE id = ? "
-                    "AND answered = 0 AND challenge_id = ?", (row.id, row.challenge_id))
+        changed = txn.execute("UPDATE contracts SET answered = 1, fails = fails + 1, run = run + 1, contained = 0 "
+                              "WHERE id = ? AND answered = 0 AND challenge_id = ?", (row.id, row.challenge_id)).rowcount
+        txn.count({counters.unanswered(0): -changed})
         return row.run + 1
     # the previous challenge: the timer counted a miss for it (prev_missed) and moved on
     missed = int(row.prev_missed)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from downstream_tx.db import files, meta, reputation
+from downstream_tx.db import counters, files, meta, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.tokens import lookup_txn, use_from_ip_txn
 
@@ -194,6 +194,7 @@ def insert_contract_txn(txn: Txn, token_id: int, file_id: int, now: float, inter
         (token_id, file_id, now, interval, seq, now, due, due, *sealed),
     )
     contract_id = txn.lastrowid
+    txn.count({counters.ACTIVE: 1, counters.unanswered(1): 1})
     txn.execute("INSERT INTO contract_tags (contract_id, tag) VALUES (?, ?)", (contract_id, tag))
     txn.execute("UPDATE files SET replicas = 1 WHERE id = ?", (file_id,))
     return contract_id
@@ -230,20 +231,27 @@ def active_ids_txn(txn: Txn, token_id: int) -> list[int]:
     ).fetchall()]
 
 
-def set_challenges_txn(txn: Txn, updates: Sequence[Refresh]) -> None:
+def set_challenges_txn(txn: Txn, updates: Sequence[Refresh], answered: set[int]) -> None:
     """Store newly issued challenges; the expiration becomes the new due time (a row written before
     schema step 5 becomes sealed and loses its JSON). Guarded on the old due time, so a retried
     transaction changes nothing twice. One statement per chunk on MariaDB (PyMySQL's executemany
-    sends an UPDATE per row: a round trip per refreshed contract)."""
+    sends an UPDATE per row: a round trip per refreshed contract). ``answered``: the ids among them
+    whose ``answered`` is 1 (read under the row locks)."""
     moving = ["seq", "due", "deadline", "issued", "answered"]
-    # a sealed state changes only its seed and HMAC per challenge (a server engine escapes every value sent)
-    txn.update_by_id("contracts", ["hb_seed", "hb_hmac", *moving],
-                     [(r.id, r.sealed.seed, r.sealed.hmac, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due)
-                      for r in updates if not r.legacy], where="state = 'active'", match=["due"])
-    txn.update_by_id("contracts", ["hb_seed", "hb_n", "hb_root", "hb_hmac", "hb_time", "hb_state", "hb_challenge",
-                                   *moving],
-                     [(r.id, *r.sealed, None, None, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due)
-                      for r in updates if r.legacy], where="state = 'active'", match=["due"])
+    # the unanswered counter: a refresh of an answered contract makes it unanswered (guarded on the
+    # old ``answered`` as well, so what is counted is what changed)
+    for was in (1, 0):
+        part = [r for r in updates if (r.id in answered) == was]
+        # a sealed state changes only its seed and HMAC per challenge (a server engine escapes every value sent)
+        changed = txn.update_by_id(
+            "contracts", ["hb_seed", "hb_hmac", *moving],
+            [(r.id, r.sealed.seed, r.sealed.hmac, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due, was)
+             for r in part if not r.legacy], where="state = 'active'", match=["due", "answered"])
+        changed += txn.update_by_id(
+            "contracts", ["hb_seed", "hb_n", "hb_root", "hb_hmac", "hb_time", "hb_state", "hb_challenge", *moving],
+            [(r.id, *r.sealed, None, None, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due, was)
+             for r in part if r.legacy], where="state = 'active'", match=["due", "answered"])
+        txn.count({counters.unanswered(1): changed * was})
 
 
 class AnswerLost(NamedTuple):
@@ -282,6 +290,7 @@ def record_answers_txn(txn: Txn, token_id: int, passes: dict[int, int], fails: S
         where="answered = 0 AND state = 'active' AND deadline > ?", args=[now])
     if counted != len(passes):
         raise Contended()
+    txn.count({counters.unanswered(1): -counted})
     if counted:
         txn.execute("UPDATE tokens SET hbcount = hbcount + ? WHERE id = ?", (counted, token_id))
     txn.update_in("UPDATE contracts SET fails = fails + 1 WHERE id IN {ids} AND answered = 0", fails)
@@ -365,8 +374,10 @@ def expire_txn(txn: Txn, now: float, limit: int = 5000,
     result.failed_ids = failed
     # set-based; ``ended = deadline``: each contract ends at its own expiration
     for ids, state, reason, miss in ((ended, "ended", "expired", 0), (failed, "failed", "missed", 1)):
-        txn.update_in("UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ? "
-                      "WHERE id IN {ids} AND state = 'active'", ids, before=[state, reason, miss])
+        n = txn.update_in("UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ? "
+                          "WHERE id IN {ids} AND state = 'active'", ids, before=[state, reason, miss])
+        # (locked, active: every one changed; the failed ones were unanswered)
+        txn.count({counters.ACTIVE: -n, counters.state(state): n, counters.unanswered(1): -n * miss})
     txn.update_in("DELETE FROM contract_tags WHERE contract_id IN {ids}", [int(cid) for cid, _, _, _ in rows])
     txn.update_in("UPDATE files SET replicas = 0, removed = ? WHERE id IN {ids} AND removed IS NULL",
                   [int(file_id) for _, file_id, _, _ in rows], before=[now])
@@ -456,8 +467,9 @@ class SeededStore:
         def body(txn: Txn):
             row = lookup_txn(txn, token_hash)
             wanted = active_ids_txn(txn, row.id) if ids is None else list(ids)
-            result, refreshes = plan(wanted, get_contracts_txn(txn, row.id, wanted))
-            set_challenges_txn(txn, refreshes)
+            found = get_contracts_txn(txn, row.id, wanted)
+            result, refreshes = plan(wanted, found)
+            set_challenges_txn(txn, refreshes, {cid for cid, c in found.items() if c.answered})
             return result
 
         return self._run(ids, "v1_challenge", body)

@@ -1,0 +1,12 @@
+-- Schema version 11: kept counters (db/counters.py; docs/operations.md, "Statistics").
+-- counters: the counts the stats job, dashboard and metrics read, kept by the writes that change
+-- them, in the same transaction: name (contracts.<state>, unanswered.<protocol>, tokens.live),
+-- slot (a server engine spreads concurrent writers over several rows; SQLite uses slot 0) and n.
+-- A counter's value is the sum of its slots. This step's filling from the existing rows is done by
+-- the code (db/counters.py: fill_txn), in bounded ranges of contract ids.
+CREATE TABLE counters (
+    name VARCHAR(64) NOT NULL,
+    slot INTEGER NOT NULL,
+    n BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, slot)
+);
