@@ -16,7 +16,8 @@ from twisted.internet import defer
 
 from downstream_tx.config import overdue_grace
 from downstream_tx.core.tokens import hash_token
-from downstream_tx.db import counters, overview, schema, stats
+from downstream_tx.db import counters, overview, schema, stats, status
+from downstream_tx.db.archive import latest
 from downstream_tx.db.tokens import UnknownToken
 from downstream_tx.errors import NodeError
 from downstream_tx.jobs.archive import archive_pass
@@ -70,6 +71,25 @@ def kept(txn, now: float, grace: float) -> dict:
             "dashboard_online": overview.farmers_online_txn(txn, now)}
 
 
+#: the status list's query before the per-token kept counts (db/status.py): the oracle
+OLD_LIST = (
+    f"SELECT t.farmer_id, t.address, t.location, {status._UPTIME} AS uptime, t.hbcount, "
+    "COALESCE(s.n, 0) AS contracts, COALESCE(s.size, 0) AS size, "
+    "CASE WHEN COALESCE(s.n, 0) > 0 THEN 1 ELSE 0 END AS online, "
+    "(SELECT MAX(COALESCE(c2.due, c2.deadline)) FROM contracts c2 WHERE c2.token_id = t.id) AS last_due, "
+    "a.last_due "
+    "FROM tokens t LEFT JOIN (SELECT c.token_id AS token_id, COUNT(*) AS n, SUM(f.size) AS size FROM contracts c "
+    "JOIN files f ON f.id = c.file_id WHERE c.state = 'active' AND c.deadline > ? GROUP BY c.token_id) s "
+    "ON s.token_id = t.id LEFT JOIN contract_totals a ON a.token_id = t.id WHERE t.deleted IS NULL{} "
+    "ORDER BY {}, t.id")
+
+
+def old_list(txn, now: float, online_only: bool, sort: str, descending: bool) -> list:
+    sql = OLD_LIST.format(" AND COALESCE(s.n, 0) > 0" if online_only else "",
+                          status.SORT_COLUMNS[sort] + (" DESC" if descending else ""))
+    return [status._farmer((*r[:8], latest(r[8], r[9]))) for r in txn.execute(sql, (now,)).fetchall()]
+
+
 def check(node) -> None:
     now, grace = node.core.now(), overdue_grace(node.config)
 
@@ -77,7 +97,14 @@ def check(node) -> None:
         values = counters.read_txn(txn)
         recount = counters.recount_txn(txn)
         assert {k: values.get(k, 0) for k in recount} == recount and set(values) <= set(recount), (values, recount)
+        assert counters.tokens_txn(txn) == counters.recount_tokens_txn(txn)
         assert kept(txn, now, grace) == scanned(txn, now, grace)
+        for online_only, sort, descending in ((False, "id", False), (True, "contracts", True), (False, "size", False),
+                                              (False, "online", True)):
+            assert status.farmers_txn(txn, now, online_only, sort, descending, None, 0) \
+                == old_list(txn, now, online_only, sort, descending), (online_only, sort)
+            assert status.farmers_txn(txn, now, online_only, sort, descending, 2, 1) \
+                == old_list(txn, now, online_only, sort, descending)[1:3]
 
     run(node.db.run("check", body))
 
@@ -256,10 +283,14 @@ def test_schema_step_11_fills_the_counters_from_an_existing_database(farm, tmp_p
             pass
     node = farm.node
     expected = run(node.db.run("recount", counters.recount_txn))
+    per_token = run(node.db.run("recount", counters.recount_tokens_txn))
+    assert len(per_token) >= 2
     assert expected[counters.state("active")] and expected[counters.state("failed")]
     assert expected[counters.unanswered(0)] and expected[counters.unanswered(1)]
     # back to version 10 (the table dropped), then upgraded in ranges of 2 contract ids
     run(node.db.run("down", lambda txn: (txn.execute("DROP TABLE counters"),
+                                          txn.execute("ALTER TABLE tokens DROP COLUMN active_contracts"),
+                                          txn.execute("ALTER TABLE tokens DROP COLUMN active_size"),
                                           txn.execute("UPDATE schema_version SET version = 10"))))
     old, schema.FILLS[11] = schema.FILLS[11], lambda txn: counters.fill_txn(txn, batch=2)
     try:
@@ -267,6 +298,7 @@ def test_schema_step_11_fills_the_counters_from_an_existing_database(farm, tmp_p
     finally:
         schema.FILLS[11] = old
     assert run(node.db.run("read", counters.read_txn)) == expected
+    assert run(node.db.run("read", counters.tokens_txn)) == per_token
     check(node)
 
 
@@ -282,8 +314,9 @@ def test_a_new_database_starts_with_every_counter_at_zero(tmp_path, db_url, cloc
 
 
 def test_the_stats_read_no_table_through(tmp_path, clock):
-    """SQLite's plan of every statement of the stats job and the overview over contracts: index
-    searches only (``SCAN`` only of the small tables: counters, tokens, reputation, the pool)."""
+    """SQLite's plan of every statement of the stats job, the overview and a status list page over
+    contracts: index searches only, each bounded by more than the state (``SCAN`` only of the small
+    tables: counters, tokens, reputation, the pool)."""
     db = open_test_db(make_config(tmp_path, None), clock)
     seen: list[tuple[str, tuple]] = []
 
@@ -306,6 +339,7 @@ def test_the_stats_read_no_table_through(tmp_path, clock):
         stats.counts_txn(recording, 1000.0, 10.0)
         overview.farmers_online_txn(recording, 1000.0)
         overview.farmers_total_txn(recording)
+        status.farmers_txn(recording, 1000.0, True, "contracts", True, 25, 0)
         return {sql: [row[3] for row in execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()] for sql, args in seen}
 
     try:

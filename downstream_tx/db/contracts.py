@@ -70,7 +70,7 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_fi
             "issued, deadline, answered, download_key) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0, ?)",
             (token_id, file_id, now, interval, challenge_id, now, deadline, download_key),
         )
-        txn.count({counters.ACTIVE: 1, counters.unanswered(V0): 1})
+        counters.start_txn(txn, V0, token_id, int(size))
         return Assignment(txn.lastrowid, file_id, file_hash, int(size), int(interval), seed, deadline)
     return None
 

@@ -16,12 +16,17 @@ The counters (every other count of the stats is an index range over the rows tha
 - ``unanswered.<protocol>``: active contracts whose ``answered`` is 0 (the challenges due, plus
   those past their deadline the timer has not visited yet);
 - ``tokens.live``: tokens not deleted.
+
+Per token, columns of ``tokens`` kept by the same writes (not deferred: a write changes its own
+token's row): ``active_contracts`` and ``active_size`` (its active contracts and their files'
+bytes), from which the status list counts each farmer's online contracts (``db/status.py``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from downstream_tx.db.database import COUNTER_SLOTS, Txn
 
@@ -48,24 +53,54 @@ def read_txn(txn: Txn) -> dict[str, int]:
     return {str(name): int(n) for name, n in txn.execute("SELECT name, SUM(n) FROM counters GROUP BY name").fetchall()}
 
 
-def ending(classes: Iterable[tuple[int, int]], new_state: str) -> dict[str, int]:
-    """The counter changes of active contracts of ``classes`` (``(protocol, answered)`` each) that
-    move to ``new_state``."""
+class Active(NamedTuple):
+    """What the counters need of an active contract that ends."""
+
+    protocol: int
+    answered: int
+    token_id: int
+    size: int
+
+
+def active_rows_txn(txn: Txn, ids: Sequence[int]) -> list[Active]:
+    """The active contracts among ``ids``, locked (``FOR UPDATE``: what a write that follows in
+    this transaction will change, not an older snapshot), with their files' sizes (which never
+    change: read without locking the files)."""
+    rows = txn.select_in("SELECT protocol, answered, token_id, file_id FROM contracts WHERE id IN {ids} "
+                         "AND state = 'active'" + txn.for_update(), sorted(ids))
+    sizes = files_size_txn(txn, {int(r[3]) for r in rows})
+    return [Active(int(p), int(a), int(t), sizes.get(int(f), 0)) for p, a, t, f in rows]
+
+
+def files_size_txn(txn: Txn, file_ids: Iterable[int]) -> dict[int, int]:
+    return {int(i): int(s) for i, s in txn.select_in("SELECT id, size FROM files WHERE id IN {ids}", sorted(file_ids))}
+
+
+def end_txn(txn: Txn, ended: Iterable[Active], new_state: str) -> None:
+    """Count active contracts that moved to ``new_state``: the counters, and each token's active
+    contracts and bytes (one UPDATE per token, in id order)."""
     out: Counter[str] = Counter()
-    for protocol, answered in classes:
+    per_token: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for row in ended:
         out[ACTIVE] -= 1
         out[state(new_state)] += 1
-        if not answered:
-            out[unanswered(protocol)] -= 1
-    return dict(out)
+        if not row.answered:
+            out[unanswered(row.protocol)] -= 1
+        per_token[row.token_id][0] -= 1
+        per_token[row.token_id][1] -= row.size
+    txn.count(dict(out))
+    add_to_tokens_txn(txn, per_token)
 
 
-def active_classes_txn(txn: Txn, ids: Sequence[int]) -> list[tuple[int, int]]:
-    """``(protocol, answered)`` of each active contract among ``ids``, locked (``FOR UPDATE``: what
-    a write that follows in this transaction will change, not an older snapshot)."""
-    return [(int(p), int(a)) for p, a in txn.select_in(
-        "SELECT protocol, answered FROM contracts WHERE id IN {ids} AND state = 'active'" + txn.for_update(),
-        sorted(ids))]
+def start_txn(txn: Txn, protocol: int, token_id: int, size: int, n: int = 1) -> None:
+    """Count ``n`` new active, unanswered contracts of ``token_id`` (``size`` bytes in all)."""
+    txn.count({ACTIVE: n, unanswered(protocol): n})
+    add_to_tokens_txn(txn, {token_id: (n, size)})
+
+
+def add_to_tokens_txn(txn: Txn, per_token: dict[int, Sequence[int]]) -> None:
+    txn.executemany("UPDATE tokens SET active_contracts = active_contracts + ?, active_size = active_size + ? "
+                    "WHERE id = ?", [(n, size, token_id) for token_id, (n, size) in sorted(per_token.items()) if n])
 
 
 def recount_txn(txn: Txn, batch: int = RECOUNT_BATCH) -> dict[str, int]:
@@ -91,11 +126,36 @@ def recount_txn(txn: Txn, batch: int = RECOUNT_BATCH) -> dict[str, int]:
     return dict(out)
 
 
+def recount_tokens_txn(txn: Txn, batch: int = RECOUNT_BATCH) -> dict[int, tuple[int, int]]:
+    """Each token's active contracts and their bytes counted from the rows (tokens without any
+    left out), in ranges of ``batch`` contract ids."""
+    out: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    top = int(txn.scalar("SELECT MAX(id) FROM contracts") or 0)
+    for low in range(0, top, batch):
+        for token_id, n, size in txn.execute(
+            "SELECT c.token_id, COUNT(*), SUM(f.size) FROM contracts c JOIN files f ON f.id = c.file_id "
+            "WHERE c.id > ? AND c.id <= ? AND c.state = 'active' GROUP BY c.token_id", (low, low + batch)
+        ).fetchall():
+            out[int(token_id)][0] += int(n)
+            out[int(token_id)][1] += int(size or 0)
+    return {t: (n, size) for t, (n, size) in out.items()}
+
+
+def tokens_txn(txn: Txn) -> dict[int, tuple[int, int]]:
+    """Each token's kept ``(active_contracts, active_size)`` (tokens with none left out)."""
+    return {int(t): (int(n), int(s)) for t, n, s in txn.execute(
+        "SELECT id, active_contracts, active_size FROM tokens WHERE active_contracts <> 0 OR active_size <> 0"
+    ).fetchall()}
+
+
 def fill_txn(txn: Txn, batch: int = RECOUNT_BATCH) -> None:
     """Schema step 11: set every counter to :func:`recount_txn`'s value (in slot 0; the other
-    slots of a server engine made with 0, so later writes update rows that exist)."""
+    slots of a server engine made with 0, so later writes update rows that exist), and every
+    token's active contracts and bytes to :func:`recount_tokens_txn`'s."""
     slots = 1 if txn.engine_name == "sqlite" else COUNTER_SLOTS
     txn.execute("DELETE FROM counters")
     txn.executemany("INSERT INTO counters (name, slot, n) VALUES (?, ?, ?)",
                     [(name, slot, n if slot == 0 else 0) for name, n in sorted(recount_txn(txn, batch).items())
                      for slot in range(slots)])
+    txn.execute("UPDATE tokens SET active_contracts = 0, active_size = 0")
+    add_to_tokens_txn(txn, recount_tokens_txn(txn, batch))

@@ -27,7 +27,7 @@ def finish_txn(txn: Txn, rows: Sequence[tuple[int, int]], now: float, reason: st
     """End the active contracts ``rows`` of ``(id, file_id)`` and free one slot of their file each
     (the kept counters follow: each contract's class is read under its lock first)."""
     ids = [contract_id for contract_id, _ in rows]
-    txn.count(counters.ending(counters.active_classes_txn(txn, ids), state))
+    counters.end_txn(txn, counters.active_rows_txn(txn, ids), state)
     txn.update_in("UPDATE contracts SET state = ?, ended = ?, end_reason = ? WHERE id IN {ids} AND state = 'active'",
                   [contract_id for contract_id, _ in rows], before=[state, now, reason])
     per_file: dict[int, int] = defaultdict(int)

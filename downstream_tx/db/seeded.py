@@ -185,7 +185,7 @@ def active_size_by_address_txn(txn: Txn, address: str, now: float) -> int:
 
 
 def insert_contract_txn(txn: Txn, token_id: int, file_id: int, now: float, interval: int, seq: int, due: float,
-                        sealed: Sealed, tag: str) -> int:
+                        sealed: Sealed, tag: str, size: int) -> int:
     """A new v1 contract with its first challenge outstanding (expiration = due)."""
     txn.execute(
         "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, issued, deadline, due, "
@@ -194,7 +194,7 @@ def insert_contract_txn(txn: Txn, token_id: int, file_id: int, now: float, inter
         (token_id, file_id, now, interval, seq, now, due, due, *sealed),
     )
     contract_id = txn.lastrowid
-    txn.count({counters.ACTIVE: 1, counters.unanswered(1): 1})
+    counters.start_txn(txn, 1, token_id, size)
     txn.execute("INSERT INTO contract_tags (contract_id, tag) VALUES (?, ?)", (contract_id, tag))
     txn.execute("UPDATE files SET replicas = 1 WHERE id = ?", (file_id,))
     return contract_id
@@ -363,24 +363,27 @@ def expire_txn(txn: Txn, now: float, limit: int = 5000,
     # containment first: unanswered challenges asked again leave the expired range (reputation hook)
     contained, _ = reputation.contain_v1_txn(txn, rules, now, limit)
     rows = txn.execute(
-        "SELECT id, file_id, answered, deadline FROM contracts WHERE state = 'active' AND protocol = 1 "
+        "SELECT id, file_id, answered, deadline, token_id FROM contracts WHERE state = 'active' AND protocol = 1 "
         "AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
+    sizes = counters.files_size_txn(txn, {int(r[1]) for r in rows})
     result = ExpireResult(more=len(rows) == limit, contained=contained)
-    ended = [int(cid) for cid, _, answered, _ in rows if answered]
-    failed = [int(cid) for cid, _, answered, _ in rows if not answered]
+    ended = [int(cid) for cid, _, answered, _, _ in rows if answered]
+    failed = [int(cid) for cid, _, answered, _, _ in rows if not answered]
     result.ended, result.failed = len(ended), len(failed)
     result.failed_ids = failed
     # set-based; ``ended = deadline``: each contract ends at its own expiration
     for ids, state, reason, miss in ((ended, "ended", "expired", 0), (failed, "failed", "missed", 1)):
-        n = txn.update_in("UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ? "
-                          "WHERE id IN {ids} AND state = 'active'", ids, before=[state, reason, miss])
-        # (locked, active: every one changed; the failed ones were unanswered)
-        txn.count({counters.ACTIVE: -n, counters.state(state): n, counters.unanswered(1): -n * miss})
-    txn.update_in("DELETE FROM contract_tags WHERE contract_id IN {ids}", [int(cid) for cid, _, _, _ in rows])
+        txn.update_in("UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ? "
+                      "WHERE id IN {ids} AND state = 'active'", ids, before=[state, reason, miss])
+    # (locked and active: every one changed)
+    for state, answered in (("ended", 1), ("failed", 0)):
+        counters.end_txn(txn, [counters.Active(1, answered, int(t), sizes.get(int(f), 0))
+                               for _, f, a, _, t in rows if bool(a) == bool(answered)], state)
+    txn.update_in("DELETE FROM contract_tags WHERE contract_id IN {ids}", [int(cid) for cid, *_ in rows])
     txn.update_in("UPDATE files SET replicas = 0, removed = ? WHERE id IN {ids} AND removed IS NULL",
-                  [int(file_id) for _, file_id, _, _ in rows], before=[now])
+                  [int(file_id) for _, file_id, *_ in rows], before=[now])
     return result
 
 
@@ -410,7 +413,7 @@ def _take_chunks_txn(txn: Txn, token_hash: bytes, ip_hash: str | None, ip_limit:
             continue
         due = now + interval
         contract_id = insert_contract_txn(txn, row.id, chunk.file_id, now, interval, issued.index, due,
-                                          issued.sealed, chunk.tag)
+                                          issued.sealed, chunk.tag, chunk.size)
         out.append(NewContract(contract_id, chunk, issued, due))
         total += chunk.size
     return out

@@ -10,3 +10,7 @@ CREATE TABLE counters (
     n BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (name, slot)
 );
+-- Per token: its active contracts and their bytes (the status list counts online contracts from
+-- them, less the active ones past their deadline: db/status.py). Kept by the same writes.
+ALTER TABLE tokens ADD COLUMN active_contracts BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN active_size BIGINT NOT NULL DEFAULT 0;
