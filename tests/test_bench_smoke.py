@@ -108,3 +108,8 @@ def test_farmer_client_bench():
     out = run_bench("bench/farmer.py", "--quick")
     assert "one proof alone" in out and "proofs/CPU-s" in out and "RSS MiB" in out
     assert out.strip().splitlines()[-1].split()[-1] == "yes"  # every challenge answered in time
+
+
+def test_stats_bench_sqlite():
+    out = run_bench("bench/stats.py", "--quick", "--mysql", "")
+    assert "stats job" in out and "status list page" in out and "wall s" in out
