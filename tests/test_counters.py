@@ -313,15 +313,34 @@ def test_a_new_database_starts_with_every_counter_at_zero(tmp_path, db_url, cloc
         db.close()
 
 
-def test_the_stats_read_no_table_through(tmp_path, clock):
+#: ``sqlite_stat1`` of a database of 1M contracts of 1,000 farmers (bench/stats.py, after ANALYZE):
+#: SQLite plans differently with statistics (a node's database has none unless an operator runs
+#: ANALYZE), e.g. a join then walks every contract of every token
+STAT1 = [("contracts", "contracts_contained", "1000000 1000000 1000"),
+         ("contracts", "contracts_ended", "1000000 1000000"),
+         ("contracts", "contracts_file", "1000000 10000 5883"), ("contracts", "contracts_token", "1000000 1000 1000"),
+         ("contracts", "contracts_due", "1000000 333334 333334 16394"), ("tokens", "tokens_country", "1000 1000 1000"),
+         ("tokens", "tokens_farmer", "1000 1"), ("tokens", "tokens_ip", "1000 1000 1000"),
+         ("tokens", "tokens_address", "1000 2 2"), ("tokens", "sqlite_autoindex_tokens_1", "1000 1"),
+         ("files", "files_assign", "100 100 100 100"), ("files", "files_hash", "100 1 1")]
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no statistics", "statistics of 1M contracts"])
+def test_the_stats_read_no_table_through(tmp_path, clock, analyzed):
     """SQLite's plan of every statement of the stats job, the overview and a status list page over
     contracts: index searches only, each bounded by more than the state (``SCAN`` only of the small
-    tables: counters, tokens, reputation, the pool)."""
+    tables: counters, tokens, reputation, the pool), without statistics and with those of a large
+    database."""
     db = open_test_db(make_config(tmp_path, None), clock)
     seen: list[tuple[str, tuple]] = []
 
     def body(txn):
         execute = txn.execute
+        if analyzed:
+            execute("ANALYZE")
+            execute("DELETE FROM sqlite_stat1")
+            txn.executemany("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)", STAT1)
+            execute("ANALYZE sqlite_schema")  # (reloads the statistics)
 
         class Recording:
             def __getattr__(self, name):

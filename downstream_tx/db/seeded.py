@@ -185,8 +185,9 @@ def active_size_by_address_txn(txn: Txn, address: str, now: float) -> int:
 
 
 def insert_contract_txn(txn: Txn, token_id: int, file_id: int, now: float, interval: int, seq: int, due: float,
-                        sealed: Sealed, tag: str, size: int) -> int:
-    """A new v1 contract with its first challenge outstanding (expiration = due)."""
+                        sealed: Sealed, tag: str) -> int:
+    """A new v1 contract with its first challenge outstanding (expiration = due). The caller counts
+    it (``counters.start_txn``: once for all the contracts of a request)."""
     txn.execute(
         "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, issued, deadline, due, "
         "answered, hb_seed, hb_n, hb_root, hb_hmac, hb_time) "
@@ -194,7 +195,6 @@ def insert_contract_txn(txn: Txn, token_id: int, file_id: int, now: float, inter
         (token_id, file_id, now, interval, seq, now, due, due, *sealed),
     )
     contract_id = txn.lastrowid
-    counters.start_txn(txn, 1, token_id, size)
     txn.execute("INSERT INTO contract_tags (contract_id, tag) VALUES (?, ?)", (contract_id, tag))
     txn.execute("UPDATE files SET replicas = 1 WHERE id = ?", (file_id,))
     return contract_id
@@ -413,9 +413,11 @@ def _take_chunks_txn(txn: Txn, token_hash: bytes, ip_hash: str | None, ip_limit:
             continue
         due = now + interval
         contract_id = insert_contract_txn(txn, row.id, chunk.file_id, now, interval, issued.index, due,
-                                          issued.sealed, chunk.tag, chunk.size)
+                                          issued.sealed, chunk.tag)
         out.append(NewContract(contract_id, chunk, issued, due))
         total += chunk.size
+    if out:
+        counters.start_txn(txn, 1, row.id, total, len(out))
     return out
 
 
