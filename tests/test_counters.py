@@ -189,8 +189,15 @@ class Farm:
     def v1_answer(self, n):
         token = self.pick(list(self.v1), n)
         if token and self.v1[token]:
-            held = list(self.v1[token].values())[: 1 + n % 4]
+            held = list(self.v1[token].values())[-1 - n % 4:]  # the newest (the older ones have expired)
             self.do(self.node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in held]))
+
+    def v1_cycle(self, n):
+        """Answer, wait for the due time, take the next challenges (an answered contract becomes
+        unanswered again)."""
+        self.v1_answer(n)
+        self.clock.advance(INTERVAL)
+        self.v1_refresh(n)
 
     def tick(self, n):
         self.clock.advance(1 + (n * 7) % (2 * INTERVAL))
@@ -211,7 +218,7 @@ class Farm:
 
     def remove_file(self, n):
         fh = self.pick(self.files, n)
-        if fh:
+        if fh and len(self.files) > 2:
             self.files.remove(fh)
             self.do(self.node.files.remove(fh))
 
@@ -226,7 +233,7 @@ class Farm:
 
 
 #: the operations, the farmers' more often than the operator's (which end contracts wholesale)
-OPS = (["v0_chunk", "v0_answer", "v1_chunk", "v1_refresh", "v1_answer", "tick"] * 3
+OPS = (["v0_chunk", "v0_answer", "v1_chunk", "v1_refresh", "v1_answer", "v1_cycle", "tick"] * 3
        + ["v0_token", "v1_token", "add_file", "v0_fail"] * 2
        + ["v0_end", "archive", "delete_token", "remove_file", "disqualify"])
 #: a few operations set up the node (farmers and files) before the drawn ones
@@ -236,7 +243,8 @@ SETUP = [("v0_token", 0), ("v1_token", 0), ("add_file", 0), ("add_file", 1), ("v
 @pytest.fixture
 def farm(tmp_path, db_url, clock):
     config = make_config(tmp_path, db_url, seeded_pool="4096:6", seeded_challenges=4, seeded_interval=INTERVAL,
-                         max_tokens_per_ip=0, max_failures=2, contract_retention=INTERVAL, archive_batch=5)
+                         max_tokens_per_ip=0, max_failures=2, contract_retention=INTERVAL, archive_batch=5,
+                         challenge_batch=2, challenge_low_water=1)  # (files run out of challenges: starved)
     node, faults = faulty_node(config, clock)
     yield Farm(node, faults, clock, tmp_path)
     node.db.close()
