@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, os.environ.get("DTX_TREE") or str(HERE.parent.parent))
 sys.path.insert(1, str(HERE.parent))
 
-from timers import connect, fresh, server_thread_cpu  # noqa: E402
+from timers import connect, fresh, insert_generated, server_thread_cpu  # noqa: E402
 
 NOW = 1_700_000_000.0
 FILES = 100
@@ -69,21 +69,14 @@ def fill(conn, txn, n: int, tokens: int, past: int = 1000) -> None:
                     [(os.urandom(32).hex(), n, n // FILES) for _ in range(FILES)])
     first_file = int(txn.scalar("SELECT MIN(id) FROM files"))
     conn.commit()
-    if mysql:
-        txn.execute("SET SESSION max_recursive_iterations = 4294967295")
-    chunk = 200_000 if mysql else 1_000_000
-    for first in range(0, n, chunk):
-        last = min(n, first + chunk) - 1
-        txn.execute(
-            "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, issued, deadline, "
-            "answered, run) WITH RECURSIVE s(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM s WHERE i < ?) "
-            f"SELECT ? + i % ?, ? + (i {div} 7) % {FILES}, 0, "
-            "CASE WHEN i % 20 = 1 THEN 'ended' WHEN i % 20 = 2 THEN 'failed' ELSE 'active' END, "
-            f"?, 60, 0, ?, CASE WHEN i % {step} = 3 AND i {div} {step} < ? THEN ? ELSE ? + (i % 60) END, i % 2, "
-            "CASE WHEN i % 7 = 0 THEN 1 ELSE 0 END FROM s",
-            (first, last, first_token, tokens, first_file, NOW - 600, NOW - 60, past, NOW - 30, NOW + 1),
-        )
-        conn.commit()
+    insert_generated(
+        conn, txn, n, "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, issued, "
+        "deadline, answered, run)",
+        f"SELECT ? + i % ?, ? + (i {div} 7) % {FILES}, 0, "
+        "CASE WHEN i % 20 = 1 THEN 'ended' WHEN i % 20 = 2 THEN 'failed' ELSE 'active' END, "
+        f"?, 60, 0, ?, CASE WHEN i % {step} = 3 AND i {div} {step} < ? THEN ? ELSE ? + (i % 60) END, i % 2, "
+        "CASE WHEN i % 7 = 0 THEN 1 ELSE 0 END FROM s",
+        (first_token, tokens, first_file, NOW - 600, NOW - 60, past, NOW - 30, NOW + 1))
     if not mysql:
         txn.execute("ANALYZE")
     counters.fill_txn(txn)
