@@ -46,9 +46,10 @@ PAST_UNANSWERED = ("SELECT COUNT(*) FROM contracts WHERE state = 'active' AND pr
                    "AND answered = 0")
 #: active contracts of a protocol whose deadline passed before ``?``
 PAST = "SELECT COUNT(*) FROM contracts WHERE state = 'active' AND protocol = ? AND deadline <= ?"
-#: live tokens with an active contract (a seek per token) …
-WITH_ACTIVE = ("SELECT COUNT(*) FROM tokens t WHERE t.deleted IS NULL AND EXISTS (SELECT 1 FROM contracts c "
-               "WHERE c.token_id = t.id AND c.state = 'active'{})")
+#: live tokens with an active contract (a seek per token) … (a scalar subquery, not EXISTS: MariaDB
+#: turns an EXISTS into a semi-join that may first read every contract)
+WITH_ACTIVE = ("SELECT COUNT(*) FROM tokens t WHERE t.deleted IS NULL AND (SELECT 1 FROM contracts c "
+               "WHERE c.token_id = t.id AND c.state = 'active'{} LIMIT 1) IS NOT NULL")
 #: … and those with one not in a run of misses or fails
 FARMERS_ACTIVE = WITH_ACTIVE.format("")
 FARMERS_ONLINE = WITH_ACTIVE.format(" AND c.run = 0")
