@@ -20,8 +20,8 @@ from downstream_tx.db import overview
 from downstream_tx.db.farmers import FarmerSummary
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.db.lease import JOBS
-from downstream_tx.db.reputation import Rules
 from downstream_tx.db.status import SORT_COLUMNS, STANDING_SORTS
+from downstream_tx.domain.rules import Rules
 from downstream_tx.v1.status import Status, farmer_dict
 from downstream_tx.version import full_version
 

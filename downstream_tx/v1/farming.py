@@ -14,9 +14,9 @@ from twisted.logger import Logger
 from downstream_tx import bitcoin, geoip
 from downstream_tx.core.context import Core
 from downstream_tx.core.tokens import Tokens, hash_token, ip_limit_message, is_token
-from downstream_tx.db.reputation import NotEligible
 from downstream_tx.db.seeded import SHORT_BATCH, IssuedChallenge, PoolChunk, Refresh, Sealed, V1Contract
 from downstream_tx.db.tokens import IpLimitReached, UnknownToken
+from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import INVALID, NOT_FOUND
 from downstream_tx.heartbeat import Challenge, HeartbeatError, HeartbeatFormatError, Merkle, Proof, State
 from downstream_tx.v1.signatures import names_node, node_key
