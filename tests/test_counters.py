@@ -383,3 +383,30 @@ def test_the_stats_read_no_table_through(tmp_path, clock, analyzed):
     for sql, plan in touching.items():
         assert any(re.match(r"SEARCH (contracts|c) USING (COVERING )?INDEX contracts_\w+ \(\w", step)
                    for step in plan), (sql, plan)
+
+
+def test_a_fenced_out_timer_pass_changes_no_counter(farm):
+    """The jobs' transactions check the lease's fence first (db/lease.py): a pass of a holder that
+    lost the lease is refused whole, its counter changes with it; the holder's own pass counts."""
+    from downstream_tx.db import contracts, lease, seeded
+
+    for name, n in SETUP + [("v0_answer", 0)]:
+        getattr(farm, name)(n)
+    node, clock = farm.node, farm.clock
+    run(node.core.stores.leases.acquire(lease.JOBS, "a", clock.seconds(), 10))
+    fenced = lease.FencedDatabase(node.db, lease.Fence(lease.JOBS, "a", 1))
+    clock.advance(3 * INTERVAL)  # every contract due (v0) or expired (v1); the lease expired
+    before = run(node.db.run("read", counters.read_txn))
+    rules = node.core.stores.seeded.rules
+    for desc, body, args in (("v0_pass", contracts.update_due_txn, (rules, clock.seconds(), 2)),
+                             ("v1_expire", seeded.expire_txn, (rules, clock.seconds()))):
+        with pytest.raises(lease.LeaseLost):
+            run(fenced.run(desc, body, *args))
+    assert run(node.db.run("read", counters.read_txn)) == before
+    check(node)
+    run(node.core.stores.leases.acquire(lease.JOBS, "a", clock.seconds(), 10))  # generation 2
+    fenced = lease.FencedDatabase(node.db, lease.Fence(lease.JOBS, "a", 2))
+    run(fenced.run("v0_pass", contracts.update_due_txn, rules, clock.seconds(), 2))
+    run(fenced.run("v1_expire", seeded.expire_txn, rules, clock.seconds()))
+    assert run(node.db.run("read", counters.read_txn)) != before
+    check(node)
