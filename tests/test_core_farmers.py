@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from downstream_tx.errors import NodeError
-from support import ADDRESS, make_address, make_config, make_node, run
+from support import ADDRESS, make_address, make_config, make_node, report_of, run
 from support.v1 import INTERVAL, prove
 
 
@@ -26,8 +26,8 @@ def test_farmer_show_totals_are_exact(tmp_path, db_url, clock):
     other = run(node.v1.new_token(make_address(2), None))["token"]
     a, b, c, d = orjson.loads(orjson.dumps(run(node.v1.chunks(token, None, 4 * 4096))))
     [o] = orjson.loads(orjson.dumps(run(node.v1.chunks(other, None, 4096))))
-    run(node.v1.answer(other, None, [{"file_hash": o["file_hash"], "proof": prove(o)}]))  # not ours
-    report = run(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(a)},
+    report_of(node.v1.answer(other, None, [{"file_hash": o["file_hash"], "proof": prove(o)}]))  # not ours
+    report = report_of(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(a)},
                                               {"file_hash": b["file_hash"], "proof": prove(b)},
                                               {"file_hash": c["file_hash"], "proof": prove(a)}]))
     assert [r.get("status", r.get("error")) for r in report] == ["ok", "ok", "Invalid proof"]

@@ -17,7 +17,17 @@ from downstream_tx.domain.rules import Rules
 from downstream_tx.domain.scores import Tally
 from downstream_tx.errors import NodeError
 from downstream_tx.v0.hashes import parse_response
-from support import ADDRESS, add_test_file, file_replicas, make_address, make_config, run, stored_bytes
+from support import (
+    ADDRESS,
+    add_test_file,
+    challenges_of,
+    file_replicas,
+    make_address,
+    make_config,
+    report_of,
+    run,
+    stored_bytes,
+)
 from support import v0_answer as honest_answer
 from support.v1 import INTERVAL as V1_INTERVAL
 from support.v1 import prove
@@ -111,7 +121,7 @@ def test_v1_results_and_expiry_are_recorded(make, clock):
     run(node.pool.refill())
     token = run(node.v1.new_token(ADDRESS, None))["token"]
     a, b, c = orjson.loads(orjson.dumps(run(node.v1.chunks(token, None, 3 * 4096))))
-    report = run(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(a)},
+    report = report_of(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(a)},
                                               {"file_hash": b["file_hash"], "proof": prove(c)},
                                               {"file_hash": c["file_hash"], "proof": {"broken": 1}}]))
     assert [r.get("status") or r.get("error") for r in report] == ["ok", "Invalid proof", "Proof corrupted"]
@@ -251,12 +261,13 @@ def test_v1_unanswered_challenge_is_asked_again_in_containment(make, clock):
     result = run(node.expiry.expire())
     assert (result.contained, result.failed) == (2, 0)
     # /challenge gives the same challenge again, due one interval later; an honest proof passes
-    again = run(node.v1.challenges(token, None))
+    again = challenges_of(node.v1.challenges(token, None))
     assert [orjson.loads(orjson.dumps(e["challenge"])) for e in again] == [a["challenge"], b["challenge"]]
     assert all(e["due"] == V1_INTERVAL for e in again)
     token2 = run(node.v1.new_token(ADDRESS, None))["token"]  # no escape with a new token
     assert run(node.v1.chunks(token2, None, 4096)) == []  # the client's "nothing fits now"
-    assert run(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(a)}]))[0]["status"] == "ok"
+    proofs = [{"file_hash": a["file_hash"], "proof": prove(a)}]
+    assert report_of(node.v1.answer(token, None, proofs))[0]["status"] == "ok"
     rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
     assert (rep.contained, rep.retries, rep.passes) == (1, 2, 1)
     clock.advance(V1_INTERVAL)
@@ -305,7 +316,7 @@ def test_a_disqualified_v1_farmer_gets_no_chunks_and_its_contracts_end(make, clo
     run(node.pool.refill())
     token = run(node.v1.new_token(ADDRESS, None))["token"]
     a, b = orjson.loads(orjson.dumps(run(node.v1.chunks(token, None, 2 * 4096))))
-    run(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(b)}]))  # wrong: disqualified
+    report_of(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(b)}]))  # wrong: disqualified
     assert run(node.v1.chunks(token, None, 4096)) == []
     assert run(node.reputation.sweep()).ended == {ADDRESS: 2}
     assert run(node.v1.tags(token)) == []  # no live contract left

@@ -45,6 +45,7 @@ from downstream_tx.errors import NodeError  # noqa: E402
 from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag  # noqa: E402
 from downstream_tx.runtime import build_services, contract_timer, open_core, open_database, thread_runner  # noqa: E402
 from downstream_tx.v0.hashes import parse_response  # noqa: E402
+from downstream_tx.v1.wire import challenge_entries  # noqa: E402
 
 INTERVAL = 2 * HOUR  # v0 files: a challenge every two hours
 STEP = HOUR  # the simulation's step: farmers look at their due challenges once an hour
@@ -162,7 +163,7 @@ async def farm_v1(node, f: Farmer) -> None:
     if not f.v1_chunks:
         return
     proofs = []
-    for entry in orjson.loads(orjson.dumps(await node.v1.challenges(f.token, None))):
+    for entry in orjson.loads(orjson.dumps(challenge_entries(await node.v1.challenges(f.token, None)))):
         chunk = f.v1_chunks.get(entry["file_hash"])
         if chunk is None or "challenge" not in entry:
             f.v1_chunks.pop(entry["file_hash"], None)

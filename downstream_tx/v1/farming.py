@@ -13,12 +13,20 @@ from twisted.logger import Logger
 
 from downstream_tx import bitcoin, geoip
 from downstream_tx.core.context import Core
-from downstream_tx.core.tokens import Tokens, hash_token, ip_limit_message, is_token
+from downstream_tx.core.tokens import Token, Tokens, ip_limit_message, parse_token
 from downstream_tx.db.seeded import SHORT_BATCH, IssuedChallenge, PoolChunk, Refresh, Sealed, V1Contract
 from downstream_tx.db.tokens import IpLimitReached, UnknownToken
 from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import INVALID, NOT_FOUND
 from downstream_tx.heartbeat import Challenge, HeartbeatError, HeartbeatFormatError, Merkle, Proof, State
+from downstream_tx.v1.reports import (
+    AnswerReport,
+    ChallengeOutcome,
+    ChallengeResult,
+    ChallengesReport,
+    ProofOutcome,
+    ProofResult,
+)
 from downstream_tx.v1.signatures import names_node, node_key
 from downstream_tx.v1.wire import (
     MSG_BAD_ADDRESS,
@@ -30,20 +38,12 @@ from downstream_tx.v1.wire import (
     TOKEN_RULES,
     contract_ids,
     heartbeat_body,
-    plain,
     proof_key,
     v1_error,
 )
 from downstream_tx.wire import (
-    ALREADY_ANSWERED,
-    ANSWER_EXPIRED,
-    CONTRACT_EXPIRED,
-    CONTRACT_NOT_FOUND,
     DEFAULT_CHUNK_SIZE,
-    INVALID_PROOF,
-    NO_MORE_CHALLENGES,
     NONEXISTENT_TOKEN,
-    PROOF_CORRUPTED,
 )
 
 log = Logger()
@@ -51,10 +51,8 @@ log = Logger()
 #: what a stored heartbeat state that cannot be used raises
 UNUSABLE = (HeartbeatError, HeartbeatFormatError, orjson.JSONDecodeError, ValueError)
 
-EXPIRED = ANSWER_EXPIRED
-ANSWERED = ALREADY_ANSWERED
-#: the report entry of a verified proof whose contract changed before it could be recorded
-LOST = {"expired": EXPIRED, "answered": ANSWERED}
+#: the outcome of a verified proof whose contract changed before it could be recorded
+LOST = {"expired": ProofOutcome.EXPIRED, "answered": ProofOutcome.ANSWERED}
 
 
 def seal(state: State) -> Sealed:
@@ -104,11 +102,16 @@ class V1Farming:
         #: token hash -> when it was last found live (see :meth:`check_token_before_body`)
         self._known: OrderedDict[bytes, float] = OrderedDict()
 
-    def _token_hash(self, token: str, kind: str = INVALID) -> bytes:
-        """Anything that is not a token is a nonexistent one."""
-        if not is_token(token):
+    def _token(self, token: Token | str, kind: str = INVALID) -> Token:
+        """A token given typed (the route checked it) or as text: anything that is not a token is
+        a nonexistent one."""
+        checked = parse_token(token)
+        if checked is None:
             raise v1_error(NONEXISTENT_TOKEN, kind)
-        return hash_token(token)
+        return checked
+
+    def _token_hash(self, token: Token | str, kind: str = INVALID) -> bytes:
+        return self._token(token, kind).hash
 
     async def _call(self, call, kind: str = INVALID):
         """A store call for a token, its refusals in the protocol's words."""
@@ -150,11 +153,11 @@ class V1Farming:
         token = await self.tokens.create(address, ip, TOKEN_RULES, message, signature)
         return heartbeat_body(token, config.seeded_check_fraction)
 
-    async def check_token(self, token: str, kind: str = INVALID) -> None:
+    async def check_token(self, token: Token | str, kind: str = INVALID) -> None:
         """Refuse an unknown token (``Nonexistent token.``, 400 unless ``kind`` says otherwise)."""
         await self._call(self.core.stores.tokens.get(self._token_hash(token, kind)), kind)
 
-    async def check_token_before_body(self, token: str) -> None:
+    async def check_token_before_body(self, token: Token | str) -> None:
         """:meth:`check_token`, asked by a request whose body costs work to read before it reads
         it, so that anyone without a token costs the node no more than the lookup. A token found
         live in the last :data:`KNOWN_TOKEN_SECONDS` is not looked up again (a farmer's batches
@@ -172,10 +175,11 @@ class V1Farming:
         while len(self._known) > KNOWN_TOKENS:
             self._known.popitem(last=False)
 
-    async def heartbeat(self, token: str) -> dict[str, Any]:
+    async def heartbeat(self, token: Token | str) -> dict[str, Any]:
         """An unknown token is a 404 here."""
-        await self.check_token(token, NOT_FOUND)
-        return heartbeat_body(token.lower(), self.core.config.seeded_check_fraction)
+        checked = self._token(token, NOT_FOUND)
+        await self.check_token(checked, NOT_FOUND)
+        return heartbeat_body(checked.text, self.core.config.seeded_check_fraction)
 
     # --- /chunk
 
@@ -189,7 +193,7 @@ class V1Farming:
             return None
         return IssuedChallenge(seal(state), challenge_json(challenge), challenge.index)
 
-    async def chunks(self, token: str, ip: str | None, size: int = DEFAULT_CHUNK_SIZE) -> list[dict[str, Any]]:
+    async def chunks(self, token: Token | str, ip: str | None, size: int = DEFAULT_CHUNK_SIZE) -> list[dict[str, Any]]:
         """The largest pooled chunks that fit, never more than ``size`` bytes in all."""
         config = self.core.config
         now = self.core.now()
@@ -205,7 +209,7 @@ class V1Farming:
 
     # --- /challenge
 
-    async def challenges(self, token: str, items: Iterable[Any] | None) -> list[dict[str, Any]]:
+    async def challenges(self, token: Token | str, items: Iterable[Any] | None) -> ChallengesReport:
         """For ``items`` (as sent; the list ends at the first that is not a number) or, with None,
         for every active contract of the token: the outstanding challenge, or a new one once the
         current one is due."""
@@ -213,7 +217,7 @@ class V1Farming:
         wanted = None if items is None else contract_ids(items, lambda item: item)
         now = self.core.now()
 
-        def plan(ids: list[int], found: dict[int, V1Contract]) -> tuple[list[dict[str, Any]], list[Refresh]]:
+        def plan(ids: list[int], found: dict[int, V1Contract]) -> tuple[ChallengesReport, list[Refresh]]:
             sent_ids = [(i, i) for i in ids] if wanted is None else [(sent, cid) for sent, cid, _ in wanted]
             return self._plan_challenges(sent_ids, found, now)
 
@@ -221,46 +225,46 @@ class V1Farming:
         return await self._call(self.core.stores.seeded.refresh_challenges(token_hash, ids, plan))
 
     def _plan_challenges(self, sent_ids, found: dict[int, V1Contract],
-                         now: float) -> tuple[list[dict[str, Any]], list[Refresh]]:
-        entries: list[dict[str, Any]] = []
+                         now: float) -> tuple[ChallengesReport, list[Refresh]]:
+        entries: list[ChallengeResult] = []
         refreshes: list[Refresh] = []
         for sent, cid in sent_ids:
             c = found.get(cid)
             if c is None:
-                entries.append({"file_hash": plain(sent), "error": CONTRACT_NOT_FOUND})
+                entries.append(ChallengeResult(sent, ChallengeOutcome.NOT_FOUND))
             elif c.state != "active" or now >= c.deadline:
-                entries.append({"file_hash": cid, "error": CONTRACT_EXPIRED})
+                entries.append(ChallengeResult(cid, ChallengeOutcome.EXPIRED))
             elif c.due is not None and now < c.due:
                 try:
                     text = challenge_json(unseal(c)[1])
                 except UNUSABLE:
-                    entries.append({"file_hash": cid, "status": NO_MORE_CHALLENGES})
+                    entries.append(ChallengeResult(cid, ChallengeOutcome.NO_MORE))
                     continue
-                entries.append({"file_hash": cid, "challenge": orjson.Fragment(text), "due": c.due - now,
-                                "answered": c.answered})
+                entries.append(ChallengeResult(cid, ChallengeOutcome.CHALLENGE, text, c.due - now, c.answered))
             else:
                 try:
                     state = unseal(c)[0]
                     challenge = self.merkle.gen_challenge(state)
                 except UNUSABLE:
-                    entries.append({"file_hash": cid, "status": NO_MORE_CHALLENGES})
+                    entries.append(ChallengeResult(cid, ChallengeOutcome.NO_MORE))
                     continue
                 old_due = c.due if c.due is not None else now
                 new_due = old_due + c.interval
                 refreshes.append(Refresh(seal(state), challenge.index, new_due, old_due, cid, c.due, c.sealed is None))
-                entries.append({"file_hash": cid, "challenge": orjson.Fragment(challenge_json(challenge)),
-                                "due": new_due - now, "answered": False})
-        return entries, refreshes
+                entries.append(ChallengeResult(cid, ChallengeOutcome.CHALLENGE, challenge_json(challenge),
+                                               new_due - now, False))
+        return ChallengesReport(entries), refreshes
 
     # --- /answer
 
-    async def answer(self, token: str, ip: str | None, items: Iterable[Any],
-                     arrived: float | None = None) -> list[dict[str, Any]]:
-        """One report entry per proof, checked in the original's order: the contracts are read, the
-        proofs verified outside any transaction, then one guarded write records them (a proof
-        whose contract changed in between is reported as the change makes it). ``arrived``: when
-        the request reached the node (default now): a contract counts as expired only if it had
-        expired then (the expiry timer waits ``late_grace`` for such answers)."""
+    async def answer(self, token: Token | str, ip: str | None, items: Iterable[Any],
+                     arrived: float | None = None) -> AnswerReport:
+        """One report entry (a :class:`~downstream_tx.v1.reports.ProofResult`) per proof, checked in
+        the original's order: the contracts are read, the proofs verified outside any transaction,
+        then one guarded write records them (a proof whose contract changed in between is reported
+        as the change makes it). ``arrived``: when the request reached the node (default now): a
+        contract counts as expired only if it had expired then (the expiry timer waits
+        ``late_grace`` for such answers)."""
         token_hash = self._token_hash(token)
         wanted = contract_ids(items, proof_key)
         now = self.core.now() if arrived is None else min(arrived, self.core.now())
@@ -275,44 +279,42 @@ class V1Farming:
             {cid: found[cid].seq for cid in passes}, fails, now))
         if lost:
             why = {x.id: LOST[x.reason] for x in lost}
-            for entry in report:
-                if entry.get("status") == "ok" and entry["file_hash"] in why:
-                    entry.pop("status")
-                    entry["error"] = why[entry["file_hash"]]
-        corrupted = sum(1 for r in report if r.get("error") == PROOF_CORRUPTED)
+            report.entries = [ProofResult(e.file_hash, why[e.file_hash])
+                              if e.outcome is ProofOutcome.OK and e.file_hash in why else e for e in report.entries]
+        corrupted = report.count(ProofOutcome.CORRUPTED)
         if corrupted:  # an error on the farmer's side, not a proof: its unknown-error score
             await self.core.stores.reputation.record_errors(token_hash, corrupted, now)
         results = self.core.results
-        results.count("pass", sum(1 for r in report if r.get("status") == "ok"), protocol=1)
-        results.count("fail", sum(1 for r in report if r.get("error") == INVALID_PROOF), protocol=1)
+        results.count("pass", report.count(ProofOutcome.OK), protocol=1)
+        results.count("fail", report.count(ProofOutcome.INVALID), protocol=1)
         return report
 
     def _plan_answers(self, wanted, found: dict[int, V1Contract],
-                      now: float) -> tuple[list[dict[str, Any]], list[int], list[int]]:
-        report: list[dict[str, Any]] = []
+                      now: float) -> tuple[AnswerReport, list[int], list[int]]:
+        entries: list[ProofResult] = []
         passes: list[int] = []
         fails: list[int] = []
         for sent, cid, item in wanted:
             c = found.get(cid)
             if c is None:
-                report.append({"file_hash": plain(sent), "error": CONTRACT_NOT_FOUND})
+                entries.append(ProofResult(sent, ProofOutcome.NOT_FOUND))
                 continue
             try:
                 proof = Proof.from_dict(item.get("proof"))
             except HeartbeatFormatError:
-                report.append({"file_hash": cid, "error": PROOF_CORRUPTED})
+                entries.append(ProofResult(cid, ProofOutcome.CORRUPTED))
                 continue
             if c.state != "active" or now >= c.deadline:
-                report.append({"file_hash": cid, "error": EXPIRED})
+                entries.append(ProofResult(cid, ProofOutcome.EXPIRED))
             elif c.answered:
-                report.append({"file_hash": cid, "error": ANSWERED})
+                entries.append(ProofResult(cid, ProofOutcome.ANSWERED))
             elif self.verify(c, proof):
-                report.append({"file_hash": cid, "status": "ok"})
+                entries.append(ProofResult(cid, ProofOutcome.OK))
                 passes.append(cid)
             else:
-                report.append({"file_hash": cid, "error": INVALID_PROOF})
+                entries.append(ProofResult(cid, ProofOutcome.INVALID))
                 fails.append(cid)
-        return report, passes, fails
+        return AnswerReport(entries), passes, fails
 
     def verify(self, c: V1Contract, proof: Proof) -> bool:
         """Does ``proof`` answer the contract's outstanding challenge? A stored state that cannot be
@@ -327,7 +329,7 @@ class V1Farming:
 
     # --- /tags (added here: for a farmer that lost its state)
 
-    async def tags(self, token: str) -> list[dict[str, Any]]:
+    async def tags(self, token: Token | str) -> list[dict[str, Any]]:
         """The tags of the token's live contracts."""
         rows = await self._call(self.core.stores.seeded.tags(self._token_hash(token, NOT_FOUND), self.core.now()),
                                 NOT_FOUND)

@@ -22,6 +22,7 @@ from downstream_tx.db.url import parse_db_url
 from downstream_tx.health import ping_database
 from downstream_tx.http.server import DownstreamServer
 from downstream_tx.runtime import Services, build_services, dashboard_data, open_core
+from downstream_tx.v1.wire import answer_entries, challenge_entries
 
 MYSQL_ENV = "DOWNSTREAM_TEST_MYSQL_URL"
 MYSQL_URL = os.environ.get(MYSQL_ENV)
@@ -82,6 +83,18 @@ def run(coro_or_deferred) -> Any:
     if isinstance(results[0], Failure):
         results[0].raiseException()
     return results[0]
+
+
+def report_of(answer) -> list[dict[str, Any]]:
+    """The v1 answer service's report (``answer``: its coroutine, run here) as the ``/answer``
+    route sends it."""
+    return answer_entries(run(answer))
+
+
+def challenges_of(challenges) -> list[dict[str, Any]]:
+    """The v1 challenges service's report (``challenges``: its coroutine, run here) as the
+    ``/challenge`` route sends it."""
+    return challenge_entries(run(challenges))
 
 
 def fresh_mysql_database(url: str) -> None:
