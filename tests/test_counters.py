@@ -22,6 +22,7 @@ from downstream_tx.db.tokens import UnknownToken
 from downstream_tx.errors import NodeError
 from downstream_tx.jobs.archive import archive_pass
 from downstream_tx.v0.hashes import parse_response
+from downstream_tx.v1.wire import challenge_entries
 from support import make_address, make_config, open_test_db, run, stored_bytes, v0_answer
 from support.lost_commits import MODES, faulty_node, settle
 from support.v1 import prove
@@ -182,7 +183,7 @@ class Farm:
     def v1_refresh(self, n):
         token = self.pick(list(self.v1), n)
         if token:
-            for entry in orjson.loads(orjson.dumps(self.do(self.node.v1.challenges(token, None)))):
+            for entry in orjson.loads(orjson.dumps(challenge_entries(self.do(self.node.v1.challenges(token, None))))):
                 if "challenge" in entry and entry["file_hash"] in self.v1[token]:
                     self.v1[token][entry["file_hash"]]["challenge"] = entry["challenge"]
 
