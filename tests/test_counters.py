@@ -194,8 +194,9 @@ class Farm:
             self.do(self.node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in held]))
 
     def v1_cycle(self, n):
-        """Answer, wait for the due time, take the next challenges (an answered contract becomes
-        unanswered again)."""
+        """Take chunks, answer, wait for the due time, take the next challenges (an answered
+        contract becomes unanswered again)."""
+        self.v1_chunk(n)
         self.v1_answer(n)
         self.clock.advance(INTERVAL)
         self.v1_refresh(n)
@@ -411,3 +412,35 @@ def test_a_fenced_out_timer_pass_changes_no_counter(farm):
     run(fenced.run("v1_expire", seeded.expire_txn, rules, clock.seconds()))
     assert run(node.db.run("read", counters.read_txn)) != before
     check(node)
+
+
+def test_starved_contracts_and_their_late_challenges_are_counted(farm):
+    """A file out of challenges: the timer leaves its contracts without one (answered, nothing
+    outstanding), the top-up and ``fill_starved`` give them one later (unanswered again)."""
+    from downstream_tx.db import contracts
+
+    path = farm.tmp_path / "starving.bin"
+    path.write_bytes(os.urandom(1024))
+    farm.files.append(farm.do(farm.node.files.add(str(path), 3, INTERVAL)))  # two challenges (challenge_batch)
+    for n in range(3):
+        farm.v0_token(200 + n)
+        farm.do(farm.node.v0.get_chunk(farm.v0[-1]))
+    check(farm.node)
+    farm.clock.advance(INTERVAL)
+    starved = []
+    real = contracts.issue_next_txn
+
+    def spy(txn, issue, now, answered):
+        starved.extend(cid for cid, ch in issue if ch is None)
+        return real(txn, issue, now, answered)
+
+    contracts.issue_next_txn = spy
+    try:
+        farm.do(farm.node.core.stores.contracts.issue_due(farm.node.core.now(), 2, 5000, None))
+    finally:
+        contracts.issue_next_txn = real
+    assert starved  # (three contracts, at most two challenges left)
+    check(farm.node)
+    assert farm.do(farm.node.supply.top_up())  # the file gets challenges again
+    assert farm.do(farm.node.core.stores.contracts.fill_starved(farm.node.core.now())) == len(starved)
+    check(farm.node)
