@@ -444,3 +444,26 @@ def test_starved_contracts_and_their_late_challenges_are_counted(farm):
     assert farm.do(farm.node.supply.top_up())  # the file gets challenges again
     assert farm.do(farm.node.core.stores.contracts.fill_starved(farm.node.core.now())) == len(starved)
     check(farm.node)
+
+
+def test_counts_are_written_by_every_path_of_a_transaction(tmp_path, clock):
+    """``Txn.count`` is written at the end of the body on the pool (``run``) and inline on the
+    reactor's thread (``run_short`` on SQLite); a body that raises writes none of it."""
+    db = open_test_db(make_config(tmp_path, None), clock)
+    db.inline = True  # run_short runs on this thread, on a connection of its own
+    try:
+        run(db.run("pooled", lambda txn: txn.count({counters.LIVE_TOKENS: 2, counters.ACTIVE: 0})))
+        run(db.run_short("inline", lambda txn: txn.count({counters.LIVE_TOKENS: 3})))
+        assert db.inline_runs == 1
+
+        def refused(txn):
+            txn.count({counters.LIVE_TOKENS: 100})
+            raise ValueError("refused")
+
+        for call in (db.run, db.run_short):
+            with pytest.raises(ValueError):
+                run(call("refused", refused))
+        values = run(db.run("read", counters.read_txn))
+        assert values[counters.LIVE_TOKENS] == 5 and values[counters.ACTIVE] == 0
+    finally:
+        db.close()
