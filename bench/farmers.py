@@ -46,6 +46,15 @@ import orjson  # noqa: E402
 from loadgen import Spawned, machine, proc_cpu, run_load  # noqa: E402
 
 ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
+
+
+def farmer_address(n: int) -> str:
+    """A valid payout address of its own for farmer ``n``."""
+    import coincurve
+
+    from downstream_tx.bitcoin import address_from_pubkey
+
+    return address_from_pubkey(coincurve.PrivateKey((n + 1).to_bytes(32, "big")).public_key.format(compressed=True))
 #: the MariaDB database --db mysql drops and re-creates ($DOWNSTREAM_BENCH_DB overrides it)
 BENCH_DB = os.environ.get("DOWNSTREAM_BENCH_DB", "dtx_test_bench6")
 V1 = "/api/downstream/v1"
@@ -259,7 +268,8 @@ _downloads: dict[str, bytes] = {}
 
 async def v0_farmer(client, url: str, index: int, params: dict, ready: Any) -> None:
     url = pick(url, index)
-    code, body = await client.request("GET", f"{url}{V0}/new/{ADDRESS}")
+    # a payout address of its own: a file's replicas go to distinct farmers (addresses)
+    code, body = await client.request("GET", f"{url}{V0}/new/{farmer_address(index)}")
     if code != 200:
         raise RuntimeError(f"/new: {code} {body[:200]!r} {client.last_error!r}")
     token = orjson.loads(body)["token"]
@@ -362,7 +372,8 @@ def engine_version(db: str) -> str:
 def daemon_args(mode: str, args: argparse.Namespace, db: str, data_dir: str) -> list[str]:
     # (the load generator is one client address holding a keep-alive connection per farmer)
     common = ["--db", db, "--data-dir", data_dir, "--max-tokens-per-ip", "0", "--token-rate", "0",
-              "--max-tokens-per-address", "0", "--max-body-size", str(16 << 20), "--tick", str(args.tick),
+              "--max-tokens-per-address", "0", "--distinct-networks", "false",  # one client address: one network
+              "--max-body-size", str(16 << 20), "--tick", str(args.tick),
               "--max-failures", "1000", "--db-pool-size", str(args.pool_size), "--max-connections-per-client", "0"]
     if args.workers > 1:
         common += ["--workers", str(args.workers)]

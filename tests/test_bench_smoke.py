@@ -113,3 +113,9 @@ def test_farmer_client_bench():
 def test_stats_bench_sqlite():
     out = run_bench("bench/stats.py", "--quick", "--mysql", "")
     assert "stats job" in out and "status list page" in out and "wall s" in out
+
+
+def test_reputation_simulator():
+    out = run_bench("bench/reputation_sim.py", "--quick")
+    assert "| honest, outages up to 24 h/week | 20 | 0.0% (0) |" in out  # no honest farmer disqualified
+    assert "| cheater, lost 50% | 5 | 100.0% (5) |" in out and "silent for good after day 1" in out

@@ -1,4 +1,4 @@
-"""Kept counters (db/counters.py, schema step 11): after any sequence of the node's own operations
+"""Kept counters (db/counters.py, schema step 12): after any sequence of the node's own operations
 the counters equal what counting the rows says, and the stats, overview and metrics counts built on
 them equal the table scans they replaced — on SQLite and MariaDB, with commits lost and retried
 (txn_outcomes) on the way. The stats' statements read no table through (SQLite's query plan)."""
@@ -30,7 +30,7 @@ from support.v1 import prove
 INTERVAL = 60
 IP = "10.1.2.3"
 
-#: the statements the kept counters replaced (db/stats.py and db/overview.py before schema step 11):
+#: the statements the kept counters replaced (db/stats.py and db/overview.py before schema step 12):
 #: the oracle
 SCANS = {
     "by_state": "SELECT state, COUNT(*) FROM contracts GROUP BY state",
@@ -282,9 +282,9 @@ def test_kept_counters_equal_the_table_scans_after_any_operations(farm):
     operations()
 
 
-def test_schema_step_11_fills_the_counters_from_an_existing_database(farm, tmp_path, clock):
-    """An upgraded node starts with counters equal to its rows: a database at version 10 with
-    contracts of every state (some archived) and a deleted token gets them filled by step 11."""
+def test_schema_step_12_fills_the_counters_from_an_existing_database(farm, tmp_path, clock):
+    """An upgraded node starts with counters equal to its rows: a database at version 11 with
+    contracts of every state (some archived) and a deleted token gets them filled by step 12."""
     for name, n in SETUP + [("v0_answer", 0), ("tick", 70), ("v0_fail", 0), ("tick", 9), ("archive", 0),
                             ("v1_token", 1), ("v1_chunk", 0), ("delete_token", 1), ("v0_chunk", 0)]:
         try:
@@ -297,16 +297,16 @@ def test_schema_step_11_fills_the_counters_from_an_existing_database(farm, tmp_p
     assert len(per_token) >= 2
     assert expected[counters.state("active")] and expected[counters.state("failed")]
     assert expected[counters.unanswered(0)] and expected[counters.unanswered(1)]
-    # back to version 10 (the table dropped), then upgraded in ranges of 2 contract ids
+    # back to version 11 (the table and columns dropped), then upgraded in ranges of 2 contract ids
     run(node.db.run("down", lambda txn: (txn.execute("DROP TABLE counters"),
                                           txn.execute("ALTER TABLE tokens DROP COLUMN active_contracts"),
                                           txn.execute("ALTER TABLE tokens DROP COLUMN active_size"),
-                                          txn.execute("UPDATE schema_version SET version = 10"))))
-    old, schema.FILLS[11] = schema.FILLS[11], lambda txn: counters.fill_txn(txn, batch=2)
+                                          txn.execute("UPDATE schema_version SET version = 11"))))
+    old, schema.FILLS[12] = schema.FILLS[12], lambda txn: counters.fill_txn(txn, batch=2)
     try:
-        assert run(node.db.run("up", schema.upgrade_txn, schema.load_steps(node.db.engine.name)))[0] == 10
+        assert run(node.db.run("up", schema.upgrade_txn, schema.load_steps(node.db.engine.name)))[0] == 11
     finally:
-        schema.FILLS[11] = old
+        schema.FILLS[12] = old
     assert run(node.db.run("read", counters.read_txn)) == expected
     assert run(node.db.run("read", counters.tokens_txn)) == per_token
     check(node)

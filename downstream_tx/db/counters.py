@@ -1,7 +1,7 @@
 """Kept counters: the counts the stats job, dashboard and metrics show, kept by the writes that
 change them, so reading them costs the same at 10M contracts as at 10k.
 
-Table ``counters`` (schema step 11): ``(name, slot, n)``. A counter's value is the sum of its slots
+Table ``counters`` (schema step 12): ``(name, slot, n)``. A counter's value is the sum of its slots
 (one slot on SQLite; :data:`~downstream_tx.db.database.COUNTER_SLOTS` on a server engine, where
 each pool thread adds to its own slot so concurrent writers rarely wait on one row). A write that
 changes a count calls :meth:`Txn.count <downstream_tx.db.database.Txn.count>` with the change; the
@@ -106,7 +106,7 @@ def add_to_tokens_txn(txn: Txn, per_token: dict[int, Sequence[int]]) -> None:
 def recount_txn(txn: Txn, batch: int = RECOUNT_BATCH) -> dict[str, int]:
     """Every counter counted from the rows (what the counters must equal): the contracts in ranges
     of ``batch`` ids, one grouped statement per range, plus the archived totals and the live
-    tokens. Used once, by schema step 11, to fill the counters of an existing database."""
+    tokens. Used once, by schema step 12, to fill the counters of an existing database."""
     out: Counter[str] = Counter({state(s): 0 for s in STATES})
     for p in PROTOCOLS:
         out[unanswered(p)] = 0
@@ -149,7 +149,7 @@ def tokens_txn(txn: Txn) -> dict[int, tuple[int, int]]:
 
 
 def fill_txn(txn: Txn, batch: int = RECOUNT_BATCH) -> None:
-    """Schema step 11: set every counter to :func:`recount_txn`'s value (in slot 0; the other
+    """Schema step 12: set every counter to :func:`recount_txn`'s value (in slot 0; the other
     slots of a server engine made with 0, so later writes update rows that exist), and every
     token's active contracts and bytes to :func:`recount_tokens_txn`'s."""
     slots = 1 if txn.engine_name == "sqlite" else COUNTER_SLOTS

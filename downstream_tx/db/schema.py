@@ -19,7 +19,7 @@ from downstream_tx.db.database import Txn
 from downstream_tx.private import create_private_file
 
 #: steps whose SQL is followed by code: filling what the step made from the existing rows
-FILLS = {11: counters.fill_txn}
+FILLS = {12: counters.fill_txn}
 
 _STEP = re.compile(r"^(\d{3})_[a-z0-9_]+(?:\.(sqlite|mysql))?\.sql$")
 

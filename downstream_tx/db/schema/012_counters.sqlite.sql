@@ -1,4 +1,4 @@
--- Schema version 11: kept counters (db/counters.py; docs/operations.md, "Statistics").
+-- Schema version 12: kept counters (db/counters.py; docs/operations.md, "Statistics").
 -- counters: the counts the stats job, dashboard and metrics read, kept by the writes that change
 -- them, in the same transaction: name (contracts.<state>, unanswered.<protocol>, tokens.live),
 -- slot (a server engine spreads concurrent writers over several rows; SQLite uses slot 0) and n.

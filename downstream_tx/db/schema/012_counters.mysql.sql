@@ -1,4 +1,4 @@
--- Schema version 11: kept counters (db/counters.py; docs/operations.md, "Statistics").
+-- Schema version 12: kept counters (db/counters.py; docs/operations.md, "Statistics").
 -- counters: the counts the stats job, dashboard and metrics read, kept by the writes that change
 -- them, in the same transaction: name (contracts.<state>, unanswered.<protocol>, tokens.live),
 -- slot (concurrent writers add to different rows: each pool thread its own) and n. A counter's
