@@ -24,6 +24,8 @@ LAYERS = [
     # the rules as pure decisions: below every store, see test_the_domain_imports_no_framework
     ["downstream_tx.domain"],
     ["downstream_tx.config", "downstream_tx.logs", "downstream_tx.systemd", "downstream_tx.geoip"],
+    # the reputation rules as pure functions: no framework, no database
+    ["downstream_tx.domain"],
     ["downstream_tx.db"],
     ["downstream_tx.core", "downstream_tx.health"],
     ["downstream_tx.v0", "downstream_tx.v1", "downstream_tx.dashboard.data"],

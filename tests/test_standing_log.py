@@ -94,7 +94,7 @@ def test_v1_containment_in_the_log(nodes, clock, lines):
 
 
 def test_suspension_recovery_and_disqualification_are_one_line_each(nodes, clock, lines):
-    node = nodes(suspension_threshold=0.99905)
+    node = nodes(suspension_threshold=0.99905, unknown_lambda=0.999)
     run(node.v0.create_token(ADDRESS))
     rules = node.core.stores.reputation.rules
 

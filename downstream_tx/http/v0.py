@@ -44,7 +44,7 @@ class V0Routes:
 
     @app.route("/api/downstream/chunk/<token:token>", methods=["GET"])
     async def chunk(self, request: IRequest, token: Token):
-        a = await self.v0.get_chunk(token)
+        a = await self.v0.get_chunk(token, client_ip(request, self.config))
         return json_body(request, {
             "url": f"{self.base_url}/api/download/{a.file_hash}?{PARAMETER}={a.capability}", "file_hash": a.file_hash,
             "challenge": a.challenge.hex(), "interval": a.interval, "size": a.size,

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 
 from downstream_tx import bitcoin
 from downstream_tx.core.context import Core
-from downstream_tx.core.reputation import refusal
+from downstream_tx.core.reputation import placement_of, refusal
 from downstream_tx.core.tokens import (
     ADDRESS_LIMIT,
     INVALID_ADDRESS,
@@ -28,6 +28,7 @@ from downstream_tx.db import downloads
 from downstream_tx.db.contracts import Assignment
 from downstream_tx.db.downloads import DownloadRules
 from downstream_tx.db.tokens import TokenFacts, UnknownToken
+from downstream_tx.domain import placement
 from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND, NodeError
 from downstream_tx.v0.capability import Capability, key_hash, new_key, parse_capability
@@ -103,6 +104,7 @@ class V0Farming:
         self.chunks = chunks
         self.supply = supply
         self.tokens = tokens
+        self.placement = placement_of(core.config)
 
     async def _call(self, call):
         """A store call for a token: an unknown token is 404 ``no_token``."""
@@ -115,13 +117,16 @@ class V0Farming:
         """``/new``: a token for ``address`` (also ``downstream-admin token create``)."""
         return await self.tokens.create(address, ip, TOKEN_RULES)
 
-    async def get_chunk(self, token: Token | str) -> Assignment:
-        """``/chunk``: a contract on the file furthest below its redundancy target (403 for a farmer
-        disqualified, suspended or in containment; none beyond the vetting share)."""
+    async def get_chunk(self, token: Token | str, ip: str | None = None) -> Assignment:
+        """``/chunk``: a contract on the file furthest below its redundancy target that the farmer
+        may hold — a file's replicas on distinct payout addresses and, unless ``distinct_networks``
+        is off, distinct networks of the client address ``ip`` (403 for a farmer disqualified,
+        suspended or in containment; none beyond the vetting share)."""
         key = new_key()  # made before the transaction, so that a retry stores the same one
+        network = placement.network_key(ip, self.placement)
         try:
             _, assignment = await self._call(self.core.stores.contracts.assign(
-                token_hash_of(token), self.core.now(), key_hash(key)))
+                token_hash_of(token), self.core.now(), key_hash(key), network))
         except NotEligible as e:
             raise refusal(e) from None
         if assignment is None:
@@ -132,7 +137,8 @@ class V0Farming:
     async def due(self, token: Token | str, limit: int = DUE_PAGE, page: int = 0) -> tuple[list[dict], list[dict]]:
         """``/due``: (a page of ``limit`` active contracts of a token, oldest first, and those of
         them with an outstanding challenge)."""
-        _, rows = await self._call(self.core.stores.contracts.of_token(token_hash_of(token), limit, limit * page))
+        _, rows = await self._call(self.core.stores.contracts.of_token(token_hash_of(token), limit, limit * page,
+                                                                       self.core.now()))
         now = self.core.now()
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
         return rows, outstanding

@@ -155,7 +155,7 @@ class V1Farming:
 
     async def check_token(self, token: Token | str, kind: str = INVALID) -> None:
         """Refuse an unknown token (``Nonexistent token.``, 400 unless ``kind`` says otherwise)."""
-        await self._call(self.core.stores.tokens.get(self._token_hash(token, kind)), kind)
+        await self._call(self.core.stores.tokens.get(self._token_hash(token, kind), self.core.now()), kind)
 
     async def check_token_before_body(self, token: Token | str) -> None:
         """:meth:`check_token`, asked by a request whose body costs work to read before it reads
@@ -169,7 +169,7 @@ class V1Farming:
         seen = self._known.get(token_hash)
         if seen is not None and now - seen < KNOWN_TOKEN_SECONDS:
             return
-        await self._call(self.core.stores.tokens.get(token_hash))
+        await self._call(self.core.stores.tokens.get(token_hash, now))
         self._known[token_hash] = now
         self._known.move_to_end(token_hash)
         while len(self._known) > KNOWN_TOKENS:
@@ -222,7 +222,7 @@ class V1Farming:
             return self._plan_challenges(sent_ids, found, now)
 
         ids = None if wanted is None else [cid for _, cid, _ in wanted]
-        return await self._call(self.core.stores.seeded.refresh_challenges(token_hash, ids, plan))
+        return await self._call(self.core.stores.seeded.refresh_challenges(token_hash, ids, plan, self.core.now()))
 
     def _plan_challenges(self, sent_ids, found: dict[int, V1Contract],
                          now: float) -> tuple[ChallengesReport, list[Refresh]]:

@@ -116,7 +116,11 @@ def make_config(tmp_path, db_url: str | None = None, **overrides) -> Config:
     """A test node's configuration. Containment is off unless a test sets ``containment_retries``
     (the node's default is 3): the tests of the miss and failure rules count a miss at once, the
     containment tests (tests/test_reputation.py) turn it on."""
-    values = {"data_dir": str(tmp_path / "data"), "db": db_url, "containment_retries": 0}
+    # The suite's farmers share one network (loopback, or the in-process client's address): a file's
+    # replicas go to distinct networks only in the tests that say so (distinct_networks=True), as in
+    # the daemon tests (support/daemon.py); distinct payout addresses always hold.
+    values = {"data_dir": str(tmp_path / "data"), "db": db_url, "containment_retries": 0,
+              "distinct_networks": False}
     values.update(overrides)
     return load_config(None, environ={}, overrides=values)
 
