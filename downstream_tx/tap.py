@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from typing import Any
@@ -167,10 +166,6 @@ class NodeService(DaemonProcess, service.MultiService):
         else:
             log.info("worker {index} of {count} ({instance}) serving {address}", index=self.worker.index,
                      count=self.worker.count, instance=leader.holder, address=_host_port(self.port.getHost()))
-        # what start-up built lives as long as the process: out of the collector's sight, so the
-        # full collections that a large batch's allocations set off walk only what requests made
-        gc.collect()
-        gc.freeze()
         self.notifier.ready()
         interval = watchdog_interval(self.environ)
         if interval is not None and self.notifier.enabled:
