@@ -1,89 +1,15 @@
-"""Pins for the token and limit rules (``core/tokens.py``, ``http/ratelimit.py``): each test fails on
-a mutant that survived the other tests (docs/testing.md, "Latest scores"). Plain objects and a
-``task.Clock``: no database, no HTTP."""
+"""http/ratelimit's in-process ``RateLimiter`` called directly, with a ``task.Clock``: its bound on
+tracked clients, the client keys, a disabled limiter, the exact edges of a bucket, the least recently
+used client dropped, the sweep of full buckets, ``retry_after``. (Through HTTP, and the shared
+limiter: tests/test_abuse_tokens.py.)"""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from twisted.internet import task
-from twisted.logger import globalLogPublisher
 
-from downstream_tx import geoip
-from downstream_tx.core import tokens
 from downstream_tx.http import ratelimit
 from downstream_tx.http.ratelimit import RateLimiter, client_key, retry_after
-from downstream_tx.v0.farming import TOKEN_RULES as V0
-from support import ADDRESS, make_config, make_node, run, token_row
-
-# --- core/tokens.py -------------------------------------------------------------------------------
-
-
-def test_the_names_of_the_checks():
-    """``failed_checks`` answers with these names (each protocol's ``TokenRules`` is keyed by them)."""
-    assert (tokens.IP_LIMIT, tokens.INVALID_ADDRESS, tokens.NOT_WHITELISTED, tokens.LOW_BALANCE,
-            tokens.ADDRESS_LIMIT) == ("ip_limit", "invalid_address", "not_whitelisted", "low_balance",
-                                      "address_limit")
-
-
-
-def test_token_rules_are_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        V0.name = "v9"  # type: ignore[misc]
-
-
-class FakeLocator:
-    """A GeoIP database already loaded, that places every address in one country."""
-
-    loaded = True
-
-    def __init__(self):
-        self.asked: list[str | None] = []
-
-    def locate(self, ip):
-        self.asked.append(ip)
-        return geoip.Location("Testland")
-
-
-@pytest.fixture
-def located(tmp_path, clock):
-    node = make_node(make_config(tmp_path), clock)
-    node.core.locator = FakeLocator()
-    yield node
-    node.db.close()
-
-
-def test_a_new_token_is_located_by_its_ip(located):
-    made = tokens.Tokens(located.core)
-    assert run(made.locate("8.8.8.8")) == geoip.Location("Testland")
-    token = run(made.create(ADDRESS, "8.8.8.8", V0))
-    assert geoip.location_from_json(token_row(located, token).location)["country"] == "Testland"
-    assert located.core.locator.asked == ["8.8.8.8", "8.8.8.8"]
-
-
-def test_a_given_location_is_stored_as_given_and_nothing_is_looked_up(located):
-    given = geoip.Location("Elsewhere").to_json()
-    token = run(tokens.Tokens(located.core).create(ADDRESS, "8.8.8.8", V0, location=given))
-    assert token_row(located, token).location == given
-    assert located.core.locator.asked == []
-
-
-def test_a_new_token_is_logged_with_its_protocol_and_farmer_id_never_the_token(located):
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        token = run(tokens.Tokens(located.core).create(ADDRESS, "127.0.0.1", V0))
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    farmer_id = tokens.farmer_id_of(tokens.hash_token(token))
-    mine = [e for e in events if e.get("log_namespace") == "downstream_tx.core.tokens"]
-    assert [(e["log_format"], e["protocol"], e["farmer_id"]) for e in mine] == [
-        ("{protocol} token created for farmer {farmer_id}", "v0", farmer_id)]
-    assert token not in repr(events)
-
-
-# --- http/ratelimit.py ----------------------------------------------------------------------------
 
 
 def test_the_default_bound_on_tracked_clients():
@@ -168,4 +94,3 @@ def test_retry_after_is_whole_seconds_and_at_least_one():
     assert retry_after(1.0) == 1
     assert retry_after(1.01) == 2
     assert retry_after(20.0) == 20
-
