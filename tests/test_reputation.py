@@ -140,10 +140,14 @@ def test_v1_results_and_expiry_are_recorded(make, clock):
     run(node.pool.refill())
     token = run(node.v1.new_token(ADDRESS, None))["token"]
     a, b, c = orjson.loads(orjson.dumps(run(node.v1.chunks(token, None, 3 * 4096))))
+    transactions: list[str] = []
+    node.db.observers.append(lambda desc, seconds, ok: transactions.append(desc))
     report = run(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(a)},
                                               {"file_hash": b["file_hash"], "proof": prove(c)},
                                               {"file_hash": c["file_hash"], "proof": {"broken": 1}}]))
     assert [r.get("status") or r.get("error") for r in report] == ["ok", "Invalid proof", "Proof corrupted"]
+    # the corrupted proof's error is counted in the answers' own transaction, not one of its own
+    assert transactions == ["v1_answer_read", "v1_answer"]
     rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
     assert (rep.passes, rep.fails, rep.misses, rep.errors) == (1, 1, 0, 1)
     assert round(rep.audit_score, 6) == 0.999 and rep.unknown_score < 1.0

@@ -56,6 +56,14 @@ class Txn:
         a commit found by the lost-commit lookup announces what its own attempt noted)."""
         self.notes.append(event)
 
+    def call_after(self, func: Callable[..., Any], *args: Any) -> None:
+        """Call ``func(*args)`` once this transaction has committed (on the thread that ran
+        :meth:`Database.run`, after the notes announced before it): an effect outside the database
+        (a counter, a cache) that must follow what was committed, not what a rolled-back or
+        retried attempt did. Kept with the notes, so the same rules hold (a retried body asks
+        again; a commit found by the lost-commit lookup calls what its own attempt asked)."""
+        self.notes.append(_After(func, args))
+
     def _note(self, sql: str) -> None:
         word = sql.split(None, 1)[0].upper() if sql else ""
         if word in ROW_CHANGES:
@@ -219,6 +227,13 @@ class _Outcome:
         #: the attempt whose body finished and recorded the id (its COMMIT was being sent)
         self.finished: int | None = None
         self.uncertain = False
+
+
+class _After(NamedTuple):
+    """A call a transaction asked for after its commit (:meth:`Txn.call_after`)."""
+
+    func: Callable[..., Any]
+    args: tuple
 
 
 class _Noted(NamedTuple):
@@ -421,7 +436,15 @@ class Database:
             return result
 
     def _announce(self, notes: list[Any]) -> None:
+        """Tell the note observers each event a committed transaction noted, and make the calls it
+        asked for (:meth:`Txn.call_after`), in order; a failing one is logged, the rest still run."""
         for note in notes:
+            if isinstance(note, _After):
+                try:
+                    note.func(*note.args)
+                except Exception:
+                    log.failure("a call after commit failed: {func!r}", func=note.func)
+                continue
             for observer in self.note_observers:
                 try:
                     observer(note)

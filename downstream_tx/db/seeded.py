@@ -473,10 +473,13 @@ class SeededStore:
         return self._run(ids, "v1_answer_read", body)
 
     def record_answers(self, token_hash: bytes, ip_hash: str | None, ip_limit: int, passes: dict[int, int],
-                       fails: Sequence[int], now: float):
+                       fails: Sequence[int], now: float, errors: int = 0,
+                       after: Callable[[int, int], None] | None = None):
         """Record verified proofs (see :func:`record_answers_txn`), applying the per-address token
-        limit first, and the farmer's reputation in the same transaction. Fires with (passes
-        recorded, [AnswerLost])."""
+        limit first, and the farmer's reputation in the same transaction: its passes, fails and
+        ``errors`` (proofs it sent malformed: its unknown-error score). ``after(passes recorded,
+        fails)`` is called once the transaction has committed (:meth:`Txn.call_after`). Fires with
+        (passes recorded, [AnswerLost])."""
         rules = self.rules
 
         def body(txn: Txn, careful: bool):
@@ -484,9 +487,12 @@ class SeededStore:
             use_from_ip_txn(txn, row, ip_hash, ip_limit, move=False)
             contained = reputation.contained_among_txn(txn, row.id, passes)
             counted, lost = record_answers_txn(txn, row.id, passes, fails, now, careful)
-            reputation.record_txn(txn, rules, now, {row.address: reputation.Tally(passes=counted, fails=len(fails))})
+            reputation.record_txn(txn, rules, now, {row.address: reputation.Tally(passes=counted, fails=len(fails),
+                                                                                  errors=errors)})
             gone = {x.id for x in lost}
             reputation.note_left_txn(txn, rules, row.address, 1, [(c, "pass") for c in contained if c not in gone])
+            if after is not None:
+                txn.call_after(after, counted, len(fails))
             return counted, lost
 
         def contended(failure):

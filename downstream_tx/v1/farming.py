@@ -270,22 +270,24 @@ class V1Farming:
             report, passes, fails = self._plan_answers(wanted, found, now)
         else:  # a large batch is verified off the reactor thread (~25 µs a proof)
             report, passes, fails = await self.core.blocking(self._plan_answers, wanted, found, now)
+        # a malformed proof is an error on the farmer's side, not a proof: its unknown-error score,
+        # counted in the answers' own transaction
+        corrupted = sum(1 for r in report if r.get("error") == PROOF_CORRUPTED)
         _, lost = await self._call(seeded.record_answers(
             token_hash, self.core.keys.hash_ip(ip), self.core.config.max_tokens_per_ip,
-            {cid: found[cid].seq for cid in passes}, fails, now))
+            {cid: found[cid].seq for cid in passes}, fails, now, errors=corrupted, after=self._count_results))
         if lost:
             why = {x.id: LOST[x.reason] for x in lost}
             for entry in report:
                 if entry.get("status") == "ok" and entry["file_hash"] in why:
                     entry.pop("status")
                     entry["error"] = why[entry["file_hash"]]
-        corrupted = sum(1 for r in report if r.get("error") == PROOF_CORRUPTED)
-        if corrupted:  # an error on the farmer's side, not a proof: its unknown-error score
-            await self.core.stores.reputation.record_errors(token_hash, corrupted, now)
-        results = self.core.results
-        results.count("pass", sum(1 for r in report if r.get("status") == "ok"), protocol=1)
-        results.count("fail", sum(1 for r in report if r.get("error") == INVALID_PROOF), protocol=1)
         return report
+
+    def _count_results(self, passes: int, fails: int) -> None:
+        """The results an /answer committed, for the observers (metrics, the dashboard's history)."""
+        self.core.results.count("pass", passes, protocol=1)
+        self.core.results.count("fail", fails, protocol=1)
 
     def _plan_answers(self, wanted, found: dict[int, V1Contract],
                       now: float) -> tuple[list[dict[str, Any]], list[int], list[int]]:
