@@ -1,7 +1,10 @@
 """The composition root: open the database (creating or upgrading its schema, a SQLite file backed
-up first), build the core context once, the services on it, and the periodic jobs.
+up first), build the node's stores and services once, over them the HTTP server, the periodic jobs
+and the jobs leader, each through its constructor (nothing is patched after it is built).
 
-Shared by the daemon (``tap.py``) and ``downstream-admin`` so both open a node the same way.
+The one builder of the daemon (``tap.py``), ``downstream-admin`` and the tests (``tests/support``):
+:func:`open_services` (or :func:`build_services` over an open database), then :func:`build_server`,
+:func:`jobs_leader` or :func:`build_jobs` over what it built.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +21,7 @@ from twisted.logger import Logger
 
 from downstream_tx import geoip
 from downstream_tx.config import Config
-from downstream_tx.core.context import Blocking, Core
+from downstream_tx.core.context import Blocking, Core, Downloads, Results
 from downstream_tx.core.farmers import Farmers
 from downstream_tx.core.keys import NodeKeys
 from downstream_tx.core.reputation import ReputationService, announce, rules_of
@@ -26,10 +30,11 @@ from downstream_tx.dashboard.data import DashboardData
 from downstream_tx.db import schema
 from downstream_tx.db.database import Database
 from downstream_tx.db.engine import create_engine
-from downstream_tx.db.lease import Fence, FencedDatabase
+from downstream_tx.db.lease import FencedDatabase
 from downstream_tx.db.lock import DaemonLock
 from downstream_tx.db.stores import Stores
 from downstream_tx.health import ping_database
+from downstream_tx.http.ratelimit import SharedRateLimiter
 from downstream_tx.http.server import DownstreamServer
 from downstream_tx.jobs.archive import archive_job
 from downstream_tx.jobs.contracts import NAME as CONTRACT_TIMER
@@ -37,6 +42,9 @@ from downstream_tx.jobs.contracts import ContractTimer
 from downstream_tx.jobs.leader import JobsLeader, default_instance_name, poll_interval
 from downstream_tx.jobs.outcomes import outcomes_job
 from downstream_tx.jobs.periodic import PeriodicJob
+from downstream_tx.jobs.uptime import NAME as UPTIME
+from downstream_tx.jobs.uptime import UptimeSummary
+from downstream_tx.jobs.uptime import interval as uptime_interval
 from downstream_tx.private import make_private_dirs
 from downstream_tx.startup import MissingDatabase
 from downstream_tx.v0.challenges import ChallengeSupply
@@ -50,8 +58,21 @@ from downstream_tx.v1.status import Status
 
 log = Logger()
 
-#: seconds between uptime summaries (the bound on the summary's error, see db/status.py)
-UPTIME_PERIOD = 30.0
+#: what every committed transaction's notes go to: each change of a farmer's standing, one log line
+NOTE_OBSERVERS = (announce,)
+
+
+@dataclass(frozen=True)
+class Observers:
+    """What the process running the node observes of it, given to the objects that report it as
+    they are built (the daemon: its metrics and the dashboard's per-hour history; tests: none)."""
+
+    #: called with ``(result, n, protocol)`` for each challenge outcome counted (``core.context.Results``)
+    results: tuple[Callable[..., None], ...] = ()
+    #: called with each download's outcome (``core.context.Downloads``)
+    downloads: tuple[Callable[..., None], ...] = ()
+    #: called with ``(job name, seconds, ok)`` after each pass of a periodic job
+    jobs: Callable[[str, float, bool], None] | None = None
 
 
 def thread_runner(reactor: Any) -> Blocking:
@@ -87,9 +108,8 @@ class Services:
         return self.core.config
 
 
-def build_services(core: Core, chunks: ChunkStore | None = None) -> Services:
-    chunks = chunks or ChunkStore(core.config.chunk_path)
-    chunks.ensure()
+def services_over(core: Core, chunks: ChunkStore) -> Services:
+    """The services over ``core`` (its stores: the node's, or the jobs' fenced ones)."""
     tokens = Tokens(core)
     supply = ChallengeSupply(core, chunks)
     return Services(
@@ -100,16 +120,22 @@ def build_services(core: Core, chunks: ChunkStore | None = None) -> Services:
     )
 
 
-async def open_core(db: Database, config: Config, clock: Any, blocking: Blocking) -> Core:
-    """The core context over an open database (on a first start: the node secret is made)."""
+async def build_services(db: Database, config: Config, clock: Any, blocking: Blocking,
+                         chunks: ChunkStore | None = None, observers: Observers = Observers()) -> Services:
+    """The node's stores and services over an open database (on a first start: the node secret is
+    made). ``chunks``: the chunk store (default: the configured directory, created if missing)."""
+    if chunks is None:
+        chunks = ChunkStore(config.chunk_path)
+        chunks.ensure()
     stores = Stores(db, rules_of(config))
-    db.note_observers.append(announce)  # each change of a farmer's standing, one log line
     secret = await stores.meta.secret(os.urandom(32))
     # the lease holder's name: the instance's name and a random part, so two processes given one name
     # (two containers with the same host name and pid) can never both believe they hold the lease
     instance = f"{config.instance_name or default_instance_name()}~{os.urandom(3).hex()}"
-    return Core(config=config, stores=stores, clock=clock, blocking=blocking, keys=NodeKeys(secret),
+    core = Core(config=config, stores=stores, clock=clock, blocking=blocking, keys=NodeKeys(secret),
+                results=Results(observers.results), downloads=Downloads(observers.downloads),
                 locator=geoip.locator_from_config(config), instance=instance)
+    return services_over(core, chunks)
 
 
 def _missing(config: Config, where: str) -> MissingDatabase:
@@ -129,10 +155,8 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
     refused with :class:`~downstream_tx.startup.MissingDatabase` before anything is written.
     ``daemon``: a SQLite file is locked for the daemon's life first (``db/lock.py``: a second
     daemon on it is refused before it touches anything); ``Database.close`` releases it."""
-    engine = create_engine(config.db_url)
-    if engine.name == "mysql":
-        # a process paused inside a transaction must not hold the jobs lease's lock past its TTL
-        engine.idle_transaction_timeout = max(math.ceil(config.lease_ttl), 5)
+    # (a server engine) a process paused inside a transaction must not hold the jobs lease's lock past its TTL
+    engine = create_engine(config.db_url, idle_transaction_timeout=max(math.ceil(config.lease_ttl), 5))
     steps = schema.load_steps(engine.name, schema_dir)
     if not create and engine.name == "sqlite" and not os.path.exists(engine.url.path):
         raise _missing(config, os.path.abspath(engine.url.path))
@@ -159,8 +183,8 @@ async def _open(config: Config, reactor: Any, engine: Any, steps: list, create: 
         if 0 < found < latest:
             backup = schema.backup_sqlite(engine.url.path, found)
             log.info("backed up schema version {found} database to {backup}", found=found, backup=backup)
-    db = Database.connect(engine, reactor, pool_size=config.db_pool_size, retries=config.db_retries)
-    db.lock = lock
+    db = Database.connect(engine, reactor, pool_size=config.db_pool_size, retries=config.db_retries,
+                          note_observers=NOTE_OBSERVERS, lock=lock)
     try:
         if not create and engine.name != "sqlite" and await db.run("schema_version", schema.current_version_txn) == 0:
             raise _missing(config, engine.describe())
@@ -190,7 +214,7 @@ def _mention_other_databases(config: Config, engine: Any) -> None:
 
 
 async def open_services(config: Config, reactor: Any, schema_dir: str | None = None,
-                        create: bool = True, daemon: bool = False) -> Services:
+                        create: bool = True, daemon: bool = False, observers: Observers = Observers()) -> Services:
     """The node's services over its database. ``create``: a node being set up (the daemon, ``file
     add``, ``whitelist import``): an unwritable chunk directory fails first, before a database is
     created for nothing; otherwise a missing database is refused (``open_database``). ``daemon``:
@@ -200,7 +224,7 @@ async def open_services(config: Config, reactor: Any, schema_dir: str | None = N
         chunks.ensure()
     db = await open_database(config, reactor, schema_dir, create, daemon)
     try:
-        return build_services(await open_core(db, config, reactor, thread_runner(reactor)), chunks)
+        return await build_services(db, config, reactor, thread_runner(reactor), chunks, observers)
     except BaseException:
         db.close()
         raise
@@ -211,35 +235,33 @@ def contract_timer(services: Services) -> ContractTimer:
     return ContractTimer(services.supply, services.expiry, stores.meta, services.core.clock, stores.farmers)
 
 
-def build_jobs(services: Services) -> list[PeriodicJob]:
-    """The periodic jobs the lease holder runs, over ``services`` as given (unfenced: a single
-    process that runs them itself, tests); the daemon runs them under a lease (:func:`jobs_leader`)."""
+def build_jobs(services: Services, observer: Callable[[str, float, bool], None] | None = None) -> list[PeriodicJob]:
+    """The periodic jobs the lease holder runs over ``services`` as given: the node's own (a single
+    process that runs them itself, tests), or the jobs' fenced ones (:func:`jobs_leader`, a new set
+    of jobs each term). ``observer``: told of each pass (metrics)."""
     config, clock = services.config, services.core.clock
+    stores = services.core.stores
     return [
-        PeriodicJob(CONTRACT_TIMER, contract_timer(services), config.tick, clock),
-        PeriodicJob("seeded_pool", services.pool.refill, config.tick, clock),
-        PeriodicJob("reputation", services.reputation.sweep, config.tick, clock),
-        PeriodicJob("uptime", services.status.update_uptime,
-                    max(config.tick, min(UPTIME_PERIOD, config.seeded_interval)), clock),
-        archive_job(services.core.stores.archive, config, clock),
-        outcomes_job(services.core.stores.outcomes, clock),
+        PeriodicJob(CONTRACT_TIMER, contract_timer(services), config.tick, clock, observer),
+        PeriodicJob("seeded_pool", services.pool.refill, config.tick, clock, observer),
+        PeriodicJob("reputation", services.reputation.sweep, config.tick, clock, observer),
+        PeriodicJob(UPTIME, UptimeSummary(stores.status, clock), uptime_interval(config.tick, config.seeded_interval),
+                    clock, observer),
+        archive_job(stores.archive, config, clock, observer),
+        outcomes_job(stores.outcomes, clock, observer),
     ]
 
 
-def fenced_services(services: Services, fence: Fence) -> Services:
-    """The services again, over stores whose every transaction first checks ``fence``
-    (``db/lease.py``); the same clock, keys, result observers and chunk store."""
-    core = services.core
-    fenced = dataclasses.replace(core, stores=Stores(FencedDatabase(core.stores.db, fence), rules_of(core.config)))
-    return build_services(fenced, services.chunks)
-
-
-def jobs_leader(services: Services, observer=None) -> JobsLeader:
-    """The lease-holding service that runs :func:`build_jobs` over fenced services, one term at a
-    time, on the one instance holding the ``jobs`` lease."""
+def jobs_leader(services: Services, observer: Callable[[str, float, bool], None] | None = None) -> JobsLeader:
+    """The lease-holding service that runs :func:`build_jobs` on the one instance holding the
+    ``jobs`` lease, one term at a time. The jobs' services are built here once, over a
+    :class:`FencedDatabase` (every transaction checks the fence of the term held then; the leader
+    gives it each term's fence); the same clock, keys, result observers and chunk store as the node's."""
     config, core = services.config, services.core
-    return JobsLeader(core.stores.leases, lambda fence: build_jobs(fenced_services(services, fence)), core.clock,
-                      core.instance, config.lease_ttl, poll_interval(config.lease_ttl, config.tick), observer)
+    fenced_db = FencedDatabase(core.stores.db)
+    fenced = services_over(dataclasses.replace(core, stores=Stores(fenced_db, rules_of(config))), services.chunks)
+    return JobsLeader(core.stores.leases, fenced_db, lambda: build_jobs(fenced, observer), core.clock,
+                      core.instance, config.lease_ttl, poll_interval(config.lease_ttl, config.tick))
 
 
 def dashboard_data(services: Services) -> DashboardData | None:
@@ -252,10 +274,16 @@ def dashboard_data(services: Services) -> DashboardData | None:
                          cache_seconds=min(core.config.stats_interval, 10.0))
 
 
-def build_server(services: Services) -> DownstreamServer:
-    """The HTTP API over the services."""
+def build_server(services: Services, leadership: Callable[[], dict[str, Any]] | None = None,
+                 base_url: str | None = None) -> DownstreamServer:
+    """The HTTP API over the services: token requests limited per client address with the buckets
+    in the database (shared by every instance). ``leadership``: the jobs leader's description, for
+    ``/health``; ``base_url``: where farmers download chunks (default: the configuration's)."""
     core = services.core
+    config = core.config
     return DownstreamServer(
-        core.config, core.clock, services.v0, services.v1, services.status,
+        config, core.clock, services.v0, services.v1, services.status,
         ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout), hash_ip=core.keys.hash_ip,
-        blocking=core.blocking, dashboard=dashboard_data(services), ratelimits=core.stores.ratelimits)
+        blocking=core.blocking,
+        limiter=SharedRateLimiter(config.token_rate, core.clock, core.stores.ratelimits, core.keys.hash_ip),
+        dashboard=dashboard_data(services), leadership=leadership, base_url=base_url)

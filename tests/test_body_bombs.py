@@ -9,6 +9,7 @@ bomb senders and a farmer that behaves like downstream-farmer 0.1.8."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import http.client
 import os
@@ -24,7 +25,7 @@ from twisted.web import http as twisted_http
 
 from downstream_tx.core.tokens import hash_token
 from downstream_tx.http import bodies
-from downstream_tx.http.server import DownstreamServer
+from downstream_tx.runtime import build_server
 from downstream_tx.v1.farming import KNOWN_TOKEN_SECONDS
 from support import ADDRESS, make_address, make_server, run, snapshot
 from support.daemon import Daemon
@@ -118,11 +119,9 @@ class Recording:
 
 
 def recording_api(node) -> tuple[Api, Recording]:
-    core = node.core
-    blocking = Recording(core.blocking)
-    server = DownstreamServer(core.config, core.clock, node.v0, node.v1, node.status, ping=None,
-                              hash_ip=core.keys.hash_ip, blocking=blocking)
-    api = Api(node, core.config)
+    blocking = Recording(node.core.blocking)
+    server = build_server(dataclasses.replace(node, core=dataclasses.replace(node.core, blocking=blocking)))
+    api = Api(node, node.config)
     api.treq = StubTreq(server.resource())
     return api, blocking
 

@@ -13,7 +13,8 @@ import pytest
 from downstream_tx import geoip
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.jobs.history import HourlyResults, write_history
-from downstream_tx.jobs.stats import history_recorder, stats_job
+from downstream_tx.jobs.stats import stats_job
+from downstream_tx.jobs.uptime import UptimeSummary
 from downstream_tx.v0.hashes import parse_response
 from support import make_address, run, token_row
 from support.v1 import V1, answer, build, chunks, prove
@@ -238,8 +239,9 @@ def test_geoip_off_and_an_mmdb_file(tmp_path, db_url, clock):
 def test_history_is_written_by_the_stats_job_idempotently_and_pruned(setup, clock):
     node, api = setup
     store = node.core.stores.history
-    job = stats_job(node.core.stores.stats, node.config, clock,
-                    history=history_recorder(store, node.core.results, clock))
+    recorder = HourlyResults(clock)
+    node.core.results.observers.append(recorder.count)  # as the daemon's node is built with it
+    job = stats_job(node.core.stores.stats, node.config, clock, history=(store, recorder))
     t1, t2, t3 = three_farmers(api)  # 3 passes counted through core.results
     run(job.run_now())
     hour = int(clock.seconds() // HOUR)
@@ -292,7 +294,8 @@ def test_v0_farmers_uptime_and_activity_are_real(nodes, clock, tmp_path):
     for token in (good, gone):
         run(node.v0.get_chunk(token))
     data = stored_bytes(node, h)
-    run(node.status.update_uptime())
+    uptime = UptimeSummary(node.core.stores.status, clock)  # the uptime job's body
+    run(uptime())
     for window in range(10):
         for token in (good, gone) if window < 3 else (good,):
             _, due = run(node.v0.due(token))
@@ -300,7 +303,7 @@ def test_v0_farmers_uptime_and_activity_are_real(nodes, clock, tmp_path):
                 assert run(node.v0.answer(token, h, parse_response(v0_answer(data, due[0]["challenge"])))) == "pass"
         clock.advance(interval)
         run(node.supply.issue_due())
-        run(node.status.update_uptime())
+        run(uptime())
     api = Api(node, node.config)
     assert server_of(node) is not None
     rows = {r["id"]: r for r in table_rows(raw_get(api, "/dashboard")[1])}

@@ -362,6 +362,35 @@ def test_lease_fence_rolls_back_a_lost_holders_transaction(stores, clock):
     assert run(stores.db.run("get", meta.get_txn, "probe")) == b"1"  # neither refused write changed it
 
 
+def test_every_entry_point_of_the_database_is_fenced_or_refused_on_a_fenced_one(stores, clock):
+    """Each public method of Database is either run under the fence (without a term, or once the
+    lease is lost, it changes nothing) or refused; nothing else reaches the database unfenced."""
+    from downstream_tx.db.database import Database
+
+    public = {name for name, _ in inspect.getmembers(Database, callable) if not name.startswith("_")}
+    fenced_db = lease.FencedDatabase
+    assert public == set(fenced_db.FENCED) | set(fenced_db.REFUSED)
+    fenced = fenced_db(stores.db)
+    assert not hasattr(fenced, "pool") and not hasattr(fenced, "note_observers")  # no way around it
+    for name in fenced_db.REFUSED:
+        with pytest.raises(TypeError, match="fenced database"):
+            getattr(fenced, name)()
+    t = clock.seconds()
+    for name in fenced_db.FENCED:
+        entry = getattr(fenced, name)
+        fenced.release()
+        with pytest.raises(lease.LeaseLost, match="no term"):  # between terms
+            run(entry("mark", meta.set_txn, name, b"between"))
+        state = run(stores.leases.acquire(lease.JOBS, "a", clock.seconds(), 10))
+        fenced.hold(lease.Fence(lease.JOBS, "a", state.generation))
+        run(entry("mark", meta.set_txn, name, b"held"))
+        clock.advance(11)  # the lease expired
+        with pytest.raises(lease.LeaseLost, match="is lost"):
+            run(entry("mark", meta.set_txn, name, b"lost"))
+        assert run(stores.db.run("get", meta.get_txn, name)) == b"held"
+    assert clock.seconds() > t
+
+
 def test_pool_add_cap_never_overfills(stores, clock):
     def chunk(n, size=100):
         return EncodedChunk(f"{n:032x}", size, hashlib.sha256(b"cap %d" % n).hexdigest(), "{}", "{}")

@@ -80,8 +80,7 @@ def test_results_transactions_and_jobs_are_counted(node, clock, contract, config
     assert run(node.v0.answer(token, file_hash, parse_response("0" * 64))) == "fail"
     assert _sample(metrics, "downstream_challenge_results_total", protocol="v0", result="fail") == 1
     assert _sample(metrics, "downstream_db_transaction_duration_seconds_count", transaction="answer") == 1
-    job = stats_job(node.core.stores.stats, config, clock, metrics)
-    job.observer = metrics.observe_job
+    job = stats_job(node.core.stores.stats, config, clock, metrics, observer=metrics.observe_job)
     run(job.run_now())
     assert _sample(metrics, "downstream_timer_runs_total", job="stats") == 1
     assert _sample(metrics, "downstream_timer_failures_total", job="stats") is None

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from downstream_tx.jobs.uptime import UptimeSummary
 from downstream_tx.runtime import build_jobs, contract_timer
 from support import make_address, run
 from support.v1 import INTERVAL, V1, answer, build, chunks, prove
@@ -46,7 +47,8 @@ def test_list_fields_and_sorting(setup, clock):
     node, api = setup
     t1, t2, t3 = three_farmers(api)
     clock.advance(5)
-    run(node.status.update_uptime())
+    uptime = UptimeSummary(node.core.stores.status, clock)  # the uptime job's body
+    run(uptime())
     code, body = api.get(f"{V1}/status/list/")
     assert code == 200
     by_id = {f["id"]: f for f in body["farmers"]}
@@ -98,7 +100,8 @@ def test_show(setup, clock):
     node, api = setup
     t1, t2, t3 = three_farmers(api)
     clock.advance(INTERVAL + 30)  # t1's and t2's contracts are answered: they expire at due + interval
-    run(node.status.update_uptime())
+    uptime = UptimeSummary(node.core.stores.status, clock)  # the uptime job's body
+    run(uptime())
     code, body = api.get(f"{V1}/status/show/{farmer_id(t1)}")
     assert code == 200
     assert body["contracts"] == 2 and body["size"] == 20480 and body["online"] is True
@@ -114,15 +117,16 @@ def test_uptime_is_a_percentage_of_time_since_first_contract(setup, clock):
     token = api.new_token()
     [c] = chunks(api, token, 4096)  # never answered: expires at start + INTERVAL
     clock.advance(30)
-    run(node.status.update_uptime())
+    uptime = UptimeSummary(node.core.stores.status, clock)  # the uptime job's body
+    run(uptime())
     assert api.get(f"{V1}/status/show/{farmer_id(token)}")[1]["uptime"] == 100.0
     clock.advance(90)
     run(node.expiry.expire())
-    run(node.status.update_uptime())
+    run(uptime())
     shown = api.get(f"{V1}/status/show/{farmer_id(token)}")[1]
     assert shown["uptime"] == 50.0 and shown["online"] is False  # 60 s online of 120
     clock.advance(120)
-    run(node.status.update_uptime())  # offline time keeps counting
+    run(uptime())  # offline time keeps counting
     assert api.get(f"{V1}/status/show/{farmer_id(token)}")[1]["uptime"] == 25.0
 
 

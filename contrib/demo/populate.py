@@ -43,7 +43,14 @@ from downstream_tx.config import load_config  # noqa: E402
 from downstream_tx.db.history import HOUR, HourRow  # noqa: E402
 from downstream_tx.errors import NodeError  # noqa: E402
 from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag  # noqa: E402
-from downstream_tx.runtime import build_services, contract_timer, open_core, open_database, thread_runner  # noqa: E402
+from downstream_tx.jobs.uptime import UptimeSummary  # noqa: E402
+from downstream_tx.runtime import (  # noqa: E402
+    Observers,
+    build_services,
+    contract_timer,
+    open_database,
+    thread_runner,
+)
 from downstream_tx.v0.hashes import parse_response  # noqa: E402
 
 INTERVAL = 2 * HOUR  # v0 files: a challenge every two hours
@@ -195,10 +202,11 @@ async def populate(reactor, data_dir: str, farmers: int, days: int, seed: int, v
         f.writelines(f"{k} = {v!r}\n".replace("'", '"') for k, v in settings.items())
     config = load_config(None, environ={}, overrides=settings)
     db = await open_database(config, reactor)
-    node = build_services(await open_core(db, config, clock, thread_runner(reactor)))
     history = History(clock)
-    node.core.results.observers.append(history.count)
+    node = await build_services(db, config, clock, thread_runner(reactor),
+                                observers=Observers(results=(history.count,)))
     timer = contract_timer(node)
+    uptime = UptimeSummary(node.core.stores.status, clock)
     data: dict[str, bytes] = {}
 
     async def add_files(count: int) -> None:
@@ -228,7 +236,7 @@ async def populate(reactor, data_dir: str, farmers: int, days: int, seed: int, v
         for f in people:
             if f.token and online(f, now, rng):
                 await (farm_v1(node, f) if f.v1 else farm_v0(node, f, rng, data, end))
-        await node.status.update_uptime()
+        await uptime()
         if rng.random() < max(2, farmers // 40) / 24:  # the operator adds data now and then
             await add_files(1)
         if step % 24 == 0:

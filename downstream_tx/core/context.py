@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +28,8 @@ async def drain(fetch_page: Callable[[], Awaitable[Any]], total: Any) -> Any:
 class Observed:
     """Events of the node that observers (metrics) are told about, as they happen."""
 
-    def __init__(self) -> None:
-        self.observers: list[Callable[..., None]] = []
+    def __init__(self, observers: Iterable[Callable[..., None]] = ()) -> None:
+        self.observers: list[Callable[..., None]] = list(observers)
 
     def _tell(self, *event: Any) -> None:
         for observer in self.observers:

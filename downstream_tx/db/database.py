@@ -302,7 +302,8 @@ class Database:
     CHECKPOINT_EVERY = 1000
 
     def __init__(self, engine: Engine, pool: Any, clock: Any, retries: int = 3, backoff: float = 0.2,
-                 inline: bool = False, record_outcomes: bool = True):
+                 inline: bool = False, record_outcomes: bool = True,
+                 note_observers: Iterable[Callable[[Any], None]] = (), lock: Any = None):
         self.engine = engine
         #: whether write transactions record their id (the engine's commits can be lost, and the
         #: schema has ``txn_outcomes``: off only for tests that build an older schema)
@@ -327,12 +328,13 @@ class Database:
         #: transactions whose COMMIT acknowledgement was lost, by what the lookup found
         self.lost_commits = {"committed": 0, "rolled_back": 0, "unknown": 0}
         #: called with each event a committed transaction noted (:meth:`Txn.note`), in order
-        self.note_observers: list[Callable[[Any], None]] = []
+        self.note_observers: list[Callable[[Any], None]] = list(note_observers)
         #: the daemon's lock on its SQLite file (``db/lock.py``), released when the pool is closed
-        self.lock: Any = None
+        self.lock: Any = lock
 
     @classmethod
-    def connect(cls, engine: Engine, reactor: Any, pool_size: int = 5, retries: int = 3) -> Database:
+    def connect(cls, engine: Engine, reactor: Any, pool_size: int = 5, retries: int = 3,
+                note_observers: Iterable[Callable[[Any], None]] = (), lock: Any = None) -> Database:
         args = engine.pool_args(pool_size)
         pool = adbapi.ConnectionPool(
             engine.dbapi_name,
@@ -347,7 +349,8 @@ class Database:
         pool.dbapi = _Dbapi(engine)
         pool.connectionFactory = _Connection
         pool.downstream_engine = engine
-        return cls(engine, pool, reactor, retries=retries, inline=engine.inline)
+        return cls(engine, pool, reactor, retries=retries, inline=engine.inline, note_observers=note_observers,
+                   lock=lock)
 
     def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict) -> T:
         """One transaction's body on a pool thread, its result alone (tests call it on a pool)."""

@@ -1,5 +1,5 @@
-"""The status API's data (docs/protocol-v1.md, "Status"): farmers listed and shown, and the
-uptime summary the uptime timer keeps."""
+"""The status API's data (docs/protocol-v1.md, "Status"): farmers listed and shown (their uptime
+summed by the uptime job, ``jobs/uptime.py``)."""
 
 from __future__ import annotations
 
@@ -33,9 +33,6 @@ def farmer_dict(row: FarmerRow, reputation: dict[str, Any] | None = None) -> dic
 class Status:
     def __init__(self, core: Core):
         self.core = core
-        #: the end of the last uptime summary made by this process (None before the first)
-        self._uptime_since: float | None = None
-        self._uptime_ran = False
 
     async def farmers(self, online: bool = False, sort: str = "id", descending: bool = False,
                       limit: int | None = None, page: int | None = None) -> list[dict[str, Any]]:
@@ -60,10 +57,3 @@ class Status:
         if row is None:
             raise v1_error(NONEXISTENT_FARMER, NOT_FOUND)
         return farmer_dict(row, (await self._reputation([row.address]))[row.address])
-
-    async def update_uptime(self) -> int:
-        """Add every token's online time since the last summary (the uptime timer)."""
-        now = self.core.now()
-        updated = await self.core.stores.status.update_uptime(now, self._uptime_since, first=not self._uptime_ran)
-        self._uptime_since, self._uptime_ran = now, True
-        return updated
