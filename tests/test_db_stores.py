@@ -30,6 +30,7 @@ from downstream_tx.db.seeded import AnswerLost, EncodedChunk, IssuedChallenge, S
 from downstream_tx.db.tokens import UnknownToken
 from downstream_tx.heartbeat import hashchal
 from support import ADDRESS, make_address, run
+from support.stored import mark_all_used, overwrite_state, stored_state, v1_deadline
 
 TH = hashlib.sha256(b"token one").digest()
 TH2 = hashlib.sha256(b"token two").digest()
@@ -126,7 +127,7 @@ def test_challenge_store(stores, clock):
     assert run(stores.challenges.stored()) == run(stores.challenges.stored(batch_id))
     assert run(stores.challenges.low_files(None, 4)) == [file_id]
     assert run(stores.challenges.low_files([file_id], 3)) == []
-    assert run(stores.challenges.mark_all_used()) == 3
+    assert run(mark_all_used(stores.challenges.db)) == 3
     assert run(stores.challenges.counts()) == {"batches": 1, "unused": 0}
 
 
@@ -175,16 +176,16 @@ def test_seeded_store(stores, clock):
                                          interval=60, issue=issue))
     ids = [c.id for c in made]
     assert len(ids) == 2 and run(stores.seeded.pool_counts()) == {4096: 1}
-    assert run(stores.seeded.stored_state(ids[0])) == (0, SEALED, None, None)
-    assert run(stores.seeded.overwrite_state(ids[0], 0, None, "S", "C")) == 1  # as before schema step 5
-    assert run(stores.seeded.stored_state(ids[0])) == (0, None, "S", "C")
-    assert run(stores.seeded.overwrite_state(ids[0], 0, SEALED)) == 1
-    deadline = run(stores.seeded.deadline(ids[0]))
-    assert deadline > clock.seconds() and run(stores.seeded.deadline(10**9)) is None
+    assert run(stored_state(stores.seeded.db, ids[0])) == (0, SEALED, None, None)
+    assert run(overwrite_state(stores.seeded.db, ids[0], 0, None, "S", "C")) == 1  # as before schema step 5
+    assert run(stored_state(stores.seeded.db, ids[0])) == (0, None, "S", "C")
+    assert run(overwrite_state(stores.seeded.db, ids[0], 0, SEALED)) == 1
+    deadline = run(v1_deadline(stores.seeded.db, ids[0]))
+    assert deadline > clock.seconds() and run(v1_deadline(stores.seeded.db, 10**9)) is None
 
     t = clock.seconds()
     assert run(stores.seeded.shift_for_downtime(t, t + 10)) == 2
-    assert run(stores.seeded.deadline(ids[0])) == deadline + 10
+    assert run(v1_deadline(stores.seeded.db, ids[0])) == deadline + 10
 
     def plan_challenges(wanted, found):
         return sorted(found), []
@@ -200,13 +201,13 @@ def test_seeded_store(stores, clock):
     # a proof of another challenge than the stored one, or after the expiration, is not recorded
     assert run(stores.seeded.record_answers(TH, "ip-a", 0, {ids[1]: 1}, [], clock.seconds())) == (
         0, [AnswerLost(ids[1], "answered")])
-    late = run(stores.seeded.deadline(ids[1]))
+    late = run(v1_deadline(stores.seeded.db, ids[1]))
     assert run(stores.seeded.record_answers(TH, "ip-a", 0, {ids[1]: 0}, [], late)) == (
         0, [AnswerLost(ids[1], "expired")])
     [row] = [c for c in run(stores.contracts.all()) if c["id"] == ids[1]]
     assert (row["passes"], row["fails"]) == (0, 1)
     assert sorted(cid for cid, _ in run(stores.seeded.tags(TH, clock.seconds()))) == ids
-    result = run(stores.seeded.expire(run(stores.seeded.deadline(ids[0])), 100))
+    result = run(stores.seeded.expire(run(v1_deadline(stores.seeded.db, ids[0])), 100))
     assert (result.ended, result.failed) == (1, 1)
     states = {c["id"]: (c["state"], c["end_reason"]) for c in run(stores.contracts.all())}
     assert states == {ids[0]: ("ended", "expired"), ids[1]: ("failed", "missed")}
@@ -416,11 +417,11 @@ COVERED = {
     tokens.TokenStore: {"create", "get", "delete", "farmer", "import_whitelist", "count", "heartbeats_total",
                         "whitelist_size"},
     files.FileStore: {"get_active", "get", "add_stored", "remove", "list_active", "replicas", "count"},
-    challenges.ChallengeStore: {"add_batch", "low_files", "batches", "unused", "stored", "counts", "mark_all_used"},
+    challenges.ChallengeStore: {"add_batch", "low_files", "batches", "unused", "stored", "counts"},
     contracts.ContractStore: {"assign", "of_token", "answer", "end", "issue_due", "fill_starved", "latest", "all"},
     seeded.SeededStore: {"pool_counts", "pool_add", "take_chunks", "refresh_challenges", "contracts",
                            "record_answers", "tags", "expire",
-                         "shift_for_downtime", "deadline", "overwrite_state", "stored_state"},
+                         "shift_for_downtime"},
     status.StatusStore: {"farmers", "farmer", "update_uptime"},
     stats.StatsStore: {"ping", "counts"},
     history.HistoryStore: {"write", "record", "hours"},

@@ -22,6 +22,7 @@ from downstream_tx.jobs.contracts import FAILED_LINES, ContractTimer, PassSummar
 from downstream_tx.runtime import contract_timer
 from downstream_tx.v0 import challenges
 from support import ADDRESS, add_test_file, file_replicas, make_config, make_node, run, stored_bytes, token_row
+from support.stored import mark_all_used
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def test_a_file_is_marked_while_it_is_topped_up(make, tmp_path):
     """A second top-up that starts while the first one computes the file's batch skips that file."""
     node = make(challenge_batch=4, challenge_low_water=3)
     [fid] = file_ids(node, [add_test_file(node, tmp_path, size=100)])
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.core.stores.challenges.db))
     real = node.supply.generate
     nested = []
 
@@ -117,7 +118,7 @@ def test_a_file_gone_since_the_low_water_query_is_skipped_and_the_others_are_top
         make, tmp_path, logged, gone):
     node = make(challenge_batch=4, challenge_low_water=3)
     ids = file_ids(node, [add_test_file(node, tmp_path, size=100) for _ in range(3)])
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.core.stores.challenges.db))
     real = node.core.stores.files.get
 
     async def get(file_id):
@@ -136,7 +137,7 @@ def test_a_file_gone_since_the_low_water_query_is_skipped_and_the_others_are_top
 def test_a_failed_top_up_is_logged_with_its_file_and_the_others_still_run(make, tmp_path, logged):
     node = make(challenge_batch=4, challenge_low_water=3)
     ids = file_ids(node, [add_test_file(node, tmp_path, size=100) for _ in range(2)])
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.core.stores.challenges.db))
     real = node.supply.generate
 
     async def generate(file_id, file_hash, *args, **kw):
@@ -313,7 +314,7 @@ def test_a_starved_contract_has_no_challenge_nothing_due_and_no_miss(make, tmp_p
     h = add_test_file(node, tmp_path, interval=60)
     token = run(node.v0.create_token(ADDRESS))
     run(node.v0.get_chunk(token))
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.core.stores.challenges.db))
     clock.advance(60)
     result = run(node.core.stores.contracts.issue_due(clock.seconds(), 3, 100, None))  # no top-up here
     assert (result.missed, result.issued, result.starved) == (1, 0, 1)
@@ -532,9 +533,9 @@ def test_only_the_first_pass_after_a_start_tops_up_every_low_file(make, tmp_path
     node = make(challenge_batch=5, challenge_low_water=3)
     [fid] = file_ids(node, [add_test_file(node, tmp_path)])
     timer = contract_timer(node)
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.core.stores.challenges.db))
     assert run(timer()).topped_up == 1 and timer.started is True
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.core.stores.challenges.db))
     clock.advance(1)
     assert run(timer()).topped_up == 0
     assert unused(node, [fid]) == [0]

@@ -21,6 +21,7 @@ from downstream_tx.heartbeat import HeartbeatError, Proof
 from downstream_tx.v1 import farming, wire
 from downstream_tx.v1.farming import V1Farming
 from support import ADDRESS, make_address, make_config, run
+from support.stored import overwrite_state, stored_state, v1_deadline
 from support.v1 import INTERVAL, SIGNATURE, prove
 
 BAD = "1BoatSLRHtKNngkdXEeobR76b53LETtpyX"  # a checksum error
@@ -202,8 +203,8 @@ def test_no_more_challenges_for_one_contract_does_not_end_the_list(node, clock):
                                             {"file_hash": b["file_hash"], "proof": prove(b)}]))
     assert [r.get("status") for r in report] == ["ok", "ok"]
     clock.advance(INTERVAL)  # both due: a new challenge each
-    seq, sealed, _, _ = run(node.core.stores.seeded.stored_state(a["file_hash"]))
-    run(node.core.stores.seeded.overwrite_state(a["file_hash"], seq, sealed._replace(time="cut")))
+    seq, sealed, _, _ = run(stored_state(node.core.stores.seeded.db, a["file_hash"]))
+    run(overwrite_state(node.core.stores.seeded.db, a["file_hash"], seq, sealed._replace(time="cut")))
     got = orjson.loads(orjson.dumps(run(node.v1.challenges(token, [a["file_hash"], b["file_hash"]]))))
     assert got[0] == {"file_hash": a["file_hash"], "status": "no more challenges"}
     assert got[1]["file_hash"] == b["file_hash"] and got[1]["answered"] is False and got[1]["due"] == INTERVAL
@@ -312,9 +313,9 @@ def test_the_transaction_names_of_the_v1_store(node, clock):
     run(seeded.pool_add([], INTERVAL, clock.seconds()))
     run(seeded.expire(clock.seconds(), 10))
     run(seeded.shift_for_downtime(clock.seconds(), clock.seconds()))
-    run(seeded.deadline(c["file_hash"]))
-    seq, sealed, _, _ = run(seeded.stored_state(c["file_hash"]))
-    run(seeded.overwrite_state(c["file_hash"], seq, sealed))
+    run(v1_deadline(seeded.db, c["file_hash"]))
+    seq, sealed, _, _ = run(stored_state(seeded.db, c["file_hash"]))
+    run(overwrite_state(seeded.db, c["file_hash"], seq, sealed))
     names = [n for n in seen if n.startswith("v1_")]
     assert names == ["v1_chunk", "v1_challenge", "v1_answer_read", "v1_answer", "v1_tags", "v1_pool_counts",
                      "v1_pool_add", "v1_expire", "v1_downtime", "v1_deadline", "v1_stored_state", "v1_overwrite_state"]

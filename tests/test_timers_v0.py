@@ -23,6 +23,7 @@ from support import (
     stored_bytes,
     v0_answer,
 )
+from support.stored import mark_all_used
 
 INTERVAL = 60
 EPS = 0.001
@@ -336,7 +337,7 @@ def test_the_job_survives_errors(node, clock, monkeypatch):
 def test_the_start_up_pass_tops_up_every_low_file(make, clock, tmp_path):
     node = make(challenge_batch=5, challenge_low_water=3)
     h = add_test_file(node, tmp_path)
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.core.stores.challenges.db))
     timer = contract_timer(node)
     assert run(timer()).topped_up == 1
     assert run(node.files.list())[0]["unused_challenges"] == 5

@@ -9,6 +9,7 @@ import pytest
 from downstream_tx.errors import NodeError
 from downstream_tx.v0.challenges import check_batch_request
 from support import add_test_file, make_config, make_node, run
+from support.stored import mark_all_used
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def unused(node, file_ids) -> list[int]:
 def test_top_up_skips_a_file_being_topped_up_and_still_tops_up_the_others(supplied, busy):
     node, ids = supplied
     assert unused(node, ids) == [5, 5, 5]
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.core.stores.challenges.db))
     node.supply._topping_up.add(ids[busy])
     assert run(node.supply.top_up()) == 2
     assert unused(node, ids) == [0 if i == busy else 5 for i in range(3)]
@@ -48,7 +49,7 @@ def test_top_up_only_under_the_low_water_mark_and_only_the_given_files(supplied)
 
 def test_a_removed_file_is_not_topped_up(supplied):
     node, ids = supplied
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.core.stores.challenges.db))
     file_hash = run(node.core.stores.files.get(ids[0])).file_hash
     run(node.files.remove(file_hash))
     assert run(node.supply.top_up()) == 2

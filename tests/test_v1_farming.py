@@ -14,6 +14,7 @@ from downstream_tx.errors import NodeError
 from downstream_tx.metrics import Metrics
 from downstream_tx.v1 import wire
 from support import ADDRESS, make_address, run
+from support.stored import overwrite_state, stored_state
 from support.v1 import INTERVAL, prove
 
 IP = "10.1.2.3"
@@ -147,7 +148,7 @@ def corrupt(node, contract_id: int, what: str) -> None:
     """Spoil one part of a contract's stored heartbeat state (sealed, or as JSON like a row written
     before schema step 5)."""
     seeded = node.core.stores.seeded
-    seq, sealed, _, _ = run(seeded.stored_state(contract_id))
+    seq, sealed, _, _ = run(stored_state(seeded.db, contract_id))
     flip = {"seed": "seed", "root": "root", "hmac": "hmac"}
     if what in flip:
         value = bytearray(getattr(sealed, flip[what]))
@@ -158,13 +159,13 @@ def corrupt(node, contract_id: int, what: str) -> None:
     elif what == "seq":
         seq += 1
     elif what == "json-state":
-        assert run(seeded.overwrite_state(contract_id, seq, None, '{"index": 1, "seed": "', '{}')) == 1
+        assert run(overwrite_state(seeded.db, contract_id, seq, None, '{"index": 1, "seed": "', '{}')) == 1
         return
     elif what == "json-challenge":
         state = orjson.dumps(unseal_row(seq, sealed)[0].to_dict()).decode()
-        assert run(seeded.overwrite_state(contract_id, seq, None, state, '{"index": "x"}')) == 1
+        assert run(overwrite_state(seeded.db, contract_id, seq, None, state, '{"index": "x"}')) == 1
         return
-    assert run(seeded.overwrite_state(contract_id, seq, sealed)) == 1
+    assert run(overwrite_state(seeded.db, contract_id, seq, sealed)) == 1
 
 
 def unseal_row(seq, sealed):
@@ -193,16 +194,16 @@ def test_a_contract_stored_before_schema_step_5_keeps_farming_and_becomes_sealed
     answered and refreshed like any other; its first refresh stores it sealed."""
     token, a, b = _two_contracts(node)
     seeded = node.core.stores.seeded
-    seq, sealed, _, _ = run(seeded.stored_state(a["file_hash"]))
+    seq, sealed, _, _ = run(stored_state(seeded.db, a["file_hash"]))
     state, challenge = unseal_row(seq, sealed)
-    assert run(seeded.overwrite_state(a["file_hash"], seq, None, orjson.dumps(state.to_dict()).decode(),
+    assert run(overwrite_state(seeded.db, a["file_hash"], seq, None, orjson.dumps(state.to_dict()).decode(),
                                       orjson.dumps(challenge.to_dict()).decode())) == 1
     report = run(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in (a, b)]))
     assert [r.get("status") for r in report] == ["ok", "ok"]
     clock.advance(INTERVAL)
     fresh = orjson.loads(orjson.dumps(run(node.v1.challenges(token, None))))
     assert [e["file_hash"] for e in fresh] == [a["file_hash"], b["file_hash"]]
-    stored = run(seeded.stored_state(a["file_hash"]))
+    stored = run(stored_state(seeded.db, a["file_hash"]))
     assert stored[0] == seq + 1 and stored[1] is not None and stored[2:] == (None, None)
     report = run(node.v1.answer(token, IP, [{"file_hash": e["file_hash"], "proof": prove(c, e["challenge"])}
                                             for e, c in zip(fresh, (a, b))]))
@@ -251,8 +252,8 @@ def test_a_state_made_with_another_node_secret_verifies_nothing(make):
     their_token = new_token(theirs)
     [t] = orjson.loads(orjson.dumps(run(theirs.v1.chunks(their_token, IP, 4096))))
     # their chunk, state and challenge on our contract: the proof is right for them
-    seq, sealed, _, _ = run(theirs.core.stores.seeded.stored_state(t["file_hash"]))
-    run(ours.core.stores.seeded.overwrite_state(a["file_hash"], seq, sealed))
+    seq, sealed, _, _ = run(stored_state(theirs.core.stores.seeded.db, t["file_hash"]))
+    run(overwrite_state(ours.core.stores.seeded.db, a["file_hash"], seq, sealed))
     report = run(ours.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(t)}]))
     assert report == [{"file_hash": a["file_hash"], "error": "Invalid proof"}]
     assert (contract(ours, a["file_hash"])["passes"], contract(ours, a["file_hash"])["fails"]) == (0, 1)

@@ -11,6 +11,7 @@ import pytest
 from downstream_tx.jobs.uptime import UptimeSummary
 from downstream_tx.runtime import build_jobs, contract_timer
 from support import make_address, run
+from support.stored import v1_deadline
 from support.v1 import INTERVAL, V1, answer, build, chunks, prove
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -221,7 +222,7 @@ def test_the_v1_downtime_shift_is_applied_once_per_window(setup, clock):
     t = clock.seconds()
 
     def deadline():
-        return run(node.core.stores.seeded.deadline(c["file_hash"]))
+        return run(v1_deadline(node.core.stores.seeded.db, c["file_hash"]))
 
     before = deadline()
     assert run(node.core.stores.seeded.shift_for_downtime(t, t + 30)) == 1

@@ -517,31 +517,3 @@ class SeededStore:
     def shift_for_downtime(self, start: float, end: float):
         """See :func:`shift_for_downtime_txn`."""
         return self.db.run("v1_downtime", shift_for_downtime_txn, start, end)
-
-    def deadline(self, contract_id: int):
-        """Fires with a contract's deadline, or None."""
-        return self.db.run("v1_deadline", lambda txn: txn.scalar(
-            "SELECT deadline FROM contracts WHERE id = ?", (contract_id,)))
-
-    def overwrite_state(self, contract_id: int, seq: int, sealed: Sealed | None, hb_state: str | None = None,
-                        hb_challenge: str | None = None):
-        """Replace a v1 contract's stored heartbeat state (tests: a corrupt or foreign state, or with
-        ``sealed`` None and JSON, a row as written before schema step 5). Fires with the rows changed."""
-        values = tuple(sealed) if sealed is not None else (None,) * 5
-        return self.db.run("v1_overwrite_state", lambda txn: txn.execute(
-            "UPDATE contracts SET seq = ?, hb_seed = ?, hb_n = ?, hb_root = ?, hb_hmac = ?, hb_time = ?, hb_state = ?, "
-            "hb_challenge = ? WHERE id = ? AND protocol = 1",
-            (seq, *values, hb_state, hb_challenge, contract_id)).rowcount)
-
-    def stored_state(self, contract_id: int):
-        """Fires with a v1 contract's ``(seq, Sealed or None, hb_state, hb_challenge)`` as stored, or None."""
-
-        def body(txn: Txn):
-            r = txn.execute("SELECT seq, hb_seed, hb_n, hb_root, hb_hmac, hb_time, hb_state, hb_challenge "
-                            "FROM contracts WHERE id = ?", (contract_id,)).fetchone()
-            if r is None:
-                return None
-            sealed = None if r[1] is None else Sealed(bytes(r[1]), r[2], bytes(r[3]), bytes(r[4]), r[5])
-            return r[0], sealed, r[6], r[7]
-
-        return self.db.run("v1_stored_state", body)
