@@ -9,7 +9,6 @@ The one builder of the daemon (``tap.py``), ``downstream-admin`` and the tests (
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -21,18 +20,19 @@ from twisted.logger import Logger
 
 from downstream_tx import geoip
 from downstream_tx.config import Config
-from downstream_tx.core.context import Blocking, Core, Downloads, Results
+from downstream_tx.core.context import Blocking, Downloads, Results
 from downstream_tx.core.farmers import Farmers
 from downstream_tx.core.keys import NodeKeys
 from downstream_tx.core.reputation import ReputationService, announce, rules_of
 from downstream_tx.core.tokens import Tokens
-from downstream_tx.dashboard.data import DashboardData
+from downstream_tx.dashboard.data import DashboardData, DashboardStores
 from downstream_tx.db import schema
 from downstream_tx.db.database import Database
 from downstream_tx.db.engine import create_engine
 from downstream_tx.db.lease import FencedDatabase
 from downstream_tx.db.lock import DaemonLock
 from downstream_tx.db.stores import Stores
+from downstream_tx.geoip import Locator
 from downstream_tx.health import ping_database
 from downstream_tx.http.ratelimit import SharedRateLimiter
 from downstream_tx.http.server import DownstreamServer
@@ -84,9 +84,23 @@ def thread_runner(reactor: Any) -> Blocking:
 
 @dataclass(repr=False)
 class Services:
-    """The assembled node: every service over one core. No behaviour of its own."""
+    """The assembled node, a plain record of what the composition root built: its configuration,
+    stores, clock, keys, observed events and every service. No behaviour of its own: each service
+    was given the stores and collaborators it uses, and nothing reaches through this record."""
 
-    core: Core
+    config: Config
+    stores: Stores
+    #: the injected clock (the reactor in the daemon, ``task.Clock`` in tests)
+    clock: Any
+    blocking: Blocking
+    keys: NodeKeys
+    results: Results
+    downloads: Downloads
+    #: GeoIP (the ``geoip`` setting; None when it is off)
+    locator: Locator | None
+    #: this process among the instances sharing the database: its name in the jobs lease (``instance_name``
+    #: or host:pid, then ``~`` and a random part made at each start), on /health and the dashboard
+    instance: str
     chunks: ChunkStore
     tokens: Tokens
     farmers: Farmers
@@ -101,22 +115,27 @@ class Services:
 
     @property
     def db(self) -> Database:
-        return self.core.stores.db
-
-    @property
-    def config(self) -> Config:
-        return self.core.config
+        return self.stores.db
 
 
-def services_over(core: Core, chunks: ChunkStore) -> Services:
-    """The services over ``core`` (its stores: the node's, or the jobs' fenced ones)."""
-    tokens = Tokens(core)
-    supply = ChallengeSupply(core, chunks)
+def assemble(config: Config, stores: Stores, clock: Any, blocking: Blocking, keys: NodeKeys, results: Results,
+             downloads: Downloads, locator: Locator | None, instance: str, chunks: ChunkStore) -> Services:
+    """Every service over ``stores`` (the node's, or the jobs' fenced ones), each given what it uses."""
+    tokens = Tokens(stores.tokens, config, clock, keys.hash_ip, locator, blocking)
+    supply = ChallengeSupply(chunks, stores.challenges, stores.files, stores.contracts, config, clock, blocking,
+                             keys.secret, results)
     return Services(
-        core=core, chunks=chunks, tokens=tokens, farmers=Farmers(core), supply=supply,
-        files=FileAdmin(core, chunks, supply), v0=V0Farming(core, chunks, supply, tokens),
-        v1=V1Farming(core, tokens), pool=SeededPool(core), expiry=V1Expiry(core), status=Status(core),
-        reputation=ReputationService(core),
+        config=config, stores=stores, clock=clock, blocking=blocking, keys=keys, results=results,
+        downloads=downloads, locator=locator, instance=instance, chunks=chunks, tokens=tokens,
+        farmers=Farmers(stores.farmers, stores.tokens, clock), supply=supply,
+        files=FileAdmin(stores.files, chunks, supply, config, clock, blocking),
+        v0=V0Farming(stores.contracts, stores.reputation, stores.downloads, chunks, supply, tokens, config, clock,
+                     results, downloads),
+        v1=V1Farming(stores.seeded, stores.tokens, tokens, config, clock, blocking, keys, results),
+        pool=SeededPool(stores.seeded, config, clock, blocking, keys.heartbeat_key()),
+        expiry=V1Expiry(stores.seeded, clock, config.late_grace, results),
+        status=Status(stores.status, stores.reputation, clock, config.vetting_audits),
+        reputation=ReputationService(stores.reputation, clock, config.vetting_audits),
     )
 
 
@@ -132,10 +151,8 @@ async def build_services(db: Database, config: Config, clock: Any, blocking: Blo
     # the lease holder's name: the instance's name and a random part, so two processes given one name
     # (two containers with the same host name and pid) can never both believe they hold the lease
     instance = f"{config.instance_name or default_instance_name()}~{os.urandom(3).hex()}"
-    core = Core(config=config, stores=stores, clock=clock, blocking=blocking, keys=NodeKeys(secret),
-                results=Results(observers.results), downloads=Downloads(observers.downloads),
-                locator=geoip.locator_from_config(config), instance=instance)
-    return services_over(core, chunks)
+    return assemble(config, stores, clock, blocking, NodeKeys(secret), Results(observers.results),
+                    Downloads(observers.downloads), geoip.locator_from_config(config), instance, chunks)
 
 
 def _missing(config: Config, where: str) -> MissingDatabase:
@@ -231,16 +248,15 @@ async def open_services(config: Config, reactor: Any, schema_dir: str | None = N
 
 
 def contract_timer(services: Services) -> ContractTimer:
-    stores = services.core.stores
-    return ContractTimer(services.supply, services.expiry, stores.meta, services.core.clock, stores.farmers)
+    stores = services.stores
+    return ContractTimer(services.supply, services.expiry, stores.meta, services.clock, stores.farmers)
 
 
 def build_jobs(services: Services, observer: Callable[[str, float, bool], None] | None = None) -> list[PeriodicJob]:
     """The periodic jobs the lease holder runs over ``services`` as given: the node's own (a single
     process that runs them itself, tests), or the jobs' fenced ones (:func:`jobs_leader`, a new set
     of jobs each term). ``observer``: told of each pass (metrics)."""
-    config, clock = services.config, services.core.clock
-    stores = services.core.stores
+    config, clock, stores = services.config, services.clock, services.stores
     return [
         PeriodicJob(CONTRACT_TIMER, contract_timer(services), config.tick, clock, observer),
         PeriodicJob("seeded_pool", services.pool.refill, config.tick, clock, observer),
@@ -257,21 +273,25 @@ def jobs_leader(services: Services, observer: Callable[[str, float, bool], None]
     ``jobs`` lease, one term at a time. The jobs' services are built here once, over a
     :class:`FencedDatabase` (every transaction checks the fence of the term held then; the leader
     gives it each term's fence); the same clock, keys, result observers and chunk store as the node's."""
-    config, core = services.config, services.core
-    fenced_db = FencedDatabase(core.stores.db)
-    fenced = services_over(dataclasses.replace(core, stores=Stores(fenced_db, rules_of(config))), services.chunks)
-    return JobsLeader(core.stores.leases, fenced_db, lambda: build_jobs(fenced, observer), core.clock,
-                      core.instance, config.lease_ttl, poll_interval(config.lease_ttl, config.tick))
+    n, config = services, services.config
+    fenced_db = FencedDatabase(n.db)
+    fenced = assemble(config, Stores(fenced_db, rules_of(config)), n.clock, n.blocking, n.keys, n.results, n.downloads,
+                      n.locator, n.instance, n.chunks)
+    return JobsLeader(n.stores.leases, fenced_db, lambda: build_jobs(fenced, observer), n.clock, n.instance,
+                      config.lease_ttl, poll_interval(config.lease_ttl, config.tick))
 
 
 def dashboard_data(services: Services) -> DashboardData | None:
     """The status dashboard's data service (None when the ``dashboard`` setting is off); its
     overview is cached for ``stats_interval`` seconds, at most 10."""
-    core = services.core
-    if not core.config.dashboard:
+    config, stores = services.config, services.stores
+    if not config.dashboard:
         return None
-    return DashboardData(core, services.status, services.farmers, services.reputation, core.now(),
-                         cache_seconds=min(core.config.stats_interval, 10.0))
+    return DashboardData(
+        DashboardStores(stores.overview, stores.meta, stores.status, stores.stats, stores.leases,
+                        stores.reputation.rules),
+        services.status, services.farmers, services.reputation, config, services.clock, services.instance,
+        services.clock.seconds(), cache_seconds=min(config.stats_interval, 10.0))
 
 
 def build_server(services: Services, leadership: Callable[[], dict[str, Any]] | None = None,
@@ -279,11 +299,9 @@ def build_server(services: Services, leadership: Callable[[], dict[str, Any]] | 
     """The HTTP API over the services: token requests limited per client address with the buckets
     in the database (shared by every instance). ``leadership``: the jobs leader's description, for
     ``/health``; ``base_url``: where farmers download chunks (default: the configuration's)."""
-    core = services.core
-    config = core.config
+    config, clock, stores, hash_ip = services.config, services.clock, services.stores, services.keys.hash_ip
     return DownstreamServer(
-        config, core.clock, services.v0, services.v1, services.status,
-        ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout), hash_ip=core.keys.hash_ip,
-        blocking=core.blocking,
-        limiter=SharedRateLimiter(config.token_rate, core.clock, core.stores.ratelimits, core.keys.hash_ip),
+        config, clock, services.v0, services.v1, services.status,
+        ping=lambda timeout: ping_database(stores.stats, clock, timeout), hash_ip=hash_ip,
+        blocking=services.blocking, limiter=SharedRateLimiter(config.token_rate, clock, stores.ratelimits, hash_ip),
         dashboard=dashboard_data(services), leadership=leadership, base_url=base_url)

@@ -137,13 +137,13 @@ class NodeService(DaemonProcess, service.MultiService):
             results=(history.count, metrics.count_result), downloads=(metrics.count_download,),
             jobs=metrics.observe_job)
         self.node = services = await open_services(config, self.reactor, daemon=True, observers=observers)
-        stats = services.core.stores.stats
+        stats = services.stores.stats
         # the periodic jobs run on the one instance holding the jobs lease (jobs/leader.py); the stats
         # job on every process (its gauges and per-hour history are this process's)
         self.leader = leader = jobs_leader(services, observers.jobs)
         self.server = server = build_server(services, leadership=leader.describe, base_url=self._base_url())
         server.serve(site)
-        jobs = [stats_job(stats, config, self.reactor, metrics, (services.core.stores.history, history),
+        jobs = [stats_job(stats, config, self.reactor, metrics, (services.stores.history, history),
                           observers.jobs)]
         if metrics is not None:
             self._bind_metrics()

@@ -34,8 +34,8 @@ class Client:
         return resp.code, body, (retry[0] if retry else None)
 
     def tokens_of_ip(self, ip: str) -> int:
-        ip_hash = self.node.core.keys.hash_ip(ip)
-        return run(self.node.core.stores.tokens.count(ip_hash))
+        ip_hash = self.node.keys.hash_ip(ip)
+        return run(self.node.stores.tokens.count(ip_hash))
 
 
 @pytest.fixture

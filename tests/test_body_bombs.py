@@ -100,7 +100,7 @@ def test_a_live_token_is_looked_up_once_a_minute_and_a_deleted_one_is_still_refu
     clock.advance(KNOWN_TOKEN_SECONDS)
     assert api.post(f"{V1}/challenge/{token}", {"hashes": []})[0] == 200
     assert len(lookups) == 2
-    run(node.core.stores.tokens.delete(hash_token(token), clock.seconds()))
+    run(node.stores.tokens.delete(hash_token(token), clock.seconds()))
     assert api.post(f"{V1}/answer/{token}", body) == (400, NONEXISTENT)
     assert api.post(f"{V1}/challenge/{token}", {"hashes": [contract["file_hash"]]}) == (400, NONEXISTENT)
     assert len(lookups) == 2  # known: not looked up again, refused by the calls themselves
@@ -119,8 +119,8 @@ class Recording:
 
 
 def recording_api(node) -> tuple[Api, Recording]:
-    blocking = Recording(node.core.blocking)
-    server = build_server(dataclasses.replace(node, core=dataclasses.replace(node.core, blocking=blocking)))
+    blocking = Recording(node.blocking)
+    server = build_server(dataclasses.replace(node, blocking=blocking))
     api = Api(node, node.config)
     api.treq = StubTreq(server.resource())
     return api, blocking

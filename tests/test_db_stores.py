@@ -42,7 +42,7 @@ def accept(facts):
 
 @pytest.fixture
 def stores(node):
-    return node.core.stores
+    return node.stores
 
 
 def add_token(stores, clock, th=TH, address=ADDRESS, ip_hash="ip-a") -> int:

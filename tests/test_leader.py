@@ -59,7 +59,7 @@ def test_exactly_one_instance_runs_the_jobs(pair, clock):
         clock.advance(TICK)
     assert (la.role, lb.role) == ("leader", "follower")
     assert la.jobs[0].runs == 11 and la.jobs[0].failures == 0
-    assert run(a.core.stores.seeded.pool_counts()) == {4096: 2}  # refilled once, by the leader
+    assert run(a.stores.seeded.pool_counts()) == {4096: 2}  # refilled once, by the leader
     health = lb.describe()
     assert health["role"] == "follower" and health["lease"]["generation"] == 1
     assert health["lease"]["holder"] == la.holder and la.holder.startswith("a~")
@@ -85,7 +85,7 @@ def test_a_clean_stop_hands_the_jobs_over_at_the_next_check(pair, clock):
     la.startService()
     lb.startService()
     run(la.stopService())
-    assert la.jobs == [] and run(a.core.stores.leases.state(JOBS)).expires == 0
+    assert la.jobs == [] and run(a.stores.leases.state(JOBS)).expires == 0
     clock.advance(lb.poll)
     assert lb.role == "leader"
 
@@ -97,7 +97,7 @@ def test_each_term_makes_new_jobs_over_the_one_fenced_graph(pair, clock):
     la.startService()
     first = {job.name: job for job in la.jobs}
     pool = first["seeded_pool"].func.__self__  # the jobs' pool service
-    assert pool is not a.pool and pool.core.stores.seeded.db is la.fenced
+    assert pool is not a.pool and pool.store.db is la.fenced
     assert la.fenced.fence.generation == 1
     run(la.step_down("a test"))
     assert la.fenced.fence is None

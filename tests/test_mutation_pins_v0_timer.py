@@ -48,11 +48,11 @@ def logged():
 
 
 def file_ids(node, hashes) -> list[int]:
-    return [run(node.core.stores.files.get_active(h)).id for h in hashes]
+    return [run(node.stores.files.get_active(h)).id for h in hashes]
 
 
 def unused(node, ids) -> list[int]:
-    return [run(node.core.stores.challenges.unused(i)) for i in ids]
+    return [run(node.stores.challenges.unused(i)) for i in ids]
 
 
 # --- v0/challenges.py -----------------------------------------------------------------------------
@@ -62,13 +62,13 @@ def test_the_pass_runs_in_pages_of_5000_contracts(make):
     node = make()
     assert challenges.PASS_PAGE == 5000
     limits = []
-    real = node.core.stores.contracts.issue_due
+    real = node.stores.contracts.issue_due
 
     def issue_due(now, max_failures, limit, forgive):
         limits.append(limit)
         return real(now, max_failures, limit, forgive)
 
-    node.core.stores.contracts.issue_due = issue_due
+    node.stores.contracts.issue_due = issue_due
     run(node.supply.issue_due())
     assert limits == [5000]
 
@@ -99,7 +99,7 @@ def test_a_file_is_marked_while_it_is_topped_up(make, tmp_path):
     """A second top-up that starts while the first one computes the file's batch skips that file."""
     node = make(challenge_batch=4, challenge_low_water=3)
     [fid] = file_ids(node, [add_test_file(node, tmp_path, size=100)])
-    run(mark_all_used(node.core.stores.challenges.db))
+    run(mark_all_used(node.stores.challenges.db))
     real = node.supply.generate
     nested = []
 
@@ -118,8 +118,8 @@ def test_a_file_gone_since_the_low_water_query_is_skipped_and_the_others_are_top
         make, tmp_path, logged, gone):
     node = make(challenge_batch=4, challenge_low_water=3)
     ids = file_ids(node, [add_test_file(node, tmp_path, size=100) for _ in range(3)])
-    run(mark_all_used(node.core.stores.challenges.db))
-    real = node.core.stores.files.get
+    run(mark_all_used(node.stores.challenges.db))
+    real = node.stores.files.get
 
     async def get(file_id):
         row = await real(file_id)
@@ -127,7 +127,7 @@ def test_a_file_gone_since_the_low_water_query_is_skipped_and_the_others_are_top
             return row
         return None if gone == "missing" else dataclasses.replace(row, removed=1.0)
 
-    node.core.stores.files.get = get
+    node.stores.files.get = get
     assert run(node.supply.top_up(ids)) == 2
     assert unused(node, ids) == [0, 4, 4]
     assert not [e for e in logged if "log_failure" in e]
@@ -137,7 +137,7 @@ def test_a_file_gone_since_the_low_water_query_is_skipped_and_the_others_are_top
 def test_a_failed_top_up_is_logged_with_its_file_and_the_others_still_run(make, tmp_path, logged):
     node = make(challenge_batch=4, challenge_low_water=3)
     ids = file_ids(node, [add_test_file(node, tmp_path, size=100) for _ in range(2)])
-    run(mark_all_used(node.core.stores.challenges.db))
+    run(mark_all_used(node.stores.challenges.db))
     real = node.supply.generate
 
     async def generate(file_id, file_hash, *args, **kw):
@@ -224,7 +224,7 @@ def test_a_pass_counts_its_misses_in_the_results(make, tmp_path, clock):
     add_test_file(node, tmp_path, interval=60)
     run(node.v0.get_chunk(run(node.v0.create_token(ADDRESS))))
     counted: list[tuple[str, int, int]] = []
-    node.core.results.observers.append(lambda result, n, protocol: counted.append((result, n, protocol)))
+    node.results.observers.append(lambda result, n, protocol: counted.append((result, n, protocol)))
     clock.advance(60)
     assert run(node.supply.issue_due()).missed == 1
     assert counted == [("miss", 1, 0)]
@@ -305,7 +305,7 @@ def test_the_edges_of_the_forgive_window(make, tmp_path, clock, window, forgiven
     clock.advance(60)
     now = clock.seconds()
     forgive = (now + window[0] * 60, now + window[1] * 60)
-    result = run(node.core.stores.contracts.issue_due(now, 3, 100, forgive))
+    result = run(node.stores.contracts.issue_due(now, 3, 100, forgive))
     assert (result.forgiven, result.missed) == (int(forgiven), int(not forgiven))
 
 
@@ -314,16 +314,16 @@ def test_a_starved_contract_has_no_challenge_nothing_due_and_no_miss(make, tmp_p
     h = add_test_file(node, tmp_path, interval=60)
     token = run(node.v0.create_token(ADDRESS))
     run(node.v0.get_chunk(token))
-    run(mark_all_used(node.core.stores.challenges.db))
+    run(mark_all_used(node.stores.challenges.db))
     clock.advance(60)
-    result = run(node.core.stores.contracts.issue_due(clock.seconds(), 3, 100, None))  # no top-up here
+    result = run(node.stores.contracts.issue_due(clock.seconds(), 3, 100, None))  # no top-up here
     assert (result.missed, result.issued, result.starved) == (1, 0, 1)
-    _, [row] = run(node.core.stores.contracts.of_token(hash_token(token)))
+    _, [row] = run(node.stores.contracts.of_token(hash_token(token)))
     assert (row["file_hash"], row["challenge"], row["answered"], row["challenge_id"]) == (h, None, True, None)
-    _, answer = run(node.core.stores.contracts.answer(hash_token(token), h, "0" * 64, clock.seconds(), 3))
+    _, answer = run(node.stores.contracts.answer(hash_token(token), h, "0" * 64, clock.seconds(), 3))
     assert answer.status == "not_due"
     clock.advance(60)
-    assert run(node.core.stores.contracts.issue_due(clock.seconds(), 3, 100, None)).missed == 0
+    assert run(node.stores.contracts.issue_due(clock.seconds(), 3, 100, None)).missed == 0
 
 
 def test_ending_a_contract_says_removed_and_false_when_there_is_none(make, tmp_path, clock):
@@ -331,7 +331,7 @@ def test_ending_a_contract_says_removed_and_false_when_there_is_none(make, tmp_p
     h = add_test_file(node, tmp_path)
     token = run(node.v0.create_token(ADDRESS))
     run(node.v0.get_chunk(token))
-    store = node.core.stores.contracts
+    store = node.stores.contracts
     assert run(store.end(hash_token(token), h, clock.seconds()))[1] is True
     assert run(store.latest(hash_token(token), h))["end_reason"] == "removed"
     assert run(store.end(hash_token(token), h, clock.seconds()))[1] is False
@@ -375,7 +375,7 @@ def test_a_pass_without_failed_contracts_looks_nothing_up(make, logged):
 def test_without_a_farmer_store_failed_contracts_are_only_counted(make, logged):
     node = make()
     failing_pass(node, [1, 2])
-    timer = ContractTimer(node.supply, node.expiry, node.core.stores.meta, node.core.clock)
+    timer = ContractTimer(node.supply, node.expiry, node.stores.meta, node.clock)
     assert run(timer()).failed == 2
     assert lines(logged) == [] and not [e for e in logged if "log_failure" in e]
 
@@ -497,7 +497,7 @@ def test_each_contract_store_call_is_one_transaction_by_its_name(make, tmp_path,
     node = make()
     h = add_test_file(node, tmp_path)
     token = run(node.v0.create_token(ADDRESS))
-    th, now, store = hash_token(token), clock.seconds(), node.core.stores.contracts
+    th, now, store = hash_token(token), clock.seconds(), node.stores.contracts
     names: list[str] = []
     node.db.observers.append(lambda desc, elapsed, ok: names.append(desc))
     run(store.assign(th, now))
@@ -519,9 +519,9 @@ def test_every_contract_as_a_dict(make, tmp_path, clock):
     h = add_test_file(node, tmp_path)
     token = run(node.v0.create_token(ADDRESS))
     run(node.v0.get_chunk(token))
-    _, answer = run(node.core.stores.contracts.answer(hash_token(token), h, "0" * 64, clock.seconds(), 3))
+    _, answer = run(node.stores.contracts.answer(hash_token(token), h, "0" * 64, clock.seconds(), 3))
     assert answer.status == "fail"
-    [row] = run(node.core.stores.contracts.all())
+    [row] = run(node.stores.contracts.all())
     assert set(row) == {"id", "protocol", "state", "file_hash", "challenge_id", "deadline", "passes", "fails",
                         "misses", "end_reason"}
     assert (row["protocol"], row["state"], row["file_hash"], row["passes"], row["fails"], row["misses"],
@@ -533,9 +533,9 @@ def test_only_the_first_pass_after_a_start_tops_up_every_low_file(make, tmp_path
     node = make(challenge_batch=5, challenge_low_water=3)
     [fid] = file_ids(node, [add_test_file(node, tmp_path)])
     timer = contract_timer(node)
-    run(mark_all_used(node.core.stores.challenges.db))
+    run(mark_all_used(node.stores.challenges.db))
     assert run(timer()).topped_up == 1 and timer.started is True
-    run(mark_all_used(node.core.stores.challenges.db))
+    run(mark_all_used(node.stores.challenges.db))
     clock.advance(1)
     assert run(timer()).topped_up == 0
     assert unused(node, [fid]) == [0]
@@ -546,7 +546,7 @@ def test_the_latest_contract_as_a_dict(make, tmp_path, clock):
     h = add_test_file(node, tmp_path)
     token = run(node.v0.create_token(ADDRESS))
     run(node.v0.get_chunk(token))
-    row = run(node.core.stores.contracts.latest(hash_token(token), h))
+    row = run(node.stores.contracts.latest(hash_token(token), h))
     assert set(row) == {"id", "protocol", "state", "passes", "fails", "misses", "run", "seq", "deadline", "answered",
                         "end_reason"}
     assert (row["protocol"], row["state"], row["seq"], row["answered"], row["deadline"]) == (

@@ -86,10 +86,10 @@ class Farmer:
         return run(self.node.v0.answer(self.token, file_hash, parse_response(response)))
 
     def state(self, file_hash: str) -> dict:
-        return run(self.node.core.stores.contracts.latest(hash_token(self.token), file_hash))
+        return run(self.node.stores.contracts.latest(hash_token(self.token), file_hash))
 
     def rep(self) -> reputation.Reputation:
-        return run(self.node.core.stores.reputation.of_addresses([self.address]))[self.address]
+        return run(self.node.stores.reputation.of_addresses([self.address]))[self.address]
 
 
 def tick(node, clock, seconds: float = INTERVAL):
@@ -148,14 +148,14 @@ def test_v1_results_and_expiry_are_recorded(make, clock):
     assert [r.get("status") or r.get("error") for r in report] == ["ok", "Invalid proof", "Proof corrupted"]
     # the corrupted proof's error is counted in the answers' own transaction, not one of its own
     assert transactions == ["v1_answer_read", "v1_answer"]
-    rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
+    rep = run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
     assert (rep.passes, rep.fails, rep.misses, rep.errors) == (1, 1, 0, 1)
     assert round(rep.audit_score, 6) == 0.999 and rep.unknown_score < 1.0
     clock.advance(V1_INTERVAL)
     # b (a wrong proof leaves the challenge open in v1) and c were not proven in time: misses
     # (containment is off here)
     run(node.expiry.expire())
-    rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
+    rep = run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
     assert (rep.misses, rep.retries) == (2, 0) and rep.online_score < 1.0
 
 
@@ -227,7 +227,7 @@ def test_a_pass_in_small_pages_counts_each_miss_once_in_the_reputation(make, clo
         farmer.chunk()
     for h in files[:3]:
         assert farmer.answer(h) == "pass"
-    contracts = node.core.stores.contracts
+    contracts = node.stores.contracts
     for _ in range(retries + 1):  # the deadlines pass unanswered (retries times asked again first)
         clock.advance(INTERVAL)
         while run(contracts.issue_due(clock.seconds(), 10, 2, None)).more:
@@ -290,12 +290,12 @@ def test_v1_unanswered_challenge_is_asked_again_in_containment(make, clock):
     token2 = run(node.v1.new_token(ADDRESS, None))["token"]  # no escape with a new token
     assert run(node.v1.chunks(token2, None, 4096)) == []  # the client's "nothing fits now"
     assert run(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(a)}]))[0]["status"] == "ok"
-    rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
+    rep = run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
     assert (rep.contained, rep.retries, rep.passes) == (1, 2, 1)
     clock.advance(V1_INTERVAL)
     result = run(node.expiry.expire())  # b's retries are used up: it fails, its miss counts
     assert (result.contained, result.failed) == (0, 1)
-    rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
+    rep = run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
     assert (rep.contained, rep.misses) == (0, 1)
 
 
@@ -357,7 +357,7 @@ def test_suspension_recovery_and_disqualification_after_the_grace(make, clock, t
     add_test_file(node, tmp_path, interval=INTERVAL)
     assert refused(node.v0.get_chunk(farmer.token)).status == "suspended"
     # recovery: enough well-formed answers lift it (store level: 60 answers in one transaction)
-    rules = node.core.stores.reputation.rules
+    rules = node.stores.reputation.rules
     run(node.db.run("t", reputation.record_txn, rules, clock.seconds(), {ADDRESS: Tally(passes=60)}))
     assert farmer.rep().status == "ok" and farmer.rep().status_reason is None
     assert farmer.chunk()
@@ -391,7 +391,7 @@ def test_unvetted_farmers_get_at_most_the_vetting_share(make, clock, tmp_path):
             got["new"] += 1
         except NodeError as e:
             assert e.status == "no_chunks"
-    total, unvetted = run(node.core.stores.reputation.vetting())[0]
+    total, unvetted = run(node.stores.reputation.vetting())[0]
     # the first contract went to a farmer not vetted then (nobody was): counted as unvetted
     assert (total, unvetted) == (sum(got.values()), got["new"] + 1)
     assert unvetted <= 0.25 * total and got["new"] == 2
@@ -403,7 +403,7 @@ def test_the_files_in_most_danger_go_to_preferred_farmers(make, clock, tmp_path)
     calm = add_test_file(node, tmp_path, interval=INTERVAL, redundancy=1)
     assert Farmer(node, make_address(5)).chunk() == urgent  # nobody vetted: the most urgent first
     vetted = Farmer(node, make_address(1))
-    run(node.db.run("vet", reputation.record_txn, node.core.stores.reputation.rules, clock.seconds(),
+    run(node.db.run("vet", reputation.record_txn, node.stores.reputation.rules, clock.seconds(),
                     {vetted.address: Tally(passes=1)}))
     newcomer = Farmer(node, make_address(2))
     assert newcomer.chunk() == calm  # not vetted: the file closest to its target
@@ -413,7 +413,7 @@ def test_the_files_in_most_danger_go_to_preferred_farmers(make, clock, tmp_path)
 def test_a_vetted_farmer_on_probation_shares_the_vetting_share(make, clock, tmp_path):
     node = make(vetting_audits=1, vetting_share=0.0)  # nothing for farmers that are not preferred
     add_test_file(node, tmp_path, interval=INTERVAL)
-    rules = node.core.stores.reputation.rules
+    rules = node.stores.reputation.rules
     assert reputation.probation_mark(rules) == pytest.approx(0.98)
     good, shaky = Farmer(node, make_address(1)), Farmer(node, make_address(2))
     # shaky: vetted, but 30 fails in a row put it at 0.970 (above dq 0.96, under the 0.98 mark)
@@ -429,9 +429,9 @@ def test_the_vetting_counters_are_halved_past_their_window(make, clock):
     run(node.db.run("set", lambda txn: txn.execute("UPDATE vetting SET total = 10000, unvetted = 300 "
                                                    "WHERE protocol = 0")))
     run(node.reputation.sweep())
-    assert run(node.core.stores.reputation.vetting()) == {0: (5000.0, 150.0), 1: (0.0, 0.0)}
+    assert run(node.stores.reputation.vetting()) == {0: (5000.0, 150.0), 1: (0.0, 0.0)}
     run(node.reputation.sweep())
-    assert run(node.core.stores.reputation.vetting())[0] == (5000.0, 150.0)
+    assert run(node.stores.reputation.vetting())[0] == (5000.0, 150.0)
 
 
 def test_the_upgrade_gives_existing_farmers_their_counts(tmp_path, db_url, clock):

@@ -16,20 +16,20 @@ from support.stored import mark_all_used
 def supplied(tmp_path, db_url, clock):
     node = make_node(make_config(tmp_path, db_url, challenge_batch=5, challenge_low_water=3), clock)
     hashes = [add_test_file(node, tmp_path, size=1000) for _ in range(3)]
-    ids = [run(node.core.stores.files.get_active(h)).id for h in hashes]
+    ids = [run(node.stores.files.get_active(h)).id for h in hashes]
     yield node, ids
     node.db.close()
 
 
 def unused(node, file_ids) -> list[int]:
-    return [run(node.core.stores.challenges.unused(i)) for i in file_ids]
+    return [run(node.stores.challenges.unused(i)) for i in file_ids]
 
 
 @pytest.mark.parametrize("busy", [0, 1, 2])
 def test_top_up_skips_a_file_being_topped_up_and_still_tops_up_the_others(supplied, busy):
     node, ids = supplied
     assert unused(node, ids) == [5, 5, 5]
-    run(mark_all_used(node.core.stores.challenges.db))
+    run(mark_all_used(node.stores.challenges.db))
     node.supply._topping_up.add(ids[busy])
     assert run(node.supply.top_up()) == 2
     assert unused(node, ids) == [0 if i == busy else 5 for i in range(3)]
@@ -49,18 +49,18 @@ def test_top_up_only_under_the_low_water_mark_and_only_the_given_files(supplied)
 
 def test_a_removed_file_is_not_topped_up(supplied):
     node, ids = supplied
-    run(mark_all_used(node.core.stores.challenges.db))
-    file_hash = run(node.core.stores.files.get(ids[0])).file_hash
+    run(mark_all_used(node.stores.challenges.db))
+    file_hash = run(node.stores.files.get(ids[0])).file_hash
     run(node.files.remove(file_hash))
     assert run(node.supply.top_up()) == 2
 
 
 def test_generate_with_a_root_seed_is_reproducible(supplied):
     node, ids = supplied
-    file_hash = run(node.core.stores.files.get(ids[0])).file_hash
+    file_hash = run(node.stores.files.get(ids[0])).file_hash
     batch = run(node.supply.generate(ids[0], file_hash, b"\x01" * 32, 4))
     assert batch["count"] == 4 and batch["root_seed"] == "01" * 32 and batch["file_hash"] == file_hash
-    again = run(node.supply.generate(ids[1], run(node.core.stores.files.get(ids[1])).file_hash, b"\x01" * 32, 4))
+    again = run(node.supply.generate(ids[1], run(node.stores.files.get(ids[1])).file_hash, b"\x01" * 32, 4))
     assert again["merkle_root"] != batch["merkle_root"]  # other bytes, other answers
 
 

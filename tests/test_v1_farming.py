@@ -41,13 +41,13 @@ def refused(d) -> NodeError:
 
 
 def contract(node, cid: int) -> dict:
-    [row] = [c for c in run(node.core.stores.contracts.all()) if c["id"] == cid]
+    [row] = [c for c in run(node.stores.contracts.all()) if c["id"] == cid]
     return row
 
 
 def results_of(node) -> list[tuple[str, int, int]]:
     seen: list[tuple[str, int, int]] = []
-    node.core.results.observers.append(lambda result, n, protocol: seen.append((result, n, protocol)))
+    node.results.observers.append(lambda result, n, protocol: seen.append((result, n, protocol)))
     return seen
 
 
@@ -81,7 +81,7 @@ def test_chunks_fit_the_requested_size(node, clock):
     assert all(c["due"] == INTERVAL for c in got)
     assert len({c["file_hash"] for c in got}) == 2
     # the pool gave them away
-    assert run(node.core.stores.seeded.pool_counts()) == {4096: 4}
+    assert run(node.stores.seeded.pool_counts()) == {4096: 4}
 
 
 def test_challenge_then_answer_then_tags(node, clock):
@@ -147,7 +147,7 @@ def _two_contracts(node):
 def corrupt(node, contract_id: int, what: str) -> None:
     """Spoil one part of a contract's stored heartbeat state (sealed, or as JSON like a row written
     before schema step 5)."""
-    seeded = node.core.stores.seeded
+    seeded = node.stores.seeded
     seq, sealed, _, _ = run(stored_state(seeded.db, contract_id))
     flip = {"seed": "seed", "root": "root", "hmac": "hmac"}
     if what in flip:
@@ -193,7 +193,7 @@ def test_a_contract_stored_before_schema_step_5_keeps_farming_and_becomes_sealed
     """A row with its state and challenge as JSON (as every row was before the sealed columns) is
     answered and refreshed like any other; its first refresh stores it sealed."""
     token, a, b = _two_contracts(node)
-    seeded = node.core.stores.seeded
+    seeded = node.stores.seeded
     seq, sealed, _, _ = run(stored_state(seeded.db, a["file_hash"]))
     state, challenge = unseal_row(seq, sealed)
     assert run(overwrite_state(seeded.db, a["file_hash"], seq, None, orjson.dumps(state.to_dict()).decode(),
@@ -216,7 +216,7 @@ def test_a_contract_changed_between_the_read_and_the_write_is_not_counted(node, 
     """/answer verifies outside any transaction: what happens to a contract meanwhile (the same
     answer recorded by a concurrent request, or its expiration) decides its report entry."""
     token, a, b = _two_contracts(node)
-    seeded = node.core.stores.seeded
+    seeded = node.stores.seeded
     read = seeded.contracts
 
     def read_then_change(token_hash, ids):
@@ -247,13 +247,13 @@ def test_a_contract_changed_between_the_read_and_the_write_is_not_counted(node, 
 
 def test_a_state_made_with_another_node_secret_verifies_nothing(make):
     ours, theirs = make(), make("theirs")
-    assert ours.core.keys.secret != theirs.core.keys.secret
+    assert ours.keys.secret != theirs.keys.secret
     token, a, _ = _two_contracts(ours)
     their_token = new_token(theirs)
     [t] = orjson.loads(orjson.dumps(run(theirs.v1.chunks(their_token, IP, 4096))))
     # their chunk, state and challenge on our contract: the proof is right for them
-    seq, sealed, _, _ = run(stored_state(theirs.core.stores.seeded.db, t["file_hash"]))
-    run(overwrite_state(ours.core.stores.seeded.db, a["file_hash"], seq, sealed))
+    seq, sealed, _, _ = run(stored_state(theirs.stores.seeded.db, t["file_hash"]))
+    run(overwrite_state(ours.stores.seeded.db, a["file_hash"], seq, sealed))
     report = run(ours.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(t)}]))
     assert report == [{"file_hash": a["file_hash"], "error": "Invalid proof"}]
     assert (contract(ours, a["file_hash"])["passes"], contract(ours, a["file_hash"])["fails"]) == (0, 1)
@@ -266,7 +266,7 @@ def test_a_state_made_with_another_node_secret_verifies_nothing(make):
 
 def test_v1_results_are_counted_once_per_proof(node):
     metrics = Metrics(task.Clock())
-    node.core.results.observers.append(metrics.count_result)
+    node.results.observers.append(metrics.count_result)
     seen = results_of(node)
     token = new_token(node)
     chunks = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 3 * 4096))))

@@ -48,7 +48,7 @@ def test_list_fields_and_sorting(setup, clock):
     node, api = setup
     t1, t2, t3 = three_farmers(api)
     clock.advance(5)
-    uptime = UptimeSummary(node.core.stores.status, clock)  # the uptime job's body
+    uptime = UptimeSummary(node.stores.status, clock)  # the uptime job's body
     run(uptime())
     code, body = api.get(f"{V1}/status/list/")
     assert code == 200
@@ -101,7 +101,7 @@ def test_show(setup, clock):
     node, api = setup
     t1, t2, t3 = three_farmers(api)
     clock.advance(INTERVAL + 30)  # t1's and t2's contracts are answered: they expire at due + interval
-    uptime = UptimeSummary(node.core.stores.status, clock)  # the uptime job's body
+    uptime = UptimeSummary(node.stores.status, clock)  # the uptime job's body
     run(uptime())
     code, body = api.get(f"{V1}/status/show/{farmer_id(t1)}")
     assert code == 200
@@ -118,7 +118,7 @@ def test_uptime_is_a_percentage_of_time_since_first_contract(setup, clock):
     token = api.new_token()
     [c] = chunks(api, token, 4096)  # never answered: expires at start + INTERVAL
     clock.advance(30)
-    uptime = UptimeSummary(node.core.stores.status, clock)  # the uptime job's body
+    uptime = UptimeSummary(node.stores.status, clock)  # the uptime job's body
     run(uptime())
     assert api.get(f"{V1}/status/show/{farmer_id(token)}")[1]["uptime"] == 100.0
     clock.advance(90)
@@ -150,13 +150,13 @@ def test_expire_ends_answered_and_fails_missed(setup, clock):
 def test_pool_refill_is_idempotent_and_off_the_reactor_thread(setup):
     node, api = setup
     calls = []
-    inner = node.core.blocking
+    inner = node.pool.blocking
 
     def spy(func, *args, **kwargs):
         calls.append(func.__name__)
         return inner(func, *args, **kwargs)
 
-    node.core.blocking = spy
+    node.pool.blocking = spy  # the pool's way off the reactor thread
     assert run(node.pool.refill()) == 0  # already full
     token = api.new_token()
     assert len(chunks(api, token, 1 << 20)) == 8
@@ -222,13 +222,13 @@ def test_the_v1_downtime_shift_is_applied_once_per_window(setup, clock):
     t = clock.seconds()
 
     def deadline():
-        return run(v1_deadline(node.core.stores.seeded.db, c["file_hash"]))
+        return run(v1_deadline(node.stores.seeded.db, c["file_hash"]))
 
     before = deadline()
-    assert run(node.core.stores.seeded.shift_for_downtime(t, t + 30)) == 1
-    assert run(node.core.stores.seeded.shift_for_downtime(t, t + 30)) == 0  # a retried transaction
+    assert run(node.stores.seeded.shift_for_downtime(t, t + 30)) == 1
+    assert run(node.stores.seeded.shift_for_downtime(t, t + 30)) == 0  # a retried transaction
     assert deadline() == before + 30
-    run(node.core.stores.seeded.shift_for_downtime(t, t + 40))  # the same downtime, seen later
+    run(node.stores.seeded.shift_for_downtime(t, t + 40))  # the same downtime, seen later
     assert deadline() == before + 40
 
 

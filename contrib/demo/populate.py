@@ -137,7 +137,7 @@ async def farm_v0(node, f: Farmer, rng: random.Random, data: dict[str, bytes], e
     import hashlib
     import hmac
 
-    now = node.core.now()
+    now = node.clock.seconds()
     _, due = await node.v0.due(f.token)
     for item in due:
         file_hash = item["file_hash"]
@@ -206,7 +206,7 @@ async def populate(reactor, data_dir: str, farmers: int, days: int, seed: int, v
     node = await build_services(db, config, clock, thread_runner(reactor),
                                 observers=Observers(results=(history.count,)))
     timer = contract_timer(node)
-    uptime = UptimeSummary(node.core.stores.status, clock)
+    uptime = UptimeSummary(node.stores.status, clock)
     data: dict[str, bytes] = {}
 
     async def add_files(count: int) -> None:
@@ -241,7 +241,7 @@ async def populate(reactor, data_dir: str, farmers: int, days: int, seed: int, v
             await add_files(1)
         if step % 24 == 0:
             print(f"day {step // 24 + 1} of {days}: {sum(1 for f in people if f.token)} farmers", file=sys.stderr)
-    await node.core.stores.history.record("demo-populate".ljust(16, "0")[:16], history.rows())
+    await node.stores.history.record("demo-populate".ljust(16, "0")[:16], history.rows())
     db.close()
     kinds = defaultdict(int)
     for f in people:

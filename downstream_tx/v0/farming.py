@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 from twisted.logger import Logger
 
 from downstream_tx import bitcoin
-from downstream_tx.core.context import Core
+from downstream_tx.config import Config
+from downstream_tx.core.context import Downloads, Results
 from downstream_tx.core.reputation import refusal
 from downstream_tx.core.tokens import (
     ADDRESS_LIMIT,
@@ -24,9 +26,9 @@ from downstream_tx.core.tokens import (
     is_token,
 )
 from downstream_tx.db import downloads
-from downstream_tx.db.contracts import Assignment
-from downstream_tx.db.downloads import DownloadRules
-from downstream_tx.db.reputation import NotEligible
+from downstream_tx.db.contracts import Assignment, ContractStore
+from downstream_tx.db.downloads import DownloadRules, DownloadStore
+from downstream_tx.db.reputation import NotEligible, ReputationStore
 from downstream_tx.db.tokens import TokenFacts, UnknownToken
 from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND, NodeError
 from downstream_tx.v0.capability import Capability, key_hash, new_key, parse_capability
@@ -86,8 +88,17 @@ def token_hash_of(token: str) -> bytes:
 
 
 class V0Farming:
-    def __init__(self, core: Core, chunks: ChunkStore, supply: ChallengeSupply, tokens: Tokens):
-        self.core = core
+    def __init__(self, contracts: ContractStore, reputation: ReputationStore, downloads: DownloadStore,
+                 chunks: ChunkStore, supply: ChallengeSupply, tokens: Tokens, config: Config, clock: Any,
+                 results: Results, downloaded: Downloads):
+        self.contracts = contracts
+        self.reputation = reputation
+        self.downloads = downloads
+        self.config = config
+        self.clock = clock
+        self.results = results
+        #: download outcomes, for the observers (metrics)
+        self.downloaded = downloaded
         self.chunks = chunks
         self.supply = supply
         self.tokens = tokens
@@ -108,8 +119,8 @@ class V0Farming:
         disqualified, suspended or in containment; none beyond the vetting share)."""
         key = new_key()  # made before the transaction, so that a retry stores the same one
         try:
-            _, assignment = await self._call(self.core.stores.contracts.assign(
-                token_hash_of(token), self.core.now(), key_hash(key)))
+            _, assignment = await self._call(self.contracts.assign(
+                token_hash_of(token), self.clock.seconds(), key_hash(key)))
         except NotEligible as e:
             raise refusal(e) from None
         if assignment is None:
@@ -120,8 +131,8 @@ class V0Farming:
     async def due(self, token: str, limit: int = DUE_PAGE, page: int = 0) -> tuple[list[dict], list[dict]]:
         """``/due``: (a page of ``limit`` active contracts of a token, oldest first, and those of
         them with an outstanding challenge)."""
-        _, rows = await self._call(self.core.stores.contracts.of_token(token_hash_of(token), limit, limit * page))
-        now = self.core.now()
+        _, rows = await self._call(self.contracts.of_token(token_hash_of(token), limit, limit * page))
+        now = self.clock.seconds()
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
         return rows, outstanding
 
@@ -135,18 +146,18 @@ class V0Farming:
         file_hash = parse_file_hash(file_hash)
         if isinstance(response, Malformed):
             if is_token(token):
-                await self.core.stores.reputation.record_errors(hash_token(token), 1, self.core.now())
+                await self.reputation.record_errors(hash_token(token), 1, self.clock.seconds())
             raise malformed_response()
         token_hash = token_hash_of(token)
-        row, result = await self._call(self.core.stores.contracts.answer(
-            token_hash, file_hash, response.hex, self.core.now(), self.core.config.max_failures,
-            arrived, self.core.config.late_grace))
+        row, result = await self._call(self.contracts.answer(
+            token_hash, file_hash, response.hex, self.clock.seconds(), self.config.max_failures,
+            arrived, self.config.late_grace))
         if result.status == "no_hash":
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
         if result.status == "not_due":
             raise NodeError(CONFLICT, "not_due", "no challenge is outstanding on this contract")
         status = LATE_PASS if result.late else result.status
-        self.core.results.count(status, 1)
+        self.results.count(status, 1)
         if result.failed_contract:
             log.info("contract of farmer {farmer_id} on {file_hash} failed", farmer_id=row.farmer_id,
                      file_hash=file_hash)
@@ -156,7 +167,7 @@ class V0Farming:
         """``/remove``: end the token's contract on a file."""
         file_hash = parse_file_hash(file_hash)
         token_hash = token_hash_of(token)
-        _, ended = await self._call(self.core.stores.contracts.end(token_hash, file_hash, self.core.now()))
+        _, ended = await self._call(self.contracts.end(token_hash, file_hash, self.clock.seconds()))
         if not ended:
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
 
@@ -172,12 +183,12 @@ class V0Farming:
         if cap is None:
             outcome, size = MISSING if capability is None else downloads.INVALID, 0
         else:
-            config = self.core.config
-            outcome, size = await self.core.stores.downloads.use(
-                cap.contract_id, cap.key_hash, file_hash, self.core.now(),
+            config = self.config
+            outcome, size = await self.downloads.use(
+                cap.contract_id, cap.key_hash, file_hash, self.clock.seconds(),
                 DownloadRules(config.download_window, config.redownload), record)
         if outcome not in downloads.SERVED or record(size):
-            self.core.downloads.count(outcome)
+            self.downloaded.count(outcome)
         if outcome == downloads.CLOSED:
             raise NodeError(FORBIDDEN, "download_closed",
                             "this contract's download was served already: a chunk is served once per contract "

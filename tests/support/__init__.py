@@ -140,7 +140,7 @@ def make_resource(node: Services, config: Config | None = None):
 
 def token_row(node: Services, token: str) -> TokenRow:
     """The live token's row (fails with UnknownToken)."""
-    return run(node.core.stores.tokens.get(hash_token(token)))
+    return run(node.stores.tokens.get(hash_token(token)))
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> float:
@@ -215,16 +215,16 @@ def assert_error(r: StubResponse, code: int, status: str) -> None:
 
 def contract_row(node: Services, token: str, file_hash: str) -> dict | None:
     """The newest contract of a token on a file, as a dict (through the contract store)."""
-    return run(node.core.stores.contracts.latest(hash_token(token), file_hash))
+    return run(node.stores.contracts.latest(hash_token(token), file_hash))
 
 
 def file_replicas(node: Services, file_hash: str) -> int:
-    return int(run(node.core.stores.files.replicas(file_hash)))
+    return int(run(node.stores.files.replicas(file_hash)))
 
 
 def snapshot(node: Services) -> dict:
     """Every row of every table (the test databases are small)."""
-    return run(node.core.stores.meta.snapshot())
+    return run(node.stores.meta.snapshot())
 
 
 class StubClient:
