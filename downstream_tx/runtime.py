@@ -156,7 +156,7 @@ async def build_services(db: Database, config: Config, clock: Any, blocking: Blo
 
 
 def _missing(config: Config, where: str) -> MissingDatabase:
-    source = config.source_of("db") if config.values.get("db") else f"data_dir from {config.source_of('data_dir')}"
+    source = config.source_of("db") if config.db else f"data_dir from {config.source_of('data_dir')}"
     if not config.location_given and config.config_file:
         source += f": {config.config_file} sets neither data_dir nor db"
     return MissingDatabase(
