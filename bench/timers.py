@@ -47,9 +47,12 @@ sys.path.insert(0, os.environ.get("DTX_TREE") or str(HERE.parent.parent))
 from downstream_tx.db import contracts, schema  # noqa: E402
 from downstream_tx.db.database import Txn  # noqa: E402
 from downstream_tx.db.engine import create_engine  # noqa: E402
+from downstream_tx.domain.rules import Rules  # noqa: E402
 from downstream_tx.v0.challenges import PASS_PAGE  # noqa: E402
 
 FILES = 100
+#: the pass as the test nodes run it: without containment
+UNCONTAINED = Rules(containment_retries=0)
 NOW = 1_700_000_000.0
 #: the contracts not due now are due this many seconds later (+ 0…29 s)
 LATER = 30
@@ -179,7 +182,7 @@ def tick(conn, txn: Txn, now: float = NOW, page_size: int | None = None) -> dict
     wall, cpu = time.perf_counter(), time.process_time()
     issued = pages = starved = 0
     while True:
-        page = contracts.update_due_txn(txn, now, 3, page_size, None)
+        page = contracts.update_due_txn(txn, UNCONTAINED, now, 3, page_size, None)
         conn.commit()
         issued, pages, starved = issued + page.issued, pages + 1, starved + page.starved
         if not page.more:

@@ -22,7 +22,7 @@ from downstream_tx import times
 from downstream_tx.config import SETTINGS, Config, ConfigError, load_config
 from downstream_tx.console import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, BadInput, ProgressBar
 from downstream_tx.core.reputation import standing_sentence, standing_word, threshold_note
-from downstream_tx.db.reputation import DEFAULT_RULES, Rules
+from downstream_tx.domain.rules import Rules
 from downstream_tx.errors import NOT_FOUND, REFUSED, UNAVAILABLE, NodeError
 from downstream_tx.version import full_version
 
@@ -230,7 +230,7 @@ def farmer_details(shown: dict, summary: Any, rules: Rules | None = None) -> lis
              ("last_seen", iso_utc(summary.last_seen) if summary else "-"),
              ("online", ("yes" if summary.online else "no") if summary else "no")]
     if shown.get("reputation"):
-        lines += reputation_lines(shown["reputation"], rules or DEFAULT_RULES)
+        lines += reputation_lines(shown["reputation"], rules or Rules())
     return [f"{name:13} {value}" for name, value in lines]
 
 

@@ -1,5 +1,6 @@
 import pytest
 from twisted.internet import task
+from twisted.logger import globalLogPublisher
 
 from support import (
     MYSQL_ENV,
@@ -72,10 +73,7 @@ def node(config, clock):
     n.db.close()
 
 
-@pytest.fixture
-def nodes(tmp_path, db_url, clock):
-    """A factory of nodes over the test's database (``support.make_config`` with the overrides
-    given), closed after the test."""
+def _node_factory(tmp_path, db_url, clock):
     made = []
 
     def factory(**overrides):
@@ -86,6 +84,13 @@ def nodes(tmp_path, db_url, clock):
     yield factory
     for node in made:
         node.db.close()
+
+
+@pytest.fixture
+def nodes(tmp_path, db_url, clock):
+    """A factory of nodes over the test's database (``support.make_config`` with the overrides
+    given), closed after the test."""
+    yield from _node_factory(tmp_path, db_url, clock)
 
 
 @pytest.fixture
@@ -141,3 +146,18 @@ def daemon_db(request):
         pytest.skip(MYSQL_SKIP_REASON)
     fresh_mysql_database(MYSQL_URL)
     return ["--db", MYSQL_URL]
+
+
+@pytest.fixture
+def sqlite_nodes(tmp_path, clock):
+    """:func:`nodes` on SQLite only (for the tests whose subject is not the engine)."""
+    yield from _node_factory(tmp_path, None, clock)
+
+
+@pytest.fixture
+def logged():
+    """The log events emitted during the test (``twisted.logger``'s global publisher)."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

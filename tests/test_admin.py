@@ -295,6 +295,7 @@ def test_farmer_show_list_and_reinstate_the_reputation(node, tmp_path, clock):
     """The standing of a farmer's address in show (people and --json) and list, and reinstate by
     address, farmer id or token."""
     from downstream_tx.db import reputation
+    from downstream_tx.domain.scores import Tally
 
     first = json.loads(dispatch(node, "token", "create", ADDRESS, "--json"))
     shown = json.loads(dispatch(node, "farmer", "show", first["farmer_id"], "--json"))
@@ -309,7 +310,7 @@ def test_farmer_show_list_and_reinstate_the_reputation(node, tmp_path, clock):
     assert "unknown_score 1.000000 (at or above the suspension_threshold, 0.6)\n" in text
     rules = node.stores.reputation.rules
     run(node.db.run("results", reputation.record_txn, rules, clock.seconds(),
-                    {ADDRESS: reputation.Tally(passes=1, fails=41)}))  # 41 fails: below 0.96
+                    {ADDRESS: Tally(passes=1, fails=41)}))  # 41 fails: below 0.96
     text = dispatch(node, "farmer", "show", first["token"])
     assert "standing      disqualified since 2023-11-14T22:13:20Z: audit score below 0.96\n" in text
     assert "audit_score   0.959809 (below the dq_threshold, 0.96)\n" in text

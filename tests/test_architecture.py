@@ -1,5 +1,6 @@
 """The layout's rules, checked on the source: no import cycle in ``downstream_tx``, no module
-importing from a layer above its own, the two protocols apart, SQL only in ``db/``, HTTP only in
+importing from a layer above its own, ``domain/`` pure (no framework, only the base layer), the two
+protocols apart, SQL only in ``db/``, HTTP only in
 ``http/`` (and the farmer client), the global reactor only in the entry points (``tap.py``, the
 farmer's ``main.py``), the farmer beside the server sharing only the heartbeat, signing and wire
 formats.
@@ -20,6 +21,8 @@ PACKAGE = ROOT / "downstream_tx"
 LAYERS = [
     ["downstream_tx", "downstream_tx.errors", "downstream_tx.private", "downstream_tx.bitcoin",
      "downstream_tx.heartbeat", "downstream_tx.db.url", "downstream_tx.wire"],
+    # the rules as pure decisions: below every store, see test_the_domain_imports_no_framework
+    ["downstream_tx.domain"],
     ["downstream_tx.config", "downstream_tx.logs", "downstream_tx.systemd", "downstream_tx.geoip"],
     ["downstream_tx.db"],
     ["downstream_tx.core", "downstream_tx.health"],
@@ -33,6 +36,9 @@ LAYERS = [
     # the farmer client stands beside the server: see FARMER_SHARES
     ["downstream_tx.farmer"],
 ]
+#: the domain layer: pure rules, importing only the base layer (LAYERS[0]) and no framework
+DOMAIN = "downstream_tx.domain"
+FRAMEWORKS = ("twisted", "klein", "werkzeug", "pymysql", "sqlite3", "treq", "MySQLdb", "zope")
 #: all the farmer client may import of the package: the heartbeat maths, bitcoin signed messages,
 #: the wire formats both ends share, and the package's version
 FARMER = "downstream_tx.farmer"
@@ -182,6 +188,31 @@ def test_no_test_imports_another_test_module():
                 assert not node.module.startswith("test_"), (path.name, node.module)
             if isinstance(node, ast.Import):
                 assert not [a.name for a in node.names if a.name.startswith("test_")], path.name
+
+
+def _imported_names(path: Path) -> list[str]:
+    """Every module name ``path`` imports (absolute names, any package), at any depth."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return names
+
+
+def test_the_domain_imports_no_framework_and_no_other_layer():
+    """``domain/`` decides, it does not do: no Twisted, SQL driver or HTTP, and of the node only the
+    base layer (its tests need no database and no reactor)."""
+    found = {name: path for name, path in modules().items() if _within(name, DOMAIN)}
+    assert found, "no domain package"
+    for name, path in found.items():
+        wrong = [n for n in _imported_names(path) if n.split(".")[0] in FRAMEWORKS]
+        assert not wrong, (name, wrong)
+        outside = [d for d in imports_of(path) if not _within(d, DOMAIN) and layer_of(d) != 0]
+        assert not outside, (name, outside)
+        assert not any(node.level for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                       if isinstance(node, ast.ImportFrom)), (name, "relative import")
 
 
 #: the composition root: the only modules that build stores, and that must build every object whole

@@ -320,7 +320,8 @@ def test_v0_farmers_uptime_and_activity_are_real(nodes, clock, tmp_path):
 
 
 def test_standing_scores_and_containment_on_the_list_and_the_farmer_page(nodes, clock, tmp_path):
-    from downstream_tx.db.reputation import Tally, record_txn
+    from downstream_tx.db.reputation import record_txn
+    from downstream_tx.domain.scores import Tally
     from support import add_test_file
     from support.v1 import Api
 

@@ -29,6 +29,7 @@ from twisted.internet import task
 from downstream_tx.core.reputation import standing_word
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.db.stores import Stores
+from downstream_tx.domain.rules import Rules
 from downstream_tx.geoip import Location, stored_location
 from support import make_address, make_config, open_test_db, run
 from support.daemon import Daemon
@@ -107,7 +108,7 @@ def seed_database(data_dir: Path) -> str:
     rows = [HourRow(now_hour - h, 40 + h, h % 3, h % 5 == 0) for h in range(1, 24)]
     rows += [HourRow(now_hour - 24 * d - 5, 300 + 10 * d, d % 4, d % 2) for d in range(1, 30)]
     token_hash = hashlib.sha256(b"evil farmer").digest()
-    stores = Stores(db)
+    stores = Stores(db, Rules())
     run(stores.history.record("seed" + "0" * 12, rows))
     # straight into the store: the token rules would refuse the address
     location, country = stored_location(Location(country="Nowhere <i>&amp;</i>"))

@@ -28,6 +28,7 @@ from downstream_tx.db.files import DuplicateFile
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.db.seeded import AnswerLost, EncodedChunk, IssuedChallenge, Sealed
 from downstream_tx.db.tokens import UnknownToken
+from downstream_tx.domain.rules import Rules
 from downstream_tx.heartbeat import hashchal
 from support import ADDRESS, make_address, run
 from support.stored import mark_all_used, overwrite_state, stored_state, v1_deadline
@@ -481,7 +482,8 @@ def test_the_answer_statement_searches_indexes_only_on_sqlite(tmp_path, clock):
 
     def body(txn):
         with pytest.raises(UnknownToken):
-            contracts.answer_by_token_txn(Recording(txn._cursor, txn._engine), TH, "ab" * 32, "00" * 32, 0.0, 3)
+            contracts.answer_by_token_txn(Recording(txn._cursor, txn._engine), Rules(), TH, "ab" * 32, "00" * 32, 0.0,
+                                          3)
         [(sql, args)] = seen
         return [row[3] for row in txn.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()]
 

@@ -2,15 +2,14 @@
 docs/protocol-v0.md "Late answers", docs/protocol-v1.md "Expiry").
 
 An answer is judged by when its request arrived, against the current and the previous challenge.
-Clock-driven, on SQLite and MariaDB; the rule itself (``late.judge``) against a written table."""
+Clock-driven, on SQLite and MariaDB; the rule itself (``domain.verdicts.judge``) against a written
+table is in tests/test_domain_verdicts.py."""
 
 from __future__ import annotations
 
 import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
-from downstream_tx.db import late
-from downstream_tx.db.late import AnswerRow, Verdict, judge
 from downstream_tx.errors import NodeError
 from downstream_tx.http.routing import arrived_at
 from downstream_tx.http.site import DownstreamSite
@@ -19,53 +18,6 @@ from support import ADDRESS, add_test_file, contract_row, run, stored_bytes, v0_
 
 INTERVAL = 60
 GRACE = 5.0
-
-
-# --- the rule, against a table ----------------------------------------------------------------------
-
-def row(**kw) -> AnswerRow:
-    """A contract whose challenge 2 (answer "cur") is outstanding from 100 to 160; challenge 1
-    (answer "prev", deadline 100) was missed."""
-    values = dict(id=1, challenge_id=2, answered=False, issued=100.0, deadline=160.0, run=1, expected="cur",
-                  prev_challenge_id=1, prev_deadline=100.0, prev_missed=True, prev_expected="prev")
-    values.update(kw)
-    return AnswerRow(**values)
-
-
-P, F, N = late.PASS, late.FAIL, late.NOT_DUE
-CUR, PREV = late.CURRENT, late.PREVIOUS
-
-TABLE = [
-    # (row changes, response, arrived) -> verdict
-    ({}, "cur", 120.0, Verdict(P, CUR)),
-    ({}, "cur", 159.9, Verdict(P, CUR)),
-    ({}, "cur", 160.0, Verdict(P, CUR, late=True)),  # at the deadline: within the grace
-    ({}, "cur", 164.9, Verdict(P, CUR, late=True)),
-    ({}, "cur", 165.0, Verdict(N)),  # past the grace
-    ({}, "wrong", 120.0, Verdict(F, CUR)),
-    ({}, "wrong", 160.0, Verdict(N)),  # after the deadline a wrong answer is not a fail
-    ({}, "prev", 99.0, Verdict(P, PREV)),  # arrived in time; the timer turned the window before it ran
-    ({}, "prev", 102.0, Verdict(P, PREV, late=True)),
-    ({}, "prev", 105.0, Verdict(F, CUR)),  # past the previous grace: judged against the current one
-    ({}, "wrong", 99.0, Verdict(F, PREV)),  # arrived in the previous window: its miss becomes a fail
-    ({"prev_challenge_id": None, "prev_expected": None}, "prev", 102.0, Verdict(F, CUR)),  # nothing kept
-    ({"prev_challenge_id": None, "prev_expected": None}, "wrong", 99.0, Verdict(N)),
-    ({"answered": True}, "cur", 120.0, Verdict(N)),  # one attempt per challenge
-    ({"answered": True}, "prev", 101.0, Verdict(P, PREV, late=True)),
-    ({"challenge_id": None, "expected": None, "answered": True}, "prev", 101.0, Verdict(P, PREV, late=True)),
-    ({"answered": True}, "CUR".lower(), 120.0, Verdict(N)),
-]
-
-
-@pytest.mark.parametrize("changes, response, arrived, verdict", TABLE)
-def test_judge_table(changes, response, arrived, verdict):
-    assert judge(row(**changes), response, arrived, GRACE) == verdict
-
-
-def test_judge_without_grace_is_the_old_rule():
-    assert judge(row(), "cur", 159.9, 0.0) == Verdict(P, CUR)
-    assert judge(row(), "cur", 160.0, 0.0) == Verdict(N)
-    assert judge(row(), "prev", 100.0, 0.0) == Verdict(F, CUR)
 
 
 # --- v0, clock-driven, both engines -------------------------------------------------------------------

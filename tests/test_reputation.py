@@ -1,15 +1,20 @@
-"""Farmer reputation (docs/operations.md, "Reputation"), on each engine, time from task.Clock: the
-score math against a written table, results recorded in their own transactions, containment (v0
-and v1), disqualification and reinstatement, suspension, the vetting share."""
+"""Farmer reputation (docs/operations.md, "Reputation"), on each engine, time from task.Clock:
+results recorded in their own transactions, containment (v0 and v1), disqualification and
+reinstatement, suspension, the vetting share. The rules alone (the score math against a written
+table, standing, containment, vetting) are tested in tests/test_domain_*.py."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
+from downstream_tx.config import load_config
+from downstream_tx.core.reputation import rules_of
 from downstream_tx.core.tokens import hash_token
 from downstream_tx.db import reputation
-from downstream_tx.db.reputation import INITIAL_ALPHA, Tally, coefficients, score, update
+from downstream_tx.domain import vetting
+from downstream_tx.domain.rules import Rules
+from downstream_tx.domain.scores import Tally
 from downstream_tx.errors import NodeError
 from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, add_test_file, file_replicas, make_address, make_config, run, stored_bytes
@@ -19,45 +24,9 @@ from support.v1 import prove
 
 INTERVAL = 60
 
-# --- the math -----------------------------------------------------------------------------------
-
-#: worked example (also in docs/operations.md, "Reputation"): λ = 0.999, weight 1, a new farmer at
-#: α = 1000, β = 0; a miss here is a counted miss (after containment), a failure of the audit score
-WORKED_EXAMPLE = [
-    # result, alpha,       beta,     score
-    ("pass", 1000.000000, 0.000000, 1.000000),
-    ("fail", 999.000000, 1.000000, 0.999000),
-    ("fail", 998.001000, 1.999000, 0.998001),
-    ("pass", 998.002999, 1.997001, 0.998003),
-    ("miss", 997.004996, 2.995004, 0.997005),
-    ("pass", 997.007991, 2.992009, 0.997008),
-    ("pass", 997.010983, 2.989017, 0.997011),
-]
-
-
-def test_the_worked_example_table():
-    alpha, beta = INITIAL_ALPHA, 0.0
-    for result, want_alpha, want_beta, want_score in WORKED_EXAMPLE:
-        alpha, beta = update(alpha, beta, result == "pass")
-        assert (round(alpha, 6), round(beta, 6), round(score(alpha, beta), 6)) == (want_alpha, want_beta, want_score)
-
-
-def test_a_new_farmer_is_disqualified_after_41_failures_in_a_row_at_the_default_threshold():
-    alpha, beta, n = INITIAL_ALPHA, 0.0, 0
-    while score(alpha, beta) >= 0.96:
-        alpha, beta = update(alpha, beta, False)
-        n += 1
-    assert n == 41  # λ^41 < 0.96 <= λ^40
-
-
-@pytest.mark.parametrize(("k", "m"), [(0, 0), (1, 0), (0, 1), (3, 2), (100, 7), (0, 50)])
-def test_the_closed_form_is_successes_then_failures_one_at_a_time(k, m):
-    alpha, beta = 997.5, 2.5
-    for success in [True] * k + [False] * m:
-        alpha, beta = update(alpha, beta, success)
-    scale, a_add, b_add = coefficients(k, m)
-    assert 997.5 * scale + a_add == pytest.approx(alpha, abs=1e-9)
-    assert 2.5 * scale + b_add == pytest.approx(beta, abs=1e-9)
+def test_the_rules_have_one_default_the_configurations(tmp_path):
+    """``Rules()`` is what a node with the default settings runs by (``core.reputation.rules_of``)."""
+    assert rules_of(load_config(None, environ={}, overrides={"data_dir": str(tmp_path)})) == Rules()
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -111,7 +80,9 @@ def test_v0_results_follow_the_worked_example(make, clock, tmp_path):
     farmer = Farmer(node)
     assert farmer.rep().audit_score == 1.0 and farmer.rep().passes == 0
     farmer.chunk()
-    for result, alpha, beta, _ in WORKED_EXAMPLE[:4]:
+    # the first four rows of the worked example (tests/test_domain_scores.py, docs/operations.md)
+    for result, alpha, beta in (("pass", 1000.0, 0.0), ("fail", 999.0, 1.0), ("fail", 998.001, 1.999),
+                                ("pass", 998.002999, 1.997001)):
         assert farmer.answer(h, right=result == "pass") == result
         rep = farmer.rep()
         assert (round(rep.audit_alpha, 6), round(rep.audit_beta, 6)) == (alpha, beta)
@@ -414,7 +385,7 @@ def test_a_vetted_farmer_on_probation_shares_the_vetting_share(make, clock, tmp_
     node = make(vetting_audits=1, vetting_share=0.0)  # nothing for farmers that are not preferred
     add_test_file(node, tmp_path, interval=INTERVAL)
     rules = node.stores.reputation.rules
-    assert reputation.probation_mark(rules) == pytest.approx(0.98)
+    assert vetting.probation_mark(rules) == pytest.approx(0.98)
     good, shaky = Farmer(node, make_address(1)), Farmer(node, make_address(2))
     # shaky: vetted, but 30 fails in a row put it at 0.970 (above dq 0.96, under the 0.98 mark)
     run(node.db.run("r", reputation.record_txn, rules, clock.seconds(),
@@ -471,3 +442,31 @@ def test_a_result_for_a_farmer_without_a_reputation_row_makes_one(make, tmp_path
     run(node.db.run("drop", lambda txn: txn.execute("DELETE FROM reputation")))
     assert farmer.answer(h) == "pass"
     assert farmer.rep().passes == 1 and farmer.rep().audit_score == 1.0
+
+
+def test_an_error_of_a_farmer_without_a_reputation_row_makes_one(make, clock):
+    node = make()
+    farmer = Farmer(node)
+    run(node.db.run("drop", lambda txn: txn.execute("DELETE FROM reputation")))
+    assert run(node.stores.reputation.record_errors(hash_token(farmer.token), 2, clock.seconds())) == ADDRESS
+    assert (farmer.rep().errors, farmer.rep().unknown_score) == (2, pytest.approx(998.001 / 1000.0))
+
+
+def test_a_share_given_back_leaves_the_counters_as_they_were(make):
+    """An assignment that did not happen (the v1 pool ran dry, a chunk was unusable) gives its share
+    back in the same transaction."""
+    node = make()
+    rules = node.stores.reputation.rules
+
+    def body(txn):
+        counters = "SELECT total, unvetted FROM vetting WHERE protocol = 1"
+        txn.execute("UPDATE vetting SET total = 10, unvetted = 1 WHERE protocol = 1")
+        seen = []
+        for preferred in (True, False):
+            assert reputation.take_share_txn(txn, rules, 1, preferred)
+            seen.append(tuple(float(x) for x in txn.execute(counters).fetchone()))
+            reputation.untake_share_txn(txn, 1, preferred)
+            seen.append(tuple(float(x) for x in txn.execute(counters).fetchone()))
+        return seen
+
+    assert run(node.db.run("share", body)) == [(11.0, 1.0), (10.0, 1.0), (11.0, 2.0), (10.0, 1.0)]

@@ -11,6 +11,7 @@ from twisted.internet import defer, endpoints
 
 from downstream_tx.db import contracts, reputation
 from downstream_tx.db.engine import create_engine
+from downstream_tx.domain.scores import Tally
 from downstream_tx.http.site import DownstreamSite
 from support import (
     MYSQL_SKIP_REASON,
@@ -34,8 +35,7 @@ TAKE_SHARE = 'UPDATE vetting SET total = total + 1, unvetted'
 
 async def vet(node, address: str, passes: int) -> None:
     rules = node.stores.reputation.rules
-    await node.db.run("vet", reputation.record_txn, rules, node.clock.seconds(),
-                      {address: reputation.Tally(passes=passes)})
+    await node.db.run("vet", reputation.record_txn, rules, node.clock.seconds(), {address: Tally(passes=passes)})
 
 
 @pytest_twisted.ensureDeferred
@@ -92,7 +92,7 @@ def test_two_unvetted_farmers_race_for_the_last_share(tmp_path, clock):
         rules = node.stores.reputation.rules
         run(node.v0.create_token(make_address(0)))
         run(node.db.run("vet", reputation.record_txn, rules, clock.seconds(),
-                        {make_address(0): reputation.Tally(passes=1)}))
+                        {make_address(0): Tally(passes=1)}))
         # 3 vetted assignments counted: one unvetted may come next ((0 + 1) <= 0.3 (3 + 1)), not a second
         # ((1 + 1) > 0.3 (4 + 1))
         run(node.db.run("count", lambda txn: txn.execute("UPDATE vetting SET total = 3 WHERE protocol = 0")))

@@ -11,8 +11,9 @@ import orjson
 import pytest
 from treq.testing import StubTreq
 
-from downstream_tx.db import contracts, downloads, late
+from downstream_tx.db import contracts, downloads
 from downstream_tx.db.database import DatabaseUnavailable
+from downstream_tx.domain import verdicts
 from downstream_tx.heartbeat import merkle
 from support import ADDRESS, add_test_file, make_config, make_node, make_resource, run
 
@@ -110,10 +111,10 @@ def test_no_secret_in_a_500_or_503_body(setup, monkeypatch):
 def test_secret_comparisons_are_constant_time():
     """The v0 answer, a download's key and the v1 proof/state checks use hmac.compare_digest; tokens are found by
     their SHA-256 (an index lookup on a hash reveals nothing usable about the token)."""
-    # the v0 answer is judged by db/late.py (current and previous challenge), called by answer_txn
-    assert "late.judge(" in inspect.getsource(contracts.answer_txn)
-    assert "hmac.compare_digest(response" in inspect.getsource(late._matches)
-    assert "==" not in inspect.getsource(late._matches)
+    # the v0 answer is judged by domain/verdicts.py (current and previous challenge), called by answer_txn
+    assert "verdicts.judge(" in inspect.getsource(contracts.answer_txn)
+    assert "hmac.compare_digest(response" in inspect.getsource(verdicts._matches)
+    assert "==" not in inspect.getsource(verdicts._matches)
     # a download capability's key (its SHA-256 against the stored one; db/downloads.py)
     assert "hmac.compare_digest(bytes(stored), key_hash)" in inspect.getsource(downloads.use_txn)
     source = inspect.getsource(merkle)

@@ -9,7 +9,8 @@ import orjson
 import pytest
 from twisted.logger import formatEvent, globalLogPublisher
 
-from downstream_tx.db.reputation import Tally, record_txn
+from downstream_tx.db.reputation import record_txn
+from downstream_tx.domain.scores import Tally
 from downstream_tx.runtime import contract_timer
 from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, add_test_file, run, stored_bytes, v0_answer

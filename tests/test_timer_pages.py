@@ -1,6 +1,7 @@
 """The v0 timer pass in pages (issue 11): each page its own transaction, every due contract issued
 exactly once however the pass is cut into pages, a retried page changing nothing twice,
-and the one rule (``judge_due``) that decides miss and fail per contract. SQLite and MariaDB."""
+and the pass calling the one rule (``domain.verdicts.judge_due``, tests/test_domain_verdicts.py) that decides
+miss and fail per contract. SQLite and MariaDB."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import pytest
 
 from downstream_tx.db import challenges as db_challenges
 from downstream_tx.db import contracts as db_contracts
-from downstream_tx.db.contracts import Due, Verdict, judge_due
 from downstream_tx.db.database import Txn
+from downstream_tx.domain.rules import Rules
+from downstream_tx.domain.verdicts import Due, Verdict
 from downstream_tx.v0 import challenges as v0_challenges
 from support import add_test_file, make_address, run
 
 INTERVAL = 60
+#: the pass's own rules, without containment (as the test nodes run)
+UNCONTAINED = Rules(containment_retries=0)
 
 
 def contracts_on(node, tmp_path, n: int) -> tuple[str, float]:
@@ -84,7 +88,7 @@ def test_a_page_rolled_back_and_run_again_issues_once(node, clock, tmp_path):
     attempts = []
 
     def flaky_page(txn):
-        result = db_contracts.update_due_txn(txn, clock.seconds(), 3, 100, None)
+        result = db_contracts.update_due_txn(txn, UNCONTAINED, clock.seconds(), 3, 100, None)
         attempts.append(result.issued)
         if len(attempts) == 1:
             raise transient_error(node)  # after all its writes: they are rolled back
@@ -124,7 +128,8 @@ def test_the_rule_a_page_applies_is_its_judge(node, clock, tmp_path):
         judged.append(due)
         return Verdict(failed=len(judged) == 1)
 
-    result = run(node.db.run("t", db_contracts.update_due_txn, clock.seconds(), 3, 100, None, fail_the_first))
+    result = run(node.db.run("t", db_contracts.update_due_txn, UNCONTAINED, clock.seconds(), 3, 100, None,
+                             fail_the_first))
     assert (result.failed, result.issued, result.missed) == (1, 2, 0)
     assert [d.outstanding for d in judged] == [True] * 3 and {d.run for d in judged} == {0}
     assert {d.deadline for d in judged} == {clock.seconds()} and {d.interval for d in judged} == {INTERVAL}
@@ -132,22 +137,6 @@ def test_the_rule_a_page_applies_is_its_judge(node, clock, tmp_path):
     rows = run(node.stores.contracts.all())
     assert sorted((r["state"], r["misses"]) for r in rows) == [("active", 0), ("active", 0), ("failed", 0)]
     assert [r["state"] for r in rows if r["id"] == judged[0].id] == ["failed"]
-
-
-@pytest.mark.parametrize("outstanding, run_, forgive, verdict", [
-    (False, 0, None, Verdict()),  # answered (or nothing issued): the next challenge
-    (True, 0, None, Verdict(missed=True)),
-    (True, 1, None, Verdict(missed=True)),
-    (True, 2, None, Verdict(missed=True, failed=True)),  # the third in a row
-    (False, 3, None, Verdict(failed=True)),  # failed answers already reached the limit
-    (True, 2, (950.0, 990.0), Verdict(forgiven=True)),  # deadline 1000 within an interval after the window
-    (True, 2, (950.0, 939.0), Verdict(missed=True, failed=True)),  # just over an interval after it
-    (True, 0, (1000.0, 1000.0), Verdict(missed=True)),  # at the window's start: the pass saw it
-    (False, 0, (950.0, 990.0), Verdict()),  # nothing outstanding: nothing to forgive
-])
-def test_judge_due(outstanding, run_, forgive, verdict):
-    due = Due(id=1, file_id=2, run=run_, deadline=1000.0, interval=60, outstanding=outstanding)
-    assert judge_due(due, 3, forgive) == verdict
 
 
 def test_taking_challenge_ids_marks_them_used_oldest_first(node, tmp_path):

@@ -8,17 +8,11 @@ from typing import Any
 from twisted.logger import Logger
 
 from downstream_tx.config import Config
-from downstream_tx.db.reputation import (
-    DISQUALIFIED,
-    SUSPENDED,
-    ContainmentChange,
-    NotEligible,
-    Reputation,
-    ReputationStore,
-    Rules,
-    StandingChange,
-    SweepResult,
-)
+from downstream_tx.db.reputation import Reputation, ReputationStore, SweepResult
+from downstream_tx.domain.containment import ContainmentChange
+from downstream_tx.domain.rules import DISQUALIFIED, SUSPENDED, Rules
+from downstream_tx.domain.standing import REINSTATABLE, StandingChange
+from downstream_tx.domain.vetting import NotEligible, vetted
 from downstream_tx.errors import FORBIDDEN, NOT_FOUND, REFUSED, NodeError
 from downstream_tx.times import iso_utc
 
@@ -50,7 +44,7 @@ def standing(rep: Reputation | None, vetting_audits: int) -> dict[str, Any]:
                                                              "errors": 0}}
     return {"audit_score": round(rep.audit_score, 6), "online_score": round(rep.online_score, 6),
             "unknown_score": round(rep.unknown_score, 6), "reputation": rep.status,
-            "vetted": rep.passes >= vetting_audits, "contained": rep.contained,
+            "vetted": vetted(rep.passes, vetting_audits), "contained": rep.contained,
             "audits": {"passes": rep.passes, "fails": rep.fails, "misses": rep.misses, "retries": rep.retries,
                        "errors": rep.errors}}
 
@@ -168,7 +162,7 @@ class ReputationService:
         before = await self.store.reinstate(address, self.clock.seconds())
         if before is None:
             raise NodeError(NOT_FOUND, "no_farmer", f"no farmer has address {address}")
-        if before not in (DISQUALIFIED, SUSPENDED):
+        if before not in REINSTATABLE:
             raise NodeError(REFUSED, "not_disqualified", f"farmer {address} is not disqualified or suspended (its "
                                                          f"status is {before}): nothing to reinstate, nothing changed")
         log.info("farmer {address} reinstated by the operator (was {before})", address=address, before=before)

@@ -21,9 +21,9 @@ from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.db.lease import JOBS, LeaseStore
 from downstream_tx.db.meta import MetaStore
 from downstream_tx.db.overview import OverviewStore
-from downstream_tx.db.reputation import Rules
 from downstream_tx.db.stats import StatsStore
 from downstream_tx.db.status import SORT_COLUMNS, STANDING_SORTS, StatusStore
+from downstream_tx.domain.rules import Rules
 from downstream_tx.v1.status import Status, farmer_dict
 from downstream_tx.version import full_version
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from downstream_tx.db import challenges, late, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import FAILED, end_where_txn, finish_txn
 from downstream_tx.db.tokens import TOKEN_COLUMNS, TokenRow, UnknownToken, lookup_txn
+from downstream_tx.domain import verdicts, vetting
+from downstream_tx.domain.rules import Rules
+from downstream_tx.domain.verdicts import Due, Verdict, judge_due
 
 V0 = 0
 
@@ -101,39 +103,6 @@ class TickResult:
         self.failed_ids += page.failed_ids
 
 
-class Due(NamedTuple):
-    """A contract whose deadline has come, as the timer pass judges it."""
-
-    id: int
-    file_id: int
-    #: consecutive misses or fails so far
-    run: int
-    deadline: float
-    interval: int
-    #: its challenge was issued and not answered
-    outstanding: bool
-
-
-class Verdict(NamedTuple):
-    missed: bool = False
-    forgiven: bool = False
-    #: the contract ends as failed (no new challenge)
-    failed: bool = False
-
-
-def judge_due(due: Due, max_failures: int, forgive: tuple[float, float] | None) -> Verdict:
-    """The v0 rule for a contract at its deadline (the one place a pass decides miss and fail).
-
-    An unanswered outstanding challenge is a miss, unless its deadline fell inside the ``forgive``
-    window (the node itself was down) or within one interval after it (the challenge was issued
-    late, or its window was cut short, by the downtime); ``max_failures`` consecutive misses or
-    fails fail the contract. Any other contract gets the challenge of its current window."""
-    outstanding = bool(due.outstanding)
-    forgiven = outstanding and forgive is not None and forgive[0] < due.deadline <= forgive[1] + due.interval
-    missed = outstanding and not forgiven
-    return Verdict(missed, forgiven, due.run + missed >= max_failures)
-
-
 #: contracts per issuing UPDATE (its ``CASE id WHEN … THEN challenge`` is evaluated row by row)
 ISSUE_BATCH = 500
 
@@ -186,16 +155,18 @@ def issue_next_txn(txn: Txn, issue: Sequence[tuple[int, int | None]], now: float
 
 def update_due_txn(
     txn: Txn,
+    rules: Rules,
     now: float,
     max_failures: int,
     limit: int = 5000,
     forgive: tuple[float, float] | None = None,
     judge: Callable[[Due, int, tuple[float, float] | None], Verdict] = judge_due,
-    rules: reputation.Rules = reputation.UNCONTAINED,
 ) -> TickResult:
     """One page of the periodic v0 pass: up to ``limit`` contracts whose deadline has come, oldest
-    deadline first, each judged by ``judge`` (:func:`judge_due`): misses counted, failed contracts
-    ended (their slot freed), the others issued the challenge of their current window.
+    deadline first; the missed challenges the domain asks again first (containment, by ``rules``),
+    the others judged by ``judge`` (:func:`~downstream_tx.domain.verdicts.judge_due`): misses
+    counted, failed contracts ended (their slot freed), the others issued the challenge of their
+    current window.
 
     The rows are locked (``FOR UPDATE``; SQLite serialises writers), so a second runner of the same
     pass re-reads them after this commit, finds them no longer due, and changes nothing; a page
@@ -283,7 +254,7 @@ class _ShareUsed(Exception):
 class AnswerResult:
     status: str  # pass | fail | no_hash | not_due
     failed_contract: bool = False
-    #: a pass that arrived after its challenge's deadline, within ``late_grace`` (db/late.py)
+    #: a pass that arrived after its challenge's deadline, within ``late_grace`` (domain/verdicts.py)
     late: bool = False
 
 
@@ -295,12 +266,11 @@ PREVIOUS_JOIN = "LEFT JOIN challenges pch ON pch.id = c.prev_challenge_id"
 _UNREAD = object()
 
 
-def answer_txn(txn: Txn, token_id: int, file_hash: str, response: str, now: float,
+def answer_txn(txn: Txn, rules: Rules, token_id: int, file_hash: str, response: str, now: float,
                max_failures: int, arrived: float | None = None, grace: float = 0.0,
-               row: tuple | None | object = _UNREAD,
-               rules: reputation.Rules = reputation.DEFAULT_RULES) -> AnswerResult:
+               row: tuple | None | object = _UNREAD) -> AnswerResult:
     """Check a v0 answer (one attempt per challenge) that arrived at ``arrived`` (default ``now``)
-    against the contract's current and previous challenge: see :func:`downstream_tx.db.late.judge`;
+    against the contract's current and previous challenge: see :func:`downstream_tx.domain.verdicts.judge`;
     the verdict is recorded in the farmer's reputation in the same transaction
     (:func:`downstream_tx.db.late.reputation_txn`).
     ``row``: the contract's :data:`ANSWER_COLUMNS` (None: no such contract) when the caller read
@@ -317,22 +287,22 @@ def answer_txn(txn: Txn, token_id: int, file_hash: str, response: str, now: floa
         return AnswerResult("no_hash")
     cid, file_id, challenge_id, answered, issued, deadline, run, expected, prev_id, prev_deadline, prev_missed, \
         prev_expected, contained = row
-    contract = late.AnswerRow(cid, challenge_id, bool(answered), issued, deadline, run, expected, prev_id,
-                              prev_deadline, bool(prev_missed), prev_expected, int(contained or 0))
-    verdict = late.judge(contract, response, now if arrived is None else arrived, grace)
-    if verdict.status == late.NOT_DUE:
+    contract = verdicts.AnswerRow(cid, challenge_id, bool(answered), issued, deadline, run, expected, prev_id,
+                                  prev_deadline, bool(prev_missed), prev_expected, int(contained or 0))
+    verdict = verdicts.judge(contract, response, now if arrived is None else arrived, grace, max_failures)
+    if verdict.status == verdicts.NOT_DUE:
         return AnswerResult("not_due")
-    run = late.record_txn(txn, contract, verdict)
+    late.record_txn(txn, contract, verdict)
     late.reputation_txn(txn, rules, now, token_id, contract, verdict)
-    if verdict.status == late.FAIL and run >= max_failures:
+    if verdict.failed:
         finish_txn(txn, [(cid, file_id)], now, "failed", FAILED)
         return AnswerResult("fail", failed_contract=True)
     return AnswerResult(verdict.status, late=verdict.late)
 
 
-def answer_by_token_txn(txn: Txn, token_hash: bytes, file_hash: str, response: str, now: float,
-                        max_failures: int, arrived: float | None = None, grace: float = 0.0,
-                        rules: reputation.Rules = reputation.DEFAULT_RULES) -> tuple[TokenRow, AnswerResult]:
+def answer_by_token_txn(txn: Txn, rules: Rules, token_hash: bytes, file_hash: str, response: str, now: float,
+                        max_failures: int, arrived: float | None = None,
+                        grace: float = 0.0) -> tuple[TokenRow, AnswerResult]:
     """:func:`answer_txn` for a token given by its hash: the token and the contract are read in one
     statement (on MariaDB one round trip fewer per answer). Unknown token: :class:`UnknownToken`."""
     columns = ", ".join("k." + c for c in TOKEN_COLUMNS.split(", "))
@@ -351,8 +321,8 @@ def answer_by_token_txn(txn: Txn, token_hash: bytes, file_hash: str, response: s
     width = len(TOKEN_COLUMNS.split(", "))
     token = TokenRow(*joined[:width])
     contract = None if joined[width] is None else tuple(joined[width:])
-    return token, answer_txn(txn, token.id, file_hash, response, now, max_failures, arrived, grace, row=contract,
-                             rules=rules)
+    return token, answer_txn(txn, rules, token.id, file_hash, response, now, max_failures, arrived, grace,
+                             row=contract)
 
 
 def token_contracts_txn(txn: Txn, token_id: int, limit: int | None = None, offset: int = 0,
@@ -385,11 +355,10 @@ def end_one_txn(txn: Txn, token_id: int, file_hash: str, now: float, reason: str
 class ContractStore:
     """The v0 contracts: each farmer call is one transaction that first looks the token up."""
 
-    #: the reputation settings (``Stores`` sets the node's)
-    rules: reputation.Rules = reputation.DEFAULT_RULES
-
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, rules: Rules):
         self.db = db
+        #: the node's reputation settings
+        self.rules = rules
 
     def _with_token(self, desc: str, func, token_hash: bytes, *args, short: bool = False):
         def body(txn: Txn):
@@ -400,7 +369,7 @@ class ContractStore:
 
     def assign(self, token_hash: bytes, now: float, download_key: bytes | None = None):
         """Fires with ``(token row, Assignment or None)``: see :func:`assign_txn`. A farmer that may
-        get no new contracts is refused first (:class:`~downstream_tx.db.reputation.NotEligible`);
+        get no new contracts is refused first (:class:`~downstream_tx.domain.vetting.NotEligible`);
         one not vetted yet gets its contract only within the vetting share (else None)."""
         rules = self.rules
 
@@ -408,7 +377,8 @@ class ContractStore:
             row = lookup_txn(txn, token_hash)
             preferred = reputation.eligible_txn(txn, rules, row.address)
             # the files in most danger go to preferred farmers first; the others get the least urgent
-            urgent_first = preferred or not reputation.anyone_vetted_txn(txn, rules)
+            # (a preferred farmer's question is answered without the query)
+            urgent_first = vetting.urgent_first(preferred, preferred or reputation.anyone_vetted_txn(txn, rules))
             assignment = assign_txn(txn, row.id, now, urgent_first=urgent_first, download_key=download_key)
             if assignment is not None and not reputation.take_share_txn(txn, rules, V0, preferred):
                 raise _ShareUsed(row)  # roll the assignment back
@@ -427,8 +397,8 @@ class ContractStore:
     def answer(self, token_hash: bytes, file_hash: str, response: str, now: float, max_failures: int,
                arrived: float | None = None, grace: float = 0.0):
         """Fires with ``(token row, AnswerResult)``: see :func:`answer_by_token_txn`."""
-        return self.db.run_short("answer", answer_by_token_txn, token_hash, file_hash, response, now, max_failures,
-                                 arrived, grace, self.rules)
+        return self.db.run_short("answer", answer_by_token_txn, self.rules, token_hash, file_hash, response, now,
+                                 max_failures, arrived, grace)
 
     def end(self, token_hash: bytes, file_hash: str, now: float):
         """End the token's active contract on a file (v0 /remove). Fires with ``(token row, ended?)``.
@@ -446,8 +416,7 @@ class ContractStore:
 
     def issue_due(self, now: float, max_failures: int, limit: int, forgive: tuple[float, float] | None):
         """One page of the v0 timer pass: see :func:`update_due_txn`."""
-        return self.db.run("update_challenges", update_due_txn, now, max_failures, limit, forgive,
-                           rules=self.rules)
+        return self.db.run("update_challenges", update_due_txn, self.rules, now, max_failures, limit, forgive)
 
     def fill_starved(self, now: float):
         """Fires with the contracts that got a challenge: see :func:`fill_starved_txn`."""

@@ -33,3 +33,11 @@ def finish_txn(txn: Txn, rows: Sequence[tuple[int, int]], now: float, reason: st
         "UPDATE files SET replicas = CASE WHEN replicas >= ? THEN replicas - ? ELSE 0 END WHERE id = ?",
         [(n, n, file_id) for file_id, n in per_file.items()],
     )
+
+
+def retire_v1_txn(txn: Txn, contract_ids: Sequence[int], file_ids: Sequence[int], now: float) -> None:
+    """What ending v1 contracts leaves behind (at expiry, or when their farmer is disqualified):
+    their tags go, and their single-use seeded files are retired."""
+    txn.update_in("DELETE FROM contract_tags WHERE contract_id IN {ids}", list(contract_ids))
+    txn.update_in("UPDATE files SET replicas = 0, removed = ? WHERE id IN {ids} AND removed IS NULL",
+                  list(file_ids), before=[now])

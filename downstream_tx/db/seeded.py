@@ -21,7 +21,11 @@ from typing import Any, NamedTuple
 
 from downstream_tx.db import files, meta, reputation
 from downstream_tx.db.database import Database, Txn
+from downstream_tx.db.replicas import retire_v1_txn
 from downstream_tx.db.tokens import lookup_txn, use_from_ip_txn
+from downstream_tx.domain import containment, verdicts
+from downstream_tx.domain.rules import Rules
+from downstream_tx.domain.scores import Tally
 
 #: the largest id a contract can have (SQLite and MySQL signed 64-bit)
 MAX_ID = (1 << 63) - 1
@@ -270,12 +274,11 @@ def record_answers_txn(txn: Txn, token_id: int, passes: dict[int, int], fails: S
                              "protocol = 1 AND id IN {ids}" + txn.for_update(), _wanted(passes), before=[token_id])
         verified, passes = passes, {}
         for cid, seq, answered, state, deadline in rows:
-            if state != "active" or now >= deadline:
-                lost.append(AnswerLost(cid, "expired"))
-            elif answered or seq != verified[cid]:
-                lost.append(AnswerLost(cid, "answered"))
-            else:
+            why = verdicts.v1_unrecorded(state == "active", deadline, bool(answered), seq, verified[cid], now)
+            if why is None:
                 passes[cid] = seq
+            else:
+                lost.append(AnswerLost(cid, why))
     counted = txn.update_matching(
         "contracts", ["answered = 1", "deadline = due + interval_s", "passes = passes + 1", "run = 0", "contained = 0"],
         ["id", "seq", "token_id"], [(cid, seq, token_id) for cid, seq in passes.items()],
@@ -345,8 +348,7 @@ class ExpireResult:
         self.failed_ids += page.failed_ids
 
 
-def expire_txn(txn: Txn, now: float, limit: int = 5000,
-               rules: reputation.Rules = reputation.UNCONTAINED) -> ExpireResult:
+def expire_txn(txn: Txn, rules: Rules, now: float, limit: int = 5000) -> ExpireResult:
     """End one page of v1 contracts whose expiration has passed: *ended* when the last challenge
     was answered (the farmer stopped asking, or the challenges ran out), *failed* (a miss) when
     it was not. Their tags are dropped and their single-use seeded files retired. (Expirations that
@@ -359,25 +361,24 @@ def expire_txn(txn: Txn, now: float, limit: int = 5000,
         (now, limit),
     ).fetchall()
     result = ExpireResult(more=len(rows) == limit, contained=contained)
-    ended = [int(cid) for cid, _, answered, _ in rows if answered]
-    failed = [int(cid) for cid, _, answered, _ in rows if not answered]
+    judged = [(int(cid), verdicts.v1_at_expiry(bool(answered))) for cid, _, answered, _ in rows]
+    ended = [cid for cid, verdict in judged if not verdict.failed]
+    failed = [cid for cid, verdict in judged if verdict.failed]
     result.ended, result.failed = len(ended), len(failed)
     result.failed_ids = failed
     # set-based; ``ended = deadline``: each contract ends at its own expiration
     for ids, state, reason, miss in ((ended, "ended", "expired", 0), (failed, "failed", "missed", 1)):
         txn.update_in("UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ? "
                       "WHERE id IN {ids} AND state = 'active'", ids, before=[state, reason, miss])
-    txn.update_in("DELETE FROM contract_tags WHERE contract_id IN {ids}", [int(cid) for cid, _, _, _ in rows])
-    txn.update_in("UPDATE files SET replicas = 0, removed = ? WHERE id IN {ids} AND removed IS NULL",
-                  [int(file_id) for _, file_id, _, _ in rows], before=[now])
+    retire_v1_txn(txn, [int(cid) for cid, _, _, _ in rows], [int(file_id) for _, file_id, _, _ in rows], now)
     return result
 
 
 def _take_chunks_txn(txn: Txn, token_hash: bytes, ip_hash: str | None, ip_limit: int, requested: int, now: float,
                      max_size_per_address: int, max_chunks: int, interval: int,
                      issue: Callable[[PoolChunk], IssuedChallenge | None],
-                     location: tuple[str | None, str | None] = (None, None),
-                     rules: reputation.Rules = reputation.DEFAULT_RULES) -> list[NewContract]:
+                     location: tuple[str | None, str | None] = (None, None), *,
+                     rules: Rules) -> list[NewContract]:
     row = lookup_txn(txn, token_hash)
     use_from_ip_txn(txn, row, ip_hash, ip_limit, True, *location)
     preferred = reputation.eligible_txn(txn, rules, row.address)
@@ -415,11 +416,10 @@ class SeededStore:
     decisions: the store runs them inside its transaction, on rows it has locked, and writes what
     they decide."""
 
-    #: the reputation settings (``Stores`` sets the node's)
-    rules: reputation.Rules = reputation.DEFAULT_RULES
-
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, rules: Rules):
         self.db = db
+        #: the node's reputation settings
+        self.rules = rules
 
     def _run(self, ids: Sized | None, desc: str, func: Callable[..., Any], *args: Any):
         """A farmer call's transaction: short for a small batch of ids (see :data:`SHORT_BATCH`)."""
@@ -445,7 +445,7 @@ class SeededStore:
         unusable and is discarded). A token used from a new client address moves to it and takes
         ``location`` (``(GeoIP JSON, country)`` of that address). Fires with the new contracts."""
         return self.db.run("v1_chunk", _take_chunks_txn, token_hash, ip_hash, ip_limit, requested, now,
-                           max_size_per_address, max_chunks, interval, issue, location, self.rules)
+                           max_size_per_address, max_chunks, interval, issue, location, rules=self.rules)
 
     def refresh_challenges(self, token_hash: bytes, ids: Sequence[int] | None,
                            plan: Callable[[list[int], dict[int, V1Contract]], tuple[Any, list[Refresh]]]):
@@ -487,10 +487,11 @@ class SeededStore:
             use_from_ip_txn(txn, row, ip_hash, ip_limit, move=False)
             contained = reputation.contained_among_txn(txn, row.id, passes)
             counted, lost = record_answers_txn(txn, row.id, passes, fails, now, careful)
-            reputation.record_txn(txn, rules, now, {row.address: reputation.Tally(passes=counted, fails=len(fails),
-                                                                                  errors=errors)})
+            tally = Tally(passes=counted, fails=len(fails), errors=errors)
+            reputation.record_txn(txn, rules, now, {row.address: tally})
             gone = {x.id for x in lost}
-            reputation.note_left_txn(txn, rules, row.address, 1, [(c, "pass") for c in contained if c not in gone])
+            reputation.note_left_txn(txn, rules, row.address, 1,
+                                     [(c, containment.PASS) for c in contained if c not in gone])
             if after is not None:
                 txn.call_after(after, counted, len(fails))
             return counted, lost
@@ -512,7 +513,7 @@ class SeededStore:
     # --- the contract timer
     def expire(self, now: float, limit: int):
         """One page of expiry: see :func:`expire_txn`."""
-        return self.db.run("v1_expire", expire_txn, now, limit, self.rules)
+        return self.db.run("v1_expire", expire_txn, self.rules, now, limit)
 
     def shift_for_downtime(self, start: float, end: float):
         """See :func:`shift_for_downtime_txn`."""

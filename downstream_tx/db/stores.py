@@ -15,32 +15,32 @@ from downstream_tx.db.meta import MetaStore
 from downstream_tx.db.outcomes import OutcomeStore
 from downstream_tx.db.overview import OverviewStore
 from downstream_tx.db.ratelimits import RateLimitStore
-from downstream_tx.db.reputation import DEFAULT_RULES, ReputationStore, Rules
+from downstream_tx.db.reputation import ReputationStore
 from downstream_tx.db.seeded import SeededStore
 from downstream_tx.db.stats import StatsStore
 from downstream_tx.db.status import StatusStore
 from downstream_tx.db.tokens import TokenStore
+from downstream_tx.domain.rules import Rules
 
 
 class Stores:
-    def __init__(self, db: Database, rules: Rules = DEFAULT_RULES):
+    def __init__(self, db: Database, rules: Rules):
+        """``rules``: the node's reputation settings, for every store that decides by them."""
         self.db = db
         self.meta = MetaStore(db)
         self.tokens = TokenStore(db)
         self.farmers = FarmerStore(db)
         self.files = FileStore(db)
         self.challenges = ChallengeStore(db)
-        self.contracts = ContractStore(db)
+        self.contracts = ContractStore(db, rules)
         self.downloads = DownloadStore(db)
-        self.seeded = SeededStore(db)
+        self.seeded = SeededStore(db, rules)
         self.status = StatusStore(db)
         self.stats = StatsStore(db)
         self.history = HistoryStore(db)
         self.overview = OverviewStore(db)
         self.archive = ArchiveStore(db)
         self.reputation = ReputationStore(db, rules)
-        # the stores that record challenge results and assign contracts apply the same rules
-        self.contracts.rules = self.seeded.rules = rules
         self.leases = LeaseStore(db)
         self.ratelimits = RateLimitStore(db)
         self.outcomes = OutcomeStore(db)

@@ -216,7 +216,7 @@ class DownstreamSite(server.Site):
 
     def request_started(self, request: server.Request) -> None:
         request._dtx_started = time.monotonic()
-        mark_arrival(request, self.reactor.seconds())  # late answers are judged by it (db/late.py)
+        mark_arrival(request, self.reactor.seconds())  # late answers are judged by it (domain/verdicts.py)
         self.in_flight.add(request)
         request.notifyFinish().addBoth(lambda result: self.request_finished(request, result))
 

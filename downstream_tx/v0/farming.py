@@ -28,8 +28,9 @@ from downstream_tx.core.tokens import (
 from downstream_tx.db import downloads
 from downstream_tx.db.contracts import Assignment, ContractStore
 from downstream_tx.db.downloads import DownloadRules, DownloadStore
-from downstream_tx.db.reputation import NotEligible, ReputationStore
+from downstream_tx.db.reputation import ReputationStore
 from downstream_tx.db.tokens import TokenFacts, UnknownToken
+from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND, NodeError
 from downstream_tx.v0.capability import Capability, key_hash, new_key, parse_capability
 from downstream_tx.v0.challenges import ChallengeSupply
@@ -140,7 +141,7 @@ class V0Farming:
                      arrived: float | None = None) -> str:
         """``/challenge``: check an answer, ``"pass"``, ``"late_pass"`` (it arrived after the deadline,
         within ``late_grace``) or ``"fail"`` (one attempt per challenge). ``arrived``: when the
-        request reached the node (default now); it is judged by that time (db/late.py). A malformed
+        request reached the node (default now); it is judged by that time (domain/verdicts.py). A malformed
         response (400 ``invalid_response``) from a live token counts against its farmer's
         unknown-error score; a malformed token or file hash is not attributable and counts nothing."""
         file_hash = parse_file_hash(file_hash)

@@ -16,9 +16,9 @@ from downstream_tx.config import Config
 from downstream_tx.core.context import Blocking, Results
 from downstream_tx.core.keys import NodeKeys
 from downstream_tx.core.tokens import Tokens, hash_token, ip_limit_message, is_token
-from downstream_tx.db.reputation import NotEligible
 from downstream_tx.db.seeded import SHORT_BATCH, IssuedChallenge, PoolChunk, Refresh, Sealed, SeededStore, V1Contract
 from downstream_tx.db.tokens import IpLimitReached, TokenStore, UnknownToken
+from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import INVALID, NOT_FOUND
 from downstream_tx.heartbeat import Challenge, HeartbeatError, HeartbeatFormatError, Merkle, Proof, State
 from downstream_tx.v1.signatures import names_node, node_key

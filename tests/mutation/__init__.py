@@ -113,9 +113,9 @@ TESTS_FOR: dict[str, list[str]] = {
                                         "tests/test_abuse.py"],
     "downstream_tx/core/tokens.py": ["tests/test_mutation_pins_tokens.py", *_TOKENS],
     "downstream_tx/core/clients.py": ["tests/test_core_clients.py", "tests/test_abuse_tokens.py"],
-    **dict.fromkeys(
-        ["downstream_tx/v0/challenges.py", "downstream_tx/db/contracts.py", "downstream_tx/jobs/contracts.py"],
-        ["tests/test_mutation_pins_v0_timer.py", *_V0_TIMER]),
+    # the v0 timer path's edges, in the test files of their modules (issue 16's pins, folded in issue 22)
+    "downstream_tx/db/contracts.py": ["tests/test_db_contracts.py", *_V0_TIMER],
+    "downstream_tx/jobs/contracts.py": ["tests/test_jobs_contracts.py", *_V0_TIMER],
     "downstream_tx/bitcoin.py": ["tests/test_bitcoin.py"],
     "downstream_tx/v1/signatures.py": ["tests/test_v1_signatures.py"],
     # the node's state moved whole (issue 23): copy, backup, restore
@@ -123,6 +123,28 @@ TESTS_FOR: dict[str, list[str]] = {
         ["downstream_tx/db/transfer.py", "downstream_tx/lifecycle/copy.py", "downstream_tx/lifecycle/backup.py",
          "downstream_tx/lifecycle/restore.py"], ["tests/test_transfer.py", "tests/test_backup.py"]),
     "downstream_tx/dashboard/charts.py": ["tests/test_dashboard_render.py", "tests/test_dashboard.py"],
+    # the rules as pure decisions (issue 22): their own tests first (no database), then the stores'
+    "downstream_tx/domain/rules.py": ["tests/test_domain_rules.py", "tests/test_domain_scores.py",
+                                     "tests/test_domain_standing.py", "tests/test_domain_vetting.py",
+                                     "tests/test_domain_containment.py", "tests/test_reputation.py"],
+    "downstream_tx/domain/scores.py": ["tests/test_domain_scores.py", "tests/test_domain_standing.py",
+                                       "tests/test_db_agreement.py", "tests/test_reputation.py"],
+    "downstream_tx/domain/standing.py": ["tests/test_domain_standing.py", "tests/test_db_agreement.py",
+                                         "tests/test_reputation.py", "tests/test_standing_log.py"],
+    "downstream_tx/domain/containment.py": ["tests/test_domain_containment.py", "tests/test_reputation.py",
+                                            "tests/test_standing_log.py"],
+    "downstream_tx/domain/vetting.py": ["tests/test_domain_vetting.py", "tests/test_db_agreement.py",
+                                        "tests/test_reputation.py", "tests/test_reputation_concurrency.py"],
+    "downstream_tx/domain/verdicts.py": ["tests/test_domain_verdicts.py", "tests/test_late_answers.py",
+                                         "tests/test_timer_pages.py", "tests/test_reputation.py"],
+    "downstream_tx/domain/windows.py": ["tests/test_domain_windows.py", "tests/test_domain_verdicts.py",
+                                        "tests/test_domain_containment.py", "tests/test_db_agreement.py",
+                                        "tests/test_timer_pages.py"],
+    # the reputation's stores: reading rows for the domain, writing its decisions
+    **dict.fromkeys(
+        ["downstream_tx/db/reputation.py", "downstream_tx/db/late.py"],
+        ["tests/test_db_agreement.py", "tests/test_reputation.py", "tests/test_late_answers.py",
+         "tests/test_standing_log.py", "tests/test_reputation_concurrency.py", "tests/test_db_stores.py"]),
 }
 # the pins of the v1 answer path and of the request parsers (issue 16): quick, so run first
 for _module in ("downstream_tx/v1/farming.py", "downstream_tx/v1/wire.py", "downstream_tx/db/seeded.py"):

@@ -7,8 +7,9 @@ import os
 
 from downstream_tx.db.engine import create_engine
 from downstream_tx.db.history import HourRow
-from downstream_tx.db.reputation import Tally, record_txn
+from downstream_tx.db.reputation import record_txn
 from downstream_tx.db.transfer import catalogue_txn, pages_txn
+from downstream_tx.domain.scores import Tally
 from downstream_tx.v0.hashes import parse_response
 from support import ADDRESS, MYSQL_URL, fresh_mysql_database, make_address, run, v0_answer
 from support.v1 import Api, chunks, prove
