@@ -173,10 +173,13 @@ class FencedDatabase:
     def clock(self) -> Any:
         return self._db.clock
 
-    def _fenced(self, func: Callable[..., T]) -> Callable[..., T]:
+    def _under_fence(self, entry: Callable[..., Any], desc: str, func: Callable[..., T], args: tuple,
+                     kwargs: dict) -> Any:
+        """``entry(desc, fenced body, …)``: the body runs after :func:`fence_txn` in its transaction,
+        checking the fence held now (fails with :class:`LeaseLost` at once when none is)."""
         fence, clock = self.fence, self._db.clock
         if fence is None:
-            raise LeaseLost("no term of the jobs lease is held: a job's transaction is refused")
+            return defer.fail(LeaseLost("no term of the jobs lease is held: a job's transaction is refused"))
 
         def fenced(txn: Txn, *a: Any, **kw: Any) -> T:
             # the time the transaction runs (on a pool thread: the reactor's clock is time.time()),
@@ -184,23 +187,15 @@ class FencedDatabase:
             fence_txn(txn, fence, clock.seconds())
             return func(txn, *a, **kw)
 
-        return fenced
+        return entry(desc, fenced, *args, **kwargs)
 
     def run(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any):
-        """:meth:`Database.run` under the fence (fails with :class:`LeaseLost` without a term)."""
-        try:
-            fenced = self._fenced(func)
-        except LeaseLost:
-            return defer.fail()
-        return self._db.run(desc, fenced, *args, **kwargs)
+        """:meth:`Database.run` under the fence."""
+        return self._under_fence(self._db.run, desc, func, args, kwargs)
 
     def run_short(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any):
-        """:meth:`Database.run_short` under the fence (fails with :class:`LeaseLost` without a term)."""
-        try:
-            fenced = self._fenced(func)
-        except LeaseLost:
-            return defer.fail()
-        return self._db.run_short(desc, fenced, *args, **kwargs)
+        """:meth:`Database.run_short` under the fence."""
+        return self._under_fence(self._db.run_short, desc, func, args, kwargs)
 
     def close(self) -> None:
         raise TypeError("a fenced database is the periodic jobs' handle: close the database itself")
