@@ -73,6 +73,8 @@ class Observers:
     downloads: tuple[Callable[..., None], ...] = ()
     #: called with ``(job name, seconds, ok)`` after each pass of a periodic job
     jobs: Callable[[str, float, bool], None] | None = None
+    #: called with ``(description, seconds, ok)`` after each database transaction
+    transactions: tuple[Callable[[str, float, bool], None], ...] = ()
 
 
 def thread_runner(reactor: Any) -> Blocking:
@@ -166,7 +168,8 @@ def _missing(config: Config, where: str) -> MissingDatabase:
 
 
 async def open_database(config: Config, reactor: Any, schema_dir: str | None = None,
-                        create: bool = True, daemon: bool = False) -> Database:
+                        create: bool = True, daemon: bool = False,
+                        observers: tuple[Callable[[str, float, bool], None], ...] = ()) -> Database:
     """Open (``create``: also create) and upgrade the database. With ``create=False`` a database
     that does not exist yet (no SQLite file, or a MySQL database without the node's tables) is
     refused with :class:`~downstream_tx.startup.MissingDatabase` before anything is written.
@@ -183,7 +186,7 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
         lock = DaemonLock(engine.url.path)
         lock.acquire()
     try:
-        return await _open(config, reactor, engine, steps, create, lock, daemon)
+        return await _open(config, reactor, engine, steps, create, lock, daemon, observers)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -191,7 +194,7 @@ async def open_database(config: Config, reactor: Any, schema_dir: str | None = N
 
 
 async def _open(config: Config, reactor: Any, engine: Any, steps: list, create: bool, lock: Any,
-                daemon: bool) -> Database:
+                daemon: bool, observers: tuple[Callable[[str, float, bool], None], ...]) -> Database:
     """:func:`open_database` once the daemon's lock (if any) is held."""
     latest = steps[-1].version
     if engine.name == "sqlite":
@@ -201,7 +204,7 @@ async def _open(config: Config, reactor: Any, engine: Any, steps: list, create: 
             backup = schema.backup_sqlite(engine.url.path, found)
             log.info("backed up schema version {found} database to {backup}", found=found, backup=backup)
     db = Database.connect(engine, reactor, pool_size=config.db_pool_size, retries=config.db_retries,
-                          note_observers=NOTE_OBSERVERS, lock=lock)
+                          note_observers=NOTE_OBSERVERS, lock=lock, observers=observers)
     try:
         if not create and engine.name != "sqlite" and await db.run("schema_version", schema.current_version_txn) == 0:
             raise _missing(config, engine.describe())
@@ -239,7 +242,7 @@ async def open_services(config: Config, reactor: Any, schema_dir: str | None = N
     chunks = ChunkStore(config.chunk_path)
     if create:
         chunks.ensure()
-    db = await open_database(config, reactor, schema_dir, create, daemon)
+    db = await open_database(config, reactor, schema_dir, create, daemon, observers.transactions)
     try:
         return await build_services(db, config, reactor, thread_runner(reactor), chunks, observers)
     except BaseException:

@@ -135,7 +135,7 @@ class NodeService(DaemonProcess, service.MultiService):
         history = HourlyResults(self.reactor)
         observers = Observers(results=(history.count,), downloads=()) if metrics is None else Observers(
             results=(history.count, metrics.count_result), downloads=(metrics.count_download,),
-            jobs=metrics.observe_job)
+            jobs=metrics.observe_job, transactions=(metrics.observe_transaction,))
         self.node = services = await open_services(config, self.reactor, daemon=True, observers=observers)
         stats = services.stores.stats
         # the periodic jobs run on the one instance holding the jobs lease (jobs/leader.py); the stats

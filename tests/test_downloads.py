@@ -329,6 +329,7 @@ def test_counts_in_farmer_show_and_the_metrics(api, tmp_path, clock):
     node, client = api()
     metrics = Metrics(task.Clock())
     node.downloads.observers.append(metrics.count_download)
+    node.db.observers.append(metrics.observe_transaction)  # as the daemon opens its database
     metrics.bind_db(node.db, 1)
     file_hash = add_test_file(node, tmp_path, size=SIZE)
     farmer = V0Farmer(node, client)

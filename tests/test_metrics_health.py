@@ -76,6 +76,7 @@ def test_results_transactions_and_jobs_are_counted(node, clock, contract, config
     token, file_hash, _ = contract
     metrics = Metrics(task.Clock())
     metrics.bind_db(node.db, config.db_pool_size)
+    node.db.observers.append(metrics.observe_transaction)  # as the daemon opens its database
     node.results.observers.append(metrics.count_result)
     assert run(node.v0.answer(token, file_hash, parse_response("0" * 64))) == "fail"
     assert _sample(metrics, "downstream_challenge_results_total", protocol="v0", result="fail") == 1
@@ -169,6 +170,7 @@ def test_metrics_listener_of_the_real_daemon(tmp_path):
         assert "downstream_db_up 1.0" in text
         assert 'downstream_timer_runs_total{job="stats"}' in text
         assert "downstream_db_pool_size 1.0" in text  # SQLite: one connection
+        assert "downstream_db_transaction_duration_seconds_count{" in text  # its transactions observed
         assert "ab" * 16 not in text
         (tmp_path / "metrics-sample.txt").write_text(text)
         assert d.stop() == 0

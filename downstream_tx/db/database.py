@@ -303,7 +303,8 @@ class Database:
 
     def __init__(self, engine: Engine, pool: Any, clock: Any, retries: int = 3, backoff: float = 0.2,
                  inline: bool = False, record_outcomes: bool = True,
-                 note_observers: Iterable[Callable[[Any], None]] = (), lock: Any = None):
+                 note_observers: Iterable[Callable[[Any], None]] = (), lock: Any = None,
+                 observers: Iterable[Callable[[str, float, bool], None]] = ()):
         self.engine = engine
         #: whether write transactions record their id (the engine's commits can be lost, and the
         #: schema has ``txn_outcomes``: off only for tests that build an older schema)
@@ -313,7 +314,7 @@ class Database:
         self.retries = retries
         self.backoff = backoff
         #: observers called with (desc, seconds, ok) after every transaction (metrics)
-        self.observers: list[Callable[[str, float, bool], None]] = []
+        self.observers: list[Callable[[str, float, bool], None]] = list(observers)
         self.last_success: float | None = None
         #: whether :meth:`run_short` may run transactions on the calling thread (the engine's
         #: :meth:`~Engine.connect_inline` connection, opened at the first use)
@@ -334,7 +335,8 @@ class Database:
 
     @classmethod
     def connect(cls, engine: Engine, reactor: Any, pool_size: int = 5, retries: int = 3,
-                note_observers: Iterable[Callable[[Any], None]] = (), lock: Any = None) -> Database:
+                note_observers: Iterable[Callable[[Any], None]] = (), lock: Any = None,
+                observers: Iterable[Callable[[str, float, bool], None]] = ()) -> Database:
         args = engine.pool_args(pool_size)
         pool = adbapi.ConnectionPool(
             engine.dbapi_name,
@@ -350,7 +352,7 @@ class Database:
         pool.connectionFactory = _Connection
         pool.downstream_engine = engine
         return cls(engine, pool, reactor, retries=retries, inline=engine.inline, note_observers=note_observers,
-                   lock=lock)
+                   lock=lock, observers=observers)
 
     def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict) -> T:
         """One transaction's body on a pool thread, its result alone (tests call it on a pool)."""
