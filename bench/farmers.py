@@ -46,6 +46,15 @@ import orjson  # noqa: E402
 from loadgen import Spawned, machine, proc_cpu, run_load  # noqa: E402
 
 ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
+
+
+def farmer_address(n: int) -> str:
+    """A valid payout address of its own for farmer ``n``."""
+    import coincurve
+
+    from downstream_tx.bitcoin import address_from_pubkey
+
+    return address_from_pubkey(coincurve.PrivateKey((n + 1).to_bytes(32, "big")).public_key.format(compressed=True))
 #: the MariaDB database --db mysql drops and re-creates ($DOWNSTREAM_BENCH_DB overrides it)
 BENCH_DB = os.environ.get("DOWNSTREAM_BENCH_DB", "dtx_test_bench6")
 V1 = "/api/downstream/v1"
@@ -259,7 +268,8 @@ _downloads: dict[str, bytes] = {}
 
 async def v0_farmer(client, url: str, index: int, params: dict, ready: Any) -> None:
     url = pick(url, index)
-    code, body = await client.request("GET", f"{url}{V0}/new/{ADDRESS}")
+    # a payout address of its own: a file's replicas go to distinct farmers (addresses)
+    code, body = await client.request("GET", f"{url}{V0}/new/{farmer_address(index)}")
     if code != 200:
         raise RuntimeError(f"/new: {code} {body[:200]!r} {client.last_error!r}")
     token = orjson.loads(body)["token"]
@@ -332,6 +342,12 @@ def mysql_url(name: str = BENCH_DB) -> str:
         cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     conn.close()
+    spider_dir = os.environ.get("DOWNSTREAM_TEST_SPIDER")
+    if spider_dir:  # the node's schema sharded over that Spider cluster (docs/capacity.md)
+        import subprocess
+
+        script = Path(__file__).resolve().parent.parent / "contrib" / "spider" / "cluster.sh"
+        subprocess.run([str(script), "shard", spider_dir, name], check=True, stdout=subprocess.DEVNULL)
     return f"mysql://{u.user}:{u.password}@{u.host}:{u.port}/{name}"
 
 
@@ -356,7 +372,8 @@ def engine_version(db: str) -> str:
 def daemon_args(mode: str, args: argparse.Namespace, db: str, data_dir: str) -> list[str]:
     # (the load generator is one client address holding a keep-alive connection per farmer)
     common = ["--db", db, "--data-dir", data_dir, "--max-tokens-per-ip", "0", "--token-rate", "0",
-              "--max-tokens-per-address", "0", "--max-body-size", str(16 << 20), "--tick", str(args.tick),
+              "--max-tokens-per-address", "0", "--distinct-networks", "false",  # one client address: one network
+              "--max-body-size", str(16 << 20), "--tick", str(args.tick),
               "--max-failures", "1000", "--db-pool-size", str(args.pool_size), "--max-connections-per-client", "0"]
     if args.workers > 1:
         common += ["--workers", str(args.workers)]
@@ -368,10 +385,11 @@ def daemon_args(mode: str, args: argparse.Namespace, db: str, data_dir: str) -> 
 
 
 def db_server_pid() -> int | None:
-    """The local MariaDB/MySQL server's pid, to measure its CPU too: ``$DTX_BENCH_DB_PID``, else
-    the one ``mariadbd``/``mysqld`` started without ``--defaults-file`` (None if not exactly one)."""
+    """The local MariaDB/MySQL server's pid, to measure its CPU too: ``$DTX_BENCH_DB_PID`` (its
+    first pid), else the one ``mariadbd``/``mysqld`` started without ``--defaults-file`` (None if
+    not exactly one)."""
     if os.environ.get("DTX_BENCH_DB_PID"):
-        return int(os.environ["DTX_BENCH_DB_PID"])
+        return db_server_pids()[0]
     found = []
     for entry in os.listdir("/proc"):
         try:
@@ -386,19 +404,28 @@ def db_server_pid() -> int | None:
     return found[0] if len(found) == 1 else None
 
 
+def db_server_pids() -> list[int]:
+    """Every database server process whose CPU counts: ``$DTX_BENCH_DB_PID`` may name several,
+    comma-separated (a Spider head and its backends, docs/capacity.md); else :func:`db_server_pid`."""
+    if os.environ.get("DTX_BENCH_DB_PID"):
+        return [int(p) for p in os.environ["DTX_BENCH_DB_PID"].split(",")]
+    pid = db_server_pid()
+    return [] if pid is None else [pid]
+
+
 def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) -> dict[str, float]:
     params: dict[str, Any] = {"client": args.client, "contracts": args.contracts, "idle": args.idle,
                               "chunk_attempts": 200, "max_chunk_size": args.chunk_size,
                               "chunk_batch": args.chunk_batch}
     cpu: dict[str, float] = {}
 
-    server = db_server_pid() if args.db == "mysql" else None
+    servers = db_server_pids() if args.db == "mysql" else []
 
     def on_measure(what: str) -> None:
         if spawned is not None:
             cpu[what] = spawned.cpu()
-        if server is not None:
-            cpu["db " + what] = proc_cpu(server)
+        if servers:
+            cpu["db " + what] = sum(proc_cpu(pid) for pid in servers)
 
     params["_on_measure"] = on_measure
     farmer = "farmers:v1_farmer" if mode == "v1" else "farmers:v0_farmer"
@@ -420,7 +447,7 @@ def run(mode: str, args: argparse.Namespace, spawned: Spawned | None, url: str) 
             extra[f"{key} per daemon CPU-second"] = f"{done / node_cpu:.0f}"
             unit = "verified proof" if mode == "v1" else "pass"
             extra[f"daemon CPU per {unit}"] = f"{node_cpu / done * 1e6:.1f} µs"
-            if server is not None:
+            if servers:
                 db_cpu = cpu.get("db stop", 0.0) - cpu.get("db start", 0.0)
                 extra["database server CPU"] = (f"{db_cpu:.1f} s in the window, {db_cpu / done * 1e6:.1f} µs per "
                                                 f"{unit} (a shared server: other sessions' queries count too)")

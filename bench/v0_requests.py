@@ -27,7 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
 
-ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
+
+def farmer_address(n: int) -> str:
+    """A valid payout address of its own for farmer ``n``."""
+    import coincurve
+
+    from downstream_tx.bitcoin import address_from_pubkey
+
+    return address_from_pubkey(coincurve.PrivateKey((n + 1).to_bytes(32, "big")).public_key.format(compressed=True))
 
 
 class Connection:
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens = []
         downloads = []  # (farmer index, the path of a contract's download URL)
         for i in range(args.farmers):
-            token = await services.v0.create_token(ADDRESS)
+            token = await services.v0.create_token(farmer_address(i))  # replicas go to distinct addresses
             for _ in range(args.contracts):
                 a = await services.v0.get_chunk(token)
                 downloads.append((i, f"/api/download/{a.file_hash}?cap={a.capability}"))

@@ -205,14 +205,16 @@ def reputation_lines(rep: dict, rules: Rules) -> list[tuple[str, Any]]:
     a = rep["audits"]
     audit = threshold_note(rep["audit_score"], rules.dq_threshold, "dq_threshold")
     unknown = threshold_note(rep["unknown_score"], rules.suspension_threshold, "suspension_threshold")
+    online = threshold_note(rep["online_score"], rules.online.threshold, "offline_threshold")
     return [("standing", standing_sentence(rep, rules)),
             ("audit_score", f"{rep['audit_score']:.6f} ({audit})"),
-            ("online_score", f"{rep['online_score']:.6f}"),
+            ("online_score", f"{rep['online_score']:.6f} ({online})"),
             ("unknown_score", f"{rep['unknown_score']:.6f} ({unknown})"),
             ("audits", f"{a['passes']} passes, {a['fails']} fails, {a['misses']} misses, {a['retries']} asked "
                        f"again in containment, {a['errors']} errors"),
-            ("vetted", f"yes ({a['passes']} passes)" if rep["vetted"]
-             else f"no ({a['passes']} of {rules.vetting_audits} passes)"),
+            # the node's own verdict (kept as it last judged the farmer), not this command's settings
+            ("vetted", f"yes (the node's verdict; {a['passes']} passes)" if rep["vetted"]
+             else f"no (the node's verdict; {a['passes']} passes)"),
             ("contained", f"{rep['contained']} contracts")]
 
 

@@ -314,7 +314,35 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vetting_audits", _int(0), 100,
             "Passed challenges after which a farmer is vetted (0 = every farmer is)."),
     Setting("vetting_share", _float(0.0, 1.0, exclusive_min=False), 0.05,
-            "Largest share of newly assigned contracts that goes to farmers not vetted yet."),
+            "Largest share of the recent assignments (see vetting_window) that goes to farmers not vetted yet; "
+            "assignments made while no farmer is vetted are not counted."),
+    Setting("vetting_window", _float(2.0, exclusive_min=False), 1000.0,
+            "Assignments the vetting share is taken over: its counters forget 1/vetting_window of their value "
+            "at each new assignment."),
+    Setting("vetting_min_age", _int(0), 0,
+            "Seconds a farmer's first token must have existed before it can be vetted (0 = no minimum)."),
+    Setting("unknown_lambda", _float(0.0, 1.0), 0.98,
+            "Forgetting factor of the unknown-error score (malformed requests, errors on the farmer's side): "
+            "at 0.98 a farmer that only sends malformed answers is suspended after about 26 of them in a row."),
+    Setting("online_window", _float(1.0, exclusive_min=False), 3600.0,
+            "Seconds per online window: a window in which a farmer made no request counts once against its "
+            "online score, one in which it made any counts for it."),
+    Setting("online_lambda", _float(0.0, 1.0), 0.97,
+            "Forgetting factor of the online score per online window."),
+    Setting("offline_threshold", _float(0.0, 1.0, exclusive_min=False), 0.5,
+            "A farmer whose online score falls below this and that made no request for offline_grace seconds "
+            "is suspended for being offline (no new contracts) until the score is back (0 = never); being "
+            "offline never disqualifies."),
+    Setting("offline_grace", _int(0), 4 * 3600,
+            "Seconds a farmer must have made no request before it can be suspended for being offline."),
+    Setting("last_seen_every", _float(0.0, exclusive_min=False), 60.0,
+            "Least seconds between two writes of a token's last request time (last_seen); a farmer's missed "
+            "challenge counts as offline only when it made no request in its window, give or take this."),
+    Setting("distinct_networks", _bool, True,
+            "Put a file's replicas on distinct networks (network_prefix_v4 / network_prefix_v6 of the farmer's "
+            "address) as well as distinct payout addresses; off for single-network setups."),
+    Setting("network_prefix_v4", _int(1, 32), 24, "Prefix length of an IPv4 farmer's network (distinct_networks)."),
+    Setting("network_prefix_v6", _int(1, 128), 48, "Prefix length of an IPv6 farmer's network (distinct_networks)."),
     # operations
     # scale-out (docs/operations.md, "Running several processes")
     Setting("workers", _int(1, 64), 1,
@@ -409,6 +437,17 @@ class Config:
     suspension_grace: int
     vetting_audits: int
     vetting_share: float
+    vetting_window: float
+    vetting_min_age: int
+    unknown_lambda: float
+    online_window: float
+    online_lambda: float
+    offline_threshold: float
+    offline_grace: int
+    last_seen_every: float
+    distinct_networks: bool
+    network_prefix_v4: int
+    network_prefix_v6: int
     workers: int
     lease_ttl: float
     instance_name: str | None
@@ -422,7 +461,6 @@ class Config:
     history_retention: int
     geoip: bool
     geoip_db: str | None
-    #: setting name → where its value came from: ``default``, ``file <path>``, ``env NAME``, ``flag --x``
     sources: Mapping[str, str] = field(default_factory=dict)
     #: the password read from ``db_password_file`` (never shown)
     db_password: str | None = field(default=None, repr=False)

@@ -97,7 +97,8 @@ class Metrics:
                                     registry=r)
         self.farmers_standing = Gauge(
             "downstream_farmer_standing",
-            "Farmers (payout addresses) by reputation standing: ok, suspended, disqualified; contained (a "
+            "Farmers (payout addresses) by reputation standing: ok, suspended, offline (suspended for being offline), "
+            "disqualified; contained (a "
             "missed challenge being asked again) and unvetted (ok, fewer than vetting_audits passes) overlap ok.",
             ["standing"], registry=r)
         self.pool_chunks = Gauge("downstream_chunk_pool", "Seeded chunks ready to hand out, by size class.",
@@ -166,7 +167,7 @@ class Metrics:
             self.overdue.labels(name).set(counts.overdue.get(protocol, 0))
         self.farmers_online.set(counts.farmers_online)
         self.farmers_active.set(counts.farmers_active)
-        for standing in ("ok", "suspended", "disqualified", "contained", "unvetted"):
+        for standing in ("ok", "suspended", "offline", "disqualified", "contained", "unvetted"):
             self.farmers_standing.labels(standing).set(counts.standing.get(standing, 0))
         for size in set(counts.pool) | {s for s, _ in self._targets}:
             self.pool_chunks.labels(str(size)).set(counts.pool.get(size, 0))

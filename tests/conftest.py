@@ -1,3 +1,5 @@
+import os
+
 import pytest
 from twisted.internet import task
 from twisted.logger import globalLogPublisher
@@ -16,11 +18,20 @@ from support import (
 from support.v1 import build, make_seeded_node
 
 MYSQL_DESELECTED = pytest.StashKey[int]()
+#: the directory of a running Spider cluster (contrib/spider/cluster.sh): every schema the node
+#: creates in this process is sharded over it (DOWNSTREAM_TEST_MYSQL_URL names its head)
+SPIDER_ENV = "DOWNSTREAM_TEST_SPIDER"
+if os.environ.get(SPIDER_ENV):
+    from support import spider
+
+    spider.shard_node_schema(os.environ[SPIDER_ENV])
 
 
 def pytest_report_header(config):
     if MYSQL_URL:
-        return [f"MySQL tests: required, against {MYSQL_URL.split('@')[-1]}"]
+        spider_dir = os.environ.get(SPIDER_ENV)
+        through = f", schemas sharded over the Spider cluster {spider_dir}" if spider_dir else ""
+        return [f"MySQL tests: required, against {MYSQL_URL.split('@')[-1]}{through}"]
     return [f"MySQL tests: SKIPPED ({MYSQL_SKIP_REASON})"]
 
 

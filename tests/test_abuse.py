@@ -75,6 +75,7 @@ def test_v0_one_farmer_cannot_touch_anothers_contract(v0, tmp_path):
     alice, mallory = v0_token(client), v0_token(client, make_address(1))
     challenge = client.get(f"/api/downstream/chunk/{alice}").json()["challenge"]
     right = v0_answer(stored_bytes(node, file_hash), challenge)
+    client.get(f"/api/downstream/due/{mallory}")  # her own last_seen is recorded (and not again for a while)
     before = snapshot(node)
 
     r = client.get(f"/api/downstream/challenge/{mallory}/{file_hash}/{right}")
@@ -135,6 +136,7 @@ def test_v1_one_farmer_cannot_touch_anothers_contracts(v1):
     alice, mallory = api.new_token(), api.new_token(make_address(1))
     theirs = chunks(api, alice, 8192)
     ids = [c["file_hash"] for c in theirs]
+    assert api.get(f"{V1}/challenge/{mallory}") == (200, {"challenges": []})  # her own last_seen is recorded
     before = snapshot(node)
     not_found = [{"file_hash": i, "error": "contract not found"} for i in ids]
 

@@ -341,3 +341,23 @@ def _csv(tmp_path):
     path = tmp_path / "wl.csv"
     path.write_text(f"address,balance\n{ADDRESS},1\n")
     return path
+
+
+def test_farmer_show_reports_the_nodes_own_vetted_verdict(nodes, tmp_path, clock):
+    """``vetted`` is what the node decided with its settings, not what this command's settings
+    would say (here the node vets after one pass, the command's own setting is the default 100)."""
+    from downstream_tx.v0.hashes import parse_response
+    from support import add_test_file, stored_bytes, v0_answer
+
+    node = nodes(vetting_audits=1)
+    h = add_test_file(node, tmp_path)
+    add_test_file(node, tmp_path)
+    token = run(node.v0.create_token(ADDRESS))
+    assert run(node.v0.get_chunk(token)).file_hash == h
+    [due] = run(node.v0.due(token))[1]
+    assert run(node.v0.answer(token, h, parse_response(v0_answer(stored_bytes(node, h), due["challenge"].hex())))) \
+        == "pass"
+    run(node.v0.get_chunk(token))  # the node judges the farmer as it asks for work: vetted
+    command = nodes()  # the command's own settings: vetting_audits 100
+    assert json.loads(dispatch(command, "farmer", "show", token, "--json"))["reputation"]["vetted"] is True
+    assert "vetted        yes (the node's verdict; 1 passes)\n" in dispatch(command, "farmer", "show", token)

@@ -108,10 +108,12 @@ def test_chunk_prefers_the_file_furthest_below_target_and_not_held(api, tmp_path
     node, client = api
     first = add_test_file(node, tmp_path, redundancy=2)
     second = add_test_file(node, tmp_path, redundancy=3)
-    a, b = new_token(client), new_token(client)
+    a, b = new_token(client), new_token(client, make_address(2))
     assert client.get(f"/api/downstream/chunk/{a}").json()["file_hash"] == second  # 3 missing > 2 missing
     assert client.get(f"/api/downstream/chunk/{a}").json()["file_hash"] == first  # a holds second
     assert_error(client.get(f"/api/downstream/chunk/{a}"), 404, "no_chunks")  # a holds both
+    # another token of a's payout address is the same farmer: it holds both files too
+    assert_error(client.get(f"/api/downstream/chunk/{new_token(client)}"), 404, "no_chunks")
     # ties (2 missing each: first 2/2 below... first has 1 of 2, second 1 of 3): second is further below
     assert client.get(f"/api/downstream/chunk/{b}").json()["file_hash"] == second
     assert client.get(f"/api/downstream/chunk/{b}").json()["file_hash"] == first
@@ -425,7 +427,7 @@ def test_unexpected_error_is_a_generic_500(api, monkeypatch):
 def test_database_down_is_503(api, monkeypatch):
     node, client = api
 
-    async def down(token):
+    async def down(token, ip=None):
         raise DatabaseUnavailable("due: database unavailable")
 
     monkeypatch.setattr(node.v0, "get_chunk", down)

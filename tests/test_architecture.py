@@ -24,6 +24,8 @@ LAYERS = [
     # the rules as pure decisions: below every store, see test_the_domain_imports_no_framework
     ["downstream_tx.domain"],
     ["downstream_tx.config", "downstream_tx.logs", "downstream_tx.systemd", "downstream_tx.geoip"],
+    # the reputation rules as pure functions: no framework, no database
+    ["downstream_tx.domain"],
     ["downstream_tx.db"],
     ["downstream_tx.core", "downstream_tx.health"],
     ["downstream_tx.v0", "downstream_tx.v1", "downstream_tx.dashboard.data"],
@@ -160,18 +162,52 @@ def test_the_farmer_shares_only_heartbeat_signing_and_wire_formats():
             assert not [d for d in deps if _within(d, FARMER)], (name, deps)
 
 
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names imported from it) of every import statement in ``path``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            out.append((node.module or "", [a.name for a in node.names]))
+    return out
+
+
+def _is_of(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+#: the web frameworks of the server: only ``downstream_tx.http`` imports them (not even ``tap``,
+#: which builds the site through ``http.server``)
+WEB_FRAMEWORKS = ("klein", "werkzeug")
+
+
 def test_http_only_in_http():
-    server_web = ("klein", "werkzeug", "twisted.web", "treq")
+    server_web = (*WEB_FRAMEWORKS, "twisted.web", "treq")
     # the farmer is an HTTP client of its own (treq, twisted.web.client), never a server
-    client_web = ("klein", "werkzeug", "twisted.web.server", "twisted.web.resource")
+    client_web = (*WEB_FRAMEWORKS, "twisted.web.server", "twisted.web.resource")
     for name, path in modules().items():
-        if name.startswith(("downstream_tx.http", "downstream_tx.tap")):
+        if _within(name, "downstream_tx.http"):
             continue
         web = client_web if _within(name, FARMER) else server_web
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            assert not [n for n in names if n.startswith(web)], (name, names)
+        imported = [module for module, _ in _imports(path)]
+        assert not [m for m in imported if _is_of(m, web)], (name, imported)
+
+
+def test_no_private_module_or_name_of_klein_or_werkzeug():
+    """Nothing (the package, its tests, benchmarks and contrib scripts) imports a private module of
+    Klein or werkzeug (``klein._resource``) or a ``_``-prefixed name of theirs, nor reaches one as
+    an attribute (``klein._app``): their public APIs only."""
+    files = [*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py"),
+             *(ROOT / "contrib").rglob("*.py")]
+    attribute = re.compile(r"\b(?:klein|werkzeug)(?:\.\w+)*\._\w")
+    for path in files:
+        for module, names in _imports(path):
+            if _is_of(module, WEB_FRAMEWORKS):
+                assert not [p for p in module.split(".") if p.startswith("_")], (path, module)
+                assert not [n for n in names if n.startswith("_")], (path, module, names)
+        if path.name != "test_architecture.py":
+            assert not attribute.search(path.read_text(encoding="utf-8")), path
 
 
 def test_the_global_reactor_only_in_the_entry_points():

@@ -14,7 +14,7 @@ from downstream_tx.db.archive import Totals, latest
 from downstream_tx.jobs.archive import ArchivePass, archive_job, archive_pass
 from downstream_tx.runtime import build_jobs
 from downstream_tx.v0.hashes import parse_response
-from support import ADDRESS, add_test_file, make_address, run, stored_bytes, v0_answer
+from support import ADDRESS, add_test_file, make_address, report_of, run, stored_bytes, v0_answer
 from support.v1 import prove
 
 RETENTION = 1000
@@ -65,7 +65,7 @@ def v1_history(node, clock) -> str:
     """A v1 farmer with an answered contract that ends and an unanswered one that fails."""
     token = run(node.v1.new_token(make_address(3), IP))["token"]
     a, b = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 8192))))
-    assert run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}]))[0]["status"] == "ok"
+    assert report_of(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}]))[0]["status"] == "ok"
     return token
 
 

@@ -108,3 +108,9 @@ def test_farmer_client_bench():
     out = run_bench("bench/farmer.py", "--quick")
     assert "one proof alone" in out and "proofs/CPU-s" in out and "RSS MiB" in out
     assert out.strip().splitlines()[-1].split()[-1] == "yes"  # every challenge answered in time
+
+
+def test_reputation_simulator():
+    out = run_bench("bench/reputation_sim.py", "--quick")
+    assert "| honest, outages up to 24 h/week | 20 | 0.0% (0) |" in out  # no honest farmer disqualified
+    assert "| cheater, lost 50% | 5 | 100.0% (5) |" in out and "silent for good after day 1" in out

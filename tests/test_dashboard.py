@@ -12,6 +12,7 @@ import pytest
 
 from downstream_tx import geoip
 from downstream_tx.db.history import HOUR, HourRow
+from downstream_tx.errors import NodeError
 from downstream_tx.jobs.history import HourlyResults, write_history
 from downstream_tx.jobs.stats import stats_job
 from downstream_tx.jobs.uptime import UptimeSummary
@@ -334,6 +335,8 @@ def test_standing_scores_and_containment_on_the_list_and_the_farmer_page(nodes, 
     run(node.db.run("t", record_txn, rules, clock.seconds(), {addresses[1]: Tally(passes=1, fails=45),
                                                                 addresses[2]: Tally(errors=1000),
                                                                 addresses[3]: Tally(passes=150)}))
+    with pytest.raises(NodeError):  # the vetted farmer asks for work: the node judges it vetted (no file left)
+        run(node.v0.get_chunk(tokens[3]))
     clock.advance(61)
     run(node.supply.issue_due())  # its challenge unanswered: asked again, contained
     api = Api(node, node.config)

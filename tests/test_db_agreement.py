@@ -41,7 +41,7 @@ counts = st.integers(0, 50)
        tally=st.builds(Tally, counts, counts, counts, counts, counts),
        dq=st.floats(0, 1), st_=st.floats(0, 1), lam=st.sampled_from([0.999, 0.99, 0.5, 1.0]))
 def test_recorded_results_are_the_domains_scores_and_standing(db, status, before, tally, dq, st_, lam):
-    rules = Rules(dq_threshold=dq, suspension_threshold=st_, lam=lam)
+    rules = Rules(dq_threshold=dq, suspension_threshold=st_, lam=lam, unknown_lam=lam)
     now = 1000.0
 
     def body(txn):
@@ -86,8 +86,9 @@ def test_the_guarded_share_update_is_the_domains_share(db, total, unvetted, shar
     how = vetting.share(preferred, anyone)
     expected = not how.guarded or vetting.within_share(total, unvetted, rules)
     assert took is expected
-    if expected:
-        assert (float(new_total), float(new_unvetted)) == pytest.approx((total + 1, unvetted + how.unvetted))
+    if expected and how.counted:
+        assert (float(new_total), float(new_unvetted)) == pytest.approx(
+            vetting.counted(total, unvetted, bool(how.unvetted), rules))
     else:
         assert (float(new_total), float(new_unvetted)) == pytest.approx((total, unvetted))
 

@@ -11,9 +11,9 @@ from downstream_tx.domain.rules import (
     DISQUALIFIED,
     INITIAL_ALPHA,
     LAMBDA,
+    OFFLINE,
     OK,
     SUSPENDED,
-    VETTING_WINDOW,
     WEIGHT,
     Rules,
 )
@@ -23,9 +23,11 @@ def test_the_defaults_are_the_documented_ones():
     """docs/operations.md, "Reputation" (tests/test_reputation.py checks they are the configuration's)."""
     assert dataclasses.asdict(Rules()) == {
         "dq_threshold": 0.96, "suspension_threshold": 0.6, "suspension_grace": 604800.0, "containment_retries": 3,
-        "vetting_audits": 100, "vetting_share": 0.05, "lam": 0.999}
-    assert (LAMBDA, WEIGHT, INITIAL_ALPHA, VETTING_WINDOW) == (0.999, 1.0, 1000.0, 10_000.0)
-    assert (OK, SUSPENDED, DISQUALIFIED) == ("ok", "suspended", "disqualified")
+        "vetting_audits": 100, "vetting_share": 0.05, "lam": 0.999, "unknown_lam": 0.98, "vetting_window": 1000.0,
+        "vetting_min_age": 0.0, "online": {"window": 3600.0, "lam": 0.97, "threshold": 0.5, "grace": 14400.0,
+                                           "seen_every": 60.0}}
+    assert (LAMBDA, WEIGHT, INITIAL_ALPHA) == (0.999, 1.0, 1000.0)
+    assert (OK, SUSPENDED, DISQUALIFIED, OFFLINE) == ("ok", "suspended", "disqualified", "offline")
 
 
 def test_the_rules_are_frozen():

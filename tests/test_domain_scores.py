@@ -5,7 +5,7 @@ database, no reactor."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from downstream_tx.domain.rules import INITIAL_ALPHA, LAMBDA
@@ -90,6 +90,8 @@ def test_a_score_without_any_result_is_one():
 
 @given(alpha=st.floats(0, 1e6), beta=st.floats(0, 1e6), threshold=st.floats(0, 1))
 def test_below_is_the_score_under_the_threshold(alpha, beta, threshold):
+    # a subnormal sum (below ~1e-308) loses the product's precision: not a sum the node ever holds
+    assume(alpha + beta == 0 or alpha + beta > 1e-300)
     if alpha + beta > 0:
         expected = alpha / (alpha + beta) < threshold
         # without the division: only a hair's difference at the boundary
@@ -107,9 +109,10 @@ def test_the_edges_of_below():
 
 def test_each_result_moves_its_scores():
     t = Tally(passes=2, fails=3, misses=5, retries=7, errors=11)
-    assert dimensions(t) == {"audit": (2, 8), "online": (5, 12), "unknown": (5, 11)}
-    assert dimensions(Tally()) == {"audit": (0, 0), "online": (0, 0), "unknown": (0, 0)}
-    assert dimensions(Tally(retries=1)) == {"audit": (0, 0), "online": (0, 1), "unknown": (0, 0)}
+    # the online score is not a tally's: it counts online windows (domain/online.py)
+    assert dimensions(t) == {"audit": (2, 8), "unknown": (5, 11)}
+    assert dimensions(Tally()) == {"audit": (0, 0), "unknown": (0, 0)}
+    assert dimensions(Tally(retries=1)) == {"audit": (0, 0), "unknown": (0, 0)}
 
 
 def test_a_tally_is_true_when_it_holds_any_result():
@@ -120,18 +123,21 @@ def test_a_tally_is_true_when_it_holds_any_result():
 
 def test_changes_leave_out_the_scores_without_results():
     assert changes(Tally()) == {}
-    assert list(changes(Tally(retries=1))) == ["online"]
+    assert changes(Tally(retries=1)) == {}
     assert list(changes(Tally(errors=1))) == ["unknown"]
-    assert changes(Tally(passes=1, misses=1)) == {"audit": coefficients(1, 1), "online": coefficients(1, 1),
-                                                  "unknown": coefficients(1, 0)}
+    assert changes(Tally(passes=1, misses=1)) == {"audit": coefficients(1, 1), "unknown": coefficients(1, 0)}
+    # the unknown score's own factor
+    assert changes(Tally(passes=1, errors=2), 0.999, 0.98) == {"audit": coefficients(1, 0, 0.999),
+                                                               "unknown": coefficients(1, 2, 0.98)}
 
 
 def test_apply_changes_only_the_scores_with_results():
     before = Scores(audit=(990.0, 10.0), online=(900.0, 100.0), unknown=(500.0, 500.0))
-    after = apply(before, Tally(retries=1))
-    assert after.audit == before.audit and after.unknown == before.unknown
-    assert after.online == pytest.approx((900.0 * LAMBDA, 100.0 * LAMBDA + 1))
-    assert apply(before, Tally(passes=1), 0.5) == Scores(audit=(496.0, 5.0), online=(451.0, 50.0),
+    assert apply(before, Tally(retries=1)) == before  # containment's re-asks move no score
+    after = apply(before, Tally(errors=1), LAMBDA, 0.5)
+    assert after.audit == before.audit and after.online == before.online
+    assert after.unknown == pytest.approx((250.0, 251.0))
+    assert apply(before, Tally(passes=1), 0.5) == Scores(audit=(496.0, 5.0), online=(900.0, 100.0),
                                                          unknown=(251.0, 250.0))
 
 

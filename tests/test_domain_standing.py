@@ -116,4 +116,7 @@ def test_a_suspension_ends_in_disqualification_after_its_grace():
 
 def test_a_reinstated_farmer_starts_afresh_but_keeps_its_online_score():
     before = Scores(audit=(1.0, 2.0), online=(3.0, 4.0), unknown=(5.0, 6.0))
-    assert reinstated(before) == Scores(audit=(INITIAL_ALPHA, 0.0), online=(3.0, 4.0), unknown=(INITIAL_ALPHA, 0.0))
+    # the unknown score afresh at the steady state of its own factor (0.98 by default: 1 / 0.02 = 50)
+    fresh = reinstated(before)
+    assert (fresh.audit, fresh.online) == ((INITIAL_ALPHA, 0.0), (3.0, 4.0)) and fresh.unknown == pytest.approx((50, 0))
+    assert reinstated(before, Rules(unknown_lam=0.999)).unknown == pytest.approx((INITIAL_ALPHA, 0.0))

@@ -32,18 +32,21 @@ INTERVAL = 600  # no challenge turns during the test: only the audit the bad far
 
 
 class Farmer:
-    def __init__(self, base: str, address: str):
+    def __init__(self, base: str, address: str, ip: str | None = None):
         self.base = base
         self.address = address
+        #: the client address it claims through the trusted proxy (X-Forwarded-For), if any
+        self.ip = ip
         self.token = ""
         self.data: dict[str, bytes] = {}
         self.challenges: dict[str, str] = {}
 
-    async def call(self, path: str, expect: int = 200) -> dict:
-        response = await treq.get(self.base + path, persistent=False)
+    async def call(self, path: str, expect: int | None = 200, raw: bool = False) -> dict:
+        headers = {"X-Forwarded-For": [self.ip]} if self.ip else None
+        response = await treq.get(self.base + path, persistent=False, headers=headers)
         body = await response.content()
-        assert response.code == expect, (path, response.code, body[:300])
-        return orjson.loads(body) if body[:1] == b"{" else {"bytes": body}
+        assert expect is None or response.code == expect, (path, response.code, body[:300])
+        return {"bytes": body} if raw or body[:1] != b"{" else orjson.loads(body)
 
     async def new(self) -> Farmer:
         self.token = (await self.call(f"/api/downstream/new/{self.address}"))["token"]
@@ -52,7 +55,7 @@ class Farmer:
     async def chunk(self, expect: int = 200) -> dict:
         body = await self.call(f"/api/downstream/chunk/{self.token}", expect)
         if expect == 200:
-            data = (await self.call(body["url"][len(self.base):]))["bytes"]
+            data = (await self.call(body["url"][len(self.base):], raw=True))["bytes"]  # (random bytes: maybe a "{")
             assert hashlib.sha256(data).hexdigest() == body["file_hash"]
             self.data[body["file_hash"]] = data
             self.challenges[body["file_hash"]] = body["challenge"]
@@ -147,3 +150,111 @@ async def test_a_disqualified_farmers_files_reach_their_redundancy_on_other_farm
     log = daemon.log()
     assert f"farmer {make_address(1)} is disqualified (audit score below " in log  # the change, as it happens
     assert f"farmer {make_address(1)} (disqualified): {FILES} contracts ended" in log  # the reputation job's work
+
+
+def farmer_id(token: str) -> str:
+    return hashlib.sha256(bytes.fromhex(token)).hexdigest()[:20]
+
+
+async def status(farmer: Farmer) -> dict:
+    """The v1 status API's view of a farmer (its reputation fields included), over HTTP."""
+    return await Farmer(farmer.base, farmer.address).call(f"/api/downstream/v1/status/show/{farmer_id(farmer.token)}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_farmer_gone_offline_is_not_failed_one_that_talks_but_does_not_answer_is(tmp_path: Path, db_url: str):
+    """Issue 24: both lose their contracts (their files go to a third farmer), but only the one that
+    kept asking the node for its due challenges while not answering them is contained and then
+    failed in its audit score; the silent one is offline, its audit score untouched."""
+    from twisted.internet import reactor
+
+    db_args = ["--data-dir", str(tmp_path / "data"), "--db", db_url]
+    hashes = []
+    for i in range(2):
+        path = tmp_path / f"chunk{i}.bin"
+        path.write_bytes(os.urandom(4096 + i))
+        hashes.append(admin(db_args, "file", "add", str(path), "--redundancy", "2", "--interval", "4").strip())
+    daemon = Daemon(tmp_path / "daemon", db_args + ["--tick", "0.1", "--max-tokens-per-ip", "0", "--late-grace", "0",
+                                                    "--containment-retries", "1", "--max-failures", "2",
+                                                    "--last-seen-every", "0.2"])
+    daemon.start()
+    try:
+        silent = await Farmer(daemon.url, make_address(1)).new()
+        active = await Farmer(daemon.url, make_address(2)).new()
+        spare_view = Farmer(daemon.url, make_address(9))  # an observer: reads the status API only
+        for farmer in (silent, active):
+            assert sorted([(await farmer.chunk())["file_hash"] for _ in hashes]) == sorted(hashes)
+        deadline = time.monotonic() + 90
+        ids = {farmer_id(silent.token), farmer_id(active.token)}
+        while True:  # the active farmer asks for its due challenges (and never answers) every 0.3 s
+            await active.call(f"/api/downstream/due/{active.token}")
+            # (over HTTP, not the admin command: nothing here may block the active farmer's requests)
+            listed = (await spare_view.call("/api/downstream/v1/status/list/1000/0"))["farmers"]
+            if sum(f["contracts"] for f in listed if f["id"] in ids) == 0:  # every contract failed
+                break
+            assert time.monotonic() < deadline, json.dumps(listed)
+            await task.deferLater(reactor, 0.3, lambda: None)
+        shown = {"silent": await status(silent), "active": await status(active)}
+        quiet, busy = shown["silent"], shown["active"]
+        assert (quiet["audit_score"], quiet["audits"]["misses"], quiet["reputation"]) == (1.0, 0, "ok"), quiet
+        # its misses (two per contract, each after being asked again once in containment) are audit failures
+        assert busy["audits"]["misses"] >= 2 and busy["audits"]["retries"] >= 2 and busy["audit_score"] < 1.0, busy
+        assert quiet["audits"]["retries"] == 2  # (in the first window it was there: it fetched its chunks)
+        # their files are free again: a third farmer takes them
+        spare = await Farmer(daemon.url, make_address(3)).new()
+        assert sorted([(await spare.chunk())["file_hash"] for _ in hashes]) == sorted(hashes)
+        # last_seen is the farmer's last request, on farmer show as on the list
+        shows = {f: json.loads(admin(db_args, "farmer", "show", f.token, "--json")) for f in (silent, active)}
+        assert shows[active]["last_seen"] > shows[silent]["last_seen"] + 3
+        assert "Traceback" not in daemon.log()
+    finally:
+        status_code = daemon.stop()
+    assert status_code == 0, daemon.log()
+
+
+@pytest_twisted.ensureDeferred
+async def test_replicas_go_to_distinct_addresses_and_networks_and_a_new_farmer_gets_work_after_the_start(
+        tmp_path: Path, db_url: str):
+    """Through a trusted proxy each farmer claims its own client address: a file's replicas go to
+    distinct payout addresses and /24 networks. Then vetting after the start: the contracts handed
+    out while nobody was vetted do not hold a new farmer back."""
+    db_args = ["--data-dir", str(tmp_path / "data"), "--db", db_url]
+    path = tmp_path / "chunk.bin"
+    path.write_bytes(os.urandom(4096))
+    shared = admin(db_args, "file", "add", str(path), "--redundancy", "3", "--interval", "600").strip()
+    daemon = Daemon(tmp_path / "daemon", db_args + ["--tick", "0.1", "--max-tokens-per-ip", "0",
+                                                    "--distinct-networks", "true", "--trusted-proxies", "127.0.0.1",
+                                                    "--vetting-audits", "1", "--vetting-share", "0.25"])
+    daemon.start()
+    try:
+        first = await Farmer(daemon.url, make_address(1), "203.0.113.5").new()
+        assert (await first.chunk())["file_hash"] == shared
+        same_address = await Farmer(daemon.url, make_address(1), "198.51.100.7").new()
+        assert (await same_address.chunk(expect=404))["status"] == "no_chunks"  # one farmer, two tokens
+        same_network = await Farmer(daemon.url, make_address(2), "203.0.113.77").new()
+        assert (await same_network.chunk(expect=404))["status"] == "no_chunks"  # the same /24
+        other = await Farmer(daemon.url, make_address(3), "198.51.100.7").new()
+        assert (await other.chunk())["file_hash"] == shared
+        ipv6 = await Farmer(daemon.url, make_address(4), "2001:db8:5::1").new()
+        assert (await ipv6.chunk())["file_hash"] == shared
+        files = {f["file_hash"]: f["replicas"] for f in json.loads(admin(db_args, "file", "list", "--json"))}
+        assert files == {shared: 3}
+
+        # vetting after the start: 8 more files; the first farmer (vetted after one pass) takes
+        # some, and a farmer not vetted gets one within 1 / vetting_share assignments
+        for i in range(8):
+            extra = tmp_path / f"more{i}.bin"
+            extra.write_bytes(os.urandom(4096 + i))
+            admin(db_args, "file", "add", str(extra), "--redundancy", "1", "--interval", "600")
+        assert await first.answer(shared) == {"status": "pass"}
+        newcomer = await Farmer(daemon.url, make_address(5), "192.0.2.10").new()
+        taken = 0
+        while (await newcomer.call(f"/api/downstream/chunk/{newcomer.token}", expect=None)).get("status") \
+                == "no_chunks":
+            await first.chunk()
+            taken += 1
+            assert taken <= 5
+        assert "Traceback" not in daemon.log()
+    finally:
+        status_code = daemon.stop()
+    assert status_code == 0, daemon.log()

@@ -11,10 +11,10 @@ import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
 from downstream_tx.errors import NodeError
-from downstream_tx.http.routing import arrived_at
+from downstream_tx.http.facts import arrived_at
 from downstream_tx.http.site import DownstreamSite
 from downstream_tx.v0.hashes import parse_response
-from support import ADDRESS, add_test_file, contract_row, run, stored_bytes, v0_answer
+from support import ADDRESS, add_test_file, contract_row, report_of, run, stored_bytes, v0_answer
 
 INTERVAL = 60
 GRACE = 5.0
@@ -213,7 +213,7 @@ def test_v1_an_answer_that_arrived_before_the_expiration_counts_and_the_timer_wa
     arrived = clock.seconds() + c["due"] - 0.5
     clock.advance(c["due"] + 1)  # expired when the transaction runs, not when the request arrived
     assert run(node.expiry.expire()).failed == 0  # the timer waits late_grace
-    report = run(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)}], arrived))
+    report = report_of(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)}], arrived))
     assert report == [{"file_hash": c["file_hash"], "status": "ok"}]
     clock.advance(GRACE)
     assert run(node.expiry.expire()).failed == 0  # answered: the expiration moved on
@@ -225,7 +225,7 @@ def test_v1_an_answer_that_arrived_after_the_expiration_is_refused_and_the_contr
     node = seeded_nodes(late_grace=GRACE)
     token, c = v1_contract(node)
     clock.advance(c["due"] + 1)
-    report = run(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)}]))
+    report = report_of(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)}]))
     assert report == [{"file_hash": c["file_hash"], "error": "Answer failed: contract expired."}]
     assert run(node.expiry.expire()).failed == 0
     clock.advance(GRACE)

@@ -178,19 +178,22 @@ def test_request_line_carries_the_outcome_of_an_answer():
     from twisted.web.test.requesthelper import DummyRequest
 
     from downstream_tx.http import site as site_module
-    from downstream_tx.http.routing import report_outcome, set_outcome
+    from downstream_tx.http.facts import facts_of, set_outcome
+    from downstream_tx.http.routing import report_outcome
+    from downstream_tx.v1.reports import AnswerReport, ProofOutcome, ProofResult
 
     events = []
     original = site_module.request_log
     site_module.request_log = Logger(namespace="downstream_tx.requests", observer=events.append)
     try:
         site = site_module.DownstreamSite(None)
-        for outcome in ("pass", "fail", report_outcome([{"status": "ok"}, {"error": "Invalid proof"},
-                                                        {"error": "contract not found"}])):
+        for outcome in ("pass", "fail", report_outcome(AnswerReport([
+                ProofResult(1, ProofOutcome.OK), ProofResult(2, ProofOutcome.INVALID),
+                ProofResult(3, ProofOutcome.NOT_FOUND)]))):
             request = DummyRequest([b"x"])
             request.code = 200
-            request._dtx_route = "/api/downstream/challenge/<token>/<file_hash>/<hash_response>"
-            request._dtx_farmer = "0123456789abcdef0123"
+            facts_of(request).route = "/api/downstream/challenge/<token>/<file_hash>/<hash_response>"
+            facts_of(request).farmer = "0123456789abcdef0123"
             set_outcome(request, outcome)
             site.request_finished(request, None)
     finally:

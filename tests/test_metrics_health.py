@@ -37,7 +37,7 @@ def contract(node, tmp_path):
 
 def test_counts_on_an_empty_database(node, clock):
     counts = run(node.stores.stats.counts(clock.seconds(), 10.0))
-    no_farmers = {"ok": 0, "suspended": 0, "disqualified": 0, "contained": 0, "unvetted": 0}
+    no_farmers = {"ok": 0, "suspended": 0, "offline": 0, "disqualified": 0, "contained": 0, "unvetted": 0}
     assert counts == stats.Counts(standing=no_farmers)
     assert run(node.stores.stats.ping()) == 1
 

@@ -14,11 +14,14 @@ from treq.testing import StubTreq
 from werkzeug.routing import Map, ValidationError
 
 from downstream_tx import wire as shared
+from downstream_tx.core.tokens import Token
 from downstream_tx.errors import NodeError
-from downstream_tx.http import bodies, routing
+from downstream_tx.http import bodies, facts, routing
 from downstream_tx.http.download import parse_range
 from downstream_tx.http.errors import ApiError
-from downstream_tx.v0.hashes import MALFORMED, Response
+from downstream_tx.http.facts import facts_of
+from downstream_tx.v0.hashes import MALFORMED, FileHash, Response
+from downstream_tx.v1.reports import AnswerReport, ProofOutcome, ProofResult
 from support import run
 
 TOKEN = "ab" * 16
@@ -145,9 +148,13 @@ def test_converter_refusals_exactly(cls, value, status, message):
 @pytest.mark.parametrize("cls, value", [
     (routing.TokenConverter, "AB" * 16), (routing.HashConverter, "CD" * 32),
 ])
-def test_converters_give_lowercase(cls, value):
-    assert cls(Map()).to_python(value) == value.lower()
-    assert cls(Map()).to_python(value.lower()) == value.lower()
+def test_converters_give_typed_lowercase_values(cls, value):
+    for sent in (value, value.lower()):
+        got = cls(Map()).to_python(sent)
+        if cls is routing.TokenConverter:
+            assert got == Token(value.lower(), hashlib.sha256(bytes.fromhex(value)).digest())
+        else:
+            assert got == FileHash(value.lower())
 
 
 def test_the_response_converter_parses_once_into_a_typed_value():
@@ -173,8 +180,8 @@ def test_v1_token_converter(status, kind):
     conv = routing.V1TokenConverter(Map()) if status is None else routing.V1TokenConverter(Map(), status)
     assert conv.kind == kind
     assert isinstance(conv.map, Map)  # a werkzeug converter all the same (``map`` set)
-    assert conv.to_python(TOKEN) == TOKEN
-    assert conv.to_python(TOKEN.upper()) == TOKEN.upper()  # as sent: the services lower it
+    token = Token(TOKEN, hashlib.sha256(bytes.fromhex(TOKEN)).digest())
+    assert conv.to_python(TOKEN) == token and conv.to_python(TOKEN.upper()) == token
     with pytest.raises(NodeError) as e:
         conv.to_python("xyz")
     assert (e.value.kind, e.value.status, e.value.message) == (kind, "error", shared.NONEXISTENT_TOKEN)
@@ -203,11 +210,13 @@ def small_app() -> routing.RoutedKlein:
 
     @app.route("/t/<token:token>", methods=["GET"])
     def by_token(request, token):
-        return f"{request._dtx_route} {getattr(request, '_dtx_farmer', None)} {token}"
+        facts = facts_of(request)
+        return f"{facts.route} {facts.farmer} {token.text}"
 
     @app.route("/n/<unsigned:n>", endpoint="numbered")
     def numbered(request, n):
-        return f"{request._dtx_route} {getattr(request, '_dtx_farmer', None)} {n + 1}"
+        facts = facts_of(request)
+        return f"{facts.route} {facts.farmer} {n + 1}"
 
     @app.route("/h/<hash:token>", methods=["get", "head"])
     def with_head(request, token):
@@ -266,8 +275,9 @@ def test_bound_copies_share_the_patterns():
     bound = Server().app
     assert bound is not Server.__dict__["app"]
     assert bound.patterns is Server.__dict__["app"].patterns and bound.patterns == {"x": "/x"}
-    assert isinstance(routing.RoutedKlein().resource(), routing.JsonKleinResource)
+    assert isinstance(routing.RoutedKlein().resource(), routing.Router)
     assert isinstance(Klein().resource(), routing.KleinResource)
+    assert Server().app.resource().server is not None and routing.RoutedKlein().resource().server is None
 
 
 def test_a_url_that_is_not_utf8_is_a_json_400():
@@ -285,9 +295,9 @@ def test_route_of_and_farmer_of():
         pass
 
     r = Request()
-    assert routing.route_of(r) == "unmatched" and routing.farmer_of(r) is None
-    r._dtx_route, r._dtx_farmer = "", "f" * 20
-    assert routing.route_of(r) == "unmatched" and routing.farmer_of(r) == "f" * 20
+    assert facts.route_of(r) == "unmatched" and facts.farmer_of(r) is None
+    facts.facts_of(r).route, facts.facts_of(r).farmer = "", "f" * 20
+    assert facts.route_of(r) == "unmatched" and facts.farmer_of(r) == "f" * 20
 
 
 # --- download: parse_range ---------------------------------------------------------------------------
@@ -348,15 +358,20 @@ def test_outcome_of_an_answer():
         pass
 
     r = Request()
-    assert routing.outcome_of(r) is None
-    routing.set_outcome(r, "pass:2")
-    assert routing.outcome_of(r) == "pass:2"
-    ok, bad, other = {"status": "ok"}, {"error": "Invalid proof"}, {"error": "Proof corrupted"}
-    assert routing.report_outcome([]) == "empty"
-    assert routing.report_outcome([ok]) == "pass:1"
-    assert routing.report_outcome([bad, bad]) == "fail:2"
-    assert routing.report_outcome([other, {"status": "no"}, {}]) == "other:3"
-    assert routing.report_outcome([other, bad, ok, ok, bad, ok]) == "pass:3,fail:2,other:1"
+    assert facts.outcome_of(r) is None
+    facts.set_outcome(r, "pass:2")
+    assert facts.outcome_of(r) == "pass:2"
+    ok, bad = ProofResult(1, ProofOutcome.OK), ProofResult(2, ProofOutcome.INVALID)
+    other = ProofResult(3, ProofOutcome.CORRUPTED)
+
+    def report(*entries):
+        return routing.report_outcome(AnswerReport(list(entries)))
+
+    assert report() == "empty"
+    assert report(ok) == "pass:1"
+    assert report(bad, bad) == "fail:2"
+    assert report(other, ProofResult(4, ProofOutcome.EXPIRED), ProofResult(5, ProofOutcome.NOT_FOUND)) == "other:3"
+    assert report(other, bad, ok, ok, bad, ok) == "pass:3,fail:2,other:1"
 
 
 def test_the_download_producer_is_a_push_producer():

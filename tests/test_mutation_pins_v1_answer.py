@@ -20,7 +20,7 @@ from downstream_tx.errors import NodeError
 from downstream_tx.heartbeat import HeartbeatError, Proof
 from downstream_tx.v1 import farming, wire
 from downstream_tx.v1.farming import V1Farming
-from support import ADDRESS, make_address, make_config, run
+from support import ADDRESS, challenges_of, make_address, make_config, report_of, run
 from support.stored import overwrite_state, stored_state, v1_deadline
 from support.v1 import INTERVAL, SIGNATURE, prove
 
@@ -199,13 +199,13 @@ def test_an_unusable_pooled_chunk_is_logged_and_gives_no_challenge(node, monkeyp
 def test_no_more_challenges_for_one_contract_does_not_end_the_list(node, clock):
     token = run(node.v1.new_token(ADDRESS, IP))["token"]
     a, b = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 8192))))
-    report = run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)},
+    report = report_of(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)},
                                             {"file_hash": b["file_hash"], "proof": prove(b)}]))
     assert [r.get("status") for r in report] == ["ok", "ok"]
     clock.advance(INTERVAL)  # both due: a new challenge each
     seq, sealed, _, _ = run(stored_state(node.stores.seeded.db, a["file_hash"]))
     run(overwrite_state(node.stores.seeded.db, a["file_hash"], seq, sealed._replace(time="cut")))
-    got = orjson.loads(orjson.dumps(run(node.v1.challenges(token, [a["file_hash"], b["file_hash"]]))))
+    got = orjson.loads(orjson.dumps(challenges_of(node.v1.challenges(token, [a["file_hash"], b["file_hash"]]))))
     assert got[0] == {"file_hash": a["file_hash"], "status": "no more challenges"}
     assert got[1]["file_hash"] == b["file_hash"] and got[1]["answered"] is False and got[1]["due"] == INTERVAL
     assert "challenge" in got[1]
@@ -231,9 +231,9 @@ def test_an_unusable_stored_state_is_logged(node, monkeypatch):
 def test_ids_out_of_the_database_range_are_not_found(node, cid):
     token = run(node.v1.new_token(ADDRESS, IP))["token"]
     [c] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 4096))))
-    got = orjson.loads(orjson.dumps(run(node.v1.challenges(token, [cid, c["file_hash"]]))))
+    got = orjson.loads(orjson.dumps(challenges_of(node.v1.challenges(token, [cid, c["file_hash"]]))))
     assert got[0] == {"file_hash": cid, "error": "contract not found"} and "challenge" in got[1]
-    report = orjson.loads(orjson.dumps(run(node.v1.answer(token, IP, [{"file_hash": cid, "proof": prove(c)},
+    report = orjson.loads(orjson.dumps(report_of(node.v1.answer(token, IP, [{"file_hash": cid, "proof": prove(c)},
                                                                       {"file_hash": c["file_hash"],
                                                                        "proof": prove(c)}]))))
     assert report == [{"file_hash": cid, "error": "contract not found"}, {"file_hash": c["file_hash"], "status": "ok"}]
@@ -306,8 +306,8 @@ def test_the_transaction_names_of_the_v1_store(node, clock):
     seeded = node.stores.seeded
     token = run(node.v1.new_token(ADDRESS, IP))["token"]
     [c] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 4096))))
-    run(node.v1.challenges(token, None))
-    run(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)}]))
+    challenges_of(node.v1.challenges(token, None))
+    report_of(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)}]))
     run(node.v1.tags(token))
     run(seeded.pool_counts())
     run(seeded.pool_add([], INTERVAL, clock.seconds()))
@@ -327,17 +327,17 @@ def test_a_challenge_for_a_contract_that_ended_says_expired(make, clock):
     [c] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 4096))))
     clock.advance(INTERVAL)
     assert run(node.expiry.expire()).failed == 1
-    assert run(node.v1.challenges(token, [c["file_hash"]])) == [{"file_hash": c["file_hash"],
+    assert challenges_of(node.v1.challenges(token, [c["file_hash"]])) == [{"file_hash": c["file_hash"],
                                                                 "error": "contract expired"}]
     # without ids: only the active ones
-    assert run(node.v1.challenges(token, None)) == []
+    assert challenges_of(node.v1.challenges(token, None)) == []
 
 
 def test_an_answer_from_another_address_does_not_move_the_token(make):
     node = make(max_tokens_per_ip=1)
     token = run(node.v1.new_token(ADDRESS, "10.0.0.1"))["token"]
     [c] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, "10.0.0.1", 4096))))
-    report = run(node.v1.answer(token, "10.0.0.2", [{"file_hash": c["file_hash"], "proof": prove(c)}]))
+    report = report_of(node.v1.answer(token, "10.0.0.2", [{"file_hash": c["file_hash"], "proof": prove(c)}]))
     assert report == [{"file_hash": c["file_hash"], "status": "ok"}]
     # 10.0.0.2 still holds no token: a new one may be made there
     run(node.v1.new_token(make_address(2), "10.0.0.2"))

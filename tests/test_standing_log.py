@@ -13,7 +13,7 @@ from downstream_tx.db.reputation import record_txn
 from downstream_tx.domain.scores import Tally
 from downstream_tx.runtime import contract_timer
 from downstream_tx.v0.hashes import parse_response
-from support import ADDRESS, add_test_file, run, stored_bytes, v0_answer
+from support import ADDRESS, add_test_file, report_of, run, stored_bytes, v0_answer
 from support.v1 import prove
 
 INTERVAL = 60
@@ -88,12 +88,13 @@ def test_v1_containment_in_the_log(nodes, clock, lines):
     summary = run(contract_timer(node)())
     assert summary.v1_contained == 1 and "v1: 0 ended, 0 failed, 1 asked again in containment" in summary.describe()
     assert f"farmer {ADDRESS} is contained: contract " in about(lines, ADDRESS)[0]
-    assert run(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(a)}]))[0]["status"] == "ok"
+    proofs = [{"file_hash": a["file_hash"], "proof": prove(a)}]
+    assert report_of(node.v1.answer(token, None, proofs))[0]["status"] == "ok"
     assert about(lines, ADDRESS)[-1].endswith("(v1) answered the challenge asked again: pass; out of containment")
 
 
 def test_suspension_recovery_and_disqualification_are_one_line_each(nodes, clock, lines):
-    node = nodes(suspension_threshold=0.99905)
+    node = nodes(suspension_threshold=0.99905, unknown_lambda=0.999)
     run(node.v0.create_token(ADDRESS))
     rules = node.stores.reputation.rules
 

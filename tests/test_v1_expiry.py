@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import orjson
 
-from support import ADDRESS, make_config, make_node, run
+from support import ADDRESS, make_config, make_node, report_of, run
 from support.stored import v1_deadline
 from support.v1 import INTERVAL, prove
 
@@ -30,7 +30,8 @@ def test_expired_contracts_end_or_fail_with_their_reason(tmp_path, db_url, clock
     node.results.observers.append(lambda *a: seen.append(a))
     token = run(node.v1.new_token(ADDRESS, None))["token"]
     a, b = orjson.loads(orjson.dumps(run(node.v1.chunks(token, None, 8192))))
-    assert run(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(a)}]))[0]["status"] == "ok"
+    proofs = [{"file_hash": a["file_hash"], "proof": prove(a)}]
+    assert report_of(node.v1.answer(token, None, proofs))[0]["status"] == "ok"
     seen.clear()
     first = run(v1_deadline(node.stores.seeded.db, b["file_hash"]))  # unanswered
     later = run(v1_deadline(node.stores.seeded.db, a["file_hash"]))  # answered: its deadline moved on

@@ -13,7 +13,7 @@ from downstream_tx import wire as shared
 from downstream_tx.errors import NodeError
 from downstream_tx.metrics import Metrics
 from downstream_tx.v1 import wire
-from support import ADDRESS, make_address, run
+from support import ADDRESS, challenges_of, make_address, report_of, run
 from support.stored import overwrite_state, stored_state
 from support.v1 import INTERVAL, prove
 
@@ -88,13 +88,13 @@ def test_challenge_then_answer_then_tags(node, clock):
     token = new_token(node)
     [c] = run(node.v1.chunks(token, IP, 4096))
     cid = c["file_hash"]
-    [entry] = orjson.loads(orjson.dumps(run(node.v1.challenges(token, [cid]))))
+    [entry] = orjson.loads(orjson.dumps(challenges_of(node.v1.challenges(token, [cid]))))
     assert entry["file_hash"] == cid and entry["answered"] is False
     assert entry["challenge"] == orjson.loads(orjson.dumps(c["challenge"]))
     proof = prove(orjson.loads(orjson.dumps(c)))
-    assert run(node.v1.answer(token, IP, [{"file_hash": cid, "proof": proof}])) == [{"file_hash": cid,
+    assert report_of(node.v1.answer(token, IP, [{"file_hash": cid, "proof": proof}])) == [{"file_hash": cid,
                                                                                       "status": "ok"}]
-    assert run(node.v1.answer(token, IP, [{"file_hash": cid, "proof": proof}])) == [
+    assert report_of(node.v1.answer(token, IP, [{"file_hash": cid, "proof": proof}])) == [
         {"file_hash": cid, "error": "Challenge already answered."}]
     row = contract(node, cid)
     assert (row["passes"], row["fails"]) == (1, 0)
@@ -103,13 +103,13 @@ def test_challenge_then_answer_then_tags(node, clock):
     # another token sees none of it
     other = new_token(node, make_address(3))
     assert run(node.v1.tags(other)) == []
-    assert run(node.v1.challenges(other, [cid])) == [{"file_hash": cid, "error": "contract not found"}]
+    assert challenges_of(node.v1.challenges(other, [cid])) == [{"file_hash": cid, "error": "contract not found"}]
 
 
 def test_answer_report_entries(node, clock):
     token = new_token(node)
     a, b = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 8192))))
-    report = run(node.v1.answer(token, IP, [
+    report = report_of(node.v1.answer(token, IP, [
         {"file_hash": a["file_hash"], "proof": {"nope": 1}},
         {"file_hash": 99999, "proof": prove(a)},
         {"file_hash": b["file_hash"], "proof": prove(a)},  # a's proof for b's challenge
@@ -118,7 +118,7 @@ def test_answer_report_entries(node, clock):
                       {"file_hash": 99999, "error": "contract not found"},
                       {"file_hash": b["file_hash"], "error": "Invalid proof"}]
     clock.advance(3 * INTERVAL)
-    assert run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}])) == [
+    assert report_of(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}])) == [
         {"file_hash": a["file_hash"], "error": "Answer failed: contract expired."}]
 
 
@@ -132,7 +132,7 @@ def test_ip_limit_on_answer_and_chunks(make):
     assert (e.kind, e.message) == ("invalid", "IP Disallowed, only 1 tokens are permitted per IP address")
     e = refused(node.v1.chunks(token, "10.0.0.2", 4096))
     assert e.message == "IP Disallowed, only 1 tokens are permitted per IP address"
-    assert run(node.v1.answer(token, "10.0.0.1", [{"file_hash": c["file_hash"], "proof": prove(c)}]))[0][
+    assert report_of(node.v1.answer(token, "10.0.0.1", [{"file_hash": c["file_hash"], "proof": prove(c)}]))[0][
         "status"] == "ok"
 
 
@@ -180,7 +180,7 @@ def test_a_corrupt_stored_state_reports_invalid_proof_and_counts_a_fail(node, wh
     token, a, b = _two_contracts(node)
     seen = results_of(node)
     corrupt(node, a["file_hash"], what)
-    report = run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)},
+    report = report_of(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)},
                                             {"file_hash": b["file_hash"], "proof": prove(b)}]))
     # the same kind of proof passes on the untouched contract
     assert report == [{"file_hash": a["file_hash"], "error": "Invalid proof"},
@@ -198,14 +198,14 @@ def test_a_contract_stored_before_schema_step_5_keeps_farming_and_becomes_sealed
     state, challenge = unseal_row(seq, sealed)
     assert run(overwrite_state(seeded.db, a["file_hash"], seq, None, orjson.dumps(state.to_dict()).decode(),
                                       orjson.dumps(challenge.to_dict()).decode())) == 1
-    report = run(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in (a, b)]))
+    report = report_of(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in (a, b)]))
     assert [r.get("status") for r in report] == ["ok", "ok"]
     clock.advance(INTERVAL)
-    fresh = orjson.loads(orjson.dumps(run(node.v1.challenges(token, None))))
+    fresh = orjson.loads(orjson.dumps(challenges_of(node.v1.challenges(token, None))))
     assert [e["file_hash"] for e in fresh] == [a["file_hash"], b["file_hash"]]
     stored = run(stored_state(seeded.db, a["file_hash"]))
     assert stored[0] == seq + 1 and stored[1] is not None and stored[2:] == (None, None)
-    report = run(node.v1.answer(token, IP, [{"file_hash": e["file_hash"], "proof": prove(c, e["challenge"])}
+    report = report_of(node.v1.answer(token, IP, [{"file_hash": e["file_hash"], "proof": prove(c, e["challenge"])}
                                             for e, c in zip(fresh, (a, b))]))
     assert [r.get("status") for r in report] == ["ok", "ok"]
     assert contract(node, a["file_hash"])["passes"] == 2
@@ -224,7 +224,7 @@ def test_a_contract_changed_between_the_read_and_the_write_is_not_counted(node, 
         seeded.contracts = read
         if change == "answered":
             # the same proof for ``a``, recorded by another request in between
-            assert run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}]))[0] == {
+            assert report_of(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}]))[0] == {
                 "file_hash": a["file_hash"], "status": "ok"}
         else:  # the expiry job ended both (the request's own time still decides the rest)
             clock.advance(INTERVAL + node.config.late_grace)  # the job waits late_grace past the expiration
@@ -233,7 +233,7 @@ def test_a_contract_changed_between_the_read_and_the_write_is_not_counted(node, 
 
     seeded.contracts = read_then_change
     seen = results_of(node)
-    report = run(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in (a, b)]))
+    report = report_of(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in (a, b)]))
     if change == "answered":
         assert report == [{"file_hash": a["file_hash"], "error": "Challenge already answered."},
                           {"file_hash": b["file_hash"], "status": "ok"}]
@@ -254,11 +254,11 @@ def test_a_state_made_with_another_node_secret_verifies_nothing(make):
     # their chunk, state and challenge on our contract: the proof is right for them
     seq, sealed, _, _ = run(stored_state(theirs.stores.seeded.db, t["file_hash"]))
     run(overwrite_state(ours.stores.seeded.db, a["file_hash"], seq, sealed))
-    report = run(ours.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(t)}]))
+    report = report_of(ours.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(t)}]))
     assert report == [{"file_hash": a["file_hash"], "error": "Invalid proof"}]
     assert (contract(ours, a["file_hash"])["passes"], contract(ours, a["file_hash"])["fails"]) == (0, 1)
     # the very same proof is right where the state was made
-    assert run(theirs.v1.answer(their_token, IP, [{"file_hash": t["file_hash"], "proof": prove(t)}])) == [
+    assert report_of(theirs.v1.answer(their_token, IP, [{"file_hash": t["file_hash"], "proof": prove(t)}])) == [
         {"file_hash": t["file_hash"], "status": "ok"}]
 
 
@@ -271,12 +271,12 @@ def test_v1_results_are_counted_once_per_proof(node):
     token = new_token(node)
     chunks = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 3 * 4096))))
     a, b, c = chunks
-    run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)},
+    report_of(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)},
                                    {"file_hash": b["file_hash"], "proof": prove(b)},
                                    {"file_hash": c["file_hash"], "proof": prove(a)}]))
     assert seen == [("pass", 2, 1), ("fail", 1, 1)]
     # answered already: neither a pass nor a fail
-    run(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}]))
+    report_of(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)}]))
     assert seen[2:] == [("pass", 0, 1), ("fail", 0, 1)]
     text = metrics.render().decode()
     assert 'downstream_challenge_results_total{protocol="v1",result="pass"} 2.0' in text
@@ -305,9 +305,9 @@ def test_the_5001st_item_of_an_answer_is_ignored(node):
     [c] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 4096))))
     filler = [{"file_hash": 10_000_000 + n, "proof": {}} for n in range(shared.MAX_ITEMS - 1)]
     last = {"file_hash": c["file_hash"], "proof": prove(c)}
-    report = run(node.v1.answer(token, IP, [*filler, {"file_hash": 9_999_999, "proof": {}}, last]))
+    report = report_of(node.v1.answer(token, IP, [*filler, {"file_hash": 9_999_999, "proof": {}}, last]))
     assert len(report) == shared.MAX_ITEMS and c["file_hash"] not in [r["file_hash"] for r in report]
-    report = run(node.v1.answer(token, IP, [*filler, last]))
+    report = report_of(node.v1.answer(token, IP, [*filler, last]))
     assert len(report) == shared.MAX_ITEMS and report[-1] == {"file_hash": c["file_hash"], "status": "ok"}
 
 
@@ -315,7 +315,7 @@ def test_the_5001st_item_of_a_challenge_request_is_ignored(node):
     token = new_token(node)
     [c] = run(node.v1.chunks(token, IP, 4096))
     filler = list(range(10_000_000, 10_000_000 + shared.MAX_ITEMS - 1))
-    got = run(node.v1.challenges(token, [*filler, 9_999_999, c["file_hash"]]))
+    got = challenges_of(node.v1.challenges(token, [*filler, 9_999_999, c["file_hash"]]))
     assert len(got) == shared.MAX_ITEMS and got[-1] == {"file_hash": 9_999_999, "error": "contract not found"}
-    got = run(node.v1.challenges(token, [*filler, c["file_hash"]]))
+    got = challenges_of(node.v1.challenges(token, [*filler, c["file_hash"]]))
     assert len(got) == shared.MAX_ITEMS and got[-1]["file_hash"] == c["file_hash"] and "challenge" in got[-1]

@@ -59,7 +59,9 @@ def test_list_fields_and_sorting(setup, clock):
                   # added: the standing of the farmer's address (the original's fields are unchanged)
                   "audit_score": 1.0, "online_score": 1.0, "unknown_score": 1.0, "reputation": "ok",
                   "vetted": False, "contained": 0,
-                  "audits": {"passes": 2, "fails": 0, "misses": 0, "retries": 0, "errors": 0}}
+                  "audits": {"passes": 2, "fails": 0, "misses": 0, "retries": 0, "errors": 0},
+                  "last_seen": f1["last_seen"]}  # the address's latest request
+    assert ISO.match(f1["last_seen"])
     assert ISO.match(f1["last_due"])
     f3 = by_id[farmer_id(t3)]
     assert (f3["contracts"], f3["size"], f3["online"], f3["last_due"], f3["uptime"]) == (0, 0, False, None, 0.0)
@@ -245,7 +247,7 @@ def test_status_service_list_and_show(setup, clock):
     assert [f["id"] for f in listed] == sorted(farmer_id(t) for t in (t1, t2, t3))
     assert set(listed[0]) == {"id", "address", "location", "uptime", "heartbeats", "contracts", "size", "online",
                               "last_due", "audit_score", "online_score", "unknown_score", "reputation", "vetted",
-                              "contained", "audits"}
+                              "contained", "audits", "last_seen"}
     online = run(status.farmers(online=True, sort="size", descending=True))
     assert [f["id"] for f in online] == [farmer_id(t1), farmer_id(t2)]
     assert [f["size"] for f in online] == [20480, 4096] and all(ISO.match(f["last_due"]) for f in online)

@@ -52,6 +52,7 @@ from downstream_tx.runtime import (  # noqa: E402
     thread_runner,
 )
 from downstream_tx.v0.hashes import parse_response  # noqa: E402
+from downstream_tx.v1.wire import challenge_entries  # noqa: E402
 
 INTERVAL = 2 * HOUR  # v0 files: a challenge every two hours
 STEP = HOUR  # the simulation's step: farmers look at their due challenges once an hour
@@ -169,7 +170,7 @@ async def farm_v1(node, f: Farmer) -> None:
     if not f.v1_chunks:
         return
     proofs = []
-    for entry in orjson.loads(orjson.dumps(await node.v1.challenges(f.token, None))):
+    for entry in orjson.loads(orjson.dumps(challenge_entries(await node.v1.challenges(f.token, None)))):
         chunk = f.v1_chunks.get(entry["file_hash"])
         if chunk is None or "challenge" not in entry:
             f.v1_chunks.pop(entry["file_hash"], None)

@@ -10,9 +10,10 @@ from twisted.logger import Logger
 from downstream_tx.config import Config
 from downstream_tx.db.reputation import Reputation, ReputationStore, SweepResult
 from downstream_tx.domain.containment import ContainmentChange
-from downstream_tx.domain.rules import DISQUALIFIED, SUSPENDED, Rules
+from downstream_tx.domain.placement import PlacementRules
+from downstream_tx.domain.rules import DISQUALIFIED, OFFLINE, SUSPENDED, OnlineRules, Rules
 from downstream_tx.domain.standing import REINSTATABLE, StandingChange
-from downstream_tx.domain.vetting import NotEligible, vetted
+from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import FORBIDDEN, NOT_FOUND, REFUSED, NodeError
 from downstream_tx.times import iso_utc
 
@@ -22,7 +23,16 @@ log = Logger()
 def rules_of(config: Config) -> Rules:
     return Rules(dq_threshold=config.dq_threshold, suspension_threshold=config.suspension_threshold,
                  suspension_grace=float(config.suspension_grace), containment_retries=config.containment_retries,
-                 vetting_audits=config.vetting_audits, vetting_share=config.vetting_share)
+                 vetting_audits=config.vetting_audits, vetting_share=config.vetting_share,
+                 unknown_lam=config.unknown_lambda, vetting_window=config.vetting_window,
+                 vetting_min_age=float(config.vetting_min_age),
+                 online=OnlineRules(window=config.online_window, lam=config.online_lambda,
+                                    threshold=config.offline_threshold, grace=float(config.offline_grace),
+                                    seen_every=config.last_seen_every))
+
+
+def placement_of(config: Config) -> PlacementRules:
+    return PlacementRules(config.distinct_networks, config.network_prefix_v4, config.network_prefix_v6)
 
 
 def status_of(rep: Reputation | None) -> dict[str, Any]:
@@ -44,7 +54,7 @@ def standing(rep: Reputation | None, vetting_audits: int) -> dict[str, Any]:
                                                              "errors": 0}}
     return {"audit_score": round(rep.audit_score, 6), "online_score": round(rep.online_score, 6),
             "unknown_score": round(rep.unknown_score, 6), "reputation": rep.status,
-            "vetted": vetted(rep.passes, vetting_audits), "contained": rep.contained,
+            "vetted": rep.vetted, "contained": rep.contained,
             "audits": {"passes": rep.passes, "fails": rep.fails, "misses": rep.misses, "retries": rep.retries,
                        "errors": rep.errors}}
 
@@ -66,7 +76,7 @@ def standing_sentence(rep: dict[str, Any], rules: Rules) -> str:
     page): ``disqualified since 2026-12-07T10:00:00Z: audit score below 0.96``, ``ok, vetted``, …"""
     word = standing_word(rep)
     since = iso_utc(rep.get("status_since"))
-    if word in ("disqualified", "suspended"):
+    if word in ("disqualified", "suspended", "offline"):
         why = rep.get("status_reason") or "no reason recorded"
         return f"{word}{f' since {since}' if since else ''}: {why}"
     if word == "contained":
@@ -109,6 +119,10 @@ def announce(note: object) -> None:
             log.info("farmer {address} is suspended ({reason}; was {before}): no new contracts until its "
                      "unknown-error score recovers (disqualified if still suspended after suspension_grace)",
                      address=note.address, reason=note.reason, before=note.before)
+        elif note.after == OFFLINE:
+            log.info("farmer {address} is suspended for being offline ({reason}; was {before}): no new contracts "
+                     "until its online score is back; never disqualified for being offline",
+                     address=note.address, reason=note.reason, before=note.before)
         else:
             log.info("farmer {address} is no longer {before}: back to {after}", address=note.address,
                      before=note.before, after=note.after)
@@ -147,7 +161,8 @@ class ReputationService:
             log_sweep(page)
             total.expired += page.expired
             total.ended.update(page.ended)
-            if not page.ended:
+            total.online += page.online
+            if not page.ended and not page.online_more:
                 return total
 
     async def of(self, addresses: list[str]) -> dict[str, dict[str, Any]]:

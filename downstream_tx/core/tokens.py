@@ -45,6 +45,29 @@ def farmer_id_of(token_hash: bytes) -> str:
     return token_hash.hex()[:20]
 
 
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A token checked once (by the route's converter, or :func:`parse_token`): its text in lower
+    case and the SHA-256 the database keys it by, computed once."""
+
+    text: str
+    hash: bytes
+
+    @property
+    def farmer_id(self) -> str:
+        return farmer_id_of(self.hash)
+
+
+def parse_token(value: Token | str | object) -> Token | None:
+    """``value`` as a :class:`Token` (a Token is taken as it is), or None if it is not one."""
+    if isinstance(value, Token):
+        return value
+    if not is_token(value):
+        return None
+    text = value.lower()  # type: ignore[union-attr]
+    return Token(text, hash_token(text))
+
+
 def ip_limit_message(limit: int) -> str:
     """The refusal for a client address that already holds ``limit`` tokens (both protocols)."""
     return f"IP Disallowed, only {limit} tokens are permitted per IP address"

@@ -12,10 +12,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from downstream_tx.db import challenges, late, reputation
+from downstream_tx.db import challenges, late, online, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import FAILED, end_where_txn, finish_txn
-from downstream_tx.db.tokens import TOKEN_COLUMNS, TokenRow, UnknownToken, lookup_txn
+from downstream_tx.db.tokens import TOKEN_COLUMNS, TokenRow, UnknownToken, lookup_txn, seen_txn
 from downstream_tx.domain import verdicts, vetting
 from downstream_tx.domain.rules import Rules
 from downstream_tx.domain.verdicts import Due, Verdict, judge_due
@@ -38,21 +38,26 @@ class Assignment:
 
 
 def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_first: bool = True,
-               download_key: bytes | None = None) -> Assignment | None:
-    """Give the token a contract on the stored file furthest below its redundancy target that the
-    token does not already hold (ties: oldest file); with ``urgent_first`` false (a farmer not
-    preferred by its reputation), the one closest to its target instead. The replica slot is taken
-    with a guarded update, so concurrent requests never push a file over its target.
+               download_key: bytes | None = None, address: str | None = None,
+               network: str | None = None) -> Assignment | None:
+    """Give the token a contract on the stored file furthest below its redundancy target that its
+    farmer may hold (ties: oldest file); with ``urgent_first`` false (a farmer not preferred by its
+    reputation), the one closest to its target instead. A file's replicas are on distinct farmers
+    and networks (domain/placement.py ``may_hold``): not one the token holds, nor (``address``) one
+    any token of its payout address holds, nor (``network``, the key of the client's network; None:
+    not compared) one held from the same network. The repair path is this one: a file whose replica
+    was lost comes back here, under the same rule. The replica slot is taken with a guarded update,
+    so concurrent requests never push a file over its target.
     ``download_key``: the SHA-256 of the contract's download key (db/downloads.py)."""
     for _ in range(attempts):
         row = txn.execute(
             "SELECT f.id, f.file_hash, f.size, f.interval_s FROM files f "
             "WHERE f.removed IS NULL AND f.kind = 'stored' AND f.replicas < f.redundancy "
-            "AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.file_id = f.id AND c.token_id = ? "
-            "AND c.state = 'active') "
+            "AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.file_id = f.id AND c.state = 'active' "
+            "AND (c.token_id = ? OR c.network = ? OR c.token_id IN (SELECT t.id FROM tokens t WHERE t.address = ?))) "
             "AND EXISTS (SELECT 1 FROM challenges ch WHERE ch.file_id = f.id AND ch.used = 0) "
             "ORDER BY f.redundancy - f.replicas " + ("DESC" if urgent_first else "ASC") + ", f.id LIMIT 1",
-            (token_id,),
+            (token_id, network, address),
         ).fetchone()
         if row is None:
             return None
@@ -69,8 +74,8 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_fi
         deadline = now + interval
         txn.execute(
             "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, challenge_id, "
-            "issued, deadline, answered, download_key) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0, ?)",
-            (token_id, file_id, now, interval, challenge_id, now, deadline, download_key),
+            "issued, deadline, answered, download_key, network) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0, ?, ?)",
+            (token_id, file_id, now, interval, challenge_id, now, deadline, download_key, network),
         )
         return Assignment(txn.lastrowid, file_id, file_hash, int(size), int(interval), seed, deadline)
     return None
@@ -179,8 +184,12 @@ def update_due_txn(
         "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
+    # a farmer that made no request in an unanswered challenge's window was offline (db/online.py):
+    # no containment, and the contract's miss is not an audit failure (its online windows count it)
+    offline = online.offline_among_txn(txn, rules.online, [(r[0], r[3], r[4]) for r in rows if r[5]])
     # containment first, on this page: missed challenges asked again are left alone (reputation hook)
-    contained = reputation.contain_v0_txn(txn, rules, now, forgive, [r[0] for r in rows if r[5]])
+    contained = reputation.contain_v0_txn(txn, rules, now, forgive,
+                                          [r[0] for r in rows if r[5] and r[0] not in offline])
     result = TickResult(more=len(rows) == limit, contained=len(contained))
     rows = [r for r in rows if r[0] not in contained]
     failed: list[tuple[int, int]] = []  # (id, file_id)
@@ -203,7 +212,12 @@ def update_due_txn(
     # misses and run change only for the missed contracts: one set-based statement per page of ids
     txn.update_in("UPDATE contracts SET misses = misses + 1, run = run + 1, prev_missed = 1 "
                   "WHERE id IN {ids} AND state = 'active'", missed)  # prev_missed: db/late.py
-    reputation.record_contracts_txn(txn, rules, now, misses=missed)  # the same misses, in the farmers' tallies
+    # the same misses in the farmers' tallies, but for those of farmers that were offline
+    reputation.record_contracts_txn(txn, rules, now, misses=[cid for cid in missed if cid not in offline])
+    # a farmer asked again in containment that went offline: its containment is over (the miss
+    # counts for the contract, not as an audit failure)
+    txn.update_in("UPDATE contracts SET contained = 0 WHERE id IN {ids} AND contained > 0",
+                  sorted(cid for cid in missed if cid in offline))
     txn.update_in("UPDATE contracts SET prev_missed = 0 WHERE id IN {ids}", forgiven)  # (after a downtime only)
     if failed:
         finish_txn(txn, failed, now, "failed", FAILED)
@@ -319,7 +333,7 @@ def answer_by_token_txn(txn: Txn, rules: Rules, token_hash: bytes, file_hash: st
     if joined is None:
         raise UnknownToken()
     width = len(TOKEN_COLUMNS.split(", "))
-    token = TokenRow(*joined[:width])
+    token = seen_txn(txn, TokenRow(*joined[:width]), now, rules.online)
     contract = None if joined[width] is None else tuple(joined[width:])
     return token, answer_txn(txn, rules, token.id, file_hash, response, now, max_failures, arrived, grace,
                              row=contract)
@@ -360,27 +374,31 @@ class ContractStore:
         #: the node's reputation settings
         self.rules = rules
 
-    def _with_token(self, desc: str, func, token_hash: bytes, *args, short: bool = False):
+    def _with_token(self, desc: str, func, token_hash: bytes, *args, short: bool = False, now: float | None = None):
+        online_rules = self.rules.online
+
         def body(txn: Txn):
-            row = lookup_txn(txn, token_hash)
+            row = lookup_txn(txn, token_hash, now, online_rules)
             return row, func(txn, row.id, *args)
 
         return (self.db.run_short if short else self.db.run)(desc, body)
 
-    def assign(self, token_hash: bytes, now: float, download_key: bytes | None = None):
+    def assign(self, token_hash: bytes, now: float, download_key: bytes | None = None, network: str | None = None):
         """Fires with ``(token row, Assignment or None)``: see :func:`assign_txn`. A farmer that may
         get no new contracts is refused first (:class:`~downstream_tx.domain.vetting.NotEligible`);
         one not vetted yet gets its contract only within the vetting share (else None)."""
         rules = self.rules
 
         def body(txn: Txn):
-            row = lookup_txn(txn, token_hash)
-            preferred = reputation.eligible_txn(txn, rules, row.address)
+            row = lookup_txn(txn, token_hash, now, rules.online)
+            preferred = reputation.eligible_txn(txn, rules, row.address, now)
             # the files in most danger go to preferred farmers first; the others get the least urgent
             # (a preferred farmer's question is answered without the query)
-            urgent_first = vetting.urgent_first(preferred, preferred or reputation.anyone_vetted_txn(txn, rules))
-            assignment = assign_txn(txn, row.id, now, urgent_first=urgent_first, download_key=download_key)
-            if assignment is not None and not reputation.take_share_txn(txn, rules, V0, preferred):
+            urgent_first = vetting.urgent_first(preferred,
+                                                preferred or reputation.anyone_vetted_txn(txn, rules, now))
+            assignment = assign_txn(txn, row.id, now, urgent_first=urgent_first, download_key=download_key,
+                                    address=row.address, network=network)
+            if assignment is not None and not reputation.take_share_txn(txn, rules, V0, preferred, now):
                 raise _ShareUsed(row)  # roll the assignment back
             return row, assignment
 
@@ -390,9 +408,10 @@ class ContractStore:
 
         return self.db.run("get_chunk", body).addErrback(refused)
 
-    def of_token(self, token_hash: bytes, limit: int | None = None, offset: int = 0):
-        """Fires with ``(token row, a page of its active contracts)``: see :func:`token_contracts_txn`."""
-        return self._with_token("due", token_contracts_txn, token_hash, limit, offset, short=True)
+    def of_token(self, token_hash: bytes, limit: int | None = None, offset: int = 0, now: float | None = None):
+        """Fires with ``(token row, a page of its active contracts)``: see :func:`token_contracts_txn`
+        (``now``: the farmer's request, its last_seen)."""
+        return self._with_token("due", token_contracts_txn, token_hash, limit, offset, short=True, now=now)
 
     def answer(self, token_hash: bytes, file_hash: str, response: str, now: float, max_failures: int,
                arrived: float | None = None, grace: float = 0.0):
@@ -412,7 +431,7 @@ class ContractStore:
             reputation.record_contracts_txn(txn, rules, now, misses=contained)
             return end_one_txn(txn, token_id, file_hash, now)
 
-        return self._with_token("end_contract", body, token_hash, short=True)
+        return self._with_token("end_contract", body, token_hash, short=True, now=now)
 
     def issue_due(self, now: float, max_failures: int, limit: int, forgive: tuple[float, float] | None):
         """One page of the v0 timer pass: see :func:`update_due_txn`."""

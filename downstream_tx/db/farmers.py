@@ -31,7 +31,8 @@ class FarmerSummary:
     fails: int
     misses: int
     created: float
-    #: latest sign of life: token creation, a contract start, or the window of its latest answered challenge
+    #: the farmer's latest request (or a later sign of life: token creation, a contract start, the
+    #: window of its latest answered challenge)
     last_seen: float
     #: holds an active contract that is not in a run of misses or fails (as downstream_farmers_online)
     online: bool
@@ -60,24 +61,26 @@ _SELECT = (
     "MAX(CASE WHEN c.state = 'active' AND c.run = 0 THEN 1 ELSE 0 END), "
     # what archiving moved out of contracts (db/archive.py): one row per token, so MAX is its value
     "MAX(a.ended + a.failed), MAX(a.passes), MAX(a.fails), MAX(a.misses), MAX(a.v0), MAX(a.v1), "
-    "MAX(a.last_start), MAX(a.last_answered) "
+    "MAX(a.last_start), MAX(a.last_answered), MAX(t.last_seen) "
     "FROM tokens t LEFT JOIN contracts c ON c.token_id = t.id LEFT JOIN contract_totals a ON a.token_id = t.id "
 )
 _GROUP = " GROUP BY t.id, t.farmer_id, t.address, t.created"
 
 
 def last_seen_of(created: float, *signs: float | None) -> float:
-    """What ``last_seen`` means: the latest sign of life the database holds — the token's creation, a
-    contract's start, or a contract's :data:`SIGN_OF_LIFE` (archived contracts included). The node
-    does not record every request."""
+    """What ``last_seen`` means: the farmer's latest request, as the node records it (``tokens.last_seen``,
+    written at most every ``last_seen_every`` seconds: db/tokens.py ``seen_txn``), or any later sign of
+    life the database holds — the token's creation, a contract's start, or a contract's
+    :data:`SIGN_OF_LIFE` (archived contracts included; what a token from before the node recorded
+    requests shows)."""
     return max(float(x) for x in (created, *signs) if x is not None)
 
 
 def _row(r: Sequence[Any]) -> FarmerSummary:
     (token_id, farmer_id, address, created, active, total, passes, fails, misses, v0, v1, started, answered,
-     online, a_total, a_passes, a_fails, a_misses, a_v0, a_v1, a_started, a_answered) = r
+     online, a_total, a_passes, a_fails, a_misses, a_v0, a_v1, a_started, a_answered, requested) = r
     protocols = "+".join(name for flag, name in ((v0 or a_v0, "v0"), (v1 or a_v1, "v1")) if flag)
-    seen = last_seen_of(created, started, answered, a_started, a_answered)
+    seen = last_seen_of(created, started, answered, a_started, a_answered, requested)
     return FarmerSummary(int(token_id), farmer_id, address, protocols, int(active or 0),
                          int(total or 0) + int(a_total or 0), int(passes) + int(a_passes or 0),
                          int(fails) + int(a_fails or 0), int(misses) + int(a_misses or 0), float(created), seen,

@@ -18,24 +18,31 @@ one guarded ``UPDATE`` of its counter row (:func:`~downstream_tx.domain.vetting.
 from __future__ import annotations
 
 import functools
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from downstream_tx.db import meta
+from downstream_tx.db import online as online_db
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import FAILED, end_where_txn, retire_v1_txn
-from downstream_tx.domain import containment, scores, standing, vetting
-from downstream_tx.domain.rules import DISQUALIFIED, INITIAL_ALPHA, OK, SUSPENDED, VETTING_WINDOW, Rules
+from downstream_tx.domain import containment, online, scores, standing, vetting
+from downstream_tx.domain.rules import DISQUALIFIED, INITIAL_ALPHA, OFFLINE, OK, SUSPENDED, Rules, initial_alpha
 from downstream_tx.domain.scores import COUNTS, SCORES, Scores, Tally, score
 from downstream_tx.domain.standing import StandingChange
 
 # --- recording --------------------------------------------------------------------------------
 
-def ensure_txn(txn: Txn, addresses: Iterable[str]) -> None:
-    """A reputation row (fresh scores) for each address that has none."""
+def ensure_txn(txn: Txn, addresses: Iterable[str], rules: Rules | None = None) -> None:
+    """A reputation row (fresh scores: each at the steady state of its own factor) for each address
+    that has none."""
     verb = "INSERT OR IGNORE" if txn.engine_name == "sqlite" else "INSERT IGNORE"
-    txn.executemany(f"{verb} INTO reputation (address) VALUES (?)", [(a,) for a in sorted(set(addresses))])
+    rules = rules or Rules()
+    unknown, up = initial_alpha(rules.unknown_lam), initial_alpha(rules.online.lam)
+    txn.executemany(f"{verb} INTO reputation (address, unknown_alpha, online_alpha) VALUES (?, ?, ?)",
+                    [(a, unknown, up) for a in sorted(set(addresses))])
 
 
 @functools.cache
@@ -66,7 +73,7 @@ def _record(txn: Txn, rules: Rules, now: float, tally: Tally, where: str, arg: A
     (:func:`~downstream_tx.domain.standing.may_change`) — nearly every one — is one linear UPDATE
     guarded on that standing, nothing read; otherwise (or when the guard did not match) the row is
     read under its lock, the domain computes its scores and standing, and both are written."""
-    delta = scores.changes(tally, rules.lam)
+    delta = scores.changes(tally, rules.lam, rules.unknown_lam)
     counts = tuple(c for c in COUNTS if getattr(tally, c))
     if not standing.may_change(tally, OK):
         sql = _linear_statement(f"{where} AND status <> '{SUSPENDED}'", tuple(delta), counts)
@@ -79,7 +86,7 @@ def _record(txn: Txn, rules: Rules, now: float, tally: Tally, where: str, arg: A
     address, status = str(row[0]), str(row[1])
     values = [float(x) for x in row[2:]]
     before = Scores(*(tuple(values[i:i + 2]) for i in range(0, 6, 2)))
-    after = scores.apply(before, tally, rules.lam)
+    after = scores.apply(before, tally, rules.lam, rules.unknown_lam)
     change = standing.decide(status, after, tally, rules)
     sets = [f"{name}_{part} = ?" for name in delta for part in ("alpha", "beta")]
     args: list[Any] = [x for name in delta for x in getattr(after, name)]
@@ -101,7 +108,7 @@ def record_token_txn(txn: Txn, rules: Rules, now: float, token_id: int, tally: T
     the contract's containment itself."""
     where = "address = (SELECT address FROM tokens WHERE id = ?)"
     if not _record(txn, rules, now, tally, where, token_id):  # no reputation row yet
-        ensure_txn(txn, [txn.scalar("SELECT address FROM tokens WHERE id = ?", (token_id,))])
+        ensure_txn(txn, [txn.scalar("SELECT address FROM tokens WHERE id = ?", (token_id,))], rules)
         _record(txn, rules, now, tally, where, token_id)
 
 
@@ -129,7 +136,7 @@ def record_contracts_txn(txn: Txn, rules: Rules, now: float, passes: Sequence[in
         "LEFT JOIN reputation r ON r.address = t.address WHERE c.id IN {ids}"
         + ("" if token_id is None else " AND c.token_id = ?"), ids, after=() if token_id is None else (token_id,))
     address_of = {int(cid): address for cid, address, _, _ in rows}
-    ensure_txn(txn, [address for _, address, _, known in rows if known is None])
+    ensure_txn(txn, [address for _, address, _, known in rows if known is None], rules)
     tallies: dict[str, Tally] = defaultdict(Tally)
     for column, group in kinds:
         for cid in group:
@@ -176,7 +183,7 @@ def move_counts_token_txn(txn: Txn, token_id: int, fails: int = 0, misses: int =
 
 def record_errors_txn(txn: Txn, rules: Rules, now: float, address: str, errors: int) -> None:
     """Count ``errors`` malformed requests or errors on the farmer's side (the unknown score)."""
-    ensure_txn(txn, [address])
+    ensure_txn(txn, [address], rules)
     record_txn(txn, rules, now, {address: Tally(errors=errors)})
 
 
@@ -185,7 +192,8 @@ def record_errors_txn(txn: Txn, rules: Rules, now: float, address: str, errors: 
 def contain_v0_txn(txn: Txn, rules: Rules, now: float, forgive: tuple[float, float] | None,
                    ids: Sequence[int]) -> set[int]:
     """In the v0 timer pass, for the due contracts among ``ids`` (the pass's page) whose challenge
-    went unanswered: each one the domain asks again (:func:`~downstream_tx.domain.containment.
+    went unanswered while their farmer was active (the pass leaves out those of farmers that were
+    offline: db/online.py): each one the domain asks again (:func:`~downstream_tx.domain.containment.
     reask_v0`) gets its challenge in the current window (``contained`` + 1, an online failure, no
     miss); the others are left to the pass, which counts their miss or forgives it (and the
     reputation's counted miss resets ``contained``). Returns the ids asked again (the pass leaves
@@ -216,8 +224,14 @@ def contain_v1_txn(txn: Txn, rules: Rules, now: float, limit: int) -> tuple[int,
         "SELECT id, due, interval_s, contained FROM contracts WHERE state = 'active' AND protocol = 1 "
         "AND deadline <= ? AND answered = 0 ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit)).fetchall()
+    # a farmer that made no request in the challenge's window was offline: no containment, and the
+    # expiry's miss is not an audit failure (its online windows count it: domain/online.py)
+    offline = online_db.offline_among_txn(txn, rules.online, [(cid, due, interval) for cid, due, interval, _ in rows
+                                                              if due is not None])
     again, counted = [], []
     for cid, due, interval, contained in rows:
+        if int(cid) in offline:
+            continue
         new_due = containment.reask_v1(now, due, interval, int(contained), rules)
         if new_due is None:
             counted.append(int(cid))
@@ -230,41 +244,66 @@ def contain_v1_txn(txn: Txn, rules: Rules, now: float, limit: int) -> tuple[int,
 
 # --- who gets new contracts -------------------------------------------------------------------
 
-def eligible_txn(txn: Txn, rules: Rules, address: str) -> bool:
+def eligible_txn(txn: Txn, rules: Rules, address: str, now: float | None = None) -> bool:
     """Whether the farmer is *preferred* (:func:`~downstream_tx.domain.vetting.eligible`, which
-    raises :class:`~downstream_tx.domain.vetting.NotEligible` for a farmer that gets none)."""
-    row = txn.execute("SELECT status, passes, audit_alpha, audit_beta FROM reputation WHERE address = ?",
-                      (address,)).fetchone()
-    status, passes, alpha, beta = (OK, 0, INITIAL_ALPHA, 0.0) if row is None else row
+    raises :class:`~downstream_tx.domain.vetting.NotEligible` for a farmer that gets none; ``now``:
+    its age is checked). The verdict is kept in the row's ``vetted`` (what ``farmer show`` reports)."""
+    row = txn.execute("SELECT r.status, r.passes, r.audit_alpha, r.audit_beta, r.vetted, "
+                      "(SELECT MIN(t.created) FROM tokens t WHERE t.address = r.address) "
+                      "FROM reputation r WHERE r.address = ?", (address,)).fetchone()
+    status, passes, alpha, beta, was, first = (OK, 0, INITIAL_ALPHA, 0.0, None, None) if row is None else row
     contained = txn.scalar("SELECT c.id FROM contracts c JOIN tokens t ON t.id = c.token_id WHERE c.contained > 0 "
                            "AND c.state = 'active' AND t.address = ? LIMIT 1", (address,)) is not None
-    return vetting.eligible(str(status), int(passes), float(alpha), float(beta), contained, rules)
+    preferred = vetting.eligible(str(status), int(passes), float(alpha), float(beta), contained, rules,
+                                 _age(first, now))
+    if was is not None and bool(was) != preferred:
+        txn.execute("UPDATE reputation SET vetted = ? WHERE address = ?", (int(preferred), address))
+    return preferred
 
 
-def anyone_vetted_txn(txn: Txn, rules: Rules) -> bool:
-    """Is any farmer in good standing vetted? (If not, there is no one to prefer.)"""
+def _age(first_token: float | None, now: float | None) -> float:
+    return math.inf if now is None or first_token is None else now - float(first_token)
+
+
+def anyone_vetted_txn(txn: Txn, rules: Rules, now: float | None = None) -> bool:
+    """Is any farmer in good standing vetted (its passes and, with a ``vetting_min_age`` and
+    ``now``, its age)? If not, there is no one to prefer."""
+    if rules.vetting_min_age > 0 and now is not None:
+        return txn.scalar(
+            "SELECT r.address FROM reputation r WHERE r.status = ? AND r.passes >= ? AND EXISTS "
+            "(SELECT 1 FROM tokens t WHERE t.address = r.address AND t.created <= ?) LIMIT 1",
+            (OK, rules.vetting_audits, now - rules.vetting_min_age)) is not None
     return txn.scalar("SELECT address FROM reputation WHERE status = ? AND passes >= ? LIMIT 1",
                       (OK, rules.vetting_audits)) is not None
 
 
-def take_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool) -> bool:
+def take_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool, now: float | None = None) -> bool:
     """Count one newly assigned contract of ``protocol`` as the domain says
-    (:func:`~downstream_tx.domain.vetting.share`); one that must fit in the vetting share is one
-    guarded UPDATE of the counter row (:func:`~downstream_tx.domain.vetting.within_share` in SQL:
-    concurrent assignments queue on its row lock, so the share holds). False: not now."""
-    share = vetting.share(preferred, not preferred and anyone_vetted_txn(txn, rules))
-    sql = "UPDATE vetting SET total = total + 1, unvetted = unvetted + ? WHERE protocol = ?"
-    if not share.guarded:
-        txn.execute(sql, (share.unvetted, protocol))
+    (:func:`~downstream_tx.domain.vetting.share`: nothing while no farmer is vetted); one that must
+    fit in the vetting share is one guarded UPDATE of the counter row
+    (:func:`~downstream_tx.domain.vetting.within_share` in SQL: concurrent assignments queue on its
+    row lock, so the share holds). The counters forget (:func:`~downstream_tx.domain.vetting.counted`).
+    False: not now."""
+    share = vetting.share(preferred, not preferred and anyone_vetted_txn(txn, rules, now))
+    if not share.counted:
         return True
-    return txn.execute(sql + " AND unvetted + 1 <= ? * (total + 1)",
-                       (share.unvetted, protocol, rules.vetting_share)).rowcount > 0
+    keep = vetting.keep(rules)
+    sql = "UPDATE vetting SET total = total * ? + 1, unvetted = unvetted * ? + ? WHERE protocol = ?"
+    if not share.guarded:
+        txn.execute(sql, (keep, keep, share.unvetted, protocol))
+        return True
+    return txn.execute(sql + " AND unvetted * ? + 1 <= ? * (total * ? + 1)",
+                       (keep, keep, share.unvetted, protocol, keep, rules.vetting_share, keep)).rowcount > 0
 
 
-def untake_share_txn(txn: Txn, protocol: int, preferred: bool) -> None:
+def untake_share_txn(txn: Txn, rules: Rules, protocol: int, preferred: bool, now: float | None = None) -> None:
     """Give back a share taken for an assignment that did not happen (same transaction)."""
-    txn.execute("UPDATE vetting SET total = total - 1, unvetted = unvetted - ? WHERE protocol = ?",
-                (vetting.share(preferred, True).unvetted, protocol))
+    share = vetting.share(preferred, not preferred and anyone_vetted_txn(txn, rules, now))
+    if not share.counted:
+        return
+    keep = vetting.keep(rules)
+    txn.execute("UPDATE vetting SET total = (total - 1) / ?, unvetted = (unvetted - ?) / ? WHERE protocol = ?",
+                (keep, share.unvetted, keep, protocol))
 
 
 # --- the reputation job -----------------------------------------------------------------------
@@ -275,13 +314,17 @@ class SweepResult:
     expired: list[str] = field(default_factory=list)
     #: disqualified farmers whose contracts were ended, and how many
     ended: dict[str, int] = field(default_factory=dict)
+    #: farmers whose online windows were counted; more are left to count
+    online: int = 0
+    online_more: bool = False
 
 
 def sweep_txn(txn: Txn, rules: Rules, now: float, limit: int = 50) -> SweepResult:
     """Disqualify farmers suspended for longer than ``suspension_grace``
     (:func:`~downstream_tx.domain.standing.grace_cutoff`); end every active contract of (at most
     ``limit``) disqualified farmers that still hold some (their files' replica slots are freed: the
-    repair path gives them to other farmers); halve the vetting counters past their window."""
+    repair path gives them to other farmers); count the farmers' online windows
+    (:func:`online_windows_txn`)."""
     result = SweepResult()
     result.expired = [r[0] for r in txn.execute(
         "SELECT address FROM reputation WHERE status = ? AND status_since <= ? ORDER BY address" + txn.for_update(),
@@ -298,13 +341,11 @@ def sweep_txn(txn: Txn, rules: Rules, now: float, limit: int = 50) -> SweepResul
             txn, "token_id IN (SELECT id FROM tokens WHERE address = ?)", (address,), now, "disqualified", FAILED)
         retire_v1_txn(txn, [int(c) for c, _ in v1], [int(f) for _, f in v1], now)  # as at expiry
         txn.execute("UPDATE reputation SET pending_end = 0 WHERE address = ?", (address,))
-    if vetting.halved(float(txn.scalar("SELECT MAX(total) FROM vetting") or 0)):  # read first: no lock
-        txn.execute("UPDATE vetting SET total = total / 2, unvetted = unvetted / 2 WHERE total >= ?",
-                    (VETTING_WINDOW,))
+    result.online, result.online_more = online_windows_txn(txn, rules, now, limit)
     return result
 
 
-def reinstate_txn(txn: Txn, address: str, now: float) -> str | None:
+def reinstate_txn(txn: Txn, address: str, now: float, rules: Rules | None = None) -> str | None:
     """The operator lifts a disqualification or suspension: status ok, scores as
     :func:`~downstream_tx.domain.standing.reinstated` (counts kept). Returns the status before, None
     for no such farmer; a farmer that is neither disqualified nor suspended is left as it is."""
@@ -313,12 +354,62 @@ def reinstate_txn(txn: Txn, address: str, now: float) -> str | None:
     if row is None or row[0] not in standing.REINSTATABLE:
         return None if row is None else str(row[0])
     values = [float(x) for x in row[1:]]
-    fresh = standing.reinstated(Scores(*(tuple(values[i:i + 2]) for i in range(0, 6, 2))))
+    fresh = standing.reinstated(Scores(*(tuple(values[i:i + 2]) for i in range(0, 6, 2))), rules)
     txn.execute(f"UPDATE reputation SET status = ?, status_since = ?, status_reason = ?, pending_end = 0, "
                 f"{', '.join(f'{name}_{part} = ?' for name in SCORES for part in ('alpha', 'beta'))} "
                 "WHERE address = ?", (OK, now, standing.REINSTATED_REASON,
                                       *(x for name in SCORES for x in getattr(fresh, name)), address))
     return str(row[0])
+
+
+# --- online windows ---------------------------------------------------------------------------
+
+#: node_meta: the online window of the reputation job's last pass (a window without one: the node
+#: was not running, and farmers are not counted offline for it)
+ONLINE_SWEPT = "online_swept"
+
+
+def online_windows_txn(txn: Txn, rules: Rules, now: float, limit: int = 500) -> tuple[int, bool]:
+    """Count the finished online windows of (at most ``limit``) farmers not counted up to the last
+    one (domain/online.py ``count_windows``): each window once per farmer, online when it made a
+    request in it, offline otherwise, in the online score; then the offline suspension or its end
+    (``offline_change``) and the node's vetted verdict. A farmer suspended for being offline loses
+    nothing more while away (``counted_for``). Windows the node itself did not run through are not
+    counted for anyone. Returns (farmers counted, more left)."""
+    o = rules.online
+    last = online.window_of(now, o) - 1
+    swept = meta.get_txn(txn, ONLINE_SWEPT)
+    if swept is None or int(swept) < last:
+        txn.execute("UPDATE reputation SET online_window = ? WHERE online_window IS NULL OR online_window < ?",
+                    (last, last))
+    if swept is None or int(swept) != last + 1:
+        meta.set_txn(txn, ONLINE_SWEPT, str(last + 1).encode("ascii"))
+    # nearly every pass (every tick) has nothing to count: two index lookups say so
+    if txn.scalar("SELECT address FROM reputation WHERE online_window < ? LIMIT 1", (last,)) is None and \
+            txn.scalar("SELECT address FROM reputation WHERE online_window IS NULL LIMIT 1") is None:
+        return 0, False
+    rows = txn.execute(
+        "SELECT r.address, r.online_alpha, r.online_beta, r.online_window, r.status, r.passes, r.audit_alpha, "
+        "r.audit_beta, MAX(t.last_seen), MIN(t.created) FROM reputation r LEFT JOIN tokens t ON t.address = r.address "
+        "WHERE (r.online_window IS NULL OR r.online_window < ?) "
+        "GROUP BY r.address, r.online_alpha, r.online_beta, r.online_window, r.status, r.passes, r.audit_alpha, "
+        "r.audit_beta ORDER BY r.address LIMIT ?", (last, limit)).fetchall()
+    for address, alpha, beta, counted, status, passes, a_alpha, a_beta, seen, first in rows:
+        seen = None if seen is None else float(seen)
+        w = online.counted_for(str(status), online.count_windows(None if counted is None else int(counted), seen,
+                                                                 now, o))
+        alpha, beta = online.decay(float(alpha), float(beta), w.successes, w.failures, o.lam)
+        change = online.offline_change(str(status), online.score(alpha, beta), seen, now, o)
+        preferred = vetting.preferred(int(passes), float(a_alpha), float(a_beta), _age(first, now), rules)
+        sets, args = "online_alpha = ?, online_beta = ?, online_window = ?, vetted = ?", [alpha, beta, w.counted,
+                                                                                          int(preferred)]
+        if change is not None:
+            reason = f"online score below {o.threshold:g}" if change == OFFLINE else "online score back"
+            sets += ", status = ?, status_since = ?, status_reason = ?"
+            args += [change, now, reason]
+            txn.note(StandingChange(str(address), str(status), change, reason))
+        txn.execute(f"UPDATE reputation SET {sets} WHERE address = ? AND status = ?", [*args, address, status])
+    return len(rows), len(rows) == limit
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -342,6 +433,10 @@ class Reputation:
     status_reason: str | None
     #: active contracts in containment now
     contained: int = 0
+    #: the node's own verdict (:func:`eligible_txn`, the online windows pass)
+    vetted: bool = False
+    #: the latest request of any of the address's tokens (None: none recorded)
+    last_seen: float | None = None
 
     @property
     def audit_score(self) -> float:
@@ -357,13 +452,13 @@ class Reputation:
 
     def as_dict(self, vetting_audits: int) -> dict[str, Any]:
         out = asdict(self)
-        out.update(audit_score=self.audit_score, online_score=self.online_score, unknown_score=self.unknown_score,
-                   vetted=vetting.vetted(self.passes, vetting_audits))
+        out.update(audit_score=self.audit_score, online_score=self.online_score, unknown_score=self.unknown_score)
         return out
 
 
 _COLUMNS = ("address, audit_alpha, audit_beta, online_alpha, online_beta, unknown_alpha, unknown_beta, passes, "
-            "fails, misses, retries, errors, status, status_since, status_reason")
+            "fails, misses, retries, errors, status, status_since, status_reason, vetted, "
+            "(SELECT MAX(t.last_seen) FROM tokens t WHERE t.address = reputation.address)")
 
 
 def of_addresses_txn(txn: Txn, addresses: Sequence[str]) -> dict[str, Reputation]:
@@ -375,13 +470,14 @@ def of_addresses_txn(txn: Txn, addresses: Sequence[str]) -> dict[str, Reputation
     out = {}
     for r in txn.select_in(f"SELECT {_COLUMNS} FROM reputation WHERE address IN {{ids}}", wanted):
         out[r[0]] = Reputation(r[0], *(float(x) for x in r[1:7]), *(int(x) for x in r[7:12]), r[12],
-                               None if r[13] is None else float(r[13]), r[14], contained.get(r[0], 0))
+                               None if r[13] is None else float(r[13]), r[14], contained.get(r[0], 0),
+                               bool(r[15]), None if r[16] is None else float(r[16]))
     return out
 
 
 def counts_txn(txn: Txn, vetting_audits: int) -> dict[str, int]:
     """Farmers by standing (the metrics): ok, suspended, disqualified, contained, unvetted."""
-    out = {OK: 0, SUSPENDED: 0, DISQUALIFIED: 0}
+    out = {OK: 0, SUSPENDED: 0, OFFLINE: 0, DISQUALIFIED: 0}
     for status, n in txn.execute("SELECT status, COUNT(*) FROM reputation GROUP BY status").fetchall():
         out[str(status)] = int(n)
     out["contained"] = int(txn.scalar(
@@ -409,10 +505,14 @@ class ReputationStore:
         no live token: nothing is counted)."""
 
         def body(txn: Txn) -> str | None:
-            address = txn.scalar("SELECT address FROM tokens WHERE token_hash = ? AND deleted IS NULL", (token_hash,))
-            if address is not None:
-                record_errors_txn(txn, self.rules, now, address, errors)
-            return address
+            row = txn.execute("SELECT id, address, last_seen FROM tokens WHERE token_hash = ? AND deleted IS NULL",
+                              (token_hash,)).fetchone()
+            if row is None:
+                return None
+            if online.should_record(None if row[2] is None else float(row[2]), now, self.rules.online):
+                txn.execute("UPDATE tokens SET last_seen = ? WHERE id = ?", (now, row[0]))  # a request too
+            record_errors_txn(txn, self.rules, now, str(row[1]), errors)
+            return str(row[1])
 
         return self.db.run("reputation_errors", body)
 
@@ -422,7 +522,7 @@ class ReputationStore:
 
     def reinstate(self, address: str, now: float):
         """Fires with the status before, or None: see :func:`reinstate_txn`."""
-        return self.db.run("reputation_reinstate", reinstate_txn, address, now)
+        return self.db.run("reputation_reinstate", reinstate_txn, address, now, self.rules)
 
     def counts(self):
         """Fires with farmers by standing: see :func:`counts_txn`."""

@@ -379,24 +379,24 @@ def _take_chunks_txn(txn: Txn, token_hash: bytes, ip_hash: str | None, ip_limit:
                      issue: Callable[[PoolChunk], IssuedChallenge | None],
                      location: tuple[str | None, str | None] = (None, None), *,
                      rules: Rules) -> list[NewContract]:
-    row = lookup_txn(txn, token_hash)
+    row = lookup_txn(txn, token_hash, now, rules.online)
     use_from_ip_txn(txn, row, ip_hash, ip_limit, True, *location)
-    preferred = reputation.eligible_txn(txn, rules, row.address)
+    preferred = reputation.eligible_txn(txn, rules, row.address, now)
     room = max_size_per_address - active_size_by_address_txn(txn, row.address, now)
     size = requested if requested < room else (room if room > 0 else 0)
     out: list[NewContract] = []
     total = 0
     while (max_chunks == 0 or len(out) < max_chunks) and total < size:
-        if not reputation.take_share_txn(txn, rules, 1, preferred):
+        if not reputation.take_share_txn(txn, rules, 1, preferred, now):
             break  # not vetted yet, and the unvetted share is used up
         chunk = pool_take_txn(txn, size - total)
         if chunk is None:
-            reputation.untake_share_txn(txn, 1, preferred)
+            reputation.untake_share_txn(txn, rules, 1, preferred, now)
             break
         issued = issue(chunk)
         if issued is None:  # this chunk can never be verified (e.g. the node secret changed)
             discard_file_txn(txn, chunk.file_id, now)
-            reputation.untake_share_txn(txn, 1, preferred)
+            reputation.untake_share_txn(txn, rules, 1, preferred, now)
             continue
         due = now + interval
         contract_id = insert_contract_txn(txn, row.id, chunk.file_id, now, interval, issued.index, due,
@@ -448,13 +448,16 @@ class SeededStore:
                            max_size_per_address, max_chunks, interval, issue, location, rules=self.rules)
 
     def refresh_challenges(self, token_hash: bytes, ids: Sequence[int] | None,
-                           plan: Callable[[list[int], dict[int, V1Contract]], tuple[Any, list[Refresh]]]):
+                           plan: Callable[[list[int], dict[int, V1Contract]], tuple[Any, list[Refresh]]],
+                           now: float | None = None):
         """Lock the token's contracts among ``ids`` (None: its active ones), call ``plan(ids,
         contracts found)`` which returns ``(result, refreshes)``, store the refreshes (each guarded on
         its old due time) and fire with ``result``."""
 
+        online_rules = self.rules.online
+
         def body(txn: Txn):
-            row = lookup_txn(txn, token_hash)
+            row = lookup_txn(txn, token_hash, now, online_rules)
             wanted = active_ids_txn(txn, row.id) if ids is None else list(ids)
             result, refreshes = plan(wanted, get_contracts_txn(txn, row.id, wanted))
             set_challenges_txn(txn, refreshes)
@@ -483,7 +486,7 @@ class SeededStore:
         rules = self.rules
 
         def body(txn: Txn, careful: bool):
-            row = lookup_txn(txn, token_hash)
+            row = lookup_txn(txn, token_hash, now, rules.online)
             use_from_ip_txn(txn, row, ip_hash, ip_limit, move=False)
             contained = reputation.contained_among_txn(txn, row.id, passes)
             counted, lost = record_answers_txn(txn, row.id, passes, fails, now, careful)
@@ -506,7 +509,7 @@ class SeededStore:
         """Fires with (contract id, tag JSON) of the token's live contracts."""
 
         def body(txn: Txn):
-            return tags_txn(txn, lookup_txn(txn, token_hash).id, now)
+            return tags_txn(txn, lookup_txn(txn, token_hash, now, self.rules.online).id, now)
 
         return self.db.run("v1_tags", body)
 

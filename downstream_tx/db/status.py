@@ -27,8 +27,10 @@ SORT_COLUMNS = {
 #: sort keys the dashboard adds (its farmer list also orders by the farmer's standing): the reputation
 #: of the token's address, joined only for these
 STANDING_SORTS = {
-    # disqualified, suspended, contained (a contract of the address is asked a missed challenge again), the rest
-    "standing": "CASE COALESCE(r.status, 'ok') WHEN 'disqualified' THEN 3 WHEN 'suspended' THEN 2 ELSE "
+    # disqualified, suspended (errors or offline), contained (a contract of the address is asked a missed
+    # challenge again), the rest
+    "standing": "CASE COALESCE(r.status, 'ok') WHEN 'disqualified' THEN 3 WHEN 'suspended' THEN 2 "
+                "WHEN 'offline' THEN 2 ELSE "
                 "CASE WHEN EXISTS (SELECT 1 FROM contracts cc JOIN tokens ct ON ct.id = cc.token_id "
                 "WHERE cc.contained > 0 AND cc.state = 'active' AND ct.address = t.address) THEN 1 ELSE 0 END END",
     "audit": "COALESCE(r.audit_alpha / (r.audit_alpha + r.audit_beta), 1)",

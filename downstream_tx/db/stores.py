@@ -28,7 +28,7 @@ class Stores:
         """``rules``: the node's reputation settings, for every store that decides by them."""
         self.db = db
         self.meta = MetaStore(db)
-        self.tokens = TokenStore(db)
+        self.tokens = TokenStore(db, rules)
         self.farmers = FarmerStore(db)
         self.files = FileStore(db)
         self.challenges = ChallengeStore(db)

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from downstream_tx.db import archive, ratelimits, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import end_where_txn
+from downstream_tx.domain.online import DEFAULT_ONLINE, OnlineRules, should_record
+from downstream_tx.domain.rules import Rules
 
-TOKEN_COLUMNS = "id, farmer_id, address, ip_hash, hbcount, created, location"
+TOKEN_COLUMNS = "id, farmer_id, address, ip_hash, hbcount, created, location, last_seen"
 
 
 class UnknownToken(Exception):
@@ -33,6 +35,8 @@ class TokenRow:
     hbcount: int
     created: float
     location: str | None
+    #: when the token's farmer last made a request (written at most every ``last_seen_every``)
+    last_seen: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,25 @@ def _token(row: tuple | None) -> TokenRow | None:
     return None if row is None else TokenRow(*row)
 
 
-def lookup_txn(txn: Txn, token_hash: bytes) -> TokenRow:
-    """The live token with this hash, or :class:`UnknownToken`."""
+def lookup_txn(txn: Txn, token_hash: bytes, now: float | None = None,
+               online: OnlineRules = DEFAULT_ONLINE) -> TokenRow:
+    """The live token with this hash, or :class:`UnknownToken`. ``now``: a request of its farmer
+    at that time (:func:`seen_txn`)."""
     row = _token(txn.execute(
         f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = ? AND deleted IS NULL", (token_hash,)
     ).fetchone())
     if row is None:
         raise UnknownToken()
+    return seen_txn(txn, row, now, online)
+
+
+def seen_txn(txn: Txn, row: TokenRow, now: float | None, online: OnlineRules = DEFAULT_ONLINE) -> TokenRow:
+    """The token's farmer made a request at ``now`` (None: not a farmer's request): its
+    ``last_seen`` is written only when the rule asks for it (domain/online.py ``should_record``:
+    at most once per ``last_seen_every`` seconds, at least once per online window it is seen in), so
+    nearly every request writes nothing."""
+    if now is not None and should_record(row.last_seen, now, online):
+        txn.execute("UPDATE tokens SET last_seen = ? WHERE id = ?", (now, row.id))
     return row
 
 
@@ -107,8 +123,10 @@ def summary_for_tokens_txn(txn: Txn, token_ids: Sequence[int]) -> dict[str, int]
 
 
 class TokenStore:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, rules: Rules | None = None):
         self.db = db
+        #: the node's reputation rules: when a request writes last_seen, a new farmer's scores
+        self.rules = rules or Rules()
 
     def create(self, token_hash: bytes, farmer_id: str, address: str, ip_hash: str | None, now: float,
                admit: Callable[[TokenFacts], None], message: str | None = None, signature: str | None = None,
@@ -133,18 +151,19 @@ class TokenStore:
             ))
             txn.execute(
                 "INSERT INTO tokens (token_hash, farmer_id, address, ip_hash, location, country, message, signature, "
-                "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (token_hash, farmer_id, address, ip_hash, location, country, message, signature, now),
+                "created, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # asking for it: a request
+                (token_hash, farmer_id, address, ip_hash, location, country, message, signature, now, now),
             )
             token_id = txn.lastrowid
-            reputation.ensure_txn(txn, [address])  # the farmer (its address) has a reputation
+            reputation.ensure_txn(txn, [address], self.rules)  # the farmer (its address) has a reputation
             return token_id
 
         return self.db.run("create_token", body)
 
-    def get(self, token_hash: bytes):
-        """Fires with the live :class:`TokenRow` of ``token_hash`` (or fails with UnknownToken)."""
-        return self.db.run_short("get_token", lookup_txn, token_hash)
+    def get(self, token_hash: bytes, now: float | None = None):
+        """Fires with the live :class:`TokenRow` of ``token_hash`` (or fails with UnknownToken);
+        ``now``: a request of its farmer (its last_seen)."""
+        return self.db.run_short("get_token", lookup_txn, token_hash, now, self.rules.online)
 
     def delete(self, token_hash: bytes, now: float):
         """Delete a token; its active contracts end. Fires with ``(row, contracts ended)``."""

@@ -10,11 +10,32 @@ WEIGHT = 1.0
 #: a new farmer's alpha: 1 / (1 - λ), the steady state of one that always passes
 INITIAL_ALPHA = 1000.0
 
-#: a farmer's status
-OK, SUSPENDED, DISQUALIFIED = "ok", "suspended", "disqualified"
-#: the vetting counters are halved once this many assignments were counted, so the share is over
-#: the recent assignments (a burst after a long time cannot use up a share of everything ever)
-VETTING_WINDOW = 10_000.0
+#: a farmer's status; OFFLINE: suspended for being offline (domain/online.py)
+OK, SUSPENDED, DISQUALIFIED, OFFLINE = "ok", "suspended", "disqualified", "offline"
+
+
+def initial_alpha(lam: float) -> float:
+    """A fresh score's alpha: 1 / (1 - λ), the steady state of a farmer that always succeeds."""
+    return 1.0 / (1.0 - lam) if lam < 1 else INITIAL_ALPHA
+
+
+@dataclass(frozen=True)
+class OnlineRules:
+    """The online rules (domain/online.py): online windows, last_seen writes, offline suspension."""
+
+    #: seconds per online window (``online_window``)
+    window: float = 3600.0
+    #: forgetting factor of the online score per window (``online_lambda``)
+    lam: float = 0.97
+    #: online score under which a farmer unseen for ``grace`` is suspended (``offline_threshold``; 0: never)
+    threshold: float = 0.5
+    #: seconds a farmer must be unseen before an offline suspension (``offline_grace``)
+    grace: float = 4 * 3600.0
+    #: the least seconds between two writes of one token's last_seen (``last_seen_every``)
+    seen_every: float = 60.0
+
+
+DEFAULT_ONLINE = OnlineRules()
 
 
 @dataclass(frozen=True)
@@ -30,3 +51,11 @@ class Rules:
     vetting_audits: int = 100
     vetting_share: float = 0.05
     lam: float = LAMBDA
+    #: the unknown-error score's own forgetting factor (``unknown_lambda``)
+    unknown_lam: float = 0.98
+    #: assignments the vetting share is taken over (``vetting_window``; domain/vetting.py)
+    vetting_window: float = 1000.0
+    #: seconds a farmer's first token must have existed before it is vetted (``vetting_min_age``)
+    vetting_min_age: float = 0.0
+    #: online windows, last_seen writes, offline suspension (domain/online.py)
+    online: OnlineRules = DEFAULT_ONLINE

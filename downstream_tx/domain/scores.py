@@ -7,8 +7,9 @@ farmer that has always passed (with ``alpha = 1`` a single early failure would p
 below any sensible threshold). Three scores:
 
 - audit: passes succeed; fails and *counted* misses (after containment) fail;
-- online: answers (pass or fail) succeed; every missed deadline fails, re-asks in containment too;
-- unknown (suspension): answers succeed; malformed requests and errors on the farmer's side fail.
+- online: not a tally's: it counts online windows, once per farmer (domain/online.py);
+- unknown (suspension): answers succeed; malformed requests and errors on the farmer's side fail,
+  with its own forgetting factor (``Rules.unknown_lam``).
 
 The results one transaction records for a farmer are applied in a fixed order, successes first,
 then failures, which the closed form :func:`coefficients` computes exactly; so a store can apply a
@@ -68,10 +69,10 @@ def below(alpha: float, beta: float, threshold: float) -> bool:
 
 
 def dimensions(t: Tally) -> dict[str, tuple[int, int]]:
-    """(successes, failures) of each score for a tally."""
+    """(successes, failures) of each score a tally changes (the online score counts windows, not
+    results: domain/online.py)."""
     answered = t.passes + t.fails
-    return {"audit": (t.passes, t.fails + t.misses), "online": (answered, t.misses + t.retries),
-            "unknown": (answered, t.errors)}
+    return {"audit": (t.passes, t.fails + t.misses), "unknown": (answered, t.errors)}
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,18 @@ class Scores:
     unknown: tuple[float, float] = (INITIAL_ALPHA, 0.0)
 
 
-def changes(tally: Tally, lam: float = LAMBDA) -> dict[str, tuple[float, float, float]]:
+def changes(tally: Tally, lam: float = LAMBDA,
+            unknown_lam: float | None = None) -> dict[str, tuple[float, float, float]]:
     """The linear update of each score a tally changes: ``{score: (scale, alpha_add, beta_add)}``
-    (a score without results is left out)."""
-    return {name: coefficients(s, f, lam) for name, (s, f) in dimensions(tally).items() if s or f}
+    (a score without results is left out); ``unknown_lam``: the unknown score's own factor (None:
+    ``lam``)."""
+    factor = {"unknown": lam if unknown_lam is None else unknown_lam}
+    return {name: coefficients(s, f, factor.get(name, lam)) for name, (s, f) in dimensions(tally).items() if s or f}
 
 
-def apply(scores: Scores, tally: Tally, lam: float = LAMBDA) -> Scores:
+def apply(scores: Scores, tally: Tally, lam: float = LAMBDA, unknown_lam: float | None = None) -> Scores:
     """The scores after a tally (:func:`changes` applied)."""
-    delta = changes(tally, lam)
+    delta = changes(tally, lam, unknown_lam)
     out = {}
     for name in SCORES:
         alpha, beta = getattr(scores, name)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from downstream_tx.domain.rules import DISQUALIFIED, INITIAL_ALPHA, OK, SUSPENDED, Rules
+from downstream_tx.domain.rules import DISQUALIFIED, INITIAL_ALPHA, OK, SUSPENDED, Rules, initial_alpha
 from downstream_tx.domain.scores import Scores, Tally, below, dimensions
 
 #: why a suspension became a disqualification (the reputation job)
@@ -84,6 +84,8 @@ def grace_expired(status: str, since: float | None, now: float, rules: Rules) ->
     return status == SUSPENDED and since is not None and since <= grace_cutoff(now, rules)
 
 
-def reinstated(scores: Scores) -> Scores:
-    """The scores of a reinstated farmer: audit and unknown fresh, the online score kept."""
-    return Scores(audit=(INITIAL_ALPHA, 0.0), online=scores.online, unknown=(INITIAL_ALPHA, 0.0))
+def reinstated(scores: Scores, rules: Rules | None = None) -> Scores:
+    """The scores of a reinstated farmer: audit and unknown fresh (the unknown score at the steady
+    state of its own factor), the online score kept."""
+    unknown = initial_alpha((rules or Rules()).unknown_lam)
+    return Scores(audit=(INITIAL_ALPHA, 0.0), online=scores.online, unknown=(unknown, 0.0))

@@ -9,12 +9,14 @@ from urllib.parse import urlsplit
 import orjson
 from klein import Klein
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from downstream_tx.db.database import DatabaseUnavailable
 from downstream_tx.errors import NodeError
+from downstream_tx.http.facts import route_of
 
 log = Logger()
 
@@ -31,6 +33,10 @@ class ApiError(Exception):
         self.code = code
         self.body = body
         self.headers = headers or {}
+
+
+#: errors a client is told about as they are (nothing to log)
+EXPECTED = (ApiError, NodeError, NotFound, MethodNotAllowed, RequestRedirect)
 
 
 def error_body(status: str, message: str) -> dict[str, str]:
@@ -99,21 +105,19 @@ def render_error(request: IRequest, e: Exception, public_url: str | None = None)
     return json_body(request, api.body, api.code)
 
 
-def install_error_handlers(app: Klein, route_of) -> None:
-    """Route every error to :func:`render_error`; log what a client cannot be told."""
-
-    @app.handle_errors(DatabaseUnavailable)
-    def unavailable(server, request, failure):
+def error_answer(server: Any, request: IRequest, failure: Failure) -> bytes:
+    """The answer to an error a route let through (:func:`render_error`); what a client cannot be
+    told is logged (the database unavailable, an unexpected error with its traceback)."""
+    e = failure.value
+    if isinstance(e, DatabaseUnavailable):
         log.warn("database unavailable during {method} {route}", method=request.method.decode(),
                  route=route_of(request))
-        return render_error(request, failure.value)
-
-    @app.handle_errors(ApiError, NodeError, NotFound, MethodNotAllowed, RequestRedirect)
-    def expected(server, request, failure):
-        return render_error(request, failure.value, getattr(getattr(server, "config", None), "public_url", None))
-
-    @app.handle_errors(Exception)
-    def unexpected(server, request, failure):
+    elif not isinstance(e, EXPECTED):
         log.failure("unexpected error in {method} {route}", failure, method=request.method.decode(),
                     route=route_of(request))
-        return render_error(request, failure.value)
+    return render_error(request, e, getattr(getattr(server, "config", None), "public_url", None))
+
+
+def install_error_handlers(app: Klein) -> None:
+    """Every error of a route Klein serves goes to :func:`error_answer`."""
+    app.handle_errors(Exception)(error_answer)

@@ -1,35 +1,41 @@
-"""Routing: path parameters checked by converters before any handler runs, the matched route
-pattern recorded on each request (for logs and metrics, which must never see the raw path), and
-``HEAD`` only where a route declares it.
+"""Routing: path parameters checked by converters before any handler runs and handed to the
+services as typed values (a :class:`~downstream_tx.core.tokens.Token` checked and hashed once, a
+:class:`~downstream_tx.v0.hashes.FileHash`, the v0 :class:`~downstream_tx.v0.hashes.Response`), the
+matched route pattern recorded in each request's facts (for logs and metrics, which must never see
+the raw path), and ``HEAD`` only where a route declares it.
 
-Every route of the server is declared on :data:`app` (see ``server.py``).
+Every route of the server is declared on :data:`app` (see ``server.py``), a Klein app. The root
+resource (:class:`Router`) answers the farmers' hot routes itself from a dict table built from
+the app's rules, and hands every other request to Klein's resource. Only the public APIs of Klein
+(``Klein``, ``klein.resource.KleinResource``) and werkzeug (``werkzeug.routing``'s ``Map``,
+``BaseConverter``, ``ValidationError`` and the public attributes of its ``Rule``) are used.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from inspect import iscoroutine
 from typing import Any
 
 from klein import Klein
-from klein._dihttp import Response as KleinResponse
-from klein._resource import StandInResource, ensure_utf8_bytes
 from klein.resource import KleinResource
 from twisted.internet import defer
 from twisted.python import log as legacy_log
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.iweb import IRenderable, IRequest
-from twisted.web.resource import IResource, getChildForRequest
-from twisted.web.template import renderElement
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule, ValidationError
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource, getChildForRequest
+from werkzeug.routing import BaseConverter, Map, ValidationError
 
-from downstream_tx.core.tokens import is_token
-from downstream_tx.http.errors import ApiError, error_body, install_error_handlers, json_body
-from downstream_tx.v0.hashes import Malformed, Response, is_hex64, parse_response
+from downstream_tx.core.tokens import Token, parse_token
+from downstream_tx.http.errors import ApiError, error_answer, error_body, install_error_handlers, json_body
+from downstream_tx.http.facts import facts_of
+from downstream_tx.v0.hashes import FileHash, Malformed, Response, as_file_hash, parse_response
+from downstream_tx.v1.reports import AnswerReport, ProofOutcome
 from downstream_tx.v1.wire import v1_error
-from downstream_tx.wire import INVALID_PROOF, NONEXISTENT_TOKEN
+from downstream_tx.wire import NONEXISTENT_TOKEN
 
 #: Base58 alphabet, 25-byte payload: bitcoin-style addresses are 26 to 35 characters
 ADDRESS_RE = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{26,35}$")
@@ -42,21 +48,25 @@ def _refuse(status: str, message: str) -> ApiError:
 
 
 class TokenConverter(BaseConverter):
-    """A v0 token: 32 hex characters (given lowercase), else 400 ``invalid_token``."""
+    """A v0 token: 32 hex characters, a :class:`~downstream_tx.core.tokens.Token` (checked and
+    hashed here, once), else 400 ``invalid_token``."""
 
-    def to_python(self, value: str) -> str:
-        if not is_token(value):
+    def to_python(self, value: str) -> Token:
+        token = parse_token(value)
+        if token is None:
             raise _refuse("invalid_token", "token must be 32 hexadecimal characters")
-        return value.lower()
+        return token
 
 
 class HashConverter(BaseConverter):
-    """A file hash: 64 hex characters (given lowercase), else 400 ``invalid_hash``."""
+    """A file hash: 64 hex characters, a :class:`~downstream_tx.v0.hashes.FileHash`, else 400
+    ``invalid_hash``."""
 
-    def to_python(self, value: str) -> str:
-        if not is_hex64(value):
+    def to_python(self, value: str) -> FileHash:
+        file_hash = as_file_hash(value)
+        if file_hash is None:
             raise _refuse("invalid_hash", "file hash must be 64 hexadecimal characters")
-        return value.lower()
+        return file_hash
 
 
 class ResponseConverter(BaseConverter):
@@ -88,10 +98,11 @@ class V1TokenConverter(BaseConverter):
         super().__init__(map)
         self.kind = "not_found" if status == 404 else "invalid"
 
-    def to_python(self, value: str) -> str:
-        if not is_token(value):
+    def to_python(self, value: str) -> Token:
+        token = parse_token(value)
+        if token is None:
             raise v1_error(NONEXISTENT_TOKEN, self.kind)
-        return value
+        return token
 
 
 class UnsignedConverter(BaseConverter):
@@ -110,172 +121,142 @@ _OUR_CONVERTER = re.compile(r"<(?:{})(?:\([^)]*\))?:".format("|".join(CONVERTERS
 
 
 #: a path segment that is one whole variable: ``<name>``, ``<conv:name>`` or ``<conv(args):name>``
-_VARIABLE = re.compile(r"^<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>$")
+_VARIABLE = re.compile(r"^<(?:(\w+)(?:\(([^)]*)\))?:)?(\w+)>$")
+
+#: (segment index, variable name, converter) of a table route's variables
+Variables = tuple[tuple[int, str, BaseConverter], ...]
 
 
-def _segments(rule: Rule) -> list[tuple[bool, str]] | None:
-    """A rule's path as ``(dynamic?, static text or variable name)`` per ``/`` segment, or None
-    when a segment mixes static text and a variable or has a converter that may span segments."""
-    out = []
-    for part in rule.rule.split("/")[1:]:
+@dataclass(frozen=True)
+class TableRoute:
+    """A route the table answers: ``handler(server, request, **values)``."""
+
+    endpoint: str
+    #: the rule as declared (``/api/downstream/chunk/<token:token>``)
+    rule: str
+    #: the pattern as logs show it
+    pattern: str
+    methods: frozenset[str] | None
+    segments: int
+    variables: Variables
+    handler: Callable[..., Any]
+
+
+#: (static prefix) → the table routes under it
+Table = dict[tuple[str, ...], list[TableRoute]]
+
+
+def _segments(rule_text: str, ours: bool) -> list[tuple[bool, str, str | None, str | None]] | None:
+    """A rule's path as ``(dynamic?, static text or variable name, converter, its arguments)`` per
+    ``/`` segment, or None when a segment mixes static text and a variable, or (``ours``) has a
+    converter that is not one of this module's (werkzeug's ``path`` spans segments)."""
+    out: list[tuple[bool, str, str | None, str | None]] = []
+    for part in rule_text.split("/")[1:]:
         if "<" not in part and ">" not in part:
-            out.append((False, part))
+            out.append((False, part, None, None))
             continue
         match = _VARIABLE.match(part)
         if match is None:
             return None
-        converter = rule._converters.get(match.group(2))
-        if converter is None or not getattr(converter, "part_isolating", True):
+        converter, args, name = match.groups()
+        if (converter not in CONVERTERS) if ours else (converter not in (None, "default", "string", *CONVERTERS)):
             return None
-        out.append((True, match.group(2)))
+        out.append((True, name, converter, args))
     return out
 
 
-def _may_overlap(fast: list[tuple[bool, str]], other: list[tuple[bool, str]] | None, other_rule: Rule) -> bool:
-    """Whether ``other_rule`` could match a path the fast rule matches (then the fast rule is left
-    to werkzeug, whose choice between them is the one that counts). Conservative: a rule that is
-    not plain segments overlaps unless its leading static text differs."""
+def _may_overlap(fast: list, other: list | None, other_text: str) -> bool:
+    """Whether the rule ``other_text`` could match a path the fast rule matches (then the fast rule
+    is left to werkzeug, whose choice between them is the one that counts). Conservative: a rule
+    that is not plain segments overlaps unless its leading static text differs."""
     if other is None:
-        for i, part in enumerate(other_rule.rule.split("/")[1:]):
+        for i, part in enumerate(other_text.split("/")[1:]):
             if "<" in part or i >= len(fast):
                 return True
             if not fast[i][0] and fast[i][1] != part:
                 return False
         return True
-    if other and other[-1] == (False, ""):  # a trailing slash (werkzeug redirects to it)
+    if other and not other[-1][0] and other[-1][1] == "":  # a trailing slash (werkzeug redirects to it)
         other = other[:-1]
     if len(other) != len(fast):
         return False
     return all(a[0] or b[0] or a[1] == b[1] for a, b in zip(fast, other))
 
 
-class FastMap(Map):
-    """werkzeug's Map, whose adapters first try a table of the plain routes (a static prefix, then
-    whole-segment variables with this module's converters): one dict lookup by (static prefix,
-    segment count), the converters, the method. Whatever the table does not answer with a match —
-    an unknown path, a refused parameter, a method the route does not take, any route werkzeug
-    could choose differently — goes to werkzeug's own matcher, so every answer (404, 405, the
-    converters' 400 bodies, redirects) is werkzeug's."""
-
-    def __init__(self, *args: Any, fast_converters: tuple[type, ...] = (), **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: converter classes whose ``to_python`` fully checks a segment (routes with others: werkzeug)
-        self.fast_converters = fast_converters
-        self._fast: dict[tuple[str, ...], list[tuple[int, Rule, tuple[tuple[int, str, Any], ...]]]] = {}
-        self._fast_ready = False
-        self._hosts: dict[str, bool] = {}
-
-    def fast_table(self) -> dict[tuple[str, ...], list[tuple[int, Rule, tuple[tuple[int, str, Any], ...]]]]:
-        """(static prefix) → [(segment count, rule, ((segment index, name, converter), …))]."""
-        if self._fast_ready:
-            return self._fast
-        table: dict[tuple[str, ...], list] = {}
-        if not self.host_matching:
-            parsed = [(rule, _segments(rule)) for rule in self._rules]
-            for rule, segments in parsed:
-                if not self._eligible(rule, segments):
-                    continue
-                assert segments is not None
-                if any(other is not rule and not other.websocket and _may_overlap(segments, other_segments, other)
-                       for other, other_segments in parsed):
-                    continue
-                prefix = []
-                for dynamic, text in segments:
-                    if dynamic:
-                        break
-                    prefix.append(text)
-                variables = tuple((i, text, rule._converters[text]) for i, (dynamic, text) in enumerate(segments)
-                                  if dynamic)
-                table.setdefault(tuple(prefix), []).append((len(segments), rule, variables))
-        self._fast, self._fast_ready = table, True
-        return table
-
-    def add(self, rulefactory: Any) -> None:
-        super().add(rulefactory)
-        self._fast_ready = False  # built again, with the new rule, at the next match
-
-    def _eligible(self, rule: Rule, segments: list[tuple[bool, str]] | None) -> bool:
-        if segments is None or not segments or rule.websocket or rule.build_only or rule.redirect_to is not None:
-            return False
-        if rule.defaults or rule.subdomain or rule.alias or len(self._rules_by_endpoint[rule.endpoint]) != 1:
-            return False
-        if not segments[-1][0]:  # only routes that end with a variable (no strict-slash redirects)
-            return False
-        return all(isinstance(rule._converters[text], self.fast_converters) for dynamic, text in segments if dynamic)
-
-    def bind(self, server_name: str, script_name: str | None = None, subdomain: str | None = None,
-             url_scheme: str = "http", default_method: str = "GET", path_info: str | None = None,
-             query_args: Any = None) -> MapAdapter:
-        ok = self._hosts.get(server_name)
-        if ok is None:  # werkzeug refuses a host that is not IDNA (BadHost) when it binds: so does this
-            ok = super().bind(server_name) is not None
-            if len(self._hosts) > 1024:
-                self._hosts.clear()
-            self._hosts[server_name] = ok
-        return FastAdapter(self, (server_name, script_name, subdomain, url_scheme, default_method, path_info,
-                                  query_args))
-
-    def werkzeug_bind(self, args: tuple) -> MapAdapter:
-        return Map.bind(self, *args)
+def _arguments(text: str | None) -> tuple[Any, ...]:
+    return () if not text else tuple(int(a) for a in text.split(","))
 
 
-class FastAdapter:
-    """What :meth:`FastMap.bind` returns: :meth:`match` tries the table, and anything else (and
-    every other attribute, e.g. ``build``) is a werkzeug MapAdapter bound the same way."""
+def build_table(url_map: Map, handlers: dict[str, Callable[..., Any]], patterns: dict[str, str]) -> Table:
+    """The plain routes of ``url_map`` (read through werkzeug's public ``Rule`` attributes): a static
+    prefix, then whole-segment variables with this module's converters, ending with a variable, one
+    rule for their endpoint, and no other rule that could match the same paths."""
+    rules = [r for r in url_map.iter_rules() if not r.websocket]
+    per_endpoint: dict[str, int] = {}
+    for rule in rules:
+        per_endpoint[rule.endpoint] = per_endpoint.get(rule.endpoint, 0) + 1
+    parsed = [(rule, _segments(rule.rule, False)) for rule in rules]
+    table: Table = {}
+    for rule in rules:
+        segments = _segments(rule.rule, True)
+        if (not segments or not segments[-1][0] or rule.build_only or rule.redirect_to is not None
+                or rule.defaults or rule.subdomain or rule.alias or per_endpoint[rule.endpoint] != 1
+                or rule.endpoint not in handlers):
+            continue
+        if any(other is not rule and _may_overlap(segments, other_segments, other.rule)
+               for other, other_segments in parsed):
+            continue
+        prefix = []
+        for dynamic, text, _, _ in segments:
+            if dynamic:
+                break
+            prefix.append(text)
+        variables = tuple((i, name, CONVERTERS[converter](url_map, *_arguments(args)))
+                          for i, (dynamic, name, converter, args) in enumerate(segments) if dynamic)
+        methods = None if rule.methods is None else frozenset(rule.methods)
+        table.setdefault(tuple(prefix), []).append(TableRoute(
+            rule.endpoint, rule.rule, patterns.get(rule.endpoint, rule.endpoint), methods, len(segments), variables,
+            handlers[rule.endpoint]))
+    return table
 
-    __slots__ = ("_map", "_args", "_adapter")
 
-    def __init__(self, map: FastMap, args: tuple):
-        self._map = map
-        self._args = args
-        self._adapter: MapAdapter | None = None
-
-    def _werkzeug(self) -> MapAdapter:
-        if self._adapter is None:
-            self._adapter = self._map.werkzeug_bind(self._args)
-        return self._adapter
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._werkzeug(), name)
-
-    def match(self, path_info: str | None = None, method: str | None = None, return_rule: bool = False,
-              query_args: Any = None, websocket: bool | None = None) -> Any:
-        if path_info is None and method is None and query_args is None and websocket is None:
-            found = self.fast_match()
-            if found is not None:
-                rule, values = found
-                return (rule, values) if return_rule else (rule.endpoint, values)
-        return self._werkzeug().match(path_info, method, return_rule, query_args, websocket)
-
-    def fast_match(self) -> tuple[Rule, dict[str, Any]] | None:
-        """(rule, converted values) from the table, or None (then werkzeug decides)."""
-        _, _, _, url_scheme, method, path_info, _ = self._args
-        if url_scheme not in ("http", "https"):
-            return None
-        # werkzeug matches ``/`` + the path info without its leading slashes
-        segments = (path_info or "/").lstrip("/").split("/")
-        table = self._map.fast_table()
-        for end in range(len(segments)):
-            candidates = table.get(tuple(segments[:end]))
-            if candidates is None:
+def table_match(table: Table, path_info: str, method: str) -> tuple[TableRoute, dict[str, Any]] | None:
+    """(route, converted values) for a path the table answers, or None (then Klein and werkzeug
+    decide: an unknown path, a refused parameter, a method the route does not take)."""
+    # werkzeug matches ``/`` + the path info without its leading slashes
+    segments = (path_info or "/").lstrip("/").split("/")
+    count = len(segments)
+    for end in range(count):
+        candidates = table.get(tuple(segments[:end]))
+        if candidates is None:
+            continue
+        for route in candidates:
+            if route.segments != count or (route.methods is not None and method not in route.methods):
                 continue
-            for count, rule, variables in candidates:
-                if count != len(segments) or (rule.methods is not None and method.upper() not in rule.methods):
-                    continue
-                values = {}
-                try:
-                    for index, name, converter in variables:
-                        values[name] = converter.to_python(segments[index])
-                except Exception:  # refused (400 bodies, 404): werkzeug gives the answer
-                    return None
-                return rule, values
-        return None
+            values = {}
+            try:
+                for index, name, converter in route.variables:
+                    values[name] = converter.to_python(segments[index])
+            except Exception:  # refused (400 bodies, 404): werkzeug gives the answer
+                return None
+            return route, values
+    return None
+
+
+class _Declared:
+    """What every instance-bound copy of a :class:`RoutedKlein` shares: each endpoint's pattern as
+    logs show it, its handler, and the table built from them."""
+
+    def __init__(self) -> None:
+        self.patterns: dict[str, str] = {}
+        self.handlers: dict[str, Callable[..., Any]] = {}
+        self.table: Table | None = None
 
 
 class RoutedKlein(Klein):
-    """A Klein app that records, on each request it routes, the matched route pattern
-    (``request._dtx_route``, e.g. ``/api/downstream/chunk/<token>``) and the farmer id of a
-    ``token`` path parameter (``request._dtx_farmer``).
+    """A Klein app that records the pattern of each route (e.g. ``/api/downstream/chunk/<token>``,
+    for logs and metrics) and the farmer id of a ``token`` path parameter in the request's
+    :class:`~downstream_tx.http.facts.RequestFacts`.
 
     werkzeug answers ``HEAD`` on every ``GET`` rule; running a state-changing ``GET`` (a new
     token, a chunk contract, a challenge) for a ``HEAD`` would change state for a request that must
@@ -284,15 +265,21 @@ class RoutedKlein(Klein):
 
     def __init__(self) -> None:
         super().__init__()
-        self._url_map = FastMap(fast_converters=tuple(CONVERTERS.values()))
         self.url_map.converters.update(CONVERTERS)
-        #: endpoint → its pattern as logs show it; shared by every instance-bound copy
-        self.patterns: dict[str, str] = {}
+        self.declared = _Declared()
+        #: the object an instance-bound copy is bound to (its handlers' ``self``)
+        self.bound_to: Any = None
+
+    @property
+    def patterns(self) -> dict[str, str]:
+        """endpoint → its pattern as logs show it"""
+        return self.declared.patterns
 
     def __get__(self, instance: Any, owner: object) -> Klein:
         bound = super().__get__(instance, owner)
         if bound is not self:
-            bound.patterns = self.patterns
+            bound.declared = self.declared
+            bound.bound_to = instance
         return bound
 
     def route(self, url: str, *args: Any, **kwargs: Any):
@@ -302,7 +289,9 @@ class RoutedKlein(Klein):
         def record(handler):
             result = decorate(handler)
             endpoint = kwargs.get("endpoint") or handler.__name__
-            self.patterns[endpoint] = _OUR_CONVERTER.sub("<", url)
+            self.declared.patterns[endpoint] = _OUR_CONVERTER.sub("<", url)
+            self.declared.handlers[endpoint] = handler
+            self.declared.table = None  # built again, with the new rule, when next asked
             for rule in self.url_map.iter_rules(endpoint):
                 if rule.methods is not None and "HEAD" not in declared:
                     rule.methods.discard("HEAD")
@@ -310,21 +299,47 @@ class RoutedKlein(Klein):
 
         return record
 
-    def resource(self) -> KleinResource:
-        return JsonKleinResource(self)
+    def resource(self) -> Router:
+        """The app's root resource (see :class:`Router`)."""
+        return Router(self, self.bound_to)
+
+    def fast_table(self) -> Table:
+        """The routes :class:`Router` answers itself (see :func:`build_table`)."""
+        if self.declared.table is None:
+            self.declared.table = build_table(self.url_map, self.declared.handlers, self.declared.patterns)
+        return self.declared.table
 
     def execute_endpoint(self, endpoint: str, request: IRequest, *args: Any, **kwargs: Any):
-        request._dtx_route = self.patterns.get(endpoint, endpoint)
-        token = kwargs.get("token")
-        if isinstance(token, str):
-            request._dtx_farmer = hashlib.sha256(bytes.fromhex(token)).hexdigest()[:20]
+        record_route(request, self.declared.patterns.get(endpoint, endpoint), kwargs.get("token"))
         return super().execute_endpoint(endpoint, request, *args, **kwargs)
 
 
-class JsonKleinResource(KleinResource):
-    """Klein's resource, but a URL whose path or Host is not UTF-8 (after percent-decoding, e.g.
-    ``/api/download/%c0%af``) gets the JSON 400 every other bad input gets (Klein answers it with
-    a ``text/html`` body and logs a traceback)."""
+def record_route(request: IRequest, pattern: str, token: Any) -> None:
+    facts = facts_of(request)
+    facts.route = pattern
+    if isinstance(token, Token):
+        facts.farmer = token.farmer_id
+
+
+class Router(Resource):
+    """The node's root resource. A request for a route of the table (the farmers' hot routes) is
+    matched by one dict lookup and its handler called at once, without Klein's per-request
+    Deferred chain (``maybeDeferred`` around the match and the handler, two ``notifyFinish``
+    waiters); a result already there (an inline store call) is written at once. Everything else —
+    an unknown path, a refused parameter, a method the route does not take, every other route —
+    goes to Klein's own resource, so every 404/405/400/redirect is Klein's and werkzeug's. A URL
+    whose path or Host is not UTF-8 (after percent-decoding, e.g. ``/api/download/%c0%af``) gets
+    the JSON 400 every other bad input gets (Klein answers it with a ``text/html`` body)."""
+
+    isLeaf = True
+
+    def __init__(self, app: RoutedKlein, server: Any = None):
+        super().__init__()
+        #: the object the handlers are methods of (None: plain functions)
+        self.server = server
+        self._bound = () if server is None else (server,)
+        self.app = app
+        self.klein = KleinResource(app)
 
     def render(self, request: IRequest):
         try:
@@ -332,33 +347,25 @@ class JsonKleinResource(KleinResource):
             host = request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
             return json_body(request, error_body("invalid_url", "the URL is not UTF-8 after percent-decoding"), 400)
-        url_map = self._app.url_map
-        if not request.prepath and isinstance(url_map, FastMap):
-            port = getattr(request.getHost(), "port", 0)
-            if (request.isSecure(), port) not in ((True, 443), (False, 80), (False, 0), (True, 0)):
-                host = f"{host}:{port}"
-            adapter = url_map.bind(host, "", path_info="/" + path if path else "",
-                                   default_method=request.method.decode("utf-8"),
-                                   url_scheme="https" if request.isSecure() else "http")
-            found = adapter.fast_match()
-            if found is not None:
-                return self._serve(request, *found)
-        return super().render(request)
+        # werkzeug refuses a Host that IDNA cannot encode (only a non-ASCII one may fail): its answer
+        found = None
+        if host.isascii():
+            method = request.method.decode("ascii", "replace").upper()
+            found = table_match(self.app.fast_table(), "/" + path if path else "", method)
+        if found is None:
+            return self.klein.render(request)
+        route, values = found
+        record_route(request, route.pattern, values.get("token"))
+        request.prepath.extend(request.postpath)  # the whole path was matched (as Klein records it)
+        request.postpath = []
+        return self._serve(request, route, values)
 
-    def _serve(self, request: IRequest, rule: Rule, values: dict[str, Any]):
-        """What Klein's ``render`` does for a matched route, without its per-request Deferred chain
-        (``maybeDeferred`` around the match and the handler, two ``notifyFinish`` waiters): the
-        handler's result is processed and written as Klein does — at once when it is already there
-        (an inline store call) — and a failure goes through the same error handlers in the same
-        order. Klein's ``IKleinRequest`` component (its ``url_for``) is not set: no route uses it."""
-        app = self._app
-        endpoint = rule.endpoint
-        count = app.endpoints[endpoint].segment_count
-        request.prepath.extend(request.postpath[:count])
-        request.postpath = request.postpath[count:]
+    def _serve(self, request: IRequest, route: TableRoute, values: dict[str, Any]):
         finished = [False]
         try:
-            result = app.execute_endpoint(endpoint, request, **values)
+            result = route.handler(*self._bound, request, **values)
+            if iscoroutine(result):
+                result = defer.ensureDeferred(result)
         except Exception:
             result = defer.fail()
 
@@ -369,106 +376,52 @@ class JsonKleinResource(KleinResource):
 
         request.notifyFinish().addBoth(connection_done)
         if not isinstance(result, defer.Deferred):
-            self._write(request, self._process(request, result), finished)
+            _write(request, _process(request, result), finished)
             return server.NOT_DONE_YET
-        d = result.addCallback(lambda r: self._process(request, r))
-        d.addErrback(self._failed, request, finished, list(app._error_handlers))
-        d.addCallback(lambda r: self._write(request, r, finished))
+        d = result.addCallback(lambda r: _process(request, r))
+        d.addErrback(self._failed, request, finished)
+        d.addCallback(lambda r: _write(request, r, finished))
         d.addErrback(legacy_log.err, _why="Unhandled Error writing response")
         return server.NOT_DONE_YET
 
-    @staticmethod
-    def _process(request: IRequest, r: Any) -> Any:
-        if isinstance(r, KleinResponse):
-            r = r._applyToRequest(request)
-        if IResource.providedBy(r):
-            request.render(getChildForRequest(r, request))
-            return StandInResource
-        if IRenderable.providedBy(r):
-            renderElement(request, r)
-            return StandInResource
-        return r
-
-    def _failed(self, failure: Failure, request: IRequest, finished: list, handlers: list) -> Any:
+    def _failed(self, failure: Failure, request: IRequest, finished: list) -> Any:
         if finished[0]:
             if not failure.check(defer.CancelledError):
                 legacy_log.err(failure, "Unhandled Error Processing Request.")
             return None
-        while handlers:
-            types, handler = handlers.pop(0)
-            if failure.check(*types):
-                d = defer.maybeDeferred(self._app.execute_error_handler, handler, request, failure)
-                d.addCallback(lambda r: self._process(request, r))
-                return d.addErrback(self._failed, request, finished, handlers)
-        # no handler left: Klein's defaults
-        return _klein_default(request, failure)
-
-    @staticmethod
-    def _write(request: IRequest, r: Any, finished: list) -> None:
-        if r is StandInResource:
-            return
-        if isinstance(r, str):
-            r = r.encode("utf-8")
-        if isinstance(r, bytes):
-            request.write(r)
-        if not finished[0]:
-            request.finish()
+        return error_answer(self.server, request, failure)
 
 
-def _klein_default(request: IRequest, failure: Failure) -> Any:
-    """Klein's answer to a failure no error handler took (the node's handlers take every exception)."""
-    if failure.check(HTTPException):
-        he = failure.value
-        request.setResponseCode(he.code)
-        resp = he.get_response({})
-        for header, value in resp.headers:
-            request.setHeader(ensure_utf8_bytes(header), ensure_utf8_bytes(value))
-        return defer.succeed(ensure_utf8_bytes(b"".join(resp.iter_encoded())))
-    request.processingFailed(failure)
-    return None
+#: what :func:`_process` returns for a result that wrote itself
+_WRITTEN = object()
 
 
-def route_of(request: IRequest) -> str:
-    """The matched route pattern (never the raw path, which may hold a token)."""
-    return getattr(request, "_dtx_route", None) or "unmatched"
+def _process(request: IRequest, r: Any) -> Any:
+    if IResource.providedBy(r):
+        request.render(getChildForRequest(r, request))
+        return _WRITTEN
+    return r
 
 
-def farmer_of(request: IRequest) -> str | None:
-    """The farmer id of the token in the request's path, if the route has one."""
-    return getattr(request, "_dtx_farmer", None)
+def _write(request: IRequest, r: Any, finished: list) -> None:
+    if r is _WRITTEN:
+        return
+    if isinstance(r, str):
+        r = r.encode("utf-8")
+    if isinstance(r, bytes):
+        request.write(r)
+    if not finished[0]:
+        request.finish()
 
 
-def mark_arrival(request: IRequest, now: float) -> None:
-    """Record when the request arrived (the site calls it once its head is read, before the
-    request waits for the reactor, a pool thread or the database)."""
-    request._dtx_arrived = now  # type: ignore[attr-defined]
-
-
-def arrived_at(request: IRequest, clock) -> float:
-    """When the request arrived at the node (see :func:`mark_arrival`); ``clock``'s now for a
-    request that did not come through the site (tests driving the resource directly)."""
-    arrived = getattr(request, "_dtx_arrived", None)
-    return clock.seconds() if arrived is None else arrived
-
-
-def set_outcome(request: IRequest, outcome: str) -> None:
-    """Record what an answer route decided (``pass``, ``fail``, ``pass:3,fail:1``) for the request
-    log line, which otherwise shows only the HTTP status (200 for a pass and a fail alike)."""
-    request._dtx_outcome = outcome  # type: ignore[attr-defined]
-
-
-def outcome_of(request: IRequest) -> str | None:
-    return getattr(request, "_dtx_outcome", None)
-
-
-def report_outcome(report: list[dict[str, Any]]) -> str:
+def report_outcome(report: AnswerReport) -> str:
     """``pass:N,fail:N,other:N`` (zero counts left out) of a v1 answer report: ``fail`` is a wrong
     proof, ``other`` an item refused for another reason (expired, unknown, corrupted, repeated)."""
     counts = {"pass": 0, "fail": 0, "other": 0}
-    for item in report:
-        if item.get("status") == "ok":
+    for entry in report.entries:
+        if entry.outcome is ProofOutcome.OK:
             counts["pass"] += 1
-        elif item.get("error") == INVALID_PROOF:
+        elif entry.outcome is ProofOutcome.INVALID:
             counts["fail"] += 1
         else:
             counts["other"] += 1
@@ -477,4 +430,4 @@ def report_outcome(report: list[dict[str, Any]]) -> str:
 
 #: the one app every route of the server is declared on
 app = RoutedKlein()
-install_error_handlers(app, route_of)
+install_error_handlers(app)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from klein.resource import KleinResource
 from twisted.internet import defer
 from twisted.web.resource import Resource
 
@@ -19,7 +18,7 @@ from downstream_tx.http.dashboard import DashboardRoutes
 from downstream_tx.http.errors import error_body, json_body
 from downstream_tx.http.ops import OpsRoutes
 from downstream_tx.http.ratelimit import RateLimiter, SharedRateLimiter
-from downstream_tx.http.routing import app
+from downstream_tx.http.routing import Router, app
 from downstream_tx.http.site import DownstreamSite
 from downstream_tx.http.status import StatusRoutes
 from downstream_tx.http.v0 import V0Routes
@@ -57,7 +56,9 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRou
         #: where farmers download stored chunks (the daemon: its bound address unless ``public_url``)
         self.base_url = (base_url or config.base_url).rstrip("/")
 
-    def resource(self) -> KleinResource:
+    def resource(self) -> Router:
+        """The root resource: the hot farmer routes answered by the router's table, the rest by
+        Klein (http/routing.py)."""
         return self._app.resource()
 
     def site(self, reactor: Any) -> DownstreamSite:

@@ -16,8 +16,8 @@ from twisted.logger import Logger
 from twisted.web import server
 
 from downstream_tx.http.backpressure import BackpressureChannel, cancel
+from downstream_tx.http.facts import RequestFacts, facts_of
 from downstream_tx.http.peers import ConnectionCap
-from downstream_tx.http.routing import farmer_of, mark_arrival, outcome_of, route_of
 from downstream_tx.logs import PREFORMATTED, escape_format
 
 request_log = Logger(namespace="downstream_tx.requests")
@@ -29,8 +29,9 @@ CLIENT_GONE = 499
 class CappedRequest(server.Request):
     """Refuses a body over the site's cap with a 413 JSON reply, before reading it all."""
 
-    _dtx_received = 0
-    _dtx_rejected = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dtx_facts = RequestFacts()
 
     def gotLength(self, length: int | None) -> None:
         site = getattr(self.channel, "site", None)
@@ -48,16 +49,17 @@ class CappedRequest(server.Request):
             self._reject()
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self._dtx_rejected:
+        facts = self.dtx_facts
+        if facts.rejected:
             return
-        self._dtx_received += len(data)
-        if self._dtx_received > self._cap():
+        facts.received += len(data)
+        if facts.received > self._cap():
             self._reject()
             return
         super().handleContentChunk(data)
 
     def process(self) -> None:
-        if self._dtx_rejected:
+        if self.dtx_facts.rejected:
             return
         super().process()
 
@@ -73,7 +75,7 @@ class CappedRequest(server.Request):
     def _refuse(self, code: int, reason: bytes, status: str, message: str) -> None:
         """Answer ``code`` with a JSON error before the request is processed (its body, if any, is
         not read) and close the connection once the answer is written."""
-        self._dtx_rejected = True
+        self.dtx_facts.rejected = True
         self.code = code
         body = orjson.dumps({"status": status, "message": message})
         head = (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
@@ -215,8 +217,9 @@ class DownstreamSite(server.Site):
         """No raw access log: paths hold tokens (see :meth:`request_finished`)."""
 
     def request_started(self, request: server.Request) -> None:
-        request._dtx_started = time.monotonic()
-        mark_arrival(request, self.reactor.seconds())  # late answers are judged by it (domain/verdicts.py)
+        facts = facts_of(request)
+        facts.started = time.monotonic()
+        facts.arrived = self.reactor.seconds()  # late answers are judged by it (domain/verdicts.py)
         self.in_flight.add(request)
         request.notifyFinish().addBoth(lambda result: self.request_finished(request, result))
 
@@ -224,12 +227,14 @@ class DownstreamSite(server.Site):
         """One log line per request: method, route pattern, status, duration, farmer id — never the
         path or the query, which may carry a token."""
         self.in_flight.discard(request)
-        seconds = time.monotonic() - getattr(request, "_dtx_started", time.monotonic())
-        status = request.code if result is None or getattr(request, "_dtx_rejected", False) else CLIENT_GONE
+        facts = facts_of(request)
+        now = time.monotonic()
+        seconds = now - (now if facts.started is None else facts.started)
+        status = request.code if result is None or facts.rejected else CLIENT_GONE
         method = request.method.decode("ascii", "replace") if request.method else "-"
-        route = route_of(request)
-        farmer_id = farmer_of(request)
-        outcome = outcome_of(request)
+        route = facts.route or "unmatched"
+        farmer_id = facts.farmer
+        outcome = facts.outcome
         duration_ms = round(seconds * 1000, 3)
         # the line is formatted here once (not by the logging system from a format string, per
         # observer); the event still carries each field (JSON lines show them)

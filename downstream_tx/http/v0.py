@@ -8,16 +8,21 @@ import os
 
 from twisted.web.iweb import IRequest
 
+from downstream_tx.core.tokens import Token
 from downstream_tx.http.clients import client_ip
 from downstream_tx.http.download import ChunkDownload, parse_range
 from downstream_tx.http.errors import error_body, json_body
+from downstream_tx.http.facts import arrived_at, set_outcome
 from downstream_tx.http.query import int_arg
-from downstream_tx.http.routing import app, arrived_at, check_address, set_outcome
+from downstream_tx.http.routing import app, check_address
 from downstream_tx.v0.capability import PARAMETER
-from downstream_tx.v0.farming import DUE_PAGE, LATE_PASS, MAX_DUE_PAGE, no_download
-from downstream_tx.v0.hashes import Malformed, Response
+from downstream_tx.v0.farming import DUE_PAGE, MAX_DUE_PAGE, AnswerOutcome, no_download
+from downstream_tx.v0.hashes import FileHash, Malformed, Response
 
 RATE_LIMITED = error_body("rate_limited", "too many token requests from this address, try again in {retry} seconds")
+#: the body of each verdict of an answer: a late pass is a pass to the 2014 client, "late" for those who look
+OUTCOME_BODY = {AnswerOutcome.PASS: {"status": "pass"}, AnswerOutcome.LATE_PASS: {"status": "pass", "late": True},
+                AnswerOutcome.FAIL: {"status": "fail"}}
 
 
 def seconds_left(deadline: float, now: float) -> int:
@@ -38,8 +43,8 @@ class V0Routes:
         return json_body(request, {"token": token})
 
     @app.route("/api/downstream/chunk/<token:token>", methods=["GET"])
-    async def chunk(self, request: IRequest, token: str):
-        a = await self.v0.get_chunk(token)
+    async def chunk(self, request: IRequest, token: Token):
+        a = await self.v0.get_chunk(token, client_ip(request, self.config))
         return json_body(request, {
             "url": f"{self.base_url}/api/download/{a.file_hash}?{PARAMETER}={a.capability}", "file_hash": a.file_hash,
             "challenge": a.challenge.hex(), "interval": a.interval, "size": a.size,
@@ -47,12 +52,12 @@ class V0Routes:
         })
 
     @app.route("/api/downstream/remove/<token:token>/<hash:file_hash>", methods=["GET", "DELETE"])
-    async def remove(self, request: IRequest, token: str, file_hash: str):
+    async def remove(self, request: IRequest, token: Token, file_hash: FileHash):
         await self.v0.end_contract(token, file_hash)
         return json_body(request, {"status": "ok"})
 
     @app.route("/api/downstream/due/<token:token>", methods=["GET"])
-    async def due(self, request: IRequest, token: str):
+    async def due(self, request: IRequest, token: Token):
         limit = int_arg(request, "limit", DUE_PAGE, 1, DUE_PAGE)
         page = int_arg(request, "page", 0, 0, MAX_DUE_PAGE)
         every, outstanding = await self.v0.due(token, limit, page)
@@ -65,15 +70,14 @@ class V0Routes:
 
     @app.route("/api/downstream/challenge/<token:token>/<hash:file_hash>/<response:hash_response>",
                methods=["GET"])
-    async def challenge(self, request: IRequest, token: str, file_hash: str, hash_response: Response | Malformed):
-        status = await self.v0.answer(token, file_hash, hash_response, arrived_at(request, self.clock))
-        set_outcome(request, status)  # the request log tells a pass from a fail
-        if status == LATE_PASS:  # a pass to the 2014 client; "late" for those who look
-            return json_body(request, {"status": "pass", "late": True})
-        return json_body(request, {"status": status})
+    async def challenge(self, request: IRequest, token: Token, file_hash: FileHash,
+                        hash_response: Response | Malformed):
+        verdict = await self.v0.answer(token, file_hash, hash_response, arrived_at(request, self.clock))
+        set_outcome(request, verdict.value)  # the request log tells a pass from a fail
+        return json_body(request, OUTCOME_BODY[verdict])
 
     @app.route("/api/download/<hash:file_hash>", methods=["GET", "HEAD"])
-    async def download(self, request: IRequest, file_hash: str):
+    async def download(self, request: IRequest, file_hash: FileHash):
         """The chunk for the holder of a contract's capability (``?cap=``, docs/protocol-v0.md
         "Downloads"); a HEAD is checked the same way but neither counted nor starts the window."""
         values = (request.args or {}).get(PARAMETER.encode())
@@ -84,4 +88,4 @@ class V0Routes:
             file_hash, capability, lambda size: request.method != b"HEAD" and parse_range(wanted, size) is not False)
         if not os.path.isfile(path):
             raise no_download()
-        return ChunkDownload(path, size, file_hash)
+        return ChunkDownload(path, size, file_hash.hex)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from twisted.logger import Logger
@@ -12,35 +13,44 @@ from twisted.logger import Logger
 from downstream_tx import bitcoin
 from downstream_tx.config import Config
 from downstream_tx.core.context import Downloads, Results
-from downstream_tx.core.reputation import refusal
+from downstream_tx.core.reputation import placement_of, refusal
 from downstream_tx.core.tokens import (
     ADDRESS_LIMIT,
     INVALID_ADDRESS,
     IP_LIMIT,
     LOW_BALANCE,
     NOT_WHITELISTED,
+    Token,
     TokenRules,
     Tokens,
-    hash_token,
     ip_limit_message,
-    is_token,
+    parse_token,
 )
 from downstream_tx.db import downloads
 from downstream_tx.db.contracts import Assignment, ContractStore
 from downstream_tx.db.downloads import DownloadRules, DownloadStore
 from downstream_tx.db.reputation import ReputationStore
 from downstream_tx.db.tokens import TokenFacts, UnknownToken
+from downstream_tx.domain import placement
 from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import CONFLICT, FORBIDDEN, INVALID, LIMIT, NOT_FOUND, NodeError
 from downstream_tx.v0.capability import Capability, key_hash, new_key, parse_capability
 from downstream_tx.v0.challenges import ChallengeSupply
 from downstream_tx.v0.chunkstore import ChunkStore
-from downstream_tx.v0.hashes import Malformed, Response, malformed_response, parse_file_hash
+from downstream_tx.v0.hashes import FileHash, Malformed, Response, malformed_response, parse_file_hash
 
 log = Logger()
 
-#: the result of a pass that arrived after its challenge's deadline, within ``late_grace``
-LATE_PASS = "late_pass"
+
+class AnswerOutcome(StrEnum):
+    """What :meth:`V0Farming.answer` decided of an answer (the route renders it)."""
+
+    PASS = "pass"
+    #: a pass that arrived after its challenge's deadline, within ``late_grace``
+    LATE_PASS = "late_pass"
+    FAIL = "fail"
+
+
 #: contracts in a /due page without a limit, and the most a limit may ask for
 DUE_PAGE = 1000
 #: the last page number /due takes (an offset beyond every token's contracts)
@@ -82,10 +92,13 @@ TOKEN_RULES = TokenRules(
 )
 
 
-def token_hash_of(token: str) -> bytes:
-    if not is_token(token):
+def token_hash_of(token: Token | str) -> bytes:
+    """The hash of a token given typed (the route checked it) or as text (checked here: 400
+    ``invalid_token``)."""
+    checked = parse_token(token)
+    if checked is None:
         raise NodeError(INVALID, "invalid_token", "token must be 32 hexadecimal characters")
-    return hash_token(token)
+    return checked.hash
 
 
 class V0Farming:
@@ -95,14 +108,15 @@ class V0Farming:
         self.contracts = contracts
         self.reputation = reputation
         self.downloads = downloads
+        self.chunks = chunks
+        self.supply = supply
+        self.tokens = tokens
         self.config = config
         self.clock = clock
         self.results = results
         #: download outcomes, for the observers (metrics)
         self.downloaded = downloaded
-        self.chunks = chunks
-        self.supply = supply
-        self.tokens = tokens
+        self.placement = placement_of(config)
 
     async def _call(self, call):
         """A store call for a token: an unknown token is 404 ``no_token``."""
@@ -115,13 +129,16 @@ class V0Farming:
         """``/new``: a token for ``address`` (also ``downstream-admin token create``)."""
         return await self.tokens.create(address, ip, TOKEN_RULES)
 
-    async def get_chunk(self, token: str) -> Assignment:
-        """``/chunk``: a contract on the file furthest below its redundancy target (403 for a farmer
-        disqualified, suspended or in containment; none beyond the vetting share)."""
+    async def get_chunk(self, token: Token | str, ip: str | None = None) -> Assignment:
+        """``/chunk``: a contract on the file furthest below its redundancy target that the farmer
+        may hold — a file's replicas on distinct payout addresses and, unless ``distinct_networks``
+        is off, distinct networks of the client address ``ip`` (403 for a farmer disqualified,
+        suspended or in containment; none beyond the vetting share)."""
         key = new_key()  # made before the transaction, so that a retry stores the same one
+        network = placement.network_key(ip, self.placement)
         try:
             _, assignment = await self._call(self.contracts.assign(
-                token_hash_of(token), self.clock.seconds(), key_hash(key)))
+                token_hash_of(token), self.clock.seconds(), key_hash(key), network))
         except NotEligible as e:
             raise refusal(e) from None
         if assignment is None:
@@ -129,25 +146,27 @@ class V0Farming:
         self.supply.top_up_soon([assignment.file_id])
         return dataclasses.replace(assignment, capability=str(Capability(assignment.contract_id, key)))
 
-    async def due(self, token: str, limit: int = DUE_PAGE, page: int = 0) -> tuple[list[dict], list[dict]]:
+    async def due(self, token: Token | str, limit: int = DUE_PAGE, page: int = 0) -> tuple[list[dict], list[dict]]:
         """``/due``: (a page of ``limit`` active contracts of a token, oldest first, and those of
         them with an outstanding challenge)."""
-        _, rows = await self._call(self.contracts.of_token(token_hash_of(token), limit, limit * page))
+        _, rows = await self._call(self.contracts.of_token(token_hash_of(token), limit, limit * page,
+                                                                       self.clock.seconds()))
         now = self.clock.seconds()
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
         return rows, outstanding
 
-    async def answer(self, token: str, file_hash: str, response: Response | Malformed,
-                     arrived: float | None = None) -> str:
-        """``/challenge``: check an answer, ``"pass"``, ``"late_pass"`` (it arrived after the deadline,
-        within ``late_grace``) or ``"fail"`` (one attempt per challenge). ``arrived``: when the
+    async def answer(self, token: Token | str, file_hash: FileHash | str, response: Response | Malformed,
+                     arrived: float | None = None) -> AnswerOutcome:
+        """``/challenge``: check an answer: a :class:`AnswerOutcome`, pass, late pass (it arrived after the
+        deadline, within ``late_grace``) or fail (one attempt per challenge). ``arrived``: when the
         request reached the node (default now); it is judged by that time (domain/verdicts.py). A malformed
         response (400 ``invalid_response``) from a live token counts against its farmer's
         unknown-error score; a malformed token or file hash is not attributable and counts nothing."""
         file_hash = parse_file_hash(file_hash)
         if isinstance(response, Malformed):
-            if is_token(token):
-                await self.reputation.record_errors(hash_token(token), 1, self.clock.seconds())
+            live = parse_token(token)
+            if live is not None:
+                await self.reputation.record_errors(live.hash, 1, self.clock.seconds())
             raise malformed_response()
         token_hash = token_hash_of(token)
         row, result = await self._call(self.contracts.answer(
@@ -157,14 +176,14 @@ class V0Farming:
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
         if result.status == "not_due":
             raise NodeError(CONFLICT, "not_due", "no challenge is outstanding on this contract")
-        status = LATE_PASS if result.late else result.status
-        self.results.count(status, 1)
+        status = AnswerOutcome.LATE_PASS if result.late else AnswerOutcome(result.status)
+        self.results.count(status.value, 1)
         if result.failed_contract:
             log.info("contract of farmer {farmer_id} on {file_hash} failed", farmer_id=row.farmer_id,
                      file_hash=file_hash)
         return status
 
-    async def end_contract(self, token: str, file_hash: str) -> None:
+    async def end_contract(self, token: Token | str, file_hash: FileHash | str) -> None:
         """``/remove``: end the token's contract on a file."""
         file_hash = parse_file_hash(file_hash)
         token_hash = token_hash_of(token)
@@ -172,7 +191,7 @@ class V0Farming:
         if not ended:
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
 
-    async def download(self, file_hash: str, capability: str | None,
+    async def download(self, file_hash: FileHash | str, capability: str | None,
                        record: Callable[[int], bool] = lambda size: True) -> tuple[str, int]:
         """``/api/download``: (path, size) of a stored chunk's bytes, for the holder of a contract's
         download capability (``cap``) within its window (db/downloads.py). ``record(size)``: the

@@ -14,10 +14,31 @@ def is_hex64(text: object) -> bool:
     return isinstance(text, str) and HEX64_RE.fullmatch(text) is not None
 
 
-def parse_file_hash(file_hash: str) -> str:
-    if not is_hex64(file_hash):
-        raise NodeError(INVALID, "invalid_hash", "file hash must be 64 hexadecimal characters")
-    return file_hash.lower()
+@dataclass(frozen=True, slots=True)
+class FileHash:
+    """A file hash checked once (by the route's converter, or :func:`parse_file_hash`): 64
+    lowercase hexadecimal characters."""
+
+    hex: str
+
+
+def invalid_hash() -> NodeError:
+    return NodeError(INVALID, "invalid_hash", "file hash must be 64 hexadecimal characters")
+
+
+def as_file_hash(value: FileHash | str) -> FileHash | None:
+    """``value`` as a :class:`FileHash` (a FileHash is taken as it is), or None if it is not one."""
+    if isinstance(value, FileHash):
+        return value
+    return FileHash(value.lower()) if is_hex64(value) else None
+
+
+def parse_file_hash(value: FileHash | str) -> str:
+    """The hex of a file hash given typed or as text (400 ``invalid_hash`` if it is not one)."""
+    checked = as_file_hash(value)
+    if checked is None:
+        raise invalid_hash()
+    return checked.hex
 
 
 @dataclass(frozen=True, slots=True)

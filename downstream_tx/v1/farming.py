@@ -15,12 +15,20 @@ from downstream_tx import bitcoin, geoip
 from downstream_tx.config import Config
 from downstream_tx.core.context import Blocking, Results
 from downstream_tx.core.keys import NodeKeys
-from downstream_tx.core.tokens import Tokens, hash_token, ip_limit_message, is_token
+from downstream_tx.core.tokens import Token, Tokens, ip_limit_message, parse_token
 from downstream_tx.db.seeded import SHORT_BATCH, IssuedChallenge, PoolChunk, Refresh, Sealed, SeededStore, V1Contract
 from downstream_tx.db.tokens import IpLimitReached, TokenStore, UnknownToken
 from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import INVALID, NOT_FOUND
 from downstream_tx.heartbeat import Challenge, HeartbeatError, HeartbeatFormatError, Merkle, Proof, State
+from downstream_tx.v1.reports import (
+    AnswerReport,
+    ChallengeOutcome,
+    ChallengeResult,
+    ChallengesReport,
+    ProofOutcome,
+    ProofResult,
+)
 from downstream_tx.v1.signatures import names_node, node_key
 from downstream_tx.v1.wire import (
     MSG_BAD_ADDRESS,
@@ -32,20 +40,12 @@ from downstream_tx.v1.wire import (
     TOKEN_RULES,
     contract_ids,
     heartbeat_body,
-    plain,
     proof_key,
     v1_error,
 )
 from downstream_tx.wire import (
-    ALREADY_ANSWERED,
-    ANSWER_EXPIRED,
-    CONTRACT_EXPIRED,
-    CONTRACT_NOT_FOUND,
     DEFAULT_CHUNK_SIZE,
-    INVALID_PROOF,
-    NO_MORE_CHALLENGES,
     NONEXISTENT_TOKEN,
-    PROOF_CORRUPTED,
 )
 
 log = Logger()
@@ -53,10 +53,8 @@ log = Logger()
 #: what a stored heartbeat state that cannot be used raises
 UNUSABLE = (HeartbeatError, HeartbeatFormatError, orjson.JSONDecodeError, ValueError)
 
-EXPIRED = ANSWER_EXPIRED
-ANSWERED = ALREADY_ANSWERED
-#: the report entry of a verified proof whose contract changed before it could be recorded
-LOST = {"expired": EXPIRED, "answered": ANSWERED}
+#: the outcome of a verified proof whose contract changed before it could be recorded
+LOST = {"expired": ProofOutcome.EXPIRED, "answered": ProofOutcome.ANSWERED}
 
 
 def seal(state: State) -> Sealed:
@@ -112,11 +110,16 @@ class V1Farming:
         #: token hash -> when it was last found live (see :meth:`check_token_before_body`)
         self._known: OrderedDict[bytes, float] = OrderedDict()
 
-    def _token_hash(self, token: str, kind: str = INVALID) -> bytes:
-        """Anything that is not a token is a nonexistent one."""
-        if not is_token(token):
+    def _token(self, token: Token | str, kind: str = INVALID) -> Token:
+        """A token given typed (the route checked it) or as text: anything that is not a token is
+        a nonexistent one."""
+        checked = parse_token(token)
+        if checked is None:
             raise v1_error(NONEXISTENT_TOKEN, kind)
-        return hash_token(token)
+        return checked
+
+    def _token_hash(self, token: Token | str, kind: str = INVALID) -> bytes:
+        return self._token(token, kind).hash
 
     async def _call(self, call, kind: str = INVALID):
         """A store call for a token, its refusals in the protocol's words."""
@@ -158,11 +161,11 @@ class V1Farming:
         token = await self.tokens.create(address, ip, TOKEN_RULES, message, signature)
         return heartbeat_body(token, config.seeded_check_fraction)
 
-    async def check_token(self, token: str, kind: str = INVALID) -> None:
+    async def check_token(self, token: Token | str, kind: str = INVALID) -> None:
         """Refuse an unknown token (``Nonexistent token.``, 400 unless ``kind`` says otherwise)."""
-        await self._call(self.token_store.get(self._token_hash(token, kind)), kind)
+        await self._call(self.token_store.get(self._token_hash(token, kind), self.clock.seconds()), kind)
 
-    async def check_token_before_body(self, token: str) -> None:
+    async def check_token_before_body(self, token: Token | str) -> None:
         """:meth:`check_token`, asked by a request whose body costs work to read before it reads
         it, so that anyone without a token costs the node no more than the lookup. A token found
         live in the last :data:`KNOWN_TOKEN_SECONDS` is not looked up again (a farmer's batches
@@ -174,16 +177,17 @@ class V1Farming:
         seen = self._known.get(token_hash)
         if seen is not None and now - seen < KNOWN_TOKEN_SECONDS:
             return
-        await self._call(self.token_store.get(token_hash))
+        await self._call(self.token_store.get(token_hash, now))
         self._known[token_hash] = now
         self._known.move_to_end(token_hash)
         while len(self._known) > KNOWN_TOKENS:
             self._known.popitem(last=False)
 
-    async def heartbeat(self, token: str) -> dict[str, Any]:
+    async def heartbeat(self, token: Token | str) -> dict[str, Any]:
         """An unknown token is a 404 here."""
-        await self.check_token(token, NOT_FOUND)
-        return heartbeat_body(token.lower(), self.config.seeded_check_fraction)
+        checked = self._token(token, NOT_FOUND)
+        await self.check_token(checked, NOT_FOUND)
+        return heartbeat_body(checked.text, self.config.seeded_check_fraction)
 
     # --- /chunk
 
@@ -197,7 +201,7 @@ class V1Farming:
             return None
         return IssuedChallenge(seal(state), challenge_json(challenge), challenge.index)
 
-    async def chunks(self, token: str, ip: str | None, size: int = DEFAULT_CHUNK_SIZE) -> list[dict[str, Any]]:
+    async def chunks(self, token: Token | str, ip: str | None, size: int = DEFAULT_CHUNK_SIZE) -> list[dict[str, Any]]:
         """The largest pooled chunks that fit, never more than ``size`` bytes in all."""
         config = self.config
         now = self.clock.seconds()
@@ -213,7 +217,7 @@ class V1Farming:
 
     # --- /challenge
 
-    async def challenges(self, token: str, items: Iterable[Any] | None) -> list[dict[str, Any]]:
+    async def challenges(self, token: Token | str, items: Iterable[Any] | None) -> ChallengesReport:
         """For ``items`` (as sent; the list ends at the first that is not a number) or, with None,
         for every active contract of the token: the outstanding challenge, or a new one once the
         current one is due."""
@@ -221,54 +225,54 @@ class V1Farming:
         wanted = None if items is None else contract_ids(items, lambda item: item)
         now = self.clock.seconds()
 
-        def plan(ids: list[int], found: dict[int, V1Contract]) -> tuple[list[dict[str, Any]], list[Refresh]]:
+        def plan(ids: list[int], found: dict[int, V1Contract]) -> tuple[ChallengesReport, list[Refresh]]:
             sent_ids = [(i, i) for i in ids] if wanted is None else [(sent, cid) for sent, cid, _ in wanted]
             return self._plan_challenges(sent_ids, found, now)
 
         ids = None if wanted is None else [cid for _, cid, _ in wanted]
-        return await self._call(self.seeded.refresh_challenges(token_hash, ids, plan))
+        return await self._call(self.seeded.refresh_challenges(token_hash, ids, plan, self.clock.seconds()))
 
     def _plan_challenges(self, sent_ids, found: dict[int, V1Contract],
-                         now: float) -> tuple[list[dict[str, Any]], list[Refresh]]:
-        entries: list[dict[str, Any]] = []
+                         now: float) -> tuple[ChallengesReport, list[Refresh]]:
+        entries: list[ChallengeResult] = []
         refreshes: list[Refresh] = []
         for sent, cid in sent_ids:
             c = found.get(cid)
             if c is None:
-                entries.append({"file_hash": plain(sent), "error": CONTRACT_NOT_FOUND})
+                entries.append(ChallengeResult(sent, ChallengeOutcome.NOT_FOUND))
             elif c.state != "active" or now >= c.deadline:
-                entries.append({"file_hash": cid, "error": CONTRACT_EXPIRED})
+                entries.append(ChallengeResult(cid, ChallengeOutcome.EXPIRED))
             elif c.due is not None and now < c.due:
                 try:
                     text = challenge_json(unseal(c)[1])
                 except UNUSABLE:
-                    entries.append({"file_hash": cid, "status": NO_MORE_CHALLENGES})
+                    entries.append(ChallengeResult(cid, ChallengeOutcome.NO_MORE))
                     continue
-                entries.append({"file_hash": cid, "challenge": orjson.Fragment(text), "due": c.due - now,
-                                "answered": c.answered})
+                entries.append(ChallengeResult(cid, ChallengeOutcome.CHALLENGE, text, c.due - now, c.answered))
             else:
                 try:
                     state = unseal(c)[0]
                     challenge = self.merkle.gen_challenge(state)
                 except UNUSABLE:
-                    entries.append({"file_hash": cid, "status": NO_MORE_CHALLENGES})
+                    entries.append(ChallengeResult(cid, ChallengeOutcome.NO_MORE))
                     continue
                 old_due = c.due if c.due is not None else now
                 new_due = old_due + c.interval
                 refreshes.append(Refresh(seal(state), challenge.index, new_due, old_due, cid, c.due, c.sealed is None))
-                entries.append({"file_hash": cid, "challenge": orjson.Fragment(challenge_json(challenge)),
-                                "due": new_due - now, "answered": False})
-        return entries, refreshes
+                entries.append(ChallengeResult(cid, ChallengeOutcome.CHALLENGE, challenge_json(challenge),
+                                               new_due - now, False))
+        return ChallengesReport(entries), refreshes
 
     # --- /answer
 
-    async def answer(self, token: str, ip: str | None, items: Iterable[Any],
-                     arrived: float | None = None) -> list[dict[str, Any]]:
-        """One report entry per proof, checked in the original's order: the contracts are read, the
-        proofs verified outside any transaction, then one guarded write records them (a proof
-        whose contract changed in between is reported as the change makes it). ``arrived``: when
-        the request reached the node (default now): a contract counts as expired only if it had
-        expired then (the expiry timer waits ``late_grace`` for such answers)."""
+    async def answer(self, token: Token | str, ip: str | None, items: Iterable[Any],
+                     arrived: float | None = None) -> AnswerReport:
+        """One report entry (a :class:`~downstream_tx.v1.reports.ProofResult`) per proof, checked in
+        the original's order: the contracts are read, the proofs verified outside any transaction,
+        then one guarded write records them (a proof whose contract changed in between is reported
+        as the change makes it). ``arrived``: when the request reached the node (default now): a
+        contract counts as expired only if it had expired then (the expiry timer waits
+        ``late_grace`` for such answers)."""
         token_hash = self._token_hash(token)
         wanted = contract_ids(items, proof_key)
         now = self.clock.seconds() if arrived is None else min(arrived, self.clock.seconds())
@@ -280,16 +284,14 @@ class V1Farming:
             report, passes, fails = await self.blocking(self._plan_answers, wanted, found, now)
         # a malformed proof is an error on the farmer's side, not a proof: its unknown-error score,
         # counted in the answers' own transaction
-        corrupted = sum(1 for r in report if r.get("error") == PROOF_CORRUPTED)
+        corrupted = report.count(ProofOutcome.CORRUPTED)
         _, lost = await self._call(seeded.record_answers(
             token_hash, self.hash_ip(ip), self.config.max_tokens_per_ip,
             {cid: found[cid].seq for cid in passes}, fails, now, errors=corrupted, after=self._count_results))
         if lost:
             why = {x.id: LOST[x.reason] for x in lost}
-            for entry in report:
-                if entry.get("status") == "ok" and entry["file_hash"] in why:
-                    entry.pop("status")
-                    entry["error"] = why[entry["file_hash"]]
+            report.entries = [ProofResult(e.file_hash, why[e.file_hash])
+                              if e.outcome is ProofOutcome.OK and e.file_hash in why else e for e in report.entries]
         return report
 
     def _count_results(self, passes: int, fails: int) -> None:
@@ -298,31 +300,31 @@ class V1Farming:
         self.results.count("fail", fails, protocol=1)
 
     def _plan_answers(self, wanted, found: dict[int, V1Contract],
-                      now: float) -> tuple[list[dict[str, Any]], list[int], list[int]]:
-        report: list[dict[str, Any]] = []
+                      now: float) -> tuple[AnswerReport, list[int], list[int]]:
+        entries: list[ProofResult] = []
         passes: list[int] = []
         fails: list[int] = []
         for sent, cid, item in wanted:
             c = found.get(cid)
             if c is None:
-                report.append({"file_hash": plain(sent), "error": CONTRACT_NOT_FOUND})
+                entries.append(ProofResult(sent, ProofOutcome.NOT_FOUND))
                 continue
             try:
                 proof = Proof.from_dict(item.get("proof"))
             except HeartbeatFormatError:
-                report.append({"file_hash": cid, "error": PROOF_CORRUPTED})
+                entries.append(ProofResult(cid, ProofOutcome.CORRUPTED))
                 continue
             if c.state != "active" or now >= c.deadline:
-                report.append({"file_hash": cid, "error": EXPIRED})
+                entries.append(ProofResult(cid, ProofOutcome.EXPIRED))
             elif c.answered:
-                report.append({"file_hash": cid, "error": ANSWERED})
+                entries.append(ProofResult(cid, ProofOutcome.ANSWERED))
             elif self.verify(c, proof):
-                report.append({"file_hash": cid, "status": "ok"})
+                entries.append(ProofResult(cid, ProofOutcome.OK))
                 passes.append(cid)
             else:
-                report.append({"file_hash": cid, "error": INVALID_PROOF})
+                entries.append(ProofResult(cid, ProofOutcome.INVALID))
                 fails.append(cid)
-        return report, passes, fails
+        return AnswerReport(entries), passes, fails
 
     def verify(self, c: V1Contract, proof: Proof) -> bool:
         """Does ``proof`` answer the contract's outstanding challenge? A stored state that cannot be
@@ -337,7 +339,7 @@ class V1Farming:
 
     # --- /tags (added here: for a farmer that lost its state)
 
-    async def tags(self, token: str) -> list[dict[str, Any]]:
+    async def tags(self, token: Token | str) -> list[dict[str, Any]]:
         """The tags of the token's live contracts."""
         rows = await self._call(self.seeded.tags(self._token_hash(token, NOT_FOUND), self.clock.seconds()),
                                 NOT_FOUND)

@@ -24,7 +24,7 @@ MAX_OFFSET = 1 << 62
 def farmer_dict(row: FarmerRow, reputation: dict[str, Any] | None = None) -> dict[str, Any]:
     """The original's fields, then (added here) the standing of the farmer's address:
     ``audit_score``, ``online_score``, ``unknown_score``, ``reputation`` (ok, suspended or
-    disqualified), ``vetted``, ``contained`` and ``audits`` (docs/protocol-v1.md, "Status")."""
+    disqualified), ``vetted``, ``contained``, ``audits`` and ``last_seen`` (docs/protocol-v1.md, "Status")."""
     return {"id": row.farmer_id, "address": row.address, "location": location_from_json(row.location),
             "uptime": round(row.uptime * 100, 2), "heartbeats": row.heartbeats, "contracts": row.contracts,
             "size": row.size, "online": row.online, "last_due": iso_utc(row.last_due), **(reputation or {})}
@@ -50,7 +50,8 @@ class Status:
     async def _reputation(self, addresses: list[str]) -> dict[str, dict[str, Any]]:
         wanted = sorted(set(addresses))
         found = await self.reputation.of_addresses(wanted) if wanted else {}
-        return {a: standing(found.get(a), self.vetting_audits) for a in wanted}
+        return {a: {**standing(found.get(a), self.vetting_audits),
+                    "last_seen": iso_utc(found[a].last_seen if a in found else None)} for a in wanted}
 
     async def farmer(self, farmer_id: str) -> dict[str, Any]:
         farmer_id = farmer_id.lower()

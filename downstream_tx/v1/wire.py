@@ -24,7 +24,18 @@ from downstream_tx.core.tokens import (
 )
 from downstream_tx.db.tokens import TokenFacts
 from downstream_tx.errors import INVALID, NodeError
-from downstream_tx.wire import HEARTBEAT_TYPE, MAX_ITEMS
+from downstream_tx.v1.reports import AnswerReport, ChallengeOutcome, ChallengesReport, ProofOutcome
+from downstream_tx.wire import (
+    ALREADY_ANSWERED,
+    ANSWER_EXPIRED,
+    CONTRACT_EXPIRED,
+    CONTRACT_NOT_FOUND,
+    HEARTBEAT_TYPE,
+    INVALID_PROOF,
+    MAX_ITEMS,
+    NO_MORE_CHALLENGES,
+    PROOF_CORRUPTED,
+)
 
 NONEXISTENT_FARMER = "Nonexistant farmer id."  # sic: the original's text
 MSG_POST_REQUIRED = "New token requests must include posted signature proving ownership of farming address"
@@ -112,3 +123,42 @@ def plain(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and value not in _JSON_INTS:
         return orjson.Fragment(str(value))
     return value
+
+
+#: the key and text of each answer outcome in a report entry (the original server's)
+ANSWER_ENTRY = {
+    ProofOutcome.OK: ("status", "ok"),
+    ProofOutcome.INVALID: ("error", INVALID_PROOF),
+    ProofOutcome.CORRUPTED: ("error", PROOF_CORRUPTED),
+    ProofOutcome.EXPIRED: ("error", ANSWER_EXPIRED),
+    ProofOutcome.ANSWERED: ("error", ALREADY_ANSWERED),
+    ProofOutcome.NOT_FOUND: ("error", CONTRACT_NOT_FOUND),
+}
+
+
+def answer_entries(report: AnswerReport) -> list[dict[str, Any]]:
+    """An ``/answer`` report as the wire has it: ``{"file_hash": id, "status": "ok"}`` or
+    ``{"file_hash": id, "error": <the original's text>}`` per proof (the id echoed as sent)."""
+    out = []
+    for file_hash, outcome in report.entries:
+        key, text = ANSWER_ENTRY[outcome]
+        out.append({"file_hash": plain(file_hash) if outcome is ProofOutcome.NOT_FOUND else file_hash, key: text})
+    return out
+
+
+def challenge_entries(report: ChallengesReport) -> list[dict[str, Any]]:
+    """A ``/challenge`` report as the wire has it: ``{"file_hash", "challenge", "due", "answered"}``
+    per contract with a challenge, else ``{"file_hash", "error": "contract not found" | "contract
+    expired"}`` or ``{"file_hash", "status": "no more challenges"}`` (the original's texts)."""
+    out: list[dict[str, Any]] = []
+    for e in report.entries:
+        if e.outcome is ChallengeOutcome.CHALLENGE:
+            out.append({"file_hash": e.file_hash, "challenge": orjson.Fragment(e.challenge), "due": e.due,
+                        "answered": e.answered})
+        elif e.outcome is ChallengeOutcome.NOT_FOUND:
+            out.append({"file_hash": plain(e.file_hash), "error": CONTRACT_NOT_FOUND})
+        elif e.outcome is ChallengeOutcome.EXPIRED:
+            out.append({"file_hash": e.file_hash, "error": CONTRACT_EXPIRED})
+        else:
+            out.append({"file_hash": e.file_hash, "status": NO_MORE_CHALLENGES})
+    return out

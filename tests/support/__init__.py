@@ -21,6 +21,7 @@ from downstream_tx.db.tokens import TokenRow
 from downstream_tx.db.url import parse_db_url
 from downstream_tx.http.server import DownstreamServer
 from downstream_tx.runtime import NOTE_OBSERVERS, Services, build_server, build_services
+from downstream_tx.v1.wire import answer_entries, challenge_entries
 
 MYSQL_ENV = "DOWNSTREAM_TEST_MYSQL_URL"
 MYSQL_URL = os.environ.get(MYSQL_ENV)
@@ -83,6 +84,18 @@ def run(coro_or_deferred) -> Any:
     return results[0]
 
 
+def report_of(answer) -> list[dict[str, Any]]:
+    """The v1 answer service's report (``answer``: its coroutine, run here) as the ``/answer``
+    route sends it."""
+    return answer_entries(run(answer))
+
+
+def challenges_of(challenges) -> list[dict[str, Any]]:
+    """The v1 challenges service's report (``challenges``: its coroutine, run here) as the
+    ``/challenge`` route sends it."""
+    return challenge_entries(run(challenges))
+
+
 def fresh_mysql_database(url: str) -> None:
     """Drop and re-create the database named in ``url`` (the test user may do so)."""
     import pymysql
@@ -102,7 +115,11 @@ def make_config(tmp_path, db_url: str | None = None, **overrides) -> Config:
     """A test node's configuration. Containment is off unless a test sets ``containment_retries``
     (the node's default is 3): the tests of the miss and failure rules count a miss at once, the
     containment tests (tests/test_reputation.py) turn it on."""
-    values = {"data_dir": str(tmp_path / "data"), "db": db_url, "containment_retries": 0}
+    # The suite's farmers share one network (loopback, or the in-process client's address): a file's
+    # replicas go to distinct networks only in the tests that say so (distinct_networks=True), as in
+    # the daemon tests (support/daemon.py); distinct payout addresses always hold.
+    values = {"data_dir": str(tmp_path / "data"), "db": db_url, "containment_retries": 0,
+              "distinct_networks": False}
     values.update(overrides)
     return load_config(None, environ={}, overrides=values)
 

@@ -52,6 +52,9 @@ def sigterm(proc: subprocess.Popen, timeout: float, failure: Callable[[], str]) 
 
 def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOWNSTREAM_")}
+    # the suite's farmers all come from 127.0.0.1, one network: a daemon test puts a file's replicas
+    # on distinct networks only when it says so (tests/test_e2e_reputation.py sends X-Forwarded-For)
+    env["DOWNSTREAM_DISTINCT_NETWORKS"] = "false"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env
