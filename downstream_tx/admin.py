@@ -146,9 +146,10 @@ def parse_whitelist(path: str) -> list[tuple[str, int]]:
         if len(cells) != 2:
             raise BadInput(f"{path}:{number}: expected address,balance")
         address, balance = cells
-        if number == 1 and not balance.isdigit():
+        whole = balance.isascii() and balance.isdigit()  # str.isdigit alone takes '¹', which int() refuses
+        if number == 1 and not whole:
             continue  # header
-        if not balance.isdigit() or len(balance) > 18:
+        if not whole or len(balance) > 18:
             raise BadInput(f"{path}:{number}: balance must be a whole number >= 0")
         rows.append((address, int(balance)))
     return rows

@@ -75,6 +75,14 @@ def test_whitelist_parser_never_crashes(tmp_path_factory, text):
     assert all(isinstance(a, str) and isinstance(b, int) and b >= 0 for a, b in rows)
 
 
+@pytest.mark.parametrize("balance", ["¹", "٣", "１２"])
+def test_a_balance_of_non_ascii_digits_is_bad_input(tmp_path, balance):
+    path = tmp_path / "w.csv"
+    path.write_text(f"address,balance\n19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV,{balance}\n", encoding="utf-8")
+    with pytest.raises(admin.BadInput, match="whole number"):
+        admin.parse_whitelist(str(path))
+
+
 def test_config_command_masks_secrets():
     out = io.StringIO()
     code = admin.main(["--db", "mysql://u:topsecret@db.example/node", "config"], environ={}, out=out)

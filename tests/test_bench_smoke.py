@@ -110,6 +110,11 @@ def test_farmer_client_bench():
     assert out.strip().splitlines()[-1].split()[-1] == "yes"  # every challenge answered in time
 
 
+def test_stats_bench_sqlite():
+    out = run_bench("bench/stats.py", "--quick", "--mysql", "")
+    assert "stats job" in out and "status list page" in out and "wall s" in out
+
+
 def test_reputation_simulator():
     out = run_bench("bench/reputation_sim.py", "--quick")
     assert "| honest, outages up to 24 h/week | 20 | 0.0% (0) |" in out  # no honest farmer disqualified

@@ -3,17 +3,20 @@ its refusals and their words), on plain facts: no database."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
+from twisted.logger import globalLogPublisher
 
+from downstream_tx import geoip
 from downstream_tx.core import tokens
 from downstream_tx.db.tokens import TokenFacts
 from downstream_tx.errors import NodeError
 from downstream_tx.v0.farming import TOKEN_RULES as V0
 from downstream_tx.v1.wire import MSG_BAD_ADDRESS, MSG_NOT_WHITELISTED
 from downstream_tx.v1.wire import TOKEN_RULES as V1
-from support import ADDRESS, make_config
+from support import ADDRESS, make_config, make_node, run, token_row
 
 BAD = "1BoatSLRHtKNngkdXEeobR76b53LETtpyX"  # a checksum error
 
@@ -90,3 +93,73 @@ def test_the_tables_name_every_check_once():
     for rules in (V0, V1):
         assert sorted(rules.order) == sorted(checks) and set(rules.refusal) == checks
     assert (V0.name, V1.name) == ("v0", "v1")
+
+
+# --- the names of the checks, frozen rules -------------------------------------------------------------
+
+def test_the_names_of_the_checks():
+    """``failed_checks`` answers with these names (each protocol's ``TokenRules`` is keyed by them)."""
+    assert (tokens.IP_LIMIT, tokens.INVALID_ADDRESS, tokens.NOT_WHITELISTED, tokens.LOW_BALANCE,
+            tokens.ADDRESS_LIMIT) == ("ip_limit", "invalid_address", "not_whitelisted", "low_balance",
+                                      "address_limit")
+
+
+def test_token_rules_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        V0.name = "v9"  # type: ignore[misc]
+
+
+# --- a new token's location and its log line (SQLite) --------------------------------------------------
+
+class FakeLocator:
+    """A GeoIP database already loaded, that places every address in one country."""
+
+    loaded = True
+
+    def __init__(self):
+        self.asked: list[str | None] = []
+
+    def locate(self, ip):
+        self.asked.append(ip)
+        return geoip.Location("Testland")
+
+
+@pytest.fixture
+def located(tmp_path, clock):
+    node = make_node(make_config(tmp_path), clock)
+    yield dataclasses.replace(node, locator=FakeLocator())
+    node.db.close()
+
+
+def tokens_of(node) -> tokens.Tokens:
+    """The node's token service, built over the node's locator."""
+    return tokens.Tokens(node.stores.tokens, node.config, node.clock, node.keys.hash_ip, node.locator, node.blocking)
+
+
+def test_a_new_token_is_located_by_its_ip(located):
+    made = tokens_of(located)
+    assert run(made.locate("8.8.8.8")) == geoip.Location("Testland")
+    token = run(made.create(ADDRESS, "8.8.8.8", V0))
+    assert geoip.location_from_json(token_row(located, token).location)["country"] == "Testland"
+    assert located.locator.asked == ["8.8.8.8", "8.8.8.8"]
+
+
+def test_a_given_location_is_stored_as_given_and_nothing_is_looked_up(located):
+    given = geoip.Location("Elsewhere").to_json()
+    token = run(tokens_of(located).create(ADDRESS, "8.8.8.8", V0, location=given))
+    assert token_row(located, token).location == given
+    assert located.locator.asked == []
+
+
+def test_a_new_token_is_logged_with_its_protocol_and_farmer_id_never_the_token(located):
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        token = run(tokens_of(located).create(ADDRESS, "127.0.0.1", V0))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    farmer_id = tokens.farmer_id_of(tokens.hash_token(token))
+    mine = [e for e in events if e.get("log_namespace") == "downstream_tx.core.tokens"]
+    assert [(e["log_format"], e["protocol"], e["farmer_id"]) for e in mine] == [
+        ("{protocol} token created for farmer {farmer_id}", "v0", farmer_id)]
+    assert token not in repr(events)

@@ -10,6 +10,7 @@ import zlib
 
 import pytest
 
+from downstream_tx import wire as shared
 from downstream_tx.http import bodies
 from downstream_tx.http.errors import ApiError
 
@@ -162,3 +163,103 @@ def test_the_scanner_is_done_at_the_first_parse_error():
     assert scanner.feed(b'{"hashes": [1, 2') is False
     assert scanner.feed(b", x, 3]}") is True
     assert scanner.feed(b"anything") is True and scanner.items == [1, 2]
+
+
+# --- reads, inflation, objects, the fallback parser's edges, more Content-Types ------------------------
+
+class Body:
+    """A request whose body is ``content`` (None: no body at all); records the sizes read."""
+
+    def __init__(self, content: bytes | None, content_type: bytes | None = None):
+        self.content = None if content is None else io.BytesIO(content)
+        self.reads: list[int] = []
+        self.content_type = content_type
+        if self.content is not None:
+            read = self.content.read
+
+            def spy(n: int = -1) -> bytes:
+                self.reads.append(n)
+                return read(n)
+
+            self.content.read = spy  # type: ignore[method-assign]
+
+    def getHeader(self, name: bytes):
+        return self.content_type
+
+
+def test_read_body_reads_at_most_limit_plus_one_and_keeps_limit():
+    req = Body(b"abcdefgh")
+    assert bodies.read_body(req, 5) == b"abcde"
+    assert req.reads == [6]
+    assert bodies.read_body(Body(b"abc"), 5) == b"abc"
+    assert bodies.read_body(Body(b""), 5) == b""
+    assert bodies.read_body(Body(None), 5) == b""
+
+
+def test_inflate_only_inflates_what_starts_with_the_gzip_magic():
+    data = b'{"proofs": [1]}'
+    packed = gzip.compress(data)
+    assert bodies.inflate(packed, 100, 16) == data
+    # one byte of the magic is not enough
+    assert bodies.inflate(b"\x1f" + packed[2:], 100, 16) == b"\x1f" + packed[2:]
+    assert bodies.inflate(b"\x1f", 100, 16) == b"\x1f"
+    assert bodies.inflate(b"", 100, 16) == b""
+
+
+def test_parse_object():
+    assert bodies.parse_object(b'{"a": 1}') == {"a": 1}
+    assert bodies.parse_object(b"[1, 2]") == [1, 2]
+    assert bodies.parse_object(b"{nope") is None
+    assert bodies.parse_object(b"") is None
+
+
+def test_stream_items_of_valid_json_that_is_not_a_keyed_list():
+    assert bodies.stream_items(b'[1, 2]', "hashes") == []
+    assert bodies.stream_items(b'{"other": [1]}', "hashes") == []
+    assert bodies.stream_items(b'{"hashes": [{"a": 1}, 2]}', "hashes") == [{"a": 1}, 2]
+
+
+def test_fallback_parser_reads_only_the_keyed_top_level_array():
+    # a top-level scalar, a top-level array, a keyed array that is not at the top
+    assert bodies._items_before_error(b"5 x", "hashes") == []
+    assert bodies._items_before_error(b'"hashes" x', "hashes") == []
+    assert bodies._items_before_error(b"[1, 2, x", "hashes") == []
+    assert bodies._items_before_error(b'[[1, 2], x', "hashes") == []
+    assert bodies._items_before_error(b'{"a": {"hashes": [1, 2]}, x', "hashes") == []
+    # a key's value that is not an array, then the array under the right key
+    assert bodies._items_before_error(b'{"hashes": 5, x', "hashes") == []
+    assert bodies._items_before_error(b'{"hashes": {"hashes": [1]}, x', "hashes") == []
+    assert bodies._items_before_error(b'{"x": 1, "hashes": [1, 2], x', "hashes") == [1, 2]
+    # another key's array after the keyed one is not read
+    assert bodies._items_before_error(b'{"hashes": [1], "hashes2": [2], x', "hashes") == [1]
+
+
+def test_fallback_parser_builds_nested_items_whole():
+    raw = b'{"proofs": [{"file_hash": 1, "proof": {"a": [1, [2]], "b": {}}}, [], {}, 3, "s", null, true, x'
+    assert bodies._items_before_error(raw, "proofs") == [
+        {"file_hash": 1, "proof": {"a": [1, [2]], "b": {}}}, [], {}, 3, "s", None, True]
+    # an unfinished item is not returned
+    assert bodies._items_before_error(b'{"proofs": [1, {"a": [1, 2', "proofs") == [1]
+    assert bodies._items_before_error(b'{"proofs": [[1, 2], [3', "proofs") == [[1, 2]]
+
+
+def test_fallback_parser_counts_depth_down_as_containers_close():
+    # many shallow containers in a row never add up to a deep one
+    raw = b'{"hashes": [' + b"[], " * 100 + b"7, x"
+    assert bodies._items_before_error(raw, "hashes") == [[]] * 100 + [7]
+    raw = b'{"a": [[]], "b": [[[]]], "hashes": [1], x'
+    assert bodies._items_before_error(raw, "hashes") == [1]
+
+
+def test_fallback_parser_max_items_counts_nested_items_too():
+    raw = b'{"hashes": [' + b"[1], " * 5100 + b"x"
+    assert len(bodies._items_before_error(raw, "hashes")) == shared.MAX_ITEMS
+
+
+@pytest.mark.parametrize("value, parsed", [
+    (b"application/json ; charset=utf-8", True), (b"  application/json", True), (b"APPLICATION/JSON", True),
+    (b"application/+json", True), (b"application/json+xml", False), (b"application/x-www-form-urlencoded", False),
+    (b"text/plain; application/json", False), (b"application/\xe9+json", True),
+])
+def test_is_json_more(value, parsed):
+    assert bodies.is_json(Body(b"", value)) is parsed

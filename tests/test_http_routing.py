@@ -4,14 +4,23 @@ route declares it (405 whose Allow lists exactly the route's methods)."""
 
 from __future__ import annotations
 
-import pytest
+import hashlib
 
+import pytest
+from klein import Klein
+from treq.testing import StubTreq
+from werkzeug.routing import Map, ValidationError
+
+from downstream_tx import wire as shared
 from downstream_tx.core.tokens import Token, hash_token
-from downstream_tx.http import routing
+from downstream_tx.errors import NodeError
+from downstream_tx.http import facts, routing
+from downstream_tx.http.errors import ApiError
 from downstream_tx.http.facts import facts_of, route_of
 from downstream_tx.http.routing import RoutedKlein, app, table_match
-from downstream_tx.v0.hashes import FileHash, Response
-from support import StubClient, make_resource
+from downstream_tx.v0.hashes import MALFORMED, FileHash, Response
+from downstream_tx.v1.reports import AnswerReport, ProofOutcome, ProofResult
+from support import StubClient, make_resource, run
 
 TOKEN = "ab" * 16
 HASH = "cd" * 32
@@ -384,3 +393,207 @@ def test_a_route_klein_serves_records_its_pattern_and_farmer():
     assert m.fast_table() == {}
     r = StubClient(m.resource()).get(f"/k/{TOKEN}/x")
     assert (r.code, r.body.decode()) == (200, f"/k/<token>/x {hash_token(TOKEN).hex()[:20]}")
+
+
+# --- the converters called directly --------------------------------------------------------------------
+
+def refusal(converter, value) -> ApiError:
+    with pytest.raises(ApiError) as e:
+        converter.to_python(value)
+    return e.value
+
+
+@pytest.mark.parametrize("cls, value, status, message", [
+    (routing.TokenConverter, "xyz", "invalid_token", "token must be 32 hexadecimal characters"),
+    (routing.HashConverter, "a" * 63, "invalid_hash", "file hash must be 64 hexadecimal characters"),
+])
+def test_converter_refusals_exactly(cls, value, status, message):
+    e = refusal(cls(Map()), value)
+    assert (e.code, e.body, e.headers) == (400, {"status": status, "message": message}, {})
+
+
+@pytest.mark.parametrize("cls, value", [
+    (routing.TokenConverter, "AB" * 16), (routing.HashConverter, "CD" * 32),
+])
+def test_converters_give_typed_lowercase_values(cls, value):
+    for sent in (value, value.lower()):
+        got = cls(Map()).to_python(sent)
+        if cls is routing.TokenConverter:
+            assert got == Token(value.lower(), hashlib.sha256(bytes.fromhex(value)).digest())
+        else:
+            assert got == FileHash(value.lower())
+
+
+def test_the_response_converter_parses_once_into_a_typed_value():
+    converter = routing.ResponseConverter(Map())
+    assert converter.to_python("EF" * 32) == Response("ef" * 32)
+    for bad in ("z" * 64, "0" * 63, "0" * 65, "0" * 64 + "\n"):
+        assert converter.to_python(bad) is MALFORMED
+    with pytest.raises(ValidationError):  # an empty segment does not match the route (as werkzeug)
+        converter.to_python("")
+
+
+def test_check_address():
+    for ok in ("1" * 26, "1" * 35, "z" * 30, "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijk"[:34]):
+        assert routing.check_address(ok) == ok
+    for bad in ("1" * 25, "1" * 36, "0" * 30, "O" * 30, "I" * 30, "l" * 30, "1" * 29 + "!", "", "1" * 30 + "\n"):
+        e = refusal(type("C", (), {"to_python": staticmethod(routing.check_address)}), bad)
+        assert (e.code, e.body) == (400, {"status": "invalid_address",
+                                          "message": "address must be 26 to 35 Base58 characters"}), bad
+
+
+@pytest.mark.parametrize("status, kind", [(400, "invalid"), (404, "not_found"), (None, "invalid")])
+def test_v1_token_converter(status, kind):
+    conv = routing.V1TokenConverter(Map()) if status is None else routing.V1TokenConverter(Map(), status)
+    assert conv.kind == kind
+    assert isinstance(conv.map, Map)  # a werkzeug converter all the same (``map`` set)
+    token = Token(TOKEN, hashlib.sha256(bytes.fromhex(TOKEN)).digest())
+    assert conv.to_python(TOKEN) == token and conv.to_python(TOKEN.upper()) == token
+    with pytest.raises(NodeError) as e:
+        conv.to_python("xyz")
+    assert (e.value.kind, e.value.status, e.value.message) == (kind, "error", shared.NONEXISTENT_TOKEN)
+
+
+def test_unsigned_converter():
+    conv = routing.UnsignedConverter(Map())
+    assert conv.to_python("0") == 0 and conv.to_python("007") == 7
+    assert conv.to_python("9" * 30) == int("9" * 30)
+    for bad in ("", "9" * 31, "-1", "+1", "1.5", "1 ", "a1", "1\n"):
+        with pytest.raises(ValidationError):
+            conv.to_python(bad)
+
+
+def test_converter_names():
+    assert routing.CONVERTERS == {"token": routing.TokenConverter, "hash": routing.HashConverter,
+                                  "response": routing.ResponseConverter, "v1token": routing.V1TokenConverter,
+                                  "unsigned": routing.UnsignedConverter}
+    assert routing._OUR_CONVERTER.sub("<", "/a/<token:t>/<v1token(404):t>/<int:n>/<x>") == "/a/<t>/<t>/<int:n>/<x>"
+
+
+# --- a small app of its own: patterns, farmer, methods, bound copies, URLs and hosts -------------------
+
+def small_app() -> routing.RoutedKlein:
+    app = routing.RoutedKlein()
+
+    @app.route("/t/<token:token>", methods=["GET"])
+    def by_token(request, token):
+        facts = facts_of(request)
+        return f"{facts.route} {facts.farmer} {token.text}"
+
+    @app.route("/n/<unsigned:n>", endpoint="numbered")
+    def numbered(request, n):
+        facts = facts_of(request)
+        return f"{facts.route} {facts.farmer} {n + 1}"
+
+    @app.route("/h/<hash:token>", methods=["get", "head"])
+    def with_head(request, token):
+        return "h"
+
+    @app.route("/p", methods=["post"])
+    def posted(request):
+        return "p"
+
+    @app.route("/any")
+    def anything(request):
+        return "any"
+
+    return app
+
+
+def call(app, method: str, path: str, host: str = "node.test"):
+    treq = StubTreq(app.resource())
+    resp = run(treq.request(method, f"http://{host}{path}"))
+    return resp.code, run(resp.content()), resp.headers
+
+
+def test_routed_klein_records_pattern_and_farmer():
+    app = small_app()
+    assert app.patterns == {"by_token": "/t/<token>", "numbered": "/n/<n>", "with_head": "/h/<token>",
+                            "posted": "/p", "anything": "/any"}
+    farmer = hashlib.sha256(bytes.fromhex(TOKEN)).hexdigest()[:20]
+    code, body, _ = call(app, "GET", "/t/" + TOKEN.upper())
+    assert (code, body.decode()) == (200, f"/t/<token> {farmer} {TOKEN}")
+    code, body, _ = call(app, "GET", "/n/41")
+    assert (code, body.decode()) == (200, "/n/<n> None 42")
+    assert len(farmer) == 20
+
+
+def test_head_only_where_declared_and_methods_upper_cased():
+    app = small_app()
+    assert call(app, "HEAD", "/h/" + HASH)[0] == 200
+    code, _, headers = call(app, "HEAD", "/t/" + TOKEN)
+    assert code == 405 and headers.getRawHeaders("allow") == ["GET"]
+    assert call(app, "POST", "/p")[0] == 200
+    code, _, headers = call(app, "GET", "/p")
+    assert code == 405 and headers.getRawHeaders("allow") == ["POST"]
+    # a GET route keeps GET; a route that names no methods takes any (HEAD too)
+    assert call(app, "GET", "/h/" + HASH)[0] == 200
+    assert call(app, "HEAD", "/any")[0] == 200 and call(app, "DELETE", "/any")[0] == 200
+
+
+def test_bound_copies_share_the_patterns():
+    class Server:
+        app = routing.RoutedKlein()
+
+        @app.route("/x")
+        def x(self, request):
+            return "x"
+
+    bound = Server().app
+    assert bound is not Server.__dict__["app"]
+    assert bound.patterns is Server.__dict__["app"].patterns and bound.patterns == {"x": "/x"}
+    assert isinstance(routing.RoutedKlein().resource(), routing.Router)
+    assert isinstance(Klein().resource(), routing.KleinResource)
+    assert Server().app.resource().server is not None and routing.RoutedKlein().resource().server is None
+
+
+def test_a_url_that_is_not_utf8_is_a_json_400():
+    app = small_app()
+    code, body, headers = call(app, "GET", "/t/%c0%af")
+    assert code == 400
+    assert body == b'{"status":"invalid_url","message":"the URL is not UTF-8 after percent-decoding"}'
+    assert headers.getRawHeaders("content-type") == ["application/json"]
+    # a UTF-8 path that matches nothing is the app's ordinary 404
+    assert call(app, "GET", "/%c3%a9")[0] == 404
+
+
+def test_a_host_that_is_not_utf8_is_a_json_400():
+    treq = StubTreq(small_app().resource())
+    resp = run(treq.request("GET", "http://node.test/t/" + TOKEN, headers={b"Host": [b"\xc0\xaf.test"]}))
+    assert resp.code == 400
+    assert run(resp.content()) == b'{"status":"invalid_url","message":"the URL is not UTF-8 after percent-decoding"}'
+    resp = run(treq.request("GET", "http://node.test/t/" + TOKEN, headers={b"Host": ["\xe9.test".encode()]}))
+    assert resp.code == 200
+
+
+# --- a request's facts and an answer's outcome ---------------------------------------------------------
+
+def test_route_of_and_farmer_of():
+    class Request:
+        pass
+
+    r = Request()
+    assert facts.route_of(r) == "unmatched" and facts.farmer_of(r) is None
+    facts.facts_of(r).route, facts.facts_of(r).farmer = "", "f" * 20
+    assert facts.route_of(r) == "unmatched" and facts.farmer_of(r) == "f" * 20
+
+
+def test_outcome_of_an_answer():
+    class Request:
+        pass
+
+    r = Request()
+    assert facts.outcome_of(r) is None
+    facts.set_outcome(r, "pass:2")
+    assert facts.outcome_of(r) == "pass:2"
+    ok, bad = ProofResult(1, ProofOutcome.OK), ProofResult(2, ProofOutcome.INVALID)
+    other = ProofResult(3, ProofOutcome.CORRUPTED)
+
+    def report(*entries):
+        return routing.report_outcome(AnswerReport(list(entries)))
+
+    assert report() == "empty"
+    assert report(ok) == "pass:1"
+    assert report(bad, bad) == "fail:2"
+    assert report(other, ProofResult(4, ProofOutcome.EXPIRED), ProofResult(5, ProofOutcome.NOT_FOUND)) == "other:3"
+    assert report(other, bad, ok, ok, bad, ok) == "pass:3,fail:2,other:1"

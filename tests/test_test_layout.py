@@ -4,6 +4,7 @@ or contrib/, import a test module or a helper by its old top-level name."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +50,9 @@ def test_the_helpers_are_one_package():
     assert (support / "__init__.py").is_file()
     assert not [p.name for p in (ROOT / "tests").glob("*.py")
                 if not p.name.startswith("test_") and p.name != "conftest.py"]
+
+
+def test_test_files_are_named_for_their_subject_not_the_technique():
+    """Tests that pin mutants live in the test file of the module they pin (issue 22): no pins files."""
+    technique = re.compile(r"(^|_)(mutation_)?pins?(_|$)")
+    assert not [p.name for p in (ROOT / "tests").rglob("test_*.py") if technique.search(p.stem[len("test_"):])]

@@ -8,14 +8,17 @@ import orjson
 import pytest
 from twisted.internet import task
 from twisted.internet.defer import succeed
+from twisted.logger import LogLevel, formatEvent
 
+from downstream_tx import bitcoin
 from downstream_tx import wire as shared
-from downstream_tx.errors import NodeError
+from downstream_tx.db.seeded import PoolChunk, V1Contract
+from downstream_tx.heartbeat import Proof
 from downstream_tx.metrics import Metrics
-from downstream_tx.v1 import wire
-from support import ADDRESS, challenges_of, make_address, report_of, run
+from downstream_tx.v1 import farming, wire
+from support import ADDRESS, challenges_of, make_address, refused, report_of, run
 from support.stored import overwrite_state, stored_state
-from support.v1 import INTERVAL, prove
+from support.v1 import INTERVAL, SIGNATURE, prove
 
 IP = "10.1.2.3"
 
@@ -32,12 +35,6 @@ def node(make):
 
 def new_token(node, address=ADDRESS, ip=IP) -> str:
     return run(node.v1.new_token(address, ip))["token"]
-
-
-def refused(d) -> NodeError:
-    with pytest.raises(NodeError) as e:
-        run(d)
-    return e.value
 
 
 def contract(node, cid: int) -> dict:
@@ -319,3 +316,62 @@ def test_the_5001st_item_of_a_challenge_request_is_ignored(node):
     assert len(got) == shared.MAX_ITEMS and got[-1] == {"file_hash": 9_999_999, "error": "contract not found"}
     got = challenges_of(node.v1.challenges(token, [*filler, c["file_hash"]]))
     assert len(got) == shared.MAX_ITEMS and got[-1]["file_hash"] == c["file_hash"] and "challenge" in got[-1]
+
+
+# --- new tokens, unusable chunks and states, the end of a challenge list -------------------------------
+
+@pytest.mark.parametrize("message, signature", [("m", None), (None, SIGNATURE), (None, None)])
+def test_a_signed_new_token_needs_both_message_and_signature(make, message, signature):
+    node = make(require_signature=True, signature_names_node=False)
+    e = refused(node.v1.new_token(ADDRESS, IP, message, signature))
+    assert (e.kind, e.status, e.message) == ("invalid", "error", wire.MSG_POST_JSON)
+
+
+def test_a_signed_message_of_exactly_the_size_limit_is_allowed(make):
+    node = make(require_signature=True, signature_names_node=False)
+    limit = bitcoin.MAX_MESSAGE_LENGTH
+    # the size is checked first, then the signature's length
+    e = refused(node.v1.new_token(ADDRESS, IP, "a" * limit, "short"))
+    assert e.message == wire.MSG_SIGNATURE_LENGTH
+    e = refused(node.v1.new_token(ADDRESS, IP, "a" * (limit + 1), "short"))
+    assert e.message == wire.MSG_MESSAGE_SIZE
+
+
+def test_an_unusable_pooled_chunk_is_logged_and_gives_no_challenge(node, monkeypatch):
+    events: list[dict] = []
+    monkeypatch.setattr(farming.log, "observer", events.append)
+    chunk = PoolChunk(id=1, file_id=77, size=4096, seed="s", hb_state="not json", tag="{}")
+    assert node.v1._first_challenge(chunk) is None
+    [event] = events
+    assert event["log_level"] == LogLevel.warn
+    assert formatEvent(event).startswith("pooled seeded chunk 77 is unusable (")
+    assert formatEvent(event).endswith("); discarded")
+
+
+def test_no_more_challenges_for_one_contract_does_not_end_the_list(node, clock):
+    token = run(node.v1.new_token(ADDRESS, IP))["token"]
+    a, b = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 8192))))
+    report = report_of(node.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(a)},
+                                            {"file_hash": b["file_hash"], "proof": prove(b)}]))
+    assert [r.get("status") for r in report] == ["ok", "ok"]
+    clock.advance(INTERVAL)  # both due: a new challenge each
+    seq, sealed, _, _ = run(stored_state(node.stores.seeded.db, a["file_hash"]))
+    run(overwrite_state(node.stores.seeded.db, a["file_hash"], seq, sealed._replace(time="cut")))
+    got = orjson.loads(orjson.dumps(challenges_of(node.v1.challenges(token, [a["file_hash"], b["file_hash"]]))))
+    assert got[0] == {"file_hash": a["file_hash"], "status": "no more challenges"}
+    assert got[1]["file_hash"] == b["file_hash"] and got[1]["answered"] is False and got[1]["due"] == INTERVAL
+    assert "challenge" in got[1]
+
+
+def test_an_unusable_stored_state_is_logged(node, monkeypatch):
+    events: list[dict] = []
+    monkeypatch.setattr(farming.log, "observer", events.append)
+    c = V1Contract(id=42, state="active", due=1.0, deadline=2.0, answered=False, interval=60, seq=0, sealed=None,
+                   hb_state="not json", hb_challenge=None)
+    token = run(node.v1.new_token(ADDRESS, IP))["token"]
+    [chunk] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 4096))))
+    proof = Proof.from_dict(prove(chunk))
+    assert node.v1.verify(c, proof) is False
+    [event] = events
+    assert event["log_level"] == LogLevel.warn
+    assert formatEvent(event).startswith("v1 contract 42: stored heartbeat state unusable (")

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from downstream_tx.db import challenges, late, online, reputation
+from downstream_tx.db import challenges, counters, late, online, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import FAILED, end_where_txn, finish_txn
 from downstream_tx.db.tokens import TOKEN_COLUMNS, TokenRow, UnknownToken, lookup_txn, seen_txn
@@ -77,6 +77,7 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_fi
             "issued, deadline, answered, download_key, network) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0, ?, ?)",
             (token_id, file_id, now, interval, challenge_id, now, deadline, download_key, network),
         )
+        counters.start_txn(txn, V0, token_id, int(size))
         return Assignment(txn.lastrowid, file_id, file_hash, int(size), int(interval), seed, deadline)
     return None
 
@@ -122,11 +123,13 @@ def _window(engine_name: str) -> str:
     return "GREATEST(seq + 1, FLOOR((? - start) / interval_s))"
 
 
-def issue_next_txn(txn: Txn, issue: Sequence[tuple[int, int | None]], now: float) -> int:
+def issue_next_txn(txn: Txn, issue: Sequence[tuple[int, int | None]], now: float, answered: set[int]) -> int:
     """Issue the challenge of the current window to each ``(contract id, challenge id or None)``:
     ``seq``, ``issued`` and ``deadline`` are computed in SQL from ``start`` and ``interval_s`` (see
     :func:`_window`), so only the two ids travel per contract. ``None``: no challenge was left (the
-    contract is starved: nothing outstanding, no miss next time). Returns rows changed."""
+    contract is starved: nothing outstanding, no miss next time). The contracts are active and
+    locked by the caller; ``answered``: those of them whose ``answered`` is 1 now (the unanswered
+    counter follows the change). Returns rows changed."""
     k = _window(txn.engine_name)
     # MariaDB assigns left to right (a later expression sees an earlier column's new value), SQLite
     # all at once: every expression reads only columns that are assigned after it, or not at all
@@ -135,6 +138,8 @@ def issue_next_txn(txn: Txn, issue: Sequence[tuple[int, int | None]], now: float
     changed = 0
     given = [(cid, ch) for cid, ch in issue if ch is not None]
     starved = [cid for cid, ch in issue if ch is None]
+    txn.count({counters.unanswered(V0): sum(cid in answered for cid, _ in given)
+               - sum(cid not in answered for cid in starved)})
     if given and txn.engine_name != "sqlite":
         # a server: one statement per ISSUE_BATCH contracts (a CASE, not MariaDB's VALUES table
         # or a UNION ALL of one-row SELECTs: the first is not MySQL 8 syntax, the second costs a
@@ -177,10 +182,10 @@ def update_due_txn(
     pass re-reads them after this commit, finds them no longer due, and changes nothing; a page
     that is retried (rolled back, or committed and run again) likewise changes nothing twice.
     """
-    # only the columns the rule needs (PyMySQL decodes every value in Python)
+    # only the columns the rule needs (PyMySQL decodes every value in Python), and ``answered`` (counters)
     rows = txn.execute(
         "SELECT id, file_id, run, deadline, interval_s, "
-        "CASE WHEN challenge_id IS NOT NULL AND answered = 0 THEN 1 ELSE 0 END FROM contracts "
+        "CASE WHEN challenge_id IS NOT NULL AND answered = 0 THEN 1 ELSE 0 END, answered FROM contracts "
         "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
@@ -192,12 +197,13 @@ def update_due_txn(
                                           [r[0] for r in rows if r[5] and r[0] not in offline])
     result = TickResult(more=len(rows) == limit, contained=len(contained))
     rows = [r for r in rows if r[0] not in contained]
+    answered = {r[0] for r in rows if r[6]}
     failed: list[tuple[int, int]] = []  # (id, file_id)
     missed: list[int] = []  # ids whose misses and run go up by one (failed ones too)
     forgiven: list[int] = []
     next_by_file: dict[int, list[int]] = defaultdict(list)
     for row in rows:
-        due = Due(*row)
+        due = Due(*row[:6])
         verdict = judge(due, max_failures, forgive)
         result.forgiven += verdict.forgiven
         if verdict.forgiven:
@@ -232,7 +238,7 @@ def update_due_txn(
         result.starved += max(0, len(ids) - len(taken))
         issue += zip(ids, taken + [None] * (len(ids) - len(taken)))
     issue.sort()  # in primary key order: neighbouring rows share pages (and InnoDB reads ahead)
-    issue_next_txn(txn, issue, now)
+    issue_next_txn(txn, issue, now, answered)
     return result
 
 
@@ -240,18 +246,20 @@ def fill_starved_txn(txn: Txn, now: float, limit: int = 5000) -> int:
     """Give contracts left without a challenge (their file had none unused) one now, for the rest
     of their current window. Returns how many were issued."""
     rows = txn.execute(
-        "SELECT id, file_id FROM contracts WHERE state = 'active' AND protocol = 0 AND challenge_id IS NULL "
-        "AND deadline > ? ORDER BY id LIMIT ?" + txn.for_update(),
+        "SELECT id, file_id, answered FROM contracts WHERE state = 'active' AND protocol = 0 "
+        "AND challenge_id IS NULL AND deadline > ? ORDER BY id LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
     by_file: dict[int, list[int]] = defaultdict(list)
-    for cid, file_id in rows:
+    for cid, file_id, _ in rows:
         by_file[file_id].append(cid)
     updates = []
     taken = challenges.take_ids_txn(txn, {f: len(ids) for f, ids in by_file.items()})
     for file_id, ids in by_file.items():
         for cid, challenge_id in zip(ids, taken.get(file_id, [])):
             updates.append((cid, challenge_id, now, 0))
+    answered = {cid for cid, _, a in rows if a}
+    txn.count({counters.unanswered(V0): sum(cid in answered for cid, *_ in updates)})
     return txn.update_by_id("contracts", ["challenge_id", "issued", "answered"], updates,
                             where="challenge_id IS NULL")
 

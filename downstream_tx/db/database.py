@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -25,6 +28,22 @@ IN_BATCH = 500
 ROW_CHANGES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
 SCHEMA_CHANGES = frozenset({"CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE"})
 
+#: rows (slots) of each kept counter on a server engine (table ``counters``, ``db/counters.py``): a
+#: transaction adds to the one slot of its pool thread, so concurrent writers rarely wait on one
+#: row's lock; a read sums the slots. SQLite serialises writers: one slot.
+COUNTER_SLOTS = 16
+_slots = threading.local()
+_next_slot = itertools.count(random.randrange(COUNTER_SLOTS))
+
+
+def counter_slot() -> int:
+    """This thread's slot of every counter: pool threads take consecutive slots (from a random
+    start in each process, so a node's processes spread over the slots too)."""
+    slot = getattr(_slots, "slot", None)
+    if slot is None:
+        slot = _slots.slot = next(_next_slot) % COUNTER_SLOTS
+    return slot
+
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached (after retries)."""
@@ -36,7 +55,7 @@ class Txn:
     Transaction functions (``*_txn``) receive one of these and nothing else.
     """
 
-    __slots__ = ("_cursor", "_engine", "engine_name", "_track", "wrote", "ddl", "notes")
+    __slots__ = ("_cursor", "_engine", "engine_name", "_track", "wrote", "ddl", "notes", "counts")
 
     def __init__(self, cursor: Any, engine: Engine, track: bool = False):
         self._cursor = cursor
@@ -48,6 +67,8 @@ class Txn:
         self.ddl = False
         #: what the body asked to announce once the transaction commits (:meth:`note`)
         self.notes: list[Any] = []
+        #: changes to kept counters not yet written (:meth:`count`)
+        self.counts: dict[str, int] = {}
 
     def note(self, event: Any) -> None:
         """Announce ``event`` (a farmer's change of standing, say) to the database's note observers
@@ -63,6 +84,29 @@ class Txn:
         retried attempt did. Kept with the notes, so the same rules hold (a retried body asks
         again; a commit found by the lost-commit lookup calls what its own attempt asked)."""
         self.notes.append(_After(func, args))
+
+    def count(self, deltas: dict[str, int]) -> None:
+        """Add ``deltas`` (``{counter name: change}``) to the kept counters (table ``counters``,
+        ``db/counters.py``) in this transaction: gathered here and written by :meth:`flush_counts`
+        at the end of the body, in one statement, so the counter rows are locked only from then to
+        the commit, and a body rolled back or run again changes them with the rest of its writes."""
+        for name, n in deltas.items():
+            if n:
+                self.counts[name] = self.counts.get(name, 0) + int(n)
+
+    def flush_counts(self) -> None:
+        """Write the gathered counter changes: one upsert of ``n = n + ?`` rows (by name: every
+        transaction locks them in one order). :class:`Database` calls it after every body."""
+        changes = sorted((name, n) for name, n in self.counts.items() if n)
+        self.counts = {}
+        if not changes:
+            return
+        slot = 0 if self.engine_name == "sqlite" else counter_slot()
+        values = ", ".join(["(?, ?, ?)"] * len(changes))
+        upsert = (" ON CONFLICT (name, slot) DO UPDATE SET n = n + excluded.n" if self.engine_name == "sqlite"
+                  else " ON DUPLICATE KEY UPDATE n = n + VALUES(n)")
+        self.execute(f"INSERT INTO counters (name, slot, n) VALUES {values}{upsert}",
+                     [v for name, n in changes for v in (name, slot, n)])
 
     def _note(self, sql: str) -> None:
         word = sql.split(None, 1)[0].upper() if sql else ""
@@ -368,7 +412,9 @@ class Database:
             cursor.execute("BEGIN IMMEDIATE")
         if outcome is None:
             txn = Txn(cursor, self.engine)
-            return _Noted(func(txn, *args, **kwargs), txn.notes)
+            result = func(txn, *args, **kwargs)
+            txn.flush_counts()
+            return _Noted(result, txn.notes)
         outcome.finished = None
         txn = Txn(cursor, self.engine, track=True)
         if outcome.uncertain:
@@ -376,6 +422,7 @@ class Database:
             if committed is not None:
                 raise _Committed(committed)
         result = func(txn, *args, **kwargs)
+        txn.flush_counts()
         # a schema change commits on its own on a server (and may create the table): not recorded;
         # schema upgrades are idempotent by their version check
         if txn.wrote and not txn.ddl:
@@ -519,6 +566,7 @@ class Database:
         txn = Txn(conn.cursor(), self.engine)
         try:
             result = func(txn, *args, **kwargs)
+            txn.flush_counts()
             conn.execute("COMMIT")
         except Exception as e:
             try:

@@ -9,7 +9,7 @@ challenge it judged, so a retried transaction changes nothing twice.
 
 from __future__ import annotations
 
-from downstream_tx.db import reputation
+from downstream_tx.db import counters, reputation
 from downstream_tx.db.database import Txn
 from downstream_tx.domain.rules import Rules
 from downstream_tx.domain.verdicts import CURRENT, PASS, AnswerRow, Verdict, effect, run_after
@@ -30,12 +30,15 @@ def record_txn(txn: Txn, row: AnswerRow, verdict: Verdict) -> None:
     run = run_after(row, verdict)
     if verdict.which == CURRENT:
         if verdict.status == PASS:
-            txn.execute("UPDATE contracts SET answered = 1, passes = passes + 1, late_passes = late_passes + ?, "
-                        "run = ?, contained = 0 WHERE id = ? AND answered = 0 AND challenge_id = ?",
-                        (late, run, row.id, row.challenge_id))
+            changed = txn.execute("UPDATE contracts SET answered = 1, passes = passes + 1, "
+                                  "late_passes = late_passes + ?, run = ?, contained = 0 "
+                                  "WHERE id = ? AND answered = 0 AND challenge_id = ?",
+                                  (late, run, row.id, row.challenge_id)).rowcount
         else:
-            txn.execute("UPDATE contracts SET answered = 1, fails = fails + 1, run = ?, contained = 0 WHERE id = ? "
-                        "AND answered = 0 AND challenge_id = ?", (run, row.id, row.challenge_id))
+            changed = txn.execute("UPDATE contracts SET answered = 1, fails = fails + 1, run = ?, contained = 0 "
+                                  "WHERE id = ? AND answered = 0 AND challenge_id = ?",
+                                  (run, row.id, row.challenge_id)).rowcount
+        txn.count({counters.unanswered(0): -changed})  # (the row is an active v0 contract)
         return
     # the previous challenge: the timer counted a miss for it (prev_missed) and moved on
     missed = int(row.prev_missed)

@@ -1,29 +1,33 @@
 """The dashboard's queries beyond the status API's (``db/status.py``) and the gauges' (``db/stats.py``).
 
-Each returns a bounded number of rows: counts grouped over indexed columns, or a page with LIMIT.
-:class:`OverviewStore` runs each page part in one transaction.
+Each returns a bounded number of rows: kept counters (``db/counters.py``), counts grouped over
+indexed columns, or a page with LIMIT. None reads the contracts table through (the farmers online:
+one index seek per live token). :class:`OverviewStore` runs each page part in one transaction.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from downstream_tx.db import counters
 from downstream_tx.db.archive import totals_txn
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.history import HourRow, hours_txn
-from downstream_tx.db.stats import Counts, counts_txn
+from downstream_tx.db.stats import WITH_ACTIVE, Counts, counts_txn
 
 
 def farmers_total_txn(txn: Txn) -> int:
-    """Live tokens (one status-list entry each)."""
-    return int(txn.scalar("SELECT COUNT(*) FROM tokens WHERE deleted IS NULL") or 0)
+    """Live tokens (one status-list entry each): a kept counter."""
+    return counters.read_txn(txn).get(counters.LIVE_TOKENS, 0)
+
+
+#: live tokens with an online contract: one seek per token into ``contracts_token``
+FARMERS_ONLINE = WITH_ACTIVE.format(" AND c.deadline > ?")
 
 
 def farmers_online_txn(txn: Txn, now: float) -> int:
     """Live tokens with an online contract (active, not expired): the status list's ``online``."""
-    return int(txn.scalar(
-        "SELECT COUNT(DISTINCT c.token_id) FROM contracts c JOIN tokens t ON t.id = c.token_id "
-        "WHERE c.state = 'active' AND c.deadline > ? AND t.deleted IS NULL", (now,)) or 0)
+    return int(txn.scalar(FARMERS_ONLINE, (now,)) or 0)
 
 
 def countries_txn(txn: Txn, limit: int = 30) -> list[tuple[str, int]]:

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from downstream_tx.db import counters
 from downstream_tx.db.database import Txn
 
 ACTIVE, ENDED, FAILED = "active", "ended", "failed"
@@ -23,7 +24,10 @@ def end_where_txn(txn: Txn, where: str, args: Sequence[Any], now: float, reason:
 
 
 def finish_txn(txn: Txn, rows: Sequence[tuple[int, int]], now: float, reason: str, state: str) -> None:
-    """End the active contracts ``rows`` of ``(id, file_id)`` and free one slot of their file each."""
+    """End the active contracts ``rows`` of ``(id, file_id)`` and free one slot of their file each
+    (the kept counters follow: each contract's class is read under its lock first)."""
+    ids = [contract_id for contract_id, _ in rows]
+    counters.end_txn(txn, counters.active_rows_txn(txn, ids), state)
     txn.update_in("UPDATE contracts SET state = ?, ended = ?, end_reason = ? WHERE id IN {ids} AND state = 'active'",
                   [contract_id for contract_id, _ in rows], before=[state, now, reason])
     per_file: dict[int, int] = defaultdict(int)

@@ -480,9 +480,13 @@ def counts_txn(txn: Txn, vetting_audits: int) -> dict[str, int]:
     out = {OK: 0, SUSPENDED: 0, OFFLINE: 0, DISQUALIFIED: 0}
     for status, n in txn.execute("SELECT status, COUNT(*) FROM reputation GROUP BY status").fetchall():
         out[str(status)] = int(n)
+    # by the contained contracts only (index contracts_contained), never every active contract: the
+    # tokens looked up by the ids found (a join lets SQLite, its statistics saying that almost no
+    # contract is contained, walk every contract of every token), ``+`` keeps the state out of the
+    # index choice (contracts_due would read every active contract)
     out["contained"] = int(txn.scalar(
-        "SELECT COUNT(DISTINCT t.address) FROM contracts c JOIN tokens t ON t.id = c.token_id WHERE c.contained > 0 "
-        "AND c.state = 'active'") or 0)
+        "SELECT COUNT(DISTINCT t.address) FROM tokens t WHERE t.id IN "
+        "(SELECT token_id FROM contracts WHERE contained > 0 AND +state = 'active')") or 0)
     out["unvetted"] = int(txn.scalar("SELECT COUNT(*) FROM reputation WHERE status = 'ok' AND passes < ?",
                                      (vetting_audits,)) or 0)
     return out

@@ -2,7 +2,8 @@
 
 Schema steps are files in ``schema/`` named ``NNN_name.sql`` (one dialect) or
 ``NNN_name.<engine>.sql`` (where the engines must differ). Step N brings a database from version
-N-1 to N. The version lives in the one-row table ``schema_version``.
+N-1 to N. The version lives in the one-row table ``schema_version``. A step may be followed by code
+(:data:`FILLS`) that fills what it made from the rows already there, in the same transaction.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import sqlite3
 from dataclasses import dataclass
 from importlib import resources
 
+from downstream_tx.db import counters
 from downstream_tx.db.database import Txn
 from downstream_tx.private import create_private_file
+
+#: steps whose SQL is followed by code: filling what the step made from the existing rows
+FILLS = {12: counters.fill_txn}
 
 _STEP = re.compile(r"^(\d{3})_[a-z0-9_]+(?:\.(sqlite|mysql))?\.sql$")
 
@@ -89,6 +94,9 @@ def upgrade_txn(txn: Txn, steps: list[Step]) -> tuple[int, int]:
         if step.version <= before:
             continue
         txn.script(step.sql)
+        fill = FILLS.get(step.version)
+        if fill is not None:
+            fill(txn)
         txn.execute("UPDATE schema_version SET version = ?", (step.version,))
     return before, latest
 

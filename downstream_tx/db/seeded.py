@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from downstream_tx.db import files, meta, reputation
+from downstream_tx.db import counters, files, meta, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import retire_v1_txn
 from downstream_tx.db.tokens import lookup_txn, use_from_ip_txn
@@ -190,7 +190,8 @@ def active_size_by_address_txn(txn: Txn, address: str, now: float) -> int:
 
 def insert_contract_txn(txn: Txn, token_id: int, file_id: int, now: float, interval: int, seq: int, due: float,
                         sealed: Sealed, tag: str) -> int:
-    """A new v1 contract with its first challenge outstanding (expiration = due)."""
+    """A new v1 contract with its first challenge outstanding (expiration = due). The caller counts
+    it (``counters.start_txn``: once for all the contracts of a request)."""
     txn.execute(
         "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, issued, deadline, due, "
         "answered, hb_seed, hb_n, hb_root, hb_hmac, hb_time) "
@@ -234,20 +235,27 @@ def active_ids_txn(txn: Txn, token_id: int) -> list[int]:
     ).fetchall()]
 
 
-def set_challenges_txn(txn: Txn, updates: Sequence[Refresh]) -> None:
+def set_challenges_txn(txn: Txn, updates: Sequence[Refresh], answered: set[int]) -> None:
     """Store newly issued challenges; the expiration becomes the new due time (a row written before
     schema step 5 becomes sealed and loses its JSON). Guarded on the old due time, so a retried
     transaction changes nothing twice. One statement per chunk on MariaDB (PyMySQL's executemany
-    sends an UPDATE per row: a round trip per refreshed contract)."""
+    sends an UPDATE per row: a round trip per refreshed contract). ``answered``: the ids among them
+    whose ``answered`` is 1 (read under the row locks)."""
     moving = ["seq", "due", "deadline", "issued", "answered"]
-    # a sealed state changes only its seed and HMAC per challenge (a server engine escapes every value sent)
-    txn.update_by_id("contracts", ["hb_seed", "hb_hmac", *moving],
-                     [(r.id, r.sealed.seed, r.sealed.hmac, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due)
-                      for r in updates if not r.legacy], where="state = 'active'", match=["due"])
-    txn.update_by_id("contracts", ["hb_seed", "hb_n", "hb_root", "hb_hmac", "hb_time", "hb_state", "hb_challenge",
-                                   *moving],
-                     [(r.id, *r.sealed, None, None, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due)
-                      for r in updates if r.legacy], where="state = 'active'", match=["due"])
+    # the unanswered counter: a refresh of an answered contract makes it unanswered (guarded on the
+    # old ``answered`` as well, so what is counted is what changed)
+    for was in (1, 0):
+        part = [r for r in updates if (r.id in answered) == was]
+        # a sealed state changes only its seed and HMAC per challenge (a server engine escapes every value sent)
+        changed = txn.update_by_id(
+            "contracts", ["hb_seed", "hb_hmac", *moving],
+            [(r.id, r.sealed.seed, r.sealed.hmac, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due, was)
+             for r in part if not r.legacy], where="state = 'active'", match=["due", "answered"])
+        changed += txn.update_by_id(
+            "contracts", ["hb_seed", "hb_n", "hb_root", "hb_hmac", "hb_time", "hb_state", "hb_challenge", *moving],
+            [(r.id, *r.sealed, None, None, r.seq, r.new_due, r.new_due, r.issued, 0, r.old_due, was)
+             for r in part if r.legacy], where="state = 'active'", match=["due", "answered"])
+        txn.count({counters.unanswered(1): changed * was})
 
 
 class AnswerLost(NamedTuple):
@@ -285,6 +293,7 @@ def record_answers_txn(txn: Txn, token_id: int, passes: dict[int, int], fails: S
         where="answered = 0 AND state = 'active' AND deadline > ?", args=[now])
     if counted != len(passes):
         raise Contended()
+    txn.count({counters.unanswered(1): -counted})
     if counted:
         txn.execute("UPDATE tokens SET hbcount = hbcount + ? WHERE id = ?", (counted, token_id))
     txn.update_in("UPDATE contracts SET fails = fails + 1 WHERE id IN {ids} AND answered = 0", fails)
@@ -356,12 +365,13 @@ def expire_txn(txn: Txn, rules: Rules, now: float, limit: int = 5000) -> ExpireR
     # containment first: unanswered challenges asked again leave the expired range (reputation hook)
     contained, _ = reputation.contain_v1_txn(txn, rules, now, limit)
     rows = txn.execute(
-        "SELECT id, file_id, answered, deadline FROM contracts WHERE state = 'active' AND protocol = 1 "
+        "SELECT id, file_id, answered, deadline, token_id FROM contracts WHERE state = 'active' AND protocol = 1 "
         "AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
         (now, limit),
     ).fetchall()
+    sizes = counters.files_size_txn(txn, {int(r[1]) for r in rows})
     result = ExpireResult(more=len(rows) == limit, contained=contained)
-    judged = [(int(cid), verdicts.v1_at_expiry(bool(answered))) for cid, _, answered, _ in rows]
+    judged = [(int(cid), verdicts.v1_at_expiry(bool(answered))) for cid, _, answered, _, _ in rows]
     ended = [cid for cid, verdict in judged if not verdict.failed]
     failed = [cid for cid, verdict in judged if verdict.failed]
     result.ended, result.failed = len(ended), len(failed)
@@ -370,7 +380,12 @@ def expire_txn(txn: Txn, rules: Rules, now: float, limit: int = 5000) -> ExpireR
     for ids, state, reason, miss in ((ended, "ended", "expired", 0), (failed, "failed", "missed", 1)):
         txn.update_in("UPDATE contracts SET state = ?, ended = deadline, end_reason = ?, misses = misses + ? "
                       "WHERE id IN {ids} AND state = 'active'", ids, before=[state, reason, miss])
-    retire_v1_txn(txn, [int(cid) for cid, _, _, _ in rows], [int(file_id) for _, file_id, _, _ in rows], now)
+    # (locked and active: every one changed)
+    failing = set(failed)
+    for state, ids in (("ended", set(ended)), ("failed", failing)):
+        counters.end_txn(txn, [counters.Active(1, int(a), int(t), sizes.get(int(f), 0))
+                               for cid, f, a, _, t in rows if int(cid) in ids], state)
+    retire_v1_txn(txn, [int(cid) for cid, *_ in rows], [int(file_id) for _, file_id, *_ in rows], now)
     return result
 
 
@@ -403,6 +418,8 @@ def _take_chunks_txn(txn: Txn, token_hash: bytes, ip_hash: str | None, ip_limit:
                                           issued.sealed, chunk.tag)
         out.append(NewContract(contract_id, chunk, issued, due))
         total += chunk.size
+    if out:
+        counters.start_txn(txn, 1, row.id, total, len(out))
     return out
 
 
@@ -459,8 +476,9 @@ class SeededStore:
         def body(txn: Txn):
             row = lookup_txn(txn, token_hash, now, online_rules)
             wanted = active_ids_txn(txn, row.id) if ids is None else list(ids)
-            result, refreshes = plan(wanted, get_contracts_txn(txn, row.id, wanted))
-            set_challenges_txn(txn, refreshes)
+            found = get_contracts_txn(txn, row.id, wanted)
+            result, refreshes = plan(wanted, found)
+            set_challenges_txn(txn, refreshes, {cid for cid, c in found.items() if c.answered})
             return result
 
         return self._run(ids, "v1_challenge", body)

@@ -1,15 +1,19 @@
 """Cheap counts for monitoring: the health ping and the gauges behind ``/metrics``.
 
-Every query is a COUNT over an indexed prefix (``contracts_due`` = state, protocol, deadline;
-``seeded_pool_size``), run by the stats job every ``stats_interval`` seconds, never per scrape.
+Run by the stats job every ``stats_interval`` seconds (never per scrape) and by the dashboard's
+overview. None reads the contracts table through: the counts by state and of unanswered
+challenges are kept counters (``db/counters.py``, kept by the writes that change them); the counts
+that are "as of now" are index range scans over the rows that qualify only (``contracts_due`` =
+state, protocol, deadline: the contracts past their deadline, i.e. what the timers still have to
+visit); the distinct farmers are one index seek per live token (``contracts_token``), so they
+grow with the farmers, not with their contracts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from downstream_tx.db import reputation
-from downstream_tx.db.archive import state_totals_txn
+from downstream_tx.db import counters, reputation
 from downstream_tx.db.database import Database, Txn
 
 
@@ -36,27 +40,38 @@ class Counts:
     standing: dict[str, int] = field(default_factory=dict)
 
 
+#: the statements of :func:`counts_txn` that touch contracts (a test checks their plans: no scan)
+#: active unanswered contracts of a protocol whose deadline has passed (the timer's backlog)
+PAST_UNANSWERED = ("SELECT COUNT(*) FROM contracts WHERE state = 'active' AND protocol = ? AND deadline <= ? "
+                   "AND answered = 0")
+#: active contracts of a protocol whose deadline passed before ``?``
+PAST = "SELECT COUNT(*) FROM contracts WHERE state = 'active' AND protocol = ? AND deadline <= ?"
+#: live tokens with an active contract (a seek per token) … (a scalar subquery, not EXISTS: MariaDB
+#: turns an EXISTS into a semi-join that may first read every contract)
+WITH_ACTIVE = ("SELECT COUNT(*) FROM tokens t WHERE t.deleted IS NULL AND (SELECT 1 FROM contracts c "
+               "WHERE c.token_id = t.id AND c.state = 'active'{} LIMIT 1) IS NOT NULL")
+#: … and those with one not in a run of misses or fails
+FARMERS_ACTIVE = WITH_ACTIVE.format("")
+FARMERS_ONLINE = WITH_ACTIVE.format(" AND c.run = 0")
+
+
 def counts_txn(txn: Txn, now: float, grace: float, vetting_audits: int = 100) -> Counts:
     counts = Counts()
-    for state, n in txn.execute("SELECT state, COUNT(*) FROM contracts GROUP BY state").fetchall():
-        counts.contracts[str(state)] = int(n)
-    for state, n in state_totals_txn(txn).items():  # archived contracts still count (db/archive.py)
-        if n:
-            counts.contracts[state] = counts.contracts.get(state, 0) + n
-    for protocol, n in txn.execute(
-        "SELECT protocol, COUNT(*) FROM contracts WHERE state = 'active' AND deadline > ? AND answered = 0 "
-        "GROUP BY protocol", (now,)
-    ).fetchall():
-        counts.due[int(protocol)] = int(n)
-    for protocol, n in txn.execute(
-        "SELECT protocol, COUNT(*) FROM contracts WHERE state = 'active' AND deadline <= ? GROUP BY protocol",
-        (now - grace,),
-    ).fetchall():
-        counts.overdue[int(protocol)] = int(n)
-    counts.farmers_online = int(txn.scalar(
-        "SELECT COUNT(DISTINCT token_id) FROM contracts WHERE state = 'active' AND run = 0") or 0)
-    counts.farmers_active = int(txn.scalar(
-        "SELECT COUNT(DISTINCT token_id) FROM contracts WHERE state = 'active'") or 0)
+    kept = counters.read_txn(txn)
+    # (as the grouped counts these replace: only the states and protocols with any)
+    for state in counters.STATES:  # archived contracts included (they keep their count when archived)
+        if kept.get(counters.state(state)):
+            counts.contracts[state] = kept[counters.state(state)]
+    for protocol in counters.PROTOCOLS:
+        # unanswered ones whose deadline is ahead: the kept count less those past it (an index range)
+        due = kept.get(counters.unanswered(protocol), 0) - int(txn.scalar(PAST_UNANSWERED, (protocol, now)) or 0)
+        overdue = int(txn.scalar(PAST, (protocol, now - grace)) or 0)
+        if due:
+            counts.due[protocol] = due
+        if overdue:
+            counts.overdue[protocol] = overdue
+    counts.farmers_online = int(txn.scalar(FARMERS_ONLINE) or 0)
+    counts.farmers_active = int(txn.scalar(FARMERS_ACTIVE) or 0)
     for size, n in txn.execute("SELECT size, COUNT(*) FROM seeded_pool GROUP BY size").fetchall():
         counts.pool[int(size)] = int(n)
     counts.standing = reputation.counts_txn(txn, vetting_audits)

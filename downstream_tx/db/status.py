@@ -59,29 +59,37 @@ def _farmer(row: Sequence[Any]) -> FarmerRow:
                      bool(online), None if last_due is None else float(last_due))
 
 
+#: each token's online contracts (active, not expired) and their bytes: the kept count of its active
+#: ones (``db/counters.py``) less those past their deadline, an index range (``contracts_due``) over
+#: the contracts the timers have yet to visit — never every contract (``+``: grouping by the bare
+#: column lets SQLite walk every contract in contracts_token's order to skip the grouping's sort)
+_PAST = ("SELECT c.token_id AS token_id, COUNT(*) AS n, SUM(f.size) AS size FROM contracts c "
+         "JOIN files f ON f.id = c.file_id WHERE c.state = 'active' AND c.protocol IN (0, 1) AND c.deadline <= ? "
+         "GROUP BY +c.token_id")
+_ONLINE_N = "t.active_contracts - COALESCE(p.n, 0)"
+
+
 def farmers_txn(txn: Txn, now: float, online_only: bool, sort: str, descending: bool, limit: int | None,
                 offset: int, search: str | None = None) -> list[FarmerRow]:
     """One row per live token. ``contracts``/``size`` count online contracts (active, not expired);
     the online filter and ``search`` (a case-sensitive substring of the address, for the dashboard)
     apply before LIMIT/OFFSET. ``sort``: a key of :data:`SORT_COLUMNS` or (the dashboard) of
-    :data:`STANDING_SORTS`."""
+    :data:`STANDING_SORTS`. The work grows with the live tokens and the contracts past their
+    deadline, not with all contracts; ``last_due`` is read for the page's tokens only."""
     standing = sort in STANDING_SORTS
     order = (STANDING_SORTS[sort] if standing else SORT_COLUMNS[sort]) + (" DESC" if descending else "")
     sql = (
-        f"SELECT t.farmer_id, t.address, t.location, {_UPTIME} AS uptime, t.hbcount, "
-        "COALESCE(s.n, 0) AS contracts, COALESCE(s.size, 0) AS size, "
-        "CASE WHEN COALESCE(s.n, 0) > 0 THEN 1 ELSE 0 END AS online, "
-        "(SELECT MAX(COALESCE(c2.due, c2.deadline)) FROM contracts c2 WHERE c2.token_id = t.id) AS last_due, "
+        f"SELECT t.id, t.farmer_id, t.address, t.location, {_UPTIME} AS uptime, t.hbcount, "
+        f"{_ONLINE_N} AS contracts, t.active_size - COALESCE(p.size, 0) AS size, "
+        f"CASE WHEN {_ONLINE_N} > 0 THEN 1 ELSE 0 END AS online, "
         "a.last_due "  # of the archived contracts (db/archive.py)
-        "FROM tokens t LEFT JOIN (SELECT c.token_id AS token_id, COUNT(*) AS n, SUM(f.size) AS size FROM contracts c "
-        "JOIN files f ON f.id = c.file_id WHERE c.state = 'active' AND c.deadline > ? GROUP BY c.token_id) s "
-        "ON s.token_id = t.id LEFT JOIN contract_totals a ON a.token_id = t.id"
+        f"FROM tokens t LEFT JOIN ({_PAST}) p ON p.token_id = t.id LEFT JOIN contract_totals a ON a.token_id = t.id"
         + (" LEFT JOIN reputation r ON r.address = t.address" if standing else "")
         + " WHERE t.deleted IS NULL"
     )
     args: list[Any] = [now]
     if online_only:
-        sql += " AND COALESCE(s.n, 0) > 0"
+        sql += f" AND {_ONLINE_N} > 0"
     if search:
         sql += " AND INSTR(t.address, ?) > 0"
         args.append(search)
@@ -89,7 +97,11 @@ def farmers_txn(txn: Txn, now: float, online_only: bool, sort: str, descending: 
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         args += [limit, offset]
-    return [_farmer((*r[:8], latest(r[8], r[9]))) for r in txn.execute(sql, args).fetchall()]
+    rows = txn.execute(sql, args).fetchall()
+    last_due = {int(t): d for t, d in txn.select_in(
+        "SELECT token_id, MAX(COALESCE(due, deadline)) FROM contracts WHERE token_id IN {ids} GROUP BY token_id",
+        [int(r[0]) for r in rows])}
+    return [_farmer((*r[1:9], latest(last_due.get(int(r[0])), r[9]))) for r in rows]
 
 
 def farmer_txn(txn: Txn, farmer_id: str, now: float) -> FarmerRow | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from downstream_tx.db import archive, ratelimits, reputation
+from downstream_tx.db import archive, counters, ratelimits, reputation
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.replicas import end_where_txn
 from downstream_tx.domain.online import DEFAULT_ONLINE, OnlineRules, should_record
@@ -100,7 +100,8 @@ def use_from_ip_txn(txn: Txn, row: TokenRow, ip_hash: str | None, ip_limit: int,
 def delete_txn(txn: Txn, token_id: int, now: float) -> int:
     """Mark the token deleted and end its active contracts. Returns the contracts ended."""
     ended = end_where_txn(txn, "token_id = ?", (token_id,), now, "token_deleted")
-    txn.execute("UPDATE tokens SET deleted = ? WHERE id = ? AND deleted IS NULL", (now, token_id))
+    gone = txn.execute("UPDATE tokens SET deleted = ? WHERE id = ? AND deleted IS NULL", (now, token_id)).rowcount
+    txn.count({counters.LIVE_TOKENS: -gone})
     return ended
 
 
@@ -155,6 +156,7 @@ class TokenStore:
                 (token_hash, farmer_id, address, ip_hash, location, country, message, signature, now, now),
             )
             token_id = txn.lastrowid
+            txn.count({counters.LIVE_TOKENS: 1})
             reputation.ensure_txn(txn, [address], self.rules)  # the farmer (its address) has a reputation
             return token_id
 

@@ -50,9 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 # (with -x the run stops at the first failure: quick, pointed files first)
 _HEARTBEAT = [
-    "tests/test_heartbeat_mutation_pins.py",
-    "tests/test_heartbeat_forgery.py",
     "tests/test_heartbeat_merkle.py",
+    "tests/test_heartbeat_forgery.py",
     "tests/test_heartbeat_vectors.py",
     "tests/test_heartbeat_props.py",
 ]
@@ -65,6 +64,8 @@ _V0_TIMER = [  # the v0 timer path: challenge supply, deadlines, misses, failure
 ]
 _V1_ANSWER = [  # the v1 answer path: pool, challenge, answer, verify, expiry, status
     "tests/test_v1_farming.py",
+    "tests/test_v1_wire.py",
+    "tests/test_db_seeded.py",
     "tests/test_v1_expiry.py",
     "tests/test_v1_pool.py",
     "tests/test_db_stores.py",
@@ -108,10 +109,9 @@ TESTS_FOR: dict[str, list[str]] = {
          "downstream_tx/http/v1.py", "downstream_tx/http/errors.py", "downstream_tx/http/status.py"], _PARSERS),
     **dict.fromkeys(
         ["downstream_tx/core/tokens.py", "downstream_tx/core/farmers.py", "downstream_tx/db/tokens.py"], _TOKENS),
-    # the token/limit rules and the v0 timer path: their pins first (issue 16)
-    "downstream_tx/http/ratelimit.py": ["tests/test_mutation_pins_tokens.py", "tests/test_abuse_tokens.py",
+    # the limiter's own tests first (issue 16's pins, folded in issue 22), then through HTTP
+    "downstream_tx/http/ratelimit.py": ["tests/test_http_ratelimit.py", "tests/test_abuse_tokens.py",
                                         "tests/test_abuse.py"],
-    "downstream_tx/core/tokens.py": ["tests/test_mutation_pins_tokens.py", *_TOKENS],
     "downstream_tx/core/clients.py": ["tests/test_core_clients.py", "tests/test_abuse_tokens.py"],
     # the v0 timer path's edges, in the test files of their modules (issue 16's pins, folded in issue 22)
     "downstream_tx/db/contracts.py": ["tests/test_db_contracts.py", *_V0_TIMER],
@@ -146,14 +146,16 @@ TESTS_FOR: dict[str, list[str]] = {
         ["tests/test_db_agreement.py", "tests/test_reputation.py", "tests/test_late_answers.py",
          "tests/test_standing_log.py", "tests/test_reputation_concurrency.py", "tests/test_db_stores.py"]),
 }
-# the pins of the v1 answer path and of the request parsers (issue 16): quick, so run first
-for _module in ("downstream_tx/v1/farming.py", "downstream_tx/v1/wire.py", "downstream_tx/db/seeded.py"):
-    TESTS_FOR[_module] = ["tests/test_mutation_pins_v1_answer.py", *TESTS_FOR[_module]]
-for _module in ("downstream_tx/http/bodies.py", "downstream_tx/http/routing.py"):
-    TESTS_FOR[_module] = ["tests/test_mutation_pins_parsers.py", *TESTS_FOR[_module]]
+# the v1 answer path and the request parsers: each module's own test file first (issue 16's pins, in
+# the test files of the modules they pin since issue 22)
+for _module, _own in (("downstream_tx/v1/farming.py", "tests/test_v1_farming.py"),
+                      ("downstream_tx/v1/wire.py", "tests/test_v1_wire.py"),
+                      ("downstream_tx/db/seeded.py", "tests/test_db_seeded.py"),
+                      ("downstream_tx/http/routing.py", "tests/test_http_routing.py")):
+    TESTS_FOR[_module] = [_own, *(t for t in TESTS_FOR[_module] if t != _own)]
 #: downloads: parse_range (the Range header) and the streaming producer
 TESTS_FOR["downstream_tx/http/download.py"] = [
-    "tests/test_mutation_pins_parsers.py", "tests/test_http_routing.py", "tests/test_api_v0.py",
+    "tests/test_http_download.py", "tests/test_http_routing.py", "tests/test_api_v0.py",
     "tests/test_fuzz_http.py"]
 #: v0 download capabilities: the rule and its counts, the capability's text
 for _module in ("downstream_tx/db/downloads.py", "downstream_tx/v0/capability.py"):

@@ -19,6 +19,7 @@ from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.engine import create_engine
 from downstream_tx.db.tokens import TokenRow
 from downstream_tx.db.url import parse_db_url
+from downstream_tx.errors import NodeError
 from downstream_tx.http.server import DownstreamServer
 from downstream_tx.runtime import NOTE_OBSERVERS, Services, build_server, build_services
 from downstream_tx.v1.wire import answer_entries, challenge_entries
@@ -82,6 +83,15 @@ def run(coro_or_deferred) -> Any:
     if isinstance(results[0], Failure):
         results[0].raiseException()
     return results[0]
+
+
+def refused(coro_or_deferred) -> NodeError:
+    """The NodeError a service call refuses with (``coro_or_deferred``: its coroutine, run here)."""
+    try:
+        run(coro_or_deferred)
+    except NodeError as e:
+        return e
+    raise AssertionError("the call was not refused")
 
 
 def report_of(answer) -> list[dict[str, Any]]:
