@@ -17,8 +17,8 @@ import time
 from typing import IO, Any
 
 import orjson
+from twisted.internet.task import LoopingCall
 from twisted.logger import (
-    FileLogObserver,
     FilteringLogObserver,
     ILogObserver,
     LogLevel,
@@ -26,6 +26,7 @@ from twisted.logger import (
     formatEvent,
 )
 from twisted.logger import formatEventAsClassicLogText as _classic
+from zope.interface import implementer
 
 #: keys of legacy (twisted.python.log) events that are not payload
 _LEGACY_KEYS = {"message", "isError", "system", "time", "format", "why", "failure", "printed"}
@@ -116,49 +117,95 @@ def _open_log(path: str) -> IO[str]:
 
 class LogOutput:
     """A text stream: standard output, or a file opened for append that :meth:`reopen` re-opens
-    (after logrotate moved it; ``SIGHUP``)."""
+    (after logrotate moved it; ``SIGHUP``). With ``buffer_bytes`` (the daemon's
+    :data:`LOG_BUFFER`), the per-line :meth:`flush` the observer calls writes the lines out only
+    once that many are pending; :meth:`flush_now` writes them at once (a warning or worse,
+    :meth:`reopen`, :meth:`close`, and the timer of :meth:`LogSetup.start_flushing`)."""
 
-    def __init__(self, path: str | None = None, stream: IO[str] | None = None):
+    def __init__(self, path: str | None = None, stream: IO[str] | None = None, buffer_bytes: int = 0):
         self.path = path
+        self.buffer_bytes = buffer_bytes
+        self._pending = 0
         self._lock = threading.Lock()
         self._stream: IO[str] = _open_log(path) if path else (stream or sys.stdout)
 
     def write(self, text: str) -> None:
         with self._lock:
             self._stream.write(text)
+            self._pending += len(text)
 
     def flush(self) -> None:
+        if self._pending >= self.buffer_bytes:
+            self.flush_now()
+
+    def flush_now(self) -> None:
         with self._lock:
+            self._pending = 0
             self._stream.flush()
 
     def reopen(self) -> None:
         if not self.path:
             return
+        self.flush_now()
         with self._lock:
             old = self._stream
             self._stream = _open_log(self.path)
             old.close()
 
     def close(self) -> None:
+        self.flush_now()
         if self.path:
             with self._lock:
                 self._stream.close()
+
+
+#: the daemon's request log: lines pending before they are written out (or a second passes, or a
+#: warning comes); the per-line write was a system call per request
+LOG_BUFFER = 64 << 10
+LOG_FLUSH_INTERVAL = 1.0
+
+
+@implementer(ILogObserver)
+class _Writer:
+    """Twisted's ``FileLogObserver``, but one that writes a warning or worse out at once."""
+
+    def __init__(self, output: LogOutput, formatter: Any):
+        self.output, self.formatter = output, formatter
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        text = self.formatter(event)
+        if text:
+            self.output.write(text)
+            level = event.get("log_level")
+            if level is not None and level >= LogLevel.warn:
+                self.output.flush_now()
+            else:
+                self.output.flush()
 
 
 def make_observer(output: LogOutput, log_format: str = "text",
                   level: LogLevel = LogLevel.info) -> ILogObserver:
     """An observer writing ``log_format`` lines at ``level`` and above to ``output``."""
     formatter = json_line if log_format == "json" else text_line
-    writer = FileLogObserver(output, formatter)
-    return FilteringLogObserver(writer, [LogLevelFilterPredicate(level)])
+    return FilteringLogObserver(_Writer(output, formatter), [LogLevelFilterPredicate(level)])
 
 
 class LogSetup:
-    """The daemon's log output and observer, built from the configuration."""
+    """The daemon's log output and observer, built from the configuration (``buffer_bytes``: see
+    :class:`LogOutput`; buffered, its lines also need :meth:`start_flushing`)."""
 
-    def __init__(self, log_format: str = "text", log_file: str | None = None, stream: IO[str] | None = None):
-        self.output = LogOutput(log_file, stream)
+    def __init__(self, log_format: str = "text", log_file: str | None = None, stream: IO[str] | None = None,
+                 buffer_bytes: int = 0):
+        self.output = LogOutput(log_file, stream, buffer_bytes)
         self.observer = make_observer(self.output, log_format)
 
     def reopen(self) -> None:
         self.output.reopen()
+
+    def start_flushing(self, clock: Any, interval: float = LOG_FLUSH_INTERVAL) -> LoopingCall:
+        """Write pending lines out every ``interval`` seconds of ``clock`` (the caller's reactor);
+        stop the returned call, then :meth:`LogOutput.flush_now`, at shutdown."""
+        flusher = LoopingCall(self.output.flush_now)
+        flusher.clock = clock
+        flusher.start(interval, now=False)
+        return flusher

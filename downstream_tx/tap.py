@@ -72,7 +72,7 @@ class NodeService(DaemonProcess, service.MultiService):
     the pool."""
 
     def __init__(self, config: Config, reactor: Any, environ: dict[str, str] | None = None):
-        from downstream_tx.logs import LogSetup
+        from downstream_tx.logs import LOG_BUFFER, LogSetup
         from downstream_tx.metrics import Metrics
         from downstream_tx.systemd import Notifier
 
@@ -88,7 +88,8 @@ class NodeService(DaemonProcess, service.MultiService):
         self.site = None
         self.metrics_port = None
         self.ready: defer.Deferred = defer.Deferred()
-        self.logging = LogSetup(config.log_format, config.log_file)
+        self.logging = LogSetup(config.log_format, config.log_file, buffer_bytes=LOG_BUFFER)
+        self.log_flusher = None
         from downstream_tx.workers import worker_from_environ
 
         #: set in a ``--workers`` child: it adopts its parent's listening socket, notifies its parent
@@ -121,6 +122,7 @@ class NodeService(DaemonProcess, service.MultiService):
         # listeners first, not yet accepting: a port in use (or a bad socket) fails before the
         # database is created or touched; connections wait in the backlog until the node is ready
         self.site = site = open_site(config, self.reactor, metrics)
+        self.log_flusher = self.logging.start_flushing(self.reactor)  # the request log's lines, buffered
         if self.worker is None:
             self.port = await server_endpoint(self.reactor, config.listen, self.environ).listen(site)
         else:  # the parent's socket (workers.py); the reactor keeps a copy of the descriptor
@@ -223,6 +225,9 @@ class NodeService(DaemonProcess, service.MultiService):
         if self.metrics_port is not None:
             yield self.metrics_port.stopListening()
         log.info("stopped")
+        if self.log_flusher is not None:
+            self.log_flusher.stop()
+        self.logging.output.flush_now()
 
 
 

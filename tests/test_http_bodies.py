@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from downstream_tx import wire as shared
 from downstream_tx.http import bodies
@@ -164,6 +167,59 @@ def test_the_scanner_is_done_at_the_first_parse_error():
     assert scanner.feed(b", x, 3]}") is True
     assert scanner.feed(b"anything") is True and scanner.items == [1, 2]
 
+
+# --- large bodies: orjson where it gives the streaming parser's list ----------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["proofs", "a", "b"]), inner,
+                                                                 max_size=3),
+    max_leaves=20)
+
+
+def padded(text: bytes, size: int = bodies.INLINE_PARSE + 1) -> bytes:
+    """``text`` (a JSON object's text) with whitespace before its closing brace up to ``size``."""
+    return text[:-1] + b" " * max(0, size - len(text)) + text[-1:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(JSON_VALUES, max_size=6), extra=JSON_VALUES, before=st.booleans())
+def test_the_fast_parse_gives_the_streaming_list_or_nothing(items, extra, before):
+    pairs = [("x", extra), ("proofs", items)] if before else [("proofs", items), ("x", extra)]
+    text = ("{" + ",".join(f'"{k}":{json.dumps(v)}' for k, v in pairs) + "}").encode()
+    raw = padded(text, len(text) + 200)
+    fast = bodies.fast_items(raw, "proofs")
+    assert fast is None or fast == bodies._items_before_error(raw, "proofs")
+
+
+@pytest.mark.parametrize("text", [
+    b'{"proofs": [1], "proofs": [2]}',  # a repeated key: streamed as [1, 2], orjson keeps [2]
+    b'{"proofs": [1, 2.5]}',  # a Decimal to the streaming parser
+    b'{"proofs": [1, 1e3]}',
+    b'{"proofs": [1, 36893488147419103232]}',  # past 64 bits: orjson reads a float
+    b'{"proofs": [1, ' + b"[" * 70 + b"]" * 70 + b"]}",  # deeper than the streaming parser follows
+    b'{"pro\\u006ffs": [1]}',
+    b'{"proofs": [1, 2}',  # not JSON
+])
+def test_bodies_the_fast_parse_does_not_vouch_for_are_streamed(text):
+    assert bodies.fast_items(padded(text), "proofs") is None
+
+
+def test_a_large_honest_batch_is_parsed_in_one_piece(monkeypatch):
+    proof = {"leaf": {"index": 7, "blob": "QUJD" * 8}, "branch": {"rows": [["QUJD" * 11, "REVG" * 11]] * 6}}
+    raw = json.dumps({"proofs": [{"file_hash": n, "proof": proof} for n in range(600)]}).encode()
+    assert len(raw) > bodies.INLINE_PARSE
+    streamed = bodies._items_before_error(raw, "proofs")
+    monkeypatch.setattr(bodies, "ItemScanner", None)  # the streaming parser is not used at all
+    assert bodies.stream_items(raw, "proofs") == streamed
+    assert bodies.fast_items(padded(b'{"x": 1}'), "proofs") == []
+
+
+def test_a_large_body_dense_with_containers_is_streamed():
+    raw = b'{"proofs": [' + b",".join([b"{}"] * 4000) + b"]}"
+    assert bodies.fast_items(padded(raw), "proofs") is None
+    assert len(bodies.stream_items(padded(raw), "proofs")) == 4000
 
 # --- reads, inflation, objects, the fallback parser's edges, more Content-Types ------------------------
 

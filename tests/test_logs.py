@@ -13,9 +13,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, LogPublisher
 
-from downstream_tx.logs import LogOutput, json_line, make_observer, text_line
+from downstream_tx.logs import LogOutput, LogSetup, json_line, make_observer, text_line
 from support import ADDRESS
 from support.daemon import Daemon, daemon_env
 from support.fault_load import DbView
@@ -70,6 +71,45 @@ def test_debug_is_filtered_and_reopen_switches_files(tmp_path):
     assert "first" in (tmp_path / "node.log.1").read_text() and "second" in (tmp_path / "node.log.1").read_text()
     assert "third" in path.read_text() and "first" not in path.read_text()
     assert "hidden" not in (tmp_path / "node.log.1").read_text()
+
+
+class Flushes(io.StringIO):
+    """A stream that keeps what was flushed apart from what was only written."""
+
+    def __init__(self):
+        super().__init__()
+        self.flushed = ""
+
+    def flush(self) -> None:
+        self.flushed = self.getvalue()
+
+
+def test_a_buffered_log_writes_out_by_size_by_timer_and_at_once_for_a_warning():
+    stream, clock = Flushes(), Clock()
+    setup = LogSetup("text", stream=stream, buffer_bytes=200)
+    log = Logger(namespace="t", observer=LogPublisher(setup.observer))
+    flusher = setup.start_flushing(clock, 1.0)
+    log.info("first")
+    assert "first" in stream.getvalue() and stream.flushed == ""  # pending
+    clock.advance(1.0)
+    assert "first" in stream.flushed  # the timer wrote it out
+    for n in range(10):
+        log.info("line {n}", n=n)
+        if len(stream.getvalue()) - len(stream.flushed) >= 200:
+            break
+    assert stream.flushed == stream.getvalue() and "line" in stream.flushed  # the size wrote it out
+    log.info("quiet")
+    log.warn("loud")
+    assert "loud" in stream.flushed and "quiet" in stream.flushed  # a warning writes out at once
+    flusher.stop()
+    assert not clock.getDelayedCalls()
+
+
+def test_an_unbuffered_log_writes_out_each_line():
+    stream = Flushes()
+    log = Logger(namespace="t", observer=LogPublisher(make_observer(LogOutput(stream=stream), "text")))
+    log.info("one")
+    assert "one" in stream.flushed
 
 
 def _get(url: str, method: str = "GET", data: bytes | None = None) -> int:

@@ -110,7 +110,60 @@ def stream_items(raw: bytes, key: str) -> list[Any]:
         keyed = keyed_list(raw, key)
         if keyed is not None:
             return keyed
+    else:
+        fast = fast_items(raw, key)
+        if fast is not None:
+            return fast
     return _items_before_error(raw, key)
+
+
+#: bodies up to this size may be parsed whole by orjson on a worker thread (:func:`fast_items`)
+FAST_PARSE = 1 << 20
+#: ... if they open at most one container (``{`` or ``[``, strings included) per this many bytes:
+#: orjson then holds the interpreter ~2 ms at most (an honest proof opens 11 in ~700 bytes)
+FAST_BYTES_PER_CONTAINER = 48
+
+
+def fast_items(raw: bytes, key: str) -> list[Any] | None:
+    """:func:`_items_before_error` of a body that orjson can vouch for, in one C parse instead of
+    the streaming parser's Python events (~3x cheaper for a batch of 500 proofs); None when it
+    cannot, and the body must be streamed. It vouches for a body of at most :data:`FAST_PARSE`
+    bytes, at most one container per :data:`FAST_BYTES_PER_CONTAINER` bytes (a bounded hold of the
+    interpreter), that is valid JSON, names ``key`` at most once (``"key"`` at most once in its bytes, no ``\\u``
+    escape: a repeated key, which orjson collapses, would be streamed as two lists), nests at most
+    :data:`MAX_STREAM_DEPTH` levels and holds no non-integer number (orjson reads it as a float,
+    the streaming parser as a Decimal)."""
+    if len(raw) > FAST_PARSE or (raw.count(b"{") + raw.count(b"[")) * FAST_BYTES_PER_CONTAINER > len(raw):
+        return None
+    if raw.count(b'"%s"' % key.encode()) > 1 or b"\\u" in raw:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not _plain_within(obj, MAX_STREAM_DEPTH):
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get(key), list):
+        return obj[key][:MAX_ITEMS]
+    return []
+
+
+def _plain_within(obj: Any, depth: int) -> bool:
+    """Does ``obj`` (parsed JSON) nest at most ``depth`` containers and hold no float (a number
+    orjson reads as a float — a fraction, an exponent, an integer past 64 bits — the streaming
+    parser reads as a Decimal or an int)? One pass, a level at a time."""
+    level = [obj] if type(obj) in (dict, list) else []
+    for _ in range(depth):
+        below = []
+        for container in level:
+            for value in container.values() if type(container) is dict else container:
+                kind = type(value)
+                if kind is dict or kind is list:
+                    below.append(value)
+                elif kind is float:
+                    return False
+        level = below
+    return not level
 
 
 def decode_items(raw: bytes, key: str, limit: int, ratio: int | None) -> list[Any]:
