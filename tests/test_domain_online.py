@@ -3,6 +3,8 @@ challenge's window, online windows, the offline suspension. Pure: no database, n
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -62,6 +64,7 @@ def test_decay_is_successes_then_failures_one_at_a_time(alpha, beta, k, m, lam):
 def test_offline_suspension_needs_the_threshold_and_the_grace_and_lifts_at_the_threshold():
     assert online.offline_change(OK, 0.4, 600.0, 1000.0, W) == OFFLINE
     assert online.offline_change(OK, 0.4, 800.0, 1000.0, W) is None  # seen 200 s ago: within the grace
+    assert online.offline_change(OK, 0.4, 700.0, 1000.0, W) == OFFLINE  # exactly the grace: past it
     assert online.offline_change(OK, 0.5, None, 1000.0, W) is None
     assert online.offline_change(OFFLINE, 0.5, 999.0, 1000.0, W) == OK
     assert online.offline_change("suspended", 0.1, None, 1000.0, W) is None  # not this rule's
@@ -81,3 +84,8 @@ def test_the_defaults_suspend_a_silent_farmer_within_a_day():
         alpha, beta = online.decay(alpha, beta, 0, 1, rules.lam)
         hours += rules.window / 3600
     assert hours == 23 and rules.grace <= hours * 3600
+
+
+def test_a_count_of_windows_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        online.Windows(1, 2, 3).failures = 0  # type: ignore[misc]

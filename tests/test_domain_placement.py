@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from downstream_tx.domain import placement
@@ -12,6 +14,9 @@ from downstream_tx.domain import placement
     ("::ffff:203.0.113.9", "203.0.113.0/24"),  # IPv4-mapped: its IPv4 address
     ("2001:db8:1:ffff::2", "2001:db8:1::/48"),
     ("fe80::1%eth0", "fe80::/48"),
+    # the zone is cut off before parsing: its text never matters, even one ipaddress would reject
+    ("fe80::1%", "fe80::/48"),
+    ("fe80::1%a%b", "fe80::/48"),
     ("not an address", None),
     ("", None),
     (None, None),
@@ -35,3 +40,8 @@ def test_may_hold_distinct_addresses_and_networks():
     assert not placement.may_hold("c", "n1", holders)
     assert placement.may_hold("c", "n2", holders)
     assert placement.may_hold("c", None, holders)  # networks not compared
+
+
+def test_the_placement_rules_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        placement.PlacementRules().v4_prefix = 16  # type: ignore[misc]

@@ -32,6 +32,8 @@ RULES = Rules(vetting_audits=10, vetting_share=0.25)
     (DISQUALIFIED, False, "disqualified", "this farmer is disqualified: its audit score fell below the threshold"),
     (SUSPENDED, True, "suspended", "this farmer is suspended (repeated malformed requests or errors)"),
     (OK, True, "contained", "this farmer is in containment: answer the outstanding challenge first"),
+    (OFFLINE, False, "offline", "this farmer is suspended for being offline: its online score is below the "
+                                "offline_threshold; it is lifted once the score is back"),
 ])
 def test_a_farmer_that_gets_no_contracts_is_told_why(status, contained, reason, message):
     with pytest.raises(NotEligible) as e:
@@ -94,6 +96,16 @@ def test_the_counters_forget_one_over_the_window_per_assignment():
     assert keep(RULES) == pytest.approx(0.999)
     assert counted(100.0, 5.0, True, RULES) == pytest.approx((100 * 0.999 + 1, 5 * 0.999 + 1))
     assert counted(100.0, 5.0, False, RULES) == pytest.approx((100 * 0.999 + 1, 5 * 0.999))
+
+
+def test_the_shortest_window_the_configuration_allows():
+    # vetting_window 2 (the configuration's minimum): d = 0.5, so the edges are exact in floating point
+    rules = Rules(vetting_share=0.5, vetting_window=2)
+    assert keep(rules) == 0.5
+    assert within_share(10, 4, rules)  # 4·0.5 + 1 = 3 = 0.5·(10·0.5 + 1): exactly at the share
+    assert not within_share(10, 4.5, rules)
+    assert within_share(10, 3, rules) and not within_share(3, 3, rules)
+    assert keep(Rules(vetting_window=1)) == 0.0  # a window of one assignment (or less) keeps nothing
 
 
 # --- the share of the recent assignments (issue 24) ---------------------------------------------

@@ -77,8 +77,9 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_fi
             "issued, deadline, answered, download_key, network) VALUES (?, ?, 0, 'active', ?, ?, 0, ?, ?, ?, 0, ?, ?)",
             (token_id, file_id, now, interval, challenge_id, now, deadline, download_key, network),
         )
+        contract_id = txn.lastrowid  # read before the counters' UPDATE (MySQL's lastrowid is the last statement's)
         counters.start_txn(txn, V0, token_id, int(size))
-        return Assignment(txn.lastrowid, file_id, file_hash, int(size), int(interval), seed, deadline)
+        return Assignment(contract_id, file_id, file_hash, int(size), int(interval), seed, deadline)
     return None
 
 

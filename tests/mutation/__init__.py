@@ -137,6 +137,10 @@ TESTS_FOR: dict[str, list[str]] = {
                                         "tests/test_reputation.py", "tests/test_reputation_concurrency.py"],
     "downstream_tx/domain/verdicts.py": ["tests/test_domain_verdicts.py", "tests/test_late_answers.py",
                                          "tests/test_timer_pages.py", "tests/test_reputation.py"],
+    # issue 24: who counts as online, where a file's replicas may go
+    "downstream_tx/domain/online.py": ["tests/test_domain_online.py", "tests/test_reputation.py",
+                                       "tests/test_db_stores.py"],
+    "downstream_tx/domain/placement.py": ["tests/test_domain_placement.py", "tests/test_reputation.py"],
     "downstream_tx/domain/windows.py": ["tests/test_domain_windows.py", "tests/test_domain_verdicts.py",
                                         "tests/test_domain_containment.py", "tests/test_db_agreement.py",
                                         "tests/test_timer_pages.py"],
