@@ -224,14 +224,14 @@ def prepare_v1(db: str, data_dir: str, chunks: int, size: int, challenges: int, 
     from twisted.internet import defer
 
     async def fill(node, reactor):
-        key = node.core.keys.heartbeat_key()
+        key = node.keys.heartbeat_key()
         per = [chunks // processes + (1 if i < chunks % processes else 0) for i in range(processes)]
         with mp.get_context("spawn").Pool(processes) as pool:
             parts = [pool.apply_async(_encode, (key, size, n, challenges)) for n in per if n]
             for part in parts:
                 encoded = await defer.ensureDeferred(_wait(reactor, part))
                 for start in range(0, len(encoded), 1000):
-                    await node.core.stores.seeded.pool_add(encoded[start:start + 1000], 1, time.time())
+                    await node.stores.seeded.pool_add(encoded[start:start + 1000], 1, time.time())
 
     return _prepare({"db": db, "data_dir": data_dir}, fill)
 

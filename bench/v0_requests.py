@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 assert code == expected, (code, body[:200])
         for conn in conns:
             conn.proto.connectionLost(None)
-        services.core.stores.db.close()
+        services.stores.db.close()
         # the bare resource of bench/ceiling.py, driven the same way (it answers at once)
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from ceiling import BODY

@@ -379,7 +379,7 @@ async def _farmer_show(args, services, out) -> None:
     for number, item in enumerate(shown):
         if number:
             print(file=out)
-        for line in farmer_details(item, summaries.get(item["farmer_id"]), services.core.stores.reputation.rules):
+        for line in farmer_details(item, summaries.get(item["farmer_id"]), services.stores.reputation.rules):
             print(line, file=out)
 
 

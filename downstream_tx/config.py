@@ -8,6 +8,7 @@ four at once: ``key_name`` in TOML, ``DOWNSTREAM_KEY_NAME`` in the environment a
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -379,42 +380,120 @@ SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 DEFAULT, FILE, ENV, FLAG = "default", "file", "env", "flag"
 
 
+#: an IP network of ``trusted_proxies``
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True)
 class Config:
-    """The effective configuration; read values as attributes (``config.tick``)."""
+    """The effective configuration, parsed once (:func:`load_config`): one typed field per setting
+    (:data:`SETTINGS` gives each its parser, default and help), and where each value came from."""
 
-    values: Mapping[str, Any] = field(default_factory=dict)
-    #: setting name → where its value came from: ``default``, ``file <path>``, ``env NAME``, ``flag --x``
+    data_dir: str
+    db: str | None
+    db_password_file: str | None
+    chunk_dir: str | None
+    db_pool_size: int
+    db_retries: int
+    listen: str
+    public_url: str | None
+    metrics_listen: str | None
+    max_body_size: int
+    max_batch_body_size: int
+    max_inflate_ratio: int
+    request_timeout: float
+    idle_timeout: float
+    max_pipelined: int
+    max_connections_per_client: int
+    trusted_proxies: tuple[Network, ...]
+    max_tokens_per_address: int
+    max_tokens_per_ip: int
+    token_rate: int
+    whitelist: bool
+    min_balance: int
+    require_signature: bool
+    signature_names_node: bool
+    max_file_size: int
+    tick: float
+    max_failures: int
+    challenge_batch: int
+    challenge_low_water: int
+    seeded_interval: int
+    seeded_challenges: int
+    seeded_check_fraction: float
+    seeded_pool: tuple[tuple[int, int], ...]
+    max_chunks_per_request: int
+    max_size_per_address: int
+    contract_retention: int
+    archive_batch: int
+    archive_batches: int
+    archive_interval: float
+    late_grace: float
+    download_window: float
+    redownload: bool
+    dq_threshold: float
+    containment_retries: int
+    suspension_threshold: float
+    suspension_grace: int
+    vetting_audits: int
+    vetting_share: float
+    vetting_window: float
+    vetting_min_age: int
+    unknown_lambda: float
+    online_window: float
+    online_lambda: float
+    offline_threshold: float
+    offline_grace: int
+    last_seen_every: float
+    distinct_networks: bool
+    network_prefix_v4: int
+    network_prefix_v6: int
+    workers: int
+    lease_ttl: float
+    instance_name: str | None
+    log_format: str
+    log_file: str | None
+    db_unhealthy_after: float
+    shutdown_timeout: float
+    health_timeout: float
+    stats_interval: float
+    dashboard: bool
+    history_retention: int
+    geoip: bool
+    geoip_db: str | None
     sources: Mapping[str, str] = field(default_factory=dict)
     #: the password read from ``db_password_file`` (never shown)
     db_password: str | None = field(default=None, repr=False)
     #: the TOML file read (``--config`` or ``DOWNSTREAM_CONFIG``), if any
     config_file: str | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every setting's value by name."""
+        return {s.name: getattr(self, s.name) for s in SETTINGS}
 
     @property
     def db_url(self) -> str:
-        url = self.values["db"] or "sqlite:///" + os.path.join(self.data_dir, "downstream.db")
+        url = self.db or "sqlite:///" + os.path.join(self.data_dir, "downstream.db")
         if self.db_password is not None:
             url = with_password(url, self.db_password)
         return url
 
     @property
     def chunk_path(self) -> str:
-        return self.values["chunk_dir"] or os.path.join(self.data_dir, "chunks")
+        return self.chunk_dir or os.path.join(self.data_dir, "chunks")
 
     @property
     def base_url(self) -> str:
         return (self.public_url or public_url_from_endpoint(self.listen)).rstrip("/")
 
     def replace(self, **changes: Any) -> Config:
+        """The configuration with some settings changed (their source: ``derived at start``)."""
+        unknown = set(changes) - set(SETTINGS_BY_NAME)
+        if unknown:
+            raise TypeError(f"not settings: {', '.join(sorted(unknown))}")
         sources = {**self.sources, **{name: "derived at start" for name in changes}}
-        return Config({**self.values, **changes}, sources, self.db_password, self.config_file)
+        return dataclasses.replace(self, sources=sources, **changes)
 
     def source_of(self, name: str) -> str:
         return self.sources.get(name, DEFAULT)
@@ -435,11 +514,11 @@ class Config:
         shows the directory it defaults to, with the source ``default (<data_dir>/chunks)``)."""
         rows = []
         for s in SETTINGS:
-            value = self.values[s.name]
+            value = getattr(self, s.name)
             source = self.source_of(s.name)
             if s.name == "db":
                 value = mask_db_url(self.db_url)
-                if self.values["db"] is None:
+                if self.db is None:
                     source += " (<data_dir>/downstream.db)"
             elif s.name == "chunk_dir" and value is None:
                 value, source = self.chunk_path, source + " (<data_dir>/chunks)"
@@ -488,7 +567,7 @@ def load_config(
         setting = SETTINGS_BY_NAME[name.replace("-", "_")]
         values[setting.name] = _apply(setting, raw, "--" + setting.option)
         sources[setting.name] = f"{FLAG} --{setting.option}"
-    config = Config(values, sources, _read_password(values, sources), path or None)
+    config = Config(**values, sources=sources, db_password=_read_password(values, sources), config_file=path or None)
     _check_together(config)
     return config
 
@@ -566,7 +645,7 @@ def _check_together(config: Config) -> None:
             f"challenge_low_water: must be smaller than challenge_batch ({config.challenge_batch})"
         )
     if config.db_password is not None:
-        url = parse_db_url(config.values["db"]) if config.values["db"] else None
+        url = parse_db_url(config.db) if config.db else None
         if url is None or url.scheme != "mysql":
             raise ConfigError("db_password_file: only a mysql:// database has a password (db is not mysql://)")
         if url.password:

@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 from twisted.logger import Logger
 
+from downstream_tx.config import Config
+
 log = Logger()
 
 #: geoip2fast's data file with IPv4 and IPv6 networks (country level)
@@ -153,12 +155,9 @@ class Locator:
         return lookup
 
 
-def locator_from_config(config: Any) -> Locator | None:
+def locator_from_config(config: Config) -> Locator | None:
     """The node's locator (None when ``geoip`` is off)."""
-    values = getattr(config, "values", {})
-    if not values.get("geoip", False):
-        return None
-    return Locator(values.get("geoip_db"))
+    return Locator(config.geoip_db) if config.geoip else None
 
 
 async def locate(locator: Locator | None, blocking: Callable[..., Awaitable[Any]], ip: str | None) -> Location | None:

@@ -181,8 +181,8 @@ class Metrics:
             self.pool_target.labels(str(size)).set(count)
 
     def bind_db(self, db: Any, pool_size: int) -> None:
-        """Observe every transaction of ``db`` and read its pool's use at each scrape."""
-        db.observers.append(self.observe_transaction)
+        """Read ``db``'s pool use and lost commits at each scrape (its transactions are observed by
+        :meth:`observe_transaction`, given to the database when it is opened)."""
         pool = db.pool
         self.pool_size.set(getattr(pool, "max", pool_size))
         threadpool = getattr(pool, "threadpool", None)

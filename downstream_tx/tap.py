@@ -111,16 +111,17 @@ class NodeService(DaemonProcess, service.MultiService):
     async def _start(self) -> Any:
         from downstream_tx.http.ops import metrics_site
         from downstream_tx.http.server import open_site
-        from downstream_tx.jobs.stats import history_recorder, stats_job
+        from downstream_tx.jobs.history import HourlyResults
+        from downstream_tx.jobs.stats import stats_job
         from downstream_tx.jobs.watchdog import Watchdog
         from downstream_tx.listeners import server_endpoint
-        from downstream_tx.runtime import build_server, jobs_leader, open_services
+        from downstream_tx.runtime import Observers, build_server, jobs_leader, open_services
         from downstream_tx.systemd import watchdog_interval
 
-        config = self.config
+        config, metrics = self.config, self.metrics
         # listeners first, not yet accepting: a port in use (or a bad socket) fails before the
         # database is created or touched; connections wait in the backlog until the node is ready
-        self.site = site = open_site(config, self.reactor)
+        self.site = site = open_site(config, self.reactor, metrics)
         self.log_flusher = self.logging.start_flushing(self.reactor)  # the request log's lines, buffered
         if self.worker is None:
             self.port = await server_endpoint(self.reactor, config.listen, self.environ).listen(site)
@@ -128,30 +129,26 @@ class NodeService(DaemonProcess, service.MultiService):
             self.port = self.reactor.adoptStreamPort(self.worker.listen_fd, self.worker.family, site)
             os.close(self.worker.listen_fd)
         _pause(self.port)
-        if self.metrics is not None:
+        if metrics is not None:
             self.metrics_port = await server_endpoint(self.reactor, config.metrics_listen, self.environ).listen(
-                metrics_site(self.metrics))
+                metrics_site(metrics))
             _pause(self.metrics_port)
-        self.node = services = await open_services(config, self.reactor, daemon=True)
-        stats = services.core.stores.stats
-        self.server = server = build_server(services)
-        server.serve(site)
-        # the dashboard's per-hour history: counted from core.results, written by the stats job
-        history = history_recorder(services.core.stores.history, services.core.results, self.reactor)
-        if config.public_url is None:
-            # download URLs name the address actually bound (port 0, socket activation), not a guess
-            # from the endpoint string
-            address = self.port.getHost()
-            if getattr(address, "port", None):
-                tls = config.listen.split(":", 1)[0] in ("ssl", "tls")
-                server.base_url = public_url_for(address.host, address.port, tls)
+        # the dashboard's per-hour history: the node's results counted here, written by the stats job
+        history = HourlyResults(self.reactor)
+        observers = Observers(results=(history.count,), downloads=()) if metrics is None else Observers(
+            results=(history.count, metrics.count_result), downloads=(metrics.count_download,),
+            jobs=metrics.observe_job, transactions=(metrics.observe_transaction,))
+        self.node = services = await open_services(config, self.reactor, daemon=True, observers=observers)
+        stats = services.stores.stats
         # the periodic jobs run on the one instance holding the jobs lease (jobs/leader.py); the stats
         # job on every process (its gauges and per-hour history are this process's)
-        self.leader = leader = jobs_leader(services, self.metrics.observe_job if self.metrics is not None else None)
-        server.leadership = leader.describe
-        jobs = [stats_job(stats, config, self.reactor, self.metrics, history)]
-        if self.metrics is not None:
-            self._bind_metrics(jobs)
+        self.leader = leader = jobs_leader(services, observers.jobs)
+        self.server = server = build_server(services, leadership=leader.describe, base_url=self._base_url())
+        server.serve(site)
+        jobs = [stats_job(stats, config, self.reactor, metrics, (services.stores.history, history),
+                          observers.jobs)]
+        if metrics is not None:
+            self._bind_metrics()
             _resume(self.metrics_port)
             log.info("serving Prometheus metrics at http://{address}/metrics",
                      address=_host_port(self.metrics_port.getHost()))
@@ -169,25 +166,30 @@ class NodeService(DaemonProcess, service.MultiService):
         self.notifier.ready()
         interval = watchdog_interval(self.environ)
         if interval is not None and self.notifier.enabled:
-            watchdog = Watchdog(self.notifier, stats, self.reactor, interval, config.db_unhealthy_after)
+            watchdog = Watchdog(self.notifier, stats, self.reactor, interval, self.config.db_unhealthy_after)
             watchdog.setServiceParent(self)
         return self.port
 
-    def _bind_metrics(self, jobs: list) -> None:
+    def _base_url(self) -> str | None:
+        """Where farmers download chunks: ``public_url``, else the address actually bound (port 0,
+        socket activation), not a guess from the endpoint string (None: the configuration's guess)."""
+        if self.config.public_url is not None:
+            return None
+        address = self.port.getHost()
+        if not getattr(address, "port", None):
+            return None
+        tls = self.config.listen.split(":", 1)[0] in ("ssl", "tls")
+        return public_url_for(address.host, address.port, tls)
+
+    def _bind_metrics(self) -> None:
+        """The metrics read the pool, the lease and the site at each scrape."""
         metrics, services, site = self.metrics, self.node, self.site
         metrics.bind_db(services.db, self.config.db_pool_size)
         metrics.bind_leader(self.leader, None if self.worker is None else self.worker.index)
         metrics.set_pool_targets(self.config.seeded_pool)
-        services.core.results.observers.append(metrics.count_result)
-        services.core.downloads.observers.append(metrics.count_download)
-        site.observers.append(metrics.observe_request)
-        site.connection_observers.append(metrics.count_connection_closed)
         metrics.in_flight.set_function(lambda: len(site.in_flight))
         metrics.connections.set_function(lambda: len(site.channels))
         metrics.connections_stalled.set_function(lambda: len(site.stalled))
-        for job in jobs:
-            previous = job.observer
-            job.observer = metrics.observe_job if previous is None else _both(previous, metrics.observe_job)
 
     def reload(self) -> None:
         """SIGHUP: reopen the log file (after logrotate), telling systemd around it."""
@@ -256,13 +258,6 @@ def _within(clock: Any, seconds: float, d: defer.Deferred) -> defer.Deferred:
 
     d.addBoth(done)
     return result
-
-
-def _both(first, second):
-    def call(*args: Any) -> None:
-        first(*args)
-        second(*args)
-    return call
 
 
 def _host_port(address: Any) -> str:

@@ -34,8 +34,8 @@ class Client:
         return resp.code, body, (retry[0] if retry else None)
 
     def tokens_of_ip(self, ip: str) -> int:
-        ip_hash = self.node.core.keys.hash_ip(ip)
-        return run(self.node.core.stores.tokens.count(ip_hash))
+        ip_hash = self.node.keys.hash_ip(ip)
+        return run(self.node.stores.tokens.count(ip_hash))
 
 
 @pytest.fixture
@@ -72,6 +72,19 @@ def test_token_rate_refuses_with_429_and_retry_after(client, clock, route):
     clock.advance(1)
     assert c.new(route, 5)[0] == 200
     assert c.new(route, 6)[0] == 429  # refused requests take nothing, but the refill is one per 20 s
+
+
+def test_the_limit_is_the_daemons_shared_one_across_instances(client, tmp_path, db_url, clock):
+    """The test server is built as the daemon's (runtime.build_server): its limiter keeps the
+    buckets in the database, so a client limited by one instance is limited by another over the
+    same database."""
+    from downstream_tx.http.ratelimit import SharedRateLimiter
+    from support import make_server
+
+    one, other = client(token_rate=2), client(token_rate=2)
+    assert isinstance(make_server(one.node).token_limit.limiter, SharedRateLimiter)
+    assert [one.new(V0_NEW, 1)[0], other.new(V1_NEW, 2)[0], one.new(V1_NEW, 3)[0]] == [200, 200, 429]
+    assert other.new(V0_NEW, 4)[0] == 429
 
 
 @pytest.mark.parametrize("route", ROUTES)

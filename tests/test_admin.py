@@ -316,7 +316,7 @@ def test_farmer_show_list_and_reinstate_the_reputation(node, tmp_path, clock):
     assert "standing      ok, not vetted yet (0 of 100 passes)\n" in text
     assert "audit_score   1.000000 (at or above the dq_threshold, 0.96)\n" in text
     assert "unknown_score 1.000000 (at or above the suspension_threshold, 0.6)\n" in text
-    rules = node.core.stores.reputation.rules
+    rules = node.stores.reputation.rules
     run(node.db.run("results", reputation.record_txn, rules, clock.seconds(),
                     {ADDRESS: Tally(passes=1, fails=41)}))  # 41 fails: below 0.96
     text = dispatch(node, "farmer", "show", first["token"])

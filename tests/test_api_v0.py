@@ -223,7 +223,7 @@ def test_challenge_errors(api, tmp_path):
 
 
 def errors_of(node, address=ADDRESS) -> int:
-    reps = run(node.core.stores.reputation.of_addresses([address]))
+    reps = run(node.stores.reputation.of_addresses([address]))
     return reps[address].errors if address in reps else 0
 
 
@@ -272,7 +272,7 @@ def test_challenge_after_the_deadline_and_its_grace_is_not_due(api, tmp_path, cl
     file_hash = add_test_file(node, tmp_path, interval=60)
     token = new_token(client)
     challenge = client.get(f"/api/downstream/chunk/{token}").json()["challenge"]
-    clock.advance(60 + node.core.config.late_grace)
+    clock.advance(60 + node.config.late_grace)
     assert client.get(f"/api/downstream/due/{token}").json()["due_contracts"] == []
     answer = v0_answer(stored_bytes(node, file_hash), challenge)
     assert_error(client.get(f"/api/downstream/challenge/{token}/{file_hash}/{answer}"), 409, "not_due")
@@ -440,4 +440,4 @@ def test_head_is_refused_where_get_changes_state(api):
     node, client = api
     r = client.request("HEAD", f"/api/downstream/new/{ADDRESS}")
     assert r.code == 405 and r.header("allow") == "GET"
-    assert run(node.core.stores.tokens.count()) == 0
+    assert run(node.stores.tokens.count()) == 0

@@ -249,3 +249,53 @@ def test_the_domain_imports_no_framework_and_no_other_layer():
         assert not outside, (name, outside)
         assert not any(node.level for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                        if isinstance(node, ast.ImportFrom)), (name, "relative import")
+
+
+#: the composition root: the only modules that build stores, and that must build every object whole
+COMPOSITION_ROOT = ("downstream_tx.runtime",)
+#: the process entry points that assemble the node with the composition root's builders
+ASSEMBLERS = ("downstream_tx.runtime", "downstream_tx.tap")
+
+
+def _store_classes() -> set[str]:
+    names = {"Stores"}
+    for name, path in modules().items():
+        if _within(name, "downstream_tx.db"):
+            names |= {node.name for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                      if isinstance(node, ast.ClassDef) and node.name.endswith("Store")}
+    return names
+
+
+def _called_name(call: ast.Call) -> str:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def test_only_the_composition_root_builds_stores():
+    stores = _store_classes()
+    for name, path in modules().items():
+        if _within(name, "downstream_tx.db") or name in COMPOSITION_ROOT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                assert _called_name(node) not in stores, (name, _called_name(node))
+
+
+def test_the_composition_root_patches_nothing_it_built():
+    """No attribute of an object other than the assembler's own is set, and no observer list is
+    added to: what an object needs is given to its constructor."""
+    for name in ASSEMBLERS:
+        tree = ast.parse(modules()[name].read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                for part in ast.walk(target):
+                    if isinstance(part, ast.Attribute):
+                        base = part.value
+                        assert isinstance(base, ast.Name) and base.id == "self", (name, ast.unparse(target))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("append", "extend", "insert"):
+                owner = node.func.value
+                assert not (isinstance(owner, ast.Attribute) and owner.attr.endswith("observers")), \
+                    (name, ast.unparse(node))

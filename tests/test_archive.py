@@ -72,7 +72,7 @@ def v1_history(node, clock) -> str:
 def totals(node, tokens: list[str]) -> dict:
     """Every total a farmer is shown: admin farmer list/show, the status API, the dashboard, the
     metrics' contract counts."""
-    stores, now = node.core.stores, node.core.now()
+    stores, now = node.stores, node.clock.seconds()
     ids = [farmer_id(t) for t in tokens]
     out = {
         "list": [f.as_dict() for f in run(node.farmers.page())],
@@ -97,7 +97,7 @@ def out_show(node, ids: list[str]) -> list[dict]:
 
 
 def contracts(node) -> list[dict]:
-    return run(node.core.stores.contracts.all())
+    return run(node.stores.contracts.all())
 
 
 def test_archiving_keeps_every_total_and_never_touches_active_contracts(node, tmp_path, clock):
@@ -116,14 +116,14 @@ def test_archiving_keeps_every_total_and_never_touches_active_contracts(node, tm
     assert any(s["contracts"]["passes"] for s in shown["show"])
     assert all("audit_score" in f and f["contracts"] for f in shown["status_api"])
     assert any(r["passes"] for r in shown["reputation"].values())
-    done = run(archive_pass(node.core.stores.archive, node.config, clock.seconds()))
+    done = run(archive_pass(node.stores.archive, node.config, clock.seconds()))
     assert done.archived == 7 * 2 or done.archived == len(finished)
     while done.archived:
-        done = run(archive_pass(node.core.stores.archive, node.config, clock.seconds()))
+        done = run(archive_pass(node.stores.archive, node.config, clock.seconds()))
     assert contracts(node) == active  # only the active ones are left, untouched
     assert totals(node, [v0, v1]) == shown
     # idempotent: nothing more to do, nothing changes
-    assert run(archive_pass(node.core.stores.archive, node.config, clock.seconds())).archived == 0
+    assert run(archive_pass(node.stores.archive, node.config, clock.seconds())).archived == 0
     assert totals(node, [v0, v1]) == shown
 
 
@@ -136,7 +136,7 @@ def test_a_batch_archives_at_most_its_limit_and_only_what_is_older_than_the_cuto
         clock.advance(1)
     ended = [c for c in contracts(node) if c["state"] == "ended"]
     assert len(ended) == 12
-    store = node.core.stores.archive
+    store = node.stores.archive
     cutoff = clock.seconds() - 2  # the last two ended after it
     first = run(store.archive(cutoff, 4))
     assert (first.archived, first.tokens, first.more) == (4, 1, True)
@@ -144,7 +144,7 @@ def test_a_batch_archives_at_most_its_limit_and_only_what_is_older_than_the_cuto
     second = run(store.archive(cutoff, 100))
     assert (second.archived, second.more) == (6, False)
     assert len(contracts(node)) == 2
-    [(token_id, kept)] = run(store.totals([run(node.core.stores.tokens.farmer(farmer_id(token)))[0][0].id])).items()
+    [(token_id, kept)] = run(store.totals([run(node.stores.tokens.farmer(farmer_id(token)))[0][0].id])).items()
     assert (kept.ended, kept.failed, kept.contracts, kept.v0, kept.v1) == (10, 0, 10, 1, 0)
     assert kept.size == 10 * 4096
 
@@ -170,8 +170,8 @@ def test_the_job_runs_bounded_batches_per_pass_and_does_nothing_with_retention_z
     finally:
         job.stopService()
     kept = node.config.replace(contract_retention=0)
-    assert run(archive_pass(node.core.stores.archive, kept, clock.seconds())) == ArchivePass()
-    assert archive_job(node.core.stores.archive, kept, clock).name == "archive"
+    assert run(archive_pass(node.stores.archive, kept, clock.seconds())) == ArchivePass()
+    assert archive_job(node.stores.archive, kept, clock).name == "archive"
 
 
 def test_totals_merge_and_latest():
@@ -214,8 +214,8 @@ def test_a_batch_retried_after_a_failure_counts_each_contract_once(node, tmp_pat
     clock.advance(1)  # the wrapper's back-off before the retry
     result = run(d)
     assert attempts == [5, 5] and result.archived == 5
-    token_id = run(node.core.stores.tokens.farmer(farmer_id(token)))[0][0].id
-    assert run(node.core.stores.archive.totals([token_id]))[token_id].ended == 5
+    token_id = run(node.stores.tokens.farmer(farmer_id(token)))[0][0].id
+    assert run(node.stores.archive.totals([token_id]))[token_id].ended == 5
     assert run(node.farmers.show(farmer_id(token)))["contracts"]["ended"] == 5
 
 
@@ -225,5 +225,5 @@ def test_archiving_a_v1_contract_ended_with_its_token_drops_its_tag(node, clock)
     tags = "SELECT COUNT(*) FROM contract_tags"
     assert run(node.db.run("tags", lambda txn: txn.scalar(tags))) == 2
     clock.advance(RETENTION + 1)
-    assert run(node.core.stores.archive.archive(clock.seconds() - RETENTION, 10)).archived == 2
+    assert run(node.stores.archive.archive(clock.seconds() - RETENTION, 10)).archived == 2
     assert run(node.db.run("tags", lambda txn: txn.scalar(tags))) == 0

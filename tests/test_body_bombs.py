@@ -9,6 +9,7 @@ bomb senders and a farmer that behaves like downstream-farmer 0.1.8."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import http.client
 import os
@@ -24,7 +25,7 @@ from twisted.web import http as twisted_http
 
 from downstream_tx.core.tokens import hash_token
 from downstream_tx.http import bodies
-from downstream_tx.http.server import DownstreamServer
+from downstream_tx.runtime import build_server
 from downstream_tx.v1.farming import KNOWN_TOKEN_SECONDS
 from support import ADDRESS, make_address, make_server, run, snapshot
 from support.daemon import Daemon
@@ -99,7 +100,7 @@ def test_a_live_token_is_looked_up_once_a_minute_and_a_deleted_one_is_still_refu
     clock.advance(KNOWN_TOKEN_SECONDS)
     assert api.post(f"{V1}/challenge/{token}", {"hashes": []})[0] == 200
     assert len(lookups) == 2
-    run(node.core.stores.tokens.delete(hash_token(token), clock.seconds()))
+    run(node.stores.tokens.delete(hash_token(token), clock.seconds()))
     assert api.post(f"{V1}/answer/{token}", body) == (400, NONEXISTENT)
     assert api.post(f"{V1}/challenge/{token}", {"hashes": [contract["file_hash"]]}) == (400, NONEXISTENT)
     assert len(lookups) == 2  # known: not looked up again, refused by the calls themselves
@@ -118,11 +119,9 @@ class Recording:
 
 
 def recording_api(node) -> tuple[Api, Recording]:
-    core = node.core
-    blocking = Recording(core.blocking)
-    server = DownstreamServer(core.config, core.clock, node.v0, node.v1, node.status, ping=None,
-                              hash_ip=core.keys.hash_ip, blocking=blocking)
-    api = Api(node, core.config)
+    blocking = Recording(node.blocking)
+    server = build_server(dataclasses.replace(node, blocking=blocking))
+    api = Api(node, node.config)
     api.treq = StubTreq(server.resource())
     return api, blocking
 

@@ -36,7 +36,7 @@ TAKE_SLOT = 'UPDATE files SET replicas = replicas + 1'
 
 
 def token_id(node, token: str) -> int:
-    return run(node.core.stores.tokens.get(hash_token(token))).id
+    return run(node.stores.tokens.get(hash_token(token))).id
 
 
 def replicas_and_contracts(node, file_hash: str) -> tuple[int, int]:
@@ -45,8 +45,8 @@ def replicas_and_contracts(node, file_hash: str) -> tuple[int, int]:
 
 async def replicas_and_active(node, file_hash: str) -> tuple[int, int]:
     """The file's replica count and its active contracts, through the stores."""
-    replicas = await node.core.stores.files.replicas(file_hash)
-    contracts = await node.core.stores.contracts.all()
+    replicas = await node.stores.files.replicas(file_hash)
+    contracts = await node.stores.contracts.all()
     return replicas, sum(1 for c in contracts if c["file_hash"] == file_hash and c["state"] == "active")
 
 
@@ -129,7 +129,7 @@ def test_take_many_locks_the_challenges_it_reads(tmp_path, clock):
     node = make_node(make_config(tmp_path, MYSQL_URL, challenge_batch=6, challenge_low_water=2), clock)
     try:
         file_hash = add_test_file(node, tmp_path)
-        file_id = run(node.core.stores.files.get_active(file_hash)).id
+        file_id = run(node.stores.files.get_active(file_hash)).id
         engine = create_engine(MYSQL_URL)
         first = engine.connect()
         results: dict[str, object] = {}
@@ -163,7 +163,7 @@ def test_take_many_locks_the_challenges_it_reads(tmp_path, clock):
         assert len(mine[file_id]) == 2
         assert not {cid for cid, _ in mine[file_id]} & {cid for cid, _ in theirs[file_id]}
         assert [cid for cid, _ in theirs[file_id]] == [cid + 2 for cid, _ in mine[file_id]]
-        assert run(node.core.stores.challenges.unused(file_id)) == 2
+        assert run(node.stores.challenges.unused(file_id)) == 2
     finally:
         node.db.close()
 
@@ -197,12 +197,12 @@ async def test_token_limits_hold_across_instances(tmp_path):
         # many at once from one address and IP (limits off): every one made, no attempt deadlocked
         unlimited = config.replace(max_tokens_per_ip=0, max_tokens_per_address=0)
         for n in nodes:
-            n.core.config = unlimited
+            n.tokens.config = unlimited  # the token service's limits
         many = await defer.gatherResults([defer.ensureDeferred(nodes[i % 2].v0.create_token(make_address(1),
                                                                                            ip="203.0.113.8"))
                                           for i in range(30)])
         assert len(set(many)) == 30 and failed == []
-        limiters = [SharedRateLimiter(4, reactor, n.core.stores.ratelimits, n.core.keys.hash_ip) for n in nodes]
+        limiters = [SharedRateLimiter(4, reactor, n.stores.ratelimits, n.keys.hash_ip) for n in nodes]
         waits = await defer.gatherResults([defer.ensureDeferred(limiters[i % 2].check("203.0.113.9"))
                                            for i in range(8)])
         assert sum(1 for w in waits if w == 0) == 4

@@ -220,3 +220,46 @@ def test_any_config_file_either_loads_or_raises_config_error(tmp_path_factory, t
         load_config(str(path), {})
     except ConfigError:
         pass
+
+
+def _of_type(value, hint) -> bool:
+    """``value`` is of the type ``hint`` (a class, ``X | None``, ``tuple[X, ...]``)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_of_type(value, arg) for arg in typing.get_args(hint))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        return isinstance(value, tuple) and all(_of_type(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def test_the_config_is_one_typed_field_per_setting():
+    """Parsed once into typed fields: a setting's value (its default, and a value read) is of its
+    field's type; a name that is not a setting is no attribute."""
+    import dataclasses
+    import typing
+
+    from downstream_tx.config import SETTINGS, Config
+
+    hints = typing.get_type_hints(Config)
+    fields = [f.name for f in dataclasses.fields(Config)]
+    assert fields[:len(SETTINGS)] == [s.name for s in SETTINGS]
+    assert fields[len(SETTINGS):] == ["sources", "db_password", "config_file"]
+    config = load_config(None, environ={}, overrides={"trusted_proxies": "10.0.0.0/8", "seeded_pool": "1MiB:2",
+                                                     "tick": "2", "workers": "3", "public_url": "http://n:1"})
+    for s in SETTINGS:
+        assert _of_type(s.default, hints[s.name]), s.name
+        assert _of_type(getattr(config, s.name), hints[s.name]), s.name
+    assert (config.tick, config.workers, config.seeded_pool) == (2.0, 3, ((1 << 20, 2),))
+    with pytest.raises(AttributeError):
+        config.no_such_setting  # noqa: B018
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.tick = 3.0
+    assert config.replace(tick=5.0).tick == 5.0 and config.replace(tick=5.0).source_of("tick") == "derived at start"
+    with pytest.raises(TypeError):
+        config.replace(no_such_setting=1)

@@ -37,7 +37,7 @@ def test_farmer_show_totals_are_exact(tmp_path, db_url, clock):
     assert shown["farmer_id"] == farmer_id(token) and shown["address"] == ADDRESS
     assert shown["contracts"] == {"active": 2, "ended": 0, "failed": 2, "passes": 2, "fails": 1, "misses": 2,
                                   "downloads": 0, "redownloads": 0, "downloads_refused": 0}
-    assert shown["heartbeats"] == run(node.core.stores.tokens.get(
+    assert shown["heartbeats"] == run(node.stores.tokens.get(
         hashlib.sha256(bytes.fromhex(token)).digest())).hbcount
     other_shown = run(node.farmers.show(farmer_id(other)))
     assert other_shown["contracts"] == {"active": 1, "ended": 0, "failed": 0, "passes": 1, "fails": 0, "misses": 0,
@@ -84,5 +84,5 @@ def test_last_seen_is_the_farmers_last_request_on_both_protocols(tmp_path, db_ur
     run(node.v0.due(v0))
     assert run(node.farmers.summaries([farmer_id(v0)]))[0].last_seen == clock.seconds() - 3
     clock.advance(10)  # a malformed answer is a request of the farmer too
-    run(node.core.stores.reputation.record_errors(hash_token(v0), 1, clock.seconds()))
+    run(node.stores.reputation.record_errors(hash_token(v0), 1, clock.seconds()))
     assert run(node.farmers.summaries([farmer_id(v0)]))[0].last_seen == clock.seconds()

@@ -127,31 +127,35 @@ class FakeLocator:
 @pytest.fixture
 def located(tmp_path, clock):
     node = make_node(make_config(tmp_path), clock)
-    node.core.locator = FakeLocator()
-    yield node
+    yield dataclasses.replace(node, locator=FakeLocator())
     node.db.close()
 
 
+def tokens_of(node) -> tokens.Tokens:
+    """The node's token service, built over the node's locator."""
+    return tokens.Tokens(node.stores.tokens, node.config, node.clock, node.keys.hash_ip, node.locator, node.blocking)
+
+
 def test_a_new_token_is_located_by_its_ip(located):
-    made = tokens.Tokens(located.core)
+    made = tokens_of(located)
     assert run(made.locate("8.8.8.8")) == geoip.Location("Testland")
     token = run(made.create(ADDRESS, "8.8.8.8", V0))
     assert geoip.location_from_json(token_row(located, token).location)["country"] == "Testland"
-    assert located.core.locator.asked == ["8.8.8.8", "8.8.8.8"]
+    assert located.locator.asked == ["8.8.8.8", "8.8.8.8"]
 
 
 def test_a_given_location_is_stored_as_given_and_nothing_is_looked_up(located):
     given = geoip.Location("Elsewhere").to_json()
-    token = run(tokens.Tokens(located.core).create(ADDRESS, "8.8.8.8", V0, location=given))
+    token = run(tokens_of(located).create(ADDRESS, "8.8.8.8", V0, location=given))
     assert token_row(located, token).location == given
-    assert located.core.locator.asked == []
+    assert located.locator.asked == []
 
 
 def test_a_new_token_is_logged_with_its_protocol_and_farmer_id_never_the_token(located):
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        token = run(tokens.Tokens(located.core).create(ADDRESS, "127.0.0.1", V0))
+        token = run(tokens_of(located).create(ADDRESS, "127.0.0.1", V0))
     finally:
         globalLogPublisher.removeObserver(events.append)
     farmer_id = tokens.farmer_id_of(tokens.hash_token(token))

@@ -92,7 +92,7 @@ def old_list(txn, now: float, online_only: bool, sort: str, descending: bool) ->
 
 
 def check(node) -> None:
-    now, grace = node.core.now(), overdue_grace(node.config)
+    now, grace = node.clock.seconds(), overdue_grace(node.config)
 
     def body(txn):
         values = counters.read_txn(txn)
@@ -204,17 +204,17 @@ class Farm:
     def tick(self, n):
         self.clock.advance(1 + (n * 7) % (2 * INTERVAL))
         self.do(self.node.supply.issue_due())
-        self.do(self.node.core.stores.contracts.fill_starved(self.node.core.now()))
+        self.do(self.node.stores.contracts.fill_starved(self.node.clock.seconds()))
         self.do(self.node.expiry.expire())
 
     def archive(self, n):
-        self.do(archive_pass(self.node.core.stores.archive, self.node.config, self.node.core.now()))
+        self.do(archive_pass(self.node.stores.archive, self.node.config, self.node.clock.seconds()))
 
     def delete_token(self, n):
         token = self.pick(self.v0 + list(self.v1), n)
         if token:
             try:
-                self.do(self.node.core.stores.tokens.delete(hash_token(token), self.node.core.now()))
+                self.do(self.node.stores.tokens.delete(hash_token(token), self.node.clock.seconds()))
             except UnknownToken:
                 pass  # deleted before
 
@@ -395,18 +395,18 @@ def test_a_fenced_out_timer_pass_changes_no_counter(farm):
     for name, n in SETUP + [("v0_answer", 0)]:
         getattr(farm, name)(n)
     node, clock = farm.node, farm.clock
-    run(node.core.stores.leases.acquire(lease.JOBS, "a", clock.seconds(), 10))
+    run(node.stores.leases.acquire(lease.JOBS, "a", clock.seconds(), 10))
     fenced = lease.FencedDatabase(node.db, lease.Fence(lease.JOBS, "a", 1))
     clock.advance(3 * INTERVAL)  # every contract due (v0) or expired (v1); the lease expired
     before = run(node.db.run("read", counters.read_txn))
-    rules = node.core.stores.seeded.rules
+    rules = node.stores.seeded.rules
     for desc, body, args in (("v0_pass", contracts.update_due_txn, (rules, clock.seconds(), 2)),
                              ("v1_expire", seeded.expire_txn, (rules, clock.seconds()))):
         with pytest.raises(lease.LeaseLost):
             run(fenced.run(desc, body, *args))
     assert run(node.db.run("read", counters.read_txn)) == before
     check(node)
-    run(node.core.stores.leases.acquire(lease.JOBS, "a", clock.seconds(), 10))  # generation 2
+    run(node.stores.leases.acquire(lease.JOBS, "a", clock.seconds(), 10))  # generation 2
     fenced = lease.FencedDatabase(node.db, lease.Fence(lease.JOBS, "a", 2))
     run(fenced.run("v0_pass", contracts.update_due_txn, rules, clock.seconds(), 2))
     run(fenced.run("v1_expire", seeded.expire_txn, rules, clock.seconds()))
@@ -436,13 +436,13 @@ def test_starved_contracts_and_their_late_challenges_are_counted(farm):
 
     contracts.issue_next_txn = spy
     try:
-        farm.do(farm.node.core.stores.contracts.issue_due(farm.node.core.now(), 2, 5000, None))
+        farm.do(farm.node.stores.contracts.issue_due(farm.node.clock.seconds(), 2, 5000, None))
     finally:
         contracts.issue_next_txn = real
     assert starved  # (three contracts, at most two challenges left)
     check(farm.node)
     assert farm.do(farm.node.supply.top_up())  # the file gets challenges again
-    assert farm.do(farm.node.core.stores.contracts.fill_starved(farm.node.core.now())) == len(starved)
+    assert farm.do(farm.node.stores.contracts.fill_starved(farm.node.clock.seconds())) == len(starved)
     check(farm.node)
 
 

@@ -14,7 +14,8 @@ from downstream_tx import geoip
 from downstream_tx.db.history import HOUR, HourRow
 from downstream_tx.errors import NodeError
 from downstream_tx.jobs.history import HourlyResults, write_history
-from downstream_tx.jobs.stats import history_recorder, stats_job
+from downstream_tx.jobs.stats import stats_job
+from downstream_tx.jobs.uptime import UptimeSummary
 from downstream_tx.v0.hashes import parse_response
 from support import make_address, run, token_row
 from support.v1 import V1, answer, build, chunks, prove
@@ -115,7 +116,7 @@ def test_dashboard_shows_the_status_api_numbers(setup, clock):
     assert fpage.count("<tr><td>") == 2  # its two active contracts in the at-risk table
     # no token, IP or node secret on any page
     for text in (page, fpage):
-        for secret in (t1, t2, t3, node.core.keys.secret.hex(), "127.0.0.1"):
+        for secret in (t1, t2, t3, node.keys.secret.hex(), "127.0.0.1"):
             assert secret not in text
 
 
@@ -150,7 +151,7 @@ def test_farmer_page_escapes_what_a_farmer_sent(setup, clock):
     token_hash = hashlib.sha256(b"evil").digest()
     location = geoip.Location(country=EVIL, city="O'Fallon <b>")
     # straight into the store: the token rules would refuse the address
-    run(node.core.stores.tokens.create(token_hash, token_hash.hex()[:20], EVIL, None, clock.seconds(),
+    run(node.stores.tokens.create(token_hash, token_hash.hex()[:20], EVIL, None, clock.seconds(),
                                        lambda facts: None, location=location.to_json(), country=location.country))
     fid = token_hash.hex()[:20]
     for path in (f"/farmers/{fid}", "/dashboard", "/dashboard?q=%3Cscript%3E"):
@@ -229,7 +230,7 @@ def test_geoip_off_and_an_mmdb_file(tmp_path, db_url, clock):
         node.db.close()
     node, api = build(tmp_path / "off", db_url, clock, geoip=False)
     try:
-        assert node.core.locator is None
+        assert node.locator is None
         token = api.new_token(make_address(1), forwarded=UK_IP)
         assert api.get(f"{V1}/status/show/{farmer_id(token)}")[1]["location"] is None
     finally:
@@ -238,9 +239,10 @@ def test_geoip_off_and_an_mmdb_file(tmp_path, db_url, clock):
 
 def test_history_is_written_by_the_stats_job_idempotently_and_pruned(setup, clock):
     node, api = setup
-    store = node.core.stores.history
-    job = stats_job(node.core.stores.stats, node.config, clock,
-                    history=history_recorder(store, node.core.results, clock))
+    store = node.stores.history
+    recorder = HourlyResults(clock)
+    node.results.observers.append(recorder.count)  # as the daemon's node is built with it
+    job = stats_job(node.stores.stats, node.config, clock, history=(store, recorder))
     t1, t2, t3 = three_farmers(api)  # 3 passes counted through core.results
     run(job.run_now())
     hour = int(clock.seconds() // HOUR)
@@ -293,7 +295,8 @@ def test_v0_farmers_uptime_and_activity_are_real(nodes, clock, tmp_path):
     for token in (good, gone):
         run(node.v0.get_chunk(token))
     data = stored_bytes(node, h)
-    run(node.status.update_uptime())
+    uptime = UptimeSummary(node.stores.status, clock)  # the uptime job's body
+    run(uptime())
     for window in range(10):
         for token in (good, gone) if window < 3 else (good,):
             _, due = run(node.v0.due(token))
@@ -301,7 +304,7 @@ def test_v0_farmers_uptime_and_activity_are_real(nodes, clock, tmp_path):
                 assert run(node.v0.answer(token, h, parse_response(v0_answer(data, due[0]["challenge"])))) == "pass"
         clock.advance(interval)
         run(node.supply.issue_due())
-        run(node.status.update_uptime())
+        run(uptime())
     api = Api(node, node.config)
     assert server_of(node) is not None
     rows = {r["id"]: r for r in table_rows(raw_get(api, "/dashboard")[1])}
@@ -327,7 +330,7 @@ def test_standing_scores_and_containment_on_the_list_and_the_farmer_page(nodes, 
     add_test_file(node, tmp_path, interval=60)
     addresses = [make_address(i) for i in range(1, 5)]
     tokens = [run(node.v0.create_token(a)) for a in addresses]
-    rules = node.core.stores.reputation.rules
+    rules = node.stores.reputation.rules
     run(node.v0.get_chunk(tokens[0]))  # (before anyone is vetted: the vetting share does not hold it back)
     run(node.db.run("t", record_txn, rules, clock.seconds(), {addresses[1]: Tally(passes=1, fails=45),
                                                                 addresses[2]: Tally(errors=1000),
@@ -363,23 +366,23 @@ def test_the_node_panel_says_who_runs_the_jobs_and_who_made_the_page(nodes, cloc
     _, page = raw_get(api, "/dashboard")
     assert value(page, "node-leader") == ""  # nobody holds the lease: said so
     assert "nobody (no instance holds the jobs lease" in page
-    assert value(page, "node-instance") == node.core.instance and "~" in node.core.instance
+    assert value(page, "node-instance") == node.instance and "~" in node.instance
     assert value(page, "node-generated") == f"{clock.seconds():.0f}" and float(value(page, "node-db-ms")) >= 0
-    run(node.core.stores.leases.acquire(JOBS, "node-b:77~abc123", clock.seconds(), 15.0))
+    run(node.stores.leases.acquire(JOBS, "node-b:77~abc123", clock.seconds(), 15.0))
     clock.advance(4)
     _, page = raw_get(api, "/dashboard")
     assert value(page, "node-leader") == "node-b:77~abc123" and float(value(page, "node-lease-age")) == 4.0
     assert value(page, "node-generation") == "1"
-    run(node.core.stores.leases.acquire(JOBS, node.core.instance, clock.seconds() + 20, 15.0))
+    run(node.stores.leases.acquire(JOBS, node.instance, clock.seconds() + 20, 15.0))
     clock.advance(21)
     _, fpage_list = raw_get(api, "/dashboard")
-    assert f"{node.core.instance} (this process)" in fpage_list
+    assert f"{node.instance} (this process)" in fpage_list
     assert "dtx-test" not in fpage_list and "mysql://" not in fpage_list  # nothing of the database's address
 
 
 def test_charts_have_titles_and_whole_number_axes(setup, clock):
     node, api = setup
-    run(node.core.stores.history.record("t" * 16, [HourRow(int(clock.seconds() // HOUR), 5, 0, 0)]))
+    run(node.stores.history.record("t" * 16, [HourRow(int(clock.seconds() // HOUR), 5, 0, 0)]))
     _, page = raw_get(api, "/dashboard")
     assert '<figcaption id="h-chart-hours">Per hour, last 24 hours (UTC)</figcaption>' in page
     assert '<figcaption id="h-chart-days">Per day, last 30 days (UTC)</figcaption>' in page

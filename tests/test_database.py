@@ -179,3 +179,64 @@ def test_short_transactions_give_the_same_results_as_run_on_both_engines(tmp_pat
     assert run(db.run("count", lambda txn: txn.scalar("SELECT COUNT(*) FROM tokens"))) == 1
     assert db.inline_runs == (1 if db.engine.name == "sqlite" else 0)
     db.close()
+
+
+# --- effects after commit (Txn.call_after) --------------------------------------------------------
+
+def test_calls_after_commit_run_once_the_transaction_committed_in_order_with_notes(tmp_path, db_url, clock):
+    db = open_test_db(make_config(tmp_path, db_url), clock)
+    seen = []
+    db.note_observers.append(lambda event: seen.append(("note", event)))
+
+    def body(txn):
+        txn.note("a")
+        txn.call_after(seen.append, ("call", 1))
+        txn.note("b")
+        assert seen == []  # nothing before the commit
+        return _add_token(txn)
+
+    assert run(db.run("add", body)) == 1
+    assert seen == [("note", "a"), ("call", 1), ("note", "b")]
+    db.close()
+
+
+def test_a_call_after_commit_is_not_made_for_a_rolled_back_transaction(tmp_path, db_url, clock):
+    db = open_test_db(make_config(tmp_path, db_url), clock)
+    seen = []
+
+    def refuse(txn):
+        txn.call_after(seen.append, "called")
+        _add_token(txn)
+        raise NodeError(INVALID, "invalid_token", "bad token")
+
+    with pytest.raises(NodeError):
+        run(db.run("refused", refuse))
+    assert seen == []
+    db.close()
+
+
+def test_a_failing_call_after_commit_is_logged_and_the_others_still_run(tmp_path, db_url, clock):
+    db = open_test_db(make_config(tmp_path, db_url), clock)
+    seen = []
+
+    def body(txn):
+        txn.call_after(lambda: 1 / 0)
+        txn.call_after(seen.append, "second")
+        return _add_token(txn)
+
+    assert run(db.run("add", body)) == 1
+    assert seen == ["second"]
+    db.close()
+
+
+def test_an_inline_short_transaction_calls_after_its_commit_too(tmp_path, clock):
+    db = _inline_db(tmp_path, clock)
+    seen = []
+
+    def body(txn):
+        txn.call_after(seen.append, "after")
+        return _add_token(txn)
+
+    assert run(db.run_short("add", body)) == 1 and db.inline_runs == 1
+    assert seen == ["after"]
+    db.close()

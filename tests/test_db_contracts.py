@@ -15,6 +15,7 @@ from downstream_tx.core.tokens import hash_token
 from downstream_tx.db import challenges as db_challenges
 from downstream_tx.db import contracts as db_contracts
 from support import ADDRESS, add_test_file, file_replicas, make_config, make_node, run, token_row
+from support.stored import mark_all_used
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_the_edges_of_the_forgive_window(make, tmp_path, clock, window, forgiven
     clock.advance(60)
     now = clock.seconds()
     forgive = (now + window[0] * 60, now + window[1] * 60)
-    result = run(node.core.stores.contracts.issue_due(now, 3, 100, forgive))
+    result = run(node.stores.contracts.issue_due(now, 3, 100, forgive))
     assert (result.forgiven, result.missed) == (int(forgiven), int(not forgiven))
 
 
@@ -103,16 +104,16 @@ def test_a_starved_contract_has_no_challenge_nothing_due_and_no_miss(make, tmp_p
     h = add_test_file(node, tmp_path, interval=60)
     token = run(node.v0.create_token(ADDRESS))
     run(node.v0.get_chunk(token))
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.stores.challenges.db))
     clock.advance(60)
-    result = run(node.core.stores.contracts.issue_due(clock.seconds(), 3, 100, None))  # no top-up here
+    result = run(node.stores.contracts.issue_due(clock.seconds(), 3, 100, None))  # no top-up here
     assert (result.missed, result.issued, result.starved) == (1, 0, 1)
-    _, [row] = run(node.core.stores.contracts.of_token(hash_token(token)))
+    _, [row] = run(node.stores.contracts.of_token(hash_token(token)))
     assert (row["file_hash"], row["challenge"], row["answered"], row["challenge_id"]) == (h, None, True, None)
-    _, answer = run(node.core.stores.contracts.answer(hash_token(token), h, "0" * 64, clock.seconds(), 3))
+    _, answer = run(node.stores.contracts.answer(hash_token(token), h, "0" * 64, clock.seconds(), 3))
     assert answer.status == "not_due"
     clock.advance(60)
-    assert run(node.core.stores.contracts.issue_due(clock.seconds(), 3, 100, None)).missed == 0
+    assert run(node.stores.contracts.issue_due(clock.seconds(), 3, 100, None)).missed == 0
 
 
 def test_ending_a_contract_says_removed_and_false_when_there_is_none(make, tmp_path, clock):
@@ -120,7 +121,7 @@ def test_ending_a_contract_says_removed_and_false_when_there_is_none(make, tmp_p
     h = add_test_file(node, tmp_path)
     token = run(node.v0.create_token(ADDRESS))
     run(node.v0.get_chunk(token))
-    store = node.core.stores.contracts
+    store = node.stores.contracts
     assert run(store.end(hash_token(token), h, clock.seconds()))[1] is True
     assert run(store.latest(hash_token(token), h))["end_reason"] == "removed"
     assert run(store.end(hash_token(token), h, clock.seconds()))[1] is False
@@ -165,7 +166,7 @@ def test_each_contract_store_call_is_one_transaction_by_its_name(make, tmp_path,
     node = make()
     h = add_test_file(node, tmp_path)
     token = run(node.v0.create_token(ADDRESS))
-    th, now, store = hash_token(token), clock.seconds(), node.core.stores.contracts
+    th, now, store = hash_token(token), clock.seconds(), node.stores.contracts
     names: list[str] = []
     node.db.observers.append(lambda desc, elapsed, ok: names.append(desc))
     run(store.assign(th, now))
@@ -187,9 +188,9 @@ def test_every_contract_as_a_dict(make, tmp_path, clock):
     h = add_test_file(node, tmp_path)
     token = run(node.v0.create_token(ADDRESS))
     run(node.v0.get_chunk(token))
-    _, answer = run(node.core.stores.contracts.answer(hash_token(token), h, "0" * 64, clock.seconds(), 3))
+    _, answer = run(node.stores.contracts.answer(hash_token(token), h, "0" * 64, clock.seconds(), 3))
     assert answer.status == "fail"
-    [row] = run(node.core.stores.contracts.all())
+    [row] = run(node.stores.contracts.all())
     assert set(row) == {"id", "protocol", "state", "file_hash", "challenge_id", "deadline", "passes", "fails",
                         "misses", "end_reason"}
     assert (row["protocol"], row["state"], row["file_hash"], row["passes"], row["fails"], row["misses"],
@@ -202,7 +203,7 @@ def test_the_latest_contract_as_a_dict(make, tmp_path, clock):
     h = add_test_file(node, tmp_path)
     token = run(node.v0.create_token(ADDRESS))
     run(node.v0.get_chunk(token))
-    row = run(node.core.stores.contracts.latest(hash_token(token), h))
+    row = run(node.stores.contracts.latest(hash_token(token), h))
     assert set(row) == {"id", "protocol", "state", "passes", "fails", "misses", "run", "seq", "deadline", "answered",
                         "end_reason"}
     assert (row["protocol"], row["state"], row["seq"], row["answered"], row["deadline"]) == (

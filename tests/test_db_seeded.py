@@ -10,6 +10,7 @@ import pytest
 
 from downstream_tx.heartbeat import HeartbeatError
 from support import ADDRESS, challenges_of, make_address, refused, report_of, run
+from support.stored import overwrite_state, stored_state, v1_deadline
 from support.v1 import INTERVAL, prove
 
 IP = "10.1.2.3"
@@ -40,14 +41,14 @@ def test_ids_out_of_the_database_range_are_not_found(node, cid):
 
 
 def test_pooled_chunks_are_seeded_files(node):
-    files = run(node.core.stores.files.list_active("seeded"))
-    assert len(files) == 6 and run(node.core.stores.seeded.pool_counts()) == {4096: 6}
+    files = run(node.stores.files.list_active("seeded"))
+    assert len(files) == 6 and run(node.stores.seeded.pool_counts()) == {4096: 6}
     for f in files:
         assert (f["kind"], f["size"], f["redundancy"], f["interval"], f["replicas"]) == ("seeded", 4096, 1,
                                                                                          INTERVAL, 0)
     token = run(node.v1.new_token(ADDRESS, IP))["token"]
     [c] = run(node.v1.chunks(token, IP, 4096))
-    replicas = {f["id"]: f["replicas"] for f in run(node.core.stores.files.list_active("seeded"))}
+    replicas = {f["id"]: f["replicas"] for f in run(node.stores.files.list_active("seeded"))}
     assert sorted(replicas.values()) == [0] * 5 + [1]
 
 
@@ -65,9 +66,9 @@ def test_an_unusable_pooled_chunk_is_retired_and_the_next_one_taken(node, monkey
     token = run(node.v1.new_token(ADDRESS, IP))["token"]
     got = run(node.v1.chunks(token, IP, 4096))
     assert len(got) == 1 and len(calls) == 2
-    assert run(node.core.stores.seeded.pool_counts()) == {4096: 4}
+    assert run(node.stores.seeded.pool_counts()) == {4096: 4}
     # the unusable chunk's file is retired, the handed-out one is live with its replica
-    files = run(node.core.stores.files.list_active("seeded"))
+    files = run(node.stores.files.list_active("seeded"))
     assert len(files) == 5 and sorted(f["replicas"] for f in files) == [0, 0, 0, 0, 1]
 
 
@@ -102,7 +103,7 @@ def test_the_transaction_names_of_the_v1_store(node, clock):
     """They are the ``transaction`` label of the database metrics (docs/operations.md)."""
     seen: list[str] = []
     node.db.observers.append(lambda desc, elapsed, ok: seen.append(desc))
-    seeded = node.core.stores.seeded
+    seeded = node.stores.seeded
     token = run(node.v1.new_token(ADDRESS, IP))["token"]
     [c] = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 4096))))
     challenges_of(node.v1.challenges(token, None))
@@ -112,9 +113,9 @@ def test_the_transaction_names_of_the_v1_store(node, clock):
     run(seeded.pool_add([], INTERVAL, clock.seconds()))
     run(seeded.expire(clock.seconds(), 10))
     run(seeded.shift_for_downtime(clock.seconds(), clock.seconds()))
-    run(seeded.deadline(c["file_hash"]))
-    seq, sealed, _, _ = run(seeded.stored_state(c["file_hash"]))
-    run(seeded.overwrite_state(c["file_hash"], seq, sealed))
+    run(v1_deadline(seeded.db, c["file_hash"]))
+    seq, sealed, _, _ = run(stored_state(seeded.db, c["file_hash"]))
+    run(overwrite_state(seeded.db, c["file_hash"], seq, sealed))
     names = [n for n in seen if n.startswith("v1_")]
     assert names == ["v1_chunk", "v1_challenge", "v1_answer_read", "v1_answer", "v1_tags", "v1_pool_counts",
                      "v1_pool_add", "v1_expire", "v1_downtime", "v1_deadline", "v1_stored_state", "v1_overwrite_state"]
@@ -159,9 +160,9 @@ def test_pool_records_are_frozen_and_a_taken_chunk_has_its_pool_id(node, tmp_pat
             record.size = 5
     # another file first, so the pool's ids and the files' ids differ
     add_test_file(node, tmp_path, size=100)
-    run(node.core.stores.seeded.pool_add([seeded.EncodedChunk("seed-x", 8192, "ab" * 32, "{}", "{}")], INTERVAL, 0.0))
+    run(node.stores.seeded.pool_add([seeded.EncodedChunk("seed-x", 8192, "ab" * 32, "{}", "{}")], INTERVAL, 0.0))
     chunk = run(node.db.run("test_take", seeded.pool_take_txn, 8192))
-    [f] = [f for f in run(node.core.stores.files.list_active("seeded")) if f["size"] == 8192]
+    [f] = [f for f in run(node.stores.files.list_active("seeded")) if f["size"] == 8192]
     assert (chunk.file_id, chunk.size, chunk.seed) == (f["id"], 8192, "seed-x")
     assert chunk.id != chunk.file_id  # the pool row's own id
 
@@ -170,7 +171,7 @@ def test_the_downtime_marker_is_stored_under_its_name(node):
     """A database written by an earlier version keeps its marker: the name must not change."""
     from downstream_tx.db import meta, seeded
 
-    assert run(node.core.stores.seeded.shift_for_downtime(100.0, 250.0)) == 0
+    assert run(node.stores.seeded.shift_for_downtime(100.0, 250.0)) == 0
     assert run(node.db.run("test_meta", meta.get_txn, "v1_shifted_until")) == b"250.0"
     assert seeded.SHIFTED_UNTIL == "v1_shifted_until"
 
@@ -180,7 +181,7 @@ def test_pool_add_skips_a_recorded_chunk_and_adds_the_rest(node):
 
     a = seeded.EncodedChunk("seed-a", 8192, "aa" * 32, "{}", "{}")
     b = seeded.EncodedChunk("seed-b", 8192, "bb" * 32, "{}", "{}")
-    store = node.core.stores.seeded
+    store = node.stores.seeded
     assert run(store.pool_add([a], INTERVAL, 0.0)) == 1
     assert run(store.pool_add([a, b], INTERVAL, 0.0)) == 1  # a is recorded: skipped, b still added
     assert run(store.pool_counts()) == {4096: 6, 8192: 2}

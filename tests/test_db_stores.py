@@ -31,6 +31,7 @@ from downstream_tx.db.tokens import UnknownToken
 from downstream_tx.domain.rules import Rules
 from downstream_tx.heartbeat import hashchal
 from support import ADDRESS, make_address, run
+from support.stored import mark_all_used, overwrite_state, stored_state, v1_deadline
 
 TH = hashlib.sha256(b"token one").digest()
 TH2 = hashlib.sha256(b"token two").digest()
@@ -42,7 +43,7 @@ def accept(facts):
 
 @pytest.fixture
 def stores(node):
-    return node.core.stores
+    return node.stores
 
 
 def add_token(stores, clock, th=TH, address=ADDRESS, ip_hash="ip-a") -> int:
@@ -127,7 +128,7 @@ def test_challenge_store(stores, clock):
     assert run(stores.challenges.stored()) == run(stores.challenges.stored(batch_id))
     assert run(stores.challenges.low_files(None, 4)) == [file_id]
     assert run(stores.challenges.low_files([file_id], 3)) == []
-    assert run(stores.challenges.mark_all_used()) == 3
+    assert run(mark_all_used(stores.challenges.db)) == 3
     assert run(stores.challenges.counts()) == {"batches": 1, "unused": 0}
 
 
@@ -176,16 +177,16 @@ def test_seeded_store(stores, clock):
                                          interval=60, issue=issue))
     ids = [c.id for c in made]
     assert len(ids) == 2 and run(stores.seeded.pool_counts()) == {4096: 1}
-    assert run(stores.seeded.stored_state(ids[0])) == (0, SEALED, None, None)
-    assert run(stores.seeded.overwrite_state(ids[0], 0, None, "S", "C")) == 1  # as before schema step 5
-    assert run(stores.seeded.stored_state(ids[0])) == (0, None, "S", "C")
-    assert run(stores.seeded.overwrite_state(ids[0], 0, SEALED)) == 1
-    deadline = run(stores.seeded.deadline(ids[0]))
-    assert deadline > clock.seconds() and run(stores.seeded.deadline(10**9)) is None
+    assert run(stored_state(stores.seeded.db, ids[0])) == (0, SEALED, None, None)
+    assert run(overwrite_state(stores.seeded.db, ids[0], 0, None, "S", "C")) == 1  # as before schema step 5
+    assert run(stored_state(stores.seeded.db, ids[0])) == (0, None, "S", "C")
+    assert run(overwrite_state(stores.seeded.db, ids[0], 0, SEALED)) == 1
+    deadline = run(v1_deadline(stores.seeded.db, ids[0]))
+    assert deadline > clock.seconds() and run(v1_deadline(stores.seeded.db, 10**9)) is None
 
     t = clock.seconds()
     assert run(stores.seeded.shift_for_downtime(t, t + 10)) == 2
-    assert run(stores.seeded.deadline(ids[0])) == deadline + 10
+    assert run(v1_deadline(stores.seeded.db, ids[0])) == deadline + 10
 
     def plan_challenges(wanted, found):
         return sorted(found), []
@@ -201,13 +202,13 @@ def test_seeded_store(stores, clock):
     # a proof of another challenge than the stored one, or after the expiration, is not recorded
     assert run(stores.seeded.record_answers(TH, "ip-a", 0, {ids[1]: 1}, [], clock.seconds())) == (
         0, [AnswerLost(ids[1], "answered")])
-    late = run(stores.seeded.deadline(ids[1]))
+    late = run(v1_deadline(stores.seeded.db, ids[1]))
     assert run(stores.seeded.record_answers(TH, "ip-a", 0, {ids[1]: 0}, [], late)) == (
         0, [AnswerLost(ids[1], "expired")])
     [row] = [c for c in run(stores.contracts.all()) if c["id"] == ids[1]]
     assert (row["passes"], row["fails"]) == (0, 1)
     assert sorted(cid for cid, _ in run(stores.seeded.tags(TH, clock.seconds()))) == ids
-    result = run(stores.seeded.expire(run(stores.seeded.deadline(ids[0])), 100))
+    result = run(stores.seeded.expire(run(v1_deadline(stores.seeded.db, ids[0])), 100))
     assert (result.ended, result.failed) == (1, 1)
     states = {c["id"]: (c["state"], c["end_reason"]) for c in run(stores.contracts.all())}
     assert states == {ids[0]: ("ended", "expired"), ids[1]: ("failed", "missed")}
@@ -365,6 +366,35 @@ def test_lease_fence_rolls_back_a_lost_holders_transaction(stores, clock):
     assert run(stores.db.run("get", meta.get_txn, "probe")) == b"1"  # neither refused write changed it
 
 
+def test_every_entry_point_of_the_database_is_fenced_or_refused_on_a_fenced_one(stores, clock):
+    """Each public method of Database is either run under the fence (without a term, or once the
+    lease is lost, it changes nothing) or refused; nothing else reaches the database unfenced."""
+    from downstream_tx.db.database import Database
+
+    public = {name for name, _ in inspect.getmembers(Database, callable) if not name.startswith("_")}
+    fenced_db = lease.FencedDatabase
+    assert public == set(fenced_db.FENCED) | set(fenced_db.REFUSED)
+    fenced = fenced_db(stores.db)
+    assert not hasattr(fenced, "pool") and not hasattr(fenced, "note_observers")  # no way around it
+    for name in fenced_db.REFUSED:
+        with pytest.raises(TypeError, match="fenced database"):
+            getattr(fenced, name)()
+    t = clock.seconds()
+    for name in fenced_db.FENCED:
+        entry = getattr(fenced, name)
+        fenced.release()
+        with pytest.raises(lease.LeaseLost, match="no term"):  # between terms
+            run(entry("mark", meta.set_txn, name, b"between"))
+        state = run(stores.leases.acquire(lease.JOBS, "a", clock.seconds(), 10))
+        fenced.hold(lease.Fence(lease.JOBS, "a", state.generation))
+        run(entry("mark", meta.set_txn, name, b"held"))
+        clock.advance(11)  # the lease expired
+        with pytest.raises(lease.LeaseLost, match="is lost"):
+            run(entry("mark", meta.set_txn, name, b"lost"))
+        assert run(stores.db.run("get", meta.get_txn, name)) == b"held"
+    assert clock.seconds() > t
+
+
 def test_pool_add_cap_never_overfills(stores, clock):
     def chunk(n, size=100):
         return EncodedChunk(f"{n:032x}", size, hashlib.sha256(b"cap %d" % n).hexdigest(), "{}", "{}")
@@ -390,11 +420,11 @@ COVERED = {
     tokens.TokenStore: {"create", "get", "delete", "farmer", "import_whitelist", "count", "heartbeats_total",
                         "whitelist_size"},
     files.FileStore: {"get_active", "get", "add_stored", "remove", "list_active", "replicas", "count"},
-    challenges.ChallengeStore: {"add_batch", "low_files", "batches", "unused", "stored", "counts", "mark_all_used"},
+    challenges.ChallengeStore: {"add_batch", "low_files", "batches", "unused", "stored", "counts"},
     contracts.ContractStore: {"assign", "of_token", "answer", "end", "issue_due", "fill_starved", "latest", "all"},
     seeded.SeededStore: {"pool_counts", "pool_add", "take_chunks", "refresh_challenges", "contracts",
                            "record_answers", "tags", "expire",
-                         "shift_for_downtime", "deadline", "overwrite_state", "stored_state"},
+                         "shift_for_downtime"},
     status.StatusStore: {"farmers", "farmer", "update_uptime"},
     stats.StatsStore: {"ping", "counts"},
     history.HistoryStore: {"write", "record", "hours"},

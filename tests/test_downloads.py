@@ -274,8 +274,8 @@ def test_a_contract_made_before_download_keys_has_none(api, tmp_path):
     node, client = api()
     file_hash = add_test_file(node, tmp_path, size=SIZE)
     token = new_token(client)
-    _, assignment = run(node.core.stores.contracts.assign(hashlib.sha256(bytes.fromhex(token)).digest(),
-                                                          node.core.now()))
+    _, assignment = run(node.stores.contracts.assign(hashlib.sha256(bytes.fromhex(token)).digest(),
+                                                          node.clock.seconds()))
     for key in (b"\0" * 16, b"\xab" * 16):
         r = client.get(f"/api/download/{file_hash}?cap={Capability(assignment.contract_id, key)}")
         assert (r.code, r.json()) == (404, NOT_HERE)
@@ -307,7 +307,7 @@ def test_the_operators_export_is_not_a_download(api, tmp_path, clock):
 def test_redownload_serves_again_and_counts(api, tmp_path, clock):
     node, client = api(redownload=True)
     metrics = Metrics(task.Clock())
-    node.core.downloads.observers.append(metrics.count_download)
+    node.downloads.observers.append(metrics.count_download)
     file_hash = add_test_file(node, tmp_path, size=SIZE)
     farmer = V0Farmer(node, client)
     contract = farmer.chunk()
@@ -328,7 +328,8 @@ def test_redownload_serves_again_and_counts(api, tmp_path, clock):
 def test_counts_in_farmer_show_and_the_metrics(api, tmp_path, clock):
     node, client = api()
     metrics = Metrics(task.Clock())
-    node.core.downloads.observers.append(metrics.count_download)
+    node.downloads.observers.append(metrics.count_download)
+    node.db.observers.append(metrics.observe_transaction)  # as the daemon opens its database
     metrics.bind_db(node.db, 1)
     file_hash = add_test_file(node, tmp_path, size=SIZE)
     farmer = V0Farmer(node, client)
@@ -373,7 +374,7 @@ def test_counts_survive_archiving(api, tmp_path, clock):
     farmer.fetch(url)
     before = farmer.shown()["contracts"]
     clock.advance(20)
-    assert run(node.core.stores.archive.archive(clock.seconds() - 10, 100)).archived == 1
+    assert run(node.stores.archive.archive(clock.seconds() - 10, 100)).archived == 1
     assert farmer.contract(file_hash) is None
     after = farmer.shown()["contracts"]
     assert after == before and (after["downloads"], after["downloads_refused"]) == (1, 1)

@@ -87,6 +87,11 @@ def make_world(tmp_path, db_url, clock):
             if counted and orjson.loads(body)["status"] in counted:
                 assert after["reputation"] != before["reputation"], (method, path, code, body[:300])
                 before.pop("reputation"), after.pop("reputation")
+            if "/new/" in path:  # every token request counts against its client's rate limit, before
+                # its address is looked at (http/routing.py check_address): the node's shared buckets,
+                # written by a transaction of its own (on MySQL, its id is kept: txn_outcomes)
+                for table in ("rate_buckets", "txn_outcomes"):
+                    before.pop(table), after.pop(table)
             assert after == before, (method, path, code, body[:300])
         return code, resp_headers, body
 
@@ -246,7 +251,7 @@ def body_variants(raw: bytes):
 
 
 def heartbeats(node) -> int:
-    return run(node.core.stores.tokens.heartbeats_total())
+    return run(node.stores.tokens.heartbeats_total())
 
 
 @FUZZ

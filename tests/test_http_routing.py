@@ -282,7 +282,7 @@ def test_a_client_that_goes_away_cancels_the_handler_of_a_table_route(node):
         def runInteraction(self, *args, **kwargs):
             return defer.Deferred(lambda d: cancelled.append(d))
 
-    node.core.stores.db.pool = HangingPool()
+    node.stores.db.pool = HangingPool()
     request = DummyRequest(f"api/downstream/due/{TOKEN}".encode().split(b"/"))
     request.method = b"GET"
     request.isSecure = lambda: False

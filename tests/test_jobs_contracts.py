@@ -13,6 +13,7 @@ from downstream_tx.db.seeded import ExpireResult
 from downstream_tx.jobs.contracts import FAILED_LINES, ContractTimer, PassSummary
 from downstream_tx.runtime import contract_timer
 from support import ADDRESS, add_test_file, run
+from support.stored import mark_all_used
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def test_a_pass_without_failed_contracts_looks_nothing_up(make, logged):
 def test_without_a_farmer_store_failed_contracts_are_only_counted(make, logged):
     node = make()
     failing_pass(node, [1, 2])
-    timer = ContractTimer(node.supply, node.expiry, node.core.stores.meta, node.core.clock)
+    timer = ContractTimer(node.supply, node.expiry, node.stores.meta, node.clock)
     assert run(timer()).failed == 2
     assert lines(logged) == [] and not [e for e in logged if "log_failure" in e]
 
@@ -158,11 +159,11 @@ def test_a_failed_pass_leaves_the_timer_unclean(make, monkeypatch):
 
 def test_only_the_first_pass_after_a_start_tops_up_every_low_file(make, tmp_path, clock):
     node = make(challenge_batch=5, challenge_low_water=3)
-    fid = run(node.core.stores.files.get_active(add_test_file(node, tmp_path))).id
+    fid = run(node.stores.files.get_active(add_test_file(node, tmp_path))).id
     timer = contract_timer(node)
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.stores.challenges.db))
     assert run(timer()).topped_up == 1 and timer.started is True
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.stores.challenges.db))
     clock.advance(1)
     assert run(timer()).topped_up == 0
-    assert run(node.core.stores.challenges.unused(fid)) == 0
+    assert run(node.stores.challenges.unused(fid)) == 0

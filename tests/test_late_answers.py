@@ -46,7 +46,7 @@ class Farmer:
         return contract_row(self.node, self.token, self.file_hash)
 
     def late_passes(self) -> int:
-        return run(self.node.core.stores.db.run("late", lambda txn: txn.scalar(
+        return run(self.node.stores.db.run("late", lambda txn: txn.scalar(
             "SELECT late_passes FROM contracts WHERE id = ?", (self.state()["id"],))))
 
 
@@ -71,7 +71,7 @@ def test_the_timer_keeps_only_an_outstanding_challenge_as_the_previous_one(make,
     farmer = Farmer(node, tmp_path)
 
     def prev():
-        return run(node.core.stores.db.run("prev", lambda txn: txn.execute(
+        return run(node.stores.db.run("prev", lambda txn: txn.execute(
             "SELECT prev_challenge_id IS NOT NULL, prev_deadline, prev_missed FROM contracts WHERE id = ?",
             (farmer.state()["id"],)).fetchone()))
 
@@ -88,7 +88,7 @@ def test_the_timer_keeps_only_an_outstanding_challenge_as_the_previous_one(make,
 def test_an_answer_within_the_grace_after_the_deadline_is_a_late_pass(make, clock, tmp_path):
     node = make(late_grace=GRACE)
     counted = []
-    node.core.results.observers.append(lambda result, n, protocol: counted.append(result))
+    node.results.observers.append(lambda result, n, protocol: counted.append(result))
     farmer = Farmer(node, tmp_path)
     clock.advance(INTERVAL + 1)
     run(node.supply.issue_due())
@@ -160,7 +160,7 @@ def test_a_forgiven_challenge_answered_late_takes_back_no_miss(make, clock, tmp_
     farmer = Farmer(node, tmp_path)
     start = clock.seconds()
     clock.advance(INTERVAL + 1)
-    result = run(node.core.stores.contracts.issue_due(clock.seconds(), 3, 5000, (start, clock.seconds())))
+    result = run(node.stores.contracts.issue_due(clock.seconds(), 3, 5000, (start, clock.seconds())))
     assert (result.forgiven, result.missed) == (1, 0)
     assert farmer.answer(farmer.first) == "late_pass"
     assert (farmer.state()["passes"], farmer.state()["misses"]) == (1, 0)
@@ -235,11 +235,11 @@ def test_v1_an_answer_that_arrived_after_the_expiration_is_refused_and_the_contr
 # --- late answers and the farmer's reputation (db/late.py reputation_txn, docs/operations.md) ---------
 
 def reputation_of(node):
-    return run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
+    return run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
 
 
 def contained(node, farmer) -> int:
-    return run(node.core.stores.db.run("contained", lambda txn: txn.scalar(
+    return run(node.stores.db.run("contained", lambda txn: txn.scalar(
         "SELECT contained FROM contracts WHERE id = ?", (farmer.state()["id"],))))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from downstream_tx.db.lease import JOBS
+from downstream_tx.db.lease import JOBS, LeaseLost
 from downstream_tx.jobs.leader import JobsLeader, poll_interval
 from downstream_tx.runtime import jobs_leader
 from downstream_tx.v0.hashes import parse_response
@@ -59,7 +59,7 @@ def test_exactly_one_instance_runs_the_jobs(pair, clock):
         clock.advance(TICK)
     assert (la.role, lb.role) == ("leader", "follower")
     assert la.jobs[0].runs == 11 and la.jobs[0].failures == 0
-    assert run(a.core.stores.seeded.pool_counts()) == {4096: 2}  # refilled once, by the leader
+    assert run(a.stores.seeded.pool_counts()) == {4096: 2}  # refilled once, by the leader
     health = lb.describe()
     assert health["role"] == "follower" and health["lease"]["generation"] == 1
     assert health["lease"]["holder"] == la.holder and la.holder.startswith("a~")
@@ -85,9 +85,32 @@ def test_a_clean_stop_hands_the_jobs_over_at_the_next_check(pair, clock):
     la.startService()
     lb.startService()
     run(la.stopService())
-    assert la.jobs == [] and run(a.core.stores.leases.state(JOBS)).expires == 0
+    assert la.jobs == [] and run(a.stores.leases.state(JOBS)).expires == 0
     clock.advance(lb.poll)
     assert lb.role == "leader"
+
+
+def test_each_term_makes_new_jobs_over_the_one_fenced_graph(pair, clock):
+    """The jobs' services are built once, over the fenced database the leader gives each term's
+    fence; a term makes only new job objects (their state: the downtime rule, the uptime summary)."""
+    (a, b), (la, lb) = pair
+    la.startService()
+    first = {job.name: job for job in la.jobs}
+    pool = first["seeded_pool"].func.__self__  # the jobs' pool service
+    assert pool is not a.pool and pool.store.db is la.fenced
+    assert la.fenced.fence.generation == 1
+    run(la.step_down("a test"))
+    assert la.fenced.fence is None
+    with pytest.raises(LeaseLost):  # between terms the jobs' services change nothing
+        run(pool.refill())
+    clock.advance(la.poll)  # the lease is still its own: a new term
+    assert la.role == "leader" and la.terms == 2
+    again = {job.name: job for job in la.jobs}
+    assert again["seeded_pool"].func.__self__ is pool
+    assert all(again[name] is not first[name] for name in first)
+    assert again["contracts"].func is not first["contracts"].func  # a new contract timer
+    assert again["uptime"].func is not first["uptime"].func  # a new uptime summary
+    assert la.fenced.fence.generation == 1
 
 
 def test_a_paused_leader_writes_nothing_after_losing_its_lease(pair, clock, tmp_path):
@@ -142,8 +165,7 @@ def test_health_and_metrics_show_the_role_and_the_lease(pair, clock):
     lb.startService()
     clock.advance(0.25)
     for leader, node, role in ((la, a, "leader"), (lb, b, "follower")):
-        server = build_server(node)
-        server.leadership = leader.describe
+        server = build_server(node, leadership=leader.describe)
         body = StubClient(server.resource()).get("/health").json()
         assert body["role"] == role and body["instance"] == leader.holder
         assert body["lease"]["holder"] == la.holder and body["lease"]["generation"] == 1

@@ -90,6 +90,23 @@ def test_a_connection_lost_before_the_commit_reached_the_server_runs_the_body_ag
     assert db.lost_commits == {"committed": 0, "rolled_back": 1, "unknown": 0}
 
 
+@pytest.mark.parametrize("mode, committed", [("after", "run 1"), ("before", "run 2")])
+def test_calls_after_commit_are_those_of_the_attempt_that_committed_once(lossy, mode, committed):
+    """``Txn.call_after``: an attempt rolled back calls nothing; the one that committed calls once,
+    also when its commit was found by the lookup."""
+    db, faults = lossy
+    body, calls = Body(), []
+
+    def with_call(txn):
+        result = body(txn)
+        txn.call_after(calls.append, result)
+        return result
+
+    faults.arm(mode)
+    assert settle(db.run("add", with_call), db.clock) == committed
+    assert calls == [committed]
+
+
 def test_a_commit_the_server_refused_is_run_again_without_a_lookup(lossy):
     """A deadlock or a Galera certification failure at COMMIT: rolled back, known; re-run at once."""
     db, faults = lossy

@@ -36,28 +36,28 @@ def contract(node, tmp_path):
 
 
 def test_counts_on_an_empty_database(node, clock):
-    counts = run(node.core.stores.stats.counts(clock.seconds(), 10.0))
+    counts = run(node.stores.stats.counts(clock.seconds(), 10.0))
     no_farmers = {"ok": 0, "suspended": 0, "offline": 0, "disqualified": 0, "contained": 0, "unvetted": 0}
     assert counts == stats.Counts(standing=no_farmers)
-    assert run(node.core.stores.stats.ping()) == 1
+    assert run(node.stores.stats.ping()) == 1
 
 
 def test_counts_contracts_due_overdue_and_farmers(node, clock, contract):
     _, _, assignment = contract
-    counts = run(node.core.stores.stats.counts(clock.seconds(), 10.0))
+    counts = run(node.stores.stats.counts(clock.seconds(), 10.0))
     assert counts.contracts == {"active": 1}
     assert counts.due == {0: 1} and counts.overdue == {}
     assert counts.farmers_online == 1 and counts.farmers_active == 1
     # past the deadline and the grace time, with no timer pass: overdue, no longer due
     late = assignment.deadline + 11
-    counts = run(node.core.stores.stats.counts(late, 10.0))
+    counts = run(node.stores.stats.counts(late, 10.0))
     assert counts.due == {} and counts.overdue == {0: 1}
 
 
 def test_stats_job_sets_gauges_and_warns_about_overdue_work(node, clock, contract, config):
     metrics = Metrics(task.Clock())
     metrics.set_pool_targets(config.seeded_pool)
-    job = stats_job(node.core.stores.stats, config.replace(stats_interval=15.0), clock, metrics)
+    job = stats_job(node.stores.stats, config.replace(stats_interval=15.0), clock, metrics)
     run(job.run_now())
     assert _sample(metrics, "downstream_contracts", state="active") == 1
     assert _sample(metrics, "downstream_contracts", state="failed") == 0
@@ -76,12 +76,12 @@ def test_results_transactions_and_jobs_are_counted(node, clock, contract, config
     token, file_hash, _ = contract
     metrics = Metrics(task.Clock())
     metrics.bind_db(node.db, config.db_pool_size)
-    node.core.results.observers.append(metrics.count_result)
+    node.db.observers.append(metrics.observe_transaction)  # as the daemon opens its database
+    node.results.observers.append(metrics.count_result)
     assert run(node.v0.answer(token, file_hash, parse_response("0" * 64))) == "fail"
     assert _sample(metrics, "downstream_challenge_results_total", protocol="v0", result="fail") == 1
     assert _sample(metrics, "downstream_db_transaction_duration_seconds_count", transaction="answer") == 1
-    job = stats_job(node.core.stores.stats, config, clock, metrics)
-    job.observer = metrics.observe_job
+    job = stats_job(node.stores.stats, config, clock, metrics, observer=metrics.observe_job)
     run(job.run_now())
     assert _sample(metrics, "downstream_timer_runs_total", job="stats") == 1
     assert _sample(metrics, "downstream_timer_failures_total", job="stats") is None
@@ -125,7 +125,7 @@ def test_health_200_when_the_database_answers(node, config):
 
 
 def test_health_503_json_when_the_database_does_not_answer_in_time(node, config, clock):
-    stats = node.core.stores.stats
+    stats = node.stores.stats
     stats.db, real_db = SilentDb(), stats.db
     try:
         stub = StubTreq(make_resource(node, config))
@@ -170,6 +170,7 @@ def test_metrics_listener_of_the_real_daemon(tmp_path):
         assert "downstream_db_up 1.0" in text
         assert 'downstream_timer_runs_total{job="stats"}' in text
         assert "downstream_db_pool_size 1.0" in text  # SQLite: one connection
+        assert "downstream_db_transaction_duration_seconds_count{" in text  # its transactions observed
         assert "ab" * 16 not in text
         (tmp_path / "metrics-sample.txt").write_text(text)
         assert d.stop() == 0

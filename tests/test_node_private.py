@@ -29,9 +29,9 @@ def test_create_token_stores_only_its_hash(node):
     token = run(node.v0.create_token(ADDRESS))
     assert len(token) == 32 and int(token, 16) >= 0 and token == token.lower()
     digest = hashlib.sha256(bytes.fromhex(token)).digest()
-    assert run(node.core.stores.tokens.get(digest)).farmer_id == digest.hex()[:20]
-    assert run(node.core.stores.tokens.count()) == 1
-    dump = run(node.core.stores.meta.snapshot())["tokens"]
+    assert run(node.stores.tokens.get(digest)).farmer_id == digest.hex()[:20]
+    assert run(node.stores.tokens.count()) == 1
+    dump = run(node.stores.meta.snapshot())["tokens"]
     assert token not in repr(dump) and bytes.fromhex(token) not in repr(dump).encode()
 
 
@@ -40,7 +40,7 @@ def test_create_token_stores_only_its_hash(node):
 def test_create_token_rejects_invalid_addresses(node, address):
     e = err(node.v0.create_token(address))
     assert (e.kind, e.status) == ("invalid", "invalid_address")
-    assert run(node.core.stores.tokens.count()) == 0
+    assert run(node.stores.tokens.count()) == 0
 
 
 def test_whitelist_and_minimum_balance(tmp_path, db_url, clock):
@@ -66,16 +66,16 @@ def test_whitelist_replace_ends_contracts_and_keeps_history(tmp_path, db_url, cl
     assert run(node.farmers.import_whitelist([(a, 1)], replace=True))["removed"] == 1
     assert err(node.v0.create_token(b)).status == "not_whitelisted"
     assert err(node.v0.due(token)).status == "no_token"
-    assert [c["state"] for c in run(node.core.stores.contracts.all())] == ["ended"]
+    assert [c["state"] for c in run(node.stores.contracts.all())] == ["ended"]
     assert [f["replicas"] for f in run(node.files.list())] == [0]
-    assert run(node.core.stores.tokens.whitelist_size()) == 2  # history kept
+    assert run(node.stores.tokens.whitelist_size()) == 2  # history kept
     node.db.close()
 
 
 def test_import_whitelist_rejects_bad_rows_and_changes_nothing(node):
     assert err(node.farmers.import_whitelist([(ADDRESS, 1), ("nope", 1)])).status == "invalid_address"
     assert err(node.farmers.import_whitelist([(ADDRESS, -1)])).status == "invalid_balance"
-    assert run(node.core.stores.tokens.whitelist_size()) == 0
+    assert run(node.stores.tokens.whitelist_size()) == 0
 
 
 def test_per_address_and_per_ip_limits(tmp_path, db_url, clock):
@@ -89,7 +89,7 @@ def test_per_address_and_per_ip_limits(tmp_path, db_url, clock):
     assert "IP Disallowed" in e.message
     assert run(node.v0.create_token(make_address(6), ip="10.0.0.9"))
     # raw IPs are not stored
-    assert run(node.core.stores.tokens.count("10.0.0.1")) == 0
+    assert run(node.stores.tokens.count("10.0.0.1")) == 0
     node.db.close()
 
 
@@ -124,7 +124,7 @@ def test_add_file_encrypts_hashes_and_generates_challenges(node, chunk):
         (file_hash, 3, 60, 0, True)
     assert row["unused_challenges"] == node.config.challenge_batch
     # every stored answer is the HMAC of the stored bytes keyed by the seed
-    seeds = run(node.core.stores.challenges.stored())
+    seeds = run(node.stores.challenges.stored())
     for seed, answer in seeds[:5]:
         assert hashchal.answer(bytes(seed), data) == answer
     # export gives the original bytes back
@@ -157,13 +157,13 @@ def test_add_file_errors_change_nothing(tmp_path, db_url, clock, chunk):
         small.chmod(0)
         assert err(node.files.add(str(small), 1, 60)).status == "unreadable"
         small.chmod(0o600)
-    assert run(node.core.stores.files.count()) == 0
+    assert run(node.stores.files.count()) == 0
     assert [p for p in os.listdir(node.chunks.root)] == []
     first = run(node.files.add(str(small), 1, 60))
     e = err(node.files.add(str(small), 1, 60))  # same bytes, encrypted with another key: still a duplicate
     assert (e.kind, e.status) == ("conflict", "duplicate") and first in e.message
     assert err(node.files.add(str(small), 1, 60, metadisk=True)).status == "duplicate"
-    assert run(node.core.stores.files.count()) == 1
+    assert run(node.stores.files.count()) == 1
     assert sorted(os.listdir(node.chunks.root)) == [first[:2]]
     node.db.close()
 
@@ -186,11 +186,11 @@ def test_gen_challenges_matches_spec_and_is_reproducible(node, chunk):
     file_hash = run(node.files.add(str(chunk), 1, 60, metadisk=True))
     root_seed = bytes(range(32))
     batch = run(node.files.generate_challenges(file_hash, root_seed, 7))
-    seeds = hashchal.derive_seeds(node.core.keys.secret, root_seed, 7)
+    seeds = hashchal.derive_seeds(node.keys.secret, root_seed, 7)
     answers = [hashchal.answer(s, chunk.read_bytes()) for s in seeds]
     assert batch["count"] == 7 and batch["root_seed"] == root_seed.hex()
     assert batch["merkle_root"] == hashchal.merkle_root(seeds, answers).hex()
-    stored = run(node.core.stores.challenges.stored(batch["batch_id"]))
+    stored = run(node.stores.challenges.stored(batch["batch_id"]))
     assert stored == list(zip(seeds, answers))
     # same root seed again: stored once
     assert run(node.files.generate_challenges(file_hash, root_seed, 7))["batch_id"] == batch["batch_id"]
@@ -217,14 +217,14 @@ def test_challenges_top_up_under_low_water(tmp_path, db_url, clock, chunk):
     for i in range(3):
         run(node.v0.get_chunk(run(node.v0.create_token(make_address(i)))))
     # the third assignment left 2 < 3 unused: a new batch of 5 was generated at once
-    assert run(node.core.stores.challenges.counts()) == {"batches": 2, "unused": 7}
+    assert run(node.stores.challenges.counts()) == {"batches": 2, "unused": 7}
     clock.advance(60)
     assert run(node.supply.issue_due()).issued == 3  # 4 left: over the mark, no new batch
-    assert run(node.core.stores.challenges.counts())["batches"] == 2
+    assert run(node.stores.challenges.counts())["batches"] == 2
     clock.advance(60)
     result = run(node.supply.issue_due())  # takes 3 of 4: under the mark again
     assert (result.issued, result.starved) == (3, 0)
-    assert run(node.core.stores.challenges.counts())["batches"] == 3
+    assert run(node.stores.challenges.counts())["batches"] == 3
     node.db.close()
 
 
@@ -238,17 +238,17 @@ def test_starved_contracts_get_a_challenge_after_the_top_up(tmp_path, db_url, cl
     clock.advance(60)
     result = run(node.supply.issue_due())
     assert result.issued == 2 and result.starved == 0
-    assert [c for c in run(node.core.stores.contracts.all()) if c["challenge_id"] is None] == []
+    assert [c for c in run(node.stores.contracts.all()) if c["challenge_id"] is None] == []
     node.db.close()
 
 
 def test_node_secret_kept_across_restarts(tmp_path, db_url, clock):
     config = make_config(tmp_path, db_url)
     first = make_node(config, clock)
-    secret = first.core.keys.secret
+    secret = first.keys.secret
     first.db.close()
     second = make_node(config, clock)
-    assert second.core.keys.secret == secret and len(secret) == 32
+    assert second.keys.secret == secret and len(secret) == 32
     second.db.close()
 
 
@@ -272,4 +272,4 @@ def test_assignment_respects_redundancy(node, chunk):
     assert run(node.v0.get_chunk(tokens[1]))
     assert err(node.v0.get_chunk(tokens[2])).status == "no_chunks"  # target reached
     assert [f["replicas"] for f in run(node.files.list())] == [2]
-    assert [c["state"] for c in run(node.core.stores.contracts.all())].count("active") == 2
+    assert [c["state"] for c in run(node.stores.contracts.all())].count("active") == 2

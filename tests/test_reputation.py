@@ -65,10 +65,10 @@ class Farmer:
         return run(self.node.v0.answer(self.token, file_hash, parse_response(response)))
 
     def state(self, file_hash: str) -> dict:
-        return run(self.node.core.stores.contracts.latest(hash_token(self.token), file_hash))
+        return run(self.node.stores.contracts.latest(hash_token(self.token), file_hash))
 
     def rep(self) -> reputation.Reputation:
-        return run(self.node.core.stores.reputation.of_addresses([self.address]))[self.address]
+        return run(self.node.stores.reputation.of_addresses([self.address]))[self.address]
 
 
 def tick(node, clock, seconds: float = INTERVAL):
@@ -121,18 +121,22 @@ def test_v1_results_and_expiry_are_recorded(make, clock):
     run(node.pool.refill())
     token = run(node.v1.new_token(ADDRESS, None))["token"]
     a, b, c = orjson.loads(orjson.dumps(run(node.v1.chunks(token, None, 3 * 4096))))
+    transactions: list[str] = []
+    node.db.observers.append(lambda desc, seconds, ok: transactions.append(desc))
     report = report_of(node.v1.answer(token, None, [{"file_hash": a["file_hash"], "proof": prove(a)},
-                                              {"file_hash": b["file_hash"], "proof": prove(c)},
-                                              {"file_hash": c["file_hash"], "proof": {"broken": 1}}]))
+                                                    {"file_hash": b["file_hash"], "proof": prove(c)},
+                                                    {"file_hash": c["file_hash"], "proof": {"broken": 1}}]))
     assert [r.get("status") or r.get("error") for r in report] == ["ok", "Invalid proof", "Proof corrupted"]
-    rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
+    # the corrupted proof's error is counted in the answers' own transaction, not one of its own
+    assert transactions == ["v1_answer_read", "v1_answer"]
+    rep = run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
     assert (rep.passes, rep.fails, rep.misses, rep.errors) == (1, 1, 0, 1)
     assert round(rep.audit_score, 6) == 0.999 and rep.unknown_score < 1.0
     clock.advance(V1_INTERVAL)
     # b (a wrong proof leaves the challenge open in v1) and c were not proven in time: misses
     # (containment is off here)
     run(node.expiry.expire())
-    rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
+    rep = run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
     # the farmer was active (it answered): audit misses; the online score counts windows, not misses
     assert (rep.misses, rep.retries) == (2, 0) and rep.online_score == 1.0
 
@@ -205,7 +209,7 @@ def test_a_pass_in_small_pages_counts_each_miss_once_in_the_reputation(make, clo
         farmer.chunk()
     for h in files[:3]:
         assert farmer.answer(h) == "pass"
-    contracts = node.core.stores.contracts
+    contracts = node.stores.contracts
     for _ in range(retries + 1):  # the deadlines pass unanswered (retries times asked again first)
         clock.advance(INTERVAL)
         while run(contracts.issue_due(clock.seconds(), 10, 2, None)).more:
@@ -269,12 +273,12 @@ def test_v1_unanswered_challenge_is_asked_again_in_containment(make, clock):
     assert run(node.v1.chunks(token2, None, 4096)) == []  # the client's "nothing fits now"
     proofs = [{"file_hash": a["file_hash"], "proof": prove(a)}]
     assert report_of(node.v1.answer(token, None, proofs))[0]["status"] == "ok"
-    rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
+    rep = run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
     assert (rep.contained, rep.retries, rep.passes) == (1, 2, 1)
     clock.advance(V1_INTERVAL)
     result = run(node.expiry.expire())  # b's retries are used up: it fails, its miss counts
     assert (result.contained, result.failed) == (0, 1)
-    rep = run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
+    rep = run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS]
     assert (rep.contained, rep.misses) == (0, 1)
 
 
@@ -336,7 +340,7 @@ def test_suspension_recovery_and_disqualification_after_the_grace(make, clock, t
     add_test_file(node, tmp_path, interval=INTERVAL)
     assert refused(node.v0.get_chunk(farmer.token)).status == "suspended"
     # recovery: enough well-formed answers lift it (store level: 60 answers in one transaction)
-    rules = node.core.stores.reputation.rules
+    rules = node.stores.reputation.rules
     run(node.db.run("t", reputation.record_txn, rules, clock.seconds(), {ADDRESS: Tally(passes=60)}))
     assert farmer.rep().status == "ok" and farmer.rep().status_reason is None
     assert farmer.chunk()
@@ -370,7 +374,7 @@ def test_unvetted_farmers_get_at_most_the_vetting_share(make, clock, tmp_path):
             got["new"] += 1
         except NodeError as e:
             assert e.status == "no_chunks"
-    total, unvetted = run(node.core.stores.reputation.vetting())[0]
+    total, unvetted = run(node.stores.reputation.vetting())[0]
     # the first contract went to a farmer not vetted then (nobody was): not counted at all; the
     # counters forget 1/vetting_window per assignment
     assert total == pytest.approx(sum(got.values()) - 1, rel=0.01) and unvetted == pytest.approx(got["new"], rel=0.01)
@@ -383,7 +387,7 @@ def test_the_files_in_most_danger_go_to_preferred_farmers(make, clock, tmp_path)
     calm = add_test_file(node, tmp_path, interval=INTERVAL, redundancy=1)
     assert Farmer(node, make_address(5)).chunk() == urgent  # nobody vetted: the most urgent first
     vetted = Farmer(node, make_address(1))
-    run(node.db.run("vet", reputation.record_txn, node.core.stores.reputation.rules, clock.seconds(),
+    run(node.db.run("vet", reputation.record_txn, node.stores.reputation.rules, clock.seconds(),
                     {vetted.address: Tally(passes=1)}))
     newcomer = Farmer(node, make_address(2))
     assert newcomer.chunk() == calm  # not vetted: the file closest to its target
@@ -393,7 +397,7 @@ def test_the_files_in_most_danger_go_to_preferred_farmers(make, clock, tmp_path)
 def test_a_vetted_farmer_on_probation_shares_the_vetting_share(make, clock, tmp_path):
     node = make(vetting_audits=1, vetting_share=0.0)  # nothing for farmers that are not preferred
     add_test_file(node, tmp_path, interval=INTERVAL)
-    rules = node.core.stores.reputation.rules
+    rules = node.stores.reputation.rules
     assert vetting.probation_mark(rules) == pytest.approx(0.98)
     good, shaky = Farmer(node, make_address(1)), Farmer(node, make_address(2))
     # shaky: vetted, but 30 fails in a row put it at 0.970 (above dq 0.96, under the 0.98 mark)
@@ -409,7 +413,7 @@ def test_a_vetted_farmer_on_probation_shares_the_vetting_share(make, clock, tmp_
 def test_the_vetting_counters_forget_as_the_rule_says(make, clock, tmp_path, total, unvetted, preferred):
     """The guarded UPDATE and domain/vetting.py agree: what it counts, and whether it allows."""
     node = make(vetting_window=100, vetting_share=0.05)
-    rules = node.core.stores.reputation.rules
+    rules = node.stores.reputation.rules
     vetted = Farmer(node, make_address(1))
     run(node.db.run("vet", reputation.record_txn, rules, clock.seconds(), {vetted.address: Tally(passes=100)}))
     run(node.db.run("set", lambda txn: txn.execute("UPDATE vetting SET total = ?, unvetted = ? WHERE protocol = 0",
@@ -418,10 +422,10 @@ def test_the_vetting_counters_forget_as_the_rule_says(make, clock, tmp_path, tot
     allowed = preferred or vetting.within_share(total, unvetted, rules)
     assert took == allowed
     want = vetting.counted(total, unvetted, not preferred, rules) if allowed else (total, unvetted)
-    assert run(node.core.stores.reputation.vetting())[0] == pytest.approx(want)
+    assert run(node.stores.reputation.vetting())[0] == pytest.approx(want)
     if took:  # given back: as before
         run(node.db.run("untake", reputation.untake_share_txn, rules, 0, preferred))
-        assert run(node.core.stores.reputation.vetting())[0] == pytest.approx((total, unvetted), abs=1e-9)
+        assert run(node.stores.reputation.vetting())[0] == pytest.approx((total, unvetted), abs=1e-9)
 
 
 def test_the_upgrade_gives_existing_farmers_their_counts(tmp_path, db_url, clock):
@@ -467,7 +471,7 @@ def test_an_error_of_a_farmer_without_a_reputation_row_makes_one(make, clock):
     node = make()
     farmer = Farmer(node)
     run(node.db.run("drop", lambda txn: txn.execute("DELETE FROM reputation")))
-    assert run(node.core.stores.reputation.record_errors(hash_token(farmer.token), 2, clock.seconds())) == ADDRESS
+    assert run(node.stores.reputation.record_errors(hash_token(farmer.token), 2, clock.seconds())) == ADDRESS
     # a new row's unknown score starts at the steady state of its own factor (0.98): two errors, 0.98²
     assert (farmer.rep().errors, farmer.rep().unknown_score) == (2, pytest.approx(0.98 ** 2))
 
@@ -476,7 +480,7 @@ def test_a_share_given_back_leaves_the_counters_as_they_were(make):
     """An assignment that did not happen (the v1 pool ran dry, a chunk was unusable) gives its share
     back in the same transaction."""
     node = make()
-    rules = node.core.stores.reputation.rules
+    rules = node.stores.reputation.rules
 
     def body(txn):
         counters = "SELECT total, unvetted FROM vetting WHERE protocol = 1"
@@ -559,7 +563,7 @@ def test_offline_suspension_after_the_threshold_and_grace_never_disqualification
 def test_last_seen_is_written_at_most_once_per_last_seen_every_and_once_per_window(make, clock, tmp_path):
     node = make(last_seen_every=30, online_window=3600)
     farmer = Farmer(node)
-    seen = lambda: run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS].last_seen  # noqa: E731
+    seen = lambda: run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS].last_seen  # noqa: E731
     clock.advance(3600 - clock.seconds() % 3600 - 40)  # 40 s before an online window starts
     farmer.outstanding()
     first = clock.seconds()
@@ -676,6 +680,6 @@ def test_v1_a_silent_farmer_is_offline_not_failing(make, clock):
     clock.advance(V1_INTERVAL / 2)
     result = run(node.expiry.expire())
     assert (result.contained, result.failed) == (0, 2)  # both contracts fail
-    reps = run(node.core.stores.reputation.of_addresses([ADDRESS, make_address(2)]))
+    reps = run(node.stores.reputation.of_addresses([ADDRESS, make_address(2)]))
     assert (reps[ADDRESS].misses, reps[ADDRESS].audit_score) == (0, 1.0)  # offline: no audit failure
     assert reps[make_address(2)].misses == 1 and reps[make_address(2)].audit_score < 1.0

@@ -34,8 +34,8 @@ TAKE_SHARE = 'UPDATE vetting SET total = total * ? + 1, unvetted'
 
 
 async def vet(node, address: str, passes: int) -> None:
-    rules = node.core.stores.reputation.rules
-    await node.db.run("vet", reputation.record_txn, rules, node.core.now(), {address: Tally(passes=passes)})
+    rules = node.stores.reputation.rules
+    await node.db.run("vet", reputation.record_txn, rules, node.clock.seconds(), {address: Tally(passes=passes)})
 
 
 @pytest_twisted.ensureDeferred
@@ -69,13 +69,13 @@ async def test_the_vetting_share_holds_under_concurrent_chunk_requests(tmp_path)
         asks = [vetted] * 12 + newcomers * 2
         codes = await defer.gatherResults([defer.ensureDeferred(ask(t)) for t in asks])
         assert set(codes) <= {200, 404}
-        rows = await node.core.stores.contracts.all()
+        rows = await node.stores.contracts.all()
         total = len(rows)
         made = await node.farmers.page(0, 100)
         unvetted = sum(f.contracts_total for f in made if f.address != make_address(0))
         assert total == codes.count(200) and total >= 12
         assert 0 < unvetted <= SHARE * total
-        counters = (await node.core.stores.reputation.vetting())[0]
+        counters = (await node.stores.reputation.vetting())[0]
         # (the counters forget 1/vetting_window per assignment: about the counts)
         assert counters == pytest.approx((float(total), float(unvetted)), rel=0.02)
     finally:
@@ -90,7 +90,7 @@ def test_two_unvetted_farmers_race_for_the_last_share(tmp_path, clock):
     fresh_mysql_database(MYSQL_URL)
     node = make_node(make_config(tmp_path, MYSQL_URL, vetting_audits=1, vetting_share=0.3), clock)
     try:
-        rules = node.core.stores.reputation.rules
+        rules = node.stores.reputation.rules
         run(node.v0.create_token(make_address(0)))
         run(node.db.run("vet", reputation.record_txn, rules, clock.seconds(),
                         {make_address(0): Tally(passes=1)}))
@@ -100,6 +100,6 @@ def test_two_unvetted_farmers_race_for_the_last_share(tmp_path, clock):
         results = race(create_engine(MYSQL_URL), TAKE_SHARE,
                        {n: (lambda txn: reputation.take_share_txn(txn, rules, contracts.V0, False)) for n in (1, 2)})
         assert sorted(results.values(), key=str) == [False, True], results
-        assert run(node.core.stores.reputation.vetting())[0] == pytest.approx((3 * 0.999 + 1, 1.0))
+        assert run(node.stores.reputation.vetting())[0] == pytest.approx((3 * 0.999 + 1, 1.0))
     finally:
         node.db.close()

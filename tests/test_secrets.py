@@ -69,7 +69,7 @@ def error_paths(token: str, file_hash: str) -> list[tuple[str, str, bytes | None
 
 def secrets_of(node, token: str) -> list[bytes]:
     raw = bytes.fromhex(token)
-    keys = node.core.keys
+    keys = node.keys
     return [token.encode(), token.upper().encode(), raw.hex().encode(), keys.secret.hex().encode(), keys.secret,
             keys.heartbeat_key().hex().encode(), keys.heartbeat_key(), hashlib.sha256(raw).hexdigest().encode()]
 
@@ -94,7 +94,7 @@ def test_no_secret_in_a_500_or_503_body(setup, monkeypatch):
     token = orjson.loads(call(treq, "GET", f"/api/downstream/new/{ADDRESS}")[1])["token"]
 
     async def boom(*args, **kwargs):
-        raise RuntimeError(f"internal detail with {token} and {node.core.keys.secret.hex()}")
+        raise RuntimeError(f"internal detail with {token} and {node.keys.secret.hex()}")
 
     async def down(*args, **kwargs):
         raise DatabaseUnavailable(f"get_token: {token}")

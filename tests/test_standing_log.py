@@ -96,7 +96,7 @@ def test_v1_containment_in_the_log(nodes, clock, lines):
 def test_suspension_recovery_and_disqualification_are_one_line_each(nodes, clock, lines):
     node = nodes(suspension_threshold=0.99905, unknown_lambda=0.999)
     run(node.v0.create_token(ADDRESS))
-    rules = node.core.stores.reputation.rules
+    rules = node.stores.reputation.rules
 
     def record(**tally):
         run(node.db.run("t", record_txn, rules, clock.seconds(), {ADDRESS: Tally(**tally)}))
@@ -121,7 +121,7 @@ def test_suspension_recovery_and_disqualification_are_one_line_each(nodes, clock
 def test_a_transaction_that_rolls_back_announces_nothing(nodes, clock, lines):
     node = nodes()
     run(node.v0.create_token(ADDRESS))
-    rules = node.core.stores.reputation.rules
+    rules = node.stores.reputation.rules
 
     def body(txn):
         record_txn(txn, rules, clock.seconds(), {ADDRESS: Tally(fails=50)})
@@ -130,4 +130,4 @@ def test_a_transaction_that_rolls_back_announces_nothing(nodes, clock, lines):
     with pytest.raises(RuntimeError):
         run(node.db.run("t", body))
     assert about(lines, ADDRESS) == []
-    assert run(node.core.stores.reputation.of_addresses([ADDRESS]))[ADDRESS].status == "ok"
+    assert run(node.stores.reputation.of_addresses([ADDRESS]))[ADDRESS].status == "ok"

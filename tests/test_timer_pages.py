@@ -25,7 +25,7 @@ UNCONTAINED = Rules(containment_retries=0)
 def contracts_on(node, tmp_path, n: int) -> tuple[str, float]:
     """``n`` farmers, each with a contract on one file of redundancy ``n``: (file hash, start)."""
     h = add_test_file(node, tmp_path, redundancy=n, interval=INTERVAL)
-    start = node.core.clock.seconds()
+    start = node.clock.seconds()
     for i in range(n):
         run(node.v0.get_chunk(run(node.v0.create_token(make_address(i)))))
     return h, start
@@ -62,7 +62,7 @@ def test_a_pass_over_more_contracts_than_a_page_issues_each_exactly_once(node, c
 def test_a_page_does_at_most_its_limit_and_says_whether_more_may_be_due(node, clock, tmp_path, limit, pages):
     contracts_on(node, tmp_path, 7)
     clock.advance(INTERVAL)
-    store = node.core.stores.contracts
+    store = node.stores.contracts
     seen = []
     while True:
         page = run(store.issue_due(clock.seconds(), 3, limit, None))
@@ -101,14 +101,14 @@ def test_a_page_rolled_back_and_run_again_issues_once(node, clock, tmp_path):
     assert attempts == [4, 4] and (result.issued, result.missed) == (4, 4)
     assert used_challenges(node) == before + 4
     assert {r[0] for r in windows(node)} == {1}
-    rows = run(node.core.stores.contracts.all())
+    rows = run(node.stores.contracts.all())
     assert [r["misses"] for r in rows] == [1] * 4
 
 
 def test_a_page_committed_and_run_again_changes_nothing(node, clock, tmp_path):
     contracts_on(node, tmp_path, 3)
     clock.advance(INTERVAL)
-    store = node.core.stores.contracts
+    store = node.stores.contracts
     first = run(store.issue_due(clock.seconds(), 3, 100, None))
     state, used = windows(node), used_challenges(node)
     again = run(store.issue_due(clock.seconds(), 3, 100, None))
@@ -134,14 +134,14 @@ def test_the_rule_a_page_applies_is_its_judge(node, clock, tmp_path):
     assert [d.outstanding for d in judged] == [True] * 3 and {d.run for d in judged} == {0}
     assert {d.deadline for d in judged} == {clock.seconds()} and {d.interval for d in judged} == {INTERVAL}
     assert result.failed_ids == [judged[0].id]
-    rows = run(node.core.stores.contracts.all())
+    rows = run(node.stores.contracts.all())
     assert sorted((r["state"], r["misses"]) for r in rows) == [("active", 0), ("active", 0), ("failed", 0)]
     assert [r["state"] for r in rows if r["id"] == judged[0].id] == ["failed"]
 
 
 def test_taking_challenge_ids_marks_them_used_oldest_first(node, tmp_path):
     h1, h2 = add_test_file(node, tmp_path), add_test_file(node, tmp_path)
-    f1, f2 = (run(node.core.stores.files.get_active(h)).id for h in (h1, h2))
+    f1, f2 = (run(node.stores.files.get_active(h)).id for h in (h1, h2))
 
     def take(txn):
         ids = [r[0] for r in txn.execute("SELECT id FROM challenges WHERE file_id = ? ORDER BY id", (f1,)).fetchall()]
@@ -150,7 +150,7 @@ def test_taking_challenge_ids_marks_them_used_oldest_first(node, tmp_path):
 
     ids, taken = run(node.db.run("t", take))
     assert taken == {f1: ids[:2]}
-    assert run(node.core.stores.challenges.unused(f1)) == len(ids) - 2
+    assert run(node.stores.challenges.unused(f1)) == len(ids) - 2
     _, again = run(node.db.run("t", take))
     assert again == {f1: ids[2:4]}
 
@@ -159,9 +159,9 @@ def test_the_low_files_of_a_pass_in_one_statement(node, tmp_path, monkeypatch):
     """``low_files_txn``: the active stored files of the list under the mark, in id order, a
     removed one left out; one statement per ``IN_BATCH`` files, whatever the number of files."""
     hashes = [add_test_file(node, tmp_path) for _ in range(4)]
-    ids = [run(node.core.stores.files.get_active(h)).id for h in hashes]
+    ids = [run(node.stores.files.get_active(h)).id for h in hashes]
     run(node.files.remove(hashes[2]))
-    unused = run(node.core.stores.challenges.unused(ids[0]))
+    unused = run(node.stores.challenges.unused(ids[0]))
     statements: list[str] = []
     real = Txn.execute
 

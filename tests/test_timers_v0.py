@@ -23,6 +23,7 @@ from support import (
     stored_bytes,
     v0_answer,
 )
+from support.stored import mark_all_used
 
 INTERVAL = 60
 EPS = 0.001
@@ -253,8 +254,8 @@ def test_challenges_are_topped_up_under_the_low_water_mark(make, clock, tmp_path
     assert unused() == 3  # not under the mark yet
     tick(node, clock)  # 2 left: under 3, a new batch of 5
     assert unused() == 7
-    file_id = run(node.core.stores.files.get_active(h)).id
-    assert len(run(node.core.stores.challenges.batches(file_id))) == 2
+    file_id = run(node.stores.files.get_active(h)).id
+    assert len(run(node.stores.challenges.batches(file_id))) == 2
     for _ in range(20):  # never runs out
         assert farmer.answer(h) == "pass"
         assert tick(node, clock).starved == 0
@@ -336,7 +337,7 @@ def test_the_job_survives_errors(node, clock, monkeypatch):
 def test_the_start_up_pass_tops_up_every_low_file(make, clock, tmp_path):
     node = make(challenge_batch=5, challenge_low_water=3)
     h = add_test_file(node, tmp_path)
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.stores.challenges.db))
     timer = contract_timer(node)
     assert run(timer()).topped_up == 1
     assert run(node.files.list())[0]["unused_challenges"] == 5
@@ -353,7 +354,7 @@ def test_the_nodes_own_downtime_is_forgiven(make, clock, tmp_path):
     timer = contract_timer(node)
     run(timer())
     down_at = clock.seconds()
-    assert run(node.core.stores.meta.last_alive()) == down_at
+    assert run(node.stores.meta.last_alive()) == down_at
     # the node stops for 2.5 intervals; the deadline at +60 passes while it is down
     clock.advance(2.5 * INTERVAL)
     restarted = make()  # a new process: same database, no memory of the old one

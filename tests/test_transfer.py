@@ -175,7 +175,7 @@ def test_copy_sqlite_to_mysql_and_back(tmp_path, nodes):
         from support import run
 
         run(sqlite_node.pool.refill())
-        populate(sqlite_node, tmp_path, sqlite_node.core.clock)
+        populate(sqlite_node, tmp_path, sqlite_node.clock)
         source = canonical_tables(sqlite_node.config.db_url)
         fresh_mysql_database(MYSQL_URL)
         there = copy_database(sqlite_node.config.db_url, MYSQL_URL)
@@ -322,7 +322,7 @@ def test_tables_added_by_later_schema_steps_are_copied(tmp_path, db_url):
     node = make_node(make_config(tmp_path, db_url))
     try:
         run(node.db.run("s", schema.upgrade_txn, schema.load_steps(node.db.engine.name, str(steps))))
-        populate(node, tmp_path, node.core.clock)
+        populate(node, tmp_path, node.clock)
         run(node.db.run("d", lambda txn: txn.execute(
             "INSERT INTO download_counts (contract_id, downloads, last) SELECT id, 2, 1.5 FROM contracts")))
         target = sqlite_url(tmp_path / "t" / "copy.db")

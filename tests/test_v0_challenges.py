@@ -12,26 +12,27 @@ from downstream_tx.errors import INVALID, NodeError
 from downstream_tx.v0 import challenges
 from downstream_tx.v0.challenges import check_batch_request
 from support import ADDRESS, add_test_file, make_config, make_node, run, stored_bytes
+from support.stored import mark_all_used
 
 
 @pytest.fixture
 def supplied(tmp_path, db_url, clock):
     node = make_node(make_config(tmp_path, db_url, challenge_batch=5, challenge_low_water=3), clock)
     hashes = [add_test_file(node, tmp_path, size=1000) for _ in range(3)]
-    ids = [run(node.core.stores.files.get_active(h)).id for h in hashes]
+    ids = [run(node.stores.files.get_active(h)).id for h in hashes]
     yield node, ids
     node.db.close()
 
 
 def unused(node, file_ids) -> list[int]:
-    return [run(node.core.stores.challenges.unused(i)) for i in file_ids]
+    return [run(node.stores.challenges.unused(i)) for i in file_ids]
 
 
 @pytest.mark.parametrize("busy", [0, 1, 2])
 def test_top_up_skips_a_file_being_topped_up_and_still_tops_up_the_others(supplied, busy):
     node, ids = supplied
     assert unused(node, ids) == [5, 5, 5]
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.stores.challenges.db))
     node.supply._topping_up.add(ids[busy])
     assert run(node.supply.top_up()) == 2
     assert unused(node, ids) == [0 if i == busy else 5 for i in range(3)]
@@ -51,18 +52,18 @@ def test_top_up_only_under_the_low_water_mark_and_only_the_given_files(supplied)
 
 def test_a_removed_file_is_not_topped_up(supplied):
     node, ids = supplied
-    run(node.core.stores.challenges.mark_all_used())
-    file_hash = run(node.core.stores.files.get(ids[0])).file_hash
+    run(mark_all_used(node.stores.challenges.db))
+    file_hash = run(node.stores.files.get(ids[0])).file_hash
     run(node.files.remove(file_hash))
     assert run(node.supply.top_up()) == 2
 
 
 def test_generate_with_a_root_seed_is_reproducible(supplied):
     node, ids = supplied
-    file_hash = run(node.core.stores.files.get(ids[0])).file_hash
+    file_hash = run(node.stores.files.get(ids[0])).file_hash
     batch = run(node.supply.generate(ids[0], file_hash, b"\x01" * 32, 4))
     assert batch["count"] == 4 and batch["root_seed"] == "01" * 32 and batch["file_hash"] == file_hash
-    again = run(node.supply.generate(ids[1], run(node.core.stores.files.get(ids[1])).file_hash, b"\x01" * 32, 4))
+    again = run(node.supply.generate(ids[1], run(node.stores.files.get(ids[1])).file_hash, b"\x01" * 32, 4))
     assert again["merkle_root"] != batch["merkle_root"]  # other bytes, other answers
 
 
@@ -88,20 +89,20 @@ def make(sqlite_nodes):
 
 
 def file_ids(node, hashes) -> list[int]:
-    return [run(node.core.stores.files.get_active(h)).id for h in hashes]
+    return [run(node.stores.files.get_active(h)).id for h in hashes]
 
 
 def test_the_pass_runs_in_pages_of_5000_contracts(make):
     node = make()
     assert challenges.PASS_PAGE == 5000
     limits = []
-    real = node.core.stores.contracts.issue_due
+    real = node.stores.contracts.issue_due
 
     def issue_due(now, max_failures, limit, forgive):
         limits.append(limit)
         return real(now, max_failures, limit, forgive)
 
-    node.core.stores.contracts.issue_due = issue_due
+    node.stores.contracts.issue_due = issue_due
     run(node.supply.issue_due())
     assert limits == [5000]
 
@@ -132,7 +133,7 @@ def test_a_file_is_marked_while_it_is_topped_up(make, tmp_path):
     """A second top-up that starts while the first one computes the file's batch skips that file."""
     node = make(challenge_batch=4, challenge_low_water=3)
     [fid] = file_ids(node, [add_test_file(node, tmp_path, size=100)])
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.stores.challenges.db))
     real = node.supply.generate
     nested = []
 
@@ -151,8 +152,8 @@ def test_a_file_gone_since_the_low_water_query_is_skipped_and_the_others_are_top
         make, tmp_path, logged, gone):
     node = make(challenge_batch=4, challenge_low_water=3)
     ids = file_ids(node, [add_test_file(node, tmp_path, size=100) for _ in range(3)])
-    run(node.core.stores.challenges.mark_all_used())
-    real = node.core.stores.files.get
+    run(mark_all_used(node.stores.challenges.db))
+    real = node.stores.files.get
 
     async def get(file_id):
         row = await real(file_id)
@@ -160,7 +161,7 @@ def test_a_file_gone_since_the_low_water_query_is_skipped_and_the_others_are_top
             return row
         return None if gone == "missing" else dataclasses.replace(row, removed=1.0)
 
-    node.core.stores.files.get = get
+    node.stores.files.get = get
     assert run(node.supply.top_up(ids)) == 2
     assert unused(node, ids) == [0, 4, 4]
     assert not [e for e in logged if "log_failure" in e]
@@ -170,7 +171,7 @@ def test_a_file_gone_since_the_low_water_query_is_skipped_and_the_others_are_top
 def test_a_failed_top_up_is_logged_with_its_file_and_the_others_still_run(make, tmp_path, logged):
     node = make(challenge_batch=4, challenge_low_water=3)
     ids = file_ids(node, [add_test_file(node, tmp_path, size=100) for _ in range(2)])
-    run(node.core.stores.challenges.mark_all_used())
+    run(mark_all_used(node.stores.challenges.db))
     real = node.supply.generate
 
     async def generate(file_id, file_hash, *args, **kw):
@@ -239,7 +240,7 @@ def test_a_pass_counts_its_misses_in_the_results(make, tmp_path, clock):
     add_test_file(node, tmp_path, interval=60)
     run(node.v0.get_chunk(run(node.v0.create_token(ADDRESS))))
     counted: list[tuple[str, int, int]] = []
-    node.core.results.observers.append(lambda result, n, protocol: counted.append((result, n, protocol)))
+    node.results.observers.append(lambda result, n, protocol: counted.append((result, n, protocol)))
     clock.advance(60)
     assert run(node.supply.issue_due()).missed == 1
     assert counted == [("miss", 1, 0)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import orjson
 
 from support import ADDRESS, make_config, make_node, report_of, run
+from support.stored import v1_deadline
 from support.v1 import INTERVAL, prove
 
 
@@ -20,20 +21,20 @@ def build(tmp_path, db_url, clock):
 
 
 def by_id(node) -> dict[int, dict]:
-    return {c["id"]: c for c in run(node.core.stores.contracts.all())}
+    return {c["id"]: c for c in run(node.stores.contracts.all())}
 
 
 def test_expired_contracts_end_or_fail_with_their_reason(tmp_path, db_url, clock):
     node = build(tmp_path, db_url, clock)
     seen: list = []
-    node.core.results.observers.append(lambda *a: seen.append(a))
+    node.results.observers.append(lambda *a: seen.append(a))
     token = run(node.v1.new_token(ADDRESS, None))["token"]
     a, b = orjson.loads(orjson.dumps(run(node.v1.chunks(token, None, 8192))))
     proofs = [{"file_hash": a["file_hash"], "proof": prove(a)}]
     assert report_of(node.v1.answer(token, None, proofs))[0]["status"] == "ok"
     seen.clear()
-    first = run(node.core.stores.seeded.deadline(b["file_hash"]))  # unanswered
-    later = run(node.core.stores.seeded.deadline(a["file_hash"]))  # answered: its deadline moved on
+    first = run(v1_deadline(node.stores.seeded.db, b["file_hash"]))  # unanswered
+    later = run(v1_deadline(node.stores.seeded.db, a["file_hash"]))  # answered: its deadline moved on
     assert later > first
     clock.advance(first - clock.seconds() - 1)
     result = run(node.expiry.expire())
@@ -59,9 +60,9 @@ def test_the_downtime_window_is_given_back_once(tmp_path, db_url, clock):
     node = build(tmp_path, db_url, clock)
     token = run(node.v1.new_token(ADDRESS, None))["token"]
     [c] = run(node.v1.chunks(token, None, 4096))
-    before = run(node.core.stores.seeded.deadline(c["file_hash"]))
+    before = run(v1_deadline(node.stores.seeded.db, c["file_hash"]))
     t = clock.seconds()
     assert run(node.expiry.shift_for_downtime((t, t + 30))) == 1
     assert run(node.expiry.shift_for_downtime((t, t + 30))) == 0
-    assert run(node.core.stores.seeded.deadline(c["file_hash"])) == before + 30
+    assert run(v1_deadline(node.stores.seeded.db, c["file_hash"])) == before + 30
     node.db.close()

@@ -17,6 +17,7 @@ from downstream_tx.heartbeat import Proof
 from downstream_tx.metrics import Metrics
 from downstream_tx.v1 import farming, wire
 from support import ADDRESS, challenges_of, make_address, refused, report_of, run
+from support.stored import overwrite_state, stored_state
 from support.v1 import INTERVAL, SIGNATURE, prove
 
 IP = "10.1.2.3"
@@ -37,13 +38,13 @@ def new_token(node, address=ADDRESS, ip=IP) -> str:
 
 
 def contract(node, cid: int) -> dict:
-    [row] = [c for c in run(node.core.stores.contracts.all()) if c["id"] == cid]
+    [row] = [c for c in run(node.stores.contracts.all()) if c["id"] == cid]
     return row
 
 
 def results_of(node) -> list[tuple[str, int, int]]:
     seen: list[tuple[str, int, int]] = []
-    node.core.results.observers.append(lambda result, n, protocol: seen.append((result, n, protocol)))
+    node.results.observers.append(lambda result, n, protocol: seen.append((result, n, protocol)))
     return seen
 
 
@@ -77,7 +78,7 @@ def test_chunks_fit_the_requested_size(node, clock):
     assert all(c["due"] == INTERVAL for c in got)
     assert len({c["file_hash"] for c in got}) == 2
     # the pool gave them away
-    assert run(node.core.stores.seeded.pool_counts()) == {4096: 4}
+    assert run(node.stores.seeded.pool_counts()) == {4096: 4}
 
 
 def test_challenge_then_answer_then_tags(node, clock):
@@ -143,8 +144,8 @@ def _two_contracts(node):
 def corrupt(node, contract_id: int, what: str) -> None:
     """Spoil one part of a contract's stored heartbeat state (sealed, or as JSON like a row written
     before schema step 5)."""
-    seeded = node.core.stores.seeded
-    seq, sealed, _, _ = run(seeded.stored_state(contract_id))
+    seeded = node.stores.seeded
+    seq, sealed, _, _ = run(stored_state(seeded.db, contract_id))
     flip = {"seed": "seed", "root": "root", "hmac": "hmac"}
     if what in flip:
         value = bytearray(getattr(sealed, flip[what]))
@@ -155,13 +156,13 @@ def corrupt(node, contract_id: int, what: str) -> None:
     elif what == "seq":
         seq += 1
     elif what == "json-state":
-        assert run(seeded.overwrite_state(contract_id, seq, None, '{"index": 1, "seed": "', '{}')) == 1
+        assert run(overwrite_state(seeded.db, contract_id, seq, None, '{"index": 1, "seed": "', '{}')) == 1
         return
     elif what == "json-challenge":
         state = orjson.dumps(unseal_row(seq, sealed)[0].to_dict()).decode()
-        assert run(seeded.overwrite_state(contract_id, seq, None, state, '{"index": "x"}')) == 1
+        assert run(overwrite_state(seeded.db, contract_id, seq, None, state, '{"index": "x"}')) == 1
         return
-    assert run(seeded.overwrite_state(contract_id, seq, sealed)) == 1
+    assert run(overwrite_state(seeded.db, contract_id, seq, sealed)) == 1
 
 
 def unseal_row(seq, sealed):
@@ -189,17 +190,17 @@ def test_a_contract_stored_before_schema_step_5_keeps_farming_and_becomes_sealed
     """A row with its state and challenge as JSON (as every row was before the sealed columns) is
     answered and refreshed like any other; its first refresh stores it sealed."""
     token, a, b = _two_contracts(node)
-    seeded = node.core.stores.seeded
-    seq, sealed, _, _ = run(seeded.stored_state(a["file_hash"]))
+    seeded = node.stores.seeded
+    seq, sealed, _, _ = run(stored_state(seeded.db, a["file_hash"]))
     state, challenge = unseal_row(seq, sealed)
-    assert run(seeded.overwrite_state(a["file_hash"], seq, None, orjson.dumps(state.to_dict()).decode(),
+    assert run(overwrite_state(seeded.db, a["file_hash"], seq, None, orjson.dumps(state.to_dict()).decode(),
                                       orjson.dumps(challenge.to_dict()).decode())) == 1
     report = report_of(node.v1.answer(token, IP, [{"file_hash": c["file_hash"], "proof": prove(c)} for c in (a, b)]))
     assert [r.get("status") for r in report] == ["ok", "ok"]
     clock.advance(INTERVAL)
     fresh = orjson.loads(orjson.dumps(challenges_of(node.v1.challenges(token, None))))
     assert [e["file_hash"] for e in fresh] == [a["file_hash"], b["file_hash"]]
-    stored = run(seeded.stored_state(a["file_hash"]))
+    stored = run(stored_state(seeded.db, a["file_hash"]))
     assert stored[0] == seq + 1 and stored[1] is not None and stored[2:] == (None, None)
     report = report_of(node.v1.answer(token, IP, [{"file_hash": e["file_hash"], "proof": prove(c, e["challenge"])}
                                             for e, c in zip(fresh, (a, b))]))
@@ -212,7 +213,7 @@ def test_a_contract_changed_between_the_read_and_the_write_is_not_counted(node, 
     """/answer verifies outside any transaction: what happens to a contract meanwhile (the same
     answer recorded by a concurrent request, or its expiration) decides its report entry."""
     token, a, b = _two_contracts(node)
-    seeded = node.core.stores.seeded
+    seeded = node.stores.seeded
     read = seeded.contracts
 
     def read_then_change(token_hash, ids):
@@ -243,13 +244,13 @@ def test_a_contract_changed_between_the_read_and_the_write_is_not_counted(node, 
 
 def test_a_state_made_with_another_node_secret_verifies_nothing(make):
     ours, theirs = make(), make("theirs")
-    assert ours.core.keys.secret != theirs.core.keys.secret
+    assert ours.keys.secret != theirs.keys.secret
     token, a, _ = _two_contracts(ours)
     their_token = new_token(theirs)
     [t] = orjson.loads(orjson.dumps(run(theirs.v1.chunks(their_token, IP, 4096))))
     # their chunk, state and challenge on our contract: the proof is right for them
-    seq, sealed, _, _ = run(theirs.core.stores.seeded.stored_state(t["file_hash"]))
-    run(ours.core.stores.seeded.overwrite_state(a["file_hash"], seq, sealed))
+    seq, sealed, _, _ = run(stored_state(theirs.stores.seeded.db, t["file_hash"]))
+    run(overwrite_state(ours.stores.seeded.db, a["file_hash"], seq, sealed))
     report = report_of(ours.v1.answer(token, IP, [{"file_hash": a["file_hash"], "proof": prove(t)}]))
     assert report == [{"file_hash": a["file_hash"], "error": "Invalid proof"}]
     assert (contract(ours, a["file_hash"])["passes"], contract(ours, a["file_hash"])["fails"]) == (0, 1)
@@ -262,7 +263,7 @@ def test_a_state_made_with_another_node_secret_verifies_nothing(make):
 
 def test_v1_results_are_counted_once_per_proof(node):
     metrics = Metrics(task.Clock())
-    node.core.results.observers.append(metrics.count_result)
+    node.results.observers.append(metrics.count_result)
     seen = results_of(node)
     token = new_token(node)
     chunks = orjson.loads(orjson.dumps(run(node.v1.chunks(token, IP, 3 * 4096))))
@@ -354,8 +355,8 @@ def test_no_more_challenges_for_one_contract_does_not_end_the_list(node, clock):
                                             {"file_hash": b["file_hash"], "proof": prove(b)}]))
     assert [r.get("status") for r in report] == ["ok", "ok"]
     clock.advance(INTERVAL)  # both due: a new challenge each
-    seq, sealed, _, _ = run(node.core.stores.seeded.stored_state(a["file_hash"]))
-    run(node.core.stores.seeded.overwrite_state(a["file_hash"], seq, sealed._replace(time="cut")))
+    seq, sealed, _, _ = run(stored_state(node.stores.seeded.db, a["file_hash"]))
+    run(overwrite_state(node.stores.seeded.db, a["file_hash"], seq, sealed._replace(time="cut")))
     got = orjson.loads(orjson.dumps(challenges_of(node.v1.challenges(token, [a["file_hash"], b["file_hash"]]))))
     assert got[0] == {"file_hash": a["file_hash"], "status": "no more challenges"}
     assert got[1]["file_hash"] == b["file_hash"] and got[1]["answered"] is False and got[1]["due"] == INTERVAL

@@ -33,7 +33,7 @@ def test_encode_chunks(make, clock):
     node = make()
     chunks = node.pool.encode_chunks(4096, 2, clock.seconds())
     assert len(chunks) == 2 and chunks[0].seed != chunks[1].seed
-    key = node.core.keys.heartbeat_key()
+    key = node.keys.heartbeat_key()
     merkle = Merkle(node.config.seeded_check_fraction, key)
     for c in chunks:
         assert len(c.seed) == 32 and c.size == 4096
@@ -50,22 +50,22 @@ def test_encode_chunks(make, clock):
 def test_refill_reaches_the_targets(make):
     node = make(seeded_pool="4096:3,8192:1")
     assert run(node.pool.refill()) == 4
-    assert run(node.core.stores.seeded.pool_counts()) == {4096: 3, 8192: 1}
+    assert run(node.stores.seeded.pool_counts()) == {4096: 3, 8192: 1}
     assert run(node.pool.refill()) == 0
     # handing chunks out makes room for new ones
     token = run(node.v1.new_token("19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV", None))["token"]
     assert len(run(node.v1.chunks(token, None, 8192))) == 1
     assert run(node.pool.refill()) == 1
-    assert run(node.core.stores.seeded.pool_counts()) == {4096: 3, 8192: 1}
+    assert run(node.stores.seeded.pool_counts()) == {4096: 3, 8192: 1}
 
 
 def test_refill_keeps_to_its_byte_budget_per_pass(make, monkeypatch):
     monkeypatch.setattr(pool_module, "POOL_PASS_BYTES", 3 * 4096)
     node = make(seeded_pool="4096:5,8192:2")
     assert run(node.pool.refill()) == 3  # 3 x 4096: the budget
-    assert run(node.core.stores.seeded.pool_counts()) == {4096: 3}
+    assert run(node.stores.seeded.pool_counts()) == {4096: 3}
     assert run(node.pool.refill()) == 3  # the last 2 x 4096, then one 8192 (a pass makes at least one)
-    assert run(node.core.stores.seeded.pool_counts()) == {4096: 5, 8192: 1}
+    assert run(node.stores.seeded.pool_counts()) == {4096: 5, 8192: 1}
     assert run(node.pool.refill()) == 1
     assert run(node.pool.refill()) == 0
-    assert run(node.core.stores.seeded.pool_counts()) == {4096: 5, 8192: 2}
+    assert run(node.stores.seeded.pool_counts()) == {4096: 5, 8192: 2}

@@ -18,7 +18,7 @@ OTHER = "downstream-tx token for https://other.example.org"
 
 
 def _tokens(node) -> int:
-    return run(node.core.stores.tokens.count())
+    return run(node.stores.tokens.count())
 
 
 @pytest.fixture

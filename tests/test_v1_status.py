@@ -8,8 +8,10 @@ import re
 
 import pytest
 
+from downstream_tx.jobs.uptime import UptimeSummary
 from downstream_tx.runtime import build_jobs, contract_timer
 from support import make_address, run
+from support.stored import v1_deadline
 from support.v1 import INTERVAL, V1, answer, build, chunks, prove
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -46,7 +48,8 @@ def test_list_fields_and_sorting(setup, clock):
     node, api = setup
     t1, t2, t3 = three_farmers(api)
     clock.advance(5)
-    run(node.status.update_uptime())
+    uptime = UptimeSummary(node.stores.status, clock)  # the uptime job's body
+    run(uptime())
     code, body = api.get(f"{V1}/status/list/")
     assert code == 200
     by_id = {f["id"]: f for f in body["farmers"]}
@@ -100,7 +103,8 @@ def test_show(setup, clock):
     node, api = setup
     t1, t2, t3 = three_farmers(api)
     clock.advance(INTERVAL + 30)  # t1's and t2's contracts are answered: they expire at due + interval
-    run(node.status.update_uptime())
+    uptime = UptimeSummary(node.stores.status, clock)  # the uptime job's body
+    run(uptime())
     code, body = api.get(f"{V1}/status/show/{farmer_id(t1)}")
     assert code == 200
     assert body["contracts"] == 2 and body["size"] == 20480 and body["online"] is True
@@ -116,15 +120,16 @@ def test_uptime_is_a_percentage_of_time_since_first_contract(setup, clock):
     token = api.new_token()
     [c] = chunks(api, token, 4096)  # never answered: expires at start + INTERVAL
     clock.advance(30)
-    run(node.status.update_uptime())
+    uptime = UptimeSummary(node.stores.status, clock)  # the uptime job's body
+    run(uptime())
     assert api.get(f"{V1}/status/show/{farmer_id(token)}")[1]["uptime"] == 100.0
     clock.advance(90)
     run(node.expiry.expire())
-    run(node.status.update_uptime())
+    run(uptime())
     shown = api.get(f"{V1}/status/show/{farmer_id(token)}")[1]
     assert shown["uptime"] == 50.0 and shown["online"] is False  # 60 s online of 120
     clock.advance(120)
-    run(node.status.update_uptime())  # offline time keeps counting
+    run(uptime())  # offline time keeps counting
     assert api.get(f"{V1}/status/show/{farmer_id(token)}")[1]["uptime"] == 25.0
 
 
@@ -147,13 +152,13 @@ def test_expire_ends_answered_and_fails_missed(setup, clock):
 def test_pool_refill_is_idempotent_and_off_the_reactor_thread(setup):
     node, api = setup
     calls = []
-    inner = node.core.blocking
+    inner = node.pool.blocking
 
     def spy(func, *args, **kwargs):
         calls.append(func.__name__)
         return inner(func, *args, **kwargs)
 
-    node.core.blocking = spy
+    node.pool.blocking = spy  # the pool's way off the reactor thread
     assert run(node.pool.refill()) == 0  # already full
     token = api.new_token()
     assert len(chunks(api, token, 1 << 20)) == 8
@@ -219,13 +224,13 @@ def test_the_v1_downtime_shift_is_applied_once_per_window(setup, clock):
     t = clock.seconds()
 
     def deadline():
-        return run(node.core.stores.seeded.deadline(c["file_hash"]))
+        return run(v1_deadline(node.stores.seeded.db, c["file_hash"]))
 
     before = deadline()
-    assert run(node.core.stores.seeded.shift_for_downtime(t, t + 30)) == 1
-    assert run(node.core.stores.seeded.shift_for_downtime(t, t + 30)) == 0  # a retried transaction
+    assert run(node.stores.seeded.shift_for_downtime(t, t + 30)) == 1
+    assert run(node.stores.seeded.shift_for_downtime(t, t + 30)) == 0  # a retried transaction
     assert deadline() == before + 30
-    run(node.core.stores.seeded.shift_for_downtime(t, t + 40))  # the same downtime, seen later
+    run(node.stores.seeded.shift_for_downtime(t, t + 40))  # the same downtime, seen later
     assert deadline() == before + 40
 
 

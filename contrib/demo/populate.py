@@ -43,7 +43,14 @@ from downstream_tx.config import load_config  # noqa: E402
 from downstream_tx.db.history import HOUR, HourRow  # noqa: E402
 from downstream_tx.errors import NodeError  # noqa: E402
 from downstream_tx.heartbeat import Challenge, Merkle, RandomIO, Tag  # noqa: E402
-from downstream_tx.runtime import build_services, contract_timer, open_core, open_database, thread_runner  # noqa: E402
+from downstream_tx.jobs.uptime import UptimeSummary  # noqa: E402
+from downstream_tx.runtime import (  # noqa: E402
+    Observers,
+    build_services,
+    contract_timer,
+    open_database,
+    thread_runner,
+)
 from downstream_tx.v0.hashes import parse_response  # noqa: E402
 from downstream_tx.v1.wire import challenge_entries  # noqa: E402
 
@@ -131,7 +138,7 @@ async def farm_v0(node, f: Farmer, rng: random.Random, data: dict[str, bytes], e
     import hashlib
     import hmac
 
-    now = node.core.now()
+    now = node.clock.seconds()
     _, due = await node.v0.due(f.token)
     for item in due:
         file_hash = item["file_hash"]
@@ -196,10 +203,11 @@ async def populate(reactor, data_dir: str, farmers: int, days: int, seed: int, v
         f.writelines(f"{k} = {v!r}\n".replace("'", '"') for k, v in settings.items())
     config = load_config(None, environ={}, overrides=settings)
     db = await open_database(config, reactor)
-    node = build_services(await open_core(db, config, clock, thread_runner(reactor)))
     history = History(clock)
-    node.core.results.observers.append(history.count)
+    node = await build_services(db, config, clock, thread_runner(reactor),
+                                observers=Observers(results=(history.count,)))
     timer = contract_timer(node)
+    uptime = UptimeSummary(node.stores.status, clock)
     data: dict[str, bytes] = {}
 
     async def add_files(count: int) -> None:
@@ -229,12 +237,12 @@ async def populate(reactor, data_dir: str, farmers: int, days: int, seed: int, v
         for f in people:
             if f.token and online(f, now, rng):
                 await (farm_v1(node, f) if f.v1 else farm_v0(node, f, rng, data, end))
-        await node.status.update_uptime()
+        await uptime()
         if rng.random() < max(2, farmers // 40) / 24:  # the operator adds data now and then
             await add_files(1)
         if step % 24 == 0:
             print(f"day {step // 24 + 1} of {days}: {sum(1 for f in people if f.token)} farmers", file=sys.stderr)
-    await node.core.stores.history.record("demo-populate".ljust(16, "0")[:16], history.rows())
+    await node.stores.history.record("demo-populate".ljust(16, "0")[:16], history.rows())
     db.close()
     kinds = defaultdict(int)
     for f in people:

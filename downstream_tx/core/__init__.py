@@ -1,1 +1,1 @@
-"""What both protocols share: the core context, node keys, tokens and farmers."""
+"""What both protocols share: the events observed, node keys, tokens, farmers and reputation."""

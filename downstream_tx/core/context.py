@@ -1,15 +1,10 @@
-"""The core context: what every service is built on, made once by ``runtime``."""
+"""What the services share beside their stores: how blocking work runs, paged store calls, and the
+events of the node that observers (metrics, the dashboard's history) are told about."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
-
-from downstream_tx.config import Config
-from downstream_tx.core.keys import NodeKeys
-from downstream_tx.db.stores import Stores
-from downstream_tx.geoip import Locator
 
 #: runs a blocking or CPU-heavy function off the reactor thread: ``await blocking(func, *args)``
 Blocking = Callable[..., Awaitable[Any]]
@@ -28,8 +23,8 @@ async def drain(fetch_page: Callable[[], Awaitable[Any]], total: Any) -> Any:
 class Observed:
     """Events of the node that observers (metrics) are told about, as they happen."""
 
-    def __init__(self) -> None:
-        self.observers: list[Callable[..., None]] = []
+    def __init__(self, observers: Iterable[Callable[..., None]] = ()) -> None:
+        self.observers: list[Callable[..., None]] = list(observers)
 
     def _tell(self, *event: Any) -> None:
         for observer in self.observers:
@@ -50,24 +45,3 @@ class Downloads(Observed):
 
     def count(self, outcome: str) -> None:
         self._tell(outcome)
-
-
-@dataclass
-class Core:
-    config: Config
-    stores: Stores
-    #: the injected clock (the reactor in the daemon, ``task.Clock`` in tests)
-    clock: Any
-    blocking: Blocking
-    keys: NodeKeys
-    results: Results = field(default_factory=Results)
-    downloads: Downloads = field(default_factory=Downloads)
-    #: GeoIP (the ``geoip`` setting; None when it is off): looked up when a token is created or
-    #: moves to a new IP, the only moments the IP is known before it is hashed
-    locator: Locator | None = None
-    #: this process among the instances sharing the database: its name in the jobs lease (``instance_name``
-    #: or host:pid, then ``~`` and a random part made at each start), on /health and the dashboard
-    instance: str = ""
-
-    def now(self) -> float:
-        return self.clock.seconds()

@@ -4,29 +4,31 @@ token, the address whitelist."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from twisted.logger import Logger
 
 from downstream_tx import bitcoin
-from downstream_tx.core.context import Core
 from downstream_tx.core.tokens import FARMER_ID_RE, hash_token, is_token
-from downstream_tx.db.farmers import FarmerSummary
-from downstream_tx.db.tokens import UnknownToken
+from downstream_tx.db.farmers import FarmerStore, FarmerSummary
+from downstream_tx.db.tokens import TokenStore, UnknownToken
 from downstream_tx.errors import INVALID, NOT_FOUND, NodeError
 
 log = Logger()
 
 
 class Farmers:
-    def __init__(self, core: Core):
-        self.core = core
+    def __init__(self, store: FarmerStore, tokens: TokenStore, clock: Any):
+        self.store = store
+        self.tokens = tokens
+        self.clock = clock
 
     async def show(self, farmer_id: str) -> dict:
         """A farmer's address, heartbeats and contract counts over all its tokens."""
         farmer_id = farmer_id.lower()
         if not FARMER_ID_RE.match(farmer_id):
             raise NodeError(INVALID, "invalid_farmer_id", "farmer id must be 20 hexadecimal characters")
-        found = await self.core.stores.tokens.farmer(farmer_id)
+        found = await self.tokens.farmer(farmer_id)
         if found is None:
             raise NodeError(NOT_FOUND, "no_farmer", "unknown farmer id")
         rows, summary = found
@@ -37,22 +39,22 @@ class Farmers:
     async def page(self, after_id: int = 0, limit: int = 500) -> list[FarmerSummary]:
         """A page of live farmers (``downstream-admin farmer list``), oldest first: pass the last
         row's ``id`` as ``after_id`` for the next page."""
-        return await self.core.stores.farmers.list(after_id, limit)
+        return await self.store.list(after_id, limit)
 
     async def summaries(self, farmer_ids: list[str]) -> list[FarmerSummary]:
         """Protocol, totals, last seen and online of each token among ``farmer_ids``."""
-        return await self.core.stores.farmers.by_farmer_ids(farmer_ids)
+        return await self.store.by_farmer_ids(farmer_ids)
 
     async def ids_by_address(self, address: str) -> list[str]:
         """The farmer ids of every token (live or deleted) of an address, oldest first."""
-        return await self.core.stores.farmers.ids_by_address(address)
+        return await self.store.ids_by_address(address)
 
     async def delete_token(self, token: str) -> int:
         """Delete a token; its active contracts end and their files return to the pool."""
         if not is_token(token):
             raise NodeError(INVALID, "invalid_token", "token must be 32 hexadecimal characters")
         try:
-            row, ended = await self.core.stores.tokens.delete(hash_token(token), self.core.now())
+            row, ended = await self.tokens.delete(hash_token(token), self.clock.seconds())
         except UnknownToken:
             raise NodeError(NOT_FOUND, "no_token", "unknown token") from None
         log.info("token of farmer {farmer_id} deleted, {ended} contracts ended", farmer_id=row.farmer_id,
@@ -69,4 +71,4 @@ class Farmers:
             if not isinstance(balance, int) or balance < 0:
                 raise NodeError(INVALID, "invalid_balance", f"row {line}: balance must be a whole number >= 0")
             checked.append((address, balance))
-        return await self.core.stores.tokens.import_whitelist(checked, replace, self.core.now())
+        return await self.tokens.import_whitelist(checked, replace, self.clock.seconds())

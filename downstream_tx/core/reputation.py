@@ -8,7 +8,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from downstream_tx.config import Config
-from downstream_tx.db.reputation import Reputation, SweepResult
+from downstream_tx.db.reputation import Reputation, ReputationStore, SweepResult
 from downstream_tx.domain.containment import ContainmentChange
 from downstream_tx.domain.placement import PlacementRules
 from downstream_tx.domain.rules import DISQUALIFIED, OFFLINE, SUSPENDED, OnlineRules, Rules
@@ -145,8 +145,11 @@ def announce(note: object) -> None:
 class ReputationService:
     """The reputation job and the operator's view (``downstream-admin farmer``)."""
 
-    def __init__(self, core: Any):
-        self.core = core
+    def __init__(self, store: ReputationStore, clock: Any, vetting_audits: int):
+        self.store = store
+        self.clock = clock
+        #: passed challenges after which a farmer is vetted (``vetting_audits``)
+        self.vetting_audits = vetting_audits
 
     async def sweep(self) -> SweepResult:
         """One pass of the reputation job: suspensions past their grace become disqualifications,
@@ -154,7 +157,7 @@ class ReputationService:
         farmers per transaction until none is left."""
         total = SweepResult()
         while True:
-            page = await self.core.stores.reputation.sweep(self.core.now())
+            page = await self.store.sweep(self.clock.seconds())
             log_sweep(page)
             total.expired += page.expired
             total.ended.update(page.ended)
@@ -164,14 +167,14 @@ class ReputationService:
 
     async def of(self, addresses: list[str]) -> dict[str, dict[str, Any]]:
         """The standing of each address (see :func:`standing`)."""
-        found = await self.core.stores.reputation.of_addresses(addresses)
-        audits = self.core.config.vetting_audits
+        found = await self.store.of_addresses(addresses)
+        audits = self.vetting_audits
         return {a: {**standing(found.get(a), audits), **status_of(found.get(a))} for a in addresses}
 
     async def reinstate(self, address: str) -> str:
         """Lift a disqualification or suspension (fresh audit and unknown scores). Returns the
         status before. A farmer in good standing is refused (its scores are not reset)."""
-        before = await self.core.stores.reputation.reinstate(address, self.core.now())
+        before = await self.store.reinstate(address, self.clock.seconds())
         if before is None:
             raise NodeError(NOT_FOUND, "no_farmer", f"no farmer has address {address}")
         if before not in REINSTATABLE:

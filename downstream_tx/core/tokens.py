@@ -12,13 +12,14 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.logger import Logger
 
 from downstream_tx import bitcoin, geoip
 from downstream_tx.config import Config
-from downstream_tx.core.context import Core
-from downstream_tx.db.tokens import TokenFacts
+from downstream_tx.core.context import Blocking
+from downstream_tx.db.tokens import TokenFacts, TokenStore
 from downstream_tx.errors import NodeError
 
 log = Logger()
@@ -115,8 +116,16 @@ class TokenRules:
 class Tokens:
     """Giving out tokens (both protocols' ``/new``, ``downstream-admin token create``)."""
 
-    def __init__(self, core: Core):
-        self.core = core
+    def __init__(self, store: TokenStore, config: Config, clock: Any, hash_ip: Callable[[str | None], str | None],
+                 locator: geoip.Locator | None, blocking: Blocking):
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.hash_ip = hash_ip
+        #: GeoIP (None: the ``geoip`` setting is off): looked up when a token is created or moves to a
+        #: new IP, the only moments the IP is known before it is hashed
+        self.locator = locator
+        self.blocking = blocking
 
     async def create(self, address: str, ip: str | None, rules: TokenRules, message: str | None = None,
                      signature: str | None = None, location: str | None = None) -> str:
@@ -124,12 +133,12 @@ class Tokens:
         GeoIP location of ``ip`` (unless ``location`` is given) and never ``ip`` itself."""
         raw = os.urandom(TOKEN_BYTES)
         token_hash = hashlib.sha256(raw).digest()
-        config = self.core.config
+        config = self.config
         country = None
         if location is None:
             location, country = geoip.stored_location(await self.locate(ip))
-        await self.core.stores.tokens.create(
-            token_hash, farmer_id_of(token_hash), address, self.core.keys.hash_ip(ip), self.core.now(),
+        await self.store.create(
+            token_hash, farmer_id_of(token_hash), address, self.hash_ip(ip), self.clock.seconds(),
             lambda facts: rules.admit(facts, config), message, signature, location, country)
         log.info("{protocol} token created for farmer {farmer_id}", protocol=rules.name,
                  farmer_id=farmer_id_of(token_hash))
@@ -137,4 +146,4 @@ class Tokens:
 
     async def locate(self, ip: str | None) -> geoip.Location | None:
         """Where ``ip`` is (GeoIP), or None; the first lookup loads the database off the reactor."""
-        return await geoip.locate(self.core.locator, self.core.blocking, ip)
+        return await geoip.locate(self.locator, self.blocking, ip)

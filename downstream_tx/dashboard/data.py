@@ -12,15 +12,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from downstream_tx.config import overdue_grace
-from downstream_tx.core.context import Core
+from downstream_tx.config import Config, overdue_grace
 from downstream_tx.core.farmers import Farmers
 from downstream_tx.core.reputation import ReputationService
 from downstream_tx.db import overview
 from downstream_tx.db.farmers import FarmerSummary
 from downstream_tx.db.history import HOUR, HourRow
-from downstream_tx.db.lease import JOBS
-from downstream_tx.db.status import SORT_COLUMNS, STANDING_SORTS
+from downstream_tx.db.lease import JOBS, LeaseStore
+from downstream_tx.db.meta import MetaStore
+from downstream_tx.db.overview import OverviewStore
+from downstream_tx.db.stats import StatsStore
+from downstream_tx.db.status import SORT_COLUMNS, STANDING_SORTS, StatusStore
 from downstream_tx.domain.rules import Rules
 from downstream_tx.v1.status import Status, farmer_dict
 from downstream_tx.version import full_version
@@ -131,15 +133,33 @@ def buckets(rows: list[HourRow], first_hour: int, count: int, hours_each: int) -
     return [Bucket((first_hour + i * hours_each) * HOUR, *s) for i, s in enumerate(sums)]
 
 
+@dataclass(frozen=True)
+class DashboardStores:
+    """What the dashboard reads, beside the services it shares with the status API and the admin
+    command: the overview's and the farmer page's queries, the timer's last pass, the list's rows,
+    the node panel's ping and lease, and the reputation rules its pages explain."""
+
+    overview: OverviewStore
+    meta: MetaStore
+    status: StatusStore
+    stats: StatsStore
+    leases: LeaseStore
+    rules: Rules
+
+
 class DashboardData:
     """The dashboard's service: one method per page part, each a few bounded transactions.
 
     The overview is kept for ``cache_seconds`` (it counts contracts like the stats job does), so a
     page reloaded by many browsers costs one set of queries per period."""
 
-    def __init__(self, core: Core, status: Status, farmers: Farmers, reputation: ReputationService, started: float,
-                 cache_seconds: float = 10.0):
-        self.core = core
+    def __init__(self, stores: DashboardStores, status: Status, farmers: Farmers, reputation: ReputationService,
+                 config: Config, clock: Any, instance: str, started: float, cache_seconds: float = 10.0):
+        self.stores = stores
+        self.config = config
+        self.clock = clock
+        #: this process among the instances sharing the database (the node panel)
+        self.instance = instance
         self.status = status
         self.farmers_service = farmers
         self.reputation = reputation
@@ -148,10 +168,10 @@ class DashboardData:
         self._cached: tuple[float, Overview] | None = None
 
     async def overview(self) -> Overview:
-        now = self.core.now()
+        now = self.clock.seconds()
         if self._cached is not None and 0 <= now - self._cached[0] < self.cache_seconds:
             return self._cached[1]
-        config, stores = self.core.config, self.core.stores
+        config, stores = self.config, self.stores
         hour = int(now // HOUR)
         first_day_hour = (int(now // DAY) - 29) * 24
         read = await stores.overview.overview(now, overdue_grace(config), min(first_day_hour, hour - 23), hour)
@@ -177,7 +197,7 @@ class DashboardData:
     async def farmers(self, sort: str = "id", descending: bool = False, page: int = 0, limit: int = DEFAULT_LIMIT,
                       search: str = "", online: bool = False) -> FarmerList:
         """A page of the status list (same query, same objects), optionally searched by address."""
-        rows = await self.core.stores.status.farmers(self.core.now(), online, sort, descending, limit + 1,
+        rows = await self.stores.status.farmers(self.clock.seconds(), online, sort, descending, limit + 1,
                                                      page * limit, search or None)
         more, rows = len(rows) > limit, rows[:limit]
         activity = {a.farmer_id: a for a in await self.farmers_service.summaries([r.farmer_id for r in rows])}
@@ -189,22 +209,22 @@ class DashboardData:
         """The farmer's /status/show object (404 as there for an unknown id), its contracts, activity
         and standing."""
         shown = await self.status.farmer(farmer_id)
-        results = await self.core.stores.overview.farmer(shown["id"])
+        results = await self.stores.overview.farmer(shown["id"])
         [activity] = await self.farmers_service.summaries([shown["id"]]) or [None]
         standing = (await self.reputation.of([shown["address"]]))[shown["address"]]
-        return FarmerDetail(shown, results.results, results.at_risk, self.core.now(), activity, standing,
-                            self.core.stores.reputation.rules)
+        return FarmerDetail(shown, results.results, results.at_risk, self.clock.seconds(), activity, standing,
+                            self.stores.rules)
 
     async def node(self) -> NodePanel:
         """The node panel: read at every page (two small queries), never cached."""
-        stores = self.core.stores
+        stores = self.stores
         started = time.monotonic()
         await stores.stats.ping()
         db_ms = (time.monotonic() - started) * 1000
         lease = await stores.leases.state(JOBS)
-        now = self.core.now()
+        now = self.clock.seconds()
         held = lease is not None and bool(lease.holder) and lease.expires > now
-        return NodePanel(now, self.core.instance, lease.holder if held else None,
+        return NodePanel(now, self.instance, lease.holder if held else None,
                          lease.generation if lease is not None else None,
-                         max(0.0, now - lease.renewed) if held else None, self.core.config.lease_ttl, db_ms)
+                         max(0.0, now - lease.renewed) if held else None, self.config.lease_ttl, db_ms)
 

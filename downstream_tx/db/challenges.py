@@ -166,7 +166,3 @@ class ChallengeStore:
         return self.db.run("challenge_counts", lambda txn: {
             "batches": int(txn.scalar("SELECT COUNT(*) FROM challenge_batches")),
             "unused": int(txn.scalar("SELECT COUNT(*) FROM challenges WHERE used = 0"))})
-
-    def mark_all_used(self):
-        """Mark every challenge used (tests: an exhausted supply). Fires with the rows changed."""
-        return self.db.run("mark_all_used", lambda txn: txn.execute("UPDATE challenges SET used = 1").rowcount)

@@ -77,6 +77,14 @@ class Txn:
         a commit found by the lost-commit lookup announces what its own attempt noted)."""
         self.notes.append(event)
 
+    def call_after(self, func: Callable[..., Any], *args: Any) -> None:
+        """Call ``func(*args)`` once this transaction has committed (on the thread that ran
+        :meth:`Database.run`, after the notes announced before it): an effect outside the database
+        (a counter, a cache) that must follow what was committed, not what a rolled-back or
+        retried attempt did. Kept with the notes, so the same rules hold (a retried body asks
+        again; a commit found by the lost-commit lookup calls what its own attempt asked)."""
+        self.notes.append(_After(func, args))
+
     def count(self, deltas: dict[str, int]) -> None:
         """Add ``deltas`` (``{counter name: change}``) to the kept counters (table ``counters``,
         ``db/counters.py``) in this transaction: gathered here and written by :meth:`flush_counts`
@@ -265,6 +273,13 @@ class _Outcome:
         self.uncertain = False
 
 
+class _After(NamedTuple):
+    """A call a transaction asked for after its commit (:meth:`Txn.call_after`)."""
+
+    func: Callable[..., Any]
+    args: tuple
+
+
 class _Noted(NamedTuple):
     """A transaction's result and the events it noted."""
 
@@ -331,7 +346,9 @@ class Database:
     CHECKPOINT_EVERY = 1000
 
     def __init__(self, engine: Engine, pool: Any, clock: Any, retries: int = 3, backoff: float = 0.2,
-                 inline: bool = False, record_outcomes: bool = True):
+                 inline: bool = False, record_outcomes: bool = True,
+                 note_observers: Iterable[Callable[[Any], None]] = (), lock: Any = None,
+                 observers: Iterable[Callable[[str, float, bool], None]] = ()):
         self.engine = engine
         #: whether write transactions record their id (the engine's commits can be lost, and the
         #: schema has ``txn_outcomes``: off only for tests that build an older schema)
@@ -341,7 +358,7 @@ class Database:
         self.retries = retries
         self.backoff = backoff
         #: observers called with (desc, seconds, ok) after every transaction (metrics)
-        self.observers: list[Callable[[str, float, bool], None]] = []
+        self.observers: list[Callable[[str, float, bool], None]] = list(observers)
         self.last_success: float | None = None
         #: whether :meth:`run_short` may run transactions on the calling thread (the engine's
         #: :meth:`~Engine.connect_inline` connection, opened at the first use)
@@ -356,12 +373,14 @@ class Database:
         #: transactions whose COMMIT acknowledgement was lost, by what the lookup found
         self.lost_commits = {"committed": 0, "rolled_back": 0, "unknown": 0}
         #: called with each event a committed transaction noted (:meth:`Txn.note`), in order
-        self.note_observers: list[Callable[[Any], None]] = []
+        self.note_observers: list[Callable[[Any], None]] = list(note_observers)
         #: the daemon's lock on its SQLite file (``db/lock.py``), released when the pool is closed
-        self.lock: Any = None
+        self.lock: Any = lock
 
     @classmethod
-    def connect(cls, engine: Engine, reactor: Any, pool_size: int = 5, retries: int = 3) -> Database:
+    def connect(cls, engine: Engine, reactor: Any, pool_size: int = 5, retries: int = 3,
+                note_observers: Iterable[Callable[[Any], None]] = (), lock: Any = None,
+                observers: Iterable[Callable[[str, float, bool], None]] = ()) -> Database:
         args = engine.pool_args(pool_size)
         pool = adbapi.ConnectionPool(
             engine.dbapi_name,
@@ -376,7 +395,8 @@ class Database:
         pool.dbapi = _Dbapi(engine)
         pool.connectionFactory = _Connection
         pool.downstream_engine = engine
-        return cls(engine, pool, reactor, retries=retries, inline=engine.inline)
+        return cls(engine, pool, reactor, retries=retries, inline=engine.inline, note_observers=note_observers,
+                   lock=lock, observers=observers)
 
     def _body(self, cursor: Any, func: Callable[..., T], args: tuple, kwargs: dict) -> T:
         """One transaction's body on a pool thread, its result alone (tests call it on a pool)."""
@@ -468,7 +488,15 @@ class Database:
             return result
 
     def _announce(self, notes: list[Any]) -> None:
+        """Tell the note observers each event a committed transaction noted, and make the calls it
+        asked for (:meth:`Txn.call_after`), in order; a failing one is logged, the rest still run."""
         for note in notes:
+            if isinstance(note, _After):
+                try:
+                    note.func(*note.args)
+                except Exception:
+                    log.failure("a call after commit failed: {func!r}", func=note.func)
+                continue
             for observer in self.note_observers:
                 try:
                     observer(note)

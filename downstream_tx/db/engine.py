@@ -170,9 +170,11 @@ class MysqlEngine(Engine):
     #: a server that failed to connect (or was not ready) is tried after the others for this long
     FAILED_HOST_SECONDS = 30.0
 
-    def __init__(self, url: DbUrl):
+    def __init__(self, url: DbUrl, idle_transaction_timeout: int | None = None):
         super().__init__(url)
         import pymysql
+
+        self.idle_transaction_timeout = idle_transaction_timeout
 
         self.module = pymysql
         #: (host, port) → monotonic time it last failed to give a usable connection
@@ -310,8 +312,10 @@ class MysqlEngine(Engine):
         return f"mysql://{self.url.user}:***@{hosts}/{self.url.database}"
 
 
-def create_engine(url: str) -> Engine:
+def create_engine(url: str, idle_transaction_timeout: int | None = None) -> Engine:
+    """The engine of a database URL (``idle_transaction_timeout``: a server engine's, see
+    :attr:`MysqlEngine.idle_transaction_timeout`)."""
     parsed = parse_db_url(url)
     if parsed.scheme == "sqlite":
         return SqliteEngine(parsed)
-    return MysqlEngine(parsed)
+    return MysqlEngine(parsed, idle_transaction_timeout)

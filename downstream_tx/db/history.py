@@ -1,6 +1,6 @@
 """Per-hour challenge results for the dashboard's charts (table ``history``, schema step 004).
 
-Each node process counts the passes, misses and fails it sees (``core.results`` observers) per hour
+Each node process counts the passes, misses and fails it sees (the node's ``Results`` observers) per hour
 and the stats job writes *its totals* for each hour it counted in, under its own ``source`` id: a
 row is replaced, never incremented, so writing the same totals twice (a retried transaction, two
 stats passes) changes nothing, and processes sharing one database never overwrite each other. A

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from twisted.internet import defer
+
 from downstream_tx.db.database import Database, Txn
 
 T = TypeVar("T")
@@ -135,19 +137,49 @@ class LeaseStore:
 
 
 class FencedDatabase:
-    """A :class:`Database` whose every transaction first checks ``fence`` (:func:`fence_txn`):
-    the stores of the periodic jobs run on one, so a job of an instance that lost the lease changes
-    nothing. Everything else is the wrapped database's."""
+    """The periodic jobs' handle on a :class:`Database`: every transaction, through either entry
+    point (:meth:`run`, :meth:`run_short`), first checks the fence of the term the instance holds
+    now (:func:`fence_txn`), so a job of an instance that lost the lease changes nothing. The jobs'
+    stores are built on it once; the jobs leader starts a term with :meth:`hold` and ends it with
+    :meth:`release` (no term: every transaction is refused with :class:`LeaseLost`). A transaction
+    checks the fence held when it was asked for, whatever term runs when it reaches the database.
 
-    def __init__(self, db: Database, fence: Fence):
-        self.db = db
+    Nothing else of the database is reachable through it: what is not fenced is refused
+    (:data:`REFUSED`), and the engine and clock the stores read are the wrapped database's."""
+
+    #: the :class:`Database` methods a fenced handle runs under the fence
+    FENCED = ("run", "run_short")
+    #: the :class:`Database` methods a fenced handle refuses (the database's owner calls them on it)
+    REFUSED = ("close", "connect")
+
+    def __init__(self, db: Database, fence: Fence | None = None):
+        self._db = db
+        #: the fence of the term held now (None: between terms)
         self.fence = fence
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.db, name)
+    def hold(self, fence: Fence) -> None:
+        """A term starts: transactions from now on check ``fence``."""
+        self.fence = fence
 
-    def run(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any):
-        fence, clock = self.fence, self.db.clock
+    def release(self) -> None:
+        """The term ended: transactions from now on are refused."""
+        self.fence = None
+
+    @property
+    def engine(self) -> Any:
+        return self._db.engine
+
+    @property
+    def clock(self) -> Any:
+        return self._db.clock
+
+    def _under_fence(self, entry: Callable[..., Any], desc: str, func: Callable[..., T], args: tuple,
+                     kwargs: dict) -> Any:
+        """``entry(desc, fenced body, …)``: the body runs after :func:`fence_txn` in its transaction,
+        checking the fence held now (fails with :class:`LeaseLost` at once when none is)."""
+        fence, clock = self.fence, self._db.clock
+        if fence is None:
+            return defer.fail(LeaseLost("no term of the jobs lease is held: a job's transaction is refused"))
 
         def fenced(txn: Txn, *a: Any, **kw: Any) -> T:
             # the time the transaction runs (on a pool thread: the reactor's clock is time.time()),
@@ -155,4 +187,18 @@ class FencedDatabase:
             fence_txn(txn, fence, clock.seconds())
             return func(txn, *a, **kw)
 
-        return self.db.run(desc, fenced, *args, **kwargs)
+        return entry(desc, fenced, *args, **kwargs)
+
+    def run(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any):
+        """:meth:`Database.run` under the fence."""
+        return self._under_fence(self._db.run, desc, func, args, kwargs)
+
+    def run_short(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any):
+        """:meth:`Database.run_short` under the fence."""
+        return self._under_fence(self._db.run_short, desc, func, args, kwargs)
+
+    def close(self) -> None:
+        raise TypeError("a fenced database is the periodic jobs' handle: close the database itself")
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a fenced database is made over an open database, not connected")

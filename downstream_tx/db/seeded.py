@@ -494,10 +494,13 @@ class SeededStore:
         return self._run(ids, "v1_answer_read", body)
 
     def record_answers(self, token_hash: bytes, ip_hash: str | None, ip_limit: int, passes: dict[int, int],
-                       fails: Sequence[int], now: float):
+                       fails: Sequence[int], now: float, errors: int = 0,
+                       after: Callable[[int, int], None] | None = None):
         """Record verified proofs (see :func:`record_answers_txn`), applying the per-address token
-        limit first, and the farmer's reputation in the same transaction. Fires with (passes
-        recorded, [AnswerLost])."""
+        limit first, and the farmer's reputation in the same transaction: its passes, fails and
+        ``errors`` (proofs it sent malformed: its unknown-error score). ``after(passes recorded,
+        fails)`` is called once the transaction has committed (:meth:`Txn.call_after`). Fires with
+        (passes recorded, [AnswerLost])."""
         rules = self.rules
 
         def body(txn: Txn, careful: bool):
@@ -505,10 +508,13 @@ class SeededStore:
             use_from_ip_txn(txn, row, ip_hash, ip_limit, move=False)
             contained = reputation.contained_among_txn(txn, row.id, passes)
             counted, lost = record_answers_txn(txn, row.id, passes, fails, now, careful)
-            reputation.record_txn(txn, rules, now, {row.address: Tally(passes=counted, fails=len(fails))})
+            tally = Tally(passes=counted, fails=len(fails), errors=errors)
+            reputation.record_txn(txn, rules, now, {row.address: tally})
             gone = {x.id for x in lost}
             reputation.note_left_txn(txn, rules, row.address, 1,
                                      [(c, containment.PASS) for c in contained if c not in gone])
+            if after is not None:
+                txn.call_after(after, counted, len(fails))
             return counted, lost
 
         def contended(failure):
@@ -533,31 +539,3 @@ class SeededStore:
     def shift_for_downtime(self, start: float, end: float):
         """See :func:`shift_for_downtime_txn`."""
         return self.db.run("v1_downtime", shift_for_downtime_txn, start, end)
-
-    def deadline(self, contract_id: int):
-        """Fires with a contract's deadline, or None."""
-        return self.db.run("v1_deadline", lambda txn: txn.scalar(
-            "SELECT deadline FROM contracts WHERE id = ?", (contract_id,)))
-
-    def overwrite_state(self, contract_id: int, seq: int, sealed: Sealed | None, hb_state: str | None = None,
-                        hb_challenge: str | None = None):
-        """Replace a v1 contract's stored heartbeat state (tests: a corrupt or foreign state, or with
-        ``sealed`` None and JSON, a row as written before schema step 5). Fires with the rows changed."""
-        values = tuple(sealed) if sealed is not None else (None,) * 5
-        return self.db.run("v1_overwrite_state", lambda txn: txn.execute(
-            "UPDATE contracts SET seq = ?, hb_seed = ?, hb_n = ?, hb_root = ?, hb_hmac = ?, hb_time = ?, hb_state = ?, "
-            "hb_challenge = ? WHERE id = ? AND protocol = 1",
-            (seq, *values, hb_state, hb_challenge, contract_id)).rowcount)
-
-    def stored_state(self, contract_id: int):
-        """Fires with a v1 contract's ``(seq, Sealed or None, hb_state, hb_challenge)`` as stored, or None."""
-
-        def body(txn: Txn):
-            r = txn.execute("SELECT seq, hb_seed, hb_n, hb_root, hb_hmac, hb_time, hb_state, hb_challenge "
-                            "FROM contracts WHERE id = ?", (contract_id,)).fetchone()
-            if r is None:
-                return None
-            sealed = None if r[1] is None else Sealed(bytes(r[1]), r[2], bytes(r[3]), bytes(r[4]), r[5])
-            return r[0], sealed, r[6], r[7]
-
-        return self.db.run("v1_stored_state", body)

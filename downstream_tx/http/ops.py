@@ -15,8 +15,8 @@ from downstream_tx.wire import PROTOCOLS
 
 
 class OpsRoutes:
-    """Mixed into :class:`~downstream_tx.http.server.DownstreamServer` (its ``ping`` and
-    ``config``)."""
+    """Mixed into :class:`~downstream_tx.http.server.DownstreamServer` (its ``ping``, ``config``
+    and ``leadership``)."""
 
     @app.route("/", methods=["GET", "HEAD"], endpoint="index")
     def index(self, request: IRequest):
@@ -30,9 +30,8 @@ class OpsRoutes:
         ping = await self.ping(self.config.health_timeout)
         body = {"status": "ok" if ping.ok else "unavailable", "version": full_version(),
                 "database": ping.detail, "database_ms": round(ping.seconds * 1000, 1)}
-        leadership = getattr(self, "leadership", None)
-        if leadership is not None:
-            body.update(leadership())
+        if self.leadership is not None:
+            body.update(self.leadership())
         if not ping.ok:
             request.setHeader(b"Retry-After", b"5")
         return json_body(request, body, 200 if ping.ok else 503)

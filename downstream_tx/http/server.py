@@ -33,7 +33,8 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRou
 
     def __init__(self, config: Config, clock: Any, v0: V0Farming, v1: V1Farming, status: Status,
                  ping: Callable[[float], defer.Deferred], hash_ip: Callable[[str | None], str | None],
-                 blocking: Blocking, dashboard: DashboardData | None = None, ratelimits: Any = None):
+                 blocking: Blocking, limiter: RateLimiter | SharedRateLimiter, dashboard: DashboardData | None = None,
+                 leadership: Callable[[], dict[str, Any]] | None = None, base_url: str | None = None):
         self.config = config
         self.clock = clock
         self.v0 = v0
@@ -47,15 +48,13 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRou
         self.batch_body_size = max(config.max_batch_body_size, config.max_body_size)
         #: reads bodies whose cost grows with their size (large ones on ``blocking``'s worker threads)
         self.bodies = BodyReader(blocking, config.max_inflate_ratio)
-        #: ``ratelimits`` (the database's RateLimitStore): the limit holds across every instance
-        #: sharing the database; without it (tests), in this process's memory
-        limiter = RateLimiter(config.token_rate, clock) if ratelimits is None else \
-            SharedRateLimiter(config.token_rate, clock, ratelimits, hash_ip)
+        #: token requests per client address (the node's limiter keeps its buckets in the database:
+        #: the limit holds across every instance sharing it)
         self.token_limit = TokenRequestLimit(limiter, hash_ip)
-        #: the instance's role and the jobs lease as it last saw it (``/health``); the daemon sets it
-        self.leadership: Callable[[], dict[str, Any]] | None = None
-        #: where farmers download stored chunks; the daemon sets it once its port is bound
-        self.base_url = config.base_url
+        #: the instance's role and the jobs lease as it last saw it (``/health``; None: not shown)
+        self.leadership = leadership
+        #: where farmers download stored chunks (the daemon: its bound address unless ``public_url``)
+        self.base_url = (base_url or config.base_url).rstrip("/")
 
     def resource(self) -> Router:
         """The root resource: the hot farmer routes answered by the router's table, the rest by
@@ -72,11 +71,15 @@ class DownstreamServer(OpsRoutes, V0Routes, V1Routes, StatusRoutes, DashboardRou
         return site
 
 
-def open_site(config: Config, reactor: Any) -> DownstreamSite:
+def open_site(config: Config, reactor: Any, metrics: Any = None) -> DownstreamSite:
     """The HTTP site before the node is open, so that its listeners can be bound first (a port in
     use fails before the database is touched): body caps (batch routes have their own), timeouts;
-    it answers 503 until :meth:`DownstreamServer.serve` gives it the routes."""
-    return DownstreamSite(_Starting(), max_body_size=config.max_body_size,
+    it answers 503 until :meth:`DownstreamServer.serve` gives it the routes. ``metrics``: told of
+    every request and every connection closed for a limit."""
+    observers = () if metrics is None else (metrics.observe_request,)
+    connection_observers = () if metrics is None else (metrics.count_connection_closed,)
+    return DownstreamSite(_Starting(), observers=observers, connection_observers=connection_observers,
+                          max_body_size=config.max_body_size,
                           timeout=config.idle_timeout, request_timeout=config.request_timeout,
                           batch_body_size=max(config.max_batch_body_size, config.max_body_size),
                           batch_paths=tuple(p.encode() for p in BATCH_PATHS), max_pipelined=config.max_pipelined,

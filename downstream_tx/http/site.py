@@ -7,7 +7,7 @@ them."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -174,7 +174,9 @@ class DownstreamSite(server.Site):
     def __init__(self, resource: Any, max_body_size: int = 1 << 20, timeout: float = 60.0,
                  request_timeout: float | None = 30.0, batch_body_size: int | None = None,
                  batch_paths: tuple[bytes, ...] = (), max_pipelined: int | None = None,
-                 max_connections_per_client: int = 0, trusted_proxies: tuple = (), **kwargs: Any):
+                 max_connections_per_client: int = 0, trusted_proxies: tuple = (),
+                 observers: Iterable[Callable[[str, str, int, float], None]] = (),
+                 connection_observers: Iterable[Callable[[str], None]] = (), **kwargs: Any):
         super().__init__(resource, timeout=timeout, **kwargs)
         #: requests answered from one connection's buffered input in a row, most (backpressure.py)
         self.max_pipelined = max_pipelined
@@ -186,7 +188,7 @@ class DownstreamSite(server.Site):
         #: ``pipelined``, ``stalled`` (read nothing for the idle timeout), ``request_timeout``
         self.closed: dict[str, int] = {}
         #: called with the limit's name for each of them (metrics)
-        self.connection_observers: list[Callable[[str], None]] = []
+        self.connection_observers: list[Callable[[str], None]] = list(connection_observers)
         self.max_body_size = max_body_size
         #: the cap of bodies whose path starts with one of ``batch_paths`` (batches of items)
         self.batch_body_size = batch_body_size or max_body_size
@@ -199,7 +201,7 @@ class DownstreamSite(server.Site):
         #: requests whose headers arrived and whose answer is not finished
         self.in_flight: set[server.Request] = set()
         #: called with (method, route, status, seconds) after every request (metrics)
-        self.observers: list[Callable[[str, str, int, float], None]] = []
+        self.observers: list[Callable[[str, str, int, float], None]] = list(observers)
         self._drained: list[defer.Deferred] = []
         #: open HTTP connections, so a stop can close them gracefully (flushing answers)
         self.channels: set[Any] = set()

@@ -8,6 +8,7 @@ the next: every batch is complete or not done at all, so a retried or repeated p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,5 +50,7 @@ async def archive_pass(store: ArchiveStore, config: Config, now: float) -> Archi
     return done
 
 
-def archive_job(store: ArchiveStore, config: Config, clock: Any) -> PeriodicJob:
-    return PeriodicJob(NAME, lambda: archive_pass(store, config, clock.seconds()), config.archive_interval, clock)
+def archive_job(store: ArchiveStore, config: Config, clock: Any,
+                observer: Callable[[str, float, bool], None] | None = None) -> PeriodicJob:
+    return PeriodicJob(NAME, lambda: archive_pass(store, config, clock.seconds()), config.archive_interval, clock,
+                       observer)

@@ -130,7 +130,7 @@ class ContractTimer:
         failed = v0_ids + v1_ids
         if not failed or self.farmers is None:
             return
-        why = {0: f"{self.supply.core.config.max_failures} consecutive misses or fails",
+        why = {0: f"{self.supply.config.max_failures} consecutive misses or fails",
                1: "challenge not answered before it was due"}
         try:
             rows = await self.farmers.failed_contracts(failed[:FAILED_LINES])

@@ -8,13 +8,13 @@ from typing import Any
 
 from downstream_tx.db.history import HOUR, HistoryStore, HourRow
 
-#: result names counted by ``core.results`` → column index (a late pass is a pass; the miss the
+#: result names counted by the node's ``Results`` → column index (a late pass is a pass; the miss the
 #: timer counted before it stays in the hour it was counted in)
 _COLUMNS = {"pass": 0, "late_pass": 0, "miss": 1, "fail": 2}
 
 
 class HourlyResults:
-    """A ``core.results`` observer: passes, misses and fails per hour of ``clock``."""
+    """A the node's ``Results`` observer: passes, misses and fails per hour of ``clock``."""
 
     def __init__(self, clock: Any, source: str | None = None):
         self.clock = clock

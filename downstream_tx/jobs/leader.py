@@ -2,14 +2,17 @@
 
 Every instance (each ``--workers`` process, each machine) runs a :class:`JobsLeader`: every
 ``poll`` seconds it renews its lease or tries to take an expired one. While it holds the lease it
-runs the jobs, built afresh for each term by ``make_jobs(fence)`` over stores whose every
-transaction checks the fence; when it loses the lease (another instance took it, or it could not
-renew it before it expired) it stops them. A clean stop releases the lease, so another instance
-takes over at its next check instead of after ``lease_ttl``.
+runs the jobs, made for each term by ``make_jobs()`` over the stores of the fenced database
+(``db/lease.py``, built once), which it gives the term's fence, so that their every transaction
+checks it; when it loses the lease (another instance took it, or it could not renew it before it
+expired) it stops them, and the fenced database refuses any transaction still asked for. A clean
+stop releases the lease, so another instance takes over at its next check instead of after
+``lease_ttl``.
 
-A new term starts with new job objects, so the contract timer's first pass applies the downtime
-rule from the last pass *any* instance completed (``node_meta.last_alive``) to now: the window in
-which no instance ran the jobs, and nothing else, is not held against farmers.
+A new term starts with new job objects (over the same services), so the contract timer's first
+pass applies the downtime rule from the last pass *any* instance completed (``node_meta.last_alive``)
+to now: the window in which no instance ran the jobs, and nothing else, is not held against
+farmers; and the uptime summary's first looks back to the last summary any instance made.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from downstream_tx.db.lease import JOBS, Fence, LeaseState, LeaseStore
+from downstream_tx.db.lease import JOBS, Fence, FencedDatabase, LeaseState, LeaseStore
 from downstream_tx.jobs.periodic import PeriodicJob
 
 log = Logger()
@@ -47,18 +50,17 @@ def poll_interval(ttl: float, tick: float) -> float:
 class JobsLeader(service.MultiService):
     name = "jobs-leader"
 
-    def __init__(self, leases: LeaseStore, make_jobs: Callable[[Fence], list[PeriodicJob]], clock: Any,
-                 holder: str, ttl: float, poll: float,
-                 observer: Callable[[str, float, bool], None] | None = None):
+    def __init__(self, leases: LeaseStore, fenced: FencedDatabase, make_jobs: Callable[[], list[PeriodicJob]],
+                 clock: Any, holder: str, ttl: float, poll: float):
         super().__init__()
         self.leases = leases
+        #: the database handle the jobs' stores use: it checks the fence of the term held now
+        self.fenced = fenced
         self.make_jobs = make_jobs
         self.clock = clock
         self.holder = holder
         self.ttl = ttl
         self.poll = poll
-        #: given to every job made (metrics)
-        self.observer = observer
         #: the jobs of the current term (empty while a follower)
         self.jobs: list[PeriodicJob] = []
         #: the generation this instance holds, None while a follower
@@ -143,10 +145,9 @@ class JobsLeader(service.MultiService):
         self.terms += 1
         log.info("this instance ({holder}) runs the periodic jobs now (lease generation {generation}, "
                  "ttl {ttl:g}s)", holder=self.holder, generation=state.generation, ttl=self.ttl)
-        self.jobs = self.make_jobs(Fence(JOBS, self.holder, state.generation))
+        self.fenced.hold(Fence(JOBS, self.holder, state.generation))
+        self.jobs = self.make_jobs()
         for job in self.jobs:
-            if self.observer is not None and job.observer is None:
-                job.observer = self.observer
             job.setServiceParent(self)
 
     async def step_down(self, reason: str) -> None:
@@ -159,6 +160,8 @@ class JobsLeader(service.MultiService):
                  reason=reason)
         for job in jobs:
             await defer.maybeDeferred(job.disownServiceParent)
+        if self.generation is None:  # (not a new term started meanwhile)
+            self.fenced.release()
 
     @defer.inlineCallbacks
     def stopService(self):

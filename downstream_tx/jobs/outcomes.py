@@ -7,6 +7,7 @@ empty and a pass is one indexed read (and the lease's fence).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,5 +45,6 @@ async def purge_pass(store: OutcomeStore, now: float, batch: int = BATCH, batche
     return done
 
 
-def outcomes_job(store: OutcomeStore, clock: Any) -> PeriodicJob:
-    return PeriodicJob(NAME, lambda: purge_pass(store, clock.seconds()), INTERVAL, clock)
+def outcomes_job(store: OutcomeStore, clock: Any,
+                 observer: Callable[[str, float, bool], None] | None = None) -> PeriodicJob:
+    return PeriodicJob(NAME, lambda: purge_pass(store, clock.seconds()), INTERVAL, clock, observer)

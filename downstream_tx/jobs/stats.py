@@ -3,6 +3,7 @@ this process's per-hour challenge results for the dashboard (``jobs/history.py``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
@@ -17,9 +18,10 @@ log = Logger()
 
 
 def stats_job(stats: StatsStore, config: Config, clock: Any, metrics: Any = None,
-              history: tuple[HistoryStore, HourlyResults] | None = None) -> PeriodicJob:
-    """``history``: where to write the per-hour results a recorder (observing ``core.results``)
-    counted, every pass; see :func:`history_recorder`."""
+              history: tuple[HistoryStore, HourlyResults] | None = None,
+              observer: Callable[[str, float, bool], None] | None = None) -> PeriodicJob:
+    """``history``: where to write the per-hour results a recorder (observing the node's results)
+    counted, every pass. ``observer``: told of each pass (metrics)."""
 
     async def refresh() -> None:
         try:
@@ -39,12 +41,4 @@ def stats_job(stats: StatsStore, config: Config, clock: Any, metrics: Any = None
             await write_history(store, recorder, config.history_retention, clock.seconds())
         return None
 
-    return PeriodicJob("stats", refresh, config.stats_interval, clock)
-
-
-def history_recorder(store: HistoryStore, results: Any, clock: Any) -> tuple[HistoryStore, HourlyResults]:
-    """A recorder counting the results ``results`` (``core.results``) reports, per hour of
-    ``clock``, for :func:`stats_job` to write to ``store`` (the dashboard's charts)."""
-    recorder = HourlyResults(clock)
-    results.observers.append(recorder.count)
-    return store, recorder
+    return PeriodicJob("stats", refresh, config.stats_interval, clock, observer)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from enum import StrEnum
+from typing import Any
 
 from twisted.logger import Logger
 
 from downstream_tx import bitcoin
-from downstream_tx.core.context import Core
+from downstream_tx.config import Config
+from downstream_tx.core.context import Downloads, Results
 from downstream_tx.core.reputation import placement_of, refusal
 from downstream_tx.core.tokens import (
     ADDRESS_LIMIT,
@@ -25,8 +27,9 @@ from downstream_tx.core.tokens import (
     parse_token,
 )
 from downstream_tx.db import downloads
-from downstream_tx.db.contracts import Assignment
-from downstream_tx.db.downloads import DownloadRules
+from downstream_tx.db.contracts import Assignment, ContractStore
+from downstream_tx.db.downloads import DownloadRules, DownloadStore
+from downstream_tx.db.reputation import ReputationStore
 from downstream_tx.db.tokens import TokenFacts, UnknownToken
 from downstream_tx.domain import placement
 from downstream_tx.domain.vetting import NotEligible
@@ -99,12 +102,21 @@ def token_hash_of(token: Token | str) -> bytes:
 
 
 class V0Farming:
-    def __init__(self, core: Core, chunks: ChunkStore, supply: ChallengeSupply, tokens: Tokens):
-        self.core = core
+    def __init__(self, contracts: ContractStore, reputation: ReputationStore, downloads: DownloadStore,
+                 chunks: ChunkStore, supply: ChallengeSupply, tokens: Tokens, config: Config, clock: Any,
+                 results: Results, downloaded: Downloads):
+        self.contracts = contracts
+        self.reputation = reputation
+        self.downloads = downloads
         self.chunks = chunks
         self.supply = supply
         self.tokens = tokens
-        self.placement = placement_of(core.config)
+        self.config = config
+        self.clock = clock
+        self.results = results
+        #: download outcomes, for the observers (metrics)
+        self.downloaded = downloaded
+        self.placement = placement_of(config)
 
     async def _call(self, call):
         """A store call for a token: an unknown token is 404 ``no_token``."""
@@ -125,8 +137,8 @@ class V0Farming:
         key = new_key()  # made before the transaction, so that a retry stores the same one
         network = placement.network_key(ip, self.placement)
         try:
-            _, assignment = await self._call(self.core.stores.contracts.assign(
-                token_hash_of(token), self.core.now(), key_hash(key), network))
+            _, assignment = await self._call(self.contracts.assign(
+                token_hash_of(token), self.clock.seconds(), key_hash(key), network))
         except NotEligible as e:
             raise refusal(e) from None
         if assignment is None:
@@ -137,9 +149,9 @@ class V0Farming:
     async def due(self, token: Token | str, limit: int = DUE_PAGE, page: int = 0) -> tuple[list[dict], list[dict]]:
         """``/due``: (a page of ``limit`` active contracts of a token, oldest first, and those of
         them with an outstanding challenge)."""
-        _, rows = await self._call(self.core.stores.contracts.of_token(token_hash_of(token), limit, limit * page,
-                                                                       self.core.now()))
-        now = self.core.now()
+        _, rows = await self._call(self.contracts.of_token(token_hash_of(token), limit, limit * page,
+                                                                       self.clock.seconds()))
+        now = self.clock.seconds()
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
         return rows, outstanding
 
@@ -154,18 +166,18 @@ class V0Farming:
         if isinstance(response, Malformed):
             live = parse_token(token)
             if live is not None:
-                await self.core.stores.reputation.record_errors(live.hash, 1, self.core.now())
+                await self.reputation.record_errors(live.hash, 1, self.clock.seconds())
             raise malformed_response()
         token_hash = token_hash_of(token)
-        row, result = await self._call(self.core.stores.contracts.answer(
-            token_hash, file_hash, response.hex, self.core.now(), self.core.config.max_failures,
-            arrived, self.core.config.late_grace))
+        row, result = await self._call(self.contracts.answer(
+            token_hash, file_hash, response.hex, self.clock.seconds(), self.config.max_failures,
+            arrived, self.config.late_grace))
         if result.status == "no_hash":
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
         if result.status == "not_due":
             raise NodeError(CONFLICT, "not_due", "no challenge is outstanding on this contract")
         status = AnswerOutcome.LATE_PASS if result.late else AnswerOutcome(result.status)
-        self.core.results.count(status.value, 1)
+        self.results.count(status.value, 1)
         if result.failed_contract:
             log.info("contract of farmer {farmer_id} on {file_hash} failed", farmer_id=row.farmer_id,
                      file_hash=file_hash)
@@ -175,7 +187,7 @@ class V0Farming:
         """``/remove``: end the token's contract on a file."""
         file_hash = parse_file_hash(file_hash)
         token_hash = token_hash_of(token)
-        _, ended = await self._call(self.core.stores.contracts.end(token_hash, file_hash, self.core.now()))
+        _, ended = await self._call(self.contracts.end(token_hash, file_hash, self.clock.seconds()))
         if not ended:
             raise NodeError(NOT_FOUND, "no_hash", "no active contract on this file for this token")
 
@@ -191,12 +203,12 @@ class V0Farming:
         if cap is None:
             outcome, size = MISSING if capability is None else downloads.INVALID, 0
         else:
-            config = self.core.config
-            outcome, size = await self.core.stores.downloads.use(
-                cap.contract_id, cap.key_hash, file_hash, self.core.now(),
+            config = self.config
+            outcome, size = await self.downloads.use(
+                cap.contract_id, cap.key_hash, file_hash, self.clock.seconds(),
                 DownloadRules(config.download_window, config.redownload), record)
         if outcome not in downloads.SERVED or record(size):
-            self.core.downloads.count(outcome)
+            self.downloaded.count(outcome)
         if outcome == downloads.CLOSED:
             raise NodeError(FORBIDDEN, "download_closed",
                             "this contract's download was served already: a chunk is served once per contract "

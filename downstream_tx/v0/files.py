@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Any
 
 from twisted.logger import Logger
 
-from downstream_tx.core.context import Core
-from downstream_tx.db.files import DuplicateFile, FileRow
+from downstream_tx.config import Config
+from downstream_tx.core.context import Blocking
+from downstream_tx.db.files import DuplicateFile, FileRow, FileStore
 from downstream_tx.errors import CONFLICT, INVALID, NOT_FOUND, NodeError
 from downstream_tx.v0.challenges import ChallengeSupply, check_batch_request
 from downstream_tx.v0.chunkstore import ChunkStore, Ingested, Progress
@@ -23,14 +25,18 @@ LIST_PAGE = 1000
 
 
 class FileAdmin:
-    def __init__(self, core: Core, chunks: ChunkStore, supply: ChallengeSupply):
-        self.core = core
+    def __init__(self, store: FileStore, chunks: ChunkStore, supply: ChallengeSupply, config: Config, clock: Any,
+                 blocking: Blocking):
+        self.store = store
         self.chunks = chunks
         self.supply = supply
+        self.config = config
+        self.clock = clock
+        self.blocking = blocking
 
     async def active(self, file_hash: str) -> FileRow:
         """The monitored file of this hash (404 ``no_hash`` otherwise)."""
-        row = await self.core.stores.files.get_active(parse_file_hash(file_hash))
+        row = await self.store.get_active(parse_file_hash(file_hash))
         if row is None:
             raise NodeError(NOT_FOUND, "no_hash", "no such file is monitored")
         return row
@@ -43,11 +49,11 @@ class FileAdmin:
             raise NodeError(INVALID, "invalid_redundancy", "redundancy must be a whole number from 1 to 1000")
         if not isinstance(interval, int) or not 1 <= interval <= 30 * 86400:
             raise NodeError(INVALID, "invalid_interval", "interval must be a whole number of seconds, 1 to 2592000")
-        ingested: Ingested = await self.core.blocking(self._ingest, path, not metadisk, progress)
-        files = self.core.stores.files
+        ingested: Ingested = await self.blocking(self._ingest, path, not metadisk, progress)
+        files = self.store
         try:
             file_id = await files.add_stored(ingested.file_hash, ingested.original_hash, ingested.size,
-                                             ingested.enc_key, redundancy, interval, self.core.now())
+                                             ingested.enc_key, redundancy, interval, self.clock.seconds())
         except DuplicateFile as e:
             self.chunks.discard(ingested)
             raise NodeError(CONFLICT, "duplicate", f"these bytes are already monitored as {e.args[0]}") from None
@@ -57,7 +63,7 @@ class FileAdmin:
         try:
             self.chunks.commit(ingested)
         except OSError:
-            await files.remove(file_id, self.core.now())
+            await files.remove(file_id, self.clock.seconds())
             self.chunks.discard(ingested)
             raise
         await self.supply.generate(file_id, ingested.file_hash)
@@ -84,7 +90,7 @@ class FileAdmin:
             size = info.st_size
             if size == 0:
                 raise NodeError(INVALID, "empty_file", f"{path}: file is empty")
-            limit = self.core.config.max_file_size
+            limit = self.config.max_file_size
             if size > limit:
                 raise NodeError(INVALID, "file_too_large", f"{path}: {size} bytes is over max_file_size ({limit})")
             if hasattr(os, "set_blocking"):
@@ -101,9 +107,9 @@ class FileAdmin:
     async def remove(self, file_hash: str) -> int:
         """Stop monitoring a file: its contracts end and its bytes leave the chunk store."""
         row = await self.active(file_hash)
-        ended = await self.core.stores.files.remove(row.id, self.core.now())
+        ended = await self.store.remove(row.id, self.clock.seconds())
         if row.kind == "stored":
-            await self.core.blocking(self.chunks.delete, row.file_hash)
+            await self.blocking(self.chunks.delete, row.file_hash)
         log.info("file {file_hash} removed, {ended} contracts ended", file_hash=row.file_hash, ended=ended)
         return ended
 
@@ -112,7 +118,7 @@ class FileAdmin:
         out: list[dict] = []
         after = 0
         while True:
-            page = await self.core.stores.files.list_active("stored", after, LIST_PAGE)
+            page = await self.store.list_active("stored", after, LIST_PAGE)
             out.extend(page)
             if len(page) < LIST_PAGE:
                 return out
@@ -134,7 +140,7 @@ class FileAdmin:
             with os.fdopen(fd, "wb") as out:
                 return self.chunks.export(row.file_hash, row.enc_key, out, progress)
 
-        return await self.core.blocking(write)
+        return await self.blocking(write)
 
     async def generate_challenges(self, file_hash: str, root_seed: bytes | None = None,
                                   count: int | None = None, progress: Progress | None = None) -> dict:
@@ -142,6 +148,6 @@ class FileAdmin:
         row = await self.active(file_hash)
         if row.kind != "stored":
             raise NodeError(INVALID, "not_stored", "seeded files use Merkle challenges")
-        count = self.core.config.challenge_batch if count is None else count
+        count = self.config.challenge_batch if count is None else count
         check_batch_request(count, root_seed)
         return await self.supply.generate(row.id, row.file_hash, root_seed, count, progress)

@@ -12,10 +12,12 @@ import orjson
 from twisted.logger import Logger
 
 from downstream_tx import bitcoin, geoip
-from downstream_tx.core.context import Core
+from downstream_tx.config import Config
+from downstream_tx.core.context import Blocking, Results
+from downstream_tx.core.keys import NodeKeys
 from downstream_tx.core.tokens import Token, Tokens, ip_limit_message, parse_token
-from downstream_tx.db.seeded import SHORT_BATCH, IssuedChallenge, PoolChunk, Refresh, Sealed, V1Contract
-from downstream_tx.db.tokens import IpLimitReached, UnknownToken
+from downstream_tx.db.seeded import SHORT_BATCH, IssuedChallenge, PoolChunk, Refresh, Sealed, SeededStore, V1Contract
+from downstream_tx.db.tokens import IpLimitReached, TokenStore, UnknownToken
 from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import INVALID, NOT_FOUND
 from downstream_tx.heartbeat import Challenge, HeartbeatError, HeartbeatFormatError, Merkle, Proof, State
@@ -80,9 +82,9 @@ def challenge_json(challenge: Challenge) -> str:
     return orjson.dumps({"seed": base64.b64encode(challenge.seed).decode(), "index": challenge.index}).decode()
 
 
-def make_merkle(core: Core) -> Merkle:
+def make_merkle(check_fraction: float, heartbeat_key: bytes) -> Merkle:
     """The node's Merkle heartbeat; its key is derived from the node secret (never sent)."""
-    return Merkle(core.config.seeded_check_fraction, core.keys.heartbeat_key())
+    return Merkle(check_fraction, heartbeat_key)
 
 
 #: seconds a token found live stays known to :meth:`V1Farming.check_token_before_body`
@@ -92,11 +94,17 @@ KNOWN_TOKENS = 10_000
 
 
 class V1Farming:
-    def __init__(self, core: Core, tokens: Tokens):
-        self.core = core
+    def __init__(self, seeded: SeededStore, token_store: TokenStore, tokens: Tokens, config: Config, clock: Any,
+                 blocking: Blocking, keys: NodeKeys, results: Results):
+        self.seeded = seeded
+        self.token_store = token_store
         self.tokens = tokens
-        self.merkle = make_merkle(core)
-        config = core.config
+        self.config = config
+        self.clock = clock
+        self.blocking = blocking
+        self.hash_ip = keys.hash_ip
+        self.results = results
+        self.merkle = make_merkle(config.seeded_check_fraction, keys.heartbeat_key())
         #: the node a signed message must name (None: any message)
         self.named = node_key(config.public_url) if config.require_signature and config.signature_names_node else None
         #: token hash -> when it was last found live (see :meth:`check_token_before_body`)
@@ -120,7 +128,7 @@ class V1Farming:
         except UnknownToken:
             raise v1_error(NONEXISTENT_TOKEN, kind) from None
         except IpLimitReached:
-            raise v1_error(ip_limit_message(self.core.config.max_tokens_per_ip)) from None
+            raise v1_error(ip_limit_message(self.config.max_tokens_per_ip)) from None
         except NotEligible:
             # the client knows no refusal here: "nothing fits now" (it asks again 30 s later)
             return []
@@ -132,7 +140,7 @@ class V1Farming:
         """After the route's method and body checks: message size, signature length, that the
         message names this node (``signature_names_node``), signature (a bad or testnet address is
         a 400 here), then the token rules."""
-        config = self.core.config
+        config = self.config
         if config.require_signature:
             if message is None or signature is None:
                 raise v1_error(MSG_POST_JSON)
@@ -143,7 +151,7 @@ class V1Farming:
             if self.named is not None and not names_node(message, self.named):
                 raise v1_error(MSG_NODE_NOT_NAMED.format(url=config.public_url))
             try:
-                valid = await self.core.blocking(bitcoin.verify_message, address, message, signature)
+                valid = await self.blocking(bitcoin.verify_message, address, message, signature)
             except bitcoin.InvalidAddress:
                 raise v1_error(MSG_BAD_ADDRESS) from None
             if not valid:
@@ -155,7 +163,7 @@ class V1Farming:
 
     async def check_token(self, token: Token | str, kind: str = INVALID) -> None:
         """Refuse an unknown token (``Nonexistent token.``, 400 unless ``kind`` says otherwise)."""
-        await self._call(self.core.stores.tokens.get(self._token_hash(token, kind), self.core.now()), kind)
+        await self._call(self.token_store.get(self._token_hash(token, kind), self.clock.seconds()), kind)
 
     async def check_token_before_body(self, token: Token | str) -> None:
         """:meth:`check_token`, asked by a request whose body costs work to read before it reads
@@ -165,11 +173,11 @@ class V1Farming:
         the call that follows checks its token in its own transaction, so a token deleted
         meanwhile is still refused."""
         token_hash = self._token_hash(token)
-        now = self.core.now()
+        now = self.clock.seconds()
         seen = self._known.get(token_hash)
         if seen is not None and now - seen < KNOWN_TOKEN_SECONDS:
             return
-        await self._call(self.core.stores.tokens.get(token_hash, now))
+        await self._call(self.token_store.get(token_hash, now))
         self._known[token_hash] = now
         self._known.move_to_end(token_hash)
         while len(self._known) > KNOWN_TOKENS:
@@ -179,7 +187,7 @@ class V1Farming:
         """An unknown token is a 404 here."""
         checked = self._token(token, NOT_FOUND)
         await self.check_token(checked, NOT_FOUND)
-        return heartbeat_body(checked.text, self.core.config.seeded_check_fraction)
+        return heartbeat_body(checked.text, self.config.seeded_check_fraction)
 
     # --- /chunk
 
@@ -195,12 +203,12 @@ class V1Farming:
 
     async def chunks(self, token: Token | str, ip: str | None, size: int = DEFAULT_CHUNK_SIZE) -> list[dict[str, Any]]:
         """The largest pooled chunks that fit, never more than ``size`` bytes in all."""
-        config = self.core.config
-        now = self.core.now()
+        config = self.config
+        now = self.clock.seconds()
         # GeoIP of the client, stored if the token moves to its address (dashboard, status API)
         location = geoip.stored_location(await self.tokens.locate(ip))
-        made = await self._call(self.core.stores.seeded.take_chunks(
-            self._token_hash(token), self.core.keys.hash_ip(ip), config.max_tokens_per_ip, size, now,
+        made = await self._call(self.seeded.take_chunks(
+            self._token_hash(token), self.hash_ip(ip), config.max_tokens_per_ip, size, now,
             max_size_per_address=config.max_size_per_address, max_chunks=config.max_chunks_per_request,
             interval=config.seeded_interval, issue=self._first_challenge, location=location))
         return [{"seed": c.chunk.seed, "size": c.chunk.size, "file_hash": c.id,
@@ -215,14 +223,14 @@ class V1Farming:
         current one is due."""
         token_hash = self._token_hash(token)
         wanted = None if items is None else contract_ids(items, lambda item: item)
-        now = self.core.now()
+        now = self.clock.seconds()
 
         def plan(ids: list[int], found: dict[int, V1Contract]) -> tuple[ChallengesReport, list[Refresh]]:
             sent_ids = [(i, i) for i in ids] if wanted is None else [(sent, cid) for sent, cid, _ in wanted]
             return self._plan_challenges(sent_ids, found, now)
 
         ids = None if wanted is None else [cid for _, cid, _ in wanted]
-        return await self._call(self.core.stores.seeded.refresh_challenges(token_hash, ids, plan, self.core.now()))
+        return await self._call(self.seeded.refresh_challenges(token_hash, ids, plan, self.clock.seconds()))
 
     def _plan_challenges(self, sent_ids, found: dict[int, V1Contract],
                          now: float) -> tuple[ChallengesReport, list[Refresh]]:
@@ -267,27 +275,29 @@ class V1Farming:
         ``late_grace`` for such answers)."""
         token_hash = self._token_hash(token)
         wanted = contract_ids(items, proof_key)
-        now = self.core.now() if arrived is None else min(arrived, self.core.now())
-        seeded = self.core.stores.seeded
+        now = self.clock.seconds() if arrived is None else min(arrived, self.clock.seconds())
+        seeded = self.seeded
         found = await self._call(seeded.contracts(token_hash, [cid for _, cid, _ in wanted]))
         if len(found) <= SHORT_BATCH:
             report, passes, fails = self._plan_answers(wanted, found, now)
         else:  # a large batch is verified off the reactor thread (~25 µs a proof)
-            report, passes, fails = await self.core.blocking(self._plan_answers, wanted, found, now)
+            report, passes, fails = await self.blocking(self._plan_answers, wanted, found, now)
+        # a malformed proof is an error on the farmer's side, not a proof: its unknown-error score,
+        # counted in the answers' own transaction
+        corrupted = report.count(ProofOutcome.CORRUPTED)
         _, lost = await self._call(seeded.record_answers(
-            token_hash, self.core.keys.hash_ip(ip), self.core.config.max_tokens_per_ip,
-            {cid: found[cid].seq for cid in passes}, fails, now))
+            token_hash, self.hash_ip(ip), self.config.max_tokens_per_ip,
+            {cid: found[cid].seq for cid in passes}, fails, now, errors=corrupted, after=self._count_results))
         if lost:
             why = {x.id: LOST[x.reason] for x in lost}
             report.entries = [ProofResult(e.file_hash, why[e.file_hash])
                               if e.outcome is ProofOutcome.OK and e.file_hash in why else e for e in report.entries]
-        corrupted = report.count(ProofOutcome.CORRUPTED)
-        if corrupted:  # an error on the farmer's side, not a proof: its unknown-error score
-            await self.core.stores.reputation.record_errors(token_hash, corrupted, now)
-        results = self.core.results
-        results.count("pass", report.count(ProofOutcome.OK), protocol=1)
-        results.count("fail", report.count(ProofOutcome.INVALID), protocol=1)
         return report
+
+    def _count_results(self, passes: int, fails: int) -> None:
+        """The results an /answer committed, for the observers (metrics, the dashboard's history)."""
+        self.results.count("pass", passes, protocol=1)
+        self.results.count("fail", fails, protocol=1)
 
     def _plan_answers(self, wanted, found: dict[int, V1Contract],
                       now: float) -> tuple[AnswerReport, list[int], list[int]]:
@@ -331,6 +341,6 @@ class V1Farming:
 
     async def tags(self, token: Token | str) -> list[dict[str, Any]]:
         """The tags of the token's live contracts."""
-        rows = await self._call(self.core.stores.seeded.tags(self._token_hash(token, NOT_FOUND), self.core.now()),
+        rows = await self._call(self.seeded.tags(self._token_hash(token, NOT_FOUND), self.clock.seconds()),
                                 NOT_FOUND)
         return [{"file_hash": cid, "tag": orjson.Fragment(tag)} for cid, tag in rows]

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
 import orjson
 
-from downstream_tx.core.context import Core
-from downstream_tx.db.seeded import EncodedChunk
+from downstream_tx.config import Config
+from downstream_tx.core.context import Blocking
+from downstream_tx.db.seeded import EncodedChunk, SeededStore
 from downstream_tx.heartbeat import RandomIO, encode_seeded
 
 #: bytes of seeded data encoded per pool pass (a pass never delays a stop for long)
@@ -23,13 +25,18 @@ READ_BLOCK = 1 << 20
 
 
 class SeededPool:
-    def __init__(self, core: Core):
-        self.core = core
+    def __init__(self, store: SeededStore, config: Config, clock: Any, blocking: Blocking, heartbeat_key: bytes):
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.blocking = blocking
+        #: the key of the node's Merkle heartbeats (derived from the node secret, never sent)
+        self.heartbeat_key = heartbeat_key
 
     def encode_chunks(self, size: int, count: int, timestamp: float) -> list[EncodedChunk]:
         """Encode ``count`` fresh seeded chunks of ``size`` bytes (CPU-heavy: a worker thread)."""
-        config = self.core.config
-        key = self.core.keys.heartbeat_key()
+        config = self.config
+        key = self.heartbeat_key
         out = []
         for _ in range(count):
             seed = os.urandom(16).hex()
@@ -46,8 +53,8 @@ class SeededPool:
     async def refill(self) -> int:
         """Encode and pool the chunks missing from ``seeded_pool``, at most ``POOL_PASS_BYTES`` per
         pass (the timer calls this again). Returns the chunks added."""
-        config = self.core.config
-        seeded = self.core.stores.seeded
+        config = self.config
+        seeded = self.store
         counts = await seeded.pool_counts()
         budget = POOL_PASS_BYTES
         added = 0
@@ -55,8 +62,8 @@ class SeededPool:
             missing = want - counts.get(size, 0)
             while missing > 0 and budget > 0:
                 batch = max(1, min(missing, budget // size))
-                chunks = await self.core.blocking(self.encode_chunks, size, batch, self.core.now())
-                added += await seeded.pool_add(chunks, config.seeded_interval, self.core.now(), cap=want)
+                chunks = await self.blocking(self.encode_chunks, size, batch, self.clock.seconds())
+                added += await seeded.pool_add(chunks, config.seeded_interval, self.clock.seconds(), cap=want)
                 missing -= batch
                 budget -= batch * size
         return added

@@ -1,14 +1,14 @@
-"""The status API's data (docs/protocol-v1.md, "Status"): farmers listed and shown, and the
-uptime summary the uptime timer keeps."""
+"""The status API's data (docs/protocol-v1.md, "Status"): farmers listed and shown (their uptime
+summed by the uptime job, ``jobs/uptime.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from downstream_tx.core.context import Core
 from downstream_tx.core.reputation import standing
 from downstream_tx.core.tokens import FARMER_ID_RE
-from downstream_tx.db.status import SORT_COLUMNS, FarmerRow
+from downstream_tx.db.reputation import ReputationStore
+from downstream_tx.db.status import SORT_COLUMNS, FarmerRow, StatusStore
 from downstream_tx.errors import NOT_FOUND
 from downstream_tx.geoip import location_from_json
 from downstream_tx.times import iso_utc
@@ -31,11 +31,11 @@ def farmer_dict(row: FarmerRow, reputation: dict[str, Any] | None = None) -> dic
 
 
 class Status:
-    def __init__(self, core: Core):
-        self.core = core
-        #: the end of the last uptime summary made by this process (None before the first)
-        self._uptime_since: float | None = None
-        self._uptime_ran = False
+    def __init__(self, store: StatusStore, reputation: ReputationStore, clock: Any, vetting_audits: int):
+        self.store = store
+        self.reputation = reputation
+        self.clock = clock
+        self.vetting_audits = vetting_audits
 
     async def farmers(self, online: bool = False, sort: str = "id", descending: bool = False,
                       limit: int | None = None, page: int | None = None) -> list[dict[str, Any]]:
@@ -43,28 +43,21 @@ class Status:
             raise v1_error(MSG_INVALID_SORT)
         limit = DEFAULT_PAGE if limit is None else min(limit, MAX_PAGE)
         offset = min(limit * (page or 0), MAX_OFFSET)
-        rows = await self.core.stores.status.farmers(self.core.now(), online, sort, descending, limit, offset)
+        rows = await self.store.farmers(self.clock.seconds(), online, sort, descending, limit, offset)
         reputation = await self._reputation([r.address for r in rows])
         return [farmer_dict(r, reputation[r.address]) for r in rows]
 
     async def _reputation(self, addresses: list[str]) -> dict[str, dict[str, Any]]:
         wanted = sorted(set(addresses))
-        found = await self.core.stores.reputation.of_addresses(wanted) if wanted else {}
-        return {a: {**standing(found.get(a), self.core.config.vetting_audits),
+        found = await self.reputation.of_addresses(wanted) if wanted else {}
+        return {a: {**standing(found.get(a), self.vetting_audits),
                     "last_seen": iso_utc(found[a].last_seen if a in found else None)} for a in wanted}
 
     async def farmer(self, farmer_id: str) -> dict[str, Any]:
         farmer_id = farmer_id.lower()
         if not FARMER_ID_RE.match(farmer_id):
             raise v1_error(NONEXISTENT_FARMER, NOT_FOUND)
-        row = await self.core.stores.status.farmer(farmer_id, self.core.now())
+        row = await self.store.farmer(farmer_id, self.clock.seconds())
         if row is None:
             raise v1_error(NONEXISTENT_FARMER, NOT_FOUND)
         return farmer_dict(row, (await self._reputation([row.address]))[row.address])
-
-    async def update_uptime(self) -> int:
-        """Add every token's online time since the last summary (the uptime timer)."""
-        now = self.core.now()
-        updated = await self.core.stores.status.update_uptime(now, self._uptime_since, first=not self._uptime_ran)
-        self._uptime_since, self._uptime_ran = now, True
-        return updated

@@ -20,9 +20,8 @@ from downstream_tx.db.engine import create_engine
 from downstream_tx.db.tokens import TokenRow
 from downstream_tx.db.url import parse_db_url
 from downstream_tx.errors import NodeError
-from downstream_tx.health import ping_database
 from downstream_tx.http.server import DownstreamServer
-from downstream_tx.runtime import Services, build_services, dashboard_data, open_core
+from downstream_tx.runtime import NOTE_OBSERVERS, Services, build_server, build_services
 from downstream_tx.v1.wire import answer_entries, challenge_entries
 
 MYSQL_ENV = "DOWNSTREAM_TEST_MYSQL_URL"
@@ -140,28 +139,26 @@ def open_test_db(config: Config, clock, schema_dir: str | None = None, upgrade: 
     if engine.name == "sqlite":
         os.makedirs(os.path.dirname(os.path.abspath(engine.url.path)), exist_ok=True)
     # a test that builds an older schema itself has no txn_outcomes table (schema step 10)
-    db = Database(engine, InlinePool(engine), clock, backoff=0, record_outcomes=upgrade)
+    db = Database(engine, InlinePool(engine), clock, backoff=0, record_outcomes=upgrade, note_observers=NOTE_OBSERVERS)
     if upgrade:
         run(db.run("schema", schema.upgrade_txn, schema.load_steps(engine.name, schema_dir)))
     return db
 
 
 def make_node(config: Config, clock=None) -> Services:
-    """Every service of a node over a fresh database, with blocking work run inline."""
+    """Every service of a node over a fresh database, built as the daemon builds them
+    (``runtime.build_services``), with blocking work run inline."""
     clock = clock or task.Clock()
     db = open_test_db(config, clock)
-    return build_services(run(open_core(db, config, clock, inline_blocking)))
+    return run(build_services(db, config, clock, inline_blocking))
 
 
-def make_server(node: Services, config: Config | None = None) -> DownstreamServer:
-    """The HTTP server over ``node``'s services (``config``: the server's own settings, default
-    the node's)."""
-    core = node.core
-    config = config or node.config
-    return DownstreamServer(config, core.clock, node.v0, node.v1, node.status,
-                            ping=lambda timeout: ping_database(core.stores.stats, core.clock, timeout),
-                            hash_ip=core.keys.hash_ip, blocking=core.blocking,
-                            dashboard=dashboard_data(node) if config.dashboard else None)
+def make_server(node: Services, config: Config | None = None, **wiring) -> DownstreamServer:
+    """The HTTP server over ``node``'s services, built as the daemon builds it (``runtime.build_server``:
+    the database's rate limiter; ``wiring``: its ``leadership`` and ``base_url``). ``config``, if
+    given, is the node's own (a test that names the config it made the node with)."""
+    assert config is None or config == node.config, "the server has its node's configuration"
+    return build_server(node, **wiring)
 
 
 def make_resource(node: Services, config: Config | None = None):
@@ -170,7 +167,7 @@ def make_resource(node: Services, config: Config | None = None):
 
 def token_row(node: Services, token: str) -> TokenRow:
     """The live token's row (fails with UnknownToken)."""
-    return run(node.core.stores.tokens.get(hash_token(token)))
+    return run(node.stores.tokens.get(hash_token(token)))
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> float:
@@ -245,16 +242,16 @@ def assert_error(r: StubResponse, code: int, status: str) -> None:
 
 def contract_row(node: Services, token: str, file_hash: str) -> dict | None:
     """The newest contract of a token on a file, as a dict (through the contract store)."""
-    return run(node.core.stores.contracts.latest(hash_token(token), file_hash))
+    return run(node.stores.contracts.latest(hash_token(token), file_hash))
 
 
 def file_replicas(node: Services, file_hash: str) -> int:
-    return int(run(node.core.stores.files.replicas(file_hash)))
+    return int(run(node.stores.files.replicas(file_hash)))
 
 
 def snapshot(node: Services) -> dict:
     """Every row of every table (the test databases are small)."""
-    return run(node.core.stores.meta.snapshot())
+    return run(node.stores.meta.snapshot())
 
 
 class StubClient:

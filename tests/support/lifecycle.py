@@ -33,9 +33,9 @@ def populate(node, tmp_path, clock) -> dict:
                           {"proofs": [{"file_hash": c["file_hash"], "proof": prove(c)} for c in held[:1]]})
     assert code == 200, body
     run(node.farmers.import_whitelist([(ADDRESS, 20000), (make_address(4), 5)]))
-    run(node.core.stores.history.record("test" + "0" * 12, [HourRow(int(clock.seconds() // 3600) - h, 10 + h,
+    run(node.stores.history.record("test" + "0" * 12, [HourRow(int(clock.seconds() // 3600) - h, 10 + h,
                                                                         h % 2, h % 3) for h in range(5)]))
-    run(node.db.run("tally", record_txn, node.core.stores.reputation.rules, clock.seconds(),
+    run(node.db.run("tally", record_txn, node.stores.reputation.rules, clock.seconds(),
                     {make_address(3): Tally(passes=2, fails=3, errors=1)}))
     return {"v0": v0_token, "v1": v1_token, "file_hash": file_hash}
 

@@ -27,7 +27,7 @@ from downstream_tx.db import schema
 from downstream_tx.db.database import Database
 from downstream_tx.db.engine import Engine, SqliteEngine, create_engine
 from downstream_tx.db.url import parse_db_url
-from downstream_tx.runtime import Services, build_services, open_core
+from downstream_tx.runtime import NOTE_OBSERVERS, Services, build_services
 from support import InlinePool, inline_blocking, run
 
 MODES = ("after", "before", "refused")
@@ -174,7 +174,7 @@ def faulty_db(url: str, clock: Any, retries: int = 3) -> tuple[Database, CommitF
         import os
 
         os.makedirs(os.path.dirname(os.path.abspath(engine.url.path)), exist_ok=True)
-    db = Database(engine, InlinePool(engine), clock, retries=retries, backoff=0)
+    db = Database(engine, InlinePool(engine), clock, retries=retries, backoff=0, note_observers=NOTE_OBSERVERS)
     run(db.run("schema", schema.upgrade_txn, schema.load_steps(engine.name)))
     return db, faults
 
@@ -182,7 +182,7 @@ def faulty_db(url: str, clock: Any, retries: int = 3) -> tuple[Database, CommitF
 def faulty_node(config: Config, clock: Any) -> tuple[Services, CommitFaults]:
     """Every service of a node over :func:`faulty_db`."""
     db, faults = faulty_db(config.db_url, clock)
-    return build_services(run(open_core(db, config, clock, inline_blocking))), faults
+    return run(build_services(db, config, clock, inline_blocking)), faults
 
 
 def settle(d: Any, clock: Any, pump: Any = None) -> Any:
