@@ -29,116 +29,56 @@ reachable by ``mysql`` (the tests use a fresh directory under the system's tempo
 
 from __future__ import annotations
 
-import argparse
-import atexit
 import json
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+try:
+    from . import mariadb_local as local
+except ImportError:  # run as a script (standard library only: not through the test package)
+    import mariadb_local as local  # type: ignore[no-redef]
+
+#: what the tests and scripts use from here, as before the servers' code moved to mariadb_local.py
+ClusterError, free_ports = local.ClusterError, local.free_ports
+group_alive, leftovers = local.group_alive, local.leftovers
 
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 #: the programs a cluster needs, besides the provider
 PROGRAMS = ("mariadbd", "mariadb-install-db", "mariadb", "rsync")
-#: the user each mariadbd runs as (it owns the node's directory)
-RUN_AS = "mysql"
-SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
-
-
-def _which(name: str) -> str | None:
-    path = os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(SBIN)
-    return shutil.which(name, path=path)
 
 
 def missing() -> str | None:
     """Why a cluster cannot be started here (None: it can)."""
     if not os.path.exists(PROVIDER):
         return f"Galera is not installed ({PROVIDER} missing: apt-get install galera-4)"
-    for program in PROGRAMS:
-        if _which(program) is None:
-            return f"{program} not found (apt-get install mariadb-server rsync)"
-    if os.geteuid() != 0:
-        return "the Galera test cluster is started as root (CI runs as root)"
-    try:
-        pwd.getpwnam(RUN_AS)
-    except KeyError:
-        return f"no {RUN_AS} user to run mariadbd as (apt-get install mariadb-server creates it)"
-    return None
-
-
-def _reachable_by(path: str, user: str) -> bool:
-    """Whether every directory above ``path`` lets ``user`` (not root) pass."""
-    entry = pwd.getpwnam(user)
-    parent = os.path.dirname(os.path.abspath(path))
-    while True:
-        st = os.stat(parent)
-        if st.st_uid == entry.pw_uid:
-            ok = st.st_mode & 0o100
-        elif st.st_gid == entry.pw_gid:
-            ok = st.st_mode & 0o010
-        else:
-            ok = st.st_mode & 0o001
-        if not ok:
-            return False
-        if parent == "/":
-            return True
-        parent = os.path.dirname(parent)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (bound together, then released)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-class ClusterError(RuntimeError):
-    pass
+    return local.missing_programs(PROGRAMS, "mariadb-server rsync", "Galera")
 
 
 @dataclass
-class Node:
+class Node(local.LocalServer):
     index: int  # 1-based
-    dir: str
-    port: int  # SQL
     gcomm_port: int
     ist_port: int
     sst_port: int
-    pid: int | None = None
 
     @property
-    def socket(self) -> str:
-        return os.path.join(self.dir, "mysqld.sock")
-
-    @property
-    def cnf(self) -> str:
-        return os.path.join(self.dir, "my.cnf")
-
-    @property
-    def datadir(self) -> str:
-        return os.path.join(self.dir, "data")
-
-    @property
-    def error_log(self) -> str:
-        return os.path.join(self.dir, "error.log")
+    def name(self) -> str:
+        return f"node{self.index}"
 
 
 @dataclass
-class Cluster:
-    """A Galera cluster under ``base``; ``Cluster.load(base)`` re-reads one started earlier."""
+class Cluster(local.LocalServers):
+    """A Galera cluster under ``base``; ``Cluster.load(base)`` re-reads one started earlier.
+    Its nodes are known by their 1-based index."""
+
+    SERVER = Node
+    SERVERS = "nodes"
 
     base: str
     size: int = 3
@@ -149,9 +89,15 @@ class Cluster:
 
     # --- set-up ---------------------------------------------------------------------------------
 
+    _missing = staticmethod(missing)
+
+    def _server(self, key: int) -> Node:
+        return self.nodes[key - 1]
+
     def _plan(self) -> None:
         ports = free_ports(4 * self.size)
-        self.nodes = [Node(i + 1, os.path.join(self.base, f"node{i + 1}"), *ports[4 * i:4 * i + 4])
+        self.nodes = [Node(os.path.join(self.base, f"node{i + 1}"), ports[4 * i], index=i + 1,
+                           gcomm_port=ports[4 * i + 1], ist_port=ports[4 * i + 2], sst_port=ports[4 * i + 3])
                       for i in range(self.size)]
 
     def _write_cnf(self, node: Node) -> None:
@@ -168,26 +114,7 @@ class Cluster:
             "evs.inactive_check_period=PT1S",
             "evs.install_timeout=PT8S",
         ])
-        text = f"""[mysqld]
-user={RUN_AS}
-datadir={node.datadir}
-socket={node.socket}
-pid-file={node.dir}/mysqld.pid
-port={node.port}
-bind-address=127.0.0.1
-log-error={node.error_log}
-skip-name-resolve
-performance_schema=OFF
-character-set-server=utf8mb4
-collation-server=utf8mb4_bin
-default_storage_engine=InnoDB
-innodb_buffer_pool_size=64M
-innodb_log_file_size=32M
-innodb_flush_log_at_trx_commit=2
-innodb_autoinc_lock_mode=2
-binlog_format=ROW
-max_connections=300
-
+        text = node.mysqld_cnf("127.0.0.1", "innodb_autoinc_lock_mode=2\nbinlog_format=ROW\n") + f"""
 [galera]
 wsrep_on=ON
 wsrep_provider={PROVIDER}
@@ -203,19 +130,11 @@ wsrep_slave_threads=2
 """
         Path(node.cnf).write_text(text)
 
-    def _save(self) -> None:
-        data = asdict(self)
-        data["urls"] = self.urls()
-        data["url"] = self.url()
-        Path(self.base, "cluster.json").write_text(json.dumps(data, indent=2) + "\n")
+    def _to_install(self) -> list[Node]:
+        return self.nodes[:1]  # the others take a state transfer from it
 
-    @classmethod
-    def load(cls, base: str | os.PathLike) -> Cluster:
-        data = json.loads(Path(base, "cluster.json").read_text())
-        data.pop("urls", None)
-        data.pop("url", None)
-        nodes = [Node(**n) for n in data.pop("nodes")]
-        return cls(nodes=nodes, **data)
+    def _extra_json(self) -> dict[str, Any]:
+        return {"urls": self.urls(), "url": self.url()}
 
     # --- addresses ------------------------------------------------------------------------------
 
@@ -229,32 +148,6 @@ wsrep_slave_threads=2
         return [self.url(n.index) for n in self.nodes]
 
     # --- processes ------------------------------------------------------------------------------
-
-    def _spawn(self, node: Node, bootstrap: bool) -> None:
-        argv = [_which("mariadbd"), f"--defaults-file={node.cnf}"]
-        if bootstrap:
-            argv.append("--wsrep-new-cluster")
-        with open(os.path.join(node.dir, "stdout.log"), "ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
-        node.pid = proc.pid
-        _children[proc.pid] = proc
-        self._save()
-
-    def alive(self, index: int) -> bool:
-        node = self.nodes[index - 1]
-        return node.pid is not None and _alive(node.pid)
-
-    def sql(self, index: int, statement: str, timeout: float = 30.0) -> list[list[str]]:
-        """Run ``statement`` as root on node ``index``; rows as lists of strings."""
-        node = self.nodes[index - 1]
-        done = subprocess.run(
-            [_which("mariadb"), "--no-defaults", f"--socket={node.socket}", "-uroot", "-N", "-B",
-             "-e", statement],
-            capture_output=True, text=True, timeout=timeout)
-        if done.returncode:
-            raise ClusterError(f"node{index}: {done.stderr.strip()}")
-        return [line.split("\t") for line in done.stdout.splitlines()]
 
     def status(self, index: int) -> dict[str, str]:
         """The node's wsrep status variables (``wsrep_cluster_size``, ``wsrep_local_state_comment``…)."""
@@ -290,235 +183,88 @@ wsrep_slave_threads=2
                 raise ClusterError(f"cluster not synced after {timeout:.0f}s: {last}")
             time.sleep(0.25)
 
-    def log_tail(self, index: int, lines: int = 30) -> str:
-        try:
-            return "\n".join(Path(self.nodes[index - 1].error_log).read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no error log)"
-
-    def start(self, timeout: float = 120.0, stop_at_exit: bool = False) -> Cluster:
-        """Create, bootstrap and join every node; create the database and its user.
-        ``stop_at_exit``: stop the cluster when this interpreter exits, if nothing did before (a
-        test run interrupted between its set-up and its tear-down leaves no database running)."""
-        reason = missing()
-        if reason:
-            raise ClusterError(reason)
-        os.makedirs(self.base, exist_ok=True)
-        os.chmod(self.base, 0o755)  # the cluster's own directory: mariadbd (as mysql) works in it
-        if not _reachable_by(os.path.join(self.base, "x"), RUN_AS):
-            raise ClusterError(f"{self.base} is not reachable by the {RUN_AS} user (every directory above "
-                               "it needs o+x): pick a directory under /tmp")
-        if os.path.exists(os.path.join(self.base, "cluster.json")):
-            raise ClusterError(f"{self.base} already holds a cluster (stop it and remove the directory)")
-        self._plan()
-        entry = pwd.getpwnam(RUN_AS)
-        for node in self.nodes:
-            os.makedirs(node.datadir)
-            self._write_cnf(node)
-            for path in (node.dir, node.datadir):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-        first = self.nodes[0]
-        done = subprocess.run(
-            [_which("mariadb-install-db"), f"--defaults-file={first.cnf}", f"--user={RUN_AS}",
-             "--auth-root-authentication-method=socket", "--skip-test-db"],
-            capture_output=True, text=True, timeout=timeout)
-        if done.returncode:
-            raise ClusterError(f"mariadb-install-db failed:\n{done.stdout}{done.stderr}")
-        if stop_at_exit:
-            atexit.register(self.stop)
-        try:
-            self._spawn(first, bootstrap=True)
-            self._wait_socket(first, timeout)
-            self.wait_synced([1], timeout=timeout)
-            self.sql(1, f"""
+    def _boot(self, timeout: float) -> None:
+        """Bootstrap node 1, create the database and its user, then join the other nodes one at a time."""
+        self._spawn(self.nodes[0], "--wsrep-new-cluster")
+        self._wait_up(1, timeout)
+        self.wait_synced([1], timeout=timeout)
+        self.sql(1, f"""
 CREATE DATABASE IF NOT EXISTS `{self.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
 CREATE USER IF NOT EXISTS '{self.user}'@'127.0.0.1' IDENTIFIED BY '{self.password}';
 CREATE USER IF NOT EXISTS '{self.user}'@'localhost' IDENTIFIED BY '{self.password}';
 GRANT ALL PRIVILEGES ON `{self.database}%`.* TO '{self.user}'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON `{self.database}%`.* TO '{self.user}'@'localhost';
 """)
-            # joiners one at a time: each takes a full state transfer from a synced donor
-            for node in self.nodes[1:]:
-                self._spawn(node, bootstrap=False)
-                self.wait_synced([n.index for n in self.nodes[:node.index]], timeout=timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        # joiners one at a time: each takes a full state transfer from a synced donor
+        for node in self.nodes[1:]:
+            self._spawn(node)
+            self.wait_synced([n.index for n in self.nodes[:node.index]], timeout=timeout)
 
-    def _wait_socket(self, node: Node, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.alive(node.index):
-                raise ClusterError(f"node{node.index} exited:\n{self.log_tail(node.index)}")
-            if os.path.exists(node.socket):
-                try:
-                    self.sql(node.index, "SELECT 1", timeout=10)
-                    return
-                except (ClusterError, subprocess.TimeoutExpired):
-                    pass
-            if time.monotonic() > deadline:
-                raise ClusterError(f"node{node.index} did not come up:\n{self.log_tail(node.index)}")
-            time.sleep(0.2)
+    def start(self, timeout: float = 120.0, stop_at_exit: bool = False) -> Cluster:
+        """Create, bootstrap and join every node; create the database and its user.
+        ``stop_at_exit``: stop the cluster when this interpreter exits, if nothing did before (a
+        test run interrupted between its set-up and its tear-down leaves no database running)."""
+        return super().start(timeout, stop_at_exit)
 
     def start_node(self, index: int, timeout: float = 120.0) -> None:
         """(Re)start a stopped or killed node; it rejoins (IST or SST) and is Synced on return."""
-        node = self.nodes[index - 1]
         if self.alive(index):
             raise ClusterError(f"node{index} is running")
-        self._spawn(node, bootstrap=False)
+        self._spawn(self.nodes[index - 1])
         running = [n.index for n in self.nodes if self.alive(n.index)]
         self.wait_synced(running, timeout=timeout)
 
     def kill_node(self, index: int) -> None:
         """SIGKILL node ``index`` and everything it spawned (a crash)."""
-        node = self.nodes[index - 1]
-        if node.pid is not None:
-            _end_group(node.pid, signal.SIGKILL, 10.0)
-            node.pid = None
-            self._save()
+        self._end(self.nodes[index - 1], signal.SIGKILL, 10.0)
 
     def stop_node(self, index: int, timeout: float = 60.0) -> None:
         """Stop node ``index`` cleanly (SIGTERM; SIGKILL if it has not exited after ``timeout``)."""
-        node = self.nodes[index - 1]
-        if node.pid is not None:
-            _end_group(node.pid, signal.SIGTERM, timeout)
-            node.pid = None
-            self._save()
+        self._end(self.nodes[index - 1], signal.SIGTERM, timeout)
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Stop every node, the last one to leave last (clean shutdown, nothing left running)."""
-        for node in reversed(self.nodes):
-            self.stop_node(node.index, timeout)
-
-
-#: processes this interpreter started (reaped here so they do not linger as zombies)
-_children: dict[int, subprocess.Popen] = {}
-
-
-def _alive(pid: int) -> bool:
-    proc = _children.get(pid)
-    if proc is not None:
-        return proc.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie of another parent counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def group_alive(pgid: int) -> bool:
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
-
-
-def leftovers(base: str) -> list[str]:
-    """Command lines of running processes that name ``base`` (a stopped cluster leaves none)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if base in cmdline:
-            found.append(f"{entry}: {cmdline}")
-    return found
-
-
-def _end_group(pid: int, signum: int, timeout: float) -> None:
-    """Send ``signum`` to the process group led by ``pid``; after ``timeout``, SIGKILL whatever is
-    left of it. Returns once no process of the group runs."""
-    def send(sig: int) -> None:
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-
-    send(signum)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc = _children.pop(pid, None)
-    if _alive(pid) or group_alive(pid):
-        send(signal.SIGKILL)
-        end = time.monotonic() + 10
-        while (_alive(pid) or group_alive(pid)) and time.monotonic() < end:
-            time.sleep(0.1)
-    if proc is not None:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+    def _stop_order(self) -> list[Node]:
+        return list(reversed(self.nodes))  # the last one to leave last
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cluster.sh", description="A MariaDB Galera cluster on loopback ports.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    start = sub.add_parser("start", help="create and start a cluster under DIR")
-    start.add_argument("dir")
-    start.add_argument("--nodes", type=int, default=3)
-    start.add_argument("--database", default="dtx_gal")
-    start.add_argument("--user", default="dtx")
-    start.add_argument("--password", default="dtx-test")
-    for name, text in (("stop", "stop every node"), ("status", "wsrep state of each node")):
-        sub.add_parser(name, help=text).add_argument("dir")
+    parser, sub, _ = local.cli_parser(
+        "A MariaDB Galera cluster on loopback ports.", "create and start a cluster under DIR", ("--nodes", 3),
+        "dtx_gal", (("stop", "stop every node"), ("status", "wsrep state of each node")))
     for name, text in (("kill", "SIGKILL one node"), ("stop-node", "stop one node"),
                        ("start-node", "restart one node")):
         p = sub.add_parser(name, help=text)
         p.add_argument("dir")
         p.add_argument("node", type=int)
     args = parser.parse_args(argv)
-    try:
+
+    def command() -> None:
         if args.command == "start":
             cluster = Cluster(os.path.abspath(args.dir), args.nodes, args.database, args.user, args.password)
             cluster.start()
             print(json.dumps({"url": cluster.url(), "urls": cluster.urls(),
                               "pids": [n.pid for n in cluster.nodes]}, indent=2))
-            return 0
+            return
         cluster = Cluster.load(args.dir)
         if args.command == "stop":
             cluster.stop()
         elif args.command == "status":
-            for node in cluster.nodes:
-                if not cluster.alive(node.index):
-                    print(f"node{node.index} port {node.port}: not running")
-                    continue
-                st = cluster.status(node.index)
-                print(f"node{node.index} port {node.port} pid {node.pid}: {st.get('wsrep_local_state_comment')}, "
-                      f"cluster size {st.get('wsrep_cluster_size')}, {st.get('wsrep_cluster_status')}")
+            def state(index: int) -> str:
+                st = cluster.status(index)
+                return (f"{st.get('wsrep_local_state_comment')}, cluster size {st.get('wsrep_cluster_size')}, "
+                        f"{st.get('wsrep_cluster_status')}")
+
+            local.print_status(cluster, [n.index for n in cluster.nodes], state)
         elif args.command == "kill":
             cluster.kill_node(args.node)
         elif args.command == "stop-node":
             cluster.stop_node(args.node)
         elif args.command == "start-node":
             cluster.start_node(args.node)
-    except ClusterError as e:
-        print(f"cluster.sh: {e}", file=sys.stderr)
-        return 1
-    return 0
 
+    return local.run_cli(command)
+
+
+__all__ = ["Cluster", "ClusterError", "Node", "free_ports", "group_alive", "leftovers", "missing"]
 
 if __name__ == "__main__":
     sys.exit(main())

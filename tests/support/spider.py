@@ -22,50 +22,31 @@ one MariaDB), copies each table's definition to the backends, then turns the hea
 Spider table (``ALTER TABLE … ENGINE=SPIDER``): the tables that grow per farmer are partitioned by
 farmer across every backend (:data:`PARTITIONED`), the others live on backend 1.
 
-The process handling (sessions, clean stop, nothing left running) is the Galera cluster's
-(tests/support/galera.py); like it this module is standard library only, is started as root and
-runs each ``mariadbd`` as the ``mysql`` user.
+The servers' handling (spawn, SQL as root, sessions, clean stop, nothing left running) is
+tests/support/mariadb_local.py's, shared with the Galera cluster; like it this module is standard
+library only, is started as root and runs each ``mariadbd`` as the ``mysql`` user.
 """
 
 from __future__ import annotations
 
-import argparse
-import atexit
 import json
 import os
-import pwd
+import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 try:
-    from .galera import (
-        RUN_AS,
-        ClusterError,
-        _alive,
-        _children,
-        _end_group,
-        _reachable_by,
-        _which,
-        free_ports,
-        group_alive,
-        leftovers,
-    )
+    from . import mariadb_local as local
 except ImportError:  # run as a script (standard library only: not through the test package)
-    from galera import (  # type: ignore[no-redef]
-        RUN_AS,
-        ClusterError,
-        _alive,
-        _children,
-        _end_group,
-        _reachable_by,
-        _which,
-        free_ports,
-        group_alive,
-        leftovers,
-    )
+    import mariadb_local as local  # type: ignore[no-redef]
+
+#: what the tests and scripts use from here, as before the servers' code moved to mariadb_local.py
+ClusterError, free_ports = local.ClusterError, local.free_ports
+group_alive, leftovers = local.group_alive, local.leftovers
 
 PLUGIN = "ha_spider.so"
 PLUGIN_DIRS = ("/usr/lib/mysql/plugin", "/usr/lib/x86_64-linux-gnu/mariadb19/plugin")
@@ -98,49 +79,25 @@ def missing() -> str | None:
     """Why a Spider cluster cannot be started here (None: it can)."""
     if not any(os.path.exists(os.path.join(d, PLUGIN)) for d in PLUGIN_DIRS):
         return f"the Spider engine is not installed ({PLUGIN} missing: apt-get install mariadb-plugin-spider)"
-    for program in PROGRAMS:
-        if _which(program) is None:
-            return f"{program} not found (apt-get install mariadb-server)"
-    if os.geteuid() != 0:
-        return "the Spider test cluster is started as root (CI runs as root)"
-    try:
-        pwd.getpwnam(RUN_AS)
-    except KeyError:
-        return f"no {RUN_AS} user to run mariadbd as (apt-get install mariadb-server creates it)"
-    return None
+    return local.missing_programs(PROGRAMS, "mariadb-server", "Spider")
 
 
 @dataclass
-class Server:
+class Server(local.LocalServer):
     name: str  # head, b1, b2…
-    dir: str
-    port: int
     #: each server on its own loopback address: Spider's XA (``spider_internal_xa``) tells the
     #: members of a transaction apart by host only, so two backends on 127.0.0.1 collide there
     #: ("This xid member already exists")
     host: str = "127.0.0.1"
-    pid: int | None = None
-
-    @property
-    def socket(self) -> str:
-        return os.path.join(self.dir, "mysqld.sock")
-
-    @property
-    def cnf(self) -> str:
-        return os.path.join(self.dir, "my.cnf")
-
-    @property
-    def datadir(self) -> str:
-        return os.path.join(self.dir, "data")
-
-    @property
-    def error_log(self) -> str:
-        return os.path.join(self.dir, "error.log")
 
 
 @dataclass
-class Cluster:
-    """A Spider head and its backends under ``base``; ``Cluster.load(base)`` re-reads one started earlier."""
+class Cluster(local.LocalServers):
+    """A Spider head and its backends under ``base``; ``Cluster.load(base)`` re-reads one started earlier.
+    Its servers are known by their names (``head``, ``b1``…)."""
+
+    SERVER = Server
+    SQL_TIMEOUT = 60.0
 
     base: str
     backends: int = 2
@@ -164,10 +121,13 @@ class Cluster:
     def server(self, name: str) -> Server:
         return next(s for s in self.servers if s.name == name)
 
+    _server = server
+    _missing = staticmethod(missing)
+
     def _plan(self) -> None:
         names = ["head"] + [f"b{i + 1}" for i in range(self.backends)]
         ports = free_ports(len(names))
-        self.servers = [Server(n, os.path.join(self.base, n), p, f"127.0.0.{i + 1}")
+        self.servers = [Server(os.path.join(self.base, n), p, n, f"127.0.0.{i + 1}")
                         for i, (n, p) in enumerate(zip(names, ports))]
 
     def _write_cnf(self, server: Server) -> None:
@@ -175,88 +135,17 @@ class Cluster:
         if server.name == "head":
             options = {**HEAD_OPTIONS, **self.head_options}
             extra = f"plugin-load-add={PLUGIN}\n" + "".join(f"{k}={v}\n" for k, v in options.items())
-        text = f"""[mysqld]
-user={RUN_AS}
-datadir={server.datadir}
-socket={server.socket}
-pid-file={server.dir}/mysqld.pid
-port={server.port}
-bind-address={server.host}
-log-error={server.error_log}
-skip-name-resolve
-performance_schema=OFF
-character-set-server=utf8mb4
-collation-server=utf8mb4_bin
-default_storage_engine=InnoDB
-innodb_buffer_pool_size=64M
-innodb_log_file_size=32M
-innodb_flush_log_at_trx_commit=2
-max_connections=300
-{extra}"""
+        text = server.mysqld_cnf(server.host) + extra
         Path(server.cnf).write_text(text)
 
-    def _save(self) -> None:
-        data = asdict(self)
-        data["url"] = self.url()
-        Path(self.base, "cluster.json").write_text(json.dumps(data, indent=2) + "\n")
-
-    @classmethod
-    def load(cls, base: str | os.PathLike) -> Cluster:
-        data = json.loads(Path(base, "cluster.json").read_text())
-        data.pop("url", None)
-        servers = [Server(**s) for s in data.pop("servers")]
-        return cls(servers=servers, **data)
+    def _extra_json(self) -> dict[str, Any]:
+        return {"url": self.url()}
 
     def url(self, database: str | None = None) -> str:
         """The node's database URL (on the head). ``database`` must start with the cluster's."""
         return f"mysql://{self.user}:{self.password}@127.0.0.1:{self.head.port}/{database or self.database}"
 
     # --- processes ------------------------------------------------------------------------------
-
-    def _spawn(self, server: Server) -> None:
-        argv = [_which("mariadbd"), f"--defaults-file={server.cnf}"]
-        with open(os.path.join(server.dir, "stdout.log"), "ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
-        server.pid = proc.pid
-        _children[proc.pid] = proc
-        self._save()
-
-    def alive(self, name: str) -> bool:
-        server = self.server(name)
-        return server.pid is not None and _alive(server.pid)
-
-    def sql(self, name: str, statement: str, timeout: float = 60.0) -> list[list[str]]:
-        """Run ``statement`` as root on server ``name``; rows as lists of strings."""
-        server = self.server(name)
-        done = subprocess.run(
-            [_which("mariadb"), "--no-defaults", f"--socket={server.socket}", "-uroot", "-N", "-B",
-             "-e", statement],
-            capture_output=True, text=True, timeout=timeout)
-        if done.returncode:
-            raise ClusterError(f"{name}: {done.stderr.strip()}")
-        return [line.split("\t") for line in done.stdout.splitlines()]
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        try:
-            return "\n".join(Path(self.server(name).error_log).read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no error log)"
-
-    def _wait_up(self, server: Server, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.alive(server.name):
-                raise ClusterError(f"{server.name} exited:\n{self.log_tail(server.name)}")
-            if os.path.exists(server.socket):
-                try:
-                    self.sql(server.name, "SELECT 1", timeout=10)
-                    return
-                except (ClusterError, subprocess.TimeoutExpired):
-                    pass
-            if time.monotonic() > deadline:
-                raise ClusterError(f"{server.name} did not come up:\n{self.log_tail(server.name)}")
-            time.sleep(0.2)
 
     def _wait_engine(self, timeout: float) -> None:
         """The head answers before its Spider engine is ready (it sets itself up in the background:
@@ -270,80 +159,45 @@ max_connections=300
     def start(self, timeout: float = 120.0, stop_at_exit: bool = False) -> Cluster:
         """Create and start every server; the backends' link account, the head's servers and the
         node's database and user on the head. ``stop_at_exit``: as for the Galera cluster."""
-        reason = missing()
-        if reason:
-            raise ClusterError(reason)
-        os.makedirs(self.base, exist_ok=True)
-        os.chmod(self.base, 0o755)
-        if not _reachable_by(os.path.join(self.base, "x"), RUN_AS):
-            raise ClusterError(f"{self.base} is not reachable by the {RUN_AS} user (every directory above "
-                               "it needs o+x): pick a directory under /tmp")
-        if os.path.exists(os.path.join(self.base, "cluster.json")):
-            raise ClusterError(f"{self.base} already holds a cluster (stop it and remove the directory)")
-        self._plan()
-        entry = pwd.getpwnam(RUN_AS)
+        return super().start(timeout, stop_at_exit)
+
+    def _boot(self, timeout: float) -> None:
+        """Spawn every server; the backends' link account, the head's servers, the node's database and user."""
         for server in self.servers:
-            os.makedirs(server.datadir)
-            self._write_cnf(server)
-            for path in (server.dir, server.datadir):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-            done = subprocess.run(
-                [_which("mariadb-install-db"), f"--defaults-file={server.cnf}", f"--user={RUN_AS}",
-                 "--auth-root-authentication-method=socket", "--skip-test-db"],
-                capture_output=True, text=True, timeout=timeout)
-            if done.returncode:
-                raise ClusterError(f"mariadb-install-db ({server.name}) failed:\n{done.stdout}{done.stderr}")
-        if stop_at_exit:
-            atexit.register(self.stop)
-        try:
-            for server in self.servers:
-                self._spawn(server)
-            for server in self.servers:
-                self._wait_up(server, timeout)
-            self._wait_engine(timeout)
-            for b in self.backend_servers:
-                self.sql(b.name, f"""
+            self._spawn(server)
+        for server in self.servers:
+            self._wait_up(server.name, timeout)
+        self._wait_engine(timeout)
+        for b in self.backend_servers:
+            self.sql(b.name, f"""
 CREATE USER IF NOT EXISTS '{LINK_USER}'@'127.0.0.%' IDENTIFIED BY '{LINK_PASSWORD}';
 GRANT ALL PRIVILEGES ON *.* TO '{LINK_USER}'@'127.0.0.%';
 """)
-                self.sql("head", f"CREATE OR REPLACE SERVER {b.name} FOREIGN DATA WRAPPER mysql OPTIONS "
-                                 f"(HOST '{b.host}', PORT {b.port}, USER '{LINK_USER}', "
-                                 f"PASSWORD '{LINK_PASSWORD}')")
-            for host in ("127.0.0.1", "localhost"):
-                self.sql("head", f"""
+            self.sql("head", f"CREATE OR REPLACE SERVER {b.name} FOREIGN DATA WRAPPER mysql OPTIONS "
+                             f"(HOST '{b.host}', PORT {b.port}, USER '{LINK_USER}', "
+                             f"PASSWORD '{LINK_PASSWORD}')")
+        for host in ("127.0.0.1", "localhost"):
+            self.sql("head", f"""
 CREATE USER IF NOT EXISTS '{self.user}'@'{host}' IDENTIFIED BY '{self.password}';
 GRANT ALL PRIVILEGES ON `{self.database}%`.* TO '{self.user}'@'{host}';
 """)
-            self.sql("head", f"CREATE DATABASE IF NOT EXISTS `{self.database}` CHARACTER SET utf8mb4 "
-                             "COLLATE utf8mb4_bin")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self.sql("head", f"CREATE DATABASE IF NOT EXISTS `{self.database}` CHARACTER SET utf8mb4 "
+                         "COLLATE utf8mb4_bin")
 
     def kill_server(self, name: str) -> None:
         """SIGKILL server ``name`` (a crash)."""
-        server = self.server(name)
-        if server.pid is not None:
-            _end_group(server.pid, 9, 10.0)
-            server.pid = None
-            self._save()
+        self._end(self.server(name), signal.SIGKILL, 10.0)
 
     def start_server(self, name: str, timeout: float = 120.0) -> None:
         """(Re)start a stopped or killed server; up on return."""
-        server = self.server(name)
         if self.alive(name):
             raise ClusterError(f"{name} is running")
-        self._spawn(server)
-        self._wait_up(server, timeout)
+        self._spawn(self.server(name))
+        self._wait_up(name, timeout)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop every server, the head first (clean shutdown, nothing left running)."""
-        for server in self.servers:
-            if server.pid is not None:
-                _end_group(server.pid, 15, timeout)
-                server.pid = None
-                self._save()
+        super().stop(timeout)
 
     # --- the node's schema on Spider ------------------------------------------------------------
 
@@ -453,30 +307,24 @@ def shard_node_schema(base: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cluster.sh", description="A MariaDB Spider head and backends on loopback.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    start = sub.add_parser("start", help="create and start a head and its backends under DIR")
-    start.add_argument("dir")
-    start.add_argument("--backends", type=int, default=2)
-    start.add_argument("--database", default="dtx_spider")
-    start.add_argument("--user", default="dtx")
-    start.add_argument("--password", default="dtx-test")
+    parser, sub, start = local.cli_parser(
+        "A MariaDB Spider head and backends on loopback.", "create and start a head and its backends under DIR",
+        ("--backends", 2), "dtx_spider", (("stop", "stop every server"), ("status", "each server's state")))
     start.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="a Spider setting of the head (e.g. spider_internal_xa=1)")
-    for name, text in (("stop", "stop every server"), ("status", "each server's state")):
-        sub.add_parser(name, help=text).add_argument("dir")
     shard = sub.add_parser("shard", help="the node's schema on DATABASE, its tables on the backends")
     shard.add_argument("dir")
     shard.add_argument("database")
     args = parser.parse_args(argv)
-    try:
+
+    def command() -> None:
         if args.command == "start":
             options = dict(s.split("=", 1) for s in args.set)
             cluster = Cluster(os.path.abspath(args.dir), args.backends, args.database, args.user, args.password,
                               options)
             cluster.start()
             print(json.dumps({"url": cluster.url(), "pids": {s.name: s.pid for s in cluster.servers}}, indent=2))
-            return 0
+            return
         cluster = Cluster.load(args.dir)
         if args.command == "stop":
             cluster.stop()
@@ -484,20 +332,17 @@ def main(argv: list[str] | None = None) -> int:
             tables = cluster.shard(args.database)
             print(f"{len(tables)} tables on the backends; the node's URL: {cluster.url(args.database)}")
         elif args.command == "status":
-            for s in cluster.servers:
-                if not cluster.alive(s.name):
-                    print(f"{s.name} port {s.port}: not running")
-                    continue
+            def state(name: str) -> str:
                 spider = cluster.sql("head", "SELECT COUNT(*) FROM information_schema.tables "
-                                             "WHERE engine = 'SPIDER'")[0][0] if s.name == "head" else "-"
-                print(f"{s.name} port {s.port} pid {s.pid}: running, Spider tables {spider}")
-    except ClusterError as e:
-        print(f"cluster.sh: {e}", file=sys.stderr)
-        return 1
-    return 0
+                                             "WHERE engine = 'SPIDER'")[0][0] if name == "head" else "-"
+                return f"running, Spider tables {spider}"
+
+            local.print_status(cluster, [s.name for s in cluster.servers], state)
+
+    return local.run_cli(command)
 
 
-__all__ = ["Cluster", "ClusterError", "group_alive", "leftovers", "missing"]
+__all__ = ["Cluster", "ClusterError", "Server", "free_ports", "group_alive", "leftovers", "missing"]
 
 if __name__ == "__main__":
     sys.exit(main())
