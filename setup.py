@@ -53,7 +53,7 @@ setup(
     data_files=[("share/doc/downstream-tx", ["README.md", "LICENSE"]),
                 ("share/doc/downstream-tx/docs", ["docs/operations.md", "docs/protocol-v0.md", "docs/protocol-v1.md",
                                                   "docs/performance.md", "docs/testing.md", "docs/openapi.yaml",
-                                                  "docs/farmer.md", "docs/dashboard.png"]),
+                                                  "docs/farmer.md", "docs/capacity.md", "docs/dashboard.png"]),
                 ("share/doc/downstream-tx/contrib/systemd", ["contrib/systemd/downstream.service",
                                                              "contrib/systemd/downstream@.service",
                                                              "contrib/systemd/downstream.socket",
