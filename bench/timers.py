@@ -50,6 +50,9 @@ from downstream_tx.db.engine import create_engine  # noqa: E402
 from downstream_tx.domain.rules import Rules  # noqa: E402
 from downstream_tx.v0.challenges import PASS_PAGE  # noqa: E402
 
+sys.path.insert(0, str(HERE.parent))
+import dbcost  # noqa: E402
+
 FILES = 100
 #: the pass as the test nodes run it: without containment
 UNCONTAINED = Rules(containment_retries=0)
@@ -161,24 +164,9 @@ def server_thread_cpu(txn: Txn):
     """A function returning the CPU seconds the MariaDB thread serving this connection has used
     (``/proc/<server>/task/<tid>/stat``; None where that cannot be read: another user's server,
     another machine, SQLite)."""
-    try:
-        if txn.engine_name != "mysql":
-            return None
-        tid = txn.scalar("SELECT tid FROM information_schema.processlist WHERE id = CONNECTION_ID()")
-        with open(txn.scalar("SELECT @@pid_file")) as f:
-            pid = int(f.read().split()[0])
-        path = f"/proc/{pid}/task/{int(tid)}/stat"
-        tck = os.sysconf("SC_CLK_TCK")
-
-        def cpu() -> float:
-            with open(path) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / tck
-
-        cpu()
-        return cpu
-    except Exception:
+    if txn.engine_name != "mysql":
         return None
+    return dbcost.connection_thread_cpu(txn.scalar)
 
 
 def tick(conn, txn: Txn, now: float = NOW, page_size: int | None = None) -> dict:
@@ -187,18 +175,20 @@ def tick(conn, txn: Txn, now: float = NOW, page_size: int | None = None) -> dict
     server = server_thread_cpu(txn)
     server_cpu = server() if server else 0.0
     wall, cpu = time.perf_counter(), time.process_time()
-    issued = pages = starved = 0
+    issued = pages = starved = missed = 0
     while True:
         page = contracts.update_due_txn(txn, UNCONTAINED, now, 3, page_size, None)
         conn.commit()
         issued, pages, starved = issued + page.issued, pages + 1, starved + page.starved
+        missed += page.missed
         if not page.more:
             break
     if starved:  # as ChallengeSupply.issue_due (after its top-up)
         issued += contracts.fill_starved_txn(txn, now)
         conn.commit()
     return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "issued": issued,
-            "pages": pages, "page": page_size, "server_cpu": server() - server_cpu if server else None}
+            "pages": pages, "page": page_size, "missed": missed,
+            "server_cpu": server() - server_cpu if server else None}
 
 
 def tick_in(tree: str | None, url: str, now: float = NOW, page_size: int | None = None) -> dict:
