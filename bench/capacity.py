@@ -253,6 +253,11 @@ def model(per_op: dict[str, dict], per_row: dict[str, float], farmers: int, cont
     answers = n * (1 - miss) / interval
     rates = {"answer": answers, "tick answered": answers, "tick miss": n * miss / interval,
              "repair": n * churn / 86400, "challenges 1 KiB": n / interval}
+    # hashing a challenge reads the whole chunk: the node CPU of each MiB of chunk size, on top
+    hashing = 0.0
+    if "challenges 4 MiB" in per_op and "challenges 1 KiB" in per_op:
+        slope = (per_op["challenges 4 MiB"]["node_ms"] - per_op["challenges 1 KiB"]["node_ms"]) / (4 - 1 / 1024)
+        hashing = slope * n / interval / 1e3
     node = sum(per_op[k]["node_ms"] * r for k, r in rates.items() if k in per_op) / 1e3
     db = sum(per_op[k]["db_ms"] * r for k, r in rates.items() if k in per_op) / 1e3
     rows = sum(per_op[k]["rows"] * r for k, r in rates.items() if k in per_op)
@@ -263,8 +268,8 @@ def model(per_op: dict[str, dict], per_row: dict[str, float], farmers: int, cont
             + files * per_row.get("challenge_batches", 0))
     growth = n * 24 * (per_row.get("challenges", 0) + per_row.get("challenge_batches", 0) / 100)
     return {"farmers": farmers, "contracts": n, "answers_s": answers, "node_cpu": node,
-            "processes": node / headroom, "db_cpu": db, "rows_s": rows, "redo_s": redo, "size": size,
-            "growth_day": growth, "rates": rates}
+            "processes": node / headroom, "hashing_mib": hashing, "db_cpu": db, "rows_s": rows, "redo_s": redo,
+            "size": size, "growth_day": growth, "rates": rates}
 
 
 def predicted_rows(contracts: int, farmers: int, redundancy: int = FILL_REDUNDANCY) -> dict[str, float]:
@@ -320,13 +325,15 @@ def print_sizes(sizes: dict, base_rows: dict[str, float] | None) -> None:
 
 def print_model(per_op: dict[str, dict], per_row: dict[str, float], headroom: float) -> None:
     print(f"== model: farmers x {MODEL_CONTRACTS:,} v0 contracts, 1 h interval, 1% missed, 1%/day failed and "
-          f"repaired; node process = {headroom:.0%} of a core; challenges kept 1 h (see docs/capacity.md)")
-    print(f"{'farmers':>8} {'contracts':>12} {'answers/s':>10} {'node CPU':>9} {'processes':>9} {'DB CPU':>7} "
-          f"{'rows/s':>9} {'redo/s':>9} {'DB size':>11} {'+challenges/day':>16}")
+          f"repaired; node process = {headroom:.0%} of a core; chunks of 1 KiB (+ node CPU-s/s per MiB of chunk "
+          "size); challenges kept 1 h (see docs/capacity.md)")
+    print(f"{'farmers':>8} {'contracts':>12} {'answers/s':>10} {'node CPU':>9} {'processes':>9} {'+per MiB':>9} "
+          f"{'DB CPU':>7} {'rows/s':>9} {'redo/s':>9} {'DB size':>11} {'+challenges/day':>16}")
     for farmers in MODEL_FARMERS:
         m = model(per_op, per_row, farmers, headroom=headroom)
         print(f"{farmers:>8,} {m['contracts']:>12,} {m['answers_s']:>10,.0f} {m['node_cpu']:>9.1f} "
-              f"{m['processes']:>9.0f} {m['db_cpu']:>7.1f} {m['rows_s']:>9,.0f} {gib(m['redo_s']):>9} "
+              f"{m['processes']:>9.0f} {m['hashing_mib']:>9.1f} {m['db_cpu']:>7.1f} {m['rows_s']:>9,.0f} "
+              f"{gib(m['redo_s']):>9} "
               f"{gib(m['size']):>11} {gib(m['growth_day']):>16}")
     if "v1 proof" in per_op:
         p = per_op["v1 proof"]
@@ -344,12 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--farmers", type=int, default=3, help="probe farmers (also the probe files' redundancy)")
     ap.add_argument("--contracts", type=int, default=1000, help="contracts per probe farmer (= probe files)")
     ap.add_argument("--repairs", type=int, default=100)
-    ap.add_argument("--idle-farmers", type=int, default=1000,
+    ap.add_argument("--idle-farmers", type=int, default=300,
                     help="tokens without contracts (bytes per farmer; none with --fill)")
     ap.add_argument("--v1-contracts", type=int, default=500)
     ap.add_argument("--v1-rounds", type=int, default=3)
     ap.add_argument("--fill", type=int, default=0, help="contracts of other farmers put in the database first")
     ap.add_argument("--keep", action="store_true", help="reuse a database filled with --fill before")
+    ap.add_argument("--fill-only", action="store_true", help="fill (--fill), measure nothing")
     ap.add_argument("--headroom", type=float, default=0.5, help="share of a core a node process is planned at")
     ap.add_argument("--save", help="write the figures to this JSON file")
     ap.add_argument("--compare", help="a --save file to compare with (ratios)")
@@ -383,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(tmp, "data").mkdir()
         config = load_config(environ={}, overrides={
             "db": url, "data_dir": f"{tmp}/data", "max_tokens_per_ip": 0, "token_rate": 0,
-            "max_tokens_per_address": 0, "challenge_batch": 100, "max_failures": 1})
+            "max_tokens_per_address": 0, "challenge_batch": 100, "max_failures": 1,
+            "vetting_share": 1.0})  # every farmer is new here: no share kept for the vetted ones
         services = await open_services(config, reactor)
         try:
             if args.fill and not reuse:
@@ -391,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                 await fill(reactor, services, url, args.fill, MODEL_CONTRACTS)
                 print(f"filled {args.fill:,} contracts in {time.perf_counter() - started:.0f} s "
                       f"(load average {open('/proc/loadavg').read().split(' ', 3)[:3]})")
+            if args.fill_only:
+                return
             if not args.fill:
                 for i in range(args.idle_farmers):
                     await services.v0.create_token(farmer_address(i))
@@ -411,9 +422,11 @@ def main(argv: list[str] | None = None) -> int:
                 if e.code:
                     raise
         load = " ".join(open("/proc/loadavg").read().split()[:3])
-        sizes = meter.table_sizes()
+        sizes = {} if args.fill_only else meter.table_sizes()
     finally:
         meter.close()
+    if args.fill_only:
+        return 0
     print(f"capacity: {args.farmers} probe farmers x {args.contracts} contracts (1 KiB files, redundancy "
           f"{args.farmers}), {args.repairs} repairs, v1 {args.v1_contracts} contracts x {args.v1_rounds} rounds"
           + (f"; {filled(url):,} other contracts in the database" if args.fill else ""))
