@@ -162,42 +162,46 @@ async def probe(reactor, services, url: str, tmp: str, measure, farmers: int, co
 
 
 def fill(reactor, services, url: str, n: int, per_farmer: int):
-    """(A Deferred:) N contracts of N / ``per_farmer`` farmers (tokens made by the service), on N / 3 files of
-    redundancy 3 (full), each contract with its current challenge (used) and a previous one's
-    columns set, as after some hours of farming; due in 30 days (never during the run)."""
+    """(A Deferred:) N contracts of N / ``per_farmer`` farmers (tokens made by the service), on N / 3
+    files of redundancy 3 (full), each file with one used challenge (the current one of its
+    contracts; one batch for all), each contract with a previous challenge's columns set too, as
+    after some hours of farming; due in 30 days (never during the run). A fill that was stopped
+    goes on where it was (each table's rows are made in committed steps, in id order)."""
 
-    async def tokens():
-        for i in range(n // per_farmer):
+    async def tokens(have: int):
+        for i in range(have, n // per_farmer):
             await services.v0.create_token(farmer_address(i))
 
     def rows(now: float) -> None:
         _, conn, txn = timers.connect(url)
+        count = {t: txn.scalar(f"SELECT COUNT(*) FROM {t}") for t in ("files", "challenges", "contracts")}
         first_token, last_token = txn.execute("SELECT MIN(id), MAX(id) FROM tokens").fetchone()
         assert last_token - first_token + 1 == n // per_farmer, "token ids must be consecutive"
         nfiles = n // FILL_REDUNDANCY
-        gen = timers.insert_generated
+        def gen(*a):  # steps a loaded server ends well within the driver's read timeout
+            timers.insert_generated(*a, chunk=50_000)
         gen(conn, txn, nfiles, "INSERT INTO files (file_hash, original_hash, kind, size, redundancy, interval_s, "
             "replicas, encrypted, enc_key, added)",
             "SELECT SHA2(CONCAT('f', i), 256), SHA2(CONCAT('o', i), 256), 'stored', 1024, ?, ?, ?, 1, "
-            "UNHEX(SHA2(CONCAT('k', i), 256)), ? FROM s", (FILL_REDUNDANCY, HOUR, FILL_REDUNDANCY, now))
+            "UNHEX(SHA2(CONCAT('k', i), 256)), ? FROM s", (FILL_REDUNDANCY, HOUR, FILL_REDUNDANCY, now),
+            count["files"])
         first_file = txn.scalar("SELECT MIN(id) FROM files")
-        gen(conn, txn, nfiles, "INSERT INTO challenge_batches (file_id, root_seed, merkle_root, count, created)",
-            "SELECT ? + i, UNHEX(SHA2(CONCAT('r', i), 256)), UNHEX(SHA2(CONCAT('m', i), 256)), 100, ? FROM s",
-            (first_file, now))
-        first_batch = txn.scalar("SELECT MIN(id) FROM challenge_batches")
-        # one used challenge per contract (its current one), contract i's is the i-th
-        gen(conn, txn, n, "INSERT INTO challenges (batch_id, file_id, seq, seed, answer, used)",
-            "SELECT ? + i % ?, ? + i % ?, i DIV ?, UNHEX(SHA2(CONCAT('s', i), 256)), SHA2(CONCAT('a', i), 256), 1 "
-            "FROM s", (first_batch, nfiles, first_file, nfiles, nfiles))
+        if not count["challenges"]:
+            txn.execute("INSERT INTO challenge_batches (file_id, root_seed, merkle_root, count, created) "
+                        "VALUES (?, ?, ?, ?, ?)", (first_file, b"r" * 32, b"m" * 32, nfiles, now))
+        batch = txn.scalar("SELECT MIN(id) FROM challenge_batches")
+        gen(conn, txn, nfiles, "INSERT INTO challenges (batch_id, file_id, seq, seed, answer, used)",
+            "SELECT ?, ? + i, i, UNHEX(SHA2(CONCAT('s', i), 256)), SHA2(CONCAT('a', i), 256), 1 FROM s",
+            (batch, first_file), count["challenges"])
         first_challenge = txn.scalar("SELECT MIN(id) FROM challenges")
         later = now + 30 * 86400
         gen(conn, txn, n, "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, "
             "challenge_id, issued, deadline, answered, passes, prev_challenge_id, prev_deadline, download_key, "
             "download_start, downloads, network)",
-            "SELECT ? + i DIV ?, ? + i % ?, 0, 'active', ?, ?, 5, ? + i, ?, ?, 1, 5, ? + i, ?, "
+            "SELECT ? + i DIV ?, ? + i % ?, 0, 'active', ?, ?, 5, ? + i % ?, ?, ?, 1, 5, ? + i % ?, ?, "
             "UNHEX(SHA2(CONCAT('d', i), 256)), ?, 1, LEFT(SHA2(CONCAT('n', i DIV ?), 256), 32) FROM s",
-            (first_token, per_farmer, first_file, nfiles, now, HOUR, first_challenge, later - HOUR, later,
-             first_challenge, later - HOUR, now, per_farmer))
+            (first_token, per_farmer, first_file, nfiles, now, HOUR, first_challenge, nfiles, later - HOUR, later,
+             first_challenge, nfiles, later - HOUR, now, per_farmer), count["contracts"])
         txn.execute("UPDATE tokens SET active_contracts = ?, active_size = ?", (per_farmer, per_farmer * 1024))
         txn.execute("CREATE TABLE IF NOT EXISTS bench_fill (n BIGINT NOT NULL)")
         txn.execute("INSERT INTO bench_fill (n) VALUES (?)", (n,))
@@ -205,12 +209,29 @@ def fill(reactor, services, url: str, n: int, per_farmer: int):
         conn.close()
 
     async def both():
-        await tokens()
+        _, conn, txn = timers.connect(url)
+        have = txn.scalar("SELECT COUNT(*) FROM tokens")
+        conn.close()
+        await tokens(have)
         await in_thread(reactor, rows, time.time())
 
     from twisted.internet import defer
 
     return defer.ensureDeferred(both())
+
+
+def partly_filled(url: str) -> bool:
+    """Tokens in the database: a fill that was stopped (``--keep`` goes on with it)."""
+    try:
+        _, conn, txn = timers.connect(url)
+    except Exception:
+        return False
+    try:
+        return bool(txn.scalar("SELECT COUNT(*) FROM tokens"))
+    except Exception:
+        return False
+    finally:
+        conn.close()
 
 
 def filled(url: str) -> int:
@@ -274,8 +295,8 @@ def model(per_op: dict[str, dict], per_row: dict[str, float], farmers: int, cont
 
 def predicted_rows(contracts: int, farmers: int, redundancy: int = FILL_REDUNDANCY) -> dict[str, float]:
     """The rows of the filled tables, as ``fill`` makes them (for the size check)."""
-    return {"contracts": contracts, "files": contracts / redundancy, "challenges": contracts,
-            "challenge_batches": contracts / redundancy, "tokens": farmers}
+    return {"contracts": contracts, "files": contracts / redundancy, "challenges": contracts / redundancy,
+            "tokens": farmers}
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -376,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     admin = admin.rsplit("/", 1)[0] + "/" + database  # the admin user's server, our database
     base = json.loads(Path(args.compare).read_text()) if args.compare else None
     reuse = args.keep and args.fill and filled(url) >= args.fill
-    if not reuse:
+    if not (reuse or args.keep and args.fill and partly_filled(url)):
         timers.fresh(url)[1].close()
     meter = Meter(admin, database)
     costs: dict[str, Cost] = {}
@@ -412,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         async def v1_call(name, d, proofs):
             return await measure("v1 proof", proofs if name == "answer" else 0, d)
 
-        await v1_cycle(reactor, url, tmp, args.v1_contracts, args.v1_rounds, 8 if args.quick else 64, 2, v1_call)
+        await v1_cycle(reactor, url, tmp, args.v1_contracts, args.v1_rounds, 8 if args.quick else 64,
+                       2 if args.quick else 10, v1_call)  # (a loaded machine proves 500 chunks in over 2 s)
 
     try:
         with tempfile.TemporaryDirectory(prefix="dtx-capacity-") as tmp:
