@@ -174,34 +174,41 @@ def fill(reactor, services, url: str, n: int, per_farmer: int):
 
     def rows(now: float) -> None:
         _, conn, txn = timers.connect(url)
-        count = {t: txn.scalar(f"SELECT COUNT(*) FROM {t}") for t in ("files", "challenges", "contracts")}
         first_token, last_token = txn.execute("SELECT MIN(id), MAX(id) FROM tokens").fetchone()
         assert last_token - first_token + 1 == n // per_farmer, "token ids must be consecutive"
         nfiles = n // FILL_REDUNDANCY
-        def gen(*a):  # steps a loaded server ends well within the driver's read timeout
-            timers.insert_generated(*a, chunk=50_000)
-        gen(conn, txn, nfiles, "INSERT INTO files (file_hash, original_hash, kind, size, redundancy, interval_s, "
+
+        def gen(table: str, total: int, insert: str, select: str, args: tuple) -> None:
+            # from the table's rows so far; steps a loaded server ends within the driver's read timeout
+            timers.insert_generated(conn, txn, total, insert, select, args,
+                                    txn.scalar(f"SELECT COUNT(*) FROM {table}"), chunk=50_000)
+
+        gen("files", nfiles, "INSERT INTO files (file_hash, original_hash, kind, size, redundancy, interval_s, "
             "replicas, encrypted, enc_key, added)",
             "SELECT SHA2(CONCAT('f', i), 256), SHA2(CONCAT('o', i), 256), 'stored', 1024, ?, ?, ?, 1, "
-            "UNHEX(SHA2(CONCAT('k', i), 256)), ? FROM s", (FILL_REDUNDANCY, HOUR, FILL_REDUNDANCY, now),
-            count["files"])
-        first_file = txn.scalar("SELECT MIN(id) FROM files")
-        if not count["challenges"]:
+            "UNHEX(SHA2(CONCAT('k', i), 256)), ? FROM s", (FILL_REDUNDANCY, HOUR, FILL_REDUNDANCY, now))
+        # file number i -> id (an INSERT … SELECT leaves gaps in the AUTO_INCREMENT ids between statements)
+        txn.execute("CREATE TABLE IF NOT EXISTS bench_files (i BIGINT NOT NULL PRIMARY KEY, id BIGINT NOT NULL)")
+        if txn.scalar("SELECT COUNT(*) FROM bench_files") != nfiles:
+            txn.execute("DELETE FROM bench_files")
+            txn.execute("INSERT INTO bench_files (i, id) SELECT ROW_NUMBER() OVER (ORDER BY id) - 1, id FROM files")
+            conn.commit()
+        if not txn.scalar("SELECT COUNT(*) FROM challenge_batches"):
             txn.execute("INSERT INTO challenge_batches (file_id, root_seed, merkle_root, count, created) "
-                        "VALUES (?, ?, ?, ?, ?)", (first_file, b"r" * 32, b"m" * 32, nfiles, now))
+                        "SELECT MIN(id), ?, ?, ?, ? FROM files", (b"r" * 32, b"m" * 32, nfiles, now))
         batch = txn.scalar("SELECT MIN(id) FROM challenge_batches")
-        gen(conn, txn, nfiles, "INSERT INTO challenges (batch_id, file_id, seq, seed, answer, used)",
-            "SELECT ?, ? + i, i, UNHEX(SHA2(CONCAT('s', i), 256)), SHA2(CONCAT('a', i), 256), 1 FROM s",
-            (batch, first_file), count["challenges"])
-        first_challenge = txn.scalar("SELECT MIN(id) FROM challenges")
+        # file number i's challenge: id i + 1 (explicit ids)
+        gen("challenges", nfiles, "INSERT INTO challenges (id, batch_id, file_id, seq, seed, answer, used)",
+            "SELECT s.i + 1, ?, b.id, 0, UNHEX(SHA2(CONCAT('s', s.i), 256)), SHA2(CONCAT('a', s.i), 256), 1 "
+            "FROM s JOIN bench_files b ON b.i = s.i", (batch,))
         later = now + 30 * 86400
-        gen(conn, txn, n, "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, seq, "
+        gen("contracts", n, "INSERT INTO contracts (id, token_id, file_id, protocol, state, start, interval_s, seq, "
             "challenge_id, issued, deadline, answered, passes, prev_challenge_id, prev_deadline, download_key, "
             "download_start, downloads, network)",
-            "SELECT ? + i DIV ?, ? + i % ?, 0, 'active', ?, ?, 5, ? + i % ?, ?, ?, 1, 5, ? + i % ?, ?, "
-            "UNHEX(SHA2(CONCAT('d', i), 256)), ?, 1, LEFT(SHA2(CONCAT('n', i DIV ?), 256), 32) FROM s",
-            (first_token, per_farmer, first_file, nfiles, now, HOUR, first_challenge, nfiles, later - HOUR, later,
-             first_challenge, nfiles, later - HOUR, now, per_farmer), count["contracts"])
+            "SELECT s.i + 1, ? + s.i DIV ?, b.id, 0, 'active', ?, ?, 5, b.i + 1, ?, ?, 1, 5, b.i + 1, ?, "
+            "UNHEX(SHA2(CONCAT('d', s.i), 256)), ?, 1, LEFT(SHA2(CONCAT('n', s.i DIV ?), 256), 32) "
+            "FROM s JOIN bench_files b ON b.i = s.i % ?",
+            (first_token, per_farmer, now, HOUR, later - HOUR, later, later - HOUR, now, per_farmer, nfiles))
         txn.execute("UPDATE tokens SET active_contracts = ?, active_size = ?", (per_farmer, per_farmer * 1024))
         txn.execute("CREATE TABLE IF NOT EXISTS bench_fill (n BIGINT NOT NULL)")
         txn.execute("INSERT INTO bench_fill (n) VALUES (?)", (n,))
@@ -434,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
             return await measure("v1 proof", proofs if name == "answer" else 0, d)
 
         await v1_cycle(reactor, url, tmp, args.v1_contracts, args.v1_rounds, 8 if args.quick else 64,
-                       2 if args.quick else 10, v1_call)  # (a loaded machine proves 500 chunks in over 2 s)
+                       2 if args.quick else 10, v1_call,  # (a loaded machine proves 500 chunks in over 2 s)
+                       {"vetting_share": 1.0})
 
     try:
         with tempfile.TemporaryDirectory(prefix="dtx-capacity-") as tmp:

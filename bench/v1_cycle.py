@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def cycle(reactor, db: str, tmp: str, contracts: int, rounds: int, challenges: int, interval: int,
-                call) -> int:
+                call, overrides: dict | None = None) -> int:
     """One token takes ``contracts`` seeded chunks on the node's services over database ``db``
     (data directory ``tmp``/data), then ``rounds`` counted refresh + answer cycles (after one
     uncounted). ``call(name, deferred, proofs)`` awaits each counted service call (``refresh`` or
@@ -93,7 +93,7 @@ async def cycle(reactor, db: str, tmp: str, contracts: int, rounds: int, challen
     config = load_config(environ={}, overrides={
         "db": db, "data_dir": f"{tmp}/data", "max_tokens_per_ip": 0, "max_size_per_address": 1 << 40,
         "max_chunks_per_request": 0, "seeded_interval": interval, "seeded_challenges": challenges,
-        "seeded_pool": f"2048:{contracts}"})
+        "seeded_pool": f"2048:{contracts}", **(overrides or {})})
     services = await open_services(config, reactor)
     counted = 0
     try:
@@ -101,6 +101,8 @@ async def cycle(reactor, db: str, tmp: str, contracts: int, rounds: int, challen
         v1 = services.v1
         token = (await v1.new_token(ADDRESS, "127.0.0.1"))["token"]
         chunks = orjson.loads(orjson.dumps(await v1.chunks(token, "127.0.0.1", 2048 * contracts)))
+        if len(chunks) != contracts:
+            raise SystemExit(f"{len(chunks)} seeded chunks of {contracts} given")
         byid = {c["file_hash"]: (RandomIO(c["seed"], c["size"]), Tag.from_dict(c["tag"])) for c in chunks}
         farmer = Merkle(config.seeded_check_fraction, b"")
         entries = chunks
