@@ -258,7 +258,7 @@ def filled(url: str) -> int:
 # -- the model -------------------------------------------------------------------------------
 
 #: tables whose rows grow with the contracts, the files (N / redundancy), the farmers
-PER_CONTRACT = ("contracts", "contract_tags")
+PER_CONTRACT = ("contracts",)  # (contract_tags: v1 contracts only)
 PER_FILE = ("files",)
 PER_FARMER = ("tokens", "addresses", "reputation", "contract_totals")
 
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repairs", type=int, default=100)
     ap.add_argument("--idle-farmers", type=int, default=300,
                     help="tokens without contracts (bytes per farmer; none with --fill)")
-    ap.add_argument("--v1-contracts", type=int, default=500)
+    ap.add_argument("--v1-contracts", type=int, default=200)
     ap.add_argument("--v1-rounds", type=int, default=3)
     ap.add_argument("--fill", type=int, default=0, help="contracts of other farmers put in the database first")
     ap.add_argument("--keep", action="store_true", help="reuse a database filled with --fill before")
@@ -434,6 +434,13 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(args.idle_farmers):
                     await services.v0.create_token(farmer_address(i))
             await probe(reactor, services, url, tmp, measure, args.farmers, args.contracts, args.repairs)
+            if args.fill:  # a page of the status list (GET /api/downstream/status/list): 25 farmers of 1,000 contracts
+
+                async def pages(n: int):
+                    for _ in range(n):
+                        assert len(await services.status.farmers(limit=25)) == 25
+
+                await measure("status list page", 10, pages(10))
         finally:
             services.db.close()
 
@@ -441,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
             return await measure("v1 proof", proofs if name == "answer" else 0, d)
 
         await v1_cycle(reactor, url, tmp, args.v1_contracts, args.v1_rounds, 8 if args.quick else 64,
-                       2 if args.quick else 10, v1_call,  # (a loaded machine proves 500 chunks in over 2 s)
+                       2 if args.quick else 20, v1_call,  # (a loaded machine proves 500 chunks in over 2 s)
                        {"vetting_share": 1.0})
 
     try:

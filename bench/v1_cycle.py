@@ -116,6 +116,10 @@ async def cycle(reactor, db: str, tmp: str, contracts: int, rounds: int, challen
                 await task.deferLater(reactor, interval + 0.05, lambda: None)
                 entries = orjson.loads(orjson.dumps(
                     await measured("refresh", rendered(v1.challenges(token, None)), len(chunks))))
+            late = [e for e in entries if "challenge" not in e]
+            if late:
+                raise SystemExit(f"round {r}: {len(late)} contracts without a challenge (the machine proved them "
+                                 f"in over the interval, {interval} s?): {late[:2]}")
             proofs = [{"file_hash": e["file_hash"], "proof": farmer.prove(
                 byid[e["file_hash"]][0], Challenge.from_dict(e["challenge"]), byid[e["file_hash"]][1]).to_dict()}
                 for e in entries]
