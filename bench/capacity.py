@@ -351,6 +351,19 @@ def print_sizes(sizes: dict, base_rows: dict[str, float] | None) -> None:
              if predicted_total else ""))
 
 
+#: the operations whose cost grows with the database (measured at the filled size, not predicted)
+GROWS = ("assign", "repair")
+
+
+def plan_inputs(per_op: dict, per_row: dict, small: dict | None) -> tuple[dict, dict]:
+    """The model's inputs: this run's; after a fill compared with a small run, that run's costs
+    but for the operations that grow with the database (this run's), and this run's bytes per
+    row (the small run's tables are mostly partly empty pages)."""
+    if small is None:
+        return per_op, per_row
+    return {**small["per_op"], **{k: per_op[k] for k in GROWS if k in per_op}}, per_row
+
+
 def print_model(per_op: dict[str, dict], per_row: dict[str, float], headroom: float) -> None:
     print(f"== model: farmers x {MODEL_CONTRACTS:,} v0 contracts, 1 h interval, 1% missed, 1%/day failed and "
           f"repaired; node process = {headroom:.0%} of a core; chunks of 1 KiB (+ node CPU-s/s per MiB of chunk "
@@ -470,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     per_op = print_costs(costs, base and base["per_op"], load)
     per_row = bytes_per_row(sizes)
     print_sizes(sizes, base and base["per_row"])
-    print_model(per_op, per_row if not args.fill else base["per_row"] if base else per_row, args.headroom)
+    print_model(*plan_inputs(per_op, per_row, base if args.fill else None), args.headroom)
     if args.save:
         Path(args.save).write_text(json.dumps({"per_op": per_op, "per_row": per_row, "sizes": sizes,
                                                "load": load}, indent=1))
