@@ -29,7 +29,6 @@ from support import StubClient, add_test_file, contract_row, file_replicas, make
 from support.daemon import Daemon, daemon_env
 
 
-
 def real_daemon(test):
     """The marks of a test that starts the real daemon."""
     return pytest.mark.e2e(pytest.mark.slow(test))
