@@ -270,6 +270,8 @@ def test_offline_is_not_failing_over_http_on_the_clock(make_v0_api, tmp_path: Pa
         quiet, busy = silent.status(), active.status()
         assert (quiet["audit_score"], quiet["audits"]["fails"], quiet["online_score"]) == (1.0, 0, 0.25)
         assert busy["audit_score"] < 1.0 and busy["audits"]["fails"] == 0 and busy["online_score"] == 1.0
+        # online by their requests: the silent one not, the active one yes (neither holds an online contract)
+        assert [(f["seen_online"], f["online"]) for f in (quiet, busy)] == [(False, False), (True, False)]
         assert silent.chunk(expect=403) == "offline"  # no new contracts while suspended
 
         # their files go to a third farmer
