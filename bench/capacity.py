@@ -132,11 +132,13 @@ async def probe(reactor, services, url: str, tmp: str, measure, farmers: int, co
 
     _, conn, txn = timers.connect(url)  # the pass's connection, open before it is measured
 
-    async def tick(name: str, now: float, answered: bool):
+    async def tick(name: str, now: float):
+        # per due contract, whatever the pass does with it: main's pass issues every due contract
+        # its next challenge; a pass that leaves answered contracts alone costs ~0 for them
         result = await measure(name, len(held), in_thread(reactor, timers.tick, conn, txn, now))
-        assert result["issued"] == len(held) and result["missed"] == (0 if answered else len(held)), (result, len(held))
+        print(f"{name}: {len(held)} contracts due, the pass issued {result['issued']}, missed {result['missed']}")
 
-    await tick("tick answered", assigned + HOUR + 1, True)
+    await tick("tick answered", assigned + HOUR + 1)
 
     async def repair_some():  # a wrong answer in the new window fails the contract; a spare takes the replica
         arrived = assigned + HOUR + 30
@@ -147,7 +149,7 @@ async def probe(reactor, services, url: str, tmp: str, measure, farmers: int, co
             assert again.file_hash == a.file_hash, (again.file_hash, a.file_hash)
 
     await measure("repair", repairs, repair_some())
-    await tick("tick miss", assigned + 2 * HOUR + 1, False)
+    await tick("tick miss", assigned + 2 * HOUR + 1)
     conn.close()
 
     # challenge batches: a 1 KiB file's (the probe's) and a 4 MiB file's
