@@ -229,6 +229,18 @@ def fill(reactor, services, url: str, n: int, per_farmer: int):
     return defer.ensureDeferred(both())
 
 
+def forget_probes(url: str, n: int) -> None:
+    """A kept database: the contracts and files of earlier probes (beyond the fill's) go, so that
+    this probe's farmers get this probe's files and its timer passes see only its contracts."""
+    _, conn, txn = timers.connect(url)
+    txn.execute("DELETE FROM contract_tags WHERE contract_id > ?", (n,))
+    txn.execute("DELETE FROM contracts WHERE id > ?", (n,))
+    txn.execute("UPDATE files SET removed = ? WHERE id > (SELECT MAX(id) FROM bench_files) AND removed IS NULL",
+                (time.time(),))
+    conn.commit()
+    conn.close()
+
+
 def partly_filled(url: str) -> bool:
     """Tokens in the database: a fill that was stopped (``--keep`` goes on with it)."""
     try:
@@ -419,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     admin = admin.rsplit("/", 1)[0] + "/" + database  # the admin user's server, our database
     base = json.loads(Path(args.compare).read_text()) if args.compare else None
     reuse = args.keep and args.fill and filled(url) >= args.fill
-    if not (reuse or args.keep and args.fill and partly_filled(url)):
+    if reuse:
+        forget_probes(url, args.fill)
+    elif not (args.keep and args.fill and partly_filled(url)):
         timers.fresh(url)[1].close()
     meter = Meter(admin, database)
     costs: dict[str, Cost] = {}

@@ -163,8 +163,8 @@ def reset(conn, txn: Txn, now: float = NOW) -> None:
 
 def server_thread_cpu(txn: Txn):
     """A function returning the CPU seconds the MariaDB thread serving this connection has used
-    (``/proc/<server>/task/<tid>/stat``; None where that cannot be read: another user's server,
-    another machine, SQLite)."""
+    (``/proc/<server>/task/<tid>/schedstat``: bench/dbcost.py; None where that cannot be read:
+    another user's server, another machine, SQLite)."""
     if txn.engine_name != "mysql":
         return None
     return dbcost.connection_thread_cpu(txn.scalar)
