@@ -34,8 +34,8 @@ takes FILE's costs but for those that grow with the database, and this run's byt
 
 Usage:
   python bench/capacity.py [--farmers 3] [--contracts 100] [--repairs 30] [--save small.json]
-  python bench/capacity.py --fill 10000000 --keep --contracts 10 --repairs 3 --compare small.json \
-      --mysql mysql://…/dtx_test_x_big
+  python bench/capacity.py --fill 10000000 --keep --contracts 10 --repairs 3 --compare small.json
+      --mysql mysql://…/dtx_test_x_big      (one command)
   python bench/capacity.py --quick           # tiny (the test suite)
 """
 
