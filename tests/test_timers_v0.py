@@ -77,7 +77,8 @@ def test_answer_just_before_the_deadline_passes(node, clock, tmp_path):
     assert run(node.supply.issue_due()).missed == 0
     assert farmer.answer(h) == "pass"
     result = tick(node, clock, EPS)
-    assert (result.issued, result.missed) == (1, 0)
+    assert (result.issued, result.missed) == (0, 0)  # answered in time: the timer does not visit it
+    assert h in farmer.outstanding()  # window 1's challenge, taken when the farmer reads it
     assert farmer.state(h)["passes"] == 1 and farmer.state(h)["misses"] == 0
 
 
@@ -109,10 +110,10 @@ def test_challenge_k_is_issued_at_start_plus_k_intervals(node, clock, tmp_path):
     for k in range(1, 5):
         assert tick(node, clock, INTERVAL - EPS).issued == 0  # not yet
         assert farmer.answer(h) == "pass"
-        assert tick(node, clock, EPS).issued == 1
+        assert tick(node, clock, EPS).issued == 0  # answered in time: not the timer's work
+        seen.add(farmer.outstanding()[h])  # the farmer's read takes challenge k
         row = farmer.state(h)
         assert row["seq"] == k and row["deadline"] == pytest.approx(start + (k + 1) * INTERVAL)
-        seen.add(farmer.outstanding()[h])
     assert len(seen) == 5  # a used challenge is never reused
     assert farmer.state(h)["passes"] == 4
 
@@ -173,7 +174,7 @@ def test_wrong_answers_fail_after_exactly_max_failures(node, clock, tmp_path):
         row = farmer.state(h)
         assert (row["fails"], row["run"], row["state"]) == (fails, fails, "active")
         result = tick(node, clock)
-        assert (result.missed, result.issued) == (0, 1)  # answered (wrongly): not also a miss
+        assert (result.missed, result.issued) == (0, 0)  # answered (wrongly): not also a miss, not visited
     assert farmer.answer(h, right=False) == "fail"
     row = farmer.state(h)
     assert (row["state"], row["fails"]) == ("failed", 3)
@@ -266,11 +267,12 @@ def test_a_file_that_ran_out_is_topped_up_at_once_and_nothing_is_missed(make, cl
     h = add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     farmer.chunk()
-    assert tick(node, clock).issued == 1  # the last one
+    assert tick(node, clock).issued == 1  # the last one (a miss: the timer issues the next window)
     assert farmer.answer(h) == "pass"
-    result = tick(node, clock)  # none left: the pass tops the file up and issues one after all
-    assert (result.issued, result.starved, result.missed) == (1, 0, 0)
-    assert h in farmer.outstanding()
+    result = tick(node, clock)  # answered: not visited
+    assert (result.issued, result.starved, result.missed) == (0, 0, 0)
+    assert farmer.outstanding() == {}  # none left for the window read: starved, the file topped up
+    assert h in farmer.outstanding()  # the next read takes one
     assert farmer.answer(h) == "pass"
     assert farmer.state(h)["state"] == "active"
 
