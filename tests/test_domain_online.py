@@ -36,6 +36,13 @@ def test_recorded_last_seen_lags_the_last_request_by_at_most_seen_every(times):
     assert online.window_of(stored, W) == online.window_of(last, W)
 
 
+def test_seen_online_is_a_request_in_the_last_window_given_the_lag():
+    assert online.seen_online(1000.0, 1000.0, W)
+    assert online.seen_online(890.0, 1000.0, W)  # window (100) + seen_every (10) ago
+    assert not online.seen_online(889.0, 1000.0, W)
+    assert not online.seen_online(None, 1000.0, W)
+
+
 def test_was_active_gives_the_stored_time_its_lag():
     assert online.was_active(900.0, deadline=1000.0, interval=100.0, rules=W)
     assert online.was_active(890.0, deadline=1000.0, interval=100.0, rules=W)

@@ -42,6 +42,12 @@ def test_may_hold_distinct_addresses_and_networks():
     assert placement.may_hold("c", None, holders)  # networks not compared
 
 
+def test_a_farmer_that_failed_a_file_may_not_hold_it_again():
+    assert not placement.may_hold("c", "n2", [], failed_by=["c"])
+    assert placement.may_hold("d", "n2", [], failed_by=["c"])  # only the farmer that failed it
+    assert not placement.may_hold("d", "n1", [("a", "n1")], failed_by=["c"])  # the other rules still hold
+
+
 def test_the_placement_rules_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         placement.PlacementRules().v4_prefix = 16  # type: ignore[misc]

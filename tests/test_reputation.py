@@ -665,6 +665,23 @@ def test_the_repair_of_a_lost_replica_follows_the_same_rule(make, clock, tmp_pat
     assert run(node.v0.get_chunk(tokens[4], "192.0.2.1")).file_hash == h
 
 
+def test_a_replica_a_farmer_lost_is_repaired_on_another_farmer_not_handed_back(make, clock, tmp_path):
+    """A farmer whose contract on a file failed is not given that file again (any of its tokens),
+    even when it is the only one below its target: another farmer gets it."""
+    node = make(max_failures=2)
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    loser = Farmer(node, make_address(1))
+    assert loser.chunk() == h
+    for _ in range(2):
+        assert loser.answer(h, right=False) == "fail"
+        tick(node, clock)
+    assert loser.state(h)["state"] == "failed" and file_replicas(node, h) == 0
+    assert refused(node.v0.get_chunk(loser.token)).status == "no_chunks"
+    second_token = run(node.v0.create_token(make_address(1)))  # a new token of the same payout address
+    assert refused(node.v0.get_chunk(second_token)).status == "no_chunks"
+    assert Farmer(node, make_address(2)).chunk() == h
+
+
 def test_v1_a_silent_farmer_is_offline_not_failing(make, clock):
     node = make(seeded_pool="4096:4", seeded_challenges=4, seeded_interval=V1_INTERVAL, max_tokens_per_ip=0,
                 containment_retries=1, late_grace=0, last_seen_every=5)

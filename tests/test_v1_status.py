@@ -12,7 +12,7 @@ from downstream_tx.jobs.uptime import UptimeSummary
 from downstream_tx.runtime import build_jobs, contract_timer
 from support import make_address, run
 from support.stored import v1_deadline
-from support.v1 import INTERVAL, V1, answer, build, chunks, prove
+from support.v1 import INTERVAL, V1, answer, build, chunks, farmer_status, prove
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -60,7 +60,7 @@ def test_list_fields_and_sorting(setup, clock):
                   "audit_score": 1.0, "online_score": 1.0, "unknown_score": 1.0, "reputation": "ok",
                   "vetted": False, "contained": 0,
                   "audits": {"passes": 2, "fails": 0, "misses": 0, "retries": 0, "errors": 0},
-                  "last_seen": f1["last_seen"]}  # the address's latest request
+                  "last_seen": f1["last_seen"], "seen_online": True}  # the address's latest request
     assert ISO.match(f1["last_seen"])
     assert ISO.match(f1["last_due"])
     f3 = by_id[farmer_id(t3)]
@@ -247,7 +247,7 @@ def test_status_service_list_and_show(setup, clock):
     assert [f["id"] for f in listed] == sorted(farmer_id(t) for t in (t1, t2, t3))
     assert set(listed[0]) == {"id", "address", "location", "uptime", "heartbeats", "contracts", "size", "online",
                               "last_due", "audit_score", "online_score", "unknown_score", "reputation", "vetted",
-                              "contained", "audits", "last_seen"}
+                              "contained", "audits", "last_seen", "seen_online"}
     online = run(status.farmers(online=True, sort="size", descending=True))
     assert [f["id"] for f in online] == [farmer_id(t1), farmer_id(t2)]
     assert [f["size"] for f in online] == [20480, 4096] and all(ISO.match(f["last_due"]) for f in online)
@@ -263,3 +263,23 @@ def test_status_service_list_and_show(setup, clock):
         with pytest.raises(NodeError) as e:
             run(status.farmer(bad))
         assert (e.value.kind, e.value.message) == ("not_found", NONEXISTENT_FARMER)
+
+
+def test_seen_online_is_the_addresss_last_request_within_the_online_window(tmp_path, db_url, clock):
+    """``seen_online``: online by its requests (``last_seen``), not by its contracts (``online``)."""
+    node, api = build(tmp_path, db_url, clock, seeded_pool="4096:2", max_tokens_per_ip=0, online_window=600,
+                      last_seen_every=60)
+    run(node.pool.refill())
+    try:
+        token = api.new_token(make_address(1))  # a request
+        chunks(api, token, 4096)
+        assert (farmer_status(api, token)["seen_online"], farmer_status(api, token)["online"]) == (True, True)
+        clock.advance(600 + 60)  # the window, and the most the stored time may lag the request
+        assert farmer_status(api, token)["seen_online"] is True
+        clock.advance(1)
+        shown = farmer_status(api, token)
+        assert (shown["seen_online"], shown["online"]) == (False, False)  # (its contract expired too)
+        chunks(api, token, 4096)  # back
+        assert farmer_status(api, token)["seen_online"] is True
+    finally:
+        node.db.close()

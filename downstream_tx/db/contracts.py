@@ -52,9 +52,10 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_fi
     reputation), the one closest to its target instead. A file's replicas are on distinct farmers
     and networks (domain/placement.py ``may_hold``): not one the token holds, nor (``address``) one
     any token of its payout address holds, nor (``network``, the key of the client's network; None:
-    not compared) one held from the same network. The repair path is this one: a file whose replica
-    was lost comes back here, under the same rule. The replica slot is taken with a guarded update,
-    so concurrent requests never push a file over its target.
+    not compared) one held from the same network, nor one whose contract the farmer failed (a
+    replica it lost is repaired on another farmer, not handed back to it). The repair path is this
+    one: a file whose replica was lost comes back here, under the same rule. The replica slot is
+    taken with a guarded update, so concurrent requests never push a file over its target.
     ``download_key``: the SHA-256 of the contract's download key (db/downloads.py)."""
     for _ in range(attempts):
         row = txn.execute(
@@ -62,9 +63,12 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_fi
             "WHERE f.removed IS NULL AND f.kind = 'stored' AND f.replicas < f.redundancy "
             "AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.file_id = f.id AND c.state = 'active' "
             "AND (c.token_id = ? OR c.network = ? OR c.token_id IN (SELECT t.id FROM tokens t WHERE t.address = ?))) "
+            # nor one whose contract this farmer failed (while that contract is kept: db/archive.py)
+            "AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.file_id = f.id AND c.state = 'failed' "
+            "AND (c.token_id = ? OR c.token_id IN (SELECT t.id FROM tokens t WHERE t.address = ?))) "
             "AND EXISTS (SELECT 1 FROM challenges ch WHERE ch.file_id = f.id AND ch.used = 0) "
             "ORDER BY f.redundancy - f.replicas " + ("DESC" if urgent_first else "ASC") + ", f.id LIMIT 1",
-            (token_id, network, address),
+            (token_id, network, address, token_id, address),
         ).fetchone()
         if row is None:
             return None

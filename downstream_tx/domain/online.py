@@ -14,6 +14,8 @@ and at least one in every online window the farmer is seen in.
 - Being offline costs the *online* score, once per online window (not once per contract): a window
   of ``window`` seconds in which the farmer made no request is a failure, one in which it made one a
   success (:func:`count_windows`), beta reputation with forgetting factor ``lam``.
+- Online now (:func:`seen_online`, the status API's view): a request in the last ``window``
+  seconds.
 - Offline suspension (:func:`offline_change`): a farmer whose online score fell below
   ``threshold`` and that has not been seen for ``grace`` seconds is suspended for being offline
   (no new contracts); back at or above the threshold it is ok again. Being offline alone never
@@ -29,7 +31,7 @@ from downstream_tx.domain.rules import DEFAULT_ONLINE, OFFLINE, OK, OnlineRules
 from downstream_tx.domain.scores import coefficients, score
 
 __all__ = ["DEFAULT_ONLINE", "OFFLINE", "OK", "OnlineRules", "Windows", "count_windows", "counted_for", "decay",
-           "offline_change", "score", "should_record", "was_active", "window_of"]
+           "offline_change", "score", "seen_online", "should_record", "was_active", "window_of"]
 
 
 def window_of(t: float, rules: OnlineRules) -> int:
@@ -50,6 +52,13 @@ def was_active(last_seen: float | None, deadline: float, interval: float, rules:
     (or after it)? The stored time may lag the last request by up to ``seen_every`` (the write
     skipped), so the test gives it that much: a farmer is judged offline only when it surely was."""
     return last_seen is not None and last_seen >= deadline - interval - rules.seen_every
+
+
+def seen_online(last_seen: float | None, now: float, rules: OnlineRules) -> bool:
+    """Is the farmer online now, by its requests (the status API's ``seen_online``): did it make one
+    in the last ``window`` seconds? The stored time may lag the last request by up to ``seen_every``
+    (the write skipped), so the test gives it that much, as :func:`was_active` does."""
+    return last_seen is not None and last_seen >= now - rules.window - rules.seen_every
 
 
 def decay(alpha: float, beta: float, successes: int, failures: int, lam: float) -> tuple[float, float]:

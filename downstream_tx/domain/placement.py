@@ -44,8 +44,13 @@ def network_key(ip: str | None, rules: PlacementRules) -> str | None:
     return None if network is None else hashlib.sha256(network.encode("ascii")).hexdigest()[:32]
 
 
-def may_hold(address: str, network: str | None, holders: Iterable[tuple[str, str | None]]) -> bool:
+def may_hold(address: str, network: str | None, holders: Iterable[tuple[str, str | None]],
+             failed_by: Iterable[str] = ()) -> bool:
     """May the farmer ``address`` on ``network`` take a replica of a file whose active replicas are
-    held by ``holders`` (address, network)? Not when it holds one already (any of its tokens), nor
-    when a replica is on its network (None: networks not compared)."""
-    return all(a != address and (network is None or n != network) for a, n in holders)
+    held by ``holders`` (address, network), and whose contracts the farmers ``failed_by`` failed?
+    Not when it holds one already (any of its tokens), nor when a replica is on its network (None:
+    networks not compared), nor when it failed the file's contract before: a lost replica is
+    repaired on another farmer, not handed back to the one that lost it (for as long as the node
+    keeps the failed contract: until it is archived)."""
+    return address not in set(failed_by) and all(a != address and (network is None or n != network)
+                                                 for a, n in holders)

@@ -9,6 +9,7 @@ from downstream_tx.core.reputation import standing
 from downstream_tx.core.tokens import FARMER_ID_RE
 from downstream_tx.db.reputation import ReputationStore
 from downstream_tx.db.status import SORT_COLUMNS, FarmerRow, StatusStore
+from downstream_tx.domain.online import seen_online
 from downstream_tx.errors import NOT_FOUND
 from downstream_tx.geoip import location_from_json
 from downstream_tx.times import iso_utc
@@ -23,8 +24,9 @@ MAX_OFFSET = 1 << 62
 
 def farmer_dict(row: FarmerRow, reputation: dict[str, Any] | None = None) -> dict[str, Any]:
     """The original's fields, then (added here) the standing of the farmer's address:
-    ``audit_score``, ``online_score``, ``unknown_score``, ``reputation`` (ok, suspended or
-    disqualified), ``vetted``, ``contained``, ``audits`` and ``last_seen`` (docs/protocol-v1.md, "Status")."""
+    ``audit_score``, ``online_score``, ``unknown_score``, ``reputation`` (ok, suspended,
+    offline or disqualified), ``vetted``, ``contained``, ``audits``, ``last_seen`` and ``seen_online``
+    (docs/protocol-v1.md, "Status")."""
     return {"id": row.farmer_id, "address": row.address, "location": location_from_json(row.location),
             "uptime": round(row.uptime * 100, 2), "heartbeats": row.heartbeats, "contracts": row.contracts,
             "size": row.size, "online": row.online, "last_due": iso_utc(row.last_due), **(reputation or {})}
@@ -50,8 +52,10 @@ class Status:
     async def _reputation(self, addresses: list[str]) -> dict[str, dict[str, Any]]:
         wanted = sorted(set(addresses))
         found = await self.reputation.of_addresses(wanted) if wanted else {}
-        return {a: {**standing(found.get(a), self.vetting_audits),
-                    "last_seen": iso_utc(found[a].last_seen if a in found else None)} for a in wanted}
+        now, rules = self.clock.seconds(), self.reputation.rules.online
+        seen = {a: found[a].last_seen if a in found else None for a in wanted}
+        return {a: {**standing(found.get(a), self.vetting_audits), "last_seen": iso_utc(seen[a]),
+                    "seen_online": seen_online(seen[a], now, rules)} for a in wanted}
 
     async def farmer(self, farmer_id: str) -> dict[str, Any]:
         farmer_id = farmer_id.lower()
