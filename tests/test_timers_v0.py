@@ -348,13 +348,19 @@ def test_the_start_up_pass_tops_up_every_low_file(make, clock, tmp_path):
     assert run(timer()).topped_up == 0  # only at start-up (and for files a pass touched)
 
 
-def test_the_nodes_own_downtime_is_forgiven(make, clock, tmp_path):
+def farming_with_the_timer(make, tmp_path):
+    """A node, a file, a farmer holding a contract on it, and the contract timer after a first pass."""
     node = make()
     h = add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     farmer.chunk()
     timer = contract_timer(node)
     run(timer())
+    return node, h, farmer, timer
+
+
+def test_the_nodes_own_downtime_is_forgiven(make, clock, tmp_path):
+    node, h, farmer, timer = farming_with_the_timer(make, tmp_path)
     down_at = clock.seconds()
     assert run(node.stores.meta.last_alive()) == down_at
     # the node stops for 2.5 intervals; the deadline at +60 passes while it is down
@@ -620,12 +626,7 @@ def test_a_right_answer_just_after_the_turn_of_a_window_read_late_is_a_late_pass
 
 
 def test_an_unread_window_that_ended_while_the_node_was_down_is_forgiven(make, clock, tmp_path):
-    node = make()
-    h = add_test_file(node, tmp_path, interval=INTERVAL)
-    farmer = Farmer(node)
-    farmer.chunk()
-    timer = contract_timer(node)
-    run(timer())
+    _, h, farmer, _ = farming_with_the_timer(make, tmp_path)
     assert farmer.answer(h) == "pass"
     clock.advance(2.5 * INTERVAL)  # down from now: window 1 (never read) ends while the node is away
     summary = run(contract_timer(make())())
