@@ -1,19 +1,22 @@
 """Timer tick cost against database size.
 
-Fills a fresh database with N active v0 contracts (1% of them due now; the rows are generated in
-SQL by a recursive CTE: 10M contracts on SQLite in a few minutes), then times the v0 timer pass
-the daemon runs every tick: pages of ``contracts.update_due_txn`` (``PASS_PAGE`` contracts each,
-each page its own transaction, as ``ChallengeSupply.issue_due`` runs them) until no due contract
-is left, then ``fill_starved_txn`` if a contract starved. Between repeats the pass's changes are
-undone (the due contracts get their old window back, their challenges are unused again), so every
-repeat does the same work on the same (warm) database. The tick should grow with the due work,
-not with N.
+Fills a fresh database with N active v0 contracts (the rows are generated in SQL by a recursive
+CTE: 10M contracts on SQLite in a few minutes): 1% of them are at the end of a window now, and 99%
+of those answered it (``UNANSWERED_EVERY``); the others' windows end an hour later. Then times the
+v0 timer pass the daemon runs every tick: pages of ``contracts.update_due_txn`` (``PASS_PAGE``
+contracts each, each page its own transaction, as ``ChallengeSupply.issue_due`` runs them) until
+no due contract is left, then ``fill_starved_txn`` if a contract starved. Before every pass the
+due contracts are put back (:func:`reset`), the answered ones in the stored form of ``--form``:
+``new``, answered ahead (their deadline the end of the next window: the timer visits only the
+misses), or ``old`` (their deadline now: main's form, every due contract visited and issued); with
+``--ab`` TREE's passes get the old form. The tick should grow with the misses, not with N.
 
-Printed per engine and size: the best (``tick s``) and median pass (wall seconds), the least CPU seconds of
-the bench process for it (client side: Python and the driver; on SQLite the database engine
-too), ms per due contract (best), the page size, the fill time, and on MariaDB the least CPU
-seconds of the server thread serving the connection (``server s``; read from /proc, so only for a
-server on this machine that root can see).
+Printed per engine and size: the due and missed contracts and those the pass issued a challenge,
+the best (``tick s``) and median pass (wall seconds), the least CPU seconds of the bench process for
+it (client side: Python and the driver; on SQLite the database engine too), ms per miss (best
+wall), the page size, the fill time, and on MariaDB the least CPU seconds of the server thread
+serving the connection (``server s``; read from /proc, so only for a server on this machine that
+root can see).
 
 Usage:
   python bench/timers.py [--sizes 10000,100000,1000000] [--due 0.01] [--repeat 3] [--mysql URL]
@@ -22,9 +25,10 @@ Usage:
   python bench/timers.py --ab TREE        # A/B: the tick of the code in TREE (e.g. a worktree of
                                           # main) against this tree's, alternating, same databases
   python bench/timers.py --quick          # tiny sizes (the test suite)
-(--mysql defaults to $DOWNSTREAM_TEST_MYSQL_URL; that database is DROPPED and re-created; --mysql ""
-runs SQLite only.) --cache DIR keeps the SQLite databases there between runs (default: a temp dir
-removed at the end).
+  python bench/timers.py --form old       # this tree's pass on rows of main's form (every due one visited)
+(--mysql defaults to $DOWNSTREAM_TEST_MYSQL_URL; that database is DROPPED and re-created, unless
+--keep finds it holding the contracts of the size asked; --mysql "" runs SQLite only.) --cache DIR
+keeps the SQLite databases there between runs (default: a temp dir removed at the end).
 """
 
 from __future__ import annotations
@@ -58,7 +62,13 @@ FILES = 100
 UNCONTAINED = Rules(containment_retries=0)
 NOW = 1_700_000_000.0
 #: the contracts not due now are due this many seconds later (+ 0…29 s)
-LATER = 30
+LATER = 3600
+#: one in this many of the due contracts did not answer (a miss); the others did
+UNANSWERED_EVERY = 100
+#: the stored forms :func:`reset` gives the due contracts that answered: ``old``, the window that
+#: ended answered (deadline now - 1: main's form, and rows written before the timers visited only
+#: misses); ``new``, the next window's deadline (now + 59) — an answered contract is not due
+FORMS = ("old", "new")
 BIG = 10_000_000
 #: the --big database: "now" is the real time it was built at and the contracts not due then are
 #: due a day later, so the daemon started on it (its RSS run) finds the same 1% due
@@ -94,10 +104,12 @@ def due_count(n: int, due_fraction: float) -> int:
 
 
 def fill(conn, txn: Txn, n: int, due_fraction: float, now: float = NOW, later: float = LATER) -> int:
-    """N active v0 contracts of one token over ``FILES`` files: every ``1/due_fraction``-th one due
-    at ``now`` (deadline ``now - 1``, answered, so no miss), the others due ``later`` + 0…29 s after
-    ``now``; each file has enough unused challenges for its due contracts (+2). Rows are generated
-    by the database (a recursive CTE), a million per statement (MariaDB: 200,000). Returns the due count."""
+    """N active v0 contracts of one token over ``FILES`` files: every ``1/due_fraction``-th one's
+    window ends at ``now`` (its challenge's deadline ``now - 1``; 1 in ``UNANSWERED_EVERY`` of
+    them unanswered, deadline ``now - 1.5``: the misses), the others' windows end ``later`` + 0…29 s
+    after ``now``; each file has enough unused challenges for its due contracts (+2). The due
+    contracts are written in the stored form :func:`reset` gives them. Rows are generated by the
+    database (a recursive CTE), a million per statement (MariaDB: 200,000). Returns the due count."""
     due = due_count(n, due_fraction)
     step = int(1 / due_fraction)
     mysql = txn.engine_name == "mysql"
@@ -115,17 +127,25 @@ def fill(conn, txn: Txn, n: int, due_fraction: float, now: float = NOW, later: f
     txn.execute("INSERT INTO challenge_batches (file_id, root_seed, merkle_root, count, created) "
                 "VALUES (?, ?, ?, 0, 0)", (file_ids[0], b"r" * 32, b"m" * 32))
     batch_id = txn.lastrowid
+    # the challenge every contract was given (and answered, but for the misses): used
+    txn.execute("INSERT INTO challenges (batch_id, file_id, seq, seed, answer, used) VALUES (?, ?, -1, ?, ?, 1)",
+                (batch_id, file_ids[0], os.urandom(32), "0" * 64))
+    given = txn.lastrowid
     per_file = due // FILES + 2
     txn.executemany(
         "INSERT INTO challenges (batch_id, file_id, seq, seed, answer) VALUES (?, ?, ?, ?, ?)",
         [(batch_id, f, i, os.urandom(32), "0" * 64) for f in file_ids for i in range(per_file)],
     )
     conn.commit()
+    # the due ones start at now - 61 (the misses at now - 61.5), window 0 ends 60 s later
     insert_generated(conn, txn, n, "INSERT INTO contracts (token_id, file_id, protocol, state, start, interval_s, "
-                     "seq, issued, deadline, answered)",
-                     f"SELECT ?, ? + (i + i {div} {FILES}) % {FILES}, 0, 'active', ?, 60, 0, 0, "
-                     f"CASE WHEN i % {step} = 0 AND i {div} {step} < ? THEN ? ELSE ? + (i % 30) END, 1 FROM s",
-                     (token_id, file_ids[0], now - 60, due, now - 1, now + later))
+                     "seq, challenge_id, issued, deadline, answered)",
+                     f"SELECT ?, ? + (i + i {div} {FILES}) % {FILES}, 0, 'active', st, 60, 0, ?, st, st + 60, 1 "
+                     f"FROM (SELECT i, CASE WHEN i % {step} = 0 AND i {div} {step} < ? "
+                     f"THEN ? - CASE WHEN i {div} {step} % {UNANSWERED_EVERY} = 0 THEN 0.5 ELSE 0 END "
+                     f"ELSE ? + (i % 30) END AS st FROM s) q",
+                     (token_id, file_ids[0], given, due, now - 61, now + later - 60))
+    reset(conn, txn, now)
     if not mysql:
         txn.execute("ANALYZE")
     conn.commit()
@@ -150,15 +170,25 @@ def insert_generated(conn, txn: Txn, n: int, insert: str, select: str, args: tup
         conn.commit()
 
 
-def reset(conn, txn: Txn, now: float = NOW) -> None:
-    """Undo a pass at ``now`` over a database ``fill`` made: the contracts it issued (their next
-    deadline is ``now + 60``, where no other contract's is) are due at ``now`` again, their
-    challenges unused."""
-    txn.execute("UPDATE contracts SET seq = 0, issued = 0, challenge_id = NULL, answered = 1, deadline = ? "
-                "WHERE state = 'active' AND protocol = 0 AND deadline >= ? AND deadline < ?",
-                (now - 1, now + 60, now + 61))
-    txn.execute("UPDATE challenges SET used = 0 WHERE used = 1")
+def reset(conn, txn: Txn, now: float = NOW, form: str = "new") -> None:
+    """Put the due contracts :func:`fill` made (those with a deadline within ``LATER / 2`` of
+    ``now``) back as they were before the pass at ``now``, answered ones in ``form`` (:data:`FORMS`),
+    and the challenges the pass took unused again."""
+    advance = 120 if form == "new" else 60
+    given = txn.scalar("SELECT MIN(id) FROM challenges")
+    txn.execute("UPDATE contracts SET seq = 0, issued = start, challenge_id = ?, "
+                "answered = CASE WHEN start < ? THEN 0 ELSE 1 END, "
+                "deadline = start + CASE WHEN start < ? THEN 60 ELSE ? END, run = 0, misses = 0, contained = 0, "
+                "prev_challenge_id = NULL, prev_deadline = NULL, prev_missed = 0 "
+                "WHERE state = 'active' AND protocol = 0 AND deadline < ?",
+                (given, now - 61.25, now - 61.25, advance, now + LATER / 2))
+    txn.execute("UPDATE challenges SET used = 0 WHERE used = 1 AND id <> ?", (given,))
+    # the farmer made a request in the windows that end now: its misses are audit failures
+    # (counted in its reputation), not those of a farmer that was offline
+    txn.execute("UPDATE tokens SET last_seen = ?", (now - 30,))
     conn.commit()
+    if txn.engine_name == "sqlite":  # the pass does not pay for copying this reset back from the WAL
+        txn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def server_thread_cpu(txn: Txn):
@@ -188,7 +218,7 @@ def tick(conn, txn: Txn, now: float = NOW, page_size: int | None = None) -> dict
         issued += contracts.fill_starved_txn(txn, now)
         conn.commit()
     return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "issued": issued,
-            "pages": pages, "page": page_size, "missed": missed,
+            "missed": missed, "pages": pages, "page": page_size,
             "server_cpu": server() - server_cpu if server else None}
 
 
@@ -214,6 +244,21 @@ def build(url: str, n: int, due_fraction: float, now: float = NOW, later: float 
     return due, time.perf_counter() - started
 
 
+def built(url: str, n: int, due_fraction: float) -> tuple[int, float]:
+    """:func:`build`, unless the database holds ``n`` contracts already (``--keep``)."""
+    try:
+        _, conn, txn = connect(url)
+        try:
+            held = txn.scalar("SELECT COUNT(*) FROM contracts")
+        finally:
+            conn.close()
+    except Exception:
+        held = None
+    if held == n:
+        return due_count(n, due_fraction), 0.0
+    return build(url, n, due_fraction)
+
+
 def sqlite_db(cache: Path, n: int, due_fraction: float, big: bool = False) -> tuple[Path, float, int, float]:
     """A cached SQLite database of ``n`` contracts (built once per cache dir): (path, its "now",
     due contracts, seconds the build took)."""
@@ -235,11 +280,17 @@ def line(name: str, n: int, due: int, runs: list[dict], fill_s: float, label: st
     best = min(walls)
     cpu = min(r["cpu"] for r in runs)
     server = [r["server_cpu"] for r in runs if r.get("server_cpu") is not None]
+    misses = misses_of(due)
     for r in runs:
-        assert r["issued"] == due, (r, due)
-    return (f"{name:8} {label:6} {n:>10} {due:>8} {best:>8.3f} {statistics.median(walls):>8.3f} {cpu:>7.3f} "
-            f"{best / due * 1000:>9.4f} {runs[0]['page']:>6} {fill_s:>7.1f} "
-            + (f"{min(server):>9.2f}" if server else f"{'-':>9}"))
+        assert r["missed"] == misses and r["issued"] in (due, misses), (r, due, misses)
+    return (f"{name:8} {label:6} {n:>10} {due:>8} {runs[0]['issued']:>7} {misses:>6} {best:>8.3f} "
+            f"{statistics.median(walls):>8.3f} {cpu:>7.3f} {best / misses * 1000:>9.3f} {runs[0]['page']:>6} "
+            f"{fill_s:>7.1f} " + (f"{min(server):>9.2f}" if server else f"{'-':>9}"))
+
+
+def misses_of(due: int) -> int:
+    """The due contracts :func:`fill` left unanswered."""
+    return (due + UNANSWERED_EVERY - 1) // UNANSWERED_EVERY
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -256,6 +307,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--page", type=int, help="contracts per page (default: the code's PASS_PAGE)")
     parser.add_argument("--cache", help="keep the SQLite databases in this directory")
     parser.add_argument("--engines", default="sqlite,mysql")
+    parser.add_argument("--form", choices=FORMS, default="new",
+                        help="stored form of the answered due contracts for this tree's passes (--ab: TREE's "
+                             "passes get the old form)")
+    parser.add_argument("--keep", action="store_true",
+                        help="MariaDB: reuse the database when it holds the contracts of the size asked")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for the test suite)")
     parser.add_argument("--tick-child", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--now", type=float, default=NOW, help=argparse.SUPPRESS)
@@ -273,8 +329,8 @@ def main(argv: list[str] | None = None) -> None:
         jobs.append(("sqlite", None, args.big_size, True))
     print(f"timer tick: {args.due:.0%} of N active v0 contracts due, {FILES} files, best of {repeat} passes"
           + (f"; A/B: a = {args.ab}, b = this tree, alternating" if args.ab else ""))
-    print(f"{'engine':8} {'code':6} {'contracts':>10} {'due':>8} {'tick s':>8} {'median s':>8} {'cpu s':>7} "
-          f"{'ms/due':>9} {'page':>6} {'fill s':>7} {'server s':>9}")
+    print(f"{'engine':8} {'code':6} {'contracts':>10} {'due':>8} {'issued':>7} {'missed':>6} {'tick s':>8} "
+          f"{'median s':>8} {'cpu s':>7} {'ms/miss':>9} {'page':>6} {'fill s':>7} {'server s':>9}")
     tmp = tempfile.mkdtemp(prefix="dtx-timers-") if args.cache is None else None
     cache = Path(args.cache or tmp)
     cache.mkdir(parents=True, exist_ok=True)
@@ -285,13 +341,13 @@ def main(argv: list[str] | None = None) -> None:
                 path, now, due, fill_s = sqlite_db(cache, n, args.due, big)
                 url = "sqlite:///" + str(path)
             else:
-                due, fill_s = build(url, n, args.due)
+                due, fill_s = built(url, n, args.due) if args.keep else build(url, n, args.due)
             trees = [args.ab, None] if args.ab else [None]
             runs: dict[str | None, list[dict]] = {t: [] for t in trees}
             for _ in range(repeat):
                 for tree in trees:
                     _, conn, txn = connect(url)
-                    reset(conn, txn, now)
+                    reset(conn, txn, now, args.form if tree is None else "old")
                     conn.close()
                     runs[tree].append(tick_in(tree, url, now, args.page))
             for tree in trees:

@@ -15,6 +15,7 @@ from downstream_tx.db import challenges, contracts
 from downstream_tx.db.database import Txn
 from downstream_tx.db.engine import create_engine
 from downstream_tx.http.site import DownstreamSite
+from downstream_tx.v0.hashes import parse_response
 from support import (
     MYSQL_SKIP_REASON,
     MYSQL_URL,
@@ -26,6 +27,8 @@ from support import (
     make_resource,
     race,
     run,
+    stored_bytes,
+    v0_answer,
     wait_until,
 )
 
@@ -275,3 +278,30 @@ def test_two_instances_race_for_the_last_token_of_an_ip(tmp_path, clock):
     assert len(results) == 2
     assert sum(1 for r in results if isinstance(r, int)) == 1
     assert sum(1 for r in results if isinstance(r, IpLimitReached)) == 1
+
+
+def test_two_reads_of_a_new_window_take_one_challenge(tmp_path, clock):
+    """Two /due reads of a window not taken yet, at the same moment (two node processes): the
+    contract gets one challenge, both reads return it, and no other challenge is used up (the
+    contract is re-read locked in ``contracts.materialise_txn`` before anything is taken)."""
+    fresh_mysql_database(MYSQL_URL)
+    node = make_node(make_config(tmp_path, MYSQL_URL), clock)
+    try:
+        file_hash = add_test_file(node, tmp_path, interval=60)
+        file_id = run(node.stores.files.get_active(file_hash)).id
+        token = run(node.v0.create_token(make_address(0)))
+        a = run(node.v0.get_chunk(token))
+        answer = v0_answer(stored_bytes(node, file_hash), a.challenge.hex())
+        assert run(node.v0.answer(token, file_hash, parse_response(answer))) == "pass"
+        clock.advance(60)  # window 1 begins, not taken yet
+        before = run(node.stores.challenges.unused(file_id))
+        tid = token_id(node, token)
+        results = race(create_engine(MYSQL_URL), "SELECT c.id, c.file_id, c.start",
+                       {key: (lambda txn: contracts.token_contracts_txn(txn, tid, now=clock.seconds()))
+                        for key in ("one", "two")})
+        assert not [r for r in results.values() if isinstance(r, BaseException)], results
+        [one], [two] = results["one"], results["two"]
+        assert one["challenge_id"] == two["challenge_id"] is not None and not one["answered"]
+        assert run(node.stores.challenges.unused(file_id)) == before - 1
+    finally:
+        node.db.close()

@@ -6,14 +6,18 @@ reads. SQLite, ``task.Clock``, blocking work inline."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import task
 
 from downstream_tx.core.tokens import hash_token
 from downstream_tx.db import challenges as db_challenges
 from downstream_tx.db import contracts as db_contracts
+from downstream_tx.db import late
 from support import ADDRESS, add_test_file, file_replicas, make_config, make_node, run, token_row
 from support.stored import mark_all_used
 
@@ -195,7 +199,8 @@ def test_every_contract_as_a_dict(make, tmp_path, clock):
                         "misses", "end_reason"}
     assert (row["protocol"], row["state"], row["file_hash"], row["passes"], row["fails"], row["misses"],
             row["end_reason"]) == (0, "active", h, 0, 1, 0, None)
-    assert row["deadline"] == clock.seconds() + 60 and row["challenge_id"] is not None
+    # answered (wrongly): stored answered ahead, its deadline the end of the next window
+    assert row["deadline"] == clock.seconds() + 2 * 60 and row["challenge_id"] is not None
 
 
 def test_the_latest_contract_as_a_dict(make, tmp_path, clock):
@@ -208,3 +213,27 @@ def test_the_latest_contract_as_a_dict(make, tmp_path, clock):
                         "end_reason"}
     assert (row["protocol"], row["state"], row["seq"], row["answered"], row["deadline"]) == (
         0, "active", 0, 0, clock.seconds() + 60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.floats(min_value=1e9, max_value=4e9, allow_nan=False), interval=st.integers(1, 10**6),
+       seq=st.integers(0, 10**6), step=st.floats(min_value=1e-3, max_value=0.999))
+def test_the_answered_ahead_form_is_told_apart_by_its_window_arithmetic(start, interval, seq, step):
+    """The stored forms as SQL writes them (deadline ``start + (seq + n) * interval_s``): the one an
+    answer writes is answered ahead, the one the timer or an older node wrote is not; the next
+    window is pending from its first instant on, not before."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE contracts (start DOUBLE, interval_s INTEGER, seq INTEGER, challenge_id INTEGER, "
+               "answered INTEGER, deadline DOUBLE)")
+    db.execute("INSERT INTO contracts VALUES (?, ?, ?, 1, 1, NULL)", (start, interval, seq))
+
+    def holds(sql: str, *args) -> bool:
+        return bool(db.execute(f"SELECT CASE WHEN {sql} THEN 1 ELSE 0 END FROM contracts c", args).fetchone()[0])
+
+    db.execute("UPDATE contracts SET deadline = start + (seq + 1) * interval_s")
+    assert not holds(db_contracts.AHEAD)
+    db.execute(f"UPDATE contracts SET {late.AHEAD_DEADLINE}")
+    assert holds(db_contracts.AHEAD)
+    turn = start + (seq + 1) * interval
+    assert holds(db_contracts.PENDING, turn, turn)
+    assert not holds(db_contracts.PENDING, turn - step * interval, turn)

@@ -149,7 +149,9 @@ def test_contract_store(stores, clock):
     assert run(stores.contracts.latest(TH2, file_hash)) is None
     clock.advance(60)
     tick = run(stores.contracts.issue_due(clock.seconds(), 3, 100, None))
-    assert tick.issued == 1 and tick.missed == 0
+    assert tick.issued == 0 and tick.missed == 0  # answered: its next window is taken when read
+    _, [due] = run(stores.contracts.of_token(TH, now=clock.seconds()))
+    assert due["challenge"] is not None and not due["answered"] and due["deadline"] == clock.seconds() + 60
     assert run(stores.contracts.fill_starved(clock.seconds())) == 0
     assert run(stores.contracts.end(TH, file_hash, clock.seconds())) is not None
     [c] = run(stores.contracts.all())

@@ -81,7 +81,8 @@ def test_the_timer_keeps_only_an_outstanding_challenge_as_the_previous_one(make,
     assert tuple(prev()) == (1, deadline, 1)
     assert farmer.answer(farmer.outstanding()) == "pass"
     clock.advance(INTERVAL)
-    run(node.supply.issue_due())  # answered: nothing kept
+    assert run(node.supply.issue_due()).issued == 0  # answered: not visited
+    farmer.outstanding()  # the farmer reads the next window: nothing kept
     assert tuple(prev())[0::2] == (0, 0)
 
 

@@ -77,7 +77,8 @@ def test_answer_just_before_the_deadline_passes(node, clock, tmp_path):
     assert run(node.supply.issue_due()).missed == 0
     assert farmer.answer(h) == "pass"
     result = tick(node, clock, EPS)
-    assert (result.issued, result.missed) == (1, 0)
+    assert (result.issued, result.missed) == (0, 0)  # answered in time: the timer does not visit it
+    assert h in farmer.outstanding()  # window 1's challenge, taken when the farmer reads it
     assert farmer.state(h)["passes"] == 1 and farmer.state(h)["misses"] == 0
 
 
@@ -109,10 +110,10 @@ def test_challenge_k_is_issued_at_start_plus_k_intervals(node, clock, tmp_path):
     for k in range(1, 5):
         assert tick(node, clock, INTERVAL - EPS).issued == 0  # not yet
         assert farmer.answer(h) == "pass"
-        assert tick(node, clock, EPS).issued == 1
+        assert tick(node, clock, EPS).issued == 0  # answered in time: not the timer's work
+        seen.add(farmer.outstanding()[h])  # the farmer's read takes challenge k
         row = farmer.state(h)
         assert row["seq"] == k and row["deadline"] == pytest.approx(start + (k + 1) * INTERVAL)
-        seen.add(farmer.outstanding()[h])
     assert len(seen) == 5  # a used challenge is never reused
     assert farmer.state(h)["passes"] == 4
 
@@ -173,7 +174,7 @@ def test_wrong_answers_fail_after_exactly_max_failures(node, clock, tmp_path):
         row = farmer.state(h)
         assert (row["fails"], row["run"], row["state"]) == (fails, fails, "active")
         result = tick(node, clock)
-        assert (result.missed, result.issued) == (0, 1)  # answered (wrongly): not also a miss
+        assert (result.missed, result.issued) == (0, 0)  # answered (wrongly): not also a miss, not visited
     assert farmer.answer(h, right=False) == "fail"
     row = farmer.state(h)
     assert (row["state"], row["fails"]) == ("failed", 3)
@@ -266,11 +267,12 @@ def test_a_file_that_ran_out_is_topped_up_at_once_and_nothing_is_missed(make, cl
     h = add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     farmer.chunk()
-    assert tick(node, clock).issued == 1  # the last one
+    assert tick(node, clock).issued == 1  # the last one (a miss: the timer issues the next window)
     assert farmer.answer(h) == "pass"
-    result = tick(node, clock)  # none left: the pass tops the file up and issues one after all
-    assert (result.issued, result.starved, result.missed) == (1, 0, 0)
-    assert h in farmer.outstanding()
+    result = tick(node, clock)  # answered: not visited
+    assert (result.issued, result.starved, result.missed) == (0, 0, 0)
+    assert farmer.outstanding() == {}  # none left for the window read: starved, the file topped up
+    assert h in farmer.outstanding()  # the next read takes one
     assert farmer.answer(h) == "pass"
     assert farmer.state(h)["state"] == "active"
 
@@ -346,13 +348,19 @@ def test_the_start_up_pass_tops_up_every_low_file(make, clock, tmp_path):
     assert run(timer()).topped_up == 0  # only at start-up (and for files a pass touched)
 
 
-def test_the_nodes_own_downtime_is_forgiven(make, clock, tmp_path):
+def farming_with_the_timer(make, tmp_path):
+    """A node, a file, a farmer holding a contract on it, and the contract timer after a first pass."""
     node = make()
     h = add_test_file(node, tmp_path, interval=INTERVAL)
     farmer = Farmer(node)
     farmer.chunk()
     timer = contract_timer(node)
     run(timer())
+    return node, h, farmer, timer
+
+
+def test_the_nodes_own_downtime_is_forgiven(make, clock, tmp_path):
+    node, h, farmer, timer = farming_with_the_timer(make, tmp_path)
     down_at = clock.seconds()
     assert run(node.stores.meta.last_alive()) == down_at
     # the node stops for 2.5 intervals; the deadline at +60 passes while it is down
@@ -520,3 +528,148 @@ def test_at_most_twenty_failed_contracts_are_named_per_pass(node, clock):
     assert len(lines) == 21 and lines[-1] == "… and 5 more contracts failed in this pass"
     assert lines[0].startswith("contract 1 failed (3 consecutive misses or fails)") and lines[0].endswith("(v0)")
     assert lines[19].startswith("contract 105 failed (challenge not answered before it was due)")
+
+
+# --- answered ahead: the timer visits only the windows that ended unanswered ------------------------
+
+def due_rows(node, now: float) -> int:
+    """The contracts in the timer's range at ``now`` (what its pass reads)."""
+    return run(node.stores.db.run("due_rows", lambda txn: txn.scalar(
+        "SELECT COUNT(*) FROM contracts WHERE state = 'active' AND protocol = 0 AND deadline <= ?", (now,))))
+
+
+def test_the_timer_reads_only_the_contracts_whose_window_ended_unanswered(make, clock, tmp_path):
+    node = make()
+    h = add_test_file(node, tmp_path, redundancy=5, interval=INTERVAL)
+    farmers = [Farmer(node, make_address(i)) for i in range(5)]
+    start = clock.seconds()
+    for f in farmers:
+        assert f.chunk() == h
+    for k in range(1, 4):
+        for f in farmers[1:]:  # all but the first answer in time
+            assert f.answer(h) == "pass"
+        clock.advance(INTERVAL)
+        assert due_rows(node, clock.seconds()) == 1  # the miss, nothing else
+        result = run(node.supply.issue_due())
+        assert (result.missed, result.issued, result.failed) == (1, int(k < 3), int(k == 3))  # the third fails it
+        for f in farmers[1:]:  # and each still gets window k's challenge, due at its end
+            _, due = run(node.v0.due(f.token))
+            assert [r["deadline"] for r in due] == [pytest.approx(start + (k + 1) * INTERVAL)]
+            assert f.state(h)["seq"] == k
+    assert [f.state(h)["passes"] for f in farmers] == [0, 3, 3, 3, 3]
+
+
+def test_a_window_never_read_after_an_answer_is_a_miss(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    start = clock.seconds()
+    assert farmer.answer(h) == "pass"
+    assert tick(node, clock).issued == 0  # window 1 begins: not the timer's work
+    result = tick(node, clock)  # window 1 ended, never read: taken now and missed, window 2 issued
+    assert (result.missed, result.issued) == (1, 1)
+    row = farmer.state(h)
+    assert (row["seq"], row["misses"], row["run"], row["answered"]) == (2, 1, 1, 0)
+    assert row["deadline"] == pytest.approx(start + 3 * INTERVAL)
+    assert h in farmer.outstanding()
+
+
+def test_the_first_read_of_a_window_takes_one_challenge(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    assert farmer.answer(h) == "pass"
+
+    def unused():
+        return next(f["unused_challenges"] for f in run(node.files.list()) if f["file_hash"] == h)
+
+    before = unused()
+    clock.advance(INTERVAL / 2)
+    assert farmer.outstanding() == {}  # window 0 answered, window 1 not begun: nothing taken
+    assert unused() == before
+    clock.advance(INTERVAL / 2)
+    first = farmer.outstanding()
+    assert farmer.outstanding() == first and unused() == before - 1  # read again: the same one
+    assert farmer.answer(h) == "pass"
+
+
+def test_an_answer_before_reading_is_judged_against_the_window_it_arrived_in(make, clock, tmp_path):
+    node = make(late_grace=0)
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    old = farmer.challenges[h]
+    assert farmer.answer(h) == "pass"
+    clock.advance(INTERVAL / 2)
+    with pytest.raises(NodeError) as e:  # window 0 answered already, window 1 not begun
+        farmer.answer_stale(h, old)
+    assert e.value.status == "not_due"
+    clock.advance(INTERVAL / 2 + 1)
+    assert farmer.answer_stale(h, old) == "fail"  # inside window 1, not its challenge (as if issued on time)
+    row = farmer.state(h)
+    assert (row["seq"], row["fails"], row["run"]) == (1, 1, 1)
+
+
+def test_a_right_answer_just_after_the_turn_of_a_window_read_late_is_a_late_pass(make, clock, tmp_path):
+    node = make(late_grace=5)
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    assert farmer.answer(h) == "pass"
+    clock.advance(2 * INTERVAL - 1)
+    challenge = farmer.outstanding()[h]  # window 1, read a second before its end
+    clock.advance(2)
+    assert run(node.supply.issue_due()).missed == 1  # the timer turns it: a miss, kept as the previous one
+    assert farmer.answer_stale(h, challenge) == "late_pass"
+    row = farmer.state(h)
+    assert (row["misses"], row["passes"], row["run"], row["seq"]) == (0, 2, 0, 2)
+
+
+def test_an_unread_window_that_ended_while_the_node_was_down_is_forgiven(make, clock, tmp_path):
+    _, h, farmer, _ = farming_with_the_timer(make, tmp_path)
+    assert farmer.answer(h) == "pass"
+    clock.advance(2.5 * INTERVAL)  # down from now: window 1 (never read) ends while the node is away
+    summary = run(contract_timer(make())())
+    assert (summary.missed, summary.forgiven, summary.issued) == (0, 1, 1)
+    row = farmer.state(h)
+    assert (row["misses"], row["run"], row["seq"], row["state"]) == (0, 0, 2, "active")
+
+
+def test_a_contract_answered_before_this_form_is_visited_once(node, clock, tmp_path):
+    """A row an older node wrote (answered, its deadline the end of the answered window) is issued
+    its next window by the timer, as before; answered again, it waits answered ahead."""
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+    start = clock.seconds()
+    assert farmer.answer(h) == "pass"
+    run(node.stores.db.run("old_form", lambda txn: txn.execute(
+        "UPDATE contracts SET deadline = start + (seq + 1) * interval_s")))
+    clock.advance(INTERVAL)
+    assert due_rows(node, clock.seconds()) == 1
+    result = run(node.supply.issue_due())
+    assert (result.missed, result.issued) == (0, 1)
+    assert farmer.state(h)["deadline"] == pytest.approx(start + 2 * INTERVAL)
+    assert farmer.answer(h) == "pass"
+    clock.advance(INTERVAL)
+    assert due_rows(node, clock.seconds()) == 0
+    assert run(node.supply.issue_due()).issued == 0
+    assert h in farmer.outstanding() and farmer.state(h)["seq"] == 2
+
+
+def test_reading_a_window_keeps_the_unanswered_counter(node, clock, tmp_path):
+    h = add_test_file(node, tmp_path, interval=INTERVAL)
+    farmer = Farmer(node)
+    farmer.chunk()
+
+    def unanswered():
+        return run(node.stores.db.run("c", lambda txn: txn.scalar(
+            "SELECT COALESCE(SUM(n), 0) FROM counters WHERE name = 'unanswered.0'")))
+
+    assert unanswered() == 1
+    assert farmer.answer(h) == "pass"
+    assert unanswered() == 0
+    clock.advance(INTERVAL)
+    assert unanswered() == 0  # window 1 not read yet
+    farmer.outstanding()
+    assert unanswered() == 1

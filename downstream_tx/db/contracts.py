@@ -2,8 +2,15 @@
 
 Timing (docs/protocol-v0.md, Timing): challenge k of a contract is issued at
 ``start + k*interval``; its deadline is one interval later, when challenge k+1 is issued.
-``deadline`` is therefore also "the time the timer must next look at this contract", and the
-timer's query is an index range scan on ``(state, protocol, deadline)``.
+``deadline`` is "the time the timer must next look at this contract", and the timer's query is an
+index range scan on ``(state, protocol, deadline)``.
+
+A contract whose challenge was answered is stored *answered ahead* (:data:`AHEAD`): its
+``deadline`` moves to the end of the next window, the time by which that window must have been
+answered, and the next challenge is taken only when the farmer reads it or answers
+(:func:`materialise_txn`, in the request's transaction). So the timer never visits a contract
+answered on time; its range holds the windows that ended unanswered (misses, containment,
+forgiveness) and the starved ones, and it handles them as the rows it materialises first.
 """
 
 from __future__ import annotations
@@ -118,6 +125,53 @@ class TickResult:
 ISSUE_BATCH = 500
 
 
+#: a contract answered ahead: its current challenge answered (pass or fail), ``deadline`` the end of
+#: the next window (``seq + 1``), whose challenge is not taken yet (rows written before this form
+#: have ``deadline`` at the end of window ``seq``: the timer visits them once, as it always did)
+AHEAD = "c.answered = 1 AND c.challenge_id IS NOT NULL AND c.deadline > c.start + (c.seq + 1.5) * c.interval_s"
+#: what a read at ``?`` (now) takes a challenge for: a contract answered ahead whose next window
+#: has begun, or a starved one (no challenge left when its window was issued) inside its window
+PENDING = (f"(({AHEAD} AND c.start + (c.seq + 1) * c.interval_s <= ?) "
+           "OR (c.challenge_id IS NULL AND c.deadline > ?))")
+
+
+def materialise_txn(txn: Txn, ids: Sequence[int], now: float) -> dict[int, bool]:
+    """Take the challenge of the window the farmer is in for those of the active v0 contracts
+    ``ids`` that are :data:`PENDING` at ``now`` (re-read and locked here: two reads at once take
+    one challenge). A contract answered ahead gets window ``seq + 1`` — what the timer's pass
+    issued at the window's start before (its answered challenge is not kept as the previous one);
+    with no challenge left it is starved in that window. A starved contract gets one for the rest
+    of its window (as :func:`fill_starved_txn`). Returns {id: got a challenge} of the contracts
+    that were pending."""
+    rows = txn.select_in(
+        "SELECT c.id, c.file_id, c.start, c.interval_s, c.seq, c.challenge_id FROM contracts c "
+        f"WHERE c.id IN {{ids}} AND c.state = 'active' AND c.protocol = 0 AND {PENDING} ORDER BY c.id"
+        + txn.for_update(), sorted(set(ids)), after=[now, now])
+    if not rows:
+        return {}
+    by_file: dict[int, list[int]] = defaultdict(list)
+    for cid, file_id, *_ in rows:
+        by_file[int(file_id)].append(int(cid))
+    taken = challenges.take_ids_txn(txn, {f: len(ids) for f, ids in by_file.items()})
+    given = {cid: ch for f, ids in by_file.items() for cid, ch in zip(ids, taken.get(f, []))}
+    ahead, starved = [], []
+    for cid, _, start, interval, seq, challenge_id in rows:
+        challenge = given.get(int(cid))
+        if challenge_id is None:
+            if challenge is not None:
+                starved.append((cid, challenge, now, 0))
+            continue
+        turned = float(start) + (int(seq) + 1) * int(interval)
+        # (prev_challenge_id, prev_deadline, prev_missed, challenge_id, answered, issued, seq; guard: seq)
+        ahead.append((cid, None, turned, 0, challenge, int(challenge is None), turned, int(seq) + 1, int(seq)))
+    txn.update_by_id("contracts", ["prev_challenge_id", "prev_deadline", "prev_missed", "challenge_id", "answered",
+                                   "issued", "seq"], ahead,
+                     where="state = 'active' AND answered = 1 AND challenge_id IS NOT NULL", match=["seq"])
+    txn.update_by_id("contracts", ["challenge_id", "issued", "answered"], starved, where="challenge_id IS NULL")
+    txn.count({counters.unanswered(V0): len(given)})
+    return {int(r[0]): int(r[0]) in given for r in rows}
+
+
 def _window(engine_name: str) -> str:
     """``k``, the current window of a due contract at ``?`` (now): ``max(seq + 1, floor((now -
     start) / interval))``, in SQL. ``seq + 1`` keeps the window from going back when rounding puts
@@ -187,13 +241,20 @@ def update_due_txn(
     pass re-reads them after this commit, finds them no longer due, and changes nothing; a page
     that is retried (rolled back, or committed and run again) likewise changes nothing twice.
     """
-    # only the columns the rule needs (PyMySQL decodes every value in Python), and ``answered`` (counters)
+    # only the columns the rule needs (PyMySQL decodes every value in Python), ``answered`` (counters)
+    # and whether it is answered ahead
     rows = txn.execute(
-        "SELECT id, file_id, run, deadline, interval_s, "
-        "CASE WHEN challenge_id IS NOT NULL AND answered = 0 THEN 1 ELSE 0 END, answered FROM contracts "
-        "WHERE state = 'active' AND protocol = 0 AND deadline <= ? ORDER BY deadline LIMIT ?" + txn.for_update(),
-        (now, limit),
+        "SELECT c.id, c.file_id, c.run, c.deadline, c.interval_s, "
+        f"CASE WHEN c.challenge_id IS NOT NULL AND c.answered = 0 THEN 1 ELSE 0 END, c.answered, "
+        f"CASE WHEN {AHEAD} THEN 1 ELSE 0 END FROM contracts c "
+        "WHERE c.state = 'active' AND c.protocol = 0 AND c.deadline <= ? ORDER BY c.deadline LIMIT ?"
+        + txn.for_update(), (now, limit),
     ).fetchall()
+    # answered ahead and past the next window's deadline: that window was never read. It is taken
+    # now, as the pass issued it at the window's start before, and judged as such (a miss, unless
+    # its file had no challenge left: starved, nothing outstanding)
+    got = materialise_txn(txn, [r[0] for r in rows if r[7]], now)
+    rows = [r[:5] + ((1, 0) if got[r[0]] else (0, 1)) if r[0] in got else r[:7] for r in rows]
     # a farmer that made no request in an unanswered challenge's window was offline (db/online.py):
     # no containment, and the contract's miss is not an audit failure (its online windows count it)
     offline = online.offline_among_txn(txn, rules.online, [(r[0], r[3], r[4]) for r in rows if r[5]])
@@ -293,27 +354,39 @@ PREVIOUS_JOIN = "LEFT JOIN challenges pch ON pch.id = c.prev_challenge_id"
 _UNREAD = object()
 
 
+def _answer_row_txn(txn: Txn, token_id: int, file_hash: str, now: float) -> tuple | None:
+    """The token's active v0 contract on ``file_hash`` as :data:`ANSWER_COLUMNS` and whether it is
+    :data:`PENDING` at ``now``, locked (None: none)."""
+    return txn.execute(
+        f"SELECT {ANSWER_COLUMNS}, CASE WHEN {PENDING} THEN 1 ELSE 0 END "
+        "FROM contracts c JOIN files f ON f.id = c.file_id LEFT JOIN challenges ch ON ch.id = c.challenge_id "
+        f"{PREVIOUS_JOIN} WHERE c.token_id = ? AND f.file_hash = ? AND f.removed IS NULL AND c.state = 'active' "
+        "AND c.protocol = 0" + txn.for_update(),
+        (now, now, token_id, file_hash),
+    ).fetchone()
+
+
 def answer_txn(txn: Txn, rules: Rules, token_id: int, file_hash: str, response: str, now: float,
                max_failures: int, arrived: float | None = None, grace: float = 0.0,
                row: tuple | None | object = _UNREAD) -> AnswerResult:
     """Check a v0 answer (one attempt per challenge) that arrived at ``arrived`` (default ``now``)
     against the contract's current and previous challenge: see :func:`downstream_tx.domain.verdicts.judge`;
     the verdict is recorded in the farmer's reputation in the same transaction
-    (:func:`downstream_tx.db.late.reputation_txn`).
-    ``row``: the contract's :data:`ANSWER_COLUMNS` (None: no such contract) when the caller read
-    them already (:func:`answer_by_token_txn`)."""
+    (:func:`downstream_tx.db.late.reputation_txn`). A contract whose window the farmer has not read
+    yet gets its challenge first (:func:`materialise_txn`): the answer is judged against the window
+    it is in, as when the timer issued every window at its start.
+    ``row``: the contract's :data:`ANSWER_COLUMNS` and its :data:`PENDING` flag (None: no such
+    contract) when the caller read them already (:func:`answer_by_token_txn`)."""
     if row is _UNREAD:
-        row = txn.execute(
-            f"SELECT {ANSWER_COLUMNS} "
-            "FROM contracts c JOIN files f ON f.id = c.file_id LEFT JOIN challenges ch ON ch.id = c.challenge_id "
-            f"{PREVIOUS_JOIN} WHERE c.token_id = ? AND f.file_hash = ? AND f.removed IS NULL AND c.state = 'active' "
-            "AND c.protocol = 0" + txn.for_update(),
-            (token_id, file_hash),
-        ).fetchone()
+        row = _answer_row_txn(txn, token_id, file_hash, now)
     if row is None:
         return AnswerResult("no_hash")
+    if row[-1]:
+        materialise_txn(txn, [row[0]], now)
+        row = _answer_row_txn(txn, token_id, file_hash, now)
+        assert row is not None  # (locked)
     cid, file_id, challenge_id, answered, issued, deadline, run, expected, prev_id, prev_deadline, prev_missed, \
-        prev_expected, contained = row
+        prev_expected, contained, _ = row
     contract = verdicts.AnswerRow(cid, challenge_id, bool(answered), issued, deadline, run, expected, prev_id,
                                   prev_deadline, bool(prev_missed), prev_expected, int(contained or 0))
     verdict = verdicts.judge(contract, response, now if arrived is None else arrived, grace, max_failures)
@@ -336,12 +409,12 @@ def answer_by_token_txn(txn: Txn, rules: Rules, token_hash: bytes, file_hash: st
     joined = txn.execute(
         # the contract by (token, state) — not a join of contracts and files, which SQLite would
         # materialise (every active contract) or walk from the file (every farmer of the file)
-        f"SELECT {columns}, {ANSWER_COLUMNS} FROM tokens k "
+        f"SELECT {columns}, {ANSWER_COLUMNS}, CASE WHEN {PENDING} THEN 1 ELSE 0 END FROM tokens k "
         "LEFT JOIN contracts c ON c.token_id = k.id AND c.state = 'active' AND c.protocol = 0 "
         "AND c.file_id IN (SELECT f.id FROM files f WHERE f.file_hash = ? AND f.removed IS NULL) "
         f"LEFT JOIN challenges ch ON ch.id = c.challenge_id {PREVIOUS_JOIN} "
         "WHERE k.token_hash = ? AND k.deleted IS NULL" + txn.for_update(),
-        (file_hash, token_hash),
+        (now, now, file_hash, token_hash),
     ).fetchone()
     if joined is None:
         raise UnknownToken()
@@ -353,21 +426,28 @@ def answer_by_token_txn(txn: Txn, rules: Rules, token_hash: bytes, file_hash: st
 
 
 def token_contracts_txn(txn: Txn, token_id: int, limit: int | None = None, offset: int = 0,
-                        protocol: int = V0) -> list[dict]:
+                        protocol: int = V0, now: float | None = None) -> list[dict]:
     """A token's active contracts (oldest first; a page of ``limit`` from ``offset``, None: all)
-    with their outstanding challenge (v0 /due)."""
-    sql = ("SELECT f.file_hash, ch.seed, c.deadline, c.answered, c.challenge_id FROM contracts c "
-           "JOIN files f ON f.id = c.file_id LEFT JOIN challenges ch ON ch.id = c.challenge_id "
+    with their outstanding challenge (v0 /due). With ``now``, the page's contracts whose window
+    the farmer reads for the first time get its challenge first (:func:`materialise_txn`;
+    ``taken``: this read took one, or found none left)."""
+    pending = f"CASE WHEN {PENDING} THEN 1 ELSE 0 END" if now is not None else "0"
+    sql = (f"SELECT f.file_hash, ch.seed, c.deadline, c.answered, c.challenge_id, c.id, c.file_id, {pending} "
+           "FROM contracts c JOIN files f ON f.id = c.file_id LEFT JOIN challenges ch ON ch.id = c.challenge_id "
            "WHERE c.token_id = ? AND c.state = 'active' AND c.protocol = ? ORDER BY c.id")
-    args: tuple = (token_id, protocol)
+    args: tuple = ((now, now) if now is not None else ()) + (token_id, protocol)
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         args += (limit, offset)
     rows = txn.execute(sql, args).fetchall()
+    taken: dict[int, bool] = {}
+    if any(r[7] for r in rows) and protocol == V0:
+        taken = materialise_txn(txn, [r[5] for r in rows if r[7]], now)
+        rows = txn.execute(sql, args).fetchall()
     return [
         {"file_hash": h, "challenge": None if seed is None else bytes(seed), "deadline": d,
-         "answered": bool(a), "challenge_id": cid}
-        for h, seed, d, a, cid in rows
+         "answered": bool(a), "challenge_id": cid, "file_id": file_id, "taken": int(i) in taken}
+        for h, seed, d, a, cid, i, file_id, _ in rows
     ]
 
 
@@ -423,8 +503,9 @@ class ContractStore:
 
     def of_token(self, token_hash: bytes, limit: int | None = None, offset: int = 0, now: float | None = None):
         """Fires with ``(token row, a page of its active contracts)``: see :func:`token_contracts_txn`
-        (``now``: the farmer's request, its last_seen)."""
-        return self._with_token("due", token_contracts_txn, token_hash, limit, offset, short=True, now=now)
+        (``now``: the farmer's request, its last_seen; the windows it reads first are taken then)."""
+        return self._with_token("due", token_contracts_txn, token_hash, limit, offset, V0, now, short=True,
+                                now=now)
 
     def answer(self, token_hash: bytes, file_hash: str, response: str, now: float, max_failures: int,
                arrived: float | None = None, grace: float = 0.0):

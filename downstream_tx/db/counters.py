@@ -14,7 +14,8 @@ The counters (every other count of the stats is an index range over the rows tha
 - ``contracts.<state>``: contracts by state (``active``, ``ended``, ``failed``), archived ones
   included (archiving moves rows, the counts do not change);
 - ``unanswered.<protocol>``: active contracts whose ``answered`` is 0 (the challenges due, plus
-  those past their deadline the timer has not visited yet);
+  those past their deadline the timer has not visited yet; a v0 window counts from its first read,
+  when its challenge is taken: ``contracts.materialise_txn``);
 - ``tokens.live``: tokens not deleted.
 
 Per token, columns of ``tokens`` kept by the same writes (not deferred: a write changes its own

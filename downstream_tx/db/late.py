@@ -23,6 +23,12 @@ PREV_SETS = ("prev_challenge_id = CASE WHEN challenge_id IS NOT NULL AND answere
              "prev_missed = CASE WHEN challenge_id IS NOT NULL AND answered = 0 THEN prev_missed ELSE 0 END")
 
 
+#: an answer to the current challenge stores the contract *answered ahead* (db/contracts.py,
+#: ``AHEAD``): its deadline moves to the end of the next window, whose challenge is taken when the
+#: farmer reads it or answers; the timer visits the contract only if that window ends unanswered
+AHEAD_DEADLINE = "deadline = start + (seq + 2) * interval_s"
+
+
 def record_txn(txn: Txn, row: AnswerRow, verdict: Verdict) -> None:
     """Write ``verdict`` (a pass or a fail) on the contract, with the run of consecutive misses and
     fails after it (:func:`~downstream_tx.domain.verdicts.run_after`)."""
@@ -31,12 +37,12 @@ def record_txn(txn: Txn, row: AnswerRow, verdict: Verdict) -> None:
     if verdict.which == CURRENT:
         if verdict.status == PASS:
             changed = txn.execute("UPDATE contracts SET answered = 1, passes = passes + 1, "
-                                  "late_passes = late_passes + ?, run = ?, contained = 0 "
-                                  "WHERE id = ? AND answered = 0 AND challenge_id = ?",
+                                  "late_passes = late_passes + ?, run = ?, contained = 0, "
+                                  f"{AHEAD_DEADLINE} WHERE id = ? AND answered = 0 AND challenge_id = ?",
                                   (late, run, row.id, row.challenge_id)).rowcount
         else:
-            changed = txn.execute("UPDATE contracts SET answered = 1, fails = fails + 1, run = ?, contained = 0 "
-                                  "WHERE id = ? AND answered = 0 AND challenge_id = ?",
+            changed = txn.execute("UPDATE contracts SET answered = 1, fails = fails + 1, run = ?, contained = 0, "
+                                  f"{AHEAD_DEADLINE} WHERE id = ? AND answered = 0 AND challenge_id = ?",
                                   (run, row.id, row.challenge_id)).rowcount
         txn.count({counters.unanswered(0): -changed})  # (the row is an active v0 contract)
         return

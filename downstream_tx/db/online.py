@@ -21,9 +21,13 @@ def offline_among_txn(txn: Txn, rules: OnlineRules, windows: Sequence[tuple[int,
     whose farmer made no request in the challenge's window: offline, not failing."""
     if not windows:
         return set()
-    address_of = {int(cid): address for cid, address in txn.select_in(
-        "SELECT c.id, t.address FROM contracts c JOIN tokens t ON t.id = c.token_id WHERE c.id IN {ids}",
-        sorted({int(w[0]) for w in windows}))}
+    # by primary key twice, not a join: with few tokens the server's planner starts from the token
+    # and walks each of its contracts (0.5 s for one token of 1M contracts on MariaDB)
+    token_of = {int(cid): int(tid) for cid, tid in txn.select_in(
+        "SELECT id, token_id FROM contracts WHERE id IN {ids}", sorted({int(w[0]) for w in windows}))}
+    address_by_token = {int(tid): address for tid, address in txn.select_in(
+        "SELECT id, address FROM tokens WHERE id IN {ids}", sorted(set(token_of.values())))}
+    address_of = {cid: address_by_token[tid] for cid, tid in token_of.items() if tid in address_by_token}
     seen = last_seen_by_address_txn(txn, address_of.values())
     return {int(cid) for cid, deadline, interval in windows
             if int(cid) in address_of

@@ -131,10 +131,15 @@ def record_contracts_txn(txn: Txn, rules: Rules, now: float, passes: Sequence[in
     ids = sorted({int(i) for _, group in kinds for i in group})
     if not ids:
         return
-    rows = txn.select_in(
-        "SELECT c.id, t.address, c.contained, r.address FROM contracts c JOIN tokens t ON t.id = c.token_id "
-        "LEFT JOIN reputation r ON r.address = t.address WHERE c.id IN {ids}"
-        + ("" if token_id is None else " AND c.token_id = ?"), ids, after=() if token_id is None else (token_id,))
+    # the contracts, then their tokens, by primary key (not a join: see db/online.py)
+    contracts = txn.select_in("SELECT id, token_id, contained FROM contracts WHERE id IN {ids}"
+                              + ("" if token_id is None else " AND token_id = ?"), ids,
+                              after=() if token_id is None else (token_id,))
+    farmer_of = {int(tid): (address, known) for tid, address, known in txn.select_in(
+        "SELECT t.id, t.address, r.address FROM tokens t LEFT JOIN reputation r ON r.address = t.address "
+        "WHERE t.id IN {ids}", sorted({int(c[1]) for c in contracts}))}
+    rows = [(cid, farmer_of[int(tid)][0], contained, farmer_of[int(tid)][1]) for cid, tid, contained in contracts
+            if int(tid) in farmer_of]
     address_of = {int(cid): address for cid, address, _, _ in rows}
     ensure_txn(txn, [address for _, address, _, known in rows if known is None], rules)
     tallies: dict[str, Tally] = defaultdict(Tally)

@@ -133,12 +133,13 @@ def uptime_since_txn(txn: Txn) -> float | None:
 
 
 #: until when a contract shows its farmer online. v1: its expiration (the due time while unanswered, one
-#: interval later once answered). v0, from what the node stores of its answers: the current window's
-#: deadline while no challenge is outstanding past its deadline (``run`` 0: the last one was passed;
-#: ``contained`` 0: none is being asked again), else the start of the first window it missed or failed
-#: (``run`` + ``contained`` windows of ``interval_s`` before the current one).
+#: interval later once answered). v0, from what the node stores of its answers: the deadline while no
+#: challenge is outstanding past its deadline (``run`` 0: the last one was passed; ``contained`` 0:
+#: none is being asked again; answered, the end of the next window: docs/protocol-v0.md, Timing),
+#: else the start of the first window it missed or failed (``run`` + ``contained`` windows of
+#: ``interval_s`` before the one ending at ``deadline``).
 ONLINE_UNTIL = ("(CASE WHEN protocol = 1 OR run + contained = 0 THEN deadline "
-                "ELSE issued - (run + contained) * interval_s END)")
+                "ELSE deadline - (run + contained + 1) * interval_s END)")
 
 
 def update_uptime_txn(txn: Txn, now: float, since: float | None) -> int:

@@ -88,9 +88,9 @@ class ChallengeSupply:
                 self._topping_up.discard(file_id)
         return made
 
-    def top_up_soon(self, file_ids: list[int]) -> None:
+    def top_up_soon(self, file_ids: list[int], low_water: int | None = None) -> None:
         """Start a top-up without making the caller wait for it (it logs its own errors)."""
-        defer.ensureDeferred(self.top_up(file_ids))
+        defer.ensureDeferred(self.top_up(file_ids, low_water))
 
     async def issue_due(self, forgive: tuple[float, float] | None = None) -> TickResult:
         """The v0 part of a timer pass: issue due challenges, count misses (none for a deadline the

@@ -153,6 +153,15 @@ class V0Farming:
                                                                        self.clock.seconds()))
         now = self.clock.seconds()
         outstanding = [r for r in rows if r["challenge"] is not None and not r["answered"] and r["deadline"] > now]
+        # challenges were taken for the windows read now: top those files up under the low-water
+        # mark; a file with none left for a contract at all (starved: it takes one at its next read)
+        # regardless, as the timer pass does
+        starved = sorted({r["file_id"] for r in rows if r["challenge"] is None})
+        taken = sorted({r["file_id"] for r in rows if r["taken"]} - set(starved))
+        if taken:
+            self.supply.top_up_soon(taken)
+        if starved:
+            self.supply.top_up_soon(starved, max(self.config.challenge_low_water, 1))
         return rows, outstanding
 
     async def answer(self, token: Token | str, file_hash: FileHash | str, response: Response | Malformed,
