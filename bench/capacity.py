@@ -69,6 +69,21 @@ PROBE_BASE, SPARE_BASE = 20_000_000, 30_000_000
 FILL_REDUNDANCY = 3
 
 
+class Ahead:
+    """The reactor's clock, ``offset`` seconds ahead: the probe's farmers go from window to window
+    without waiting an hour (the node's services read the time from it)."""
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self.offset = 0.0
+
+    def seconds(self) -> float:
+        return self.reactor.seconds() + self.offset
+
+    def __getattr__(self, name: str):
+        return getattr(self.reactor, name)
+
+
 def metered(meter: Meter, costs: dict[str, Cost]):
     """An async ``measure(name, n, awaitable)``: awaits it and adds its cost, as ``n`` operations,
     to ``costs[name]``."""
@@ -93,7 +108,8 @@ def in_thread(reactor, func, *args):
     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), func, *args)
 
 
-async def probe(reactor, services, url: str, tmp: str, measure, farmers: int, contracts: int, repairs: int) -> None:
+async def probe(reactor, services, clock, url: str, tmp: str, measure, farmers: int, contracts: int,
+                repairs: int) -> None:
     """The v0 operations, each measured over all of its instances (see the module's docstring)."""
     from downstream_tx.v0.farming import AnswerOutcome
     from downstream_tx.v0.hashes import Response
@@ -117,43 +133,60 @@ async def probe(reactor, services, url: str, tmp: str, measure, farmers: int, co
                 out.append((token, await v0.get_chunk(token, f"10.{i // 250}.{i % 250}.1")))
         return out
 
-    started = time.time()
+    started = clock.seconds()
     held = await measure("assign", farmers * contracts, assign_all())
-    assigned = time.time()
-    if assigned - started > HOUR / 2:
-        raise SystemExit("the assignments took longer than half an interval: the ticks' times would not hold")
+    if clock.seconds() - started > HOUR / 2:
+        raise SystemExit("the assignments took longer than half an interval: the windows would not hold")
 
-    def right(a) -> Response:
-        return Response(hmac.new(a.challenge, data[a.file_hash], hashlib.sha256).hexdigest())
+    def right(challenge: bytes, file_hash: str) -> Response:
+        return Response(hmac.new(challenge, data[file_hash], hashlib.sha256).hexdigest())
 
-    async def answer_all():
-        for token, a in held:
-            outcome = await v0.answer(token, a.file_hash, right(a))
+    async def answer_all(items):
+        for token, file_hash, challenge in items:
+            outcome = await v0.answer(token, file_hash, right(challenge, file_hash))
             assert outcome == AnswerOutcome.PASS, outcome
 
-    await measure("answer", len(held), answer_all())
+    failing, kept = held[:repairs], held[repairs:]
+    await measure("answer", len(kept), answer_all([(t, a.file_hash, a.challenge) for t, a in kept]))
 
-    _, conn, txn = timers.connect(url)  # the pass's connection, open before it is measured
-
-    async def tick(name: str, now: float):
-        # per due contract, whatever the pass does with it: main's pass issues every due contract
-        # its next challenge; a pass that leaves answered contracts alone costs ~0 for them
-        result = await measure(name, len(held), in_thread(reactor, timers.tick, conn, txn, now))
-        print(f"{name}: {len(held)} contracts due, the pass issued {result['issued']}, missed {result['missed']}")
-
-    await tick("tick answered", assigned + HOUR + 1)
-
-    async def repair_some():  # a wrong answer in the new window fails the contract; a spare takes the replica
-        arrived = assigned + HOUR + 30
-        for token, a in held[:repairs]:
-            outcome = await v0.answer(token, a.file_hash, Response("0" * 64), arrived)
+    async def repair_some():  # a wrong answer fails the contract (max_failures 1); a spare takes the replica
+        out = []
+        for token, a in failing:
+            outcome = await v0.answer(token, a.file_hash, Response("0" * 64))
             assert outcome == AnswerOutcome.FAIL, outcome
             again = await v0.get_chunk(spare, "10.251.0.1")
             assert again.file_hash == a.file_hash, (again.file_hash, a.file_hash)
+            out.append((spare, again))
+        return out
 
-    await measure("repair", repairs, repair_some())
-    await tick("tick miss", assigned + 2 * HOUR + 1)
+    repaired = await measure("repair", repairs, repair_some())
+    await answer_all([(t, a.file_hash, a.challenge) for t, a in repaired])  # (not counted)
+    held = kept + repaired
+    ready = clock.seconds()
+    _, conn, txn = timers.connect(url)  # the pass's connection, open before it is measured
+
+    async def tick(name: str, windows: int):
+        # every contract's window ``windows - 1`` has ended; per contract, whatever the pass does with
+        # it (main's pass before the answered-ahead form issued every due contract its next challenge)
+        clock.offset = ready + windows * HOUR + 1 - clock.reactor.seconds()
+        result = await measure(name, len(held), in_thread(reactor, timers.tick, conn, txn, clock.seconds()))
+        print(f"{name}: {len(held)} contracts, the pass issued {result['issued']}, missed {result['missed']}")
+
+    await tick("tick answered", 1)  # window 0 answered, window 1 begun
+
+    async def read_all():  # the farmers' /due in window 1: its first read takes the window's challenge
+        out = []
+        for token in tokens + [spare]:
+            rows, outstanding = await v0.due(token)
+            out += [(token, r["file_hash"], r["challenge"]) for r in outstanding]
+        return out
+
+    due = await measure("read (/due, per contract)", len(held), read_all())
+    assert len(due) == len(held), (len(due), len(held))
+    await measure("answer", len(due), answer_all(due))
+    await tick("tick miss", 3)  # window 1 answered, window 2 never read: a miss
     conn.close()
+    clock.offset = 0.0
 
     # challenge batches: a 1 KiB file's (the probe's) and a 4 MiB file's
     big = os.path.join(tmp, "big")
@@ -288,15 +321,17 @@ def model(per_op: dict[str, dict], per_row: dict[str, float], farmers: int, cont
           interval: int = HOUR, miss: float = 0.01, churn: float = 0.01, redundancy: int = FILL_REDUNDANCY,
           unused_per_file: float = 60.0, retention_h: float = 1.0, headroom: float = 0.5) -> dict:
     """What ``farmers`` × ``contracts`` v0 contracts at ``interval`` need, from the measured
-    ``per_op`` costs (:meth:`Cost.per_op`) and ``per_row`` bytes: every contract answered once an
-    interval (``miss`` of them missed instead) and visited once by the timer pass (main's pass);
+    ``per_op`` costs (:meth:`Cost.per_op`) and ``per_row`` bytes: every contract read (``/due``)
+    and answered once an interval (``miss`` of them missed instead), the answered ones costing the
+    timer pass what ``tick answered`` measured;
     ``churn`` of the contracts failed and repaired per day; a node process counted at ``headroom``
     of a core; the challenges table holds one used challenge per contract for each hour of
     ``retention_h`` (the node deletes none: growth) and ``unused_per_file`` unused ones."""
     n = farmers * contracts
     files = n / redundancy
     answers = n * (1 - miss) / interval
-    rates = {"answer": answers, "tick answered": answers, "tick miss": n * miss / interval,
+    rates = {"answer": answers, "read (/due, per contract)": n / interval, "tick answered": answers,
+             "tick miss": n * miss / interval,
              "repair": n * churn / 86400, "challenges 1 KiB": n / interval}
     # hashing a challenge reads the whole chunk: the node CPU of each MiB of chunk size, on top
     hashing = 0.0
@@ -445,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.internet import defer, task
 
     from downstream_tx.config import load_config
-    from downstream_tx.runtime import open_services
+    from downstream_tx.runtime import build_services, open_database, thread_runner
 
     async def run(reactor, tmp: str) -> None:
         Path(tmp, "data").mkdir()
@@ -453,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             "db": url, "data_dir": f"{tmp}/data", "max_tokens_per_ip": 0, "token_rate": 0,
             "max_tokens_per_address": 0, "challenge_batch": 100, "max_failures": 1,
             "vetting_share": 1.0})  # every farmer is new here: no share kept for the vetted ones
-        services = await open_services(config, reactor)
+        clock = Ahead(reactor)
+        services = await build_services(await open_database(config, reactor), config, clock, thread_runner(reactor))
         try:
             if args.fill and not reuse:
                 started = time.perf_counter()
@@ -465,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.fill:
                 for i in range(args.idle_farmers):
                     await services.v0.create_token(farmer_address(i))
-            await probe(reactor, services, url, tmp, measure, args.farmers, args.contracts, args.repairs)
+            await probe(reactor, services, clock, url, tmp, measure, args.farmers, args.contracts, args.repairs)
             if args.fill:  # a page of the status list (GET /api/downstream/status/list): 25 farmers of 1,000 contracts
 
                 async def pages(n: int):
