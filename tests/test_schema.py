@@ -156,3 +156,31 @@ def test_sqlite_backup_copy(tmp_path, clock):
     assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600  # it holds the node secret: created private
     assert schema.sqlite_version_of(backup) == schema.sqlite_version_of(path)
     assert schema.sqlite_version_of(str(tmp_path / "none.db")) == 0
+
+
+def test_a_server_engine_waits_for_the_upgrade_without_the_pools_read_timeout(tmp_path, monkeypatch):
+    """A schema step's ALTER TABLE over a large table outlasts the pool's 60 s read timeout (step 13:
+    ~100 s on 3.3M files), which would drop the connection while the server commits the change:
+    the node upgrades on a connection of its own with no read timeout, and closes it after."""
+    from downstream_tx import runtime
+    from downstream_tx.db.engine import create_engine
+
+    assert create_engine("mysql://u:p@127.0.0.1:1/d").pool_args(1)["connkw"]["read_timeout"] == 60
+    made, closed = [], []
+
+    class Upgrader:
+        async def run(self, desc, func, steps):
+            assert (desc, func) == ("schema_upgrade", schema.upgrade_txn)
+            return 12, 13
+
+        def close(self):
+            closed.append(True)
+
+    def connect(engine, reactor, **kwargs):
+        made.append(engine.pool_args(kwargs["pool_size"])["connkw"])
+        return Upgrader()
+
+    monkeypatch.setattr(runtime.Database, "connect", connect)
+    config = make_config(tmp_path, "mysql://u:p@127.0.0.1:1/d")
+    assert run(runtime._upgrade_server(config, None, [])) == (12, 13)
+    assert [(kw["read_timeout"], kw["write_timeout"]) for kw in made] == [(None, None)] and closed == [True]
