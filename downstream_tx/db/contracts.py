@@ -336,10 +336,11 @@ def update_due_txn(
     # the misses in the farmers' tallies, but for those of farmers that were offline; a counted miss
     # ends the contract's containment, and so does one of a farmer that went offline (the miss
     # counts for the contract, not as an audit failure): ``contained`` = 0 in the row's UPDATE
-    with_farmer = {cid for cid, _, _ in farmer_rows}
-    reputation.record_farmers_txn(txn, rules, now, farmer_rows, misses=[cid for cid in missed if cid not in offline],
-                                  clear=False)
-    clear = {cid for cid in missed if cid in offline or cid in with_farmer}
+    # (only where it is > 0: SQLite rewrites the index entries of every column an UPDATE sets)
+    ended = reputation.record_farmers_txn(txn, rules, now, farmer_rows,
+                                          misses=[cid for cid in missed if cid not in offline], clear=False)
+    counted = set(missed)
+    clear = set(ended) | {r.id for r in rows if r.contained and r.id in offline and r.id in counted}
     if failed:
         # a failed contract is not issued: its miss counts (prev_missed: db/late.py) before it ends
         ids = {cid for cid, _ in failed}
@@ -360,7 +361,7 @@ def update_due_txn(
         result.starved += max(0, len(ids) - len(taken))
         issue += zip(ids, taken + [None] * (len(ids) - len(taken)))
     issue.sort()  # in primary key order: neighbouring rows share pages (and InnoDB reads ahead)
-    issue_next_txn(txn, issue, now, answered, set(missed), set(forgiven), clear)
+    issue_next_txn(txn, issue, now, answered, counted, set(forgiven), clear)
     return result
 
 
