@@ -59,6 +59,22 @@ def test_lost_commits_bench():
     assert "answer shape  difference" in out and "batch of 50   difference" in out and "node CPU" in out
 
 
+@pytest.mark.mysql
+def test_capacity_bench():
+    """MariaDB only; in a database of its own next to the test database (dropped and re-created)."""
+    from downstream_tx.db.url import parse_db_url
+    from support import MYSQL_URL
+
+    database = parse_db_url(MYSQL_URL).database
+    url = MYSQL_URL.rsplit("/", 1)[0] + f"/{database}_capacity"
+    admin = os.environ.get("DOWNSTREAM_TEST_MYSQL_ADMIN_URL")  # sees every server thread (else: only its own)
+    out = run_bench("bench/capacity.py", "--quick", "--mysql", url, *(["--admin", admin] if admin else []))
+    for operation in ("assign", "answer", "tick answered", "tick miss", "repair", "challenges 4 MiB", "v1 proof"):
+        assert f"\n{operation} " in out, operation
+    assert "bytes per row" in out and "contracts" in out
+    assert "100,000  100,000,000" in out  # the model's largest size
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode,figure", [("v1", "proofs/s"), ("v0", "passes/s")])
 def test_farmers_bench(mode, figure):
