@@ -21,12 +21,6 @@ class Farmer(NamedTuple):
     known: bool
 
 
-def last_seen_by_address_txn(txn: Txn, addresses: Iterable[str]) -> dict[str, float | None]:
-    """The latest request of each address's farmer (None: none recorded)."""
-    return {a: None if seen is None else float(seen) for a, seen in txn.select_in(
-        "SELECT address, MAX(last_seen) FROM tokens WHERE address IN {ids} GROUP BY address", sorted(set(addresses)))}
-
-
 def farmers_of_tokens_txn(txn: Txn, token_ids: Iterable[int]) -> dict[int, Farmer]:
     """Each token's :class:`Farmer`, in one statement per batch of tokens (by primary key, not a
     join from the contracts: with few tokens a server's planner starts from the token and walks
