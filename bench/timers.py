@@ -9,7 +9,8 @@ no due contract is left, then ``fill_starved_txn`` if a contract starved. Before
 due contracts are put back (:func:`reset`), the answered ones in the stored form of ``--form``:
 ``new``, answered ahead (their deadline the end of the next window: the timer visits only the
 misses), or ``old`` (their deadline now: main's form, every due contract visited and issued); with
-``--ab`` TREE's passes get the old form. The tick should grow with the misses, not with N.
+``--ab`` TREE's passes get ``--ab-form`` (default old).
+The tick should grow with the misses, not with N.
 
 Printed per engine and size: the due and missed contracts and those the pass issued a challenge,
 the best (``tick s``) and median pass (wall seconds), the least CPU seconds of the bench process for
@@ -308,8 +309,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", help="keep the SQLite databases in this directory")
     parser.add_argument("--engines", default="sqlite,mysql")
     parser.add_argument("--form", choices=FORMS, default="new",
-                        help="stored form of the answered due contracts for this tree's passes (--ab: TREE's "
-                             "passes get the old form)")
+                        help="stored form of the answered due contracts for this tree's passes")
+    parser.add_argument("--ab-form", choices=FORMS, default="old",
+                        help="--ab: the stored form for TREE's passes (old: main's before the answered-ahead "
+                             "form; new: a TREE that stores it too)")
     parser.add_argument("--keep", action="store_true",
                         help="MariaDB: reuse the database when it holds the contracts of the size asked")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for the test suite)")
@@ -347,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(repeat):
                 for tree in trees:
                     _, conn, txn = connect(url)
-                    reset(conn, txn, now, args.form if tree is None else "old")
+                    reset(conn, txn, now, args.form if tree is None else args.ab_form)
                     conn.close()
                     runs[tree].append(tick_in(tree, url, now, args.page))
             for tree in trees:

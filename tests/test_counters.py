@@ -436,9 +436,9 @@ def test_starved_contracts_and_their_late_challenges_are_counted(farm):
     starved = []
     real = contracts.issue_next_txn
 
-    def spy(txn, issue, now, answered):
+    def spy(txn, issue, now, answered, *marks):
         starved.extend(cid for cid, ch in issue if ch is None)
-        return real(txn, issue, now, answered)
+        return real(txn, issue, now, answered, *marks)
 
     contracts.issue_next_txn = spy
     try:

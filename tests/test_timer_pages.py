@@ -175,3 +175,34 @@ def test_the_low_files_of_a_pass_in_one_statement(node, tmp_path, monkeypatch):
     assert len(statements) == 1
     assert run(node.db.run("t", low, ids, unused)) == []
     assert run(node.db.run("t", low, [], unused + 1)) == []
+
+
+def test_a_missed_contract_is_read_once_and_written_once(node, clock, tmp_path, monkeypatch):
+    """The page's SELECT carries what the offline check, containment and the reputation hook need
+    (the farmers are read by token), and the miss counts are written by the issuing UPDATE: one read
+    and one write of the contracts for a page of misses."""
+    contracts_on(node, tmp_path, 3)
+    clock.advance(INTERVAL)
+    statements: list[str] = []
+    real, real_many = Txn.execute, Txn.executemany
+
+    def execute(self, sql, args=()):
+        statements.append(" ".join(sql.split()))
+        return real(self, sql, args)
+
+    def executemany(self, sql, rows):
+        statements.append(" ".join(sql.split()))
+        return real_many(self, sql, rows)
+
+    monkeypatch.setattr(Txn, "execute", execute)
+    monkeypatch.setattr(Txn, "executemany", executemany)
+    result = run(node.db.run("t", db_contracts.update_due_txn, UNCONTAINED, clock.seconds(), 3, 100, None))
+    monkeypatch.undo()
+    assert (result.missed, result.issued) == (3, 3)
+    assert len([s for s in statements if "FROM contracts" in s]) == 1
+    writes = [s for s in statements if s.startswith("UPDATE contracts")]
+    assert len(writes) == 1 and "misses = misses + 1" in writes[0]
+    assert [(r["misses"], r["state"]) for r in run(node.stores.contracts.all())] == [(1, "active")] * 3
+    assert run(node.db.run("t", lambda txn: txn.scalar(
+        "SELECT COUNT(*) FROM contracts WHERE prev_missed = 1 AND prev_challenge_id IS NOT NULL"))) == 3
+    assert run(node.db.run("t", lambda txn: txn.scalar("SELECT SUM(misses) FROM reputation"))) == 3

@@ -16,8 +16,9 @@ forgiveness) and the starved ones, and it handles them as the rows it materialis
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from downstream_tx.db import challenges, counters, late, online, reputation
 from downstream_tx.db.database import Database, Txn
@@ -191,44 +192,82 @@ def _window(engine_name: str) -> str:
     return "GREATEST(seq + 1, FLOOR((? - start) / interval_s))"
 
 
-def issue_next_txn(txn: Txn, issue: Sequence[tuple[int, int | None]], now: float, answered: set[int]) -> int:
+def _issue_sets(missed: bool, forgiven: bool, clear: bool) -> str:
+    """What the issuing UPDATE writes besides the window, for a contract whose miss it counts, that
+    it forgives, whose containment it ends: the kept window with its ``prev_missed`` (db/late.py;
+    first), the miss counts, ``contained``."""
+    sets = late.prev_sets("1" if missed else "0" if forgiven else "prev_missed")
+    if missed:
+        sets += ", misses = misses + 1, run = run + 1"
+    if clear:
+        sets += ", contained = 0"
+    return sets
+
+
+def issue_next_txn(txn: Txn, issue: Sequence[tuple[int, int | None]], now: float, answered: set[int],
+                   missed: Collection[int] = (), forgiven: Collection[int] = (), clear: Collection[int] = ()) -> int:
     """Issue the challenge of the current window to each ``(contract id, challenge id or None)``:
     ``seq``, ``issued`` and ``deadline`` are computed in SQL from ``start`` and ``interval_s`` (see
     :func:`_window`), so only the two ids travel per contract. ``None``: no challenge was left (the
     contract is starved: nothing outstanding, no miss next time). The contracts are active and
     locked by the caller; ``answered``: those of them whose ``answered`` is 1 now (the unanswered
-    counter follows the change). Returns rows changed."""
+    counter follows the change). The same UPDATE counts the miss of those in ``missed`` (``misses``
+    and ``run`` + 1, ``prev_missed`` = 1), forgives those in ``forgiven`` (``prev_missed`` = 0) and
+    ends the containment of those in ``clear``: one write per contract. Returns rows changed."""
     k = _window(txn.engine_name)
     # MariaDB assigns left to right (a later expression sees an earlier column's new value), SQLite
     # all at once: every expression reads only columns that are assigned after it, or not at all
+    # (the kept window first: it reads challenge_id, answered and deadline before they change)
     sets = f"issued = start + {k} * interval_s, deadline = start + ({k} + 1) * interval_s, seq = {k}"
-    prev = late.PREV_SETS  # first: it reads challenge_id, answered and deadline before they change
+    txn.count({counters.unanswered(V0): sum(cid in answered for cid, ch in issue if ch is not None)
+               - sum(cid not in answered for cid, ch in issue if ch is None)})
+    groups: dict[tuple[bool, bool, bool, bool], list[tuple[int, int | None]]] = defaultdict(list)
+    for cid, ch in issue:
+        groups[(ch is None, cid in missed, cid in forgiven, cid in clear)].append((cid, ch))
     changed = 0
-    given = [(cid, ch) for cid, ch in issue if ch is not None]
-    starved = [cid for cid, ch in issue if ch is None]
-    txn.count({counters.unanswered(V0): sum(cid in answered for cid, _ in given)
-               - sum(cid not in answered for cid in starved)})
-    if given and txn.engine_name != "sqlite":
-        # a server: one statement per ISSUE_BATCH contracts (a CASE, not MariaDB's VALUES table
-        # or a UNION ALL of one-row SELECTs: the first is not MySQL 8 syntax, the second costs a
-        # query block per row to parse and plan)
-        for first in range(0, len(given), ISSUE_BATCH):
-            part = given[first:first + ISSUE_BATCH]
-            ids = [cid for cid, _ in part]
-            case = "CASE id" + " WHEN ? THEN ?" * len(part) + " END"
-            changed += txn.execute(
-                f"UPDATE contracts SET {prev}, challenge_id = {case}, answered = 0, {sets} "
-                f"WHERE id IN {txn.in_list(ids)} AND state = 'active'",
-                [v for pair in part for v in pair] + [now] * 3 + ids,
-            ).rowcount
-    elif given:  # in-process SQLite: one cheap statement per row
-        txn.executemany(f"UPDATE contracts SET {prev}, challenge_id = ?, answered = 0, {sets} "
-                        "WHERE id = ? AND state = 'active'", [(ch, now, now, now, cid) for cid, ch in given])
-        changed += txn.rowcount
-    if starved:
-        changed += txn.update_in(f"UPDATE contracts SET {prev}, challenge_id = NULL, answered = 1, {sets} "
-                                 "WHERE id IN {ids} AND state = 'active'", starved, before=[now] * 3)
+    for (starved, *marks), part in sorted(groups.items()):
+        prev = _issue_sets(*marks)
+        if starved:
+            changed += txn.update_in(f"UPDATE contracts SET {prev}, challenge_id = NULL, answered = 1, {sets} "
+                                     "WHERE id IN {ids} AND state = 'active'", [cid for cid, _ in part],
+                                     before=[now] * 3)
+        elif txn.engine_name != "sqlite":
+            # a server: one statement per ISSUE_BATCH contracts (a CASE, not MariaDB's VALUES table
+            # or a UNION ALL of one-row SELECTs: the first is not MySQL 8 syntax, the second costs a
+            # query block per row to parse and plan)
+            for first in range(0, len(part), ISSUE_BATCH):
+                batch = part[first:first + ISSUE_BATCH]
+                ids = [cid for cid, _ in batch]
+                case = "CASE id" + " WHEN ? THEN ?" * len(batch) + " END"
+                changed += txn.execute(
+                    f"UPDATE contracts SET {prev}, challenge_id = {case}, answered = 0, {sets} "
+                    f"WHERE id IN {txn.in_list(ids)} AND state = 'active'",
+                    [v for pair in batch for v in pair] + [now] * 3 + ids,
+                ).rowcount
+        else:  # in-process SQLite: one cheap statement per row
+            txn.executemany(f"UPDATE contracts SET {prev}, challenge_id = ?, answered = 0, {sets} "
+                            "WHERE id = ? AND state = 'active'", [(ch, now, now, now, cid) for cid, ch in part])
+            changed += txn.rowcount
     return changed
+
+
+class _DueRow(NamedTuple):
+    """A contract of the pass's page: :class:`~downstream_tx.domain.verdicts.Due` (the first six),
+    then what the pass's other rules need, read with it (not read again: one read per contract)."""
+
+    id: int
+    file_id: int
+    run: int
+    deadline: float
+    interval: int
+    outstanding: int
+    answered: int
+    #: answered ahead (:data:`AHEAD`)
+    ahead: int
+    token_id: int
+    contained: int
+    start: float
+    seq: int
 
 
 def update_due_txn(
@@ -246,33 +285,46 @@ def update_due_txn(
     counted, failed contracts ended (their slot freed), the others issued the challenge of their
     current window.
 
+    Each contract is read once (the page's locked SELECT carries what containment, the offline
+    check and the reputation hook need; the farmers of the unanswered ones are read once more, by
+    token) and, unless it fails, written once (its miss counts in the issuing UPDATE).
+
     The rows are locked (``FOR UPDATE``; SQLite serialises writers), so a second runner of the same
     pass re-reads them after this commit, finds them no longer due, and changes nothing; a page
     that is retried (rolled back, or committed and run again) likewise changes nothing twice.
     """
-    # only the columns the rule needs (PyMySQL decodes every value in Python), ``answered`` (counters)
+    # only the columns the rules need (PyMySQL decodes every value in Python), ``answered`` (counters)
     # and whether it is answered ahead
-    rows = txn.execute(
+    rows = [_DueRow(*row) for row in txn.execute(
         "SELECT c.id, c.file_id, c.run, c.deadline, c.interval_s, "
-        f"CASE WHEN c.challenge_id IS NOT NULL AND c.answered = 0 THEN 1 ELSE 0 END, c.answered, "
-        f"CASE WHEN {AHEAD} THEN 1 ELSE 0 END FROM contracts c "
+        "CASE WHEN c.challenge_id IS NOT NULL AND c.answered = 0 THEN 1 ELSE 0 END, c.answered, "
+        f"CASE WHEN {AHEAD} THEN 1 ELSE 0 END, c.token_id, c.contained, c.start, c.seq FROM contracts c "
         "WHERE c.state = 'active' AND c.protocol = 0 AND c.deadline <= ? ORDER BY c.deadline LIMIT ?"
         + txn.for_update(), (now, limit),
-    ).fetchall()
+    ).fetchall()]
+    result = TickResult(more=len(rows) == limit)
     # answered ahead and past the next window's deadline: that window was never read. It is taken
     # now, as the pass issued it at the window's start before, and judged as such (a miss, unless
     # its file had no challenge left: starved, nothing outstanding)
-    got = materialise_txn(txn, [r[0] for r in rows if r[7]], now)
-    rows = [r[:5] + ((1, 0) if got[r[0]] else (0, 1)) if r[0] in got else r[:7] for r in rows]
-    # a farmer that made no request in an unanswered challenge's window was offline (db/online.py):
-    # no containment, and the contract's miss is not an audit failure (its online windows count it)
-    offline = online.offline_among_txn(txn, rules.online, [(r[0], r[3], r[4]) for r in rows if r[5]])
+    got = materialise_txn(txn, [r.id for r in rows if r.ahead], now)
+    rows = [r._replace(outstanding=int(got[r.id]), answered=int(not got[r.id]), seq=r.seq + 1) if r.id in got
+            else r for r in rows]
+    # the farmers of the unanswered challenges, by token (db/online.py)
+    unanswered = [r for r in rows if r.outstanding]
+    farmers = online.farmers_of_tokens_txn(txn, {r.token_id for r in unanswered})
+    farmer_rows = [(r.id, farmers[r.token_id], int(r.contained or 0)) for r in unanswered if r.token_id in farmers]
+    # a farmer that made no request in an unanswered challenge's window was offline: no
+    # containment, and the contract's miss is not an audit failure (its online windows count it)
+    offline = online.offline_among(rules.online, [(r.id, r.deadline, r.interval) for r in unanswered],
+                                   {cid: farmer for cid, farmer, _ in farmer_rows})
     # containment first, on this page: missed challenges asked again are left alone (reputation hook)
-    contained = reputation.contain_v0_txn(txn, rules, now, forgive,
-                                          [r[0] for r in rows if r[5] and r[0] not in offline])
-    result = TickResult(more=len(rows) == limit, contained=len(contained))
-    rows = [r for r in rows if r[0] not in contained]
-    answered = {r[0] for r in rows if r[6]}
+    contained = reputation.contain_v0_txn(
+        txn, rules, now, forgive,
+        [(r.id, r.start, r.interval, r.seq, r.deadline, r.contained) for r in unanswered if r.id not in offline],
+        farmer_rows)
+    result.contained = len(contained)
+    rows = [r for r in rows if r.id not in contained]
+    answered = {r.id for r in rows if r.answered}
     failed: list[tuple[int, int]] = []  # (id, file_id)
     missed: list[int] = []  # ids whose misses and run go up by one (failed ones too)
     forgiven: list[int] = []
@@ -290,17 +342,22 @@ def update_due_txn(
         else:
             next_by_file[due.file_id].append(due.id)
     result.missed = len(missed)
-    # misses and run change only for the missed contracts: one set-based statement per page of ids
-    txn.update_in("UPDATE contracts SET misses = misses + 1, run = run + 1, prev_missed = 1 "
-                  "WHERE id IN {ids} AND state = 'active'", missed)  # prev_missed: db/late.py
-    # the same misses in the farmers' tallies, but for those of farmers that were offline
-    reputation.record_contracts_txn(txn, rules, now, misses=[cid for cid in missed if cid not in offline])
-    # a farmer asked again in containment that went offline: its containment is over (the miss
-    # counts for the contract, not as an audit failure)
-    txn.update_in("UPDATE contracts SET contained = 0 WHERE id IN {ids} AND contained > 0",
-                  sorted(cid for cid in missed if cid in offline))
-    txn.update_in("UPDATE contracts SET prev_missed = 0 WHERE id IN {ids}", forgiven)  # (after a downtime only)
+    # the misses in the farmers' tallies, but for those of farmers that were offline; a counted miss
+    # ends the contract's containment, and so does one of a farmer that went offline (the miss
+    # counts for the contract, not as an audit failure): ``contained`` = 0 in the row's UPDATE
+    # (only where it is > 0: SQLite rewrites the index entries of every column an UPDATE sets)
+    ended = reputation.record_farmers_txn(txn, rules, now, farmer_rows,
+                                          misses=[cid for cid in missed if cid not in offline], clear=False)
+    counted = set(missed)
+    clear = set(ended) | {r.id for r in rows if r.contained and r.id in offline and r.id in counted}
     if failed:
+        # a failed contract is not issued: its miss counts (prev_missed: db/late.py) before it ends
+        ids = {cid for cid, _ in failed}
+        txn.update_in("UPDATE contracts SET misses = misses + 1, run = run + 1, prev_missed = 1 "
+                      "WHERE id IN {ids} AND state = 'active'", [cid for cid in missed if cid in ids])
+        txn.update_in("UPDATE contracts SET contained = 0 WHERE id IN {ids} AND contained > 0",
+                      sorted(cid for cid in clear if cid in ids))
+        txn.update_in("UPDATE contracts SET prev_missed = 0 WHERE id IN {ids}", [c for c in forgiven if c in ids])
         finish_txn(txn, failed, now, "failed", FAILED)
         result.failed = len(failed)
         result.failed_ids = [cid for cid, _ in failed]
@@ -313,7 +370,7 @@ def update_due_txn(
         result.starved += max(0, len(ids) - len(taken))
         issue += zip(ids, taken + [None] * (len(ids) - len(taken)))
     issue.sort()  # in primary key order: neighbouring rows share pages (and InnoDB reads ahead)
-    issue_next_txn(txn, issue, now, answered)
+    issue_next_txn(txn, issue, now, answered, counted, set(forgiven), clear)
     return result
 
 

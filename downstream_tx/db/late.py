@@ -14,13 +14,16 @@ from downstream_tx.db.database import Txn
 from downstream_tx.domain.rules import Rules
 from downstream_tx.domain.verdicts import CURRENT, PASS, AnswerRow, Verdict, effect, run_after
 
-#: what the v0 timer keeps of a window it turns (its issuing UPDATE puts these first, so that they
-#: read the old challenge, answer flag and deadline): the challenge if it was still outstanding,
-#: else nothing. ``prev_missed`` is set to 1 by the pass's miss count (and to 0 for a forgiven
-#: challenge) before; here it is cleared when nothing is kept.
-PREV_SETS = ("prev_challenge_id = CASE WHEN challenge_id IS NOT NULL AND answered = 0 THEN challenge_id END, "
-             "prev_deadline = deadline, "
-             "prev_missed = CASE WHEN challenge_id IS NOT NULL AND answered = 0 THEN prev_missed ELSE 0 END")
+
+def prev_sets(missed: str = "prev_missed") -> str:
+    """What the v0 timer keeps of a window it turns (its issuing UPDATE puts these first, so that
+    they read the old challenge, answer flag and deadline): the challenge if it was still
+    outstanding, else nothing. ``missed``: the ``prev_missed`` kept with an outstanding challenge —
+    ``1`` when the pass counts its miss in the same UPDATE, ``0`` when it forgives it; otherwise it is
+    cleared when nothing is kept."""
+    return ("prev_challenge_id = CASE WHEN challenge_id IS NOT NULL AND answered = 0 THEN challenge_id END, "
+            "prev_deadline = deadline, "
+            f"prev_missed = CASE WHEN challenge_id IS NOT NULL AND answered = 0 THEN {missed} ELSE 0 END")
 
 
 #: an answer to the current challenge stores the contract *answered ahead* (db/contracts.py,

@@ -127,35 +127,49 @@ def record_contracts_txn(txn: Txn, rules: Rules, now: float, passes: Sequence[in
     hook the protocols call in the transaction that records the results. A pass, a fail or a counted
     miss ends the contract's containment. ``token_id``: only that token's contracts count (ids sent
     by a farmer)."""
-    kinds = (("passes", passes), ("fails", fails), ("misses", misses), ("retries", retries))
-    ids = sorted({int(i) for _, group in kinds for i in group})
+    ids = sorted({int(i) for group in (passes, fails, misses, retries) for i in group})
     if not ids:
         return
-    # the contracts, then their tokens, by primary key (not a join: see db/online.py)
+    # the contracts, then their farmers, by primary key (not a join: see db/online.py)
     contracts = txn.select_in("SELECT id, token_id, contained FROM contracts WHERE id IN {ids}"
                               + ("" if token_id is None else " AND token_id = ?"), ids,
                               after=() if token_id is None else (token_id,))
-    farmer_of = {int(tid): (address, known) for tid, address, known in txn.select_in(
-        "SELECT t.id, t.address, r.address FROM tokens t LEFT JOIN reputation r ON r.address = t.address "
-        "WHERE t.id IN {ids}", sorted({int(c[1]) for c in contracts}))}
-    rows = [(cid, farmer_of[int(tid)][0], contained, farmer_of[int(tid)][1]) for cid, tid, contained in contracts
-            if int(tid) in farmer_of]
-    address_of = {int(cid): address for cid, address, _, _ in rows}
-    ensure_txn(txn, [address for _, address, _, known in rows if known is None], rules)
+    farmers = online_db.farmers_of_tokens_txn(txn, [c[1] for c in contracts])
+    rows = [(int(cid), farmers[int(tid)], int(contained or 0)) for cid, tid, contained in contracts
+            if int(tid) in farmers]
+    record_farmers_txn(txn, rules, now, rows, passes, fails, misses, retries)
+
+
+def record_farmers_txn(txn: Txn, rules: Rules, now: float, rows: Sequence[tuple[int, online_db.Farmer, int]],
+                       passes: Sequence[int] = (), fails: Sequence[int] = (), misses: Sequence[int] = (),
+                       retries: Sequence[int] = (), clear: bool = True) -> list[int]:
+    """:func:`record_contracts_txn` for contracts whose farmers the caller read (``rows``: contract
+    id, :class:`~downstream_tx.db.online.Farmer`, ``contained``; a contract not among them counts for
+    no one). Returns the ids whose containment the results end (``contained`` > 0 and a pass, fail or
+    counted miss); their ``contained`` is set to 0 here, or, with ``clear`` false, by the caller (the
+    v0 pass, in the row's one UPDATE: its rows are locked already)."""
+    ids = {int(i) for group in (passes, fails, misses, retries) for i in group}
+    rows = [row for row in rows if row[0] in ids]
+    if not rows:
+        return []
+    address_of = {cid: farmer.address for cid, farmer, _ in rows}
+    ensure_txn(txn, [farmer.address for _, farmer, _ in rows if not farmer.known], rules)
     tallies: dict[str, Tally] = defaultdict(Tally)
-    for column, group in kinds:
+    for column, group in (("passes", passes), ("fails", fails), ("misses", misses), ("retries", retries)):
         for cid in group:
             address = address_of.get(int(cid))
             if address is not None:
                 setattr(tallies[address], column, getattr(tallies[address], column) + 1)
     settled = {int(i): containment.PASS for i in passes} | {int(i): containment.FAIL for i in fails} \
         | {int(i): containment.MISS for i in misses}
-    txn.update_in("UPDATE contracts SET contained = 0 WHERE id IN {ids} AND contained > 0",
-                  sorted(int(cid) for cid, _, contained, _ in rows if contained and int(cid) in settled))
-    for change in containment.changes([(int(cid), address, int(contained or 0)) for cid, address, contained, _ in rows],
+    ended = sorted(cid for cid, _, contained in rows if contained and cid in settled)
+    if clear:
+        txn.update_in("UPDATE contracts SET contained = 0 WHERE id IN {ids} AND contained > 0", ended)
+    for change in containment.changes([(cid, farmer.address, contained) for cid, farmer, contained in rows],
                                       settled, {int(i) for i in retries}, rules):
         txn.note(change)
     record_txn(txn, rules, now, tallies)
+    return ended
 
 
 def contained_among_txn(txn: Txn, token_id: int, ids: Iterable[int]) -> list[int]:
@@ -195,29 +209,31 @@ def record_errors_txn(txn: Txn, rules: Rules, now: float, address: str, errors: 
 # --- containment ------------------------------------------------------------------------------
 
 def contain_v0_txn(txn: Txn, rules: Rules, now: float, forgive: tuple[float, float] | None,
-                   ids: Sequence[int]) -> set[int]:
-    """In the v0 timer pass, for the due contracts among ``ids`` (the pass's page) whose challenge
+                   windows: Sequence[tuple[int, float, int, int, float, int]],
+                   farmers: Sequence[tuple[int, online_db.Farmer, int]]) -> set[int]:
+    """In the v0 timer pass, for the due contracts of the pass's page (locked by it) whose challenge
     went unanswered while their farmer was active (the pass leaves out those of farmers that were
-    offline: db/online.py): each one the domain asks again (:func:`~downstream_tx.domain.containment.
+    offline: db/online.py), as ``windows`` (contract id, start, interval, seq, deadline,
+    contained): each one the domain asks again (:func:`~downstream_tx.domain.containment.
     reask_v0`) gets its challenge in the current window (``contained`` + 1, an online failure, no
     miss); the others are left to the pass, which counts their miss or forgives it (and the
-    reputation's counted miss resets ``contained``). Returns the ids asked again (the pass leaves
+    reputation's counted miss resets ``contained``). ``farmers``: the page's contracts with their
+    farmers, as :func:`record_farmers_txn` takes them. Returns the ids asked again (the pass leaves
     them alone): deciding on the pass's own page means a contract is never judged missed without
     its containment first, nor counted twice."""
-    if not containment.enabled(rules) or not ids:
+    if not containment.enabled(rules) or not windows:
         return set()
-    rows = txn.select_in(
-        "SELECT id, start, interval_s, seq, deadline, contained FROM contracts WHERE id IN {ids} "
-        "AND state = 'active' AND protocol = 0 AND deadline <= ? AND answered = 0 AND challenge_id IS NOT NULL",
-        sorted(ids), after=[now])
     again = []
-    for cid, start, interval, seq, deadline, contained in rows:
+    for cid, start, interval, seq, deadline, contained in windows:
         step = containment.reask_v0(now, start, interval, seq, deadline, int(contained), rules, forgive)
         if step is not None:
             again.append((cid, step.seq, step.issued, step.deadline, step.contained))
     txn.update_by_id("contracts", ["seq", "issued", "deadline", "contained"], again, where="state = 'active'")
-    record_contracts_txn(txn, rules, now, retries=[cid for cid, *_ in again])
-    return {int(cid) for cid, *_ in again}
+    asked = {int(cid): int(contained) for cid, *_, contained in again}
+    # (``contained`` as written now: a first re-ask enters containment)
+    record_farmers_txn(txn, rules, now, [(cid, farmer, asked[cid]) for cid, farmer, _ in farmers if cid in asked],
+                       retries=sorted(asked))
+    return set(asked)
 
 
 def contain_v1_txn(txn: Txn, rules: Rules, now: float, limit: int) -> tuple[int, list[int]]:
