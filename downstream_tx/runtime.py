@@ -208,7 +208,10 @@ async def _open(config: Config, reactor: Any, engine: Any, steps: list, create: 
     try:
         if not create and engine.name != "sqlite" and await db.run("schema_version", schema.current_version_txn) == 0:
             raise _missing(config, engine.describe())
-        before, after = await db.run("schema_upgrade", schema.upgrade_txn, steps)
+        if engine.name == "sqlite":
+            before, after = await db.run("schema_upgrade", schema.upgrade_txn, steps)
+        else:
+            before, after = await _upgrade_server(config, reactor, steps)
     except BaseException:
         db.close()
         raise
@@ -219,6 +222,20 @@ async def _open(config: Config, reactor: Any, engine: Any, steps: list, create: 
     if before == 0 and daemon:
         _mention_other_databases(config, engine)
     return db
+
+
+async def _upgrade_server(config: Config, reactor: Any, steps: list) -> tuple[int, int]:
+    """A server engine's schema upgrade, on a connection of its own that waits for each statement
+    as long as it takes: a step's ALTER TABLE over a large table takes minutes (schema step 13 on
+    3.2M files: docs/capacity.md), longer than the pool's read timeout — which would drop the
+    connection while the server goes on and commits the change, leaving the version unrecorded."""
+    engine = create_engine(config.db_url, idle_transaction_timeout=max(math.ceil(config.lease_ttl), 5),
+                           read_timeout=None)
+    db = Database.connect(engine, reactor, pool_size=1, retries=config.db_retries, note_observers=NOTE_OBSERVERS)
+    try:
+        return await db.run("schema_upgrade", schema.upgrade_txn, steps)
+    finally:
+        db.close()
 
 
 def _mention_other_databases(config: Config, engine: Any) -> None:

@@ -297,8 +297,14 @@ def test_schema_step_12_fills_the_counters_from_an_existing_database(farm, tmp_p
     assert len(per_token) >= 2
     assert expected[counters.state("active")] and expected[counters.state("failed")]
     assert expected[counters.unanswered(0)] and expected[counters.unanswered(1)]
-    # back to version 11 (the table and columns dropped), then upgraded in ranges of 2 contract ids
-    run(node.db.run("down", lambda txn: (txn.execute("DROP TABLE counters"),
+    # back to version 11 (step 13's indexes and column, step 12's table and columns dropped), then
+    # upgraded in ranges of 2 contract ids
+    run(node.db.run("down", lambda txn: (txn.execute("DROP INDEX files_urgent ON files" if txn.engine_name == "mysql"
+                                                     else "DROP INDEX files_urgent"),
+                                         txn.execute("DROP INDEX files_missing ON files" if txn.engine_name == "mysql"
+                                                     else "DROP INDEX files_missing"),
+                                         txn.execute("ALTER TABLE files DROP COLUMN missing"),
+                                         txn.execute("DROP TABLE counters"),
                                           txn.execute("ALTER TABLE tokens DROP COLUMN active_contracts"),
                                           txn.execute("ALTER TABLE tokens DROP COLUMN active_size"),
                                           txn.execute("UPDATE schema_version SET version = 11"))))

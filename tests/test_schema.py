@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from downstream_tx.db import schema
+from downstream_tx.db import contracts, schema
 from support import make_config, open_test_db, run
 
 
@@ -93,6 +93,45 @@ def test_newer_database_refused(tmp_path, db_url, clock):
     db.close()
 
 
+def test_step_13_indexes_the_replicas_a_file_misses_and_the_assignment_walks_that_index(tmp_path, db_url, clock):
+    """Files written before step 13 get ``missing`` (redundancy - replicas), kept by the database
+    as replicas change; the assignment's pick walks files_urgent / files_missing in its order and
+    needs no sort, so the files at their target are not read (issue: a scan of every file)."""
+    db = open_test_db(make_config(tmp_path, db_url), clock, upgrade=False)
+    steps = steps_for(db)
+    run(db.run("v12", schema.upgrade_txn, steps[:12]))
+    rows = [("stored", 3, 3, None)] * 300 + [("stored", 3, 1, None), ("stored", 2, 1, None),
+                                             ("stored", 3, 0, 5.0), ("seeded", 3, 0, None)]
+
+    def fill(txn):
+        for i, (kind, redundancy, replicas, removed) in enumerate(rows):
+            txn.execute("INSERT INTO files (file_hash, kind, size, redundancy, interval_s, replicas, added, removed) "
+                        "VALUES (?, ?, 1, ?, 60, ?, 0, ?)", (f"{i:064x}", kind, redundancy, replicas, removed))
+    run(db.run("fill", fill))
+    assert run(db.run("upgrade", schema.upgrade_txn, steps)) == (12, len(steps))
+
+    def missing(txn):
+        return txn.execute("SELECT missing FROM files ORDER BY id").fetchall()
+    assert [r[0] for r in run(db.run("read", missing))] == [0] * 300 + [2, 1, 3, 3]
+    run(db.run("take", lambda txn: txn.execute("UPDATE files SET replicas = replicas + 1 WHERE id = ?", (301,))))
+    assert run(db.run("read", missing))[300][0] == 1
+
+    def plan(txn, urgent_first):
+        sql = contracts.assign_query(urgent_first)
+        if txn.engine_name == "sqlite":
+            return [str(r[3]) for r in txn.execute("EXPLAIN QUERY PLAN " + sql, (1, "n", "a", 1, "a")).fetchall()]
+        txn.execute("ANALYZE TABLE files")
+        return [f"{r[2]} {r[5]} {r[9]}" for r in txn.execute("EXPLAIN " + sql, (1, "n", "a", 1, "a")).fetchall()]
+    # (descending index columns: MySQL 8, MariaDB 10.8+; an older MariaDB sorts the urgent order's
+    # files below their target, and this test says so)
+    for urgent_first, index in ((True, "files_urgent"), (False, "files_missing")):
+        steps_of_plan = run(db.run("plan", plan, urgent_first))
+        files = [step for step in steps_of_plan if " f " in f" {step} " or step.startswith("f ")]
+        assert len(files) == 1 and index in files[0], steps_of_plan
+        assert not any("TEMP B-TREE" in step or "filesort" in step for step in steps_of_plan), steps_of_plan
+    db.close()
+
+
 def test_step_files_validated(tmp_path):
     (tmp_path / "001_a.sql").write_text("CREATE TABLE a (x INTEGER);")
     (tmp_path / "003_c.sql").write_text("CREATE TABLE c (x INTEGER);")
@@ -119,3 +158,31 @@ def test_sqlite_backup_copy(tmp_path, clock):
     assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600  # it holds the node secret: created private
     assert schema.sqlite_version_of(backup) == schema.sqlite_version_of(path)
     assert schema.sqlite_version_of(str(tmp_path / "none.db")) == 0
+
+
+def test_a_server_engine_waits_for_the_upgrade_without_the_pools_read_timeout(tmp_path, monkeypatch):
+    """A schema step's ALTER TABLE over a large table outlasts the pool's 60 s read timeout (step 13:
+    ~100 s on 3.3M files), which would drop the connection while the server commits the change:
+    the node upgrades on a connection of its own with no read timeout, and closes it after."""
+    from downstream_tx import runtime
+    from downstream_tx.db.engine import create_engine
+
+    assert create_engine("mysql://u:p@127.0.0.1:1/d").pool_args(1)["connkw"]["read_timeout"] == 60
+    made, closed = [], []
+
+    class Upgrader:
+        async def run(self, desc, func, steps):
+            assert (desc, func) == ("schema_upgrade", schema.upgrade_txn)
+            return 12, 13
+
+        def close(self):
+            closed.append(True)
+
+    def connect(engine, reactor, **kwargs):
+        made.append(engine.pool_args(kwargs["pool_size"])["connkw"])
+        return Upgrader()
+
+    monkeypatch.setattr(runtime.Database, "connect", connect)
+    config = make_config(tmp_path, "mysql://u:p@127.0.0.1:1/d")
+    assert run(runtime._upgrade_server(config, None, [])) == (12, 13)
+    assert [(kw["read_timeout"], kw["write_timeout"]) for kw in made] == [(None, None)] and closed == [True]

@@ -45,6 +45,26 @@ class Assignment:
     capability: str = ""
 
 
+def assign_query(urgent_first: bool = True) -> str:
+    """The assignment's pick (:func:`assign_txn`; parameters: token id, network, address, token
+    id, address). It walks index ``files_urgent`` (most missing first) or ``files_missing`` (fewest
+    missing first), ties by oldest id (schema step 13), from the first file below its target and
+    stops at the first the farmer may hold: the files at their target are never read."""
+    # The checks are scalar subqueries, not [NOT] EXISTS: MariaDB turns an EXISTS into a semi-join
+    # and may plan it first (every unused challenge read and sorted), and a NOT EXISTS into a
+    # materialised NOT IN; a scalar subquery is evaluated for each file the walk reaches.
+    return ("SELECT f.id, f.file_hash, f.size, f.interval_s FROM files f "
+            "WHERE f.removed IS NULL AND f.kind = 'stored' AND f.missing > 0 "
+            "AND (SELECT c.id FROM contracts c WHERE c.file_id = f.id AND c.state = 'active' "
+            "AND (c.token_id = ? OR c.network = ? OR c.token_id IN (SELECT t.id FROM tokens t WHERE t.address = ?)) "
+            "LIMIT 1) IS NULL "
+            # nor one whose contract this farmer failed (while that contract is kept: db/archive.py)
+            "AND (SELECT c.id FROM contracts c WHERE c.file_id = f.id AND c.state = 'failed' "
+            "AND (c.token_id = ? OR c.token_id IN (SELECT t.id FROM tokens t WHERE t.address = ?)) LIMIT 1) IS NULL "
+            "AND (SELECT ch.id FROM challenges ch WHERE ch.file_id = f.id AND ch.used = 0 LIMIT 1) IS NOT NULL "
+            "ORDER BY f.missing " + ("DESC" if urgent_first else "ASC") + ", f.id LIMIT 1")
+
+
 def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_first: bool = True,
                download_key: bytes | None = None, address: str | None = None,
                network: str | None = None) -> Assignment | None:
@@ -59,18 +79,7 @@ def assign_txn(txn: Txn, token_id: int, now: float, attempts: int = 5, urgent_fi
     taken with a guarded update, so concurrent requests never push a file over its target.
     ``download_key``: the SHA-256 of the contract's download key (db/downloads.py)."""
     for _ in range(attempts):
-        row = txn.execute(
-            "SELECT f.id, f.file_hash, f.size, f.interval_s FROM files f "
-            "WHERE f.removed IS NULL AND f.kind = 'stored' AND f.replicas < f.redundancy "
-            "AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.file_id = f.id AND c.state = 'active' "
-            "AND (c.token_id = ? OR c.network = ? OR c.token_id IN (SELECT t.id FROM tokens t WHERE t.address = ?))) "
-            # nor one whose contract this farmer failed (while that contract is kept: db/archive.py)
-            "AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.file_id = f.id AND c.state = 'failed' "
-            "AND (c.token_id = ? OR c.token_id IN (SELECT t.id FROM tokens t WHERE t.address = ?))) "
-            "AND EXISTS (SELECT 1 FROM challenges ch WHERE ch.file_id = f.id AND ch.used = 0) "
-            "ORDER BY f.redundancy - f.replicas " + ("DESC" if urgent_first else "ASC") + ", f.id LIMIT 1",
-            (token_id, network, address, token_id, address),
-        ).fetchone()
+        row = txn.execute(assign_query(urgent_first), (token_id, network, address, token_id, address)).fetchone()
         if row is None:
             return None
         file_id, file_hash, size, interval = row

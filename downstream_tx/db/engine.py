@@ -170,11 +170,15 @@ class MysqlEngine(Engine):
     #: a server that failed to connect (or was not ready) is tried after the others for this long
     FAILED_HOST_SECONDS = 30.0
 
-    def __init__(self, url: DbUrl, idle_transaction_timeout: int | None = None):
+    def __init__(self, url: DbUrl, idle_transaction_timeout: int | None = None, read_timeout: int | None = 60):
         super().__init__(url)
         import pymysql
 
         self.idle_transaction_timeout = idle_transaction_timeout
+        #: seconds a statement's answer is waited for (pymysql's read and write timeouts) before the
+        #: connection is given up; None: no limit — the schema upgrade's (runtime.py), whose ALTER
+        #: TABLE over a large table takes minutes (docs/capacity.md)
+        self.read_timeout = read_timeout
 
         self.module = pymysql
         #: (host, port) → monotonic time it last failed to give a usable connection
@@ -258,8 +262,8 @@ class MysqlEngine(Engine):
                 "charset": "utf8mb4",
                 "autocommit": False,
                 "connect_timeout": 5,
-                "read_timeout": 60,
-                "write_timeout": 60,
+                "read_timeout": self.read_timeout,
+                "write_timeout": self.read_timeout,
                 "init_command": "SET time_zone = '+00:00', "
                 "sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO'",
             },
@@ -312,10 +316,10 @@ class MysqlEngine(Engine):
         return f"mysql://{self.url.user}:***@{hosts}/{self.url.database}"
 
 
-def create_engine(url: str, idle_transaction_timeout: int | None = None) -> Engine:
-    """The engine of a database URL (``idle_transaction_timeout``: a server engine's, see
-    :attr:`MysqlEngine.idle_transaction_timeout`)."""
+def create_engine(url: str, idle_transaction_timeout: int | None = None, read_timeout: int | None = 60) -> Engine:
+    """The engine of a database URL (``idle_transaction_timeout``, ``read_timeout``: a server
+    engine's, see :attr:`MysqlEngine.idle_transaction_timeout` and :attr:`MysqlEngine.read_timeout`)."""
     parsed = parse_db_url(url)
     if parsed.scheme == "sqlite":
         return SqliteEngine(parsed)
-    return MysqlEngine(parsed, idle_transaction_timeout)
+    return MysqlEngine(parsed, idle_transaction_timeout, read_timeout)

@@ -48,11 +48,12 @@ class UnderReplicated:
 
 def under_replicated_txn(txn: Txn, limit: int = 20) -> tuple[int, list[UnderReplicated]]:
     """Stored files with fewer replicas than their redundancy target: how many, and the ``limit``
-    furthest below it."""
-    where = "FROM files WHERE removed IS NULL AND kind = 'stored' AND replicas < redundancy"
+    furthest below it. Both read only the files below their target (indexes files_missing and
+    files_urgent on ``missing`` = redundancy - replicas: schema step 13)."""
+    where = "FROM files WHERE removed IS NULL AND kind = 'stored' AND missing > 0"
     total = int(txn.scalar(f"SELECT COUNT(*) {where}") or 0)
     rows = [UnderReplicated(str(h), int(s), int(r), int(n)) for h, s, r, n in txn.execute(
-        f"SELECT file_hash, size, redundancy, replicas {where} ORDER BY redundancy - replicas DESC, id LIMIT ?",
+        f"SELECT file_hash, size, redundancy, replicas {where} ORDER BY missing DESC, id LIMIT ?",
         (limit,)
     ).fetchall()]
     return total, rows

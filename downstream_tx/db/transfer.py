@@ -129,7 +129,9 @@ def _mysql_tables(txn: Txn, names: Sequence[str]) -> list[Table]:
     columns: dict[str, list[tuple[str, str]]] = {n: [] for n in names}
     for table, column, declared in txn.execute(
             "SELECT table_name, column_name, column_type FROM information_schema.columns "
-            "WHERE table_schema = DATABASE()").fetchall():
+            # a generated column (files.missing) is the database's own: not copied (SQLite's
+            # table_info does not list one either)
+            "WHERE table_schema = DATABASE() AND is_generated = 'NEVER'").fetchall():
         if table in columns:
             columns[table].append((str(column), kind_of(str(declared))))
     keys: dict[str, list[tuple[int, str]]] = {n: [] for n in names}
