@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from downstream_tx.db import challenges, counters, late, online, reputation
-from downstream_tx.db.database import Database, Txn
+from downstream_tx.db.database import SHORT_BATCH, Database, Txn
 from downstream_tx.db.replicas import FAILED, end_where_txn, finish_txn
 from downstream_tx.db.tokens import TOKEN_COLUMNS, TokenRow, UnknownToken, lookup_txn, seen_txn
 from downstream_tx.domain import verdicts, vetting
@@ -570,8 +570,10 @@ class ContractStore:
     def of_token(self, token_hash: bytes, limit: int | None = None, offset: int = 0, now: float | None = None):
         """Fires with ``(token row, a page of its active contracts)``: see :func:`token_contracts_txn`
         (``now``: the farmer's request, its last_seen; the windows it reads first are taken then)."""
-        return self._with_token("due", token_contracts_txn, token_hash, limit, offset, V0, now, short=True,
-                                now=now)
+        # short only for a small page: a page's first read of a window takes its challenges (a write
+        # per contract), which must not hold the reactor for a farmer's 1,000 contracts
+        return self._with_token("due", token_contracts_txn, token_hash, limit, offset, V0, now,
+                                short=limit is not None and limit <= SHORT_BATCH, now=now)
 
     def answer(self, token_hash: bytes, file_hash: str, response: str, now: float, max_failures: int,
                arrived: float | None = None, grace: float = 0.0):

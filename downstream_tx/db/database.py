@@ -49,6 +49,11 @@ class DatabaseUnavailable(Exception):
     """The database could not be reached (after retries)."""
 
 
+#: a farmer call over at most this many contracts is a short transaction (:meth:`Database.run_short`:
+#: on SQLite it runs on the reactor thread, ~1-3 ms at this size, instead of paying the thread hop);
+#: a larger batch goes to the pool so that it never holds the reactor longer
+SHORT_BATCH = 100
+
 class Txn:
     """A cursor that speaks the project's one SQL dialect (``?`` placeholders).
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from downstream_tx.db import counters, files, meta, reputation
-from downstream_tx.db.database import Database, Txn
+from downstream_tx.db.database import SHORT_BATCH, Database, Txn
 from downstream_tx.db.replicas import retire_v1_txn
 from downstream_tx.db.tokens import lookup_txn, use_from_ip_txn
 from downstream_tx.domain import containment, verdicts
@@ -29,10 +29,6 @@ from downstream_tx.domain.scores import Tally
 
 #: the largest id a contract can have (SQLite and MySQL signed 64-bit)
 MAX_ID = (1 << 63) - 1
-#: a farmer call over at most this many contracts is a short transaction (Database.run_short: on
-#: SQLite it runs on the reactor thread, ~1-3 ms at this size, instead of paying the thread hop);
-#: a larger batch goes to the pool so that it never holds the reactor longer
-SHORT_BATCH = 100
 
 
 @dataclass(frozen=True)

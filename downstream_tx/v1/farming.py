@@ -16,7 +16,8 @@ from downstream_tx.config import Config
 from downstream_tx.core.context import Blocking, Results
 from downstream_tx.core.keys import NodeKeys
 from downstream_tx.core.tokens import Token, Tokens, ip_limit_message, parse_token
-from downstream_tx.db.seeded import SHORT_BATCH, IssuedChallenge, PoolChunk, Refresh, Sealed, SeededStore, V1Contract
+from downstream_tx.db.database import SHORT_BATCH
+from downstream_tx.db.seeded import IssuedChallenge, PoolChunk, Refresh, Sealed, SeededStore, V1Contract
 from downstream_tx.db.tokens import IpLimitReached, TokenStore, UnknownToken
 from downstream_tx.domain.vetting import NotEligible
 from downstream_tx.errors import INVALID, NOT_FOUND
