@@ -371,8 +371,9 @@ def gib(b: float) -> str:
 
 def print_costs(costs: dict[str, Cost], base: dict | None, load: str) -> dict[str, dict]:
     print(f"== per operation, in process on MariaDB (load average {load})")
-    print(f"{'operation':18} {'n':>7} {'node ms':>8} {'db ms':>7} {'rows':>6} {'redo B':>7} {'wall ms':>8}"
-          + ("  ratio node/db/rows to --compare" if base else "") + "   rows changed per op, by table")
+    print(f"{'operation':18} {'n':>7} {'node ms':>8} {'db ms':>7} {'rows':>6} {'redo B':>7} {'wall ms':>8} "
+          f"{'read':>7} {'pool rd':>7}" + ("  ratio node/db/rows/read to --compare" if base else "")
+          + "   rows changed per op, by table; rows read, by table")
     out = {}
     for name, cost in costs.items():
         p = cost.per_op()
@@ -380,11 +381,14 @@ def print_costs(costs: dict[str, Cost], base: dict | None, load: str) -> dict[st
         ratio = ""
         if base and name in base:
             b = base[name]
-            ratio = "  " + " / ".join(f"{p[k] / b[k]:.2f}" if b[k] else "-" for k in ("node_ms", "db_ms", "rows"))
-            ratio = f"{ratio:33}"
+            ratio = "  " + " / ".join(f"{p[k] / b[k]:.2f}" if b.get(k) else "-"
+                                      for k in ("node_ms", "db_ms", "rows", "rows_read"))
+            ratio = f"{ratio:40}"
         tables = ", ".join(f"{t} {v / cost.n:.2f}" for t, v in sorted(cost.rows.items(), key=lambda kv: -kv[1]))
+        read = ", ".join(f"{t} {v / cost.n:.2f}" for t, v in sorted(cost.read.items(), key=lambda kv: -kv[1]))
         print(f"{name:18} {cost.n:>7} {p['node_ms']:>8.3f} {p['db_ms']:>7.3f} {p['rows']:>6.2f} "
-              f"{p['redo_bytes']:>7.0f} {p['wall_ms']:>8.3f}{ratio}   {tables}"
+              f"{p['redo_bytes']:>7.0f} {p['wall_ms']:>8.3f} {p['rows_read']:>7.1f} {p['pool_reads']:>7.2f}"
+              f"{ratio}   {tables}; read: {read}"
               + (f"  ({cost.new_threads} new server threads not counted)" if cost.new_threads else ""))
     return out
 

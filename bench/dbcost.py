@@ -1,8 +1,9 @@
 """What an operation costs a MariaDB server on this machine, for the benchmarks: the CPU of the
 server threads serving a database's connections (``/proc/<mariadbd>/task/<tid>/stat``; only for a
 server on this machine whose /proc we may read), the rows changed in its tables
-(``information_schema.TABLE_STATISTICS``, MariaDB's ``userstat``), the redo log written (global:
-other databases' writes count too) and the bytes its tables take.
+and the rows read from them (``information_schema.TABLE_STATISTICS``, MariaDB's ``userstat``), the
+redo log written and the pages the buffer pool read from disk (global: other databases' work counts
+too) and the bytes its tables take.
 
 Used by bench/timers.py (the server thread of one connection) and bench/capacity.py (:class:`Meter`).
 """
@@ -64,7 +65,8 @@ def connection_thread_cpu(scalar):
 
 
 #: global status counters read with each snapshot (their deltas are reported)
-STATUS = ("Innodb_os_log_written", "Innodb_rows_inserted", "Innodb_rows_updated", "Innodb_rows_deleted")
+STATUS = ("Innodb_os_log_written", "Innodb_rows_inserted", "Innodb_rows_updated", "Innodb_rows_deleted",
+          "Innodb_buffer_pool_reads", "Innodb_buffer_pool_read_requests")
 
 
 @dataclass
@@ -77,6 +79,8 @@ class Snapshot:
     #: table -> rows changed (inserted, updated or deleted) since the server started counting
     rows: dict[str, int]
     status: dict[str, int]
+    #: table -> rows read since the server started counting
+    read: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,6 +97,8 @@ class Cost:
     status: dict[str, int] = field(default_factory=dict)
     #: server threads that appeared during the operation (a new connection): not counted
     new_threads: int = 0
+    #: table -> rows read (by the index lookups and scans of the database's statements)
+    read: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: Cost) -> None:
         self.n += other.n
@@ -105,13 +111,18 @@ class Cost:
             self.rows[table] = self.rows.get(table, 0) + n
         for name, n in other.status.items():
             self.status[name] = self.status.get(name, 0) + n
+        for table, n in other.read.items():
+            self.read[table] = self.read.get(table, 0) + n
         self.new_threads += other.new_threads
 
     def per_op(self) -> dict:
         n = max(self.n, 1)
         return {"node_ms": self.node_cpu / n * 1e3, "db_ms": self.db_cpu / n * 1e3,
                 "rows": sum(self.rows.values()) / n, "redo_bytes": self.status.get("Innodb_os_log_written", 0) / n,
-                "wall_ms": self.wall / n * 1e3}
+                "wall_ms": self.wall / n * 1e3, "rows_read": sum(self.read.values()) / n,
+                "read_by_table": {t: v / n for t, v in self.read.items()},
+                # global: another database's misses count too
+                "pool_reads": self.status.get("Innodb_buffer_pool_reads", 0) / n}
 
 
 class Meter:
@@ -160,25 +171,28 @@ class Meter:
                 cpu = thread_cpu(self.pid, tid)
                 if cpu is not None:
                     threads[tid] = cpu
-        rows = {}
+        rows, read = {}, {}
         if self.userstat:
-            rows = {t: int(n) for t, n in self._exec(
-                "SELECT table_name, rows_changed FROM information_schema.table_statistics WHERE table_schema = %s",
-                (self.database,))}
+            for t, changed, n_read in self._exec(
+                    "SELECT table_name, rows_changed, rows_read FROM information_schema.table_statistics "
+                    "WHERE table_schema = %s", (self.database,)):
+                rows[t], read[t] = int(changed), int(n_read)
         status = {k: int(v) for k, v in self._exec(
             "SHOW GLOBAL STATUS WHERE variable_name IN (" + ", ".join(["%s"] * len(STATUS)) + ")", STATUS)}
         return Snapshot(time.process_time(), time.perf_counter(), threads,
-                        process_cpu(self.pid) if self.pid is not None else None, rows, status)
+                        process_cpu(self.pid) if self.pid is not None else None, rows, status, read)
 
     def cost(self, name: str, n: int, before: Snapshot, after: Snapshot) -> Cost:
         common = before.threads.keys() & after.threads.keys()
         rows = {t: after.rows[t] - before.rows.get(t, 0) for t in after.rows
                 if after.rows[t] != before.rows.get(t, 0)}
+        read = {t: after.read[t] - before.read.get(t, 0) for t in after.read
+                if after.read[t] != before.read.get(t, 0)}
         return Cost(name, n, after.node_cpu - before.node_cpu, after.wall - before.wall,
                     sum(after.threads[t] - before.threads[t] for t in common),
                     None if before.server_cpu is None else after.server_cpu - before.server_cpu,
                     rows, {k: after.status[k] - before.status.get(k, 0) for k in after.status},
-                    len(after.threads.keys() - before.threads.keys()))
+                    len(after.threads.keys() - before.threads.keys()), read)
 
     def table_sizes(self) -> dict[str, tuple[int, int, int]]:
         """table -> (rows (counted), data_length + index_length after ANALYZE TABLE, .ibd file bytes

@@ -75,6 +75,32 @@ def test_capacity_bench():
     assert "100,000  100,000,000" in out  # the model's largest size
 
 
+def test_capacity_check_summary(tmp_path):
+    """bench/capacity_check.py's summary of saved runs: each size's median, the ratio of the
+    medians, a mark on a figure outside 25% (no database: runs saved by hand)."""
+    import json
+
+    def run(size: int, i: int, db_ms: float, node_ms: float, load: float) -> None:
+        per_op = {"answer": {"node_ms": node_ms, "db_ms": db_ms, "rows": 4.0, "rows_read": 10.0, "wall_ms": 5.0,
+                             "pool_reads": 0.0, "redo_bytes": 0.0}}
+        sizes = {"contracts": [size, size * 400, 0]}
+        (tmp_path / f"{size}-{i}.json").write_text(json.dumps(
+            {"per_op": per_op, "per_row": {"contracts": 400.0}, "sizes": sizes, "load": "0.5 0.5 0.5",
+             "load_start": load}))
+
+    for i, (small, big) in enumerate([(2.0, 2.2), (1.0, 3.0), (2.2, 2.4)]):  # medians 2.0 and 2.4: 1.20
+        run(1000, i, small, 1.0, 0.4)
+        run(10000, i, big, 1.0 + 0.5 * i, 0.6)  # node median 1.5: 1.50, outside
+    out = run_bench("bench/capacity_check.py", "--summary", str(tmp_path))
+    db = next(line for line in out.splitlines()[out.splitlines().index("-- database CPU ms"):]
+              if "answer" in line)
+    node = next(line for line in out.splitlines()[out.splitlines().index("-- node CPU ms"):]
+                if "answer" in line)
+    assert db.split()[-1] == "1.20" and "(1.000-2.200)" in db, db
+    assert node.split()[-2:] == ["1.50", "*"], node
+    assert "measured / predicted 1.00" in out and "0.40, 0.40, 0.40" in out
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode,figure", [("v1", "proofs/s"), ("v0", "passes/s")])
 def test_farmers_bench(mode, figure):
