@@ -109,8 +109,9 @@ def in_thread(reactor, func, *args):
 
 
 async def probe(reactor, services, clock, url: str, tmp: str, measure, farmers: int, contracts: int,
-                repairs: int) -> None:
-    """The v0 operations, each measured over all of its instances (see the module's docstring)."""
+                repairs: int, first: int = 0) -> None:
+    """The v0 operations, each measured over all of its instances (see the module's docstring).
+    ``first``: the probe's farmer numbers start there (a kept database: new farmers each run)."""
     from downstream_tx.v0.farming import AnswerOutcome
     from downstream_tx.v0.hashes import Response
 
@@ -123,8 +124,8 @@ async def probe(reactor, services, clock, url: str, tmp: str, measure, farmers: 
         with open(services.chunks.path_for(file_hash), "rb") as f:  # the stored (encrypted) bytes
             data[file_hash] = f.read()
     v0 = services.v0
-    tokens = [await v0.create_token(farmer_address(PROBE_BASE + i)) for i in range(farmers)]
-    spare = await v0.create_token(farmer_address(SPARE_BASE))
+    tokens = [await v0.create_token(farmer_address(PROBE_BASE + first + i)) for i in range(farmers)]
+    spare = await v0.create_token(farmer_address(SPARE_BASE + first))
 
     async def assign_all():
         out = []
@@ -270,16 +271,21 @@ def fill(reactor, services, url: str, n: int, per_farmer: int):
     return defer.ensureDeferred(both())
 
 
-def forget_probes(url: str, n: int) -> None:
+def forget_probes(url: str, n: int) -> int:
     """A kept database: the contracts and files of earlier probes (beyond the fill's) go, so that
-    this probe's farmers get this probe's files and its timer passes see only its contracts."""
+    this probe's farmers get this probe's files and its timer passes see only its contracts.
+    Returns where this probe's farmer numbers start: past every token's so far, so that its farmers
+    are new ones (an earlier probe's farmers' standing, vetting and reputation would make a run
+    depend on the runs before it on the same database)."""
     _, conn, txn = timers.connect(url)
+    first = int(txn.scalar("SELECT COUNT(*) FROM tokens"))
     txn.execute("DELETE FROM contract_tags WHERE contract_id > ?", (n,))
     txn.execute("DELETE FROM contracts WHERE id > ?", (n,))
     txn.execute("UPDATE files SET removed = ? WHERE id > (SELECT MAX(id) FROM bench_files) AND removed IS NULL",
                 (time.time(),))
     conn.commit()
     conn.close()
+    return first
 
 
 def partly_filled(url: str) -> bool:
@@ -478,8 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     admin = admin.rsplit("/", 1)[0] + "/" + database  # the admin user's server, our database
     base = json.loads(Path(args.compare).read_text()) if args.compare else None
     reuse = args.keep and args.fill and filled(url) >= args.fill
+    first = 0
     if reuse:
-        forget_probes(url, args.fill)
+        first = forget_probes(url, args.fill)
     elif not (args.keep and args.fill and partly_filled(url)):
         timers.fresh(url)[1].close()
     meter = Meter(admin, database)
@@ -510,13 +517,15 @@ def main(argv: list[str] | None = None) -> int:
             if not args.fill:
                 for i in range(args.idle_farmers):
                     await services.v0.create_token(farmer_address(i))
-            await probe(reactor, services, clock, url, tmp, measure, args.farmers, args.contracts, args.repairs)
+            await probe(reactor, services, clock, url, tmp, measure, args.farmers, args.contracts, args.repairs,
+                        first)
             if args.fill:  # a page of the status list (GET /api/downstream/status/list): 25 farmers of 1,000 contracts
 
                 async def pages(n: int):
                     for _ in range(n):
                         assert len(await services.status.farmers(limit=25)) == 25
 
+                await pages(1)  # (not counted: the first page's reads from disk, after the probe's writes)
                 await measure("status list page", 10, pages(10))
         finally:
             services.db.close()
