@@ -249,11 +249,12 @@ def fill(reactor, services, url: str, n: int, per_farmer: int):
         gen("contracts", n, "INSERT INTO contracts (id, token_id, file_id, protocol, state, start, interval_s, seq, "
             "challenge_id, issued, deadline, answered, passes, prev_challenge_id, prev_deadline, download_key, "
             "download_start, downloads, network)",
-            "SELECT s.i + 1, ? + s.i DIV ?, b.id, 0, 'active', ?, ?, 5, b.i + 1, ?, ?, 1, 5, b.i + 1, ?, "
+            f"SELECT s.i + 1, ? + s.i DIV ?, b.id, 0, 'active', ?, ?, 5, b.i + 1, ?, ?, 1, {FILL_PASSES}, b.i + 1, ?, "
             "UNHEX(SHA2(CONCAT('d', s.i), 256)), ?, 1, LEFT(SHA2(CONCAT('n', s.i DIV ?), 256), 32) "
             "FROM s JOIN bench_files b ON b.i = s.i % ?",
             (first_token, per_farmer, now, HOUR, later - HOUR, later, later - HOUR, now, per_farmer, nfiles))
         txn.execute("UPDATE tokens SET active_contracts = ?, active_size = ?", (per_farmer, per_farmer * 1024))
+        vet_fill(txn, n // per_farmer, per_farmer)
         txn.execute("CREATE TABLE IF NOT EXISTS bench_fill (n BIGINT NOT NULL)")
         txn.execute("INSERT INTO bench_fill (n) VALUES (?)", (n,))
         conn.commit()
@@ -271,6 +272,21 @@ def fill(reactor, services, url: str, n: int, per_farmer: int):
     return defer.ensureDeferred(both())
 
 
+#: passes of each contract the fill makes (``seq`` 5: five windows answered)
+FILL_PASSES = 5
+
+
+def vet_fill(txn, farmers: int, per_farmer: int) -> None:
+    """The fill's farmers (the first ``farmers`` tokens) vetted, with their contracts' passes, as
+    farmers holding contracts answered for hours are: the probe's farmers are then new farmers in a
+    network of vetted ones, whatever ran before on the database (while no farmer is vetted the
+    node's assignment takes another path: the files in most danger first, no vetting share)."""
+    first = txn.scalar("SELECT MIN(id) FROM tokens")
+    txn.execute("UPDATE reputation SET passes = ?, vetted = 1 WHERE passes < ? AND address IN "
+                "(SELECT address FROM tokens WHERE id BETWEEN ? AND ?)",
+                (per_farmer * FILL_PASSES, per_farmer * FILL_PASSES, first, first + farmers - 1))
+
+
 def forget_probes(url: str, n: int) -> int:
     """A kept database: the contracts and files of earlier probes (beyond the fill's) go, so that
     this probe's farmers get this probe's files and its timer passes see only its contracts.
@@ -278,6 +294,7 @@ def forget_probes(url: str, n: int) -> int:
     are new ones (an earlier probe's farmers' standing, vetting and reputation would make a run
     depend on the runs before it on the same database)."""
     _, conn, txn = timers.connect(url)
+    vet_fill(txn, n // MODEL_CONTRACTS, MODEL_CONTRACTS)  # (a database filled before the fill did it)
     first = int(txn.scalar("SELECT COUNT(*) FROM tokens"))
     txn.execute("DELETE FROM contract_tags WHERE contract_id > ?", (n,))
     txn.execute("DELETE FROM contracts WHERE id > ?", (n,))
