@@ -80,18 +80,20 @@ def run_all(dbs: list[tuple[int, str]], runs: int, out: Path, probe: list[str], 
 
 
 def load_runs(out: Path) -> dict[int, list[dict]]:
-    """size -> its saved runs, in run order."""
+    """size -> its saved runs, in run order (each with its number, ``run``)."""
     runs: dict[int, list[tuple[int, dict]]] = {}
     for f in out.glob("*-*.json"):
         n, i = f.stem.rsplit("-", 1)
-        runs.setdefault(int(n), []).append((int(i), json.loads(f.read_text())))
+        runs.setdefault(int(n), []).append((int(i), {**json.loads(f.read_text()), "run": int(i)}))
     return {n: [r for _, r in sorted(v, key=lambda kv: kv[0])] for n, v in sorted(runs.items())}
 
 
 def summary(runs: dict[int, list[dict]]) -> dict:
-    """Per operation and figure: each size's median, least and most, and the ratio of the biggest
-    size's median to the smallest's; the database size measured against predicted (the small size's
-    bytes per row times the big size's rows, as capacity.py --compare)."""
+    """Per operation and figure: each size's median, least and most, the ratio of the biggest
+    size's median to the smallest's, and the median of the run-by-run ratios (run i of the big size
+    against run i of the small one: neighbours in time, so a slow spell of the machine counts in
+    both); the database size measured against predicted (the small size's bytes per row times the
+    big size's rows, as capacity.py --compare)."""
     small, big = min(runs), max(runs)
     ops = [op for op in runs[small][0]["per_op"] if all(op in r["per_op"] for rs in runs.values() for r in rs)]
     out: dict = {"sizes": {n: len(rs) for n, rs in runs.items()},
@@ -104,7 +106,10 @@ def summary(runs: dict[int, list[dict]]) -> dict:
                 values = [r["per_op"][op].get(key, 0.0) for r in rs]
                 per_size[n] = (statistics.median(values), min(values), max(values))
             ratio = per_size[big][0] / per_size[small][0] if per_size[small][0] else None
-            figures[key] = {"per_size": per_size, "ratio": ratio}
+            smalls = {r["run"]: r["per_op"][op].get(key, 0.0) for r in runs[small]}
+            pairs = [r["per_op"][op].get(key, 0.0) / smalls[r["run"]] for r in runs[big] if smalls.get(r["run"])]
+            figures[key] = {"per_size": per_size, "ratio": ratio,
+                            "paired": statistics.median(pairs) if pairs else None}
         out["ops"][op] = figures
     last_small, last_big = runs[small][-1], runs[big][-1]
     predicted = measured = 0.0
@@ -122,7 +127,8 @@ def summary(runs: dict[int, list[dict]]) -> dict:
 def print_summary(s: dict) -> None:
     small, big = min(s["sizes"]), max(s["sizes"])
     print(f"== {big:,} against {small:,} contracts: median (least-most) of {s['sizes'][big]} and "
-          f"{s['sizes'][small]} runs; ratio = median / median, * outside {CRITERION:.0%}")
+          f"{s['sizes'][small]} runs; ratio = median / median, * outside {CRITERION:.0%}; paired = the median "
+          "of run i's ratios")
     for n, loads in s["loads"].items():
         print(f"   load at start, {n:,}: " + ", ".join("?" if x is None else f"{x:.2f}" for x in loads))
     for key, label in FIGURES:
@@ -131,9 +137,10 @@ def print_summary(s: dict) -> None:
             f = figures[key]
             cells = "   ".join(f"{m:9.3f} ({lo:.3f}-{hi:.3f})"
                                for m, lo, hi in (f["per_size"][small], f["per_size"][big]))
-            ratio = f["ratio"]
+            ratio, paired = f["ratio"], f["paired"]
             mark = "" if ratio is None or key in ("wall_ms", "pool_reads") or abs(ratio - 1) <= CRITERION else " *"
-            print(f"   {op:26} {cells}   {'-' if ratio is None else f'{ratio:.2f}'}{mark}")
+            print(f"   {op:26} {cells}   {'-' if ratio is None else f'{ratio:.2f}'}{mark:2}   paired "
+                  + ("-" if paired is None else f"{paired:.2f}"))
     size = s["size"]
     if size["ratio"] is not None:
         print(f"-- database size at {big:,}: measured / predicted {size['ratio']:.2f} ("

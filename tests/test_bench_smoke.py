@@ -96,8 +96,8 @@ def test_capacity_check_summary(tmp_path):
               if "answer" in line)
     node = next(line for line in out.splitlines()[out.splitlines().index("-- node CPU ms"):]
                 if "answer" in line)
-    assert db.split()[-1] == "1.20" and "(1.000-2.200)" in db, db
-    assert node.split()[-2:] == ["1.50", "*"], node
+    assert db.split()[-3:] == ["1.20", "paired", "1.10"] and "(1.000-2.200)" in db, db  # 1.10, 3.00, 1.09
+    assert node.split()[-4:] == ["1.50", "*", "paired", "1.50"], node
     assert "measured / predicted 1.00" in out and "0.40, 0.40, 0.40" in out
 
 
