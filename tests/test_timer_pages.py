@@ -206,3 +206,29 @@ def test_a_missed_contract_is_read_once_and_written_once(node, clock, tmp_path, 
     assert run(node.db.run("t", lambda txn: txn.scalar(
         "SELECT COUNT(*) FROM contracts WHERE prev_missed = 1 AND prev_challenge_id IS NOT NULL"))) == 3
     assert run(node.db.run("t", lambda txn: txn.scalar("SELECT SUM(misses) FROM reputation"))) == 3
+
+
+def test_the_low_files_check_counts_unused_challenges_up_to_the_mark(node, tmp_path):
+    """``low_files_txn`` and ``all_low_files_txn`` read at most the mark's number of unused
+    challenges per file (the unused one at offset mark - 1 exists or not), and answer as a count
+    would: a file with fewer unused challenges than the mark is low, one with exactly the mark is
+    not, used challenges among the unused ones do not count, and a mark of 0 finds none."""
+    hashes = [add_test_file(node, tmp_path) for _ in range(3)]
+    ids = [run(node.stores.files.get_active(h)).id for h in hashes]
+    unused = run(node.stores.challenges.unused(ids[0]))
+    assert unused >= 4
+
+    def use(txn, file_id, count, every):
+        """Mark ``count`` of the file's challenges used, every ``every``-th one (oldest first)."""
+        rows = [r[0] for r in txn.execute("SELECT id FROM challenges WHERE file_id = ? ORDER BY id",
+                                          (file_id,)).fetchall()]
+        marked = rows[::every][:count]
+        txn.update_in("UPDATE challenges SET used = 1 WHERE id IN {ids}", marked)
+
+    run(node.db.run("t", use, ids[1], 1, 2))  # one used, at the start
+    run(node.db.run("t", use, ids[2], 3, 2))  # three used, every other one
+    have = {ids[0]: unused, ids[1]: unused - 1, ids[2]: unused - 3}
+    for mark in (0, 1, unused - 3, unused - 2, unused - 1, unused, unused + 1):
+        want = sorted(f for f, n in have.items() if n < mark)
+        assert run(node.stores.challenges.low_files(ids, mark)) == want, mark
+        assert run(node.stores.challenges.low_files(None, mark)) == want, mark
