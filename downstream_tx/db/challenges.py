@@ -76,7 +76,8 @@ def take_txn(txn: Txn, file_id: int, count: int) -> list[tuple[int, bytes]]:
     return take_many_txn(txn, {file_id: count}).get(file_id, [])
 
 
-def take_many_txn(txn: Txn, wants: dict[int, int], files_per_statement: int = 50) -> dict[int, list[tuple[int, bytes]]]:
+def take_many_txn(txn: Txn, wants: dict[int, int],
+                  files_per_statement: int = 100) -> dict[int, list[tuple[int, bytes]]]:
     """Reserve, for each file, up to ``wants[file]`` unused challenges, oldest first: [(id, seed)].
 
     One SELECT per ``files_per_statement`` files and one UPDATE per ``TAKE_BATCH`` challenges,
@@ -85,7 +86,7 @@ def take_many_txn(txn: Txn, wants: dict[int, int], files_per_statement: int = 50
     return _take(txn, wants, files_per_statement, with_seed=True)
 
 
-def take_ids_txn(txn: Txn, wants: dict[int, int], files_per_statement: int = 50) -> dict[int, list[int]]:
+def take_ids_txn(txn: Txn, wants: dict[int, int], files_per_statement: int = 100) -> dict[int, list[int]]:
     """:func:`take_many_txn` for callers that need only the ids (the timer pass: the farmer reads
     the seed later): the seeds are not read."""
     return _take(txn, wants, files_per_statement, with_seed=False)
@@ -99,12 +100,15 @@ def _take(txn: Txn, wants: dict[int, int], files_per_statement: int, with_seed: 
     taken: dict[int, list] = {}
     items = [(f, n) for f, n in sorted(wants.items()) if n > 0]
     columns = "id, file_id, seed" if with_seed else "id, file_id"
+    one = f"SELECT {columns} FROM challenges WHERE file_id = ? AND used = 0 ORDER BY id LIMIT ?"
+    # a server: each file's locked read a parenthesised query block of the UNION (MariaDB 10.4+,
+    # MySQL 8.0.22+); not a derived table, which the server materialises as a temporary table per
+    # file (~30% more server CPU for the pass's take: docs/performance.md). SQLite has no
+    # parenthesised blocks (nor locks): a derived table per file
+    branch = f"({one}{txn.for_update()})" if txn.engine_name != "sqlite" else f"SELECT {columns} FROM ({one}) p"
     for start in range(0, len(items), files_per_statement):
         part = items[start:start + files_per_statement]
-        select = " UNION ALL ".join(
-            [f"SELECT {columns} FROM (SELECT {columns} FROM challenges WHERE file_id = ? AND used = 0 "
-             "ORDER BY id LIMIT ?" + txn.for_update() + ") p"] * len(part)
-        )
+        select = " UNION ALL ".join([branch] * len(part))
         rows = txn.execute(select, [v for item in part for v in item]).fetchall()
         if not rows:
             continue
