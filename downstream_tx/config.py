@@ -293,8 +293,8 @@ SETTINGS: tuple[Setting, ...] = (
             "points at any more (0 = never: they are kept)."),
     Setting("prune_batch", _int(1, 100_000), 1000,
             "Used v0 challenges the challenge prune reads per transaction (it deletes those no contract points "
-            "at; a transaction looks at 500 files at most)."),
-    Setting("prune_batches", _int(1, 100_000), 20,
+            "at, keeps the others; a transaction looks at 500 files at most)."),
+    Setting("prune_batches", _int(1, 100_000), 50,
             "Most transactions one pass of the challenge prune runs (a pass that reaches the last file stops "
             "there; the next pass goes on where the last one stopped)."),
     Setting("late_grace", _float(0.0, 3600.0, exclusive_min=False), 5.0,
