@@ -77,24 +77,31 @@ def prune_all(node, batch: int = 1000):
 
 def answered_windows(node, clock, farmer: Farmer, file_hash: str, windows: int) -> None:
     """``windows`` windows answered on time, one after another (each read takes a challenge)."""
+    answered_on_all(node, clock, farmer, [file_hash], windows)
+
+
+def answered_on_all(node, clock, farmer: Farmer, held: list[str], windows: int) -> None:
     for _ in range(windows):
-        assert farmer.answer(file_hash) == "pass"
-        clock.advance(INTERVAL)
-        run(node.supply.issue_due())
-
-
-def test_used_challenges_no_contract_points_at_are_deleted_and_only_those(make, clock, tmp_path):
-    node = make()
-    files = [add_test_file(node, tmp_path, interval=INTERVAL) for _ in range(3)]
-    farmer = Farmer(node)
-    held = [farmer.chunk() for _ in files]
-    for _ in range(4):
         for h in held:
             assert farmer.answer(h) == "pass"
         clock.advance(INTERVAL)
         run(node.supply.issue_due())
-    for h in held:  # the current window read: its challenge taken
-        farmer.outstanding()[h]
+
+
+def holding(node, clock, tmp_path, files: int, windows: int) -> tuple[Farmer, list[str]]:
+    """A farmer with a contract on each of ``files`` new files, ``windows`` windows answered on
+    each, the next window read (its challenge taken: the answered ones are no one's now)."""
+    added = [add_test_file(node, tmp_path, interval=INTERVAL) for _ in range(files)]
+    farmer = Farmer(node)
+    held = [farmer.chunk() for _ in added]
+    answered_on_all(node, clock, farmer, held, windows)
+    farmer.outstanding()
+    return farmer, held
+
+
+def test_used_challenges_no_contract_points_at_are_deleted_and_only_those(make, clock, tmp_path):
+    node = make()
+    farmer, held = holding(node, clock, tmp_path, 3, 4)
     before_used, before_unused = used(node), unused(node)
     assert len(before_used) == 3 * 5 and pointed(node) < before_used
     deleted, _ = prune_all(node)
@@ -176,15 +183,7 @@ def test_a_finished_contract_keeps_its_challenge_until_it_is_archived(make, cloc
 
 def test_batches_are_bounded_and_the_walk_goes_on_inside_a_file(make, clock, tmp_path):
     node = make()
-    files = [add_test_file(node, tmp_path, interval=INTERVAL) for _ in range(2)]
-    farmer = Farmer(node)
-    held = [farmer.chunk() for _ in files]
-    for _ in range(5):
-        for h in held:
-            farmer.answer(h)
-        clock.advance(INTERVAL)
-        run(node.supply.issue_due())
-    farmer.outstanding()
+    holding(node, clock, tmp_path, 2, 5)
     garbage = used(node) - pointed(node)
     assert len(garbage) == 10
     store = node.stores.challenges
@@ -205,11 +204,7 @@ def test_batches_are_bounded_and_the_walk_goes_on_inside_a_file(make, clock, tmp
 
 def test_a_pass_is_idempotent_and_stops_at_prune_batches(make, clock, tmp_path):
     node = make(prune_batch=2, prune_batches=3)
-    h = add_test_file(node, tmp_path, interval=INTERVAL)
-    farmer = Farmer(node)
-    farmer.chunk()
-    answered_windows(node, clock, farmer, h, 9)
-    farmer.outstanding()
+    holding(node, clock, tmp_path, 1, 9)
     job = ChallengePrune(node.stores.challenges, node.config)
     first = run(job())
     assert (first.deleted, first.batches, first.more) == (6, 3, True)
@@ -268,11 +263,7 @@ def test_the_job_runs_with_the_others_and_is_off_at_zero(make, clock, tmp_path):
     node = make(prune_interval=30)
     [job] = [j for j in build_jobs(node) if j.name == NAME]
     assert job.interval == 30
-    h = add_test_file(node, tmp_path, interval=INTERVAL)
-    farmer = Farmer(node)
-    farmer.chunk()
-    answered_windows(node, clock, farmer, h, 2)
-    farmer.outstanding()  # the next window read: the answered challenges are no one's now
+    holding(node, clock, tmp_path, 1, 2)
     run(job.run_now())
     assert job.last_result.deleted == 2 and used(node) == pointed(node)
     assert NAME not in [j.name for j in build_jobs(make(prune_interval=0))]
@@ -281,11 +272,7 @@ def test_the_job_runs_with_the_others_and_is_off_at_zero(make, clock, tmp_path):
 def test_without_the_prune_used_challenges_pile_up(make, clock, tmp_path):
     """What the job is for: one used challenge per contract per window stays for ever otherwise."""
     node = make(prune_interval=0)
-    h = add_test_file(node, tmp_path, interval=INTERVAL)
-    farmer = Farmer(node)
-    farmer.chunk()
-    answered_windows(node, clock, farmer, h, 4)
-    farmer.outstanding()
+    holding(node, clock, tmp_path, 1, 4)
     for job in build_jobs(node):
         run(job.run_now())
     assert len(used(node) - pointed(node)) == 4
