@@ -75,11 +75,6 @@ def prune_all(node, batch: int = 1000):
     return deleted, batches
 
 
-def answered_windows(node, clock, farmer: Farmer, file_hash: str, windows: int) -> None:
-    """``windows`` windows answered on time, one after another (each read takes a challenge)."""
-    answered_on_all(node, clock, farmer, [file_hash], windows)
-
-
 def answered_on_all(node, clock, farmer: Farmer, held: list[str], windows: int) -> None:
     for _ in range(windows):
         for h in held:
@@ -115,10 +110,7 @@ def test_used_challenges_no_contract_points_at_are_deleted_and_only_those(make, 
 
 def test_the_previous_windows_challenge_is_kept_and_a_late_answer_after_a_prune_passes(make, clock, tmp_path):
     node = make(late_grace=GRACE)
-    h = add_test_file(node, tmp_path, interval=INTERVAL)
-    farmer = Farmer(node)
-    assert farmer.chunk() == h
-    answered_windows(node, clock, farmer, h, 3)
+    farmer, [h] = holding(node, clock, tmp_path, 1, 3)
     first = farmer.outstanding()[h]
     arrived = clock.seconds() + INTERVAL - 1  # the request arrives a second before the deadline …
     clock.advance(INTERVAL + 2)  # … and is processed after the timer turned the window (a miss)
@@ -138,9 +130,7 @@ def test_the_previous_windows_challenge_is_kept_and_a_late_answer_after_a_prune_
 
 def test_a_late_pass_within_the_grace_after_a_prune(make, clock, tmp_path):
     node = make(late_grace=GRACE)
-    h = add_test_file(node, tmp_path, interval=INTERVAL)
-    farmer = Farmer(node)
-    farmer.chunk()
+    farmer, [h] = holding(node, clock, tmp_path, 1, 0)
     first = farmer.outstanding()[h]
     clock.advance(INTERVAL + 1)
     run(node.supply.issue_due())
@@ -150,10 +140,7 @@ def test_a_late_pass_within_the_grace_after_a_prune(make, clock, tmp_path):
 
 def test_a_contained_contracts_retry_is_kept(make, clock, tmp_path):
     node = make(containment_retries=3)
-    h = add_test_file(node, tmp_path, interval=INTERVAL)
-    farmer = Farmer(node)
-    farmer.chunk()
-    answered_windows(node, clock, farmer, h, 2)
+    farmer, [h] = holding(node, clock, tmp_path, 1, 2)
     asked = farmer.outstanding()[h]
     for _ in range(2):  # offline over two deadlines: asked the same challenge again
         clock.advance(INTERVAL)
@@ -166,11 +153,7 @@ def test_a_contained_contracts_retry_is_kept(make, clock, tmp_path):
 
 def test_a_finished_contract_keeps_its_challenge_until_it_is_archived(make, clock, tmp_path):
     node = make(contract_retention=1000)
-    h = add_test_file(node, tmp_path, interval=INTERVAL)
-    farmer = Farmer(node)
-    farmer.chunk()
-    answered_windows(node, clock, farmer, h, 2)
-    farmer.outstanding()
+    farmer, [h] = holding(node, clock, tmp_path, 1, 2)
     run(node.v0.end_contract(farmer.token, h))
     [(last,)] = query(node, "SELECT challenge_id FROM contracts WHERE state = 'ended'")
     assert prune_all(node)[0] == 2
@@ -220,10 +203,7 @@ def test_a_pass_is_idempotent_and_stops_at_prune_batches(make, clock, tmp_path):
 
 def test_a_pass_without_the_lease_deletes_nothing(make, clock, tmp_path):
     node = make()
-    h = add_test_file(node, tmp_path, interval=INTERVAL)
-    farmer = Farmer(node)
-    farmer.chunk()
-    answered_windows(node, clock, farmer, h, 3)
+    holding(node, clock, tmp_path, 1, 3)
     before = used(node)
     fenced = FencedDatabase(node.stores.db)
     store = ChallengeStore(fenced)
@@ -232,7 +212,7 @@ def test_a_pass_without_the_lease_deletes_nothing(make, clock, tmp_path):
     fenced.hold(Fence(JOBS, "someone-else", 7))  # a stale or foreign term
     with pytest.raises(LeaseLost):
         run(ChallengePrune(store, node.config)())
-    assert used(node) == before and len(before - pointed(node)) == 2
+    assert used(node) == before and len(before - pointed(node)) == 3
 
 
 def test_the_kept_counters_and_the_challenge_counts_stay_right(make, clock, tmp_path):
