@@ -2,7 +2,8 @@
 
 Fills a fresh database with N active v0 contracts (the rows are generated in SQL by a recursive
 CTE: 10M contracts on SQLite in a few minutes): 1% of them are at the end of a window now, and 99%
-of those answered it (``UNANSWERED_EVERY``); the others' windows end an hour later. Then times the
+of those answered it (``UNANSWERED_EVERY``), the misses spread over the ``FILES`` files; the others'
+windows end an hour later. Then times the
 v0 timer pass the daemon runs every tick: pages of ``contracts.update_due_txn`` (``PASS_PAGE``
 contracts each, each page its own transaction, as ``ChallengeSupply.issue_due`` runs them) until
 no due contract is left, then the top-up's query (which of the files the pass took challenges from
@@ -29,8 +30,9 @@ Usage:
   python bench/timers.py --quick          # tiny sizes (the test suite)
   python bench/timers.py --form old       # this tree's pass on rows of main's form (every due one visited)
 (--mysql defaults to $DOWNSTREAM_TEST_MYSQL_URL; that database is DROPPED and re-created, unless
---keep finds it holding the contracts of the size asked; --mysql "" runs SQLite only.) --cache DIR
-keeps the SQLite databases there between runs (default: a temp dir removed at the end).
+--keep finds it holding the contracts of the size asked, in this ``LAYOUT``; --mysql "" runs SQLite
+only.) --cache DIR keeps the SQLite databases there between runs (default: a temp dir removed at
+the end).
 """
 
 from __future__ import annotations
