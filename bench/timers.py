@@ -273,6 +273,8 @@ def built(url: str, n: int, due_fraction: float) -> tuple[int, float]:
         try:
             held = txn.scalar("SELECT COUNT(*) FROM contracts")
             layout = txn.scalar("SELECT farmer_id FROM tokens ORDER BY id LIMIT 1")
+            if txn.scalar("SELECT COUNT(*) FROM files") != FILES:
+                layout = None
         finally:
             conn.close()
     except Exception:
@@ -285,7 +287,7 @@ def built(url: str, n: int, due_fraction: float) -> tuple[int, float]:
 def sqlite_db(cache: Path, n: int, due_fraction: float, big: bool = False) -> tuple[Path, float, int, float]:
     """A cached SQLite database of ``n`` contracts (built once per cache dir): (path, its "now",
     due contracts, seconds the build took)."""
-    name = f"timers-l{LAYOUT}-{n}-{due_fraction:g}" + ("-big" if big else "")
+    name = f"timers-l{LAYOUT}-{n}-{due_fraction:g}" + ("" if FILES == 100 else f"-f{FILES}") + ("-big" if big else "")
     for path in cache.glob(name + "-*.db"):
         return path, float(path.stem.rsplit("-", 1)[1]), due_count(n, due_fraction), 0.0
     now, later = (float(int(time.time())), BIG_LATER) if big else (NOW, LATER)
@@ -317,6 +319,7 @@ def misses_of(due: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global FILES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--due", type=float, default=0.01)
@@ -335,12 +338,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ab-form", choices=FORMS, default="old",
                         help="--ab: the stored form for TREE's passes (old: main's before the answered-ahead "
                              "form; new: a TREE that stores it too)")
+    parser.add_argument("--files", type=int, default=FILES,
+                        help=f"files the contracts are spread over (default {FILES}: 10 misses per file at 10M; "
+                             "1000 with --due 0.1 at 1M: one miss per file)")
     parser.add_argument("--keep", action="store_true",
                         help="MariaDB: reuse the database when it holds the contracts of the size asked")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for the test suite)")
     parser.add_argument("--tick-child", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--now", type=float, default=NOW, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    FILES = args.files
     if args.tick_child:
         print(json.dumps(tick_in(None, args.tick_child, args.now, args.page)))
         return

@@ -171,6 +171,51 @@ def test_take_many_locks_the_challenges_it_reads(tmp_path, clock):
         node.db.close()
 
 
+def test_a_take_of_one_challenge_per_file_waits_and_takes_the_next(tmp_path, clock):
+    """Files that want one challenge each are read by a loose index scan (the oldest unused one
+    of each, a plain read) and then locked by primary key: a transaction holding the oldest of a
+    file makes the second one wait, and once it commits the second one looks at that file again
+    and takes the next. Without the re-check both would hand out the same challenge."""
+    fresh_mysql_database(MYSQL_URL)
+    node = make_node(make_config(tmp_path, MYSQL_URL, challenge_batch=6, challenge_low_water=2), clock)
+    try:
+        f1, f2 = (run(node.stores.files.get_active(add_test_file(node, tmp_path))).id for _ in range(2))
+        engine = create_engine(MYSQL_URL)
+        first = engine.connect()
+        results: dict[str, object] = {}
+
+        def second() -> None:
+            conn = engine.connect()
+            try:
+                with conn.cursor() as cursor:
+                    results["second"] = challenges.take_ids_txn(Txn(cursor, engine), {f1: 1, f2: 1})
+                conn.commit()
+            except BaseException as e:  # reported below
+                results["second"] = e
+                conn.rollback()
+            finally:
+                conn.close()
+
+        try:
+            with first.cursor() as cursor:
+                mine = challenges.take_ids_txn(Txn(cursor, engine), {f1: 1})
+                thread = threading.Thread(target=second)
+                thread.start()
+                wait_until(lambda: running_on_challenges(engine) == 1, 30, "the second transaction waiting")
+                assert "second" not in results
+            first.commit()
+        finally:
+            first.close()
+        thread.join(30)
+        theirs = results["second"]
+        assert not isinstance(theirs, BaseException), theirs
+        assert theirs[f1] == [mine[f1][0] + 1]  # the next one of the file the first took from
+        assert len(theirs[f2]) == 1
+        assert run(node.stores.challenges.unused(f1)) == 4 and run(node.stores.challenges.unused(f2)) == 5
+    finally:
+        node.db.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_token_limits_hold_across_instances(tmp_path):
     """Two node instances (real pools) take token requests from one client IP at once: the per-IP

@@ -155,6 +155,32 @@ def test_taking_challenge_ids_marks_them_used_oldest_first(node, tmp_path):
     assert again == {f1: ids[2:4]}
 
 
+def test_a_take_of_one_challenge_per_file_marks_the_oldest_unused_of_each(node, tmp_path):
+    """Files that want one challenge each (a pass whose misses are of many files: a loose index
+    scan on a server, a query block per file on SQLite) get the oldest unused one of each, used
+    ones skipped, and it is marked used; a file with none left gets none."""
+    ids = [run(node.stores.files.get_active(add_test_file(node, tmp_path))).id for _ in range(4)]
+
+    def take(txn):
+        oldest = {}
+        for f in ids:
+            rows = [r[0] for r in txn.execute("SELECT id FROM challenges WHERE file_id = ? ORDER BY id",
+                                              (f,)).fetchall()]
+            oldest[f] = rows
+        # the first file's oldest used already, the last file's all used
+        txn.execute("UPDATE challenges SET used = 1 WHERE id = ?", (oldest[ids[0]][0],))
+        txn.update_in("UPDATE challenges SET used = 1 WHERE id IN {ids}", oldest[ids[3]])
+        return oldest, db_challenges.take_ids_txn(txn, {f: 1 for f in ids})
+
+    oldest, taken = run(node.db.run("t", take))
+    assert taken == {ids[0]: [oldest[ids[0]][1]], ids[1]: [oldest[ids[1]][0]], ids[2]: [oldest[ids[2]][0]]}
+    unused = run(node.stores.challenges.unused(ids[1]))
+    assert unused == len(oldest[ids[1]]) - 1
+    assert run(node.stores.challenges.unused(ids[0])) == len(oldest[ids[0]]) - 2
+    again = run(node.db.run("t", db_challenges.take_ids_txn, {f: 1 for f in ids}))
+    assert again == {ids[0]: [oldest[ids[0]][2]], ids[1]: [oldest[ids[1]][1]], ids[2]: [oldest[ids[2]][1]]}
+
+
 def test_the_low_files_of_a_pass_in_one_statement(node, tmp_path, monkeypatch):
     """``low_files_txn``: the active stored files of the list under the mark, in id order, a
     removed one left out; one statement per ``IN_BATCH`` files, whatever the number of files."""

@@ -115,6 +115,12 @@ def _take(txn: Txn, wants: dict[int, int], files_per_statement: int, with_seed: 
     taken: dict[int, list] = {}
     items = [(f, n) for f, n in sorted(wants.items()) if n > 0]
     columns = "id, file_id, seed" if with_seed else "id, file_id"
+    rows: list[tuple] = []
+    if txn.engine_name != "sqlite" and sum(n == 1 for _, n in items) > 1:
+        # files that want one challenge each (a pass whose misses are of many files): their oldest
+        # unused ones in one loose index scan, not a query block per file
+        rows += _first_unused_txn(txn, [f for f, n in items if n == 1], columns)
+        items = [(f, n) for f, n in items if n != 1]
     one = f"SELECT {columns} FROM challenges WHERE file_id = ? AND used = 0 ORDER BY id LIMIT ?"
     # a server: each file's locked read a parenthesised query block of the UNION (MariaDB 10.4+,
     # MySQL 8.0.22+); not a derived table, which the server materialises as a temporary table per
@@ -124,27 +130,46 @@ def _take(txn: Txn, wants: dict[int, int], files_per_statement: int, with_seed: 
     for start in range(0, len(items), files_per_statement):
         part = items[start:start + files_per_statement]
         select = " UNION ALL ".join([branch] * len(part))
-        rows = txn.execute(select, [v for item in part for v in item]).fetchall()
-        if not rows:
-            continue
-        ids = [r[0] for r in rows]
-        changed = 0
-        for first in range(0, len(ids), TAKE_BATCH):
-            batch = ids[first:first + TAKE_BATCH]
-            changed += txn.execute(f"UPDATE challenges SET used = 1 WHERE id IN {txn.in_list(batch)} AND used = 0",
-                                   batch).rowcount
-        if changed != len(ids):
-            # the rows were locked (MySQL) or writes are serialised (SQLite): this means a concurrent
-            # writer ignored the lock; let the transaction retry rather than hand out a used challenge
-            raise ConcurrentChallengeUse(f"{len(ids) - changed} challenges taken concurrently")
-        rows.sort()
-        if with_seed:
-            for challenge_id, file_id, seed in rows:
-                taken.setdefault(file_id, []).append((challenge_id, bytes(seed)))
-        else:
-            for challenge_id, file_id in rows:
-                taken.setdefault(file_id, []).append(challenge_id)
+        rows += txn.execute(select, [v for item in part for v in item]).fetchall()
+    ids = [r[0] for r in rows]
+    changed = 0
+    for first in range(0, len(ids), TAKE_BATCH):
+        batch = ids[first:first + TAKE_BATCH]
+        changed += txn.execute(f"UPDATE challenges SET used = 1 WHERE id IN {txn.in_list(batch)} AND used = 0",
+                               batch).rowcount
+    if changed != len(ids):
+        # the rows were locked (MySQL) or writes are serialised (SQLite): this means a concurrent
+        # writer ignored the lock; let the transaction retry rather than hand out a used challenge
+        raise ConcurrentChallengeUse(f"{len(ids) - changed} challenges taken concurrently")
+    rows.sort()
+    if with_seed:
+        for challenge_id, file_id, seed in rows:
+            taken.setdefault(file_id, []).append((challenge_id, bytes(seed)))
+    else:
+        for challenge_id, file_id in rows:
+            taken.setdefault(file_id, []).append(challenge_id)
     return taken
+
+
+def _first_unused_txn(txn: Txn, file_ids: Sequence[int], columns: str) -> list[tuple]:
+    """The oldest unused challenge of each of ``file_ids`` (a server), locked: ``columns`` of each.
+    The candidates come from one plain read (``MIN(id) … GROUP BY file_id``, a loose scan of index
+    ``challenges_unused``: one dive per file), then they are locked by primary key and checked
+    again; a file whose candidate another transaction took in between (used once its lock was
+    released) is looked at again, until it has none left."""
+    rows: list[tuple] = []
+    left = sorted(file_ids)
+    while left:
+        firsts = txn.select_in("SELECT file_id, MIN(id) FROM challenges WHERE file_id IN {ids} AND used = 0 "
+                               "GROUP BY file_id", left)
+        if not firsts:
+            break
+        got = txn.select_in(f"SELECT {columns} FROM challenges WHERE id IN {{ids}} AND used = 0{txn.for_update()}",
+                            sorted(int(ch) for _, ch in firsts))
+        rows += got
+        have = {int(r[1]) for r in got}
+        left = sorted(int(f) for f, _ in firsts if int(f) not in have)
+    return rows
 
 
 def batches_txn(txn: Txn, file_id: int) -> list[dict]:
