@@ -112,13 +112,59 @@ def record_token_txn(txn: Txn, rules: Rules, now: float, token_id: int, tally: T
         _record(txn, rules, now, tally, where, token_id)
 
 
+#: what the batched record reads of each farmer (under its lock) and writes back
+_BATCH_READ = f"address, status, status_since, status_reason, pending_end, {_SCORE_COLUMNS}, {', '.join(COUNTS)}"
+
+
 def record_txn(txn: Txn, rules: Rules, now: float, tallies: Mapping[str, Tally]) -> None:
     """Apply each farmer's results: its scores, counts and the standing they leave it in
     (:func:`~downstream_tx.domain.standing.decide`). Farmers in address order (one lock order for
-    every transaction)."""
-    for address in sorted(tallies):
-        if tallies[address]:
-            _record(txn, rules, now, tallies[address], "address = ?", address)
+    every transaction). One farmer: :func:`_record` (nearly always one linear UPDATE). More (a
+    timer pass's misses spread over many farmers): a bounded number of statements whatever their
+    number (:func:`_record_many`)."""
+    active = sorted(address for address, tally in tallies.items() if tally)
+    # a case-insensitive collation would match two of these to one row: each its own record then
+    if len(active) > 1 and len({a.casefold() for a in active}) == len(active):
+        _record_many(txn, rules, now, {a: tallies[a] for a in active})
+        return
+    for address in active:
+        _record(txn, rules, now, tallies[address], "address = ?", address)
+
+
+def _record_many(txn: Txn, rules: Rules, now: float, tallies: Mapping[str, Tally]) -> None:
+    """:func:`_record` for many farmers at once (``tallies``: in address order, none empty): their
+    rows read under their locks in address order (``IN_BATCH`` a statement), the domain computes
+    each one's scores and standing as :func:`_record` does (the same rules, the same values), and
+    the rows are written back by one joined UPDATE per chunk (SQLite: one executemany). A farmer
+    without a reputation row is left out (as :func:`_record`); standing changes are noted in
+    address order."""
+    rows = txn.select_in(f"SELECT {_BATCH_READ} FROM reputation WHERE address IN {{ids}} ORDER BY address"
+                         + txn.for_update(), list(tallies))
+    by_key = {a.casefold(): a for a in tallies}
+    changed_scores: set[str] = set()
+    written: list[tuple[str, str, float | None, str | None, int, Scores, dict[str, int]]] = []
+    for row in sorted(rows, key=lambda r: str(r[0])):
+        address, status, since, reason, pending = str(row[0]), str(row[1]), row[2], row[3], int(row[4] or 0)
+        tally = tallies.get(address) or tallies[by_key[address.casefold()]]
+        values = [float(x) for x in row[5:11]]
+        before = Scores(*(tuple(values[i:i + 2]) for i in range(0, 6, 2)))
+        after = scores.apply(before, tally, rules.lam, rules.unknown_lam)
+        changed_scores |= set(scores.changes(tally, rules.lam, rules.unknown_lam))
+        change = standing.decide(status, after, tally, rules)
+        if change is not None:
+            txn.note(StandingChange(address, status, change.status, change.reason))
+            since, reason = now, change.reason
+            pending = 1 if change.status == DISQUALIFIED else pending  # the reputation job ends its contracts
+            status = change.status
+        counts = {c: int(row[11 + i] or 0) + getattr(tally, c) for i, c in enumerate(COUNTS)}
+        written.append((address, status, since, reason, pending, after, counts))
+    names = [name for name in SCORES if name in changed_scores]
+    columns = ["status", "status_since", "status_reason", "pending_end",
+               *(f"{name}_{part}" for name in names for part in ("alpha", "beta")), *COUNTS, "updated"]
+    txn.update_by_id("reputation", columns, [
+        (address, status, since, reason, pending, *(x for name in names for x in getattr(after, name)),
+         *(counts[c] for c in COUNTS), now) for address, status, since, reason, pending, after, counts in written],
+        key="address")
 
 
 def record_contracts_txn(txn: Txn, rules: Rules, now: float, passes: Sequence[int] = (), fails: Sequence[int] = (),
