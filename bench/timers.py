@@ -29,6 +29,8 @@ Usage:
                                           # main) against this tree's, alternating, same databases
   python bench/timers.py --quick          # tiny sizes (the test suite)
   python bench/timers.py --form old       # this tree's pass on rows of main's form (every due one visited)
+  python bench/timers.py --farmers 1000   # the misses held by 1,000 farmers (each with its reputation row),
+                                          # not by the layout's one token
 (--mysql defaults to $DOWNSTREAM_TEST_MYSQL_URL; that database is DROPPED and re-created, unless
 --keep finds it holding the contracts of the size asked, in this ``LAYOUT``; --mysql "" runs SQLite
 only.) --cache DIR keeps the SQLite databases there between runs (default: a temp dir removed at
@@ -53,10 +55,10 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, os.environ.get("DTX_TREE") or str(HERE.parent.parent))
 
 from downstream_tx.config import SETTINGS_BY_NAME  # noqa: E402
-from downstream_tx.db import challenges, contracts, schema  # noqa: E402
+from downstream_tx.db import challenges, contracts, reputation, schema  # noqa: E402
 from downstream_tx.db.database import Txn  # noqa: E402
 from downstream_tx.db.engine import create_engine  # noqa: E402
-from downstream_tx.domain.rules import Rules  # noqa: E402
+from downstream_tx.domain.rules import Rules, initial_alpha  # noqa: E402
 from downstream_tx.v0.challenges import PASS_PAGE  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent))
@@ -206,6 +208,41 @@ def reset(conn, txn: Txn, now: float = NOW, form: str = "new") -> None:
         txn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+#: the farmer id of the tokens :func:`spread` adds (``--farmers``), followed by their number
+SPREAD = "timers-farmer-"
+
+
+def spread(conn, txn: Txn, now: float, farmers: int) -> None:
+    """Give the due contracts that missed at ``now`` (as :func:`reset` left them) to ``farmers``
+    tokens of as many addresses, round robin by contract id, each address with a reputation row
+    (``--farmers``: a network's misses are spread over its farmers; each one's reputation is read
+    and written by the pass); 0: back to the layout's one token (:func:`fill`). The tokens are
+    made once and kept (a kept database serves both); only contracts whose token differs are
+    written. Then every reputation row is put back in good standing with fresh scores and no
+    counts, so each pass records the same results on the same rows."""
+    first = txn.scalar("SELECT MIN(id) FROM tokens")
+    have = {str(f): int(i) for i, f in txn.execute(
+        "SELECT id, farmer_id FROM tokens WHERE farmer_id LIKE ?", (SPREAD + "%",)).fetchall()}
+    missing = [i for i in range(farmers) if f"{SPREAD}{i}" not in have]
+    if missing:
+        txn.executemany("INSERT INTO tokens (token_hash, farmer_id, address, created, last_seen) VALUES (?, ?, ?, 0, ?)",
+                        [(os.urandom(32), f"{SPREAD}{i}", f"timers-{i:06d}", now - 30) for i in missing])
+        have = {str(f): int(i) for i, f in txn.execute(
+            "SELECT id, farmer_id FROM tokens WHERE farmer_id LIKE ?", (SPREAD + "%",)).fetchall()}
+    owners = [have[f"{SPREAD}{i}"] for i in range(farmers)] or [first]
+    reputation.ensure_txn(txn, [f"timers-{i:06d}" for i in range(farmers)] + ["a"])
+    missed = txn.execute("SELECT id, token_id FROM contracts WHERE state = 'active' AND protocol = 0 AND deadline < ? "
+                         "AND start < ? ORDER BY id", (now + LATER / 2, now - 61.25)).fetchall()
+    moved = [(int(cid), owners[k % len(owners)]) for k, (cid, tid) in enumerate(missed)
+             if int(tid) != owners[k % len(owners)]]
+    txn.update_by_id("contracts", ["token_id"], moved)
+    unknown, fresh_alpha = initial_alpha(Rules().unknown_lam), initial_alpha(Rules().lam)
+    txn.execute("UPDATE reputation SET audit_alpha = ?, audit_beta = 0, unknown_alpha = ?, unknown_beta = 0, "
+                "status = 'ok', status_since = NULL, status_reason = NULL, pending_end = 0, passes = 0, fails = 0, "
+                "misses = 0, retries = 0, errors = 0", (fresh_alpha, unknown))
+    conn.commit()
+
+
 def server_thread_cpu(txn: Txn):
     """A function returning the CPU seconds the MariaDB thread serving this connection has used
     (``/proc/<server>/task/<tid>/schedstat``: bench/dbcost.py; None where that cannot be read:
@@ -341,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--files", type=int, default=FILES,
                         help=f"files the contracts are spread over (default {FILES}: 10 misses per file at 10M; "
                              "1000 with --due 0.1 at 1M: one miss per file)")
+    parser.add_argument("--farmers", type=int, default=0,
+                        help="the misses' contracts held by this many farmers (distinct addresses, each with a "
+                             "reputation row), round robin; default 0: all by the layout's one token")
     parser.add_argument("--keep", action="store_true",
                         help="MariaDB: reuse the database when it holds the contracts of the size asked")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (for the test suite)")
@@ -359,7 +399,9 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [(name, url, n, False) for name, url in targets for n in sizes]
     if args.big:
         jobs.append(("sqlite", None, args.big_size, True))
-    print(f"timer tick: {args.due:.0%} of N active v0 contracts due, {FILES} files, best of {repeat} passes"
+    print(f"timer tick: {args.due:.0%} of N active v0 contracts due, {FILES} files, "
+          + (f"misses over {args.farmers} farmers, " if args.farmers else "")
+          + f"best of {repeat} passes"
           + (f"; A/B: a = {args.ab}, b = this tree, alternating" if args.ab else ""))
     print(f"{'engine':8} {'code':6} {'contracts':>10} {'due':>8} {'issued':>7} {'missed':>6} {'tick s':>8} "
           f"{'median s':>8} {'cpu s':>7} {'ms/miss':>9} {'page':>6} {'fill s':>7} {'server s':>9}")
@@ -380,6 +422,7 @@ def main(argv: list[str] | None = None) -> None:
                 for tree in trees:
                     _, conn, txn = connect(url)
                     reset(conn, txn, now, args.form if tree is None else args.ab_form)
+                    spread(conn, txn, now, args.farmers)
                     conn.close()
                     runs[tree].append(tick_in(tree, url, now, args.page))
             for tree in trees:

@@ -112,10 +112,6 @@ def record_token_txn(txn: Txn, rules: Rules, now: float, token_id: int, tally: T
         _record(txn, rules, now, tally, where, token_id)
 
 
-#: what the batched record reads of each farmer (under its lock) and writes back
-_BATCH_READ = f"address, status, status_since, status_reason, pending_end, {_SCORE_COLUMNS}, {', '.join(COUNTS)}"
-
-
 def record_txn(txn: Txn, rules: Rules, now: float, tallies: Mapping[str, Tally]) -> None:
     """Apply each farmer's results: its scores, counts and the standing they leave it in
     (:func:`~downstream_tx.domain.standing.decide`). Farmers in address order (one lock order for
@@ -134,37 +130,43 @@ def record_txn(txn: Txn, rules: Rules, now: float, tallies: Mapping[str, Tally])
 def _record_many(txn: Txn, rules: Rules, now: float, tallies: Mapping[str, Tally]) -> None:
     """:func:`_record` for many farmers at once (``tallies``: in address order, none empty): their
     rows read under their locks in address order (``IN_BATCH`` a statement), the domain computes
-    each one's scores and standing as :func:`_record` does (the same rules, the same values), and
-    the rows are written back by one joined UPDATE per chunk (SQLite: one executemany). A farmer
-    without a reputation row is left out (as :func:`_record`); standing changes are noted in
-    address order."""
-    rows = txn.select_in(f"SELECT {_BATCH_READ} FROM reputation WHERE address IN {{ids}} ORDER BY address"
-                         + txn.for_update(), list(tallies))
+    each one's scores and standing as :func:`_record` does. The farmers whose standing stays are
+    written by the linear UPDATE of their tally (the same values: :func:`_record`'s fast path), one
+    per kind of tally and ``IN_BATCH`` farmers — a pass's misses are nearly all one kind, a miss or
+    two; those whose standing changes (few) by one joined UPDATE of their new values per chunk.
+    A farmer without a reputation row is left out (as :func:`_record`); standing changes are noted
+    in address order."""
+    rows = txn.select_in(f"SELECT address, status, {_SCORE_COLUMNS}, pending_end, {', '.join(COUNTS)} "
+                         "FROM reputation WHERE address IN {ids} ORDER BY address" + txn.for_update(), list(tallies))
     by_key = {a.casefold(): a for a in tallies}
-    changed_scores: set[str] = set()
-    written: list[tuple[str, str, float | None, str | None, int, Scores, dict[str, int]]] = []
+    linear: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    changed: list[tuple[Any, ...]] = []
     for row in sorted(rows, key=lambda r: str(r[0])):
-        address, status, since, reason, pending = str(row[0]), str(row[1]), row[2], row[3], int(row[4] or 0)
+        address, status = str(row[0]), str(row[1])
         tally = tallies.get(address) or tallies[by_key[address.casefold()]]
-        values = [float(x) for x in row[5:11]]
+        values = [float(x) for x in row[2:8]]
         before = Scores(*(tuple(values[i:i + 2]) for i in range(0, 6, 2)))
         after = scores.apply(before, tally, rules.lam, rules.unknown_lam)
-        changed_scores |= set(scores.changes(tally, rules.lam, rules.unknown_lam))
         change = standing.decide(status, after, tally, rules)
-        if change is not None:
-            txn.note(StandingChange(address, status, change.status, change.reason))
-            since, reason = now, change.reason
-            pending = 1 if change.status == DISQUALIFIED else pending  # the reputation job ends its contracts
-            status = change.status
-        counts = {c: int(row[11 + i] or 0) + getattr(tally, c) for i, c in enumerate(COUNTS)}
-        written.append((address, status, since, reason, pending, after, counts))
-    names = [name for name in SCORES if name in changed_scores]
+        if change is None:
+            linear[tuple(getattr(tally, c) for c in COUNTS)].append(address)
+            continue
+        txn.note(StandingChange(address, status, change.status, change.reason))
+        # the reputation job ends a disqualified farmer's contracts (``pending_end``)
+        changed.append((address, change, after, tally, int(row[8] or 0), [int(n or 0) for n in row[9:]]))
+    for kind, addresses in linear.items():
+        tally = Tally(*kind)
+        delta = scores.changes(tally, rules.lam, rules.unknown_lam)
+        counts = tuple(c for c in COUNTS if getattr(tally, c))
+        txn.update_in(_linear_statement("address IN {ids}", tuple(delta), counts), addresses,
+                      before=_linear_values(delta, tally, counts, now))
     columns = ["status", "status_since", "status_reason", "pending_end",
-               *(f"{name}_{part}" for name in names for part in ("alpha", "beta")), *COUNTS, "updated"]
+               *(f"{name}_{part}" for name in SCORES for part in ("alpha", "beta")), *COUNTS, "updated"]
     txn.update_by_id("reputation", columns, [
-        (address, status, since, reason, pending, *(x for name in names for x in getattr(after, name)),
-         *(counts[c] for c in COUNTS), now) for address, status, since, reason, pending, after, counts in written],
-        key="address")
+        (address, change.status, now, change.reason, 1 if change.status == DISQUALIFIED else pending,
+         *(x for name in SCORES for x in getattr(after, name)),
+         *(n + getattr(tally, c) for c, n in zip(COUNTS, counts)), now)
+        for address, change, after, tally, pending, counts in changed], key="address")
 
 
 def record_contracts_txn(txn: Txn, rules: Rules, now: float, passes: Sequence[int] = (), fails: Sequence[int] = (),
