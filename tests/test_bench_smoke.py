@@ -48,6 +48,11 @@ def test_timers_bench_sqlite():
     assert "sqlite" in out and "tick s" in out
 
 
+def test_timers_bench_misses_over_many_farmers_sqlite():
+    out = run_bench("bench/timers.py", "--quick", "--mysql", "", "--farmers", "3", "--due", "0.1")
+    assert "misses over 3 farmers" in out and "tick s" in out
+
+
 @pytest.mark.mysql
 def test_lost_commits_bench():
     """MariaDB only (SQLite records nothing); in a database of its own next to the test database."""
