@@ -123,16 +123,15 @@ def _structure(cur) -> tuple[tuple, dict[str, int | None]]:
         create = str(cur.fetchone()[1])
         found = _AUTO_INCREMENT.search(create)
         counters[name] = int(found.group(1)) if found else None
-        creates.append(_AUTO_INCREMENT.sub("", create))
-    others = []
-    for query in ("SELECT trigger_name, event_object_table, action_timing, event_manipulation, action_statement "
-                  "FROM information_schema.triggers WHERE trigger_schema = DATABASE()",
-                  "SELECT routine_type, routine_name FROM information_schema.routines "
-                  "WHERE routine_schema = DATABASE()",
-                  "SELECT event_name FROM information_schema.events WHERE event_schema = DATABASE()"):
-        cur.execute(query)
-        others.append(tuple(sorted(tuple(map(str, row)) for row in cur.fetchall())))
-    return (charset, tables, tuple(creates), tuple(others)), counters
+        creates.append(_AUTO_INCREMENT.sub("", create, count=1))
+    cur.execute("SELECT 'trigger', trigger_name, event_object_table, action_timing, event_manipulation, "
+                "action_statement FROM information_schema.triggers WHERE trigger_schema = DATABASE() UNION ALL "
+                "SELECT 'routine', routine_type, routine_name, '', '', '' FROM information_schema.routines "
+                "WHERE routine_schema = DATABASE() UNION ALL "
+                "SELECT 'event', event_name, '', '', '', '' FROM information_schema.events "
+                "WHERE event_schema = DATABASE()")
+    others = tuple(sorted(tuple(map(str, row)) for row in cur.fetchall()))
+    return (charset, tables, tuple(creates), others), counters
 
 
 def _checksums(cur, tables) -> dict[str, int | None]:
@@ -196,11 +195,16 @@ def _restore(built: _Built) -> bool:
         moved = [t for t, value in counters.items() if value != built.auto_increment[t]]
         for table in moved:
             cur.execute(f"ALTER TABLE `{table}` AUTO_INCREMENT = {built.auto_increment[table] or 1}")
-        if not changed and not moved:
-            return True
-        _, counters = _structure(cur)
+        # checked again: what was put back is what was recorded
         again = _checksums(cur, changed)
-        return counters == built.auto_increment and all(again[t] == built.checksums[t] for t in changed)
+        return all(again[t] == built.checksums[t] for t in changed) and all(
+            _auto_increment(cur, t) == built.auto_increment[t] for t in moved)
+
+
+def _auto_increment(cur, table: str) -> int | None:
+    cur.execute(f"SHOW CREATE TABLE `{table}`")
+    found = _AUTO_INCREMENT.search(str(cur.fetchone()[1]))
+    return int(found.group(1)) if found else None
 
 
 def upgraded_mysql_database(url: str) -> None:
