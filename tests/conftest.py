@@ -14,8 +14,9 @@ from support import (
     make_node,
     make_resource,
     run,
+    upgraded_mysql_database,
 )
-from support.databases import TEMPLATES, upgraded_mysql_database
+from support.databases import TEMPLATES
 from support.v1 import build, make_seeded_node
 
 MYSQL_DESELECTED = pytest.StashKey[int]()

@@ -24,6 +24,7 @@ from downstream_tx.runtime import NOTE_OBSERVERS, Services, build_server, build_
 from downstream_tx.v1.wire import answer_entries, challenge_entries
 from support.databases import copy_sqlite_template
 from support.databases import fresh_mysql_database as fresh_mysql_database  # (re-exported: the tests' import)
+from support.databases import upgraded_mysql_database as upgraded_mysql_database
 
 MYSQL_ENV = "DOWNSTREAM_TEST_MYSQL_URL"
 MYSQL_URL = os.environ.get(MYSQL_ENV)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,8 @@ class _Built:
 
 
 _BUILT: dict[tuple[str, int, str], _Built] = {}
+#: how each MySQL database was handed out this session: ``built`` (from nothing) or ``restored``
+COUNTS: Counter[str] = Counter()
 
 
 def _forget(url: str) -> None:
@@ -223,10 +226,12 @@ def upgraded_mysql_database(url: str) -> None:
     if built is not None and built.code == code:
         try:
             if _restore(built):
+                COUNTS["restored"] += 1
                 return
         except pymysql.MySQLError:  # e.g. the database was dropped: built again below
             pass
     _build(url, code)
+    COUNTS["built"] += 1
 
 
 # --- SQLite ----------------------------------------------------------------------------------------
