@@ -1,110 +1,73 @@
-"""What a test's database costs to set up (tests/support/databases.py, docs/testing.md): building
-it from nothing (MySQL: DROP + CREATE DATABASE, then every schema step; SQLite: every step on a new
-file) against handing out the session's upgraded one again (MySQL: the structure compared, tables
-checksummed, the changed ones emptied and refilled, AUTO_INCREMENTs set back; SQLite: a copy of the
-template file), after a test that wrote nothing and after one that wrote a node's worth of rows.
+"""What the tests' databases cost to set up (docs/testing.md, "Test databases"): the same test files
+run twice by pytest, first with every test's database built from nothing
+(``DOWNSTREAM_TEST_FRESH_DB=1``: MySQL dropped, created and upgraded, SQLite's steps run on a new
+file), then as the suite runs them (the session's upgraded database handed out again). Printed for
+each run: the wall time, and per engine the tests' set-up time (pytest's ``--durations``: the
+fixtures, where most tests' database is made) and call time (where the others make it: a test body
+that calls ``open_test_db``), summed, and their medians.
 
-Usage: DOWNSTREAM_TEST_MYSQL_URL=mysql://user:pw@host:port/db python bench/db_setup.py [--rounds 10] [--quick]
-(without the URL, SQLite only; the MySQL database named is dropped and re-created)
+Usage: DOWNSTREAM_TEST_MYSQL_URL=mysql://user:pw@host:port/db python bench/db_setup.py [--quick] [FILE ...]
+(default files: tests/test_db_stores.py tests/test_api_v0.py tests/test_reputation.py; --quick:
+tests/test_database.py; without the URL, SQLite only; the MySQL database named is dropped and
+re-created)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from support import (  # noqa: E402
-    ADDRESS,
-    StubClient,
-    add_test_file,
-    fresh_mysql_database,
-    make_config,
-    make_node,
-    make_resource,
-    new_token,
-    open_database,
-)
-from support.databases import TEMPLATES, upgraded_mysql_database  # noqa: E402
+FILES = ["tests/test_db_stores.py", "tests/test_api_v0.py", "tests/test_reputation.py"]
+DURATION = re.compile(r"^(\d+\.\d+)s (setup|call)\s+(\S+)$")
 
 
-def timed(fn, rounds: int, before=None) -> list[float]:
-    out = []
-    for _ in range(rounds):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
-
-
-def show(label: str, times: list[float]) -> None:
-    print(f"  {label:58s} median {statistics.median(times) * 1000:8.1f} ms   min {min(times) * 1000:8.1f} ms")
-
-
-def a_test_that_writes(url: str, tmp: Path) -> None:
-    """What a typical API test leaves: a node (its secret), a stored file and its challenges, a
-    token, a contract (rows in about ten tables, several AUTO_INCREMENTs moved)."""
-    config = make_config(tmp, url)
-    node = make_node(config)
-    try:
-        add_test_file(node, tmp, redundancy=2)
-        client = StubClient(make_resource(node, config))
-        token = new_token(client, ADDRESS)
-        assert client.get(f"/api/downstream/chunk/{token}").code == 200
-    finally:
-        node.db.close()
+def run(files: list[str], fresh: bool) -> tuple[float, dict[tuple[str, str], list[float]], str]:
+    env = dict(os.environ, DOWNSTREAM_TEST_FRESH_DB="1" if fresh else "0")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "--durations=0",
+                           "--durations-min=0", *files], cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.stdout.write(done.stdout[-3000:] + done.stderr[-3000:])
+        raise SystemExit(f"pytest failed ({done.returncode})")
+    times: dict[tuple[str, str], list[float]] = {(e, p): [] for e in ("mysql", "sqlite") for p in ("setup", "call")}
+    for line in done.stdout.splitlines():
+        m = DURATION.match(line.strip())
+        if m:
+            params = m.group(3).rpartition("[")[2]
+            engine = "mysql" if re.search(r"\bmysql\b", params) else "sqlite" if re.search(r"\bsqlite\b", params) \
+                else None
+            if engine:
+                times[engine, m.group(2)].append(float(m.group(1)))
+    summary = done.stdout.strip().splitlines()[-1]
+    return wall, times, summary
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="3 rounds")
+    parser.add_argument("files", nargs="*")
+    parser.add_argument("--quick", action="store_true", help="tests/test_database.py only")
     args = parser.parse_args()
-    rounds = 3 if args.quick else args.rounds
-    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; {rounds} rounds each")
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
-        TEMPLATES.directory = str(base / "templates")
-        os.mkdir(TEMPLATES.directory)
-        counter = iter(range(10**6))
-
-        def sqlite_path() -> str:
-            return str(base / f"s{next(counter)}" / "node.db")
-
-        print("SQLite, a test's database:")
-        show("every step on a new file", timed(lambda: open_database("sqlite:///" + sqlite_path(),
-                                                                       template=False).close(), rounds))
-        open_database("sqlite:///" + sqlite_path()).close()  # the template, built once
-        show("a copy of the session's template", timed(lambda: open_database("sqlite:///" + sqlite_path()).close(),
-                                                         rounds))
-        url = os.environ.get("DOWNSTREAM_TEST_MYSQL_URL")
-        if not url:
-            print("MySQL: skipped (DOWNSTREAM_TEST_MYSQL_URL is not set)")
-            return 0
-        print("MySQL/MariaDB, a test's database:")
-
-        def fresh() -> None:
-            fresh_mysql_database(url)
-            open_database(url).close()
-
-        show("DROP + CREATE DATABASE, every step (before)", timed(fresh, rounds))
-        upgraded_mysql_database(url)  # built once
-        show("handed out again after a test that wrote nothing", timed(lambda: upgraded_mysql_database(url), rounds))
-        show("handed out again after a test that wrote rows",
-             timed(lambda: upgraded_mysql_database(url), rounds,
-                   before=lambda: a_test_that_writes(url, base / f"w{next(counter)}")))
-        fresh_mysql_database(url)
-        show("rebuilt after a test that dropped it",
-             timed(lambda: upgraded_mysql_database(url), rounds, before=lambda: fresh_mysql_database(url)))
+    files = args.files or (["tests/test_database.py"] if args.quick else FILES)
+    load = os.getloadavg()
+    print(f"files: {' '.join(files)}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if not os.environ.get("DOWNSTREAM_TEST_MYSQL_URL"):
+        print("(DOWNSTREAM_TEST_MYSQL_URL not set: SQLite only)")
+    for label, fresh in (("built from nothing per test (DOWNSTREAM_TEST_FRESH_DB=1)", True),
+                         ("handed out again (the suite's way)", False)):
+        wall, times, summary = run(files, fresh)
+        print(f"{label}: wall {wall:.1f} s ({summary})")
+        for (engine, phase), found in times.items():
+            if found:
+                print(f"  {engine:6s} {phase:5s} of {len(found):4d} tests: total {sum(found):7.2f} s, "
+                      f"median {statistics.median(found) * 1000:7.1f} ms")
     return 0
 
 
