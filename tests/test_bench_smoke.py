@@ -141,3 +141,8 @@ def test_reputation_simulator():
     out = run_bench("bench/reputation_sim.py", "--quick")
     assert "| honest, outages up to 24 h/week | 20 | 0.0% (0) |" in out  # no honest farmer disqualified
     assert "| cheater, lost 50% | 5 | 100.0% (5) |" in out and "silent for good after day 1" in out
+
+
+def test_prune_bench():
+    out = run_bench("bench/prune.py", "--quick")
+    assert "deleted/s" in out and "idle walk" in out and ": ok" in out

@@ -1,10 +1,25 @@
-"""Hash-challenge batches (v0) and the per-file pool of unused challenges."""
+"""Hash-challenge batches (v0), the per-file pool of unused challenges, and the pruning of used
+challenges no contract points at any more.
+
+A challenge is taken (``used`` = 1) by the contract it is issued to, in the transaction that points
+the contract's ``challenge_id`` at it (a new contract, a window's first read, the timer's issue, a
+starved contract's fill: always a contract of the challenge's own file). It stays needed while a
+contract row points at it: as ``challenge_id`` (the window's challenge: the farmer's ``/due``, its
+answer, containment's retries, which keep it) or as ``prev_challenge_id`` (an answer to the previous
+window across the window turn: ``db/late.py``). Once no contract points at it (the window turned
+past it, its answer was judged, its contract was archived) nothing can point at it again: only an
+unused challenge is ever taken, and ``prev_challenge_id`` is only ever set from ``challenge_id``. So
+:func:`prune_txn` deletes used challenges that no contract row of their file points at, and
+nothing else reads them: the contract listings show the id only, the counts read the unused ones
+(``files``, ``challenges counts``), a batch keeps its row (``challenge_batches``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from downstream_tx.db.database import Database, Txn
+from downstream_tx.db.database import IN_BATCH, Database, Txn
 
 
 class ConcurrentChallengeUse(RuntimeError):
@@ -130,6 +145,60 @@ def batches_txn(txn: Txn, file_id: int) -> list[dict]:
     ]
 
 
+#: files a prune transaction looks at (one IN list)
+PRUNE_FILES = IN_BATCH
+
+
+@dataclass
+class PruneResult:
+    """One prune transaction: the used challenges it deleted, and where the walk goes on — ``(file
+    id, challenge id)``: the next transaction starts at that file, after that challenge of it — or
+    None when it looked at the last file."""
+
+    deleted: int
+    next: tuple[int, int] | None
+    #: files looked at and used challenges read (deleted or kept)
+    files: int = 0
+    read: int = 0
+
+
+def prune_txn(txn: Txn, start: tuple[int, int], limit: int, files: int = PRUNE_FILES) -> PruneResult:
+    """Delete the used challenges no contract points at (``challenge_id``, ``prev_challenge_id``) of
+    the next ``files`` files from ``start`` (file id, challenge id: that file's used challenges after
+    that id, then the next files'), reading at most ``limit`` used challenges, so deleting at most
+    as many. Every statement is a range of an index: the files' primary key, ``challenges_unused``
+    (file, used, id) and ``contracts_file`` (file, state) for the contracts of the files that had
+    used challenges; the contracts table is never scanned."""
+    first_file, after_id = start
+    file_ids = [int(r[0]) for r in txn.execute(
+        "SELECT id FROM files WHERE id >= ? ORDER BY id LIMIT ?", (first_file, files)).fetchall()]
+    if not file_ids:
+        return PruneResult(0, None)
+    rows = [(int(cid), int(fid)) for cid, fid in txn.execute(
+        f"SELECT id, file_id FROM challenges WHERE file_id IN {txn.in_list(file_ids)} AND used = 1 "
+        "AND (file_id > ? OR id > ?) ORDER BY file_id, id LIMIT ?",
+        [*file_ids, first_file, after_id, limit]).fetchall()]
+    if len(rows) == limit:  # (the last file may have more)
+        following: tuple[int, int] | None = (rows[-1][1], rows[-1][0])
+    elif len(file_ids) == files:
+        following = (file_ids[-1] + 1, 0)
+    else:
+        following = None
+    result = PruneResult(0, following, files=len(file_ids), read=len(rows))
+    if not rows:
+        return result
+    pointed: set[int] = set()
+    holding = sorted({f for _, f in rows})
+    for current, previous in txn.select_in(
+            "SELECT challenge_id, prev_challenge_id FROM contracts WHERE file_id IN {ids}", holding):
+        pointed.update((current, previous))
+    dead = [cid for cid, _ in rows if cid not in pointed]
+    if dead:
+        # (used = 1: a used challenge is never made unused again; the guard only makes that explicit)
+        result.deleted = txn.update_in("DELETE FROM challenges WHERE id IN {ids} AND used = 1", dead)
+    return result
+
+
 class ChallengeStore:
     """The v0 hash challenges of stored files."""
 
@@ -147,6 +216,10 @@ class ChallengeStore:
         if file_ids is None:
             return self.db.run("low_files", all_low_files_txn, low_water)
         return self.db.run("low_files", low_files_txn, list(file_ids), low_water)
+
+    def prune(self, start: tuple[int, int], limit: int, files: int = PRUNE_FILES):
+        """One prune transaction: see :func:`prune_txn`. Fires with a :class:`PruneResult`."""
+        return self.db.run("prune_challenges", prune_txn, start, limit, files)
 
     def batches(self, file_id: int):
         return self.db.run("batches", batches_txn, file_id)
