@@ -92,6 +92,12 @@ def older_schema(url: str) -> None:
         db.close()
 
 
+@pytest.fixture(autouse=True)
+def reuse_on(monkeypatch):
+    """These tests are of the reuse itself: on even in a run with DOWNSTREAM_TEST_FRESH_DB=1."""
+    monkeypatch.delenv(FRESH_ENV, raising=False)
+
+
 @pytest.fixture
 def mysql_url():
     if not MYSQL_URL:

@@ -3,7 +3,7 @@ databases").
 
 Running the schema steps (``schema.upgrade_txn``) on a new database is the dearest part of most
 tests' set-up: on MariaDB a DROP and CREATE DATABASE and about 20 tables made and altered, each a
-file and an fsync (0.4-1.5 s a test), on SQLite 15-35 ms. So each engine's schema is built once per
+file and an fsync (0.3 s a test or more), on SQLite about 10 ms. So each engine's schema is built once per
 test session and handed out again:
 
 - MySQL/MariaDB (:func:`upgraded_mysql_database`, the ``db_url`` fixture): the first call for a
