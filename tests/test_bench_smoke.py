@@ -136,6 +136,12 @@ def test_stats_bench_sqlite():
     assert "stats job" in out and "status list page" in out and "wall s" in out
 
 
+def test_db_setup_bench():
+    """SQLite only (a MySQL run drops the database it names): the pytest runs it makes, timed."""
+    out = run_bench("bench/db_setup.py", "--quick", extra_env={"DOWNSTREAM_TEST_MYSQL_URL": ""})
+    assert "built from nothing per test" in out and "handed out again" in out and "sqlite call" in out
+
+
 def test_reputation_simulator():
     out = run_bench("bench/reputation_sim.py", "--quick")
     assert "| honest, outages up to 24 h/week | 20 | 0.0% (0) |" in out  # no honest farmer disqualified

@@ -28,6 +28,7 @@ from support import (
     race,
     run,
     stored_bytes,
+    upgraded_mysql_database,
     v0_answer,
     wait_until,
 )
@@ -56,7 +57,7 @@ async def replicas_and_active(node, file_hash: str) -> tuple[int, int]:
 
 
 def test_two_connections_race_for_the_last_slot(tmp_path, clock):
-    fresh_mysql_database(MYSQL_URL)
+    upgraded_mysql_database(MYSQL_URL)
     node = make_node(make_config(tmp_path, MYSQL_URL), clock)
     try:
         file_hash = add_test_file(node, tmp_path, redundancy=2)
@@ -162,7 +163,7 @@ def test_take_many_locks_the_challenges_it_reads(tmp_path, clock):
     """``FOR UPDATE`` in ``challenges.take_many_txn``: while one transaction holds challenges it has
     taken, a second one waits for them and then takes the next ones. (Without the lock the second
     reads the same unused rows from its snapshot, and its guarded UPDATE changes none of them.)"""
-    fresh_mysql_database(MYSQL_URL)
+    upgraded_mysql_database(MYSQL_URL)
     node = make_node(make_config(tmp_path, MYSQL_URL, challenge_batch=6, challenge_low_water=2), clock)
     try:
         file_hash = add_test_file(node, tmp_path)
@@ -280,7 +281,7 @@ def test_two_instances_race_for_the_last_token_of_an_ip(tmp_path, clock):
     would insert past ``max_tokens_per_ip``."""
     from downstream_tx.db.tokens import IpLimitReached, TokenStore
 
-    fresh_mysql_database(MYSQL_URL)
+    upgraded_mysql_database(MYSQL_URL)
     node = make_node(make_config(tmp_path, MYSQL_URL), clock)
     node.db.close()
     engine = create_engine(MYSQL_URL)
@@ -313,7 +314,7 @@ def test_two_reads_of_a_new_window_take_one_challenge(tmp_path, clock):
     """Two /due reads of a window not taken yet, at the same moment (two node processes): the
     contract gets one challenge, both reads return it, and no other challenge is used up (the
     contract is re-read locked in ``contracts.materialise_txn`` before anything is taken)."""
-    fresh_mysql_database(MYSQL_URL)
+    upgraded_mysql_database(MYSQL_URL)
     node = make_node(make_config(tmp_path, MYSQL_URL), clock)
     try:
         file_hash = add_test_file(node, tmp_path, interval=60)
