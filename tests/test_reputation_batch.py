@@ -14,7 +14,7 @@ from downstream_tx.db import reputation
 from downstream_tx.db.database import IN_BATCH, Txn
 from downstream_tx.domain.rules import DISQUALIFIED, OFFLINE, OK, SUSPENDED, Rules
 from downstream_tx.domain.scores import Tally
-from support import add_test_file, make_address, run
+from support import add_test_file, make_address, record_statements, run
 
 INTERVAL = 60
 RULES = Rules()
@@ -62,7 +62,7 @@ def rows(txn: Txn, prefix: str) -> list[tuple]:
     return out
 
 
-def test_many_farmers_at_once_end_as_each_on_its_own(node):
+def test_many_farmers_at_once_end_as_each_on_its_own(node, monkeypatch):
     """Every case recorded in one ``record_txn`` (batched) against each recorded by itself: the
     same rows, bit for bit, the same standing changes noted in the same order; a farmer without
     a row is left out by both, as before."""
@@ -77,9 +77,10 @@ def test_many_farmers_at_once_end_as_each_on_its_own(node):
                                   if i == 0 else {f"one-{i:03d}": tally})
         alone = [(n.address[len("one-"):], n.before, n.after, n.reason) for n in txn.notes]
         txn.notes.clear()
-        statements: list[str] = []
         batch = {**{f"all-{i:03d}": t for i, t in enumerate(tallies)}, "all-none": Tally(passes=1), "all-zero": Tally()}
-        reputation.record_txn(Counting(txn, statements), RULES, NOW, batch)
+        statements = record_statements(monkeypatch)
+        reputation.record_txn(txn, RULES, NOW, batch)
+        monkeypatch.undo()
         together = [(n.address[len("all-"):], n.before, n.after, n.reason) for n in txn.notes]
         return rows(txn, "one-"), rows(txn, "all-"), alone, together, statements
 
@@ -94,40 +95,7 @@ def test_many_farmers_at_once_end_as_each_on_its_own(node):
     assert [r[0] for r in one] == [f"{i:03d}" for i in range(len(CASES))]  # no row made for "none"
 
 
-class Counting:
-    """A Txn that lists the statements run through it."""
-
-    def __init__(self, txn: Txn, statements: list[str]):
-        self._txn, self._statements = txn, statements
-
-    def __getattr__(self, name):
-        return getattr(self._txn, name)
-
-    def execute(self, sql, args=()):
-        self._statements.append(" ".join(sql.split()))
-        return self._txn.execute(sql, args)
-
-    def executemany(self, sql, rows):
-        self._statements.append(" ".join(sql.split()))
-        return self._txn.executemany(sql, rows)
-
-    def update_by_id(self, *args, **kwargs):
-        return Txn.update_by_id(self, *args, **kwargs)
-
-    def _update_rows(self, *args, **kwargs):
-        return Txn._update_rows(self, *args, **kwargs)
-
-    def select_in(self, *args, **kwargs):
-        return Txn.select_in(self, *args, **kwargs)
-
-    def update_in(self, *args, **kwargs):
-        return Txn.update_in(self, *args, **kwargs)
-
-    def in_list(self, values):
-        return self._txn.in_list(values)
-
-
-def test_more_farmers_than_an_in_batch_are_read_and_written_in_chunks(node):
+def test_more_farmers_than_an_in_batch_are_read_and_written_in_chunks(node, monkeypatch):
     """Farmers beyond ``IN_BATCH``: one read per ``IN_BATCH`` (in address order, the lock order),
     each row written as its own record would."""
     n = IN_BATCH + 3
@@ -135,9 +103,9 @@ def test_more_farmers_than_an_in_batch_are_read_and_written_in_chunks(node):
     def body(txn: Txn):
         addresses = [f"x-{i:05d}" for i in range(n)]
         reputation.ensure_txn(txn, addresses, RULES)
-        statements: list[str] = []
-        reputation.record_txn(Counting(txn, statements), RULES, NOW,
-                              {a: Tally(misses=1) for a in addresses})
+        statements = record_statements(monkeypatch)
+        reputation.record_txn(txn, RULES, NOW, {a: Tally(misses=1) for a in addresses})
+        monkeypatch.undo()
         return statements, txn.execute("SELECT COUNT(*), SUM(misses), SUM(passes) FROM reputation "
                                        "WHERE address LIKE 'x-%' AND updated = ?", (NOW,)).fetchone()
 
@@ -156,19 +124,7 @@ def test_a_pass_with_misses_of_many_farmers_writes_their_reputation_in_a_bounded
     for i in range(farmers):
         run(node.v0.get_chunk(run(node.v0.create_token(make_address(i)))))
     clock.advance(INTERVAL)
-    statements: list[str] = []
-    real, real_many = Txn.execute, Txn.executemany
-
-    def execute(self, sql, args=()):
-        statements.append(" ".join(sql.split()))
-        return real(self, sql, args)
-
-    def executemany(self, sql, rows):
-        statements.append(" ".join(sql.split()))
-        return real_many(self, sql, rows)
-
-    monkeypatch.setattr(Txn, "execute", execute)
-    monkeypatch.setattr(Txn, "executemany", executemany)
+    statements = record_statements(monkeypatch)
     result = run(node.db.run("t", db_contracts.update_due_txn, Rules(containment_retries=0), clock.seconds(),
                              3, 100, None))
     monkeypatch.undo()

@@ -15,7 +15,7 @@ from downstream_tx.db.database import Txn
 from downstream_tx.domain.rules import Rules
 from downstream_tx.domain.verdicts import Due, Verdict
 from downstream_tx.v0 import challenges as v0_challenges
-from support import add_test_file, make_address, run
+from support import add_test_file, make_address, record_statements, run
 
 INTERVAL = 60
 #: the pass's own rules, without containment (as the test nodes run)
@@ -209,19 +209,7 @@ def test_a_missed_contract_is_read_once_and_written_once(node, clock, tmp_path, 
     and one write of the contracts for a page of misses."""
     contracts_on(node, tmp_path, 3)
     clock.advance(INTERVAL)
-    statements: list[str] = []
-    real, real_many = Txn.execute, Txn.executemany
-
-    def execute(self, sql, args=()):
-        statements.append(" ".join(sql.split()))
-        return real(self, sql, args)
-
-    def executemany(self, sql, rows):
-        statements.append(" ".join(sql.split()))
-        return real_many(self, sql, rows)
-
-    monkeypatch.setattr(Txn, "execute", execute)
-    monkeypatch.setattr(Txn, "executemany", executemany)
+    statements = record_statements(monkeypatch)
     result = run(node.db.run("t", db_contracts.update_due_txn, UNCONTAINED, clock.seconds(), 3, 100, None))
     monkeypatch.undo()
     assert (result.missed, result.issued) == (3, 3)

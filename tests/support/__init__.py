@@ -189,6 +189,25 @@ def free_port() -> int:
 ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
 
 
+def record_statements(monkeypatch) -> list[str]:
+    """Every statement run through a :class:`Txn` from now on (``execute`` and ``executemany``,
+    whitespace folded) until ``monkeypatch.undo()``: the list they are appended to."""
+    statements: list[str] = []
+    real, real_many = Txn.execute, Txn.executemany
+
+    def execute(self, sql, args=()):
+        statements.append(" ".join(sql.split()))
+        return real(self, sql, args)
+
+    def executemany(self, sql, rows):
+        statements.append(" ".join(sql.split()))
+        return real_many(self, sql, rows)
+
+    monkeypatch.setattr(Txn, "execute", execute)
+    monkeypatch.setattr(Txn, "executemany", executemany)
+    return statements
+
+
 def make_address(n: int) -> str:
     import coincurve
 
