@@ -13,6 +13,9 @@ the domain (tests/test_db_agreement.py checks SQL and function agree on both eng
 the results of a farmer that can change no standing are one linear ``UPDATE`` (``column * scale +
 add``, the coefficients of :func:`~downstream_tx.domain.scores.changes`), and the vetting share is
 one guarded ``UPDATE`` of its counter row (:func:`~downstream_tx.domain.vetting.within_share`).
+The results of many farmers at once (a timer pass's misses) are a bounded number of statements
+whatever their number: their rows read in one locked statement, then the same linear ``UPDATE`` per
+kind of tally (:func:`record_txn`).
 """
 
 from __future__ import annotations
