@@ -288,6 +288,15 @@ SETTINGS: tuple[Setting, ...] = (
             "at most archive_batches per pass)."),
     Setting("archive_batches", _int(1, 100_000), 4, "Most archive batches one pass of the archive job runs."),
     Setting("archive_interval", _float(0.0), 5.0, "Seconds between passes of the archive job."),
+    Setting("prune_interval", _float(0.0, exclusive_min=False), 10.0,
+            "Seconds between passes of the challenge prune, which deletes the used v0 challenges no contract "
+            "points at any more (0 = never: they are kept)."),
+    Setting("prune_batch", _int(1, 100_000), 1000,
+            "Used v0 challenges the challenge prune reads per transaction (it deletes those no contract points "
+            "at, keeps the others; a transaction looks at 500 files at most)."),
+    Setting("prune_batches", _int(1, 100_000), 50,
+            "Most transactions one pass of the challenge prune runs (a pass that reaches the last file stops "
+            "there; the next pass goes on where the last one stopped)."),
     Setting("late_grace", _float(0.0, 3600.0, exclusive_min=False), 5.0,
             "Seconds after a challenge's deadline (v0) or a contract's expiration (v1) in which an answer "
             "that arrived at the node still counts (v0: as a late pass); measured from when the request "
@@ -428,6 +437,9 @@ class Config:
     archive_batch: int
     archive_batches: int
     archive_interval: float
+    prune_interval: float
+    prune_batch: int
+    prune_batches: int
     late_grace: float
     download_window: float
     redownload: bool

@@ -42,6 +42,7 @@ from downstream_tx.jobs.contracts import ContractTimer
 from downstream_tx.jobs.leader import JobsLeader, default_instance_name, poll_interval
 from downstream_tx.jobs.outcomes import outcomes_job
 from downstream_tx.jobs.periodic import PeriodicJob
+from downstream_tx.jobs.prune import prune_job
 from downstream_tx.jobs.uptime import NAME as UPTIME
 from downstream_tx.jobs.uptime import UptimeSummary
 from downstream_tx.jobs.uptime import interval as uptime_interval
@@ -277,7 +278,7 @@ def build_jobs(services: Services, observer: Callable[[str, float, bool], None] 
     process that runs them itself, tests), or the jobs' fenced ones (:func:`jobs_leader`, a new set
     of jobs each term). ``observer``: told of each pass (metrics)."""
     config, clock, stores = services.config, services.clock, services.stores
-    return [
+    jobs = [
         PeriodicJob(CONTRACT_TIMER, contract_timer(services), config.tick, clock, observer),
         PeriodicJob("seeded_pool", services.pool.refill, config.tick, clock, observer),
         PeriodicJob("reputation", services.reputation.sweep, config.tick, clock, observer),
@@ -286,6 +287,9 @@ def build_jobs(services: Services, observer: Callable[[str, float, bool], None] 
         archive_job(stores.archive, config, clock, observer),
         outcomes_job(stores.outcomes, clock, observer),
     ]
+    if config.prune_interval:
+        jobs.append(prune_job(stores.challenges, config, clock, observer))
+    return jobs
 
 
 def jobs_leader(services: Services, observer: Callable[[str, float, bool], None] | None = None) -> JobsLeader:

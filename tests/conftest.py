@@ -14,7 +14,9 @@ from support import (
     make_node,
     make_resource,
     run,
+    upgraded_mysql_database,
 )
+from support.databases import TEMPLATES
 from support.v1 import build, make_seeded_node
 
 MYSQL_DESELECTED = pytest.StashKey[int]()
@@ -54,15 +56,39 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                     "mysql://user:password@host:port/dbname to run them (CI does)")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
-def db_url(request, tmp_path):
-    """A fresh, empty database on each engine."""
+@pytest.fixture(scope="session", autouse=True)
+def db_templates(tmp_path_factory):
+    """The directory of the session's SQLite template database (support/databases.py)."""
+    TEMPLATES.directory = str(tmp_path_factory.mktemp("db-templates"))
+    yield
+    TEMPLATES.directory = TEMPLATES.built = None
+
+
+ENGINES = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
+
+
+def _test_database(request, tmp_path, mysql) -> str:
     if request.param == "sqlite":
         return "sqlite:///" + str(tmp_path / "data" / "downstream.db")
     if not MYSQL_URL:
         pytest.skip(MYSQL_SKIP_REASON)
-    fresh_mysql_database(MYSQL_URL)
+    mysql(MYSQL_URL)
     return MYSQL_URL
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request, tmp_path):
+    """A database on each engine exactly as a fresh schema upgrade leaves it: on SQLite a file not
+    made yet (``open_test_db`` makes it a copy of the session's upgraded template), on MySQL the
+    test database emptied back to the upgrade's state (support/databases.py)."""
+    return _test_database(request, tmp_path, upgraded_mysql_database)
+
+
+@pytest.fixture(params=ENGINES)
+def empty_db_url(request, tmp_path):
+    """An empty database on each engine, no schema: a SQLite file not made yet, the MySQL test
+    database dropped and re-created (for the tests that build a schema themselves)."""
+    return _test_database(request, tmp_path, fresh_mysql_database)
 
 
 @pytest.fixture
@@ -147,7 +173,7 @@ def v1_node_api(tmp_path, db_url, clock):
     node.db.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+@pytest.fixture(params=ENGINES)
 def daemon_db(request):
     """The ``--db`` arguments of an end-to-end daemon: none (SQLite in its data directory), or the
     test MySQL/MariaDB database, dropped and re-created."""

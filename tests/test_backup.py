@@ -130,18 +130,18 @@ def test_a_sqlite_backup_restores_into_mysql_and_back(tmp_path, clock):
     assert canonical_tables(sqlite_url(tmp_path / "back.db")) == source
 
 
-def test_an_older_backup_is_upgraded_after_restore(tmp_path, db_url, clock):
+def test_an_older_backup_is_upgraded_after_restore(tmp_path, empty_db_url, clock):
     """A backup of schema version 7 restores at version 7 and is then upgraded, as the daemon upgrades
     an old database on start."""
-    config = make_config(tmp_path, db_url)
-    steps = schema.load_steps(create_engine(db_url).name)
+    config = make_config(tmp_path, empty_db_url)
+    steps = schema.load_steps(create_engine(empty_db_url).name)
     db = open_test_db(config, clock, upgrade=False)
     run(db.run("old", schema.upgrade_txn, steps[:7]))
     run(db.run("row", lambda txn: txn.execute(
         "INSERT INTO tokens (token_hash, farmer_id, address, created) VALUES (?, ?, ?, ?)",
         (b"\x01" * 32, "ab" * 10, ADDRESS, 5.0))))
     db.close()
-    write_backup(db_url, str(tmp_path / "chunks"), str(tmp_path / "old.tar"))
+    write_backup(empty_db_url, str(tmp_path / "chunks"), str(tmp_path / "old.tar"))
     target = sqlite_url(tmp_path / "new" / "node.db")
     restored = restore_backup(str(tmp_path / "old.tar"), target, str(tmp_path / "new-chunks"))
     assert (restored.version, restored.upgraded_to) == (7, len(steps))

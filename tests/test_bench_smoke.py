@@ -48,6 +48,11 @@ def test_timers_bench_sqlite():
     assert "sqlite" in out and "tick s" in out
 
 
+def test_timers_bench_misses_over_many_farmers_sqlite():
+    out = run_bench("bench/timers.py", "--quick", "--mysql", "", "--farmers", "3", "--due", "0.1")
+    assert "misses over 3 farmers" in out and "tick s" in out
+
+
 @pytest.mark.mysql
 def test_lost_commits_bench():
     """MariaDB only (SQLite records nothing); in a database of its own next to the test database."""
@@ -157,7 +162,18 @@ def test_stats_bench_sqlite():
     assert "stats job" in out and "status list page" in out and "wall s" in out
 
 
+def test_db_setup_bench():
+    """SQLite only (a MySQL run drops the database it names): the pytest runs it makes, timed."""
+    out = run_bench("bench/db_setup.py", "--quick", extra_env={"DOWNSTREAM_TEST_MYSQL_URL": ""})
+    assert "built from nothing per test" in out and "handed out again" in out and "sqlite call" in out
+
+
 def test_reputation_simulator():
     out = run_bench("bench/reputation_sim.py", "--quick")
     assert "| honest, outages up to 24 h/week | 20 | 0.0% (0) |" in out  # no honest farmer disqualified
     assert "| cheater, lost 50% | 5 | 100.0% (5) |" in out and "silent for good after day 1" in out
+
+
+def test_prune_bench():
+    out = run_bench("bench/prune.py", "--quick")
+    assert "deleted/s" in out and "idle walk" in out and ": ok" in out

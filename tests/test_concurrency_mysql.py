@@ -28,6 +28,7 @@ from support import (
     race,
     run,
     stored_bytes,
+    upgraded_mysql_database,
     v0_answer,
     wait_until,
 )
@@ -56,7 +57,7 @@ async def replicas_and_active(node, file_hash: str) -> tuple[int, int]:
 
 
 def test_two_connections_race_for_the_last_slot(tmp_path, clock):
-    fresh_mysql_database(MYSQL_URL)
+    upgraded_mysql_database(MYSQL_URL)
     node = make_node(make_config(tmp_path, MYSQL_URL), clock)
     try:
         file_hash = add_test_file(node, tmp_path, redundancy=2)
@@ -124,49 +125,78 @@ def running_on_challenges(engine) -> int:
         conn.close()
 
 
+def take_while_another_holds(engine, mine, theirs) -> tuple[object, object]:
+    """Run ``mine`` (a function of a Txn) in a transaction, then ``theirs`` in a second one on its
+    own connection, in a thread, which must wait on the first's locks; commit the first, let the
+    second finish and commit: (what the first returned, what the second returned or raised)."""
+    first = engine.connect()
+    results: dict[str, object] = {}
+
+    def second() -> None:
+        conn = engine.connect()
+        try:
+            with conn.cursor() as cursor:
+                results["second"] = theirs(Txn(cursor, engine))
+            conn.commit()
+        except BaseException as e:  # reported by the caller
+            results["second"] = e
+            conn.rollback()
+        finally:
+            conn.close()
+
+    try:
+        with first.cursor() as cursor:
+            got = mine(Txn(cursor, engine))
+            thread = threading.Thread(target=second)
+            thread.start()
+            # the second transaction has started reading (and is held by the first one's locks)
+            wait_until(lambda: running_on_challenges(engine) == 1, 30, "the second transaction waiting")
+            assert "second" not in results
+        first.commit()
+    finally:
+        first.close()
+    thread.join(30)
+    return got, results["second"]
+
+
 def test_take_many_locks_the_challenges_it_reads(tmp_path, clock):
     """``FOR UPDATE`` in ``challenges.take_many_txn``: while one transaction holds challenges it has
     taken, a second one waits for them and then takes the next ones. (Without the lock the second
     reads the same unused rows from its snapshot, and its guarded UPDATE changes none of them.)"""
-    fresh_mysql_database(MYSQL_URL)
+    upgraded_mysql_database(MYSQL_URL)
     node = make_node(make_config(tmp_path, MYSQL_URL, challenge_batch=6, challenge_low_water=2), clock)
     try:
         file_hash = add_test_file(node, tmp_path)
         file_id = run(node.stores.files.get_active(file_hash)).id
-        engine = create_engine(MYSQL_URL)
-        first = engine.connect()
-        results: dict[str, object] = {}
+        def take(txn):
+            return challenges.take_many_txn(txn, {file_id: 2})
 
-        def second() -> None:
-            conn = engine.connect()
-            try:
-                with conn.cursor() as cursor:
-                    results["second"] = challenges.take_many_txn(Txn(cursor, engine), {file_id: 2})
-                conn.commit()
-            except BaseException as e:  # reported below
-                results["second"] = e
-                conn.rollback()
-            finally:
-                conn.close()
-
-        try:
-            with first.cursor() as cursor:
-                mine = challenges.take_many_txn(Txn(cursor, engine), {file_id: 2})
-                thread = threading.Thread(target=second)
-                thread.start()
-                # the second transaction has started reading (and is held by the first one's locks)
-                wait_until(lambda: running_on_challenges(engine) == 1, 30, "the second transaction waiting")
-                assert "second" not in results
-            first.commit()
-        finally:
-            first.close()
-        thread.join(30)
-        theirs = results["second"]
+        mine, theirs = take_while_another_holds(create_engine(MYSQL_URL), take, take)
         assert not isinstance(theirs, BaseException), theirs
         assert len(mine[file_id]) == 2
         assert not {cid for cid, _ in mine[file_id]} & {cid for cid, _ in theirs[file_id]}
         assert [cid for cid, _ in theirs[file_id]] == [cid + 2 for cid, _ in mine[file_id]]
         assert run(node.stores.challenges.unused(file_id)) == 2
+    finally:
+        node.db.close()
+
+
+def test_a_take_of_one_challenge_per_file_waits_and_takes_the_next(tmp_path, clock):
+    """Files that want one challenge each are read by a loose index scan (the oldest unused one
+    of each, a plain read) and then locked by primary key: a transaction holding the oldest of a
+    file makes the second one wait, and once it commits the second one looks at that file again
+    and takes the next. Without the re-check both would hand out the same challenge."""
+    fresh_mysql_database(MYSQL_URL)
+    node = make_node(make_config(tmp_path, MYSQL_URL, challenge_batch=6, challenge_low_water=2), clock)
+    try:
+        f1, f2 = (run(node.stores.files.get_active(add_test_file(node, tmp_path))).id for _ in range(2))
+        mine, theirs = take_while_another_holds(create_engine(MYSQL_URL),
+                                                lambda txn: challenges.take_ids_txn(txn, {f1: 1}),
+                                                lambda txn: challenges.take_ids_txn(txn, {f1: 1, f2: 1}))
+        assert not isinstance(theirs, BaseException), theirs
+        assert theirs[f1] == [mine[f1][0] + 1]  # the next one of the file the first took from
+        assert len(theirs[f2]) == 1
+        assert run(node.stores.challenges.unused(f1)) == 4 and run(node.stores.challenges.unused(f2)) == 5
     finally:
         node.db.close()
 
@@ -251,7 +281,7 @@ def test_two_instances_race_for_the_last_token_of_an_ip(tmp_path, clock):
     would insert past ``max_tokens_per_ip``."""
     from downstream_tx.db.tokens import IpLimitReached, TokenStore
 
-    fresh_mysql_database(MYSQL_URL)
+    upgraded_mysql_database(MYSQL_URL)
     node = make_node(make_config(tmp_path, MYSQL_URL), clock)
     node.db.close()
     engine = create_engine(MYSQL_URL)
@@ -284,7 +314,7 @@ def test_two_reads_of_a_new_window_take_one_challenge(tmp_path, clock):
     """Two /due reads of a window not taken yet, at the same moment (two node processes): the
     contract gets one challenge, both reads return it, and no other challenge is used up (the
     contract is re-read locked in ``contracts.materialise_txn`` before anything is taken)."""
-    fresh_mysql_database(MYSQL_URL)
+    upgraded_mysql_database(MYSQL_URL)
     node = make_node(make_config(tmp_path, MYSQL_URL), clock)
     try:
         file_hash = add_test_file(node, tmp_path, interval=60)

@@ -130,6 +130,11 @@ def test_challenge_store(stores, clock):
     assert run(stores.challenges.low_files([file_id], 3)) == []
     assert run(mark_all_used(stores.challenges.db)) == 3
     assert run(stores.challenges.counts()) == {"batches": 1, "unused": 0}
+    # used and no contract points at them: pruned (tests/test_prune.py); the batch's row stays
+    pruned = run(stores.challenges.prune((0, 0), 2))
+    assert (pruned.deleted, pruned.read, pruned.next[0]) == (2, 2, file_id)  # more of this file may be left
+    assert run(stores.challenges.prune(pruned.next, 2)).deleted == 1
+    assert run(stores.challenges.stored()) == [] and len(run(stores.challenges.batches(file_id))) == 1
 
 
 def test_contract_store(stores, clock):
@@ -422,7 +427,7 @@ COVERED = {
     tokens.TokenStore: {"create", "get", "delete", "farmer", "import_whitelist", "count", "heartbeats_total",
                         "whitelist_size"},
     files.FileStore: {"get_active", "get", "add_stored", "remove", "list_active", "replicas", "count"},
-    challenges.ChallengeStore: {"add_batch", "low_files", "batches", "unused", "stored", "counts"},
+    challenges.ChallengeStore: {"add_batch", "low_files", "batches", "unused", "stored", "counts", "prune"},
     contracts.ContractStore: {"assign", "of_token", "answer", "end", "issue_due", "fill_starved", "latest", "all"},
     seeded.SeededStore: {"pool_counts", "pool_add", "take_chunks", "refresh_challenges", "contracts",
                            "record_answers", "tags", "expire",

@@ -53,7 +53,7 @@ def test_exactly_one_instance_runs_the_jobs(pair, clock):
     lb.startService()
     assert (la.role, lb.role) == ("leader", "follower")
     assert [j.name for j in la.jobs] == ["contracts", "seeded_pool", "reputation", "uptime", "archive",
-                                         "txn_outcomes"]
+                                         "txn_outcomes", "challenge_prune"]
     assert lb.jobs == []
     for _ in range(10):
         clock.advance(TICK)

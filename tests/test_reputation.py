@@ -428,11 +428,11 @@ def test_the_vetting_counters_forget_as_the_rule_says(make, clock, tmp_path, tot
         assert run(node.stores.reputation.vetting())[0] == pytest.approx((total, unvetted), abs=1e-9)
 
 
-def test_the_upgrade_gives_existing_farmers_their_counts(tmp_path, db_url, clock):
+def test_the_upgrade_gives_existing_farmers_their_counts(tmp_path, empty_db_url, clock):
     from downstream_tx.db import schema
     from support import open_test_db
 
-    db = open_test_db(make_config(tmp_path, db_url), clock, upgrade=False)
+    db = open_test_db(make_config(tmp_path, empty_db_url), clock, upgrade=False)
     steps = schema.load_steps(db.engine.name)
     version = next(s.version for s in steps if "reputation" in s.name)
     run(db.run("before", schema.upgrade_txn, steps[:version - 1]))

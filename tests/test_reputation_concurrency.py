@@ -23,6 +23,7 @@ from support import (
     make_resource,
     race,
     run,
+    upgraded_mysql_database,
 )
 
 pytestmark = [pytest.mark.mysql, pytest.mark.skipif(not MYSQL_URL, reason=MYSQL_SKIP_REASON)]
@@ -87,7 +88,7 @@ async def test_the_vetting_share_holds_under_concurrent_chunk_requests(tmp_path)
 
 
 def test_two_unvetted_farmers_race_for_the_last_share(tmp_path, clock):
-    fresh_mysql_database(MYSQL_URL)
+    upgraded_mysql_database(MYSQL_URL)
     node = make_node(make_config(tmp_path, MYSQL_URL, vetting_audits=1, vetting_share=0.3), clock)
     try:
         rules = node.stores.reputation.rules

@@ -31,8 +31,8 @@ def test_steps_are_complete_for_both_engines():
     assert len(sqlite) >= 2
 
 
-def test_create_from_empty(tmp_path, db_url, clock):
-    db = open_test_db(make_config(tmp_path, db_url), clock, upgrade=False)
+def test_create_from_empty(tmp_path, empty_db_url, clock):
+    db = open_test_db(make_config(tmp_path, empty_db_url), clock, upgrade=False)
     before, after = run(db.run("schema", schema.upgrade_txn, steps_for(db)))
     assert (before, after) == (0, len(steps_for(db)))
     assert {"tokens", "files", "contracts", "challenges", "challenge_batches", "addresses", "node_meta",
@@ -42,8 +42,8 @@ def test_create_from_empty(tmp_path, db_url, clock):
     db.close()
 
 
-def test_upgrade_from_version_1_keeps_data(tmp_path, db_url, clock):
-    db = open_test_db(make_config(tmp_path, db_url), clock, upgrade=False)
+def test_upgrade_from_version_1_keeps_data(tmp_path, empty_db_url, clock):
+    db = open_test_db(make_config(tmp_path, empty_db_url), clock, upgrade=False)
     steps = steps_for(db)
     run(db.run("v1", schema.upgrade_txn, steps[:1]))
     run(db.run("row", lambda txn: txn.execute(
@@ -56,8 +56,8 @@ def test_upgrade_from_version_1_keeps_data(tmp_path, db_url, clock):
     db.close()
 
 
-def test_step_5_moves_v1_tags_off_the_contract_rows(tmp_path, db_url, clock):
-    db = open_test_db(make_config(tmp_path, db_url), clock, upgrade=False)
+def test_step_5_moves_v1_tags_off_the_contract_rows(tmp_path, empty_db_url, clock):
+    db = open_test_db(make_config(tmp_path, empty_db_url), clock, upgrade=False)
     steps = steps_for(db)
     run(db.run("v4", schema.upgrade_txn, steps[:4]))
 
@@ -93,11 +93,11 @@ def test_newer_database_refused(tmp_path, db_url, clock):
     db.close()
 
 
-def test_step_13_indexes_the_replicas_a_file_misses_and_the_assignment_walks_that_index(tmp_path, db_url, clock):
+def test_step_13_indexes_the_replicas_a_file_misses_and_the_assignment_walks_that_index(tmp_path, empty_db_url, clock):
     """Files written before step 13 get ``missing`` (redundancy - replicas), kept by the database
     as replicas change; the assignment's pick walks files_urgent / files_missing in its order and
     needs no sort, so the files at their target are not read (issue: a scan of every file)."""
-    db = open_test_db(make_config(tmp_path, db_url), clock, upgrade=False)
+    db = open_test_db(make_config(tmp_path, empty_db_url), clock, upgrade=False)
     steps = steps_for(db)
     run(db.run("v12", schema.upgrade_txn, steps[:12]))
     rows = [("stored", 3, 3, None)] * 300 + [("stored", 3, 1, None), ("stored", 2, 1, None),

@@ -15,7 +15,7 @@ from downstream_tx.db.database import Txn
 from downstream_tx.domain.rules import Rules
 from downstream_tx.domain.verdicts import Due, Verdict
 from downstream_tx.v0 import challenges as v0_challenges
-from support import add_test_file, make_address, run
+from support import add_test_file, make_address, record_statements, run
 
 INTERVAL = 60
 #: the pass's own rules, without containment (as the test nodes run)
@@ -155,6 +155,32 @@ def test_taking_challenge_ids_marks_them_used_oldest_first(node, tmp_path):
     assert again == {f1: ids[2:4]}
 
 
+def test_a_take_of_one_challenge_per_file_marks_the_oldest_unused_of_each(node, tmp_path):
+    """Files that want one challenge each (a pass whose misses are of many files: a loose index
+    scan on a server, a query block per file on SQLite) get the oldest unused one of each, used
+    ones skipped, and it is marked used; a file with none left gets none."""
+    ids = [run(node.stores.files.get_active(add_test_file(node, tmp_path))).id for _ in range(4)]
+
+    def take(txn):
+        oldest = {}
+        for f in ids:
+            rows = [r[0] for r in txn.execute("SELECT id FROM challenges WHERE file_id = ? ORDER BY id",
+                                              (f,)).fetchall()]
+            oldest[f] = rows
+        # the first file's oldest used already, the last file's all used
+        txn.execute("UPDATE challenges SET used = 1 WHERE id = ?", (oldest[ids[0]][0],))
+        txn.update_in("UPDATE challenges SET used = 1 WHERE id IN {ids}", oldest[ids[3]])
+        return oldest, db_challenges.take_ids_txn(txn, {f: 1 for f in ids})
+
+    oldest, taken = run(node.db.run("t", take))
+    assert taken == {ids[0]: [oldest[ids[0]][1]], ids[1]: [oldest[ids[1]][0]], ids[2]: [oldest[ids[2]][0]]}
+    unused = run(node.stores.challenges.unused(ids[1]))
+    assert unused == len(oldest[ids[1]]) - 1
+    assert run(node.stores.challenges.unused(ids[0])) == len(oldest[ids[0]]) - 2
+    again = run(node.db.run("t", db_challenges.take_ids_txn, {f: 1 for f in ids}))
+    assert again == {ids[0]: [oldest[ids[0]][2]], ids[1]: [oldest[ids[1]][1]], ids[2]: [oldest[ids[2]][1]]}
+
+
 def test_the_low_files_of_a_pass_in_one_statement(node, tmp_path, monkeypatch):
     """``low_files_txn``: the active stored files of the list under the mark, in id order, a
     removed one left out; one statement per ``IN_BATCH`` files, whatever the number of files."""
@@ -183,19 +209,7 @@ def test_a_missed_contract_is_read_once_and_written_once(node, clock, tmp_path, 
     and one write of the contracts for a page of misses."""
     contracts_on(node, tmp_path, 3)
     clock.advance(INTERVAL)
-    statements: list[str] = []
-    real, real_many = Txn.execute, Txn.executemany
-
-    def execute(self, sql, args=()):
-        statements.append(" ".join(sql.split()))
-        return real(self, sql, args)
-
-    def executemany(self, sql, rows):
-        statements.append(" ".join(sql.split()))
-        return real_many(self, sql, rows)
-
-    monkeypatch.setattr(Txn, "execute", execute)
-    monkeypatch.setattr(Txn, "executemany", executemany)
+    statements = record_statements(monkeypatch)
     result = run(node.db.run("t", db_contracts.update_due_txn, UNCONTAINED, clock.seconds(), 3, 100, None))
     monkeypatch.undo()
     assert (result.missed, result.issued) == (3, 3)
@@ -206,3 +220,29 @@ def test_a_missed_contract_is_read_once_and_written_once(node, clock, tmp_path, 
     assert run(node.db.run("t", lambda txn: txn.scalar(
         "SELECT COUNT(*) FROM contracts WHERE prev_missed = 1 AND prev_challenge_id IS NOT NULL"))) == 3
     assert run(node.db.run("t", lambda txn: txn.scalar("SELECT SUM(misses) FROM reputation"))) == 3
+
+
+def test_the_low_files_check_counts_unused_challenges_up_to_the_mark(node, tmp_path):
+    """``low_files_txn`` and ``all_low_files_txn`` read at most the mark's number of unused
+    challenges per file (the unused one at offset mark - 1 exists or not), and answer as a count
+    would: a file with fewer unused challenges than the mark is low, one with exactly the mark is
+    not, used challenges among the unused ones do not count, and a mark of 0 finds none."""
+    hashes = [add_test_file(node, tmp_path) for _ in range(3)]
+    ids = [run(node.stores.files.get_active(h)).id for h in hashes]
+    unused = run(node.stores.challenges.unused(ids[0]))
+    assert unused >= 4
+
+    def use(txn, file_id, count, every):
+        """Mark ``count`` of the file's challenges used, every ``every``-th one (oldest first)."""
+        rows = [r[0] for r in txn.execute("SELECT id FROM challenges WHERE file_id = ? ORDER BY id",
+                                          (file_id,)).fetchall()]
+        marked = rows[::every][:count]
+        txn.update_in("UPDATE challenges SET used = 1 WHERE id IN {ids}", marked)
+
+    run(node.db.run("t", use, ids[1], 1, 2))  # one used, at the start
+    run(node.db.run("t", use, ids[2], 3, 2))  # three used, every other one
+    have = {ids[0]: unused, ids[1]: unused - 1, ids[2]: unused - 3}
+    for mark in (0, 1, unused - 3, unused - 2, unused - 1, unused, unused + 1):
+        want = sorted(f for f, n in have.items() if n < mark)
+        assert run(node.stores.challenges.low_files(ids, mark)) == want, mark
+        assert run(node.stores.challenges.low_files(None, mark)) == want, mark

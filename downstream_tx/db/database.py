@@ -152,8 +152,9 @@ class Txn:
         return self._cursor.lastrowid
 
     def update_by_id(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                     where: str = "", chunk: int = 500, match: Sequence[str] = ()) -> int:
-        """Set per-row values on many rows; ``rows`` are ``(id, value_0, value_1, …, match_0, …)``.
+                     where: str = "", chunk: int = 500, match: Sequence[str] = (), key: str = "id") -> int:
+        """Set per-row values on many rows; ``rows`` are ``(id, value_0, value_1, …, match_0, …)``
+        (``key``: the column the first value names, ``id`` unless told).
 
         ``match`` names columns that must still hold the row's ``match_i`` value (a per-row guard,
         ``=``: a NULL never matches). In-process SQLite runs one cheap statement per row. A server
@@ -165,7 +166,7 @@ class Txn:
         if not self._engine.batch_updates:
             rows = [(*row[1:n + 1], row[0], *row[n + 1:]) for row in rows]
         return self._update_rows(table, [f"{c} = ?" for c in columns],
-                                 [f"t.{c} = v.v{i}" for i, c in enumerate(columns)], ["id", *match], n, rows, where, (),
+                                 [f"t.{c} = v.v{i}" for i, c in enumerate(columns)], [key, *match], n, rows, where, (),
                                  chunk)
 
     def update_matching(self, table: str, sets: Sequence[str], keys: Sequence[str], rows: Sequence[Sequence[Any]],

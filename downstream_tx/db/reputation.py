@@ -13,6 +13,9 @@ the domain (tests/test_db_agreement.py checks SQL and function agree on both eng
 the results of a farmer that can change no standing are one linear ``UPDATE`` (``column * scale +
 add``, the coefficients of :func:`~downstream_tx.domain.scores.changes`), and the vetting share is
 one guarded ``UPDATE`` of its counter row (:func:`~downstream_tx.domain.vetting.within_share`).
+The results of many farmers at once (a timer pass's misses) are a bounded number of statements
+whatever their number: their rows read in one locked statement, then the same linear ``UPDATE`` per
+kind of tally (:func:`record_txn`).
 """
 
 from __future__ import annotations
@@ -115,10 +118,58 @@ def record_token_txn(txn: Txn, rules: Rules, now: float, token_id: int, tally: T
 def record_txn(txn: Txn, rules: Rules, now: float, tallies: Mapping[str, Tally]) -> None:
     """Apply each farmer's results: its scores, counts and the standing they leave it in
     (:func:`~downstream_tx.domain.standing.decide`). Farmers in address order (one lock order for
-    every transaction)."""
-    for address in sorted(tallies):
-        if tallies[address]:
-            _record(txn, rules, now, tallies[address], "address = ?", address)
+    every transaction). One farmer: :func:`_record` (nearly always one linear UPDATE). More (a
+    timer pass's misses spread over many farmers): a bounded number of statements whatever their
+    number (:func:`_record_many`)."""
+    active = sorted(address for address, tally in tallies.items() if tally)
+    # a case-insensitive collation would match two of these to one row: each its own record then
+    if len(active) > 1 and len({a.casefold() for a in active}) == len(active):
+        _record_many(txn, rules, now, {a: tallies[a] for a in active})
+        return
+    for address in active:
+        _record(txn, rules, now, tallies[address], "address = ?", address)
+
+
+def _record_many(txn: Txn, rules: Rules, now: float, tallies: Mapping[str, Tally]) -> None:
+    """:func:`_record` for many farmers at once (``tallies``: in address order, none empty): their
+    rows read under their locks in address order (``IN_BATCH`` a statement), the domain computes
+    each one's scores and standing as :func:`_record` does. The farmers whose standing stays are
+    written by the linear UPDATE of their tally (the same values: :func:`_record`'s fast path), one
+    per kind of tally and ``IN_BATCH`` farmers — a pass's misses are nearly all one kind, a miss or
+    two; those whose standing changes (few) by one joined UPDATE of their new values per chunk.
+    A farmer without a reputation row is left out (as :func:`_record`); standing changes are noted
+    in address order."""
+    rows = txn.select_in(f"SELECT address, status, {_SCORE_COLUMNS}, pending_end, {', '.join(COUNTS)} "
+                         "FROM reputation WHERE address IN {ids} ORDER BY address" + txn.for_update(), list(tallies))
+    by_key = {a.casefold(): a for a in tallies}
+    linear: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    changed: list[tuple[Any, ...]] = []
+    for row in sorted(rows, key=lambda r: str(r[0])):
+        address, status = str(row[0]), str(row[1])
+        tally = tallies.get(address) or tallies[by_key[address.casefold()]]
+        values = [float(x) for x in row[2:8]]
+        before = Scores(*(tuple(values[i:i + 2]) for i in range(0, 6, 2)))
+        after = scores.apply(before, tally, rules.lam, rules.unknown_lam)
+        change = standing.decide(status, after, tally, rules)
+        if change is None:
+            linear[tuple(getattr(tally, c) for c in COUNTS)].append(address)
+            continue
+        txn.note(StandingChange(address, status, change.status, change.reason))
+        # the reputation job ends a disqualified farmer's contracts (``pending_end``)
+        changed.append((address, change, after, tally, int(row[8] or 0), [int(n or 0) for n in row[9:]]))
+    for kind, addresses in linear.items():
+        tally = Tally(*kind)
+        delta = scores.changes(tally, rules.lam, rules.unknown_lam)
+        counts = tuple(c for c in COUNTS if getattr(tally, c))
+        txn.update_in(_linear_statement("address IN {ids}", tuple(delta), counts), addresses,
+                      before=_linear_values(delta, tally, counts, now))
+    columns = ["status", "status_since", "status_reason", "pending_end",
+               *(f"{name}_{part}" for name in SCORES for part in ("alpha", "beta")), *COUNTS, "updated"]
+    txn.update_by_id("reputation", columns, [
+        (address, change.status, now, change.reason, 1 if change.status == DISQUALIFIED else pending,
+         *(x for name in SCORES for x in getattr(after, name)),
+         *(n + getattr(tally, c) for c, n in zip(COUNTS, counts)), now)
+        for address, change, after, tally, pending, counts in changed], key="address")
 
 
 def record_contracts_txn(txn: Txn, rules: Rules, now: float, passes: Sequence[int] = (), fails: Sequence[int] = (),

@@ -18,11 +18,13 @@ from downstream_tx.db import schema
 from downstream_tx.db.database import Database, Txn
 from downstream_tx.db.engine import create_engine
 from downstream_tx.db.tokens import TokenRow
-from downstream_tx.db.url import parse_db_url
 from downstream_tx.errors import NodeError
 from downstream_tx.http.server import DownstreamServer
 from downstream_tx.runtime import NOTE_OBSERVERS, Services, build_server, build_services
 from downstream_tx.v1.wire import answer_entries, challenge_entries
+from support.databases import copy_sqlite_template
+from support.databases import fresh_mysql_database as fresh_mysql_database  # (re-exported: the tests' import)
+from support.databases import upgraded_mysql_database as upgraded_mysql_database
 
 MYSQL_ENV = "DOWNSTREAM_TEST_MYSQL_URL"
 MYSQL_URL = os.environ.get(MYSQL_ENV)
@@ -106,21 +108,6 @@ def challenges_of(challenges) -> list[dict[str, Any]]:
     return challenge_entries(run(challenges))
 
 
-def fresh_mysql_database(url: str) -> None:
-    """Drop and re-create the database named in ``url`` (the test user may do so)."""
-    import pymysql
-
-    parsed = parse_db_url(url)
-    conn = pymysql.connect(host=parsed.host, port=parsed.port, user=parsed.user, password=parsed.password)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{parsed.database}`")
-            cur.execute(f"CREATE DATABASE `{parsed.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-        conn.commit()
-    finally:
-        conn.close()
-
-
 def make_config(tmp_path, db_url: str | None = None, **overrides) -> Config:
     """A test node's configuration. Containment is off unless a test sets ``containment_retries``
     (the node's default is 3): the tests of the miss and failure rules count a miss at once, the
@@ -134,15 +121,26 @@ def make_config(tmp_path, db_url: str | None = None, **overrides) -> Config:
     return load_config(None, environ={}, overrides=values)
 
 
-def open_test_db(config: Config, clock, schema_dir: str | None = None, upgrade: bool = True) -> Database:
-    engine = create_engine(config.db_url)
+def open_database(url: str, clock=None, schema_dir: str | None = None, upgrade: bool = True,
+                  template: bool = True) -> Database:
+    """The database at ``url`` on an inline pool, its schema upgraded (``upgrade``; the steps of
+    ``schema_dir`` if given). A SQLite file that does not exist yet starts as a copy of the
+    session's upgraded template (``template``; support/databases.py) instead of running the steps."""
+    engine = create_engine(url)
     if engine.name == "sqlite":
         os.makedirs(os.path.dirname(os.path.abspath(engine.url.path)), exist_ok=True)
+        if upgrade and template and schema_dir is None:
+            copy_sqlite_template(engine.url.path)
     # a test that builds an older schema itself has no txn_outcomes table (schema step 10)
-    db = Database(engine, InlinePool(engine), clock, backoff=0, record_outcomes=upgrade, note_observers=NOTE_OBSERVERS)
+    db = Database(engine, InlinePool(engine), clock or task.Clock(), backoff=0, record_outcomes=upgrade,
+                  note_observers=NOTE_OBSERVERS)
     if upgrade:
         run(db.run("schema", schema.upgrade_txn, schema.load_steps(engine.name, schema_dir)))
     return db
+
+
+def open_test_db(config: Config, clock, schema_dir: str | None = None, upgrade: bool = True) -> Database:
+    return open_database(config.db_url, clock, schema_dir, upgrade)
 
 
 def make_node(config: Config, clock=None) -> Services:
@@ -189,6 +187,25 @@ def free_port() -> int:
 
 # a valid mainnet address (the spec's signed-message vector) and a few more, made in tests
 ADDRESS = "19qVgG8C6eXwKMMyvVegsi3xCsKyk3Z3jV"
+
+
+def record_statements(monkeypatch) -> list[str]:
+    """Every statement run through a :class:`Txn` from now on (``execute`` and ``executemany``,
+    whitespace folded) until ``monkeypatch.undo()``: the list they are appended to."""
+    statements: list[str] = []
+    real, real_many = Txn.execute, Txn.executemany
+
+    def execute(self, sql, args=()):
+        statements.append(" ".join(sql.split()))
+        return real(self, sql, args)
+
+    def executemany(self, sql, rows):
+        statements.append(" ".join(sql.split()))
+        return real_many(self, sql, rows)
+
+    monkeypatch.setattr(Txn, "execute", execute)
+    monkeypatch.setattr(Txn, "executemany", executemany)
+    return statements
 
 
 def make_address(n: int) -> str:
