@@ -122,7 +122,10 @@ class Cost:
                 "wall_ms": self.wall / n * 1e3, "rows_read": sum(self.read.values()) / n,
                 "read_by_table": {t: v / n for t, v in self.read.items()},
                 # global: another database's misses count too
-                "pool_reads": self.status.get("Innodb_buffer_pool_reads", 0) / n}
+                "pool_reads": self.status.get("Innodb_buffer_pool_reads", 0) / n,
+                # the whole server process: its background threads (purge, page cleaner) and every
+                # database's connections
+                "server_ms": (self.server_cpu or 0.0) / n * 1e3}
 
 
 class Meter:
