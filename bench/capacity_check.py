@@ -33,7 +33,9 @@ CRITERION = 0.25
 #: the per-operation figures summarised (capacity.py's ``per_op`` keys)
 FIGURES = (("node_ms", "node CPU ms"), ("db_ms", "database CPU ms"), ("rows", "rows changed"),
            ("rows_read", "rows read"), ("wall_ms", "wall ms"), ("pool_reads", "pool reads (global)"),
-           ("server_ms", "server process CPU ms (global)"))
+           ("server_ms", "server process CPU ms (global)"),
+           ("db_per_node", "database CPU / node CPU of the same run (the node's code is the same at both sizes: "
+            "the machine's speed cancels)"))
 #: figures shown, not held to the criterion (wall time; counters of the whole server)
 UNJUDGED = ("wall_ms", "pool_reads", "server_ms")
 
@@ -91,6 +93,12 @@ def load_runs(out: Path) -> dict[int, list[dict]]:
     return {n: [r for _, r in sorted(v, key=lambda kv: kv[0])] for n, v in sorted(runs.items())}
 
 
+def figure(per_op: dict, key: str) -> float:
+    if key == "db_per_node":
+        return per_op["db_ms"] / per_op["node_ms"] if per_op.get("node_ms") else 0.0
+    return per_op.get(key, 0.0)
+
+
 def summary(runs: dict[int, list[dict]]) -> dict:
     """Per operation and figure: each size's median, least and most, the ratio of the biggest
     size's median to the smallest's, and the median of the run-by-run ratios (run i of the big size
@@ -106,11 +114,11 @@ def summary(runs: dict[int, list[dict]]) -> dict:
         for key, _ in FIGURES:
             per_size = {}
             for n, rs in runs.items():
-                values = [r["per_op"][op].get(key, 0.0) for r in rs]
+                values = [figure(r["per_op"][op], key) for r in rs]
                 per_size[n] = (statistics.median(values), min(values), max(values))
             ratio = per_size[big][0] / per_size[small][0] if per_size[small][0] else None
-            smalls = {r["run"]: r["per_op"][op].get(key, 0.0) for r in runs[small]}
-            pairs = [r["per_op"][op].get(key, 0.0) / smalls[r["run"]] for r in runs[big] if smalls.get(r["run"])]
+            smalls = {r["run"]: figure(r["per_op"][op], key) for r in runs[small]}
+            pairs = [figure(r["per_op"][op], key) / smalls[r["run"]] for r in runs[big] if smalls.get(r["run"])]
             figures[key] = {"per_size": per_size, "ratio": ratio,
                             "paired": statistics.median(pairs) if pairs else None}
         out["ops"][op] = figures

@@ -103,6 +103,10 @@ def test_capacity_check_summary(tmp_path):
                 if "answer" in line)
     assert db.split()[-3:] == ["1.20", "paired", "1.10"] and "(1.000-2.200)" in db, db  # 1.10, 3.00, 1.09
     assert node.split()[-4:] == ["1.50", "*", "paired", "1.50"], node
+    per_node = next(line for line in out.splitlines()[next(i for i, x in enumerate(out.splitlines())
+                                                            if x.startswith("-- database CPU / node")):]
+                    if "answer" in line)
+    assert per_node.split()[-3:] == ["1.00", "paired", "1.10"], per_node  # 2.2, 2.0, 1.2 against 2.0, 1.0, 2.2
     assert "measured / predicted 1.00" in out and "0.40, 0.40, 0.40" in out
 
 
