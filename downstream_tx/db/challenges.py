@@ -123,7 +123,7 @@ def _take(txn: Txn, wants: dict[int, int], files_per_statement: int, with_seed: 
         items = [(f, n) for f, n in items if n != 1]
     one = f"SELECT {columns} FROM challenges WHERE file_id = ? AND used = 0 ORDER BY id LIMIT ?"
     # a server: each file's locked read a parenthesised query block of the UNION (MariaDB 10.4+,
-    # MySQL 8.0.22+); not a derived table, which the server materialises as a temporary table per
+    # MySQL 8.0.22+); not a derived table, which the server materialises (an internal table) per
     # file (~30% more server CPU for the pass's take: docs/performance.md). SQLite has no
     # parenthesised blocks (nor locks): a derived table per file
     branch = f"({one}{txn.for_update()})" if txn.engine_name != "sqlite" else f"SELECT {columns} FROM ({one}) p"
