@@ -186,3 +186,46 @@ def test_a_server_engine_waits_for_the_upgrade_without_the_pools_read_timeout(tm
     config = make_config(tmp_path, "mysql://u:p@127.0.0.1:1/d")
     assert run(runtime._upgrade_server(config, None, [])) == (12, 13)
     assert [(kw["read_timeout"], kw["write_timeout"]) for kw in made] == [(None, None)] and closed == [True]
+
+
+def test_a_v0_answer_reaches_its_contract_from_the_file_not_from_the_farmers_contracts(tmp_path, db_url, clock):
+    """The answer's statement reads the contract through files_hash and contracts_file (the file's
+    few contracts), never through contracts_token (every active contract of the farmer: 1,000 rows
+    per answer for a farmer of 1,000 contracts, measured on MariaDB — docs/capacity.md)."""
+    db = open_test_db(make_config(tmp_path, db_url), clock)
+
+    def fill(txn):
+        for t in range(1, 5):
+            txn.execute("INSERT INTO tokens (token_hash, farmer_id, address, created) VALUES (?, ?, 'a', 0)",
+                        (bytes([t]) * 32, f"{t:020d}"))
+        farmer = txn.execute("SELECT id FROM tokens WHERE token_hash = ?", (bytes([1]) * 32,)).fetchone()[0]
+        others = [r[0] for r in txn.execute("SELECT id FROM tokens WHERE id <> ?", (farmer,)).fetchall()]
+        for i in range(1000):
+            txn.execute("INSERT INTO files (file_hash, kind, size, redundancy, interval_s, added) "
+                        "VALUES (?, 'stored', 1, 4, 60, 0)", (f"{i:064x}",))
+            file_id = txn.execute("SELECT id FROM files WHERE file_hash = ?", (f"{i:064x}",)).fetchone()[0]
+            for token in [farmer] + (others if i == 7 else []):
+                txn.execute("INSERT INTO contracts (token_id, file_id, state, start, interval_s) "
+                            "VALUES (?, ?, 'active', 0, 60)", (token, file_id))
+    run(db.run("fill", fill))
+
+    def plan(txn):
+        sql = contracts.answer_by_token_sql(txn.for_update())
+        args = (0.0, 0.0, f"{7:064x}", bytes([1]) * 32)
+        if txn.engine_name == "sqlite":
+            txn.execute("ANALYZE")
+            return [str(r[3]) for r in txn.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()]
+        for table in ("tokens", "files", "contracts"):
+            txn.execute(f"ANALYZE TABLE {table}")
+        return [f"{r[2]} {r[5]} {r[6]}" for r in txn.execute("EXPLAIN " + sql, args).fetchall()]
+    steps = run(db.run("plan", plan))
+    of = {alias: [s for s in steps if s.startswith(f"{alias} ") or f" {alias} " in s] for alias in ("f", "c")}
+    assert len(of["c"]) == 1 and "contracts_file" in of["c"][0], steps
+    assert len(of["f"]) == 1 and "files_hash" in of["f"][0], steps
+    assert not any("contracts_token" in s for s in steps), steps
+
+    def answer(txn):
+        return txn.execute(contracts.answer_by_token_sql(), (0.0, 0.0, f"{7:064x}", bytes([1]) * 32)).fetchall()
+    rows = run(db.run("answer", answer))
+    assert len(rows) == 1 and rows[0][len(contracts.TOKEN_COLUMNS.split(", "))] is not None
+    db.close()
