@@ -219,8 +219,8 @@ def test_a_v0_answer_reaches_its_contract_from_the_file_not_from_the_farmers_con
             txn.execute(f"ANALYZE TABLE {table}")
         return [f"{r[2]} {r[5]} {r[6]}" for r in txn.execute("EXPLAIN " + sql, args).fetchall()]
     steps = run(db.run("plan", plan))
-    of = {alias: [s for s in steps if s.startswith(f"{alias} ") or f" {alias} " in s] for alias in ("f", "c")}
-    assert len(of["c"]) == 1 and "contracts_file" in of["c"][0], steps
+    of = {alias: [s for s in steps if s.startswith(f"{alias} ") or f" {alias} " in s] for alias in ("f", "fc")}
+    assert len(of["fc"]) == 1 and "contracts_file" in of["fc"][0], steps
     assert len(of["f"]) == 1 and "files_hash" in of["f"][0], steps
     assert not any("contracts_token" in s for s in steps), steps
 

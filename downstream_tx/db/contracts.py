@@ -472,12 +472,15 @@ def answer_by_token_sql(for_update: str = "") -> str:
     (files_hash), then their active contracts (contracts_file: the file's redundancy, a few rows)
     and the token's among them — never from the token's contracts_token list, which is every active
     contract of the farmer (1,000 rows read per answer for a farmer of 1,000 contracts).
-    ``c.token_id + 0`` keeps both engines off contracts_token. More than one live file of the hash
-    is tolerated as before: the first contract found."""
+    The subquery finds the contract's id (``fc.token_id + 0`` keeps both engines off contracts_token)
+    and the row is read by its primary key: a parenthesised ``LEFT JOIN (files JOIN contracts)``
+    made SQLite materialise the join from contracts_due (every active contract). More than one
+    live file of the hash is tolerated as before: the first contract found (``LIMIT 1``)."""
     columns = ", ".join("k." + c for c in TOKEN_COLUMNS.split(", "))
     return (f"SELECT {columns}, {ANSWER_COLUMNS}, CASE WHEN {PENDING} THEN 1 ELSE 0 END FROM tokens k "
-            "LEFT JOIN (files f JOIN contracts c ON c.file_id = f.id AND c.state = 'active' AND c.protocol = 0) "
-            "ON f.file_hash = ? AND f.removed IS NULL AND c.token_id + 0 = k.id "
+            "LEFT JOIN contracts c ON c.id = (SELECT fc.id FROM files f JOIN contracts fc ON fc.file_id = f.id "
+            "AND fc.state = 'active' AND fc.protocol = 0 AND fc.token_id + 0 = k.id "
+            "WHERE f.file_hash = ? AND f.removed IS NULL LIMIT 1) "
             f"LEFT JOIN challenges ch ON ch.id = c.challenge_id {PREVIOUS_JOIN} "
             "WHERE k.token_hash = ? AND k.deleted IS NULL" + for_update)
 
