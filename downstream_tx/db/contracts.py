@@ -475,12 +475,14 @@ def answer_by_token_sql(for_update: str = "") -> str:
     The subquery finds the contract's id (``fc.token_id + 0`` keeps both engines off contracts_token)
     and the row is read by its primary key: a parenthesised ``LEFT JOIN (files JOIN contracts)``
     made SQLite materialise the join from contracts_due (every active contract). More than one
-    live file of the hash is tolerated as before: the first contract found (``LIMIT 1``)."""
+    live file of the hash is tolerated as before: the first contract found (``LIMIT 1``). On MariaDB
+    the subquery's read is not a locking one: the contract's state is checked again on the row
+    read (and locked) by its id."""
     columns = ", ".join("k." + c for c in TOKEN_COLUMNS.split(", "))
     return (f"SELECT {columns}, {ANSWER_COLUMNS}, CASE WHEN {PENDING} THEN 1 ELSE 0 END FROM tokens k "
             "LEFT JOIN contracts c ON c.id = (SELECT fc.id FROM files f JOIN contracts fc ON fc.file_id = f.id "
             "AND fc.state = 'active' AND fc.protocol = 0 AND fc.token_id + 0 = k.id "
-            "WHERE f.file_hash = ? AND f.removed IS NULL LIMIT 1) "
+            "WHERE f.file_hash = ? AND f.removed IS NULL LIMIT 1) AND c.state = 'active' AND c.protocol = 0 "
             f"LEFT JOIN challenges ch ON ch.id = c.challenge_id {PREVIOUS_JOIN} "
             "WHERE k.token_hash = ? AND k.deleted IS NULL" + for_update)
 
