@@ -15,8 +15,8 @@ from downstream_tx.db.database import Txn
 from downstream_tx.db.lease import JOBS, Fence, FencedDatabase, LeaseLost
 from downstream_tx.jobs.prune import NAME, START, ChallengePrune
 from downstream_tx.runtime import build_jobs
-from downstream_tx.v0.hashes import parse_response
-from support import ADDRESS, add_test_file, contract_row, make_address, run, stored_bytes, v0_answer
+from support import ADDRESS, add_test_file, make_address, run
+from support.v0_farmer import V0Farmer
 
 INTERVAL = 60
 GRACE = 5.0
@@ -27,26 +27,7 @@ def make(nodes):
     return nodes
 
 
-class Farmer:
-    def __init__(self, node, address=ADDRESS):
-        self.node = node
-        self.token = run(node.v0.create_token(address))
-
-    def chunk(self) -> str:
-        return run(self.node.v0.get_chunk(self.token)).file_hash
-
-    def outstanding(self) -> dict[str, str]:
-        _, due = run(self.node.v0.due(self.token))
-        return {r["file_hash"]: r["challenge"].hex() for r in due}
-
-    def answer(self, file_hash: str, challenge: str | None = None, arrived: float | None = None,
-               right: bool = True) -> str:
-        challenge = challenge or self.outstanding()[file_hash]
-        response = v0_answer(stored_bytes(self.node, file_hash), challenge) if right else "0" * 64
-        return run(self.node.v0.answer(self.token, file_hash, parse_response(response), arrived))
-
-    def state(self, file_hash: str) -> dict:
-        return contract_row(self.node, self.token, file_hash)
+Farmer = V0Farmer
 
 
 def query(node, sql: str, args=()) -> list[tuple]:

@@ -26,9 +26,8 @@ from support import (
     make_config,
     report_of,
     run,
-    stored_bytes,
 )
-from support import v0_answer as honest_answer
+from support.v0_farmer import V0Farmer
 from support.v1 import INTERVAL as V1_INTERVAL
 from support.v1 import prove
 
@@ -46,27 +45,7 @@ def make(nodes):
     return nodes
 
 
-class Farmer:
-    def __init__(self, node, address=ADDRESS):
-        self.node = node
-        self.address = address
-        self.token = run(node.v0.create_token(address))
-
-    def chunk(self) -> str:
-        return run(self.node.v0.get_chunk(self.token)).file_hash
-
-    def outstanding(self) -> dict[str, str]:
-        _, due = run(self.node.v0.due(self.token))
-        return {r["file_hash"]: r["challenge"].hex() for r in due}
-
-    def answer(self, file_hash: str, right: bool = True) -> str:
-        challenge = self.outstanding()[file_hash]
-        response = honest_answer(stored_bytes(self.node, file_hash), challenge) if right else "0" * 64
-        return run(self.node.v0.answer(self.token, file_hash, parse_response(response)))
-
-    def state(self, file_hash: str) -> dict:
-        return run(self.node.stores.contracts.latest(hash_token(self.token), file_hash))
-
+class Farmer(V0Farmer):
     def rep(self) -> reputation.Reputation:
         return run(self.node.stores.reputation.of_addresses([self.address]))[self.address]
 

@@ -12,18 +12,14 @@ import pytest
 
 from downstream_tx.errors import NodeError
 from downstream_tx.runtime import build_jobs, contract_timer
-from downstream_tx.v0.hashes import parse_response
 from support import (
-    ADDRESS,
     add_test_file,
-    contract_row,
     file_replicas,
     make_address,
     run,
-    stored_bytes,
-    v0_answer,
 )
 from support.stored import mark_all_used
+from support.v0_farmer import V0Farmer
 
 INTERVAL = 60
 EPS = 0.001
@@ -34,34 +30,9 @@ def make(nodes):
     return nodes
 
 
-class Farmer:
-    """A farmer driving the node's v0 functions directly (no HTTP: the API has its own tests)."""
-
-    def __init__(self, node, address=ADDRESS):
-        self.node = node
-        self.token = run(node.v0.create_token(address))
-        self.challenges: dict[str, str] = {}
-
-    def chunk(self) -> str:
-        a = run(self.node.v0.get_chunk(self.token))
-        self.challenges[a.file_hash] = a.challenge.hex()
-        return a.file_hash
-
-    def outstanding(self) -> dict[str, str]:
-        _, due = run(self.node.v0.due(self.token))
-        return {r["file_hash"]: r["challenge"].hex() for r in due}
-
-    def answer(self, file_hash: str, right: bool = True) -> str:
-        challenge = self.outstanding()[file_hash]
-        response = v0_answer(stored_bytes(self.node, file_hash), challenge) if right else "0" * 64
-        return run(self.node.v0.answer(self.token, file_hash, parse_response(response)))
-
+class Farmer(V0Farmer):
     def answer_stale(self, file_hash: str, challenge: str) -> str:
-        return run(self.node.v0.answer(self.token, file_hash,
-                                       parse_response(v0_answer(stored_bytes(self.node, file_hash), challenge))))
-
-    def state(self, file_hash: str) -> dict:
-        return contract_row(self.node, self.token, file_hash)
+        return self.answer(file_hash, challenge)
 
 
 def tick(node, clock, seconds: float = INTERVAL):
