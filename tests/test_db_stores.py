@@ -477,21 +477,15 @@ def test_the_answer_statement_searches_indexes_only_on_sqlite(tmp_path, clock):
     """The one SELECT of an answer: no scan, no materialised join (a parenthesised join of contracts
     and files made SQLite read every active contract per answer)."""
     from downstream_tx.db import contracts
-    from downstream_tx.db.database import Txn
     from downstream_tx.db.tokens import UnknownToken
-    from support import make_config, open_test_db
+    from support import make_config, open_test_db, recording_txn
 
     db = open_test_db(make_config(tmp_path, None), clock)
     seen = []
 
-    class Recording(Txn):
-        def execute(self, sql, args=()):
-            seen.append((sql, tuple(args)))
-            return super().execute(sql, args)
-
     def body(txn):
         with pytest.raises(UnknownToken):
-            contracts.answer_by_token_txn(Recording(txn._cursor, txn._engine), Rules(), TH, "ab" * 32, "00" * 32, 0.0,
+            contracts.answer_by_token_txn(recording_txn(txn, seen), Rules(), TH, "ab" * 32, "00" * 32, 0.0,
                                           3)
         [(sql, args)] = seen
         return [row[3] for row in txn.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()]

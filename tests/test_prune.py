@@ -11,7 +11,6 @@ import pytest
 
 from downstream_tx.db import counters
 from downstream_tx.db.challenges import ChallengeStore, prune_txn
-from downstream_tx.db.database import Txn
 from downstream_tx.db.lease import JOBS, Fence, FencedDatabase, LeaseLost
 from downstream_tx.jobs.prune import NAME, START, ChallengePrune
 from downstream_tx.runtime import build_jobs
@@ -242,7 +241,7 @@ def test_without_the_prune_used_challenges_pile_up(make, clock, tmp_path):
 def test_the_statements_search_indexes_only(tmp_path):
     """On SQLite: every statement of a prune transaction is a search of an index (files by primary
     key, challenges by ``challenges_unused``, contracts by ``contracts_file``), never a scan."""
-    from support import make_config, make_node
+    from support import make_config, make_node, recording_txn
 
     node = make_node(make_config(tmp_path, "sqlite:///" + str(tmp_path / "plan.db")))
     try:
@@ -251,13 +250,8 @@ def test_the_statements_search_indexes_only(tmp_path):
         run(node.stores.db.run("used", lambda txn: txn.execute("UPDATE challenges SET used = 1 WHERE seq < 3")))
         seen = []
 
-        class Recording(Txn):
-            def execute(self, sql, args=()):
-                seen.append((sql, tuple(args)))
-                return super().execute(sql, args)
-
         def body(txn):
-            prune_txn(Recording(txn._cursor, txn._engine), START, 10)
+            prune_txn(recording_txn(txn, seen), START, 10)
             return {sql: [row[3] for row in txn.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()]
                     for sql, args in seen}
 

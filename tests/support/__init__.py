@@ -208,6 +208,18 @@ def record_statements(monkeypatch) -> list[str]:
     return statements
 
 
+def recording_txn(txn: Txn, seen: list) -> Txn:
+    """A :class:`Txn` over ``txn``'s cursor that appends ``(sql, args)`` of each statement it runs to
+    ``seen`` (to read their query plans after)."""
+
+    class Recording(Txn):
+        def execute(self, sql, args=()):
+            seen.append((sql, tuple(args)))
+            return super().execute(sql, args)
+
+    return Recording(txn._cursor, txn._engine)
+
+
 def make_address(n: int) -> str:
     import coincurve
 
