@@ -15,6 +15,7 @@ forgiveness) and the starved ones, and it handles them as the rows it materialis
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -466,6 +467,7 @@ def answer_txn(txn: Txn, rules: Rules, token_id: int, file_hash: str, response: 
     return AnswerResult(verdict.status, late=verdict.late)
 
 
+@functools.cache  # (built once per engine's locking clause: it runs for every answer)
 def answer_by_token_sql(for_update: str = "") -> str:
     """The token by its hash and its active v0 contract on a file hash (parameters: ``now, now,
     file_hash, token_hash``). The contract is reached from the file — the live files of the hash

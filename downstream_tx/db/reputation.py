@@ -68,6 +68,15 @@ def _linear_values(delta: Mapping[str, tuple[float, float, float]], tally: Tally
 _SCORE_COLUMNS = ", ".join(f"{name}_{part}" for name in SCORES for part in ("alpha", "beta"))
 
 
+def _decide(row: Sequence[Any], tally: Tally, rules: Rules) -> tuple[Scores, standing.Standing | None]:
+    """A farmer's scores after ``tally`` and the change of standing they make (None: none), by the
+    domain, from its reputation row as read (``address, status``, then the six score columns)."""
+    values = [float(x) for x in row[2:8]]
+    before = Scores(*(tuple(values[i:i + 2]) for i in range(0, 6, 2)))
+    after = scores.apply(before, tally, rules.lam, rules.unknown_lam)
+    return after, standing.decide(str(row[1]), after, tally, rules)
+
+
 def _record(txn: Txn, rules: Rules, now: float, tally: Tally, where: str, arg: Any) -> bool:
     """Apply one farmer's tally (the farmer: ``WHERE <where>`` with ``arg``); False when it has no
     reputation row yet. A change of status is noted on the transaction (:class:`StandingChange`).
@@ -87,10 +96,7 @@ def _record(txn: Txn, rules: Rules, now: float, tally: Tally, where: str, arg: A
     if row is None:
         return False
     address, status = str(row[0]), str(row[1])
-    values = [float(x) for x in row[2:]]
-    before = Scores(*(tuple(values[i:i + 2]) for i in range(0, 6, 2)))
-    after = scores.apply(before, tally, rules.lam, rules.unknown_lam)
-    change = standing.decide(status, after, tally, rules)
+    after, change = _decide(row, tally, rules)
     sets = [f"{name}_{part} = ?" for name in delta for part in ("alpha", "beta")]
     args: list[Any] = [x for name in delta for x in getattr(after, name)]
     sets += [f"{column} = {column} + ?" for column in counts]
@@ -147,10 +153,7 @@ def _record_many(txn: Txn, rules: Rules, now: float, tallies: Mapping[str, Tally
     for row in sorted(rows, key=lambda r: str(r[0])):
         address, status = str(row[0]), str(row[1])
         tally = tallies.get(address) or tallies[by_key[address.casefold()]]
-        values = [float(x) for x in row[2:8]]
-        before = Scores(*(tuple(values[i:i + 2]) for i in range(0, 6, 2)))
-        after = scores.apply(before, tally, rules.lam, rules.unknown_lam)
-        change = standing.decide(status, after, tally, rules)
+        after, change = _decide(row, tally, rules)
         if change is None:
             linear[tuple(getattr(tally, c) for c in COUNTS)].append(address)
             continue

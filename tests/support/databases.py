@@ -122,11 +122,8 @@ def _structure(cur) -> tuple[tuple, dict[str, int | None]]:
     for name, kind in tables:
         if kind != "BASE TABLE":  # a view: named in the list, which the upgrade never makes
             continue
-        cur.execute(f"SHOW CREATE TABLE `{name}`")
-        create = str(cur.fetchone()[1])
-        found = _AUTO_INCREMENT.search(create)
-        counters[name] = int(found.group(1)) if found else None
-        creates.append(_AUTO_INCREMENT.sub("", create, count=1))
+        create, counters[name] = _create_table(cur, name)
+        creates.append(create)
     cur.execute("SELECT 'trigger', trigger_name, event_object_table, action_timing, event_manipulation, "
                 "action_statement FROM information_schema.triggers WHERE trigger_schema = DATABASE() UNION ALL "
                 "SELECT 'routine', routine_type, routine_name, '', '', '' FROM information_schema.routines "
@@ -201,13 +198,15 @@ def _restore(built: _Built) -> bool:
         # checked again: what was put back is what was recorded
         again = _checksums(cur, changed)
         return all(again[t] == built.checksums[t] for t in changed) and all(
-            _auto_increment(cur, t) == built.auto_increment[t] for t in moved)
+            _create_table(cur, t)[1] == built.auto_increment[t] for t in moved)
 
 
-def _auto_increment(cur, table: str) -> int | None:
+def _create_table(cur, table: str) -> tuple[str, int | None]:
+    """The table's ``SHOW CREATE TABLE`` without its AUTO_INCREMENT, and that (``None``: no counter)."""
     cur.execute(f"SHOW CREATE TABLE `{table}`")
-    found = _AUTO_INCREMENT.search(str(cur.fetchone()[1]))
-    return int(found.group(1)) if found else None
+    create = str(cur.fetchone()[1])
+    found = _AUTO_INCREMENT.search(create)
+    return _AUTO_INCREMENT.sub("", create, count=1), int(found.group(1)) if found else None
 
 
 def upgraded_mysql_database(url: str) -> None:
